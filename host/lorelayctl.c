@@ -1,0 +1,174 @@
+/* lorelayctl: asks a running lorelayd for its status.
+ *
+ * The daemon renders both the table and the JSON (one model, one place), so
+ * this client stays a thin, portable libuv pipe client that works the same
+ * over a Unix socket and a Windows named pipe. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "lr_sbuf.h"
+#include "lr_version.h"
+
+#ifdef _WIN32
+#define DEFAULT_SOCKET_HINT "\\\\.\\pipe\\lorelayd"
+#else
+#include <unistd.h>
+#endif
+
+typedef struct {
+  uv_pipe_t pipe;
+  uv_connect_t creq;
+  uv_write_t wreq;
+  uv_timer_t timer;
+  const char *path;
+  const char *request;
+  lr_sbuf_t out;
+  int status;
+  char rbuf[16384];
+} ctl_t;
+
+static void default_socket(char *buf, size_t len) {
+#ifdef _WIN32
+  snprintf(buf, len, "%s", DEFAULT_SOCKET_HINT);
+#else
+  const char *xdg = getenv("XDG_RUNTIME_DIR");
+  if (geteuid() == 0 || !xdg || !*xdg)
+    snprintf(buf, len, geteuid() == 0 ? "/run/lorelay/lorelayd.sock" : "/tmp/lorelay-%u/lorelayd.sock",
+             (unsigned)geteuid());
+  else
+    snprintf(buf, len, "%s/lorelay/lorelayd.sock", xdg);
+#endif
+}
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: lorelayctl [--socket PATH] status [--json]\n"
+             "Shows lorelayd's guests, forwarded ports, connections and bytes.\n\n"
+             "  --socket PATH   lorelayd's status endpoint (default: the daemon's default)\n"
+             "  --json          machine-readable output\n"
+             "  -h, --help      this text\n"
+             "  -V, --version   print the version\n");
+}
+
+static void finish(ctl_t *c, int status) {
+  if (c->status == 0) c->status = status;
+  uv_close((uv_handle_t *)&c->timer, NULL);
+  if (!uv_is_closing((uv_handle_t *)&c->pipe)) uv_close((uv_handle_t *)&c->pipe, NULL);
+}
+
+static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
+  ctl_t *c = h->data;
+  (void)sz;
+  buf->base = c->rbuf;
+  buf->len = sizeof c->rbuf;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  ctl_t *c = s->data;
+  if (n > 0) {
+    lr_sbuf_append(&c->out, buf->base, (size_t)n);
+    return;
+  }
+  if (n == UV_EOF) {
+    finish(c, c->out.len ? 0 : 1);
+    if (!c->out.len) fprintf(stderr, "lorelayctl: lorelayd closed the connection without an answer\n");
+    return;
+  }
+  if (n < 0) {
+    fprintf(stderr, "lorelayctl: reading from %s: %s\n", c->path, uv_strerror((int)n));
+    finish(c, 1);
+  }
+}
+
+static void on_write(uv_write_t *w, int status) {
+  ctl_t *c = w->data;
+  if (status < 0) {
+    fprintf(stderr, "lorelayctl: sending to %s: %s\n", c->path, uv_strerror(status));
+    finish(c, 1);
+  }
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  ctl_t *c = req->data;
+  if (status < 0) {
+    fprintf(stderr, "lorelayctl: cannot reach lorelayd at %s: %s (is it running? --socket?)\n",
+            c->path, uv_strerror(status));
+    finish(c, 1);
+    return;
+  }
+  uv_buf_t b = uv_buf_init((char *)c->request, (unsigned)strlen(c->request));
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_write) != 0 ||
+      uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) != 0)
+    finish(c, 1);
+}
+
+static void on_timeout(uv_timer_t *t) {
+  ctl_t *c = t->data;
+  fprintf(stderr, "lorelayctl: lorelayd at %s did not answer within 5 s\n", c->path);
+  finish(c, 1);
+}
+
+int main(int argc, char **argv) {
+  const char *sock = NULL, *cmd = NULL;
+  int json = 0;
+  char defpath[512];
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage(stdout);
+      return 0;
+    } else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
+      printf("lorelayctl %s\n", LR_VERSION_STRING);
+      return 0;
+    } else if (!strcmp(a, "--socket")) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "lorelayctl: --socket needs a path\n");
+        return 2;
+      }
+      sock = argv[++i];
+    } else if (!strcmp(a, "--json")) {
+      json = 1;
+    } else if (a[0] == '-') {
+      fprintf(stderr, "lorelayctl: unknown option '%s' (see --help)\n", a);
+      return 2;
+    } else if (!cmd) {
+      cmd = a;
+    } else {
+      fprintf(stderr, "lorelayctl: unexpected argument '%s' (see --help)\n", a);
+      return 2;
+    }
+  }
+  if (!cmd) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(cmd, "status") != 0) {
+    fprintf(stderr, "lorelayctl: unknown command '%s' (known: status)\n", cmd);
+    return 2;
+  }
+  if (!sock) {
+    default_socket(defpath, sizeof defpath);
+    sock = defpath;
+  }
+  ctl_t c;
+  memset(&c, 0, sizeof c);
+  c.path = sock;
+  c.request = json ? "status json\n" : "status table\n";
+  lr_sbuf_init(&c.out);
+  uv_loop_t *loop = uv_default_loop();
+  uv_pipe_init(loop, &c.pipe, 0);
+  uv_timer_init(loop, &c.timer);
+  c.pipe.data = c.timer.data = c.creq.data = &c;
+  uv_timer_start(&c.timer, on_timeout, 5000, 0);
+  uv_pipe_connect(&c.creq, &c.pipe, sock, on_connect);
+  uv_run(loop, UV_RUN_DEFAULT);
+  if (c.status == 0 && c.out.len) {
+    fwrite(c.out.p, 1, c.out.len, stdout);
+    if (strncmp(c.out.p, "error:", 6) == 0) c.status = 1;
+  }
+  lr_sbuf_free(&c.out);
+  uv_loop_close(loop);
+  return c.status;
+}

@@ -1,0 +1,34 @@
+/* The POSIX host platform: the lr_pal_t for Linux and the helpers the
+ * lorelayd main needs around it (run directory, socket paths, netns). */
+#ifndef LR_POSIX_H
+#define LR_POSIX_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "lr_pal.h"
+
+extern const lr_pal_t lr_pal_posix;
+
+/* Installs the relay's peer-closed probe and ignores SIGPIPE. */
+void lr_posix_init(void);
+
+/* /run/lorelay as root, else $XDG_RUNTIME_DIR/lorelay (or /tmp/lorelay-UID). */
+const char *lr_posix_run_dir(char *buf, size_t len);
+int lr_posix_mkdir_p(const char *path, mode_t mode);
+
+/* Makes path usable for a listening Unix socket: creates its directory,
+ * removes a stale socket left by a crash, refuses if a live process
+ * answers there or the file is not a socket. 0 or -1 with err. */
+int lr_posix_claim_socket_path(const char *path, char *err, size_t errlen);
+
+/* Network namespaces (netns.c). */
+/* Creates /run/netns/NAME as `ip netns add` does, unless it exists, and
+ * brings its loopback up. 0 or -1 with err. */
+int lr_netns_ensure(const char *name, char *err, size_t errlen);
+/* Forks a child that enters netns NAME and execs argv[0] with argv.
+ * The child gets SIGTERM if lorelayd dies. Returns the pid or -1 with err. */
+pid_t lr_netns_spawn(const char *name, char *const argv[], char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,140 @@
+/* The POSIX (Linux) platform layer for the host core.
+ *
+ * libuv does nearly everything; what is left is the AF_VSOCK connect
+ * (vmsock_posix.c), loopback listeners (libuv's bind is already exclusive
+ * on Linux: SO_REUSEADDR there never lets a second socket bind a port that
+ * one is listening on), the peer-closed probe that lets the relay tell a
+ * reset from a half-close on Unix sockets, and the default paths. */
+#define _GNU_SOURCE
+#include "lr_posix.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "lr_relay.h"
+#include "vmsock_posix.h"
+
+static int listen_loopback(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa, int backlog,
+                           uv_connection_cb cb, uv_close_cb on_fail) {
+  int rc = uv_tcp_init_ex(loop, h, sa->sa_family);
+  if (rc) {
+    /* No socket of that family (IPv6 disabled): honour the contract that h
+     * is initialised and closing on failure. */
+    int rc2 = uv_tcp_init(loop, h);
+    if (rc2) return rc2;
+    uv_close((uv_handle_t *)h, on_fail);
+    return rc;
+  }
+  rc = uv_tcp_bind(h, sa, sa->sa_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)h, backlog, cb);
+  if (rc) uv_close((uv_handle_t *)h, on_fail);
+  return rc;
+}
+
+const char *lr_posix_run_dir(char *buf, size_t len) {
+  const char *xdg = getenv("XDG_RUNTIME_DIR");
+  if (geteuid() == 0 || !xdg || !*xdg)
+    snprintf(buf, len, geteuid() == 0 ? "/run/lorelay" : "/tmp/lorelay-%u", (unsigned)geteuid());
+  else
+    snprintf(buf, len, "%s/lorelay", xdg);
+  return buf;
+}
+
+static const char *default_status_path(char *buf, size_t len) {
+  char dir[400];
+  snprintf(buf, len, "%s/lorelayd.sock", lr_posix_run_dir(dir, sizeof dir));
+  return buf;
+}
+
+static const char *default_config_path(char *buf, size_t len) {
+  snprintf(buf, len, "/etc/lorelay/lorelay.ini");
+  return buf;
+}
+
+const lr_pal_t lr_pal_posix = {
+    .name = "posix",
+    .vmsock_connect = lr_posix_vmsock_connect,
+    .listen_loopback = listen_loopback,
+    .default_status_path = default_status_path,
+    .default_config_path = default_config_path,
+};
+
+/* After EOF: has the peer closed both directions (POLLHUP), or only its
+ * write side (POLLRDHUP alone)? Meaningful only while our own write side is
+ * open, which the relay guarantees before asking. */
+static int peer_closed(const lr_endpoint_t *ep) {
+  uv_os_fd_t fd;
+  if (uv_fileno(&ep->u.handle, &fd) != 0) return 0;
+  struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+  if (poll(&p, 1, 0) != 1) return 0;
+  return (p.revents & POLLHUP) != 0;
+}
+
+void lr_posix_init(void) {
+  signal(SIGPIPE, SIG_IGN);
+  lr_relay_set_peer_closed_probe(peer_closed);
+}
+
+int lr_posix_mkdir_p(const char *path, mode_t mode) {
+  char tmp[512];
+  snprintf(tmp, sizeof tmp, "%s", path);
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(tmp, mode) != 0 && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  if (mkdir(tmp, mode) != 0 && errno != EEXIST) return -1;
+  return 0;
+}
+
+int lr_posix_claim_socket_path(const char *path, char *err, size_t errlen) {
+  char dir[512];
+  struct sockaddr_un sun;
+  if (strlen(path) >= sizeof sun.sun_path) {
+    snprintf(err, errlen, "socket path %s is too long (max %zu bytes)", path,
+             sizeof sun.sun_path - 1);
+    return -1;
+  }
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = '\0';
+    if (lr_posix_mkdir_p(dir, 0755) != 0) {
+      snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+      return -1;
+    }
+  }
+  struct stat st;
+  if (lstat(path, &st) != 0) return 0;
+  if (!S_ISSOCK(st.st_mode)) {
+    snprintf(err, errlen, "%s exists and is not a socket: not touching it", path);
+    return -1;
+  }
+  /* A live server answers a connect; a stale file from a crash does not. */
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    snprintf(err, errlen, "socket: %s", strerror(errno));
+    return -1;
+  }
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path, strlen(path));
+  int live = connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0;
+  close(fd);
+  if (live) {
+    snprintf(err, errlen, "%s is in use by a running process (another lorelayd?)", path);
+    return -1;
+  }
+  if (unlink(path) != 0) {
+    snprintf(err, errlen, "cannot remove stale %s: %s", path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}

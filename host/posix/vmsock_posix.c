@@ -1,0 +1,170 @@
+/* AF_VSOCK for the posix host (connect) and the Linux guest (bind/listen).
+ *
+ * libuv cannot create vsock sockets, so these few blocking calls are made
+ * natively and the resulting descriptor goes to uv_tcp_open. They stay thin
+ * on purpose: a vsock connect cannot be exercised on the test machines, so
+ * everything that can be decided without the kernel (which addresses are
+ * refused, the sockaddr_vm layout) is decided before the first syscall and
+ * tested on its own. Error strings say what the user should check, because
+ * "No such device" from a vsock connect means "no vsock transport loaded". */
+#include "vmsock_posix.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "lr_log.h" /* LR_PRINTF */
+
+static int LR_PRINTF(4, 5) vs_fail(int uverr, char *err, size_t errlen, const char *fmt, ...) {
+  if (err != NULL && errlen > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return uverr;
+}
+
+/* What a vsock errno means to someone setting up a VM. */
+static const char *vs_hint(int e) {
+  switch (e) {
+  case EAFNOSUPPORT:
+    return " (this kernel has no AF_VSOCK: load the vsock module)";
+  case ENODEV:
+  case ENETUNREACH:
+  case EHOSTUNREACH:
+    return " (no vsock transport for that CID: on a host load vhost_vsock, in a guest the "
+           "virtio/hyperv/vmci vsock driver)";
+  case ECONNREFUSED:
+  case ECONNRESET:
+    return " (nothing listens on that port in the guest: is lorelay-agent running?)";
+  case ETIMEDOUT:
+    return " (is the guest running and its CID right?)";
+  case EADDRINUSE:
+    return " (another socket is bound to that vsock port)";
+  case EADDRNOTAVAIL:
+    return " (that CID is not this machine's: listen on vsock:any:PORT)";
+  default:
+    return "";
+  }
+}
+
+int lr_posix_vsock_sockaddr(const lr_taddr_t *a, struct sockaddr_vm *out, char *err, size_t errlen) {
+  char addr[160];
+  memset(out, 0, sizeof *out);
+  if (a == NULL || a->kind != LR_TADDR_VSOCK)
+    return vs_fail(UV_EINVAL, err, errlen, "%s is not a vsock: address",
+                   a != NULL ? lr_taddr_format(a, addr, sizeof addr) : "(null)");
+  out->svm_family = AF_VSOCK;
+  out->svm_cid = a->cid == LR_VSOCK_CID_ANY ? VMADDR_CID_ANY : a->cid;
+  out->svm_port = a->port;
+  return 0;
+}
+
+/* Waits for a connect that a signal interrupted: the kernel carries on with
+ * it, so calling connect() again would only report EALREADY. */
+static int finish_interrupted_connect(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLOUT};
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  int rc;
+  do {
+    rc = poll(&p, 1, (LR_POSIX_VSOCK_CONNECT_TIMEOUT_S + 1) * 1000);
+  } while (rc < 0 && errno == EINTR);
+  if (rc == 0) return ETIMEDOUT;
+  if (rc < 0) return errno;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) return errno;
+  return soerr;
+}
+
+int lr_posix_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen) {
+  struct sockaddr_vm sa;
+  struct timeval tv = {.tv_sec = LR_POSIX_VSOCK_CONNECT_TIMEOUT_S, .tv_usec = 0};
+  char addr[160];
+  int fd, e;
+
+  *out = -1;
+  if (a == NULL) return vs_fail(UV_EINVAL, err, errlen, "no transport address");
+  lr_taddr_format(a, addr, sizeof addr);
+  if (a->kind == LR_TADDR_HVSOCK)
+    return vs_fail(UV_EAFNOSUPPORT, err, errlen,
+                   "%s: hvsock: addresses need Windows (AF_HYPERV); on Linux use vsock:CID:PORT", addr);
+  if (a->kind != LR_TADDR_VSOCK)
+    return vs_fail(UV_EINVAL, err, errlen, "%s is not a VM socket address", addr);
+  if (a->cid == LR_VSOCK_CID_ANY)
+    return vs_fail(UV_EINVAL, err, errlen,
+                   "%s: cannot connect to CID 'any': give the guest's CID (e.g. QEMU guest-cid=)", addr);
+  if (lr_posix_vsock_sockaddr(a, &sa, err, errlen) != 0) return UV_EINVAL;
+
+  fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    e = errno;
+    return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: socket(AF_VSOCK): %s%s", addr,
+                   strerror(e), vs_hint(e));
+  }
+  /* Best effort: older kernels keep their 2 s default, which is also fine. */
+  (void)setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, &tv, sizeof tv);
+
+  if (connect(fd, (const struct sockaddr *)&sa, sizeof sa) == 0) {
+    *out = fd;
+    return 0;
+  }
+  e = errno;
+  if (e == EINTR) e = finish_interrupted_connect(fd);
+  if (e == 0) {
+    *out = fd;
+    return 0;
+  }
+  close(fd);
+  return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: connect: %s%s", addr, strerror(e),
+                 vs_hint(e));
+}
+
+int lr_posix_vsock_listen(const lr_taddr_t *a, int backlog, uv_os_sock_t *out, char *err,
+                          size_t errlen) {
+  struct sockaddr_vm sa;
+  char addr[160];
+  int fd, e;
+  const char *what;
+
+  *out = -1;
+  if (lr_posix_vsock_sockaddr(a, &sa, err, errlen) != 0) return UV_EINVAL;
+  lr_taddr_format(a, addr, sizeof addr);
+  fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    e = errno;
+    return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: socket(AF_VSOCK): %s%s", addr,
+                   strerror(e), vs_hint(e));
+  }
+  what = "bind";
+  if (bind(fd, (const struct sockaddr *)&sa, sizeof sa) == 0) {
+    what = "listen";
+    if (listen(fd, backlog) == 0) {
+      *out = fd;
+      return 0;
+    }
+  }
+  e = errno;
+  close(fd);
+  return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: %s: %s%s", addr, what, strerror(e),
+                 vs_hint(e));
+}
+
+int lr_posix_vsock_local_cid(uint32_t *cid) {
+  unsigned int v = 0;
+  int fd = open("/dev/vsock", O_RDONLY | O_CLOEXEC);
+  int rc = 0;
+  if (fd < 0) return uv_translate_sys_error(errno);
+  if (ioctl(fd, IOCTL_VM_SOCKETS_GET_LOCAL_CID, &v) < 0)
+    rc = uv_translate_sys_error(errno);
+  else
+    *cid = v;
+  close(fd);
+  return rc;
+}

@@ -1,0 +1,47 @@
+/* AF_VSOCK on Linux: the native calls libuv cannot make.
+ *
+ * libuv has no AF_VSOCK support, so the host connects (and the guest binds)
+ * natively and hands the finished socket to uv_tcp_open. The calls are kept
+ * thin and the address conversion is a separate pure function, because no
+ * vsock peer can be reached on the machines that test this code: only the
+ * conversion, socket creation, bind/listen and the refusal paths are tested. */
+#ifndef LR_VMSOCK_POSIX_H
+#define LR_VMSOCK_POSIX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <linux/vm_sockets.h>
+#include <uv.h>
+
+#include "lr_addr.h"
+
+/* Connect timeout set with SO_VM_SOCKETS_CONNECT_TIMEOUT: shorter than
+ * LR_TRANSPORT_TIMEOUT_MS so the kernel gives up before the core does. */
+#define LR_POSIX_VSOCK_CONNECT_TIMEOUT_S 4
+
+/* Pure: a vsock transport address as a sockaddr_vm (LR_VSOCK_CID_ANY maps
+ * to VMADDR_CID_ANY). Returns 0, or UV_EINVAL with err filled for any other
+ * kind of address. */
+int lr_posix_vsock_sockaddr(const lr_taddr_t *a, struct sockaddr_vm *out, char *err, size_t errlen);
+
+/* The lr_pal_t.vmsock_connect hook: blocking connect of an AF_VSOCK stream
+ * socket (SOCK_CLOEXEC, kernel connect timeout as above). Runs on a libuv
+ * worker thread. 0 with *out a connected socket for uv_tcp_open, or a
+ * negative uv error code and a one-line reason. Refuses, before creating
+ * any socket, addresses that are not vsock: (hvsock: is Windows-only) and
+ * CID "any" (a connect needs the guest's CID). */
+int lr_posix_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen);
+
+/* Guest side: a listening AF_VSOCK stream socket (SOCK_CLOEXEC, blocking)
+ * bound to a's CID and port, for lorelay-init to pre-bind or the agent to
+ * wrap with uv_tcp_open. 0 or a negative uv error code with err filled. */
+int lr_posix_vsock_listen(const lr_taddr_t *a, int backlog, uv_os_sock_t *out, char *err,
+                          size_t errlen);
+
+/* This machine's own CID (IOCTL_VM_SOCKETS_GET_LOCAL_CID on /dev/vsock),
+ * for log lines such as "agent reachable at vsock:3:50505". 0 or a negative
+ * uv error code. */
+int lr_posix_vsock_local_cid(uint32_t *cid);
+
+#endif

@@ -1,0 +1,250 @@
+/* INI configuration on top of inih; see lr_config.h.
+ *
+ * inih's handler does not get line numbers from Debian's build of the
+ * library, so we feed it through ini_parse_stream with a reader that counts
+ * the lines it hands out: the handler runs right after its line was read,
+ * so the count is that line's number. */
+#include "lr_config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lr_log.h"
+
+void lr_config_defaults(lr_config_t *c) {
+  memset(c, 0, sizeof *c);
+  c->localhost_forwarding = 1;
+  c->ipv6 = 1;
+  c->remap_on_conflict = 0;
+  c->log_level = LR_LOG_INFO;
+  c->scan_interval_ms = 100;
+  c->conflict_retry_ms = 1000;
+}
+
+static int ieq(const char *a, const char *b) {
+  for (; *a && *b; a++, b++) {
+    char x = *a, y = *b;
+    if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
+    if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
+    if (x != y) return 0;
+  }
+  return *a == *b;
+}
+
+int lr_parse_bool(const char *s) {
+  static const char *const yes[] = {"true", "yes", "on", "1"};
+  static const char *const no[] = {"false", "no", "off", "0"};
+  for (size_t i = 0; i < 4; i++) {
+    if (ieq(s, yes[i])) return 1;
+    if (ieq(s, no[i])) return 0;
+  }
+  return -1;
+}
+
+static const char *skip_ws(const char *p) {
+  while (*p == ' ' || *p == '\t') p++;
+  return p;
+}
+
+/* Strict decimal port 1..65535; *end past the digits. */
+static int parse_port(const char *p, const char **end) {
+  long v = 0;
+  const char *q = p;
+  while (*q >= '0' && *q <= '9') {
+    v = v * 10 + (*q - '0');
+    if (v > 65535) return -1;
+    q++;
+  }
+  if (q == p || v == 0) return -1;
+  *end = q;
+  return (int)v;
+}
+
+int lr_portset_parse(lr_portset_t *s, const char *text, char *err, size_t errlen) {
+  const char *p = text;
+  s->n = 0;
+  p = skip_ws(p);
+  if (*p == '\0') return 0;
+  for (;;) {
+    const char *item = p, *q;
+    int lo = parse_port(p, &q), hi;
+    if (lo < 0) goto bad;
+    p = skip_ws(q);
+    hi = lo;
+    if (*p == '-') {
+      p = skip_ws(p + 1);
+      hi = parse_port(p, &q);
+      if (hi < 0) goto bad;
+      if (hi < lo) {
+        snprintf(err, errlen, "range %d-%d is reversed", lo, hi);
+        return -1;
+      }
+      p = skip_ws(q);
+    }
+    if (s->n == LR_PORTSET_MAX_RANGES) {
+      snprintf(err, errlen, "more than %d entries", LR_PORTSET_MAX_RANGES);
+      return -1;
+    }
+    s->r[s->n].lo = (uint16_t)lo;
+    s->r[s->n].hi = (uint16_t)hi;
+    s->n++;
+    if (*p == '\0') return 0;
+    if (*p != ',') goto bad;
+    p = skip_ws(p + 1);
+    continue;
+  bad : {
+    size_t n = strcspn(item, ",");
+    snprintf(err, errlen, "'%.*s' is not a port (1-65535) or range (LO-HI)", (int)n, item);
+    return -1;
+  }
+  }
+}
+
+int lr_portset_contains(const lr_portset_t *s, uint16_t port) {
+  for (size_t i = 0; i < s->n; i++)
+    if (port >= s->r[i].lo && port <= s->r[i].hi) return 1;
+  return 0;
+}
+
+typedef struct {
+  lr_config_t *c;
+  const char *source;
+  int line;
+  int errors;
+  /* string reader state */
+  const char *text;
+  /* file reader state */
+  FILE *f;
+} parse_ctx_t;
+
+static int parse_uint_range(const char *v, unsigned lo, unsigned hi, unsigned *out) {
+  char *end;
+  errno = 0;
+  unsigned long x = strtoul(v, &end, 10);
+  if (errno || end == v || *skip_ws(end) != '\0' || *v == '-' || x < lo || x > hi) return -1;
+  *out = (unsigned)x;
+  return 0;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value) {
+  parse_ctx_t *ctx = user;
+  lr_config_t *c = ctx->c;
+  char err[160];
+  int b;
+  if (!ieq(section, "lorelay")) {
+    lr_log(LR_LOG_WARN, "%s:%d: key '%s' in section [%s] ignored (lorelay reads [lorelay])",
+           ctx->source, ctx->line, name, section);
+    return 1;
+  }
+#define BOOL_KEY(key, field)                                                                  \
+  if (ieq(name, key)) {                                                                       \
+    if ((b = lr_parse_bool(value)) < 0) {                                                     \
+      lr_log(LR_LOG_ERROR, "%s:%d: %s = '%s' is not a boolean (true/false)", ctx->source,    \
+             ctx->line, key, value);                                                          \
+      ctx->errors++;                                                                          \
+    } else {                                                                                  \
+      c->field = b;                                                                           \
+    }                                                                                         \
+    return 1;                                                                                 \
+  }
+  BOOL_KEY("localhostForwarding", localhost_forwarding)
+  BOOL_KEY("ipv6", ipv6)
+  BOOL_KEY("remapOnConflict", remap_on_conflict)
+#undef BOOL_KEY
+  if (ieq(name, "ignorePorts") || ieq(name, "reversePorts")) {
+    lr_portset_t *s = ieq(name, "ignorePorts") ? &c->ignore_ports : &c->reverse_ports;
+    if (lr_portset_parse(s, value, err, sizeof err)) {
+      lr_log(LR_LOG_ERROR, "%s:%d: %s: %s", ctx->source, ctx->line, name, err);
+      s->n = 0;
+      ctx->errors++;
+    }
+    return 1;
+  }
+  if (ieq(name, "logLevel")) {
+    int lvl = lr_log_level_parse(value);
+    if (lvl < 0) {
+      lr_log(LR_LOG_ERROR, "%s:%d: logLevel = '%s' is not one of error, warn, info, debug",
+             ctx->source, ctx->line, value);
+      ctx->errors++;
+    } else {
+      c->log_level = lvl;
+    }
+    return 1;
+  }
+  if (ieq(name, "scanIntervalMs") || ieq(name, "conflictRetryMs")) {
+    int scan = ieq(name, "scanIntervalMs");
+    unsigned lo = scan ? 10 : 100, hi = scan ? 10000 : 60000, v;
+    if (parse_uint_range(value, lo, hi, &v)) {
+      lr_log(LR_LOG_ERROR, "%s:%d: %s = '%s' is not a number of milliseconds in %u..%u",
+             ctx->source, ctx->line, name, value, lo, hi);
+      ctx->errors++;
+    } else if (scan) {
+      c->scan_interval_ms = v;
+    } else {
+      c->conflict_retry_ms = v;
+    }
+    return 1;
+  }
+  lr_log(LR_LOG_WARN, "%s:%d: unknown key '%s' ignored", ctx->source, ctx->line, name);
+  return 1;
+}
+
+static char *string_reader(char *str, int num, void *stream) {
+  parse_ctx_t *ctx = stream;
+  const char *p = ctx->text;
+  if (!*p) return NULL;
+  int i = 0;
+  while (i < num - 1 && p[i] && p[i] != '\n') {
+    str[i] = p[i];
+    i++;
+  }
+  if (i < num - 1 && p[i] == '\n') str[i++] = '\n';
+  str[i] = '\0';
+  /* Only a full line advances the count; a line longer than inih's buffer
+   * arrives in pieces. */
+  if (i > 0 && str[i - 1] == '\n') ctx->line++;
+  else if (!p[i]) ctx->line++;
+  ctx->text = p + i;
+  return str;
+}
+
+static char *file_reader(char *str, int num, void *stream) {
+  parse_ctx_t *ctx = stream;
+  if (!fgets(str, num, ctx->f)) return NULL;
+  size_t n = strlen(str);
+  if ((n && str[n - 1] == '\n') || feof(ctx->f)) ctx->line++;
+  return str;
+}
+
+static int finish(parse_ctx_t *ctx, int rc) {
+  if (rc > 0) {
+    /* inih reports the first line it could not parse (no '=' or ']'). */
+    lr_log(LR_LOG_ERROR, "%s:%d: not a 'key = value' line or [section] header", ctx->source, rc);
+    ctx->errors++;
+  } else if (rc < 0) {
+    lr_log(LR_LOG_ERROR, "%s: could not be parsed (out of memory)", ctx->source);
+    ctx->errors++;
+  }
+  return ctx->errors ? -1 : 0;
+}
+
+int lr_config_parse_string(lr_config_t *c, const char *text, const char *source) {
+  parse_ctx_t ctx = {.c = c, .source = source ? source : "config", .text = text};
+  return finish(&ctx, ini_parse_stream(string_reader, &ctx, handler, &ctx));
+}
+
+int lr_config_load_file(lr_config_t *c, const char *path, int missing_ok) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    if (errno == ENOENT && missing_ok) return 0;
+    lr_log(LR_LOG_ERROR, "config %s: %s", path, strerror(errno));
+    return -1;
+  }
+  parse_ctx_t ctx = {.c = c, .source = path, .f = f};
+  int rc = finish(&ctx, ini_parse_stream(file_reader, &ctx, handler, &ctx));
+  fclose(f);
+  return rc;
+}

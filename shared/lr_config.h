@@ -1,0 +1,53 @@
+/* Configuration: an INI file in the style of .wslconfig, section [lorelay].
+ *
+ * Parsed with inih; this module adds typed values, port lists with ranges,
+ * and errors that name the file, line and key. Unknown keys are a warning
+ * (a newer config on an older binary must still start); a bad value is an
+ * error (a daemon that silently ignores "ipv6=flase" is worse than one that
+ * refuses to start). */
+#ifndef LR_CONFIG_H
+#define LR_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LR_PORTSET_MAX_RANGES 64
+
+typedef struct {
+  uint16_t lo, hi; /* inclusive */
+} lr_port_range_t;
+
+typedef struct {
+  size_t n;
+  lr_port_range_t r[LR_PORTSET_MAX_RANGES];
+} lr_portset_t;
+
+typedef struct {
+  int localhost_forwarding; /* localhostForwarding, default 1 */
+  int ipv6;                 /* ipv6: create [::1] stand-ins, default 1 */
+  lr_portset_t ignore_ports;   /* ignorePorts: "22, 5000-5010" */
+  lr_portset_t reverse_ports;  /* reversePorts: host ports published in the guest */
+  int remap_on_conflict;    /* remapOnConflict, default 0 */
+  int log_level;            /* logLevel: lr_log_level_t, default info */
+  unsigned scan_interval_ms;   /* scanIntervalMs (agent): default 100, 10..10000 */
+  unsigned conflict_retry_ms;  /* conflictRetryMs (host): default 1000, 100..60000 */
+} lr_config_t;
+
+void lr_config_defaults(lr_config_t *c);
+
+/* Parses INI text. Errors and warnings are logged one line each, naming
+ * source (a file name, for messages) and line. Returns 0, or -1 if any value
+ * was invalid (c then holds defaults for those keys). */
+int lr_config_parse_string(lr_config_t *c, const char *text, const char *source);
+/* Reads and parses a file. missing_ok: a missing file is not an error.
+ * Returns 0, -1 on bad values or unreadable file. */
+int lr_config_load_file(lr_config_t *c, const char *path, int missing_ok);
+
+/* "22,8000-8010". 0 or -1 with a reason in err. */
+int lr_portset_parse(lr_portset_t *s, const char *text, char *err, size_t errlen);
+int lr_portset_contains(const lr_portset_t *s, uint16_t port);
+
+/* "true/false/yes/no/on/off/1/0" (case-insensitive). 1, 0, or -1. */
+int lr_parse_bool(const char *s);
+
+#endif

@@ -1,0 +1,45 @@
+/* The host core: everything lorelayd does, on any platform.
+ *
+ * For each guest it keeps a control stream (connect with backoff, HELLO,
+ * resync, listener add/remove), a port table whose bindings are stand-in
+ * listeners on the host loopback, and for each accepted client a data
+ * stream to the guest and a relay. It also serves the status endpoint.
+ * Platform specifics arrive through lr_pal_t; the process shell (argument
+ * parsing, service or daemon, signals, netns setup) lives in host/posix and
+ * host/win32 and only calls this API. */
+#ifndef LR_HOST_H
+#define LR_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include "lr_config.h"
+#include "lr_pal.h"
+#include "lr_sbuf.h"
+
+typedef struct lr_host_s lr_host_t;
+
+typedef struct {
+  const char *name;        /* shown in status; defaults to the transport string */
+  const char *transport;   /* address string, see lr_addr.h */
+  const uint8_t *token;    /* required for tcp:, optional otherwise */
+  size_t token_len;
+} lr_guest_opts_t;
+
+/* cfg and pal must outlive the host. */
+lr_host_t *lr_host_new(uv_loop_t *loop, const lr_pal_t *pal, const lr_config_t *cfg);
+/* 0, or -1 with a one-line reason (bad address, tcp without token...). */
+int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *opts, char *err, size_t errlen);
+/* Listens for lorelayctl on a Unix socket path or named pipe name. */
+int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errlen);
+
+/* Status documents (the JSON shape is fixed by the brief). */
+void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out);
+void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out);
+
+/* Closes everything (stand-ins, connections, status endpoint); done runs
+ * when every handle is closed, then the caller frees with lr_host_free. */
+void lr_host_shutdown(lr_host_t *h, void (*done)(void *data), void *data);
+void lr_host_free(lr_host_t *h);
+
+#endif

@@ -1,0 +1,59 @@
+/* The lorelayd process shell shared by host/posix and host/win32: option
+ * parsing for the flags every platform has, config and token loading, and
+ * bringing up an lr_host_t. Platform mains add their own flags (--netns on
+ * Linux, --vm-id and the service dispatcher on Windows) through the extra
+ * option callback, so no option is parsed in two places. */
+#ifndef LR_HOSTD_H
+#define LR_HOSTD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include "lr_config.h"
+#include "lr_host.h"
+#include "lr_pal.h"
+#include "lr_proto.h"
+
+typedef struct {
+  const char *guest;       /* --guest ADDR */
+  const char *name;        /* --name NAME (status display name) */
+  const char *token_file;  /* --token-file F */
+  const char *config;      /* -c FILE / --config FILE; NULL: platform default, missing ok */
+  const char *socket;      /* --socket PATH: status endpoint; NULL: platform default */
+  const char *log_level;   /* --log-level LEVEL: overrides the config */
+  int help, version;
+} lr_hostd_opts_t;
+
+/* Called for an option the common parser does not know. val is the next
+ * argv element or NULL. Return 1 if val was consumed, 0 if only opt was,
+ * -1 if opt is unknown (the parser then reports it). */
+typedef int (*lr_hostd_extra_fn)(const char *opt, const char *val, void *data);
+
+/* Parses argv. 0, or -1 with a one-line reason in err (unknown flag,
+ * missing value, stray argument). */
+int lr_hostd_parse_args(int argc, char **argv, lr_hostd_opts_t *o, lr_hostd_extra_fn extra,
+                        void *data, char *err, size_t errlen);
+
+/* Usage lines for the common flags, to print after the platform's own. */
+const char *lr_hostd_common_usage(void);
+
+/* Reads a token file: surrounding whitespace trimmed, 1..LR_TOKEN_MAX bytes.
+ * 0, or -1 with a reason in err. */
+int lr_token_load_file(const char *path, uint8_t *tok, size_t *len, char *err, size_t errlen);
+
+typedef struct {
+  lr_config_t cfg;
+  uint8_t token[LR_TOKEN_MAX];
+  size_t token_len;
+  lr_host_t *host;
+  char status_path[512];
+} lr_hostd_t;
+
+/* Loads config (o->config or pal default), applies the log level, loads the
+ * token, creates the host, adds the guest (o->guest, required) and serves
+ * status. 0, or -1 after logging one line saying what was wrong. */
+int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr_hostd_opts_t *o);
+/* Graceful stop: closes everything, then done(data). */
+void lr_hostd_stop(lr_hostd_t *d, void (*done)(void *), void *data);
+
+#endif

@@ -1,0 +1,91 @@
+/* Logging core: level filter, formatting into one line, and a pluggable
+ * sink. The default sink writes "TIME ident LEVEL: message" to stderr,
+ * which is what a Linux daemon under systemd or a console wants; services
+ * install their own sink (Event Log, file). */
+#include "lr_log.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+static lr_log_level_t g_level = LR_LOG_INFO;
+static lr_log_sink_fn g_sink;
+static void *g_sink_data;
+static char g_ident[32] = "lorelay";
+
+void lr_log_set_level(lr_log_level_t level) { g_level = level; }
+lr_log_level_t lr_log_get_level(void) { return g_level; }
+
+void lr_log_set_sink(lr_log_sink_fn sink, void *data) {
+  g_sink = sink;
+  g_sink_data = data;
+}
+
+void lr_log_set_ident(const char *ident) {
+  snprintf(g_ident, sizeof g_ident, "%s", ident ? ident : "lorelay");
+}
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+const char *lr_log_level_name(lr_log_level_t level) {
+  if ((unsigned)level > LR_LOG_DEBUG) return "?";
+  return level_names[level];
+}
+
+static int ieq(const char *a, const char *b) {
+  for (; *a && *b; a++, b++) {
+    char ca = *a, cb = *b;
+    if (ca >= 'A' && ca <= 'Z') ca = (char)(ca - 'A' + 'a');
+    if (cb >= 'A' && cb <= 'Z') cb = (char)(cb - 'A' + 'a');
+    if (ca != cb) return 0;
+  }
+  return *a == *b;
+}
+
+int lr_log_level_parse(const char *name) {
+  if (!name) return -1;
+  if (ieq(name, "error")) return LR_LOG_ERROR;
+  if (ieq(name, "warn") || ieq(name, "warning")) return LR_LOG_WARN;
+  if (ieq(name, "info")) return LR_LOG_INFO;
+  if (ieq(name, "debug")) return LR_LOG_DEBUG;
+  return -1;
+}
+
+static void default_sink(lr_log_level_t level, const char *line) {
+  uv_timeval64_t tv;
+  char ts[32] = "";
+  if (uv_gettimeofday(&tv) == 0) {
+    time_t t = (time_t)tv.tv_sec;
+    struct tm tm;
+#ifdef _WIN32
+    gmtime_s(&tm, &t);
+#else
+    gmtime_r(&t, &tm);
+#endif
+    snprintf(ts, sizeof ts, "%02d:%02d:%02d.%03d", tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(tv.tv_usec / 1000));
+  }
+  fprintf(stderr, "%s %s %s: %s\n", ts, g_ident, lr_log_level_name(level), line);
+  fflush(stderr);
+}
+
+void lr_logv(lr_log_level_t level, const char *fmt, va_list ap) {
+  char line[1024];
+  if (level > g_level) return;
+  vsnprintf(line, sizeof line, fmt, ap);
+  /* One event, one line: a peer-supplied string must not forge more lines. */
+  for (char *p = line; *p; p++)
+    if (*p == '\n' || *p == '\r') *p = ' ';
+  if (g_sink)
+    g_sink(level, line, g_sink_data);
+  else
+    default_sink(level, line);
+}
+
+void lr_log(lr_log_level_t level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lr_logv(level, fmt, ap);
+  va_end(ap);
+}

@@ -1,0 +1,47 @@
+/* Logging: one line per event, with a level, routed to a platform sink.
+ *
+ * The core only formats; where the line goes (stderr, syslog, the Windows
+ * Event Log, a file) is the platform's business, so the sink is a function
+ * pointer set once at start-up. Levels match the config's logLevel names. */
+#ifndef LR_LOG_H
+#define LR_LOG_H
+
+#include <stdarg.h>
+
+typedef enum {
+  LR_LOG_ERROR = 0,
+  LR_LOG_WARN = 1,
+  LR_LOG_INFO = 2,
+  LR_LOG_DEBUG = 3,
+} lr_log_level_t;
+
+/* Receives a finished line without trailing newline. */
+typedef void (*lr_log_sink_fn)(lr_log_level_t level, const char *line, void *data);
+
+void lr_log_set_level(lr_log_level_t level);
+lr_log_level_t lr_log_get_level(void);
+/* NULL restores the default sink (stderr with a timestamp). */
+void lr_log_set_sink(lr_log_sink_fn sink, void *data);
+/* Prefix for the default sink, e.g. the program name. */
+void lr_log_set_ident(const char *ident);
+
+/* "error", "warn"/"warning", "info", "debug" (case-insensitive). -1 if unknown. */
+int lr_log_level_parse(const char *name);
+const char *lr_log_level_name(lr_log_level_t level);
+
+#if defined(__GNUC__)
+#define LR_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define LR_PRINTF(a, b)
+#endif
+
+void lr_log(lr_log_level_t level, const char *fmt, ...) LR_PRINTF(2, 3);
+void lr_logv(lr_log_level_t level, const char *fmt, va_list ap);
+
+#define LR_ERROR(...) lr_log(LR_LOG_ERROR, __VA_ARGS__)
+#define LR_WARN(...) lr_log(LR_LOG_WARN, __VA_ARGS__)
+#define LR_INFO(...) lr_log(LR_LOG_INFO, __VA_ARGS__)
+#define LR_DEBUG(...) \
+  do { if (lr_log_get_level() >= LR_LOG_DEBUG) lr_log(LR_LOG_DEBUG, __VA_ARGS__); } while (0)
+
+#endif

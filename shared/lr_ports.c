@@ -1,0 +1,234 @@
+/* The port table; see lr_ports.h for the model.
+ *
+ * Lists, not hash tables: a guest has tens of listeners, and a sorted list
+ * keeps status output stable for humans and tests. */
+#include "lr_ports.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "lr_log.h"
+
+void lr_ports_init(lr_ports_t *t, const lr_config_t *cfg, const lr_ports_ops_t *ops) {
+  memset(t, 0, sizeof *t);
+  t->cfg = cfg;
+  t->ops = *ops;
+}
+
+static lr_binding_t *find_binding(lr_ports_t *t, const lr_host_bind_t *k) {
+  for (lr_binding_t *b = t->bindings; b; b = b->next)
+    if (b->key.family == k->family && b->key.port == k->port) return b;
+  return NULL;
+}
+
+static const char *fam_addr(int family) { return family == 6 ? "[::1]" : "127.0.0.1"; }
+
+/* Try to get a stand-in listening for b. */
+static void try_bind(lr_ports_t *t, lr_binding_t *b) {
+  int rc = t->ops.bind(b, b->key.port, t->ops.data);
+  if (rc == LR_BIND_OK) {
+    if (b->state == LR_BINDING_CONFLICT)
+      lr_log(LR_LOG_INFO, "host %s:%u is free again: forwarding", fam_addr(b->key.family),
+             b->key.port);
+    b->state = LR_BINDING_BOUND;
+    b->actual_port = b->key.port;
+    return;
+  }
+  if (rc == LR_BIND_UNAVAILABLE) {
+    if (b->state != LR_BINDING_UNAVAILABLE)
+      lr_log(LR_LOG_WARN, "host has no %s loopback: port %u not forwarded there",
+             b->key.family == 6 ? "IPv6" : "IPv4", b->key.port);
+    b->state = LR_BINDING_UNAVAILABLE;
+    return;
+  }
+  /* In use (or another bind error, which we treat alike: retry). */
+  if (t->cfg->remap_on_conflict && t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK) {
+    lr_log(LR_LOG_WARN, "host %s:%u is taken by another program: remapped to port %u",
+           fam_addr(b->key.family), b->key.port, b->actual_port);
+    b->state = LR_BINDING_REMAPPED;
+    return;
+  }
+  if (b->state != LR_BINDING_CONFLICT)
+    lr_log(LR_LOG_WARN, "host %s:%u is taken by another program: conflict, retrying",
+           fam_addr(b->key.family), b->key.port);
+  b->state = LR_BINDING_CONFLICT;
+}
+
+static lr_binding_t *binding_get(lr_ports_t *t, const lr_host_bind_t *k) {
+  lr_binding_t *b = find_binding(t, k);
+  if (b) {
+    b->listener_refs++;
+    b->refs++;
+    return b;
+  }
+  b = calloc(1, sizeof *b);
+  if (!b) return NULL;
+  b->key = *k;
+  b->table = t;
+  b->listener_refs = 1;
+  b->refs = 1;
+  b->state = LR_BINDING_UNBOUND;
+  b->next = t->bindings;
+  t->bindings = b;
+  try_bind(t, b);
+  return b;
+}
+
+static void binding_unlink(lr_ports_t *t, lr_binding_t *b) {
+  for (lr_binding_t **pp = &t->bindings; *pp; pp = &(*pp)->next) {
+    if (*pp == b) {
+      *pp = b->next;
+      break;
+    }
+  }
+  b->next = NULL;
+  b->table = NULL;
+}
+
+static void binding_release(lr_ports_t *t, lr_binding_t *b) {
+  b->listener_refs--;
+  if (b->listener_refs == 0) {
+    if (b->io) t->ops.unbind(b, t->ops.data);
+    b->io = NULL;
+    b->state = LR_BINDING_CLOSED;
+    binding_unlink(t, b);
+  }
+  lr_binding_unref(b);
+}
+
+void lr_binding_ref(lr_binding_t *b) { b->refs++; }
+
+void lr_binding_unref(lr_binding_t *b) {
+  if (--b->refs == 0) {
+    if (b->table) binding_unlink(b->table, b);
+    free(b);
+  }
+}
+
+lr_port_state_t lr_ports_entry_state(const lr_port_entry_t *e) {
+  if (e->rule != LR_RULE_FORWARD) return LR_PORT_IGNORED;
+  int conflict = 0, remapped = 0, usable = 0;
+  for (int i = 0; i < e->nb; i++) {
+    switch (e->b[i]->state) {
+      case LR_BINDING_CONFLICT: conflict = 1; break;
+      case LR_BINDING_REMAPPED: remapped = 1; usable = 1; break;
+      case LR_BINDING_BOUND: usable = 1; break;
+      default: break;
+    }
+  }
+  if (conflict) return LR_PORT_CONFLICT;
+  if (remapped) return LR_PORT_REMAPPED;
+  return usable ? LR_PORT_FORWARDING : LR_PORT_IGNORED;
+}
+
+static void notify(lr_ports_t *t, lr_port_entry_t *e) {
+  lr_port_state_t s = lr_ports_entry_state(e);
+  if (s == e->reported) return;
+  e->reported = s;
+  if (t->ops.state_changed) t->ops.state_changed(e, s, t->ops.data);
+}
+
+lr_port_entry_t *lr_ports_add(lr_ports_t *t, const lr_listener_t *l) {
+  lr_port_entry_t **pp = &t->entries;
+  while (*pp && lr_listener_cmp(&(*pp)->listener, l) < 0) pp = &(*pp)->next;
+  if (*pp && lr_listener_cmp(&(*pp)->listener, l) == 0) {
+    (*pp)->seen = 1;
+    return *pp;
+  }
+  lr_port_entry_t *e = calloc(1, sizeof *e);
+  if (!e) return NULL;
+  e->listener = *l;
+  e->seen = 1;
+  lr_host_bind_t want[2];
+  int n = 0;
+  e->rule = lr_rules_map(l, t->cfg, want, &n);
+  for (int i = 0; i < n; i++) {
+    lr_binding_t *b = binding_get(t, &want[i]);
+    if (!b) {
+      for (int j = 0; j < e->nb; j++) binding_release(t, e->b[j]);
+      free(e);
+      return NULL;
+    }
+    e->b[e->nb++] = b;
+  }
+  /* "Forwarding" is what the guest assumes; say only when it is not so. */
+  e->reported = LR_PORT_FORWARDING;
+  e->next = *pp;
+  *pp = e;
+  notify(t, e);
+  return e;
+}
+
+static void entry_free(lr_ports_t *t, lr_port_entry_t *e) {
+  for (int i = 0; i < e->nb; i++) binding_release(t, e->b[i]);
+  free(e);
+}
+
+int lr_ports_del(lr_ports_t *t, const lr_listener_t *l) {
+  for (lr_port_entry_t **pp = &t->entries; *pp; pp = &(*pp)->next) {
+    if (lr_listener_cmp(&(*pp)->listener, l) == 0) {
+      lr_port_entry_t *e = *pp;
+      *pp = e->next;
+      entry_free(t, e);
+      return 0;
+    }
+  }
+  return -1;
+}
+
+void lr_ports_sync_begin(lr_ports_t *t) {
+  t->syncing = 1;
+  for (lr_port_entry_t *e = t->entries; e; e = e->next) e->seen = 0;
+}
+
+int lr_ports_sync_end(lr_ports_t *t) {
+  int removed = 0;
+  lr_port_entry_t **pp = &t->entries;
+  while (*pp) {
+    lr_port_entry_t *e = *pp;
+    if (!e->seen) {
+      *pp = e->next;
+      entry_free(t, e);
+      removed++;
+    } else {
+      pp = &e->next;
+    }
+  }
+  t->syncing = 0;
+  return removed;
+}
+
+int lr_ports_retry_conflicts(lr_ports_t *t) {
+  int left = 0, changed = 0;
+  for (lr_binding_t *b = t->bindings; b; b = b->next) {
+    if (b->state != LR_BINDING_CONFLICT) continue;
+    try_bind(t, b);
+    if (b->state == LR_BINDING_CONFLICT)
+      left++;
+    else
+      changed = 1;
+  }
+  if (changed)
+    for (lr_port_entry_t *e = t->entries; e; e = e->next) notify(t, e);
+  return left;
+}
+
+int lr_ports_conflicts(const lr_ports_t *t) {
+  int n = 0;
+  for (const lr_binding_t *b = t->bindings; b; b = b->next) n += b->state == LR_BINDING_CONFLICT;
+  return n;
+}
+
+void lr_ports_clear(lr_ports_t *t) {
+  while (t->entries) {
+    lr_port_entry_t *e = t->entries;
+    t->entries = e->next;
+    entry_free(t, e);
+  }
+}
+
+size_t lr_ports_count(const lr_ports_t *t) {
+  size_t n = 0;
+  for (const lr_port_entry_t *e = t->entries; e; e = e->next) n++;
+  return n;
+}

@@ -1,0 +1,111 @@
+/* The port table: the set of guest listeners of one guest and the host
+ * stand-in bindings they map to.
+ *
+ * Several guest listeners can map to one host socket (0.0.0.0:P and
+ * 127.0.0.1:P both want 127.0.0.1:P), so bindings are shared and
+ * refcounted. The table decides; the I/O is done through the ops callbacks
+ * (bind/unbind a stand-in listener, tell the guest a state changed), which
+ * keeps this module pure and lets unit tests drive every transition.
+ *
+ * A binding outlives its stand-in listener while relayed connections still
+ * point at its counters: lr_binding_ref/unref keep it alive. Resync after a
+ * reconnect is mark-and-sweep (sync_begin, add..., sync_end), so listeners
+ * that survived the reconnect keep their stand-ins and stale ones go. */
+#ifndef LR_PORTS_H
+#define LR_PORTS_H
+
+#include <stdint.h>
+#include "lr_config.h"
+#include "lr_proto.h"
+#include "lr_rules.h"
+
+/* Results of ops->bind. */
+#define LR_BIND_OK 0
+#define LR_BIND_INUSE 1        /* another host socket has it: conflict, retried */
+#define LR_BIND_UNAVAILABLE 2  /* this host has no such loopback (e.g. IPv6 off) */
+
+typedef enum {
+  LR_BINDING_UNBOUND = 0,  /* not yet tried */
+  LR_BINDING_BOUND,        /* stand-in listening on the wanted port */
+  LR_BINDING_REMAPPED,     /* stand-in listening on another port */
+  LR_BINDING_CONFLICT,     /* wanted port taken, retrying */
+  LR_BINDING_UNAVAILABLE,  /* address family missing on this host, not retried */
+  LR_BINDING_CLOSED,       /* no listener maps here any more; kept for live connections */
+} lr_binding_state_t;
+
+typedef struct lr_ports_s lr_ports_t;
+
+typedef struct lr_binding_s {
+  lr_host_bind_t key;         /* family + wanted port */
+  uint16_t actual_port;       /* port bound now (== key.port unless remapped) */
+  lr_binding_state_t state;
+  unsigned listener_refs;     /* guest listeners mapping here */
+  unsigned refs;              /* listener_refs + open connections */
+  uint64_t connections;       /* accepted since creation */
+  unsigned active;            /* open right now */
+  uint64_t bytes_to_guest, bytes_to_host;
+  void *io;                   /* the I/O layer's stand-in object */
+  lr_ports_t *table;          /* NULL once detached from its table */
+  struct lr_binding_s *next;
+} lr_binding_t;
+
+typedef struct lr_port_entry_s {
+  lr_listener_t listener;
+  lr_rule_result_t rule;
+  lr_binding_t *b[2];
+  int nb;
+  int seen;                   /* mark for resync */
+  lr_port_state_t reported;   /* last state sent to the guest */
+  struct lr_port_entry_s *next;
+} lr_port_entry_t;
+
+typedef struct {
+  /* Open a stand-in for b on `port` (b->key.port, or 0 for any port when
+   * remapping). On LR_BIND_OK it sets b->actual_port and b->io. */
+  int (*bind)(lr_binding_t *b, uint16_t port, void *data);
+  /* Close b's stand-in listener (not its connections); clear b->io. */
+  void (*unbind)(lr_binding_t *b, void *data);
+  /* The aggregated state of e changed (tell the guest). May be NULL. */
+  void (*state_changed)(const lr_port_entry_t *e, lr_port_state_t s, void *data);
+  void *data;
+} lr_ports_ops_t;
+
+struct lr_ports_s {
+  const lr_config_t *cfg;
+  lr_ports_ops_t ops;
+  lr_port_entry_t *entries;   /* sorted by listener */
+  lr_binding_t *bindings;
+  int syncing;
+};
+
+void lr_ports_init(lr_ports_t *t, const lr_config_t *cfg, const lr_ports_ops_t *ops);
+/* Unbinds and forgets everything (bindings with live connections are
+ * detached and freed by their last unref). */
+void lr_ports_clear(lr_ports_t *t);
+
+/* Returns the entry (existing or new); NULL on allocation failure. Adding an
+ * existing listener during a sync only marks it. */
+lr_port_entry_t *lr_ports_add(lr_ports_t *t, const lr_listener_t *l);
+/* 0, or -1 if the listener was not known. */
+int lr_ports_del(lr_ports_t *t, const lr_listener_t *l);
+
+void lr_ports_sync_begin(lr_ports_t *t);
+/* Removes every entry not added since sync_begin. Returns how many. */
+int lr_ports_sync_end(lr_ports_t *t);
+
+/* Tries again to bind every binding in CONFLICT. Returns how many are still
+ * in conflict (the caller keeps its retry timer while > 0). */
+int lr_ports_retry_conflicts(lr_ports_t *t);
+int lr_ports_conflicts(const lr_ports_t *t);
+
+/* The state shown in status and sent to the guest for e. */
+lr_port_state_t lr_ports_entry_state(const lr_port_entry_t *e);
+
+/* Connections keep their binding alive; the last unref of a binding that
+ * left its table frees it. */
+void lr_binding_ref(lr_binding_t *b);
+void lr_binding_unref(lr_binding_t *b);
+
+size_t lr_ports_count(const lr_ports_t *t);
+
+#endif

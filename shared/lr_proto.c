@@ -1,0 +1,426 @@
+/* Wire protocol encode/decode; see lr_proto.h for the framing.
+ *
+ * Payload layouts (all integers big-endian):
+ *   HELLO, WELCOME   u8 tlen, token[tlen], u8 nlen, name[nlen], u8 vlen, version[vlen]
+ *   ERROR, OPEN_RESULT  u32 code, u16 len, text[len]
+ *   LISTENER_ADD/DEL u8 family, u8 flags, u16 port, addr[16]            (20 bytes)
+ *   PORT_STATE       listener (20), u8 state, u16 host_port            (23 bytes)
+ *   OPEN             u8 tlen, token[tlen], u8 family, u16 port
+ *   PING, PONG       u64 nonce
+ *   SYNC_DONE        (empty)
+ * Writers use a cursor that refuses to run past the end; readers use one
+ * that reports a short payload instead of reading past it. */
+#include "lr_proto.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+
+static const uint8_t magic[4] = {'L', 'R', 'L', 'Y'};
+
+/* ---- cursors ---------------------------------------------------------- */
+
+typedef struct {
+  uint8_t *p;
+  size_t cap, len;
+  int bad;
+} wcur_t;
+
+static void w_bytes(wcur_t *w, const void *src, size_t n) {
+  if (w->bad || w->cap - w->len < n) {
+    w->bad = 1;
+    return;
+  }
+  if (n) memcpy(w->p + w->len, src, n);
+  w->len += n;
+}
+static void w_u8(wcur_t *w, uint8_t v) { w_bytes(w, &v, 1); }
+static void w_u16(wcur_t *w, uint16_t v) {
+  uint8_t b[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+  w_bytes(w, b, 2);
+}
+static void w_u32(wcur_t *w, uint32_t v) {
+  uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+  w_bytes(w, b, 4);
+}
+static void w_u64(wcur_t *w, uint64_t v) {
+  w_u32(w, (uint32_t)(v >> 32));
+  w_u32(w, (uint32_t)v);
+}
+
+typedef struct {
+  const uint8_t *p;
+  size_t len, off;
+  int bad;
+} rcur_t;
+
+static const uint8_t *r_bytes(rcur_t *r, size_t n) {
+  if (r->bad || r->len - r->off < n) {
+    r->bad = 1;
+    return NULL;
+  }
+  const uint8_t *p = r->p + r->off;
+  r->off += n;
+  return p;
+}
+static uint8_t r_u8(rcur_t *r) {
+  const uint8_t *p = r_bytes(r, 1);
+  return p ? p[0] : 0;
+}
+static uint16_t r_u16(rcur_t *r) {
+  const uint8_t *p = r_bytes(r, 2);
+  return p ? (uint16_t)(p[0] << 8 | p[1]) : 0;
+}
+static uint32_t r_u32(rcur_t *r) {
+  const uint8_t *p = r_bytes(r, 4);
+  return p ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3] : 0;
+}
+static uint64_t r_u64(rcur_t *r) {
+  uint64_t hi = r_u32(r);
+  return hi << 32 | r_u32(r);
+}
+
+/* A length-prefixed string into a NUL-terminated buffer. Embedded NULs or a
+ * string that does not fit are invalid, not truncated. */
+static int r_str(rcur_t *r, size_t lenlen, char *out, size_t cap) {
+  size_t n = lenlen == 1 ? r_u8(r) : r_u16(r);
+  const uint8_t *p = r_bytes(r, n);
+  if (!p) return LR_PROTO_ESHORT;
+  if (n >= cap || memchr(p, 0, n)) return LR_PROTO_EINVAL;
+  memcpy(out, p, n);
+  out[n] = '\0';
+  return LR_PROTO_OK;
+}
+
+static size_t frame_begin(wcur_t *w, uint8_t *out, size_t cap, uint16_t type) {
+  w->p = out;
+  w->cap = cap;
+  w->len = 0;
+  w->bad = 0;
+  w_u16(w, type);
+  w_u16(w, 0);
+  w_u32(w, 0); /* patched in frame_end */
+  return 0;
+}
+
+static size_t frame_end(wcur_t *w) {
+  if (w->bad) return 0;
+  size_t plen = w->len - LR_FRAME_HDR_LEN;
+  if (plen > LR_FRAME_MAX_PAYLOAD) return 0;
+  w->p[4] = (uint8_t)(plen >> 24);
+  w->p[5] = (uint8_t)(plen >> 16);
+  w->p[6] = (uint8_t)(plen >> 8);
+  w->p[7] = (uint8_t)plen;
+  return w->len;
+}
+
+static void rcur_init(rcur_t *r, const lr_frame_t *f) {
+  r->p = f->payload;
+  r->len = f->len;
+  r->off = 0;
+  r->bad = 0;
+}
+
+/* ---- preamble and frames ---------------------------------------------- */
+
+void lr_preamble_encode(uint8_t out[LR_PREAMBLE_LEN], uint8_t kind) {
+  memcpy(out, magic, 4);
+  out[4] = LR_PROTO_VERSION;
+  out[5] = kind;
+  out[6] = 0;
+  out[7] = 0;
+}
+
+int lr_preamble_decode(const uint8_t *buf, size_t len, lr_preamble_t *out) {
+  /* Reject a wrong magic as early as its first byte: an HTTP client or a
+   * port scanner hitting the agent gets an answer, not a wait. */
+  size_t n = len < 4 ? len : 4;
+  if (memcmp(buf, magic, n) != 0) return LR_PROTO_EBADMAGIC;
+  if (len < LR_PREAMBLE_LEN) return LR_PROTO_NEED_MORE;
+  out->version = buf[4];
+  out->kind = buf[5];
+  if (out->version != LR_PROTO_VERSION) return LR_PROTO_EVERSION;
+  if (out->kind != LR_STREAM_CONTROL && out->kind != LR_STREAM_DATA) return LR_PROTO_EINVAL;
+  return LR_PROTO_OK;
+}
+
+int lr_frame_decode(const uint8_t *buf, size_t len, lr_frame_t *out, size_t *consumed) {
+  if (len < LR_FRAME_HDR_LEN) return LR_PROTO_NEED_MORE;
+  uint32_t plen = (uint32_t)buf[4] << 24 | (uint32_t)buf[5] << 16 | (uint32_t)buf[6] << 8 | buf[7];
+  if (plen > LR_FRAME_MAX_PAYLOAD) return LR_PROTO_ETOOBIG;
+  if (len - LR_FRAME_HDR_LEN < plen) return LR_PROTO_NEED_MORE;
+  out->type = (uint16_t)(buf[0] << 8 | buf[1]);
+  out->flags = (uint16_t)(buf[2] << 8 | buf[3]);
+  out->len = plen;
+  out->payload = buf + LR_FRAME_HDR_LEN;
+  *consumed = LR_FRAME_HDR_LEN + plen;
+  return LR_PROTO_OK;
+}
+
+/* ---- encoders ---------------------------------------------------------- */
+
+static void w_str8(wcur_t *w, const char *s, size_t max) {
+  size_t n = strlen(s);
+  if (n > max) {
+    w->bad = 1;
+    return;
+  }
+  w_u8(w, (uint8_t)n);
+  w_bytes(w, s, n);
+}
+
+static void w_listener(wcur_t *w, const lr_listener_t *l) {
+  if (l->family != 4 && l->family != 6) w->bad = 1;
+  w_u8(w, l->family);
+  w_u8(w, l->flags);
+  w_u16(w, l->port);
+  w_bytes(w, l->addr, 16);
+}
+
+size_t lr_encode_hello(uint8_t *out, size_t cap, uint16_t type, const lr_hello_t *m) {
+  wcur_t w;
+  frame_begin(&w, out, cap, type);
+  w_u8(&w, m->token_len);
+  w_bytes(&w, m->token, m->token_len);
+  w_str8(&w, m->name, sizeof m->name - 1);
+  w_str8(&w, m->version, sizeof m->version - 1);
+  return frame_end(&w);
+}
+
+static size_t encode_code_text(uint8_t *out, size_t cap, uint16_t type, uint32_t code,
+                               const char *text) {
+  wcur_t w;
+  size_t n = text ? strlen(text) : 0;
+  if (n > LR_TEXT_MAX - 1) n = LR_TEXT_MAX - 1; /* messages may be cut, never refused */
+  frame_begin(&w, out, cap, type);
+  w_u32(&w, code);
+  w_u16(&w, (uint16_t)n);
+  w_bytes(&w, text, n);
+  return frame_end(&w);
+}
+
+size_t lr_encode_error(uint8_t *out, size_t cap, uint32_t code, const char *text) {
+  return encode_code_text(out, cap, LR_MSG_ERROR, code, text);
+}
+
+size_t lr_encode_open_result(uint8_t *out, size_t cap, uint32_t status, const char *text) {
+  return encode_code_text(out, cap, LR_MSG_OPEN_RESULT, status, text);
+}
+
+size_t lr_encode_listener(uint8_t *out, size_t cap, uint16_t type, const lr_listener_t *l) {
+  wcur_t w;
+  frame_begin(&w, out, cap, type);
+  w_listener(&w, l);
+  return frame_end(&w);
+}
+
+size_t lr_encode_port_state(uint8_t *out, size_t cap, const lr_port_state_msg_t *m) {
+  wcur_t w;
+  frame_begin(&w, out, cap, LR_MSG_PORT_STATE);
+  w_listener(&w, &m->listener);
+  if (m->state > LR_PORT_IGNORED) w.bad = 1;
+  w_u8(&w, m->state);
+  w_u16(&w, m->host_port);
+  return frame_end(&w);
+}
+
+size_t lr_encode_open(uint8_t *out, size_t cap, const lr_open_t *m) {
+  wcur_t w;
+  frame_begin(&w, out, cap, LR_MSG_OPEN);
+  w_u8(&w, m->token_len);
+  w_bytes(&w, m->token, m->token_len);
+  if ((m->family != 4 && m->family != 6) || m->port == 0) w.bad = 1;
+  w_u8(&w, m->family);
+  w_u16(&w, m->port);
+  return frame_end(&w);
+}
+
+size_t lr_encode_empty(uint8_t *out, size_t cap, uint16_t type) {
+  wcur_t w;
+  frame_begin(&w, out, cap, type);
+  return frame_end(&w);
+}
+
+size_t lr_encode_ping(uint8_t *out, size_t cap, uint16_t type, uint64_t nonce) {
+  wcur_t w;
+  frame_begin(&w, out, cap, type);
+  w_u64(&w, nonce);
+  return frame_end(&w);
+}
+
+/* ---- decoders ---------------------------------------------------------- */
+
+static int r_token(rcur_t *r, uint8_t *len, uint8_t *tok) {
+  uint8_t n = r_u8(r);
+  const uint8_t *p = r_bytes(r, n);
+  if (!p) return LR_PROTO_ESHORT;
+  *len = n;
+  if (n) memcpy(tok, p, n);
+  return LR_PROTO_OK;
+}
+
+int lr_decode_hello(const lr_frame_t *f, lr_hello_t *out) {
+  rcur_t r;
+  int rc;
+  rcur_init(&r, f);
+  memset(out, 0, sizeof *out);
+  if ((rc = r_token(&r, &out->token_len, out->token))) return rc;
+  if ((rc = r_str(&r, 1, out->name, sizeof out->name))) return rc;
+  if ((rc = r_str(&r, 1, out->version, sizeof out->version))) return rc;
+  return LR_PROTO_OK;
+}
+
+int lr_decode_error(const lr_frame_t *f, lr_error_msg_t *out) {
+  rcur_t r;
+  rcur_init(&r, f);
+  memset(out, 0, sizeof *out);
+  out->code = r_u32(&r);
+  if (r.bad) return LR_PROTO_ESHORT;
+  return r_str(&r, 2, out->text, sizeof out->text);
+}
+
+static int r_listener(rcur_t *r, lr_listener_t *l) {
+  memset(l, 0, sizeof *l);
+  l->family = r_u8(r);
+  l->flags = r_u8(r);
+  l->port = r_u16(r);
+  const uint8_t *a = r_bytes(r, 16);
+  if (!a) return LR_PROTO_ESHORT;
+  memcpy(l->addr, a, 16);
+  if (l->family != 4 && l->family != 6) return LR_PROTO_EINVAL;
+  if (l->family == 4) {
+    /* One canonical form per listener, so equal listeners compare equal. */
+    static const uint8_t zero[12];
+    if (memcmp(l->addr + 4, zero, 12) != 0) return LR_PROTO_EINVAL;
+    if (l->flags & LR_LISTENER_V6ONLY) return LR_PROTO_EINVAL;
+  }
+  return LR_PROTO_OK;
+}
+
+int lr_decode_listener(const lr_frame_t *f, lr_listener_t *out) {
+  rcur_t r;
+  rcur_init(&r, f);
+  return r_listener(&r, out);
+}
+
+int lr_decode_port_state(const lr_frame_t *f, lr_port_state_msg_t *out) {
+  rcur_t r;
+  int rc;
+  rcur_init(&r, f);
+  memset(out, 0, sizeof *out);
+  if ((rc = r_listener(&r, &out->listener))) return rc;
+  out->state = r_u8(&r);
+  out->host_port = r_u16(&r);
+  if (r.bad) return LR_PROTO_ESHORT;
+  if (out->state > LR_PORT_IGNORED) return LR_PROTO_EINVAL;
+  return LR_PROTO_OK;
+}
+
+int lr_decode_open(const lr_frame_t *f, lr_open_t *out) {
+  rcur_t r;
+  int rc;
+  rcur_init(&r, f);
+  memset(out, 0, sizeof *out);
+  if ((rc = r_token(&r, &out->token_len, out->token))) return rc;
+  out->family = r_u8(&r);
+  out->port = r_u16(&r);
+  if (r.bad) return LR_PROTO_ESHORT;
+  if ((out->family != 4 && out->family != 6) || out->port == 0) return LR_PROTO_EINVAL;
+  return LR_PROTO_OK;
+}
+
+int lr_decode_ping(const lr_frame_t *f, uint64_t *nonce) {
+  rcur_t r;
+  rcur_init(&r, f);
+  *nonce = r_u64(&r);
+  return r.bad ? LR_PROTO_ESHORT : LR_PROTO_OK;
+}
+
+/* ---- names and helpers ------------------------------------------------- */
+
+const char *lr_proto_strerror(int rc) {
+  switch (rc) {
+    case LR_PROTO_OK: return "ok";
+    case LR_PROTO_NEED_MORE: return "incomplete";
+    case LR_PROTO_EBADMAGIC: return "not a lorelay stream (bad magic)";
+    case LR_PROTO_EVERSION: return "unsupported protocol version";
+    case LR_PROTO_ETOOBIG: return "frame too large";
+    case LR_PROTO_ESHORT: return "frame payload too short";
+    case LR_PROTO_EINVAL: return "invalid field value";
+    default: return "unknown protocol error";
+  }
+}
+
+const char *lr_err_name(uint32_t code) {
+  switch (code) {
+    case LR_OK: return "ok";
+    case LR_ERR_REFUSED: return "connection refused";
+    case LR_ERR_UNREACHABLE: return "unreachable";
+    case LR_ERR_TIMEOUT: return "timed out";
+    case LR_ERR_AUTH: return "authentication failed";
+    case LR_ERR_VERSION: return "protocol version mismatch";
+    case LR_ERR_PROTOCOL: return "protocol error";
+    case LR_ERR_INTERNAL: return "internal error";
+    default: return "unknown error";
+  }
+}
+
+const char *lr_msg_name(uint16_t type) {
+  switch (type) {
+    case LR_MSG_HELLO: return "HELLO";
+    case LR_MSG_WELCOME: return "WELCOME";
+    case LR_MSG_ERROR: return "ERROR";
+    case LR_MSG_LISTENER_ADD: return "LISTENER_ADD";
+    case LR_MSG_LISTENER_DEL: return "LISTENER_DEL";
+    case LR_MSG_SYNC_DONE: return "SYNC_DONE";
+    case LR_MSG_PORT_STATE: return "PORT_STATE";
+    case LR_MSG_PING: return "PING";
+    case LR_MSG_PONG: return "PONG";
+    case LR_MSG_OPEN: return "OPEN";
+    case LR_MSG_OPEN_RESULT: return "OPEN_RESULT";
+    default: return "unknown";
+  }
+}
+
+const char *lr_port_state_name(lr_port_state_t s) {
+  switch (s) {
+    case LR_PORT_FORWARDING: return "forwarding";
+    case LR_PORT_CONFLICT: return "conflict";
+    case LR_PORT_REMAPPED: return "remapped";
+    case LR_PORT_IGNORED: return "ignored";
+    default: return "unknown";
+  }
+}
+
+int lr_token_equal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
+  /* Time depends on the lengths only, never on where the bytes differ. */
+  size_t n = alen > blen ? alen : blen;
+  unsigned diff = (unsigned)(alen ^ blen);
+  for (size_t i = 0; i < n; i++) {
+    uint8_t x = i < alen ? a[i] : 0, y = i < blen ? b[i] : 0;
+    diff |= (unsigned)(x ^ y);
+  }
+  return diff == 0;
+}
+
+int lr_listener_cmp(const lr_listener_t *a, const lr_listener_t *b) {
+  if (a->family != b->family) return a->family < b->family ? -1 : 1;
+  int c = memcmp(a->addr, b->addr, 16);
+  if (c) return c < 0 ? -1 : 1;
+  if (a->port != b->port) return a->port < b->port ? -1 : 1;
+  if (a->flags != b->flags) return a->flags < b->flags ? -1 : 1;
+  return 0;
+}
+
+char *lr_listener_format(const lr_listener_t *l, char *out, size_t outlen) {
+  char ip[64] = "?";
+  if (l->family == 4)
+    uv_inet_ntop(AF_INET, l->addr, ip, sizeof ip);
+  else
+    uv_inet_ntop(AF_INET6, l->addr, ip, sizeof ip);
+  if (l->family == 6)
+    snprintf(out, outlen, "[%s]:%u", ip, l->port);
+  else
+    snprintf(out, outlen, "%s:%u", ip, l->port);
+  return out;
+}

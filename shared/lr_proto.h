@@ -1,0 +1,166 @@
+/* The lorelay wire protocol: pure encode/decode, no I/O.
+ *
+ * Every stream the host opens to a guest starts with an 8-byte preamble
+ * (magic, version, stream kind); the guest answers with its own preamble.
+ * After that come frames: an 8-byte header (type, flags, payload length, all
+ * big-endian) and a bounded payload. Control streams carry frames for their
+ * whole life; data streams carry exactly one OPEN frame and one OPEN_RESULT
+ * frame and then raw relayed bytes, so the data path pays nothing for
+ * framing and can later be spliced.
+ *
+ * Decoders never trust a length: every field is bounds-checked, a payload
+ * longer than a message needs is accepted (newer peers may append fields),
+ * unknown frame types are skipped by the caller, and oversized frames are an
+ * error before any payload is buffered. Kept free of platform code so it can
+ * be fuzzed and unit-tested on both targets. */
+#ifndef LR_PROTO_H
+#define LR_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LR_PROTO_VERSION 1
+#define LR_PREAMBLE_LEN 8      /* 'L' 'R' 'L' 'Y' version kind 0 0 */
+#define LR_FRAME_HDR_LEN 8     /* u16 type, u16 flags, u32 payload length */
+#define LR_FRAME_MAX_PAYLOAD 4096
+#define LR_TOKEN_MAX 256
+#define LR_TEXT_MAX 512
+
+typedef enum {
+  LR_STREAM_CONTROL = 1, /* one per guest: listener reports, port states */
+  LR_STREAM_DATA = 2,    /* one per relayed connection */
+} lr_stream_kind_t;
+
+typedef enum {
+  LR_MSG_HELLO = 1,          /* host->guest, first control frame: token, host name */
+  LR_MSG_WELCOME = 2,        /* guest->host: agent version, guest name */
+  LR_MSG_ERROR = 3,          /* either way: code, text; sender then closes */
+  LR_MSG_LISTENER_ADD = 10,  /* guest->host: a listening socket appeared */
+  LR_MSG_LISTENER_DEL = 11,  /* guest->host: it went away */
+  LR_MSG_SYNC_DONE = 12,     /* guest->host: the full listing after WELCOME is complete */
+  LR_MSG_PORT_STATE = 13,    /* host->guest: what the host made of a listener */
+  LR_MSG_PING = 20,          /* either way: liveness; answered with PONG, same payload */
+  LR_MSG_PONG = 21,
+  LR_MSG_OPEN = 30,          /* host->guest, only frame on a data stream before the reply */
+  LR_MSG_OPEN_RESULT = 31,   /* guest->host: 0 = connected, else an lr_err_t */
+} lr_msg_type_t;
+
+/* Error codes on the wire (ERROR.code, OPEN_RESULT.status). Stable numbers. */
+typedef enum {
+  LR_OK = 0,
+  LR_ERR_REFUSED = 1,      /* the guest server refused the connection */
+  LR_ERR_UNREACHABLE = 2,  /* no route / address not available in the guest */
+  LR_ERR_TIMEOUT = 3,
+  LR_ERR_AUTH = 4,         /* wrong or missing token */
+  LR_ERR_VERSION = 5,      /* protocol version not supported */
+  LR_ERR_PROTOCOL = 6,     /* malformed frame or unexpected message */
+  LR_ERR_INTERNAL = 7,
+} lr_err_t;
+
+/* Decoder results (negative = error). */
+#define LR_PROTO_OK 0
+#define LR_PROTO_NEED_MORE 1
+#define LR_PROTO_EBADMAGIC (-1)
+#define LR_PROTO_EVERSION (-2)
+#define LR_PROTO_ETOOBIG (-3)
+#define LR_PROTO_ESHORT (-4)    /* payload shorter than the message needs */
+#define LR_PROTO_EINVAL (-5)    /* a field holds an impossible value */
+
+typedef struct {
+  uint8_t version;
+  uint8_t kind;
+} lr_preamble_t;
+
+typedef struct {
+  uint16_t type;
+  uint16_t flags;
+  uint32_t len;
+  const uint8_t *payload; /* points into the caller's buffer */
+} lr_frame_t;
+
+/* A guest listening socket as the guest sees it. */
+#define LR_LISTENER_V6ONLY 0x01
+typedef struct {
+  uint8_t family;  /* 4 or 6 */
+  uint8_t flags;   /* LR_LISTENER_V6ONLY */
+  uint16_t port;
+  uint8_t addr[16]; /* network order; IPv4 in the first 4 bytes, rest zero */
+} lr_listener_t;
+
+/* What the host did with a guest listener (PORT_STATE, status JSON). */
+typedef enum {
+  LR_PORT_FORWARDING = 0,
+  LR_PORT_CONFLICT = 1,
+  LR_PORT_REMAPPED = 2,
+  LR_PORT_IGNORED = 3,
+} lr_port_state_t;
+
+typedef struct {
+  lr_listener_t listener;
+  uint8_t state;       /* lr_port_state_t */
+  uint16_t host_port;  /* the port actually used (differs when remapped) */
+} lr_port_state_msg_t;
+
+typedef struct {
+  uint8_t token_len;
+  uint8_t token[LR_TOKEN_MAX];
+  char name[128];      /* NUL-terminated: host name (HELLO) or guest name (WELCOME) */
+  char version[32];    /* NUL-terminated software version */
+} lr_hello_t;
+
+typedef struct {
+  uint8_t token_len;
+  uint8_t token[LR_TOKEN_MAX];
+  uint8_t family;      /* 4 or 6: connect to 127.0.0.1 or ::1 in the guest */
+  uint16_t port;
+} lr_open_t;
+
+typedef struct {
+  uint32_t code;       /* lr_err_t */
+  char text[LR_TEXT_MAX]; /* NUL-terminated */
+} lr_error_msg_t;
+
+/* Preamble. encode writes LR_PREAMBLE_LEN bytes. */
+void lr_preamble_encode(uint8_t out[LR_PREAMBLE_LEN], uint8_t kind);
+/* OK, NEED_MORE (len < 8), EBADMAGIC, EVERSION (magic right, version != ours;
+ * out->version tells the peer's). */
+int lr_preamble_decode(const uint8_t *buf, size_t len, lr_preamble_t *out);
+
+/* Frame header + payload from a byte buffer. Returns OK with *consumed set,
+ * NEED_MORE, or ETOOBIG as soon as the header announces a payload over
+ * LR_FRAME_MAX_PAYLOAD. */
+int lr_frame_decode(const uint8_t *buf, size_t len, lr_frame_t *out, size_t *consumed);
+
+/* Encoders write a whole frame (header + payload) into out and return its
+ * length, or 0 if cap is too small or a field is out of range. */
+size_t lr_encode_hello(uint8_t *out, size_t cap, uint16_t type, const lr_hello_t *m);
+size_t lr_encode_error(uint8_t *out, size_t cap, uint32_t code, const char *text);
+size_t lr_encode_listener(uint8_t *out, size_t cap, uint16_t type, const lr_listener_t *l);
+size_t lr_encode_port_state(uint8_t *out, size_t cap, const lr_port_state_msg_t *m);
+size_t lr_encode_open(uint8_t *out, size_t cap, const lr_open_t *m);
+size_t lr_encode_open_result(uint8_t *out, size_t cap, uint32_t status, const char *text);
+size_t lr_encode_empty(uint8_t *out, size_t cap, uint16_t type); /* SYNC_DONE */
+size_t lr_encode_ping(uint8_t *out, size_t cap, uint16_t type, uint64_t nonce);
+
+/* Decoders take a frame from lr_frame_decode. OK, ESHORT or EINVAL. */
+int lr_decode_hello(const lr_frame_t *f, lr_hello_t *out);
+int lr_decode_error(const lr_frame_t *f, lr_error_msg_t *out); /* also OPEN_RESULT */
+int lr_decode_listener(const lr_frame_t *f, lr_listener_t *out);
+int lr_decode_port_state(const lr_frame_t *f, lr_port_state_msg_t *out);
+int lr_decode_open(const lr_frame_t *f, lr_open_t *out);
+int lr_decode_ping(const lr_frame_t *f, uint64_t *nonce);
+
+const char *lr_proto_strerror(int rc);   /* for LR_PROTO_* results */
+const char *lr_err_name(uint32_t code);  /* for lr_err_t */
+const char *lr_msg_name(uint16_t type);  /* "LISTENER_ADD", or "unknown" */
+const char *lr_port_state_name(lr_port_state_t s); /* "forwarding" ... */
+
+/* Constant-time comparison of two tokens. 1 if equal. */
+int lr_token_equal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
+
+/* Compare listeners for sorting/diffing (family, addr, port, flags). */
+int lr_listener_cmp(const lr_listener_t *a, const lr_listener_t *b);
+/* "0.0.0.0:8000", "[::]:8000" (v6only is not shown). */
+char *lr_listener_format(const lr_listener_t *l, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,46 @@
+/* The forwarding rules of BRIEF section 2; see lr_rules.h for the table. */
+#include "lr_rules.h"
+
+#include <string.h>
+
+static int is_v4(const uint8_t *a, uint8_t b0, uint8_t b1, uint8_t b2, uint8_t b3) {
+  return a[0] == b0 && a[1] == b1 && a[2] == b2 && a[3] == b3;
+}
+
+static int is_v6_any(const uint8_t *a) {
+  static const uint8_t any[16];
+  return memcmp(a, any, 16) == 0;
+}
+
+static int is_v6_loopback(const uint8_t *a) {
+  static const uint8_t lo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return memcmp(a, lo, 16) == 0;
+}
+
+lr_rule_result_t lr_rules_map(const lr_listener_t *l, const lr_config_t *cfg,
+                              lr_host_bind_t out[2], int *n) {
+  lr_host_bind_t want[2];
+  int nw = 0;
+  *n = 0;
+  if (l->family == 4) {
+    /* Only the two addresses a local client reaches as "localhost": other
+     * 127/8 addresses are deliberate choices (127.0.0.53 is a resolver). */
+    if (is_v4(l->addr, 0, 0, 0, 0) || is_v4(l->addr, 127, 0, 0, 1))
+      want[nw++] = (lr_host_bind_t){4, l->port};
+  } else if (l->family == 6) {
+    if (is_v6_loopback(l->addr)) {
+      want[nw++] = (lr_host_bind_t){6, l->port};
+    } else if (is_v6_any(l->addr)) {
+      if (!(l->flags & LR_LISTENER_V6ONLY)) want[nw++] = (lr_host_bind_t){4, l->port};
+      want[nw++] = (lr_host_bind_t){6, l->port};
+    }
+  }
+  if (nw == 0) return LR_RULE_NOT_LOOPBACK;
+  if (!cfg->localhost_forwarding || lr_portset_contains(&cfg->ignore_ports, l->port))
+    return LR_RULE_IGNORED;
+  for (int i = 0; i < nw; i++) {
+    if (want[i].family == 6 && !cfg->ipv6) continue;
+    out[(*n)++] = want[i];
+  }
+  return *n ? LR_RULE_FORWARD : LR_RULE_IGNORED;
+}

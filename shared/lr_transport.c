@@ -1,0 +1,301 @@
+/* Opening transport streams to a guest; see lr_transport.h.
+ *
+ * Each attempt is one heap object owning a timeout timer (and, for VM
+ * sockets, a worker-thread job). Whatever happens, the caller's callback
+ * runs exactly once, after any handle it must not touch is closed. */
+#include "lr_transport.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lr_log.h"
+#include "lr_proto.h"
+
+typedef struct {
+  uv_loop_t *loop;
+  const lr_pal_t *pal;
+  lr_taddr_t addr;
+  lr_endpoint_t *ep;
+  lr_transport_cb cb;
+  void *data;
+  uv_connect_t creq;
+  uv_timer_t timer;
+  uv_work_t work;
+  uv_write_t wreq;
+  uv_os_sock_t sock;
+  int status, ep_inited, timed_out, finished;
+  char err[256];
+  char fc_line[48];
+  size_t fc_len;
+  char fc_req[32];
+} attempt_t;
+
+/* ---- hybrid vsock handshake (pure) -------------------------------------- */
+
+size_t lr_fc_request(uint32_t port, char *out, size_t cap) {
+  int n = snprintf(out, cap, "CONNECT %u\n", port);
+  return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+int lr_fc_parse_reply(const char *buf, size_t len, uint32_t *host_port, size_t *consumed) {
+  static const char ok[] = "OK ";
+  size_t i, n = len < 3 ? len : 3;
+  if (memcmp(buf, ok, n) != 0) return LR_PROTO_EINVAL;
+  for (i = 0; i < len && buf[i] != '\n'; i++)
+    if (i >= 32) return LR_PROTO_EINVAL;
+  if (i == len) return len > 32 ? LR_PROTO_EINVAL : LR_PROTO_NEED_MORE;
+  /* "OK " then 1..10 digits then '\n' */
+  uint64_t v = 0;
+  size_t d = 3;
+  if (i == d) return LR_PROTO_EINVAL;
+  for (; d < i; d++) {
+    if (buf[d] < '0' || buf[d] > '9') return LR_PROTO_EINVAL;
+    v = v * 10 + (uint64_t)(buf[d] - '0');
+    if (v > 0xFFFFFFFFu) return LR_PROTO_EINVAL;
+  }
+  *host_port = (uint32_t)v;
+  *consumed = i + 1;
+  return LR_PROTO_OK;
+}
+
+/* ---- completion --------------------------------------------------------- */
+
+static void attempt_free_cb(uv_handle_t *h) { free(h->data); }
+
+static void deliver(attempt_t *a) {
+  lr_transport_cb cb = a->cb;
+  a->cb = NULL;
+  if (cb) cb(a->ep, a->status, a->status ? a->err : NULL, a->data);
+  a->timer.data = a;
+  uv_close((uv_handle_t *)&a->timer, attempt_free_cb);
+}
+
+static void ep_closed_then_deliver(uv_handle_t *h) { deliver(h->data); }
+
+static void finish(attempt_t *a, int status, const char *fmt, ...) LR_PRINTF(3, 4);
+static void finish(attempt_t *a, int status, const char *fmt, ...) {
+  char tmp[200];
+  if (a->finished) return;
+  a->finished = 1;
+  uv_timer_stop(&a->timer);
+  a->status = status;
+  if (status == 0) {
+    a->ep->u.handle.data = NULL;
+    deliver(a);
+    return;
+  }
+  if (fmt) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    char as[300];
+    snprintf(a->err, sizeof a->err, "%s: %s", lr_taddr_format(&a->addr, as, sizeof as), tmp);
+  }
+  if (a->ep_inited && !uv_is_closing(&a->ep->u.handle)) {
+    a->ep->u.handle.data = a;
+    uv_close(&a->ep->u.handle, ep_closed_then_deliver);
+  } else {
+    deliver(a);
+  }
+}
+
+static void on_timeout(uv_timer_t *t) {
+  attempt_t *a = t->data;
+  a->timed_out = 1;
+  finish(a, UV_ETIMEDOUT, "no answer within %d ms", LR_TRANSPORT_TIMEOUT_MS);
+}
+
+/* ---- hybrid vsock ------------------------------------------------------- */
+
+static void fc_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
+  attempt_t *a = h->data;
+  (void)sz;
+  buf->base = a->fc_line + a->fc_len;
+  buf->len = sizeof a->fc_line - a->fc_len;
+}
+
+static void fc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  attempt_t *a = s->data;
+  (void)buf;
+  if (a->finished) return;
+  if (n < 0) {
+    finish(a, n == UV_EOF ? UV_ECONNRESET : (int)n,
+           "hybrid vsock: the VMM closed the connection before answering CONNECT %u "
+           "(is the guest listening on that port?)",
+           a->addr.port);
+    return;
+  }
+  a->fc_len += (size_t)n;
+  uint32_t hp;
+  size_t used;
+  int rc = lr_fc_parse_reply(a->fc_line, a->fc_len, &hp, &used);
+  if (rc == LR_PROTO_NEED_MORE && a->fc_len < sizeof a->fc_line) return;
+  if (rc != LR_PROTO_OK) {
+    size_t k = 0;
+    while (k < a->fc_len && k < 40 && a->fc_line[k] >= 0x20 && a->fc_line[k] < 0x7f) k++;
+    finish(a, UV_EPROTO, "hybrid vsock: expected \"OK <port>\\n\" after CONNECT %u, got \"%.*s\"",
+           a->addr.port, (int)k, a->fc_line);
+    return;
+  }
+  uv_read_stop(s);
+  if (used != a->fc_len) {
+    /* The agent speaks only after our preamble; anything more is not it. */
+    finish(a, UV_EPROTO, "hybrid vsock: unexpected bytes after \"OK %u\"", hp);
+    return;
+  }
+  finish(a, 0, NULL);
+}
+
+static void fc_written(uv_write_t *w, int status) {
+  attempt_t *a = w->data;
+  if (a->finished) return;
+  if (status < 0) {
+    finish(a, status, "hybrid vsock: sending CONNECT: %s", uv_strerror(status));
+    return;
+  }
+  a->ep->u.handle.data = a;
+  int rc = uv_read_start(&a->ep->u.stream, fc_alloc, fc_read);
+  if (rc) finish(a, rc, "hybrid vsock: %s", uv_strerror(rc));
+}
+
+/* ---- unix / tcp / fc connect -------------------------------------------- */
+
+static void on_connect(uv_connect_t *req, int status) {
+  attempt_t *a = req->data;
+  if (a->finished) return;
+  if (status < 0) {
+    finish(a, status, "%s", uv_strerror(status));
+    return;
+  }
+  if (a->addr.kind == LR_TADDR_FC) {
+    size_t n = lr_fc_request(a->addr.port, a->fc_req, sizeof a->fc_req);
+    uv_buf_t b = uv_buf_init(a->fc_req, (unsigned)n);
+    a->wreq.data = a;
+    int rc = uv_write(&a->wreq, &a->ep->u.stream, &b, 1, fc_written);
+    if (rc) finish(a, rc, "hybrid vsock: %s", uv_strerror(rc));
+    return;
+  }
+  finish(a, 0, NULL);
+}
+
+/* ---- VM sockets --------------------------------------------------------- */
+
+static void vm_work(uv_work_t *w) {
+  attempt_t *a = w->data;
+  a->status = a->pal->vmsock_connect(&a->addr, &a->sock, a->err, sizeof a->err);
+}
+
+static void vm_after(uv_work_t *w, int status) {
+  attempt_t *a = w->data;
+  int rc = a->status;
+  a->status = 0;
+  if (status == UV_ECANCELED) rc = UV_ECANCELED;
+  if (rc < 0) {
+    char why[256];
+    snprintf(why, sizeof why, "%s", a->err[0] ? a->err : uv_strerror(rc));
+    finish(a, rc, "%s", why);
+    return;
+  }
+  if ((rc = uv_tcp_init(a->loop, &a->ep->u.tcp)) == 0) {
+    a->ep_inited = 1;
+    rc = uv_tcp_open(&a->ep->u.tcp, a->sock);
+  }
+  if (rc) {
+    uv_os_sock_t s = a->sock;
+    (void)s; /* closed below with the handle, or leaked only if init failed */
+    finish(a, rc, "wrapping the VM socket: %s", uv_strerror(rc));
+    return;
+  }
+  finish(a, 0, NULL);
+}
+
+int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t *addr,
+                         lr_endpoint_t *ep, lr_transport_cb cb, void *data, char *err,
+                         size_t errlen) {
+  attempt_t *a = calloc(1, sizeof *a);
+  char as[300];
+  int rc = 0;
+  if (!a) {
+    snprintf(err, errlen, "out of memory");
+    return UV_ENOMEM;
+  }
+  a->loop = loop;
+  a->pal = pal;
+  a->addr = *addr;
+  a->ep = ep;
+  a->cb = cb;
+  a->data = data;
+  a->creq.data = a;
+  a->work.data = a;
+  memset(ep, 0, sizeof *ep);
+  switch (addr->kind) {
+    case LR_TADDR_UNIX:
+    case LR_TADDR_FC:
+      if ((rc = uv_pipe_init(loop, &ep->u.pipe, 0))) break;
+      ep->kind = LR_EP_PIPE;
+      a->ep_inited = 1;
+      ep->u.handle.data = a;
+      uv_pipe_connect(&a->creq, &ep->u.pipe, addr->path, on_connect);
+      break;
+    case LR_TADDR_TCP: {
+      struct sockaddr_storage ss;
+      memset(&ss, 0, sizeof ss);
+      if (addr->family == 4) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)addr->port);
+        memcpy(&sin->sin_addr, addr->ip, 4);
+      } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)addr->port);
+        memcpy(&sin6->sin6_addr, addr->ip, 16);
+      }
+      if ((rc = uv_tcp_init(loop, &ep->u.tcp))) break;
+      ep->kind = LR_EP_TCP;
+      a->ep_inited = 1;
+      ep->u.handle.data = a;
+      rc = uv_tcp_connect(&a->creq, &ep->u.tcp, (struct sockaddr *)&ss, on_connect);
+      if (rc) {
+        uv_close(&ep->u.handle, NULL);
+        a->ep_inited = 0;
+      }
+      break;
+    }
+    case LR_TADDR_VSOCK:
+    case LR_TADDR_HVSOCK:
+      if (!pal || !pal->vmsock_connect) {
+        snprintf(err, errlen, "%s: this platform has no %s sockets",
+                 lr_taddr_format(addr, as, sizeof as),
+                 addr->kind == LR_TADDR_VSOCK ? "AF_VSOCK" : "AF_HYPERV");
+        free(a);
+        return UV_EAFNOSUPPORT;
+      }
+      ep->kind = LR_EP_VMSOCK;
+      rc = uv_queue_work(loop, &a->work, vm_work, vm_after);
+      break;
+    default:
+      rc = UV_EINVAL;
+  }
+  if (rc) {
+    snprintf(err, errlen, "%s: %s", lr_taddr_format(addr, as, sizeof as), uv_strerror(rc));
+    if (a->ep_inited) {
+      /* rare: let the loop finish closing; the attempt must outlive it */
+      ep->u.handle.data = a;
+      a->cb = NULL;
+      a->finished = 1;
+      uv_close(&ep->u.handle, attempt_free_cb);
+      return rc;
+    }
+    free(a);
+    return rc;
+  }
+  uv_timer_init(loop, &a->timer);
+  a->timer.data = a;
+  if (addr->kind != LR_TADDR_VSOCK && addr->kind != LR_TADDR_HVSOCK)
+    uv_timer_start(&a->timer, on_timeout, LR_TRANSPORT_TIMEOUT_MS, 0);
+  return 0;
+}

@@ -1,0 +1,36 @@
+/* Opening a transport stream from the host to a guest agent.
+ *
+ * One entry point for every transport kind so the host core never cares
+ * which one it uses: unix and tcp through libuv, the Firecracker/Cloud
+ * Hypervisor hybrid-vsock Unix socket with its "CONNECT <port>\n" ->
+ * "OK <n>\n" handshake, and AF_VSOCK/AF_HYPERV through the platform's
+ * blocking connect on a worker thread, then uv_tcp_open. Every connect is
+ * bounded by a timeout, so a missing guest is an error, never a hang. */
+#ifndef LR_TRANSPORT_H
+#define LR_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "lr_addr.h"
+#include "lr_endpoint.h"
+#include "lr_pal.h"
+
+/* status 0: ep is open (its handle initialised, kind set) and belongs to the
+ * caller. status < 0: ep is closed (nothing to clean up) and err says why. */
+typedef void (*lr_transport_cb)(lr_endpoint_t *ep, int status, const char *err, void *data);
+
+#define LR_TRANSPORT_TIMEOUT_MS 5000
+
+/* Starts connecting ep to a. Returns 0 (cb will run exactly once) or a uv
+ * error (cb will not run, err filled). ep must stay valid until cb runs. */
+int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t *a,
+                         lr_endpoint_t *ep, lr_transport_cb cb, void *data,
+                         char *err, size_t errlen);
+
+/* Hybrid vsock handshake, pure: the request line for a port, and the reply
+ * parser. Reply: LR_PROTO_OK with *consumed = bytes of the "OK <n>\n" line,
+ * LR_PROTO_NEED_MORE, or LR_PROTO_EINVAL (anything else, or a line > 32). */
+size_t lr_fc_request(uint32_t port, char *out, size_t cap);
+int lr_fc_parse_reply(const char *buf, size_t len, uint32_t *host_port, size_t *consumed);
+
+#endif
