@@ -192,31 +192,52 @@ static int handler(void *user, const char *section, const char *name, const char
   return 1;
 }
 
+/* Every line passes through here on its way to inih:
+ * - leading blanks go, so an indented key is a key (Debian's inih treats
+ *   an indented line as the continuation of the previous value, which a
+ *   .wslconfig-style file never means);
+ * - a line longer than inih's buffer is an error naming its line, instead
+ *   of reaching inih cut in two. */
+static char *deliver_line(parse_ctx_t *ctx, char *str, size_t n, int complete) {
+  ctx->line++;
+  if (!complete) {
+    lr_log(LR_LOG_ERROR, "%s:%d: line longer than %d characters: ignored", ctx->source,
+           ctx->line, INI_MAX_LINE - 2);
+    ctx->errors++;
+    str[0] = '\n';
+    str[1] = '\0';
+    return str;
+  }
+  size_t k = 0;
+  while (k < n && (str[k] == ' ' || str[k] == '\t')) k++;
+  if (k) memmove(str, str + k, n - k + 1);
+  return str;
+}
+
 static char *string_reader(char *str, int num, void *stream) {
   parse_ctx_t *ctx = stream;
   const char *p = ctx->text;
   if (!*p) return NULL;
-  int i = 0;
-  while (i < num - 1 && p[i] && p[i] != '\n') {
-    str[i] = p[i];
-    i++;
-  }
-  if (i < num - 1 && p[i] == '\n') str[i++] = '\n';
-  str[i] = '\0';
-  /* Only a full line advances the count; a line longer than inih's buffer
-   * arrives in pieces. */
-  if (i > 0 && str[i - 1] == '\n') ctx->line++;
-  else if (!p[i]) ctx->line++;
-  ctx->text = p + i;
-  return str;
+  size_t len = strcspn(p, "\n");
+  size_t adv = len + (p[len] == '\n');
+  ctx->text = p + adv;
+  if (adv > (size_t)num - 1) return deliver_line(ctx, str, 0, 0);
+  memcpy(str, p, adv);
+  str[adv] = '\0';
+  return deliver_line(ctx, str, adv, 1);
 }
 
 static char *file_reader(char *str, int num, void *stream) {
   parse_ctx_t *ctx = stream;
   if (!fgets(str, num, ctx->f)) return NULL;
   size_t n = strlen(str);
-  if ((n && str[n - 1] == '\n') || feof(ctx->f)) ctx->line++;
-  return str;
+  if (n && str[n - 1] != '\n' && !feof(ctx->f)) {
+    int ch;
+    while ((ch = fgetc(ctx->f)) != EOF && ch != '\n') {
+    }
+    return deliver_line(ctx, str, n, 0);
+  }
+  return deliver_line(ctx, str, n, 1);
 }
 
 static int finish(parse_ctx_t *ctx, int rc) {

@@ -784,6 +784,10 @@ static const char *guest_state_name(const lr_guest_t *g) {
   return g->state == G_CONNECTED ? "connected" : "connecting";
 }
 
+/* Listeners on specific non-loopback addresses are never forwarded and
+ * would only crowd the status of a real VM: they are tracked, not shown. */
+static int status_listed(const lr_port_entry_t *e) { return e->rule != LR_RULE_NOT_LOOPBACK; }
+
 typedef struct {
   uint64_t conns, active, to_guest, to_host;
 } entry_stats_t;
@@ -813,8 +817,12 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
       lr_sbuf_json_str(out, g->last_err);
     }
     lr_sbuf_puts(out, ",\"ports\":[");
+    int first_entry = 1;
     for (lr_port_entry_t *e = g->ports.entries; e; e = e->next) {
+      if (!status_listed(e)) continue;
       entry_stats_t st = entry_stats(e);
+      if (!first_entry) lr_sbuf_puts(out, ",");
+      first_entry = 0;
       lr_sbuf_printf(out, "{\"proto\":\"tcp\",\"guest\":\"%s\",\"host\":[",
                      lr_listener_format(&e->listener, s, sizeof s));
       int first = 1;
@@ -826,10 +834,10 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
       }
       lr_sbuf_printf(out,
                      "],\"state\":\"%s\",\"connections\":%llu,\"active\":%llu,"
-                     "\"bytes_to_guest\":%llu,\"bytes_to_host\":%llu}%s",
+                     "\"bytes_to_guest\":%llu,\"bytes_to_host\":%llu}",
                      lr_port_state_name(lr_ports_entry_state(e)), (unsigned long long)st.conns,
                      (unsigned long long)st.active, (unsigned long long)st.to_guest,
-                     (unsigned long long)st.to_host, e->next ? "," : "");
+                     (unsigned long long)st.to_host);
     }
     lr_sbuf_printf(out, "]}%s", g->next ? "," : "");
   }
@@ -864,6 +872,7 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
     lr_sbuf_printf(out, "  %-5s %-28s %-34s %-10s %6s %6s %10s %10s\n", "PROTO", "GUEST", "HOST",
                    "STATE", "CONNS", "OPEN", "TO GUEST", "TO HOST");
     for (lr_port_entry_t *e = g->ports.entries; e; e = e->next) {
+      if (!status_listed(e)) continue;
       entry_stats_t st = entry_stats(e);
       hosts[0] = '\0';
       for (int i = 0; i < e->nb; i++) {
