@@ -8,7 +8,7 @@ set -euo pipefail
 mode=${1:-test}
 run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev iproute2 python3 curl)
 test_pkgs=(libcmocka-dev valgrind clang
-           mingw-w64 wine wine64 dpkg-dev file)
+           mingw-w64 wine wine64 dpkg-dev file groff-base)
 
 case "$mode" in
   run) want=("${run_pkgs[@]}") ;;

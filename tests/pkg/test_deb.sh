@@ -1,0 +1,183 @@
+#!/bin/sh
+# Builds lorelay's .deb and .tar.gz with cpack, unpacks the .deb into a
+# scratch root (dpkg-deb -x, nothing is installed on this machine) and checks
+# the control data, every shipped file, that the units start programs the
+# package contains, that the man pages render, and that each program runs
+# --version from the unpacked tree.
+#
+# usage: test_deb.sh BUILD_DIR CPACK VERSION
+# Exit 0 pass, 1 fail, 77 skip (dpkg-deb missing and CI is not "true").
+set -u
+
+build=$1 cpack=$2 version=$3
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+ok() { echo "ok: $*"; }
+
+if ! command -v dpkg-deb >/dev/null 2>&1; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "FAIL: dpkg-deb not found (apt-get install dpkg); CI=true requires the package test" >&2
+    exit 1
+  fi
+  echo "SKIP: dpkg-deb not found" >&2
+  exit 77
+fi
+if [ ! -f "$build/CPackConfig.cmake" ]; then
+  echo "FAIL: $build/CPackConfig.cmake missing: the top-level CMakeLists.txt must include cmake/LorelayPackaging.cmake" >&2
+  exit 1
+fi
+
+scratch=$(mktemp -d /tmp/lorelay-pkg-test.XXXXXX) || exit 1
+trap 'rm -rf "$scratch"' EXIT INT TERM
+
+echo "== cpack (DEB, TGZ) into $scratch/out"
+if ! "$cpack" --config "$build/CPackConfig.cmake" -G "DEB;TGZ" -B "$scratch/out" >"$scratch/cpack.log" 2>&1; then
+  cat "$scratch/cpack.log" >&2
+  echo "FAIL: cpack failed" >&2
+  exit 1
+fi
+
+arch=$(dpkg --print-architecture)
+deb="$scratch/out/lorelay_${version}_${arch}.deb"
+tgz="$scratch/out/lorelay-${version}-linux-${arch}.tar.gz"
+[ -f "$deb" ] || { ls -l "$scratch/out" >&2; echo "FAIL: $deb not produced" >&2; exit 1; }
+[ -f "$tgz" ] || fail "$tgz not produced"
+
+# --- control data (dpkg-deb -I) -------------------------------------------
+info="$scratch/info.txt"
+dpkg-deb -I "$deb" >"$info" || fail "dpkg-deb -I failed"
+field() { dpkg-deb -f "$deb" "$1"; }
+[ "$(field Package)" = "lorelay" ] || fail "Package is '$(field Package)'"
+[ "$(field Version)" = "$version" ] || fail "Version is '$(field Version)', want $version"
+[ "$(field Architecture)" = "$arch" ] || fail "Architecture is '$(field Architecture)', want $arch"
+[ -n "$(field Maintainer)" ] || fail "no Maintainer"
+[ -n "$(field Description)" ] || fail "no Description"
+deps=$(field Depends)
+for lib in libuv1 libinih1; do
+  echo "$deps" | grep -q "\b$lib\b" || fail "Depends '$deps' lacks $lib"
+done
+ok "control: $(field Package) $(field Version) $(field Architecture); Depends: $deps"
+
+ctrl="$scratch/control"
+dpkg-deb -e "$deb" "$ctrl" || fail "dpkg-deb -e failed"
+for f in conffiles postinst postrm; do
+  [ -f "$ctrl/$f" ] || fail "control member $f missing"
+done
+grep -qx "/etc/lorelay/lorelay.ini" "$ctrl/conffiles" 2>/dev/null ||
+  fail "/etc/lorelay/lorelay.ini is not a conffile"
+for f in postinst postrm; do
+  [ -x "$ctrl/$f" ] || fail "$f not executable"
+  sh -n "$ctrl/$f" || fail "$f has a shell syntax error"
+done
+
+# --- files ----------------------------------------------------------------
+root="$scratch/root"
+dpkg-deb -x "$deb" "$root" || { echo "FAIL: dpkg-deb -x failed" >&2; exit 1; }
+programs="lorelayd lorelay-agent lorelay-init lorelayctl"
+units="lorelayd@.service lorelayd-netns@.service lorelay-agent.service"
+expect="etc/lorelay/lorelay.ini"
+for p in $programs; do expect="$expect usr/bin/$p"; done
+for u in $units; do expect="$expect usr/lib/systemd/system/$u"; done
+expect="$expect usr/share/man/man8/lorelayd.8.gz usr/share/man/man8/lorelay-agent.8.gz"
+expect="$expect usr/share/man/man8/lorelay-init.8.gz usr/share/man/man1/lorelayctl.1.gz"
+expect="$expect usr/share/doc/lorelay/examples/guest.env.example usr/share/doc/lorelay/examples/agent.env.example"
+expect="$expect usr/share/doc/lorelay/setups.md"
+for f in $expect; do
+  [ -f "$root/$f" ] || fail "missing /$f in the .deb"
+done
+for p in $programs; do
+  [ -x "$root/usr/bin/$p" ] || fail "/usr/bin/$p is not executable"
+done
+# Nothing outside the FHS places we chose (e.g. no /usr/local, no build paths).
+dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./||' | grep -v '/$' | grep -v -E \
+  '^(usr/bin/|usr/lib/systemd/system/|usr/share/man/man[18]/|usr/share/doc/lorelay/|etc/lorelay/)' \
+  >"$scratch/stray" && { cat "$scratch/stray" >&2; fail "unexpected files in the .deb"; }
+ok "files: $(dpkg-deb -c "$deb" | grep -vc '/$') files"
+
+# The tar.gz holds the same files, laid out from /.
+if [ -f "$tgz" ]; then
+  tar -tzf "$tgz" | sed 's|^\./||' | grep -v '/$' | sort >"$scratch/tgz.list"
+  dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./||' | grep -v '/$' | sort >"$scratch/deb.list"
+  if cmp -s "$scratch/tgz.list" "$scratch/deb.list"; then
+    ok "tar.gz has the same $(wc -l <"$scratch/tgz.list") files"
+  else
+    diff "$scratch/deb.list" "$scratch/tgz.list" >&2
+    fail "tar.gz and .deb contents differ"
+  fi
+fi
+
+# --- units ----------------------------------------------------------------
+for u in $units; do
+  f="$root/usr/lib/systemd/system/$u"
+  [ -f "$f" ] || continue
+  grep -q '^\[Service\]' "$f" || fail "$u has no [Service] section"
+  grep -q '^\[Install\]' "$f" || fail "$u has no [Install] section"
+  exe=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$f")
+  case "$exe" in
+    /usr/bin/*) [ -x "$root$exe" ] || fail "$u starts $exe, which the package lacks" ;;
+    *) fail "$u: ExecStart '$exe' is not a packaged /usr/bin program" ;;
+  esac
+done
+grep -q '^EnvironmentFile=/etc/lorelay/%i.env' "$root/usr/lib/systemd/system/lorelayd@.service" ||
+  fail "lorelayd@.service does not read /etc/lorelay/%i.env"
+grep -q '^Restart=on-failure' "$root/usr/lib/systemd/system/lorelayd@.service" ||
+  fail "lorelayd@.service lacks Restart=on-failure"
+grep -q -- '--listen ${LORELAY_LISTEN}' "$root/usr/lib/systemd/system/lorelay-agent.service" ||
+  fail "lorelay-agent.service does not pass --listen"
+if command -v systemd-analyze >/dev/null 2>&1; then
+  # Syntax only: the real /usr/bin has no lorelay programs, so drop the
+  # "not executable" and man-page lines and report anything else.
+  systemd-analyze verify "$root"/usr/lib/systemd/system/*.service 2>&1 |
+    grep -v -e 'is not executable' -e "Command 'man " >"$scratch/verify" || true
+  if [ -s "$scratch/verify" ]; then cat "$scratch/verify" >&2; fail "systemd-analyze verify complained"; fi
+fi
+ok "units checked"
+
+# --- man pages --------------------------------------------------------------
+for m in "$root"/usr/share/man/man*/*.gz; do
+  [ -f "$m" ] || continue
+  gzip -t "$m" || { fail "$m is not valid gzip"; continue; }
+  if command -v groff >/dev/null 2>&1; then
+    warn=$(gzip -dc "$m" | groff -man -Tutf8 -ww -z 2>&1)
+    [ -z "$warn" ] || fail "$(basename "$m"): groff: $warn"
+  fi
+done
+# Every flag of the command-line contract is documented.
+mancheck() { # page flag...
+  page=$1; shift
+  text=$(gzip -dc "$root/usr/share/man/$page" 2>/dev/null | sed 's/\\-/-/g')
+  for flag in "$@"; do
+    echo "$text" | grep -q -- "$flag" || fail "$page does not document $flag"
+  done
+}
+mancheck man8/lorelayd.8.gz --guest --netns --name --token-file -c --config --socket --log-level --help --version --vm-id
+mancheck man8/lorelay-agent.8.gz --listen --token-file -c --config --name --log-level --help --version LORELAY_LISTEN_FD
+mancheck man8/lorelay-init.8.gz LORELAY_AGENT LORELAY_LISTEN_FD --help --version
+mancheck man1/lorelayctl.1.gz --socket status --json --help --version
+ok "man pages checked"
+
+# --- the programs run -------------------------------------------------------
+for p in $programs; do
+  exe="$root/usr/bin/$p"
+  [ -x "$exe" ] || continue
+  if ldd "$exe" 2>&1 | grep -q 'not found'; then
+    ldd "$exe" >&2
+    fail "$p: unresolved shared libraries"
+  fi
+  out=$(timeout 10 "$exe" --version 2>&1)
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    fail "$p --version exited $rc: $out"
+  elif ! echo "$out" | grep -q -F "$version"; then
+    fail "$p --version does not print $version: $out"
+  else
+    ok "$p --version: $(echo "$out" | head -n 1)"
+  fi
+done
+
+if [ $fails -ne 0 ]; then
+  echo "$fails check(s) failed" >&2
+  exit 1
+fi
+echo "all package checks passed"
+exit 0
