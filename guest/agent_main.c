@@ -1,0 +1,259 @@
+/* lorelay-agent: the guest-side process.
+ *
+ * Only the process shell lives here: flags, config, token, the transport
+ * listener (bound here, or inherited from lorelay-init through
+ * LORELAY_LISTEN_FD so that restarts never drop queued connections) and
+ * signal handling. Everything the agent does on the wire is in agent.c.
+ *
+ * Exit status: 0 after SIGINT/SIGTERM, 2 for a usage or configuration error
+ * (lorelay-init does not restart those: a restart cannot fix them), 1 for a
+ * failure at run time. */
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "lr_addr.h"
+#include "lr_agent.h"
+#include "lr_config.h"
+#include "lr_glisten.h"
+#include "lr_hostd.h"
+#include "lr_log.h"
+#include "lr_posix.h"
+#include "lr_version.h"
+
+static const char usage_text[] =
+    "Usage: lorelay-agent --listen ADDR [options]\n"
+    "\n"
+    "Guest side of lorelay: reports this system's listening TCP sockets to the\n"
+    "lorelay host (lorelayd) and connects the host's relayed connections to the\n"
+    "real servers on this system's loopback.\n"
+    "\n"
+    "Options:\n"
+    "  --listen ADDR       transport address to serve on:\n"
+    "                        unix:PATH        Unix socket (a stale socket file is replaced)\n"
+    "                        vsock:CID:PORT   AF_VSOCK; vsock:any:PORT for any CID\n"
+    "                        tcp:HOST:PORT    TCP; requires --token-file\n"
+    "                      Ignored when LORELAY_LISTEN_FD names an inherited\n"
+    "                      listening socket (lorelay-init passes one).\n"
+    "  --token-file F      shared secret the host must present (required for tcp:)\n"
+    "  -c, --config FILE   INI file, section [lorelay]: scanIntervalMs, logLevel\n"
+    "  --name NAME         guest name sent to the host (default: the host name)\n"
+    "  --log-level LEVEL   error, warn, info or debug (overrides the config)\n"
+    "  -h, --help          show this help and exit\n"
+    "  --version           print the version and exit\n"
+    "\n"
+    "Environment:\n"
+    "  LORELAY_LISTEN_FD   an already-listening socket to serve on instead of binding\n";
+
+typedef struct {
+  const char *listen;
+  const char *token_file;
+  const char *config;
+  const char *name;
+  const char *log_level;
+  int help, version;
+} agent_opts_t;
+
+/* Returns 0, or -1 after printing a one-line error. */
+static int parse_args(int argc, char **argv, agent_opts_t *o) {
+  static const struct {
+    const char *flag;
+    size_t off;
+  } valued[] = {
+      {"--listen", offsetof(agent_opts_t, listen)},
+      {"--token-file", offsetof(agent_opts_t, token_file)},
+      {"--config", offsetof(agent_opts_t, config)},
+      {"-c", offsetof(agent_opts_t, config)},
+      {"--name", offsetof(agent_opts_t, name)},
+      {"--log-level", offsetof(agent_opts_t, log_level)},
+  };
+  memset(o, 0, sizeof *o);
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+      o->help = 1;
+      continue;
+    }
+    if (strcmp(arg, "--version") == 0) {
+      o->version = 1;
+      continue;
+    }
+    int matched = 0;
+    for (size_t k = 0; k < sizeof valued / sizeof valued[0] && !matched; k++) {
+      size_t fl = strlen(valued[k].flag);
+      const char **slot = (const char **)((char *)o + valued[k].off);
+      if (strcmp(arg, valued[k].flag) == 0) {
+        if (i + 1 >= argc) {
+          fprintf(stderr, "lorelay-agent: option %s needs a value (see --help)\n", arg);
+          return -1;
+        }
+        *slot = argv[++i];
+        matched = 1;
+      } else if (fl > 2 && strncmp(arg, valued[k].flag, fl) == 0 && arg[fl] == '=') {
+        *slot = arg + fl + 1;
+        matched = 1;
+      }
+    }
+    if (matched) continue;
+    if (arg[0] == '-')
+      fprintf(stderr, "lorelay-agent: unknown option '%s' (see --help)\n", arg);
+    else
+      fprintf(stderr, "lorelay-agent: unexpected argument '%s' (see --help)\n", arg);
+    return -1;
+  }
+  return 0;
+}
+
+/* The inherited listener, if LORELAY_LISTEN_FD is set: fd, -1 if unset,
+ * -2 after an error line. */
+static int inherited_fd(int *family) {
+  const char *s = getenv("LORELAY_LISTEN_FD");
+  if (!s || !*s) return -1;
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || v < 0 || v > 65535) {
+    LR_ERROR("LORELAY_LISTEN_FD='%s' is not a file descriptor number", s);
+    return -2;
+  }
+  char err[256];
+  if (lr_guest_listen_check((int)v, family, err, sizeof err) != 0) {
+    LR_ERROR("LORELAY_LISTEN_FD: %s", err);
+    return -2;
+  }
+  /* Not for anything this process might start. */
+  unsetenv("LORELAY_LISTEN_FD");
+  return (int)v;
+}
+
+static lr_agent_t *g_agent;
+static uv_signal_t g_sigint, g_sigterm;
+
+static void on_signal(uv_signal_t *h, int signum) {
+  LR_INFO("received %s; shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  lr_agent_shutdown(g_agent);
+  uv_close((uv_handle_t *)&g_sigint, NULL);
+  uv_close((uv_handle_t *)&g_sigterm, NULL);
+  (void)h;
+}
+
+int main(int argc, char **argv) {
+  agent_opts_t o;
+  lr_log_set_ident("lorelay-agent");
+  if (parse_args(argc, argv, &o) != 0) return 2;
+  if (o.help) {
+    fputs(usage_text, stdout);
+    return 0;
+  }
+  if (o.version) {
+    printf("lorelay-agent %s (protocol %d)\n", LR_VERSION_STRING, LR_PROTO_VERSION);
+    return 0;
+  }
+
+  lr_config_t cfg;
+  lr_config_defaults(&cfg);
+  if (o.config && lr_config_load_file(&cfg, o.config, 0) != 0) {
+    LR_ERROR("configuration %s is not usable; not starting", o.config);
+    return 2;
+  }
+  lr_log_set_level((lr_log_level_t)cfg.log_level);
+  if (o.log_level) {
+    int lvl = lr_log_level_parse(o.log_level);
+    if (lvl < 0) {
+      LR_ERROR("--log-level '%s' is not one of error, warn, info, debug", o.log_level);
+      return 2;
+    }
+    lr_log_set_level((lr_log_level_t)lvl);
+  }
+
+  char err[512];
+  uint8_t token[LR_TOKEN_MAX];
+  size_t token_len = 0;
+  if (o.token_file && lr_token_load_file(o.token_file, token, &token_len, err, sizeof err) != 0) {
+    LR_ERROR("%s", err);
+    return 2;
+  }
+
+  lr_taddr_t ta;
+  memset(&ta, 0, sizeof ta);
+  if (o.listen && lr_taddr_parse(o.listen, &ta, err, sizeof err) != 0) {
+    LR_ERROR("--listen: %s", err);
+    return 2;
+  }
+  int family = 0;
+  int fd = inherited_fd(&family);
+  if (fd == -2) return 2;
+  int bound_here = 0;
+  if (fd < 0) {
+    if (!o.listen) {
+      LR_ERROR("missing --listen ADDR (see --help)");
+      return 2;
+    }
+    if (ta.kind == LR_TADDR_TCP && token_len == 0) {
+      LR_ERROR("--listen %s: the tcp transport requires --token-file", o.listen);
+      return 2;
+    }
+    fd = lr_guest_listen(&ta, err, sizeof err);
+    if (fd < 0) {
+      LR_ERROR("%s", err);
+      /* A host-side address kind is a usage error, not a transient one. */
+      return ta.kind == LR_TADDR_FC || ta.kind == LR_TADDR_HVSOCK ? 2 : 1;
+    }
+    bound_here = 1;
+  } else if ((family == AF_INET || family == AF_INET6) && token_len == 0) {
+    LR_ERROR("the inherited listener is a TCP socket: the tcp transport requires --token-file");
+    return 2;
+  }
+
+  char name[128];
+  if (o.name) {
+    snprintf(name, sizeof name, "%s", o.name);
+  } else if (gethostname(name, sizeof name) != 0) {
+    snprintf(name, sizeof name, "guest");
+  }
+  name[sizeof name - 1] = 0;
+
+  /* A host that vanishes mid-write must be an error return, not a kill. */
+  lr_posix_init(); /* SIGPIPE ignored, reset detection on Unix/VM sockets */
+
+  uv_loop_t *loop = uv_default_loop();
+  lr_agent_opts_t ao;
+  memset(&ao, 0, sizeof ao);
+  ao.name = name;
+  ao.token = token_len ? token : NULL;
+  ao.token_len = token_len;
+  ao.scan_interval_ms = cfg.scan_interval_ms;
+  g_agent = lr_agent_new(loop, &ao, err, sizeof err);
+  if (!g_agent) {
+    LR_ERROR("%s", err);
+    return 1;
+  }
+  if (lr_agent_serve_fd(g_agent, fd, err, sizeof err) != 0) {
+    LR_ERROR("%s", err);
+    return 1;
+  }
+  uv_signal_init(loop, &g_sigint);
+  uv_signal_init(loop, &g_sigterm);
+  uv_signal_start(&g_sigint, on_signal, SIGINT);
+  uv_signal_start(&g_sigterm, on_signal, SIGTERM);
+
+  char astr[256];
+  LR_INFO("lorelay-agent %s '%s' serving on %s%s (scan every %u ms)", LR_VERSION_STRING, name,
+          o.listen ? lr_taddr_format(&ta, astr, sizeof astr) : "an inherited socket",
+          bound_here ? "" : " (inherited)", cfg.scan_interval_ms);
+
+  uv_run(loop, UV_RUN_DEFAULT);
+  lr_agent_free(g_agent);
+  if (bound_here && ta.kind == LR_TADDR_UNIX) unlink(ta.path);
+  int rc = uv_loop_close(loop);
+  if (rc != 0) LR_DEBUG("loop close: %s", uv_strerror(rc));
+  LR_INFO("stopped");
+  return 0;
+}

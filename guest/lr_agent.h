@@ -1,0 +1,48 @@
+/* The guest agent: a pure server on one transport listener.
+ *
+ * Every accepted stream starts with the host's preamble and is either the
+ * control stream (HELLO/WELCOME, then the listener list and its changes,
+ * PING/PONG, PORT_STATE reports) or a data stream (one OPEN, a connect to
+ * the real server on the guest loopback, one OPEN_RESULT, then the relay).
+ * Kept apart from agent_main.c (flags, config, signals) so that the
+ * protocol handling can be driven by tests through a socketpair or a Unix
+ * socket without a process around it. */
+#ifndef LR_AGENT_H
+#define LR_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include "lr_proto.h"
+
+#define LR_AGENT_HANDSHAKE_MS 5000
+#define LR_AGENT_CONTROL_BACKLOG (1024 * 1024) /* unsent control bytes before we give up */
+
+typedef struct {
+  const char *name;        /* sent in WELCOME */
+  const uint8_t *token;    /* required in HELLO and OPEN when token_len > 0 */
+  size_t token_len;
+  unsigned scan_interval_ms;     /* periodic listener scan; 0 = 100 */
+  unsigned handshake_timeout_ms; /* 0 = LR_AGENT_HANDSHAKE_MS */
+} lr_agent_opts_t;
+
+typedef struct lr_agent_s lr_agent_t;
+
+/* Copies what it needs from o. NULL on allocation failure or when the
+ * sock_diag socket cannot be opened (err says why). */
+lr_agent_t *lr_agent_new(uv_loop_t *loop, const lr_agent_opts_t *o, char *err, size_t errlen);
+
+/* Serves on fd, a listening socket (AF_UNIX, AF_INET, AF_INET6 or
+ * AF_VSOCK), which the agent now owns. Its own socket is never reported as
+ * a listener. 0, or -1 with a reason in err. */
+int lr_agent_serve_fd(lr_agent_t *a, int fd, char *err, size_t errlen);
+
+/* Closes the listener and every stream. Run the loop until it has no more
+ * handles, then call lr_agent_free. */
+void lr_agent_shutdown(lr_agent_t *a);
+void lr_agent_free(lr_agent_t *a);
+
+/* Number of streams currently open (control + data), for tests and logs. */
+size_t lr_agent_stream_count(const lr_agent_t *a);
+
+#endif
