@@ -231,11 +231,13 @@ static char *file_reader(char *str, int num, void *stream) {
   parse_ctx_t *ctx = stream;
   if (!fgets(str, num, ctx->f)) return NULL;
   size_t n = strlen(str);
-  if (n && str[n - 1] != '\n' && !feof(ctx->f)) {
-    int ch;
-    while ((ch = fgetc(ctx->f)) != EOF && ch != '\n') {
+  if (n && str[n - 1] != '\n') {
+    /* Cut by the buffer, or the file's last line without a newline? */
+    int ch = fgetc(ctx->f);
+    if (ch != EOF) {
+      while (ch != EOF && ch != '\n') ch = fgetc(ctx->f);
+      return deliver_line(ctx, str, n, 0);
     }
-    return deliver_line(ctx, str, n, 0);
   }
   return deliver_line(ctx, str, n, 1);
 }

@@ -1,0 +1,525 @@
+/* Unit tests for the INI configuration (lr_config) and its value parsers.
+ *
+ * Besides values, the messages are part of the contract: a bad value is an
+ * error naming the key and the line, an unknown key a warning naming both
+ * (BRIEF section 4). Log lines are captured through lr_log_set_sink and
+ * checked for "SOURCE:LINE" and the key. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lr_config.h"
+#include "lr_log.h"
+
+/* ---- log capture ------------------------------------------------------- */
+
+#define MAX_LINES 32
+typedef struct {
+  int n;
+  lr_log_level_t level[MAX_LINES];
+  char line[MAX_LINES][512];
+} captured_t;
+
+static captured_t cap;
+
+static void sink(lr_log_level_t level, const char *line, void *data) {
+  captured_t *c = data;
+  if (c->n >= MAX_LINES) return;
+  c->level[c->n] = level;
+  snprintf(c->line[c->n], sizeof c->line[0], "%s", line);
+  c->n++;
+}
+
+static int setup(void **state) {
+  (void)state;
+  memset(&cap, 0, sizeof cap);
+  lr_log_set_level(LR_LOG_INFO);
+  lr_log_set_sink(sink, &cap);
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  lr_log_set_sink(NULL, NULL);
+  return 0;
+}
+
+/* Asserts exactly one line at `level` mentions all of the needles. */
+static void expect_logged(lr_log_level_t level, const char *n1, const char *n2, const char *n3) {
+  int found = 0;
+  for (int i = 0; i < cap.n; i++) {
+    if (cap.level[i] != level) continue;
+    if (n1 && !strstr(cap.line[i], n1)) continue;
+    if (n2 && !strstr(cap.line[i], n2)) continue;
+    if (n3 && !strstr(cap.line[i], n3)) continue;
+    found++;
+  }
+  if (found != 1) {
+    for (int i = 0; i < cap.n; i++) print_message("  logged[%d] %d: %s\n", i, cap.level[i], cap.line[i]);
+    fail_msg("expected one level-%d line with '%s' '%s' '%s', found %d", level, n1 ? n1 : "",
+             n2 ? n2 : "", n3 ? n3 : "", found);
+  }
+}
+
+static int count_level(lr_log_level_t level) {
+  int k = 0;
+  for (int i = 0; i < cap.n; i++) k += cap.level[i] == level;
+  return k;
+}
+
+/* ---- defaults and keys ------------------------------------------------- */
+
+static void test_defaults(void **state) {
+  (void)state;
+  lr_config_t c;
+  memset(&c, 0x5A, sizeof c);
+  lr_config_defaults(&c);
+  assert_int_equal(c.localhost_forwarding, 1);
+  assert_int_equal(c.ipv6, 1);
+  assert_int_equal(c.remap_on_conflict, 0);
+  assert_int_equal(c.log_level, LR_LOG_INFO);
+  assert_int_equal(c.scan_interval_ms, 100);
+  assert_int_equal(c.conflict_retry_ms, 1000);
+  assert_int_equal(c.ignore_ports.n, 0);
+  assert_int_equal(c.reverse_ports.n, 0);
+  /* an empty document and a document of only comments change nothing */
+  lr_config_t d;
+  lr_config_defaults(&d);
+  assert_int_equal(lr_config_parse_string(&d, "", "empty.ini"), 0);
+  assert_memory_equal(&c, &d, sizeof c);
+  assert_int_equal(lr_config_parse_string(&d, "; c\n# c\n\n[lorelay]\n; nothing\n", "x"), 0);
+  assert_memory_equal(&c, &d, sizeof c);
+  assert_int_equal(cap.n, 0);
+}
+
+static void test_every_key(void **state) {
+  (void)state;
+  const char *text =
+      "[lorelay]\n"
+      "localhostForwarding=false\n"
+      "ipv6=false\n"
+      "ignorePorts=22,5000-5010\n"
+      "reversePorts=5432, 6379\n"
+      "remapOnConflict=true\n"
+      "logLevel=debug\n"
+      "scanIntervalMs=25\n"
+      "conflictRetryMs=250\n";
+  lr_config_t c;
+  lr_config_defaults(&c);
+  assert_int_equal(lr_config_parse_string(&c, text, "all.ini"), 0);
+  assert_int_equal(c.localhost_forwarding, 0);
+  assert_int_equal(c.ipv6, 0);
+  assert_int_equal(c.ignore_ports.n, 2);
+  assert_true(lr_portset_contains(&c.ignore_ports, 22));
+  assert_true(lr_portset_contains(&c.ignore_ports, 5000));
+  assert_true(lr_portset_contains(&c.ignore_ports, 5010));
+  assert_false(lr_portset_contains(&c.ignore_ports, 5011));
+  assert_int_equal(c.reverse_ports.n, 2);
+  assert_true(lr_portset_contains(&c.reverse_ports, 5432));
+  assert_true(lr_portset_contains(&c.reverse_ports, 6379));
+  assert_false(lr_portset_contains(&c.reverse_ports, 22));
+  assert_int_equal(c.remap_on_conflict, 1);
+  assert_int_equal(c.log_level, LR_LOG_DEBUG);
+  assert_int_equal(c.scan_interval_ms, 25);
+  assert_int_equal(c.conflict_retry_ms, 250);
+  assert_int_equal(cap.n, 0);
+}
+
+static void test_bool_spellings(void **state) {
+  (void)state;
+  const char *yes[] = {"true", "TRUE", "True", "yes", "YES", "on", "On", "1"};
+  const char *no[] = {"false", "FALSE", "False", "no", "No", "off", "OFF", "0"};
+  const char *bad[] = {"", "flase", "2", "-1", "tru", "truee", "y", "n", "yes please", "0x1", "10"};
+  for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) assert_int_equal(lr_parse_bool(yes[i]), 1);
+  for (size_t i = 0; i < sizeof no / sizeof *no; i++) assert_int_equal(lr_parse_bool(no[i]), 0);
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    if (lr_parse_bool(bad[i]) != -1) fail_msg("'%s' accepted as a boolean", bad[i]);
+
+  /* and through the file, for each boolean key */
+  const char *keys[] = {"localhostForwarding", "ipv6", "remapOnConflict"};
+  for (size_t k = 0; k < 3; k++) {
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+      char text[128];
+      lr_config_t c;
+      lr_config_defaults(&c);
+      snprintf(text, sizeof text, "[lorelay]\n%s = %s\n", keys[k], no[i]);
+      assert_int_equal(lr_config_parse_string(&c, text, "b.ini"), 0);
+      int *field = k == 0 ? &c.localhost_forwarding : k == 1 ? &c.ipv6 : &c.remap_on_conflict;
+      assert_int_equal(*field, 0);
+      snprintf(text, sizeof text, "[lorelay]\n%s = %s\n", keys[k], yes[i]);
+      assert_int_equal(lr_config_parse_string(&c, text, "b.ini"), 0);
+      assert_int_equal(*field, 1);
+    }
+  }
+  assert_int_equal(cap.n, 0);
+}
+
+static void test_bad_bool_names_key_and_line(void **state) {
+  (void)state;
+  lr_config_t c;
+  lr_config_defaults(&c);
+  const char *text =
+      "# my config\n"
+      "[lorelay]\n"
+      "localhostForwarding = true\n"
+      "ipv6 = flase\n"
+      "remapOnConflict = yes\n";
+  assert_int_equal(lr_config_parse_string(&c, text, "my.ini"), -1);
+  expect_logged(LR_LOG_ERROR, "my.ini:4", "ipv6", "flase");
+  assert_int_equal(count_level(LR_LOG_ERROR), 1);
+  /* the bad key keeps its default, the good keys around it still apply */
+  assert_int_equal(c.ipv6, 1);
+  assert_int_equal(c.remap_on_conflict, 1);
+}
+
+static void test_unknown_key_warns(void **state) {
+  (void)state;
+  lr_config_t c, d;
+  lr_config_defaults(&c);
+  lr_config_defaults(&d);
+  const char *text =
+      "[lorelay]\n"
+      "\n"
+      "fancyNewOption = 7\n"
+      "ipv6 = off\n";
+  assert_int_equal(lr_config_parse_string(&c, text, "new.ini"), 0);
+  expect_logged(LR_LOG_WARN, "new.ini:3", "fancyNewOption", NULL);
+  assert_int_equal(count_level(LR_LOG_ERROR), 0);
+  assert_int_equal(c.ipv6, 0);
+}
+
+/* Other sections (a shared .wslconfig-style file) never change our values. */
+static void test_other_sections(void **state) {
+  (void)state;
+  lr_config_t c;
+  lr_config_defaults(&c);
+  const char *text =
+      "[wsl2]\n"
+      "ipv6 = false\n"
+      "memory = 4GB\n"
+      "[lorelay]\n"
+      "logLevel = warn\n"
+      "[experimental]\n"
+      "localhostForwarding = false\n";
+  assert_int_equal(lr_config_parse_string(&c, text, "wsl.ini"), 0);
+  assert_int_equal(c.ipv6, 1);
+  assert_int_equal(c.localhost_forwarding, 1);
+  assert_int_equal(c.log_level, LR_LOG_WARN);
+  assert_int_equal(count_level(LR_LOG_ERROR), 0);
+  /* if they are reported at all, it is as warnings naming the line */
+  for (int i = 0; i < cap.n; i++) assert_int_equal(cap.level[i], LR_LOG_WARN);
+}
+
+static void test_whitespace_and_comments(void **state) {
+  (void)state;
+  lr_config_t c;
+  lr_config_defaults(&c);
+  const char *text =
+      "; leading comment\n"
+      "   \n"
+      "[lorelay]\n"
+      "# hash comment\n"
+      "ipv6=false   \n"
+      "localhostForwarding   =    no\n"
+      "ignorePorts =  22 ,  80 - 81 ,443  \n"
+      "logLevel = error ; inline comment\n"
+      "\t\n";
+  assert_int_equal(lr_config_parse_string(&c, text, "ws.ini"), 0);
+  assert_int_equal(c.ipv6, 0);
+  assert_int_equal(c.localhost_forwarding, 0);
+  assert_int_equal(c.ignore_ports.n, 3);
+  assert_true(lr_portset_contains(&c.ignore_ports, 81));
+  assert_true(lr_portset_contains(&c.ignore_ports, 443));
+  assert_false(lr_portset_contains(&c.ignore_ports, 82));
+  assert_int_equal(c.log_level, LR_LOG_ERROR);
+  assert_int_equal(cap.n, 0);
+}
+
+/* Windows editors write CRLF; the config ships as a sample in the zip. */
+static void test_crlf(void **state) {
+  (void)state;
+  lr_config_t c;
+  lr_config_defaults(&c);
+  const char *text = "[lorelay]\r\nipv6 = false\r\nignorePorts = 22\r\n";
+  assert_int_equal(lr_config_parse_string(&c, text, "crlf.ini"), 0);
+  assert_int_equal(c.ipv6, 0);
+  assert_true(lr_portset_contains(&c.ignore_ports, 22));
+}
+
+/* Keys indented under their section (a common hand-written style). */
+static void test_indented_keys(void **state) {
+  (void)state;
+  lr_config_t c;
+  lr_config_defaults(&c);
+  const char *text =
+      "[lorelay]\n"
+      "  localhostForwarding = true\n"
+      "  ipv6 = false\n"
+      "  remapOnConflict = true\n";
+  int rc = lr_config_parse_string(&c, text, "indent.ini");
+  for (int i = 0; i < cap.n; i++) print_message("  logged: %s\n", cap.line[i]);
+  assert_int_equal(rc, 0);
+  assert_int_equal(c.ipv6, 0);
+  assert_int_equal(c.remap_on_conflict, 1);
+}
+
+/* A port list longer than inih's line buffer (200 bytes in Debian's build)
+ * must either be read whole or be refused with an error naming its line;
+ * silently using the first 199 bytes of it is the one wrong answer. */
+static void test_long_line(void **state) {
+  (void)state;
+  lr_config_t c;
+  lr_config_defaults(&c);
+  char text[2048];
+  size_t n = (size_t)snprintf(text, sizeof text, "[lorelay]\nignorePorts = ");
+  for (int i = 0; i < 50; i++)
+    n += (size_t)snprintf(text + n, sizeof text - n, "%s%d-%d", i ? ", " : "", 10000 + i * 10,
+                          10000 + i * 10 + 5);
+  n += (size_t)snprintf(text + n, sizeof text - n, "\nipv6 = false\n");
+  assert_true(n < sizeof text);
+  int rc = lr_config_parse_string(&c, text, "long.ini");
+  for (int i = 0; i < cap.n; i++) print_message("  logged: %s\n", cap.line[i]);
+  if (rc == 0) {
+    assert_int_equal(c.ignore_ports.n, 50);
+    assert_true(lr_portset_contains(&c.ignore_ports, 10495));
+    assert_int_equal(c.ipv6, 0);
+  } else {
+    assert_int_equal(rc, -1);
+    expect_logged(LR_LOG_ERROR, "long.ini:2", NULL, NULL);
+    /* nothing from the cut line may be in effect */
+    assert_int_equal(c.ignore_ports.n, 0);
+  }
+}
+
+static void test_not_ini(void **state) {
+  (void)state;
+  lr_config_t c;
+  lr_config_defaults(&c);
+  const char *text = "[lorelay]\nipv6 = false\nthis line has no equals sign\n";
+  assert_int_equal(lr_config_parse_string(&c, text, "junk.ini"), -1);
+  expect_logged(LR_LOG_ERROR, "junk.ini:3", NULL, NULL);
+}
+
+/* ---- port lists -------------------------------------------------------- */
+
+static void test_portset_good(void **state) {
+  (void)state;
+  lr_portset_t s;
+  char err[128];
+  assert_int_equal(lr_portset_parse(&s, "", err, sizeof err), 0);
+  assert_int_equal(s.n, 0);
+  assert_false(lr_portset_contains(&s, 1));
+  assert_int_equal(lr_portset_parse(&s, "  ", err, sizeof err), 0);
+  assert_int_equal(s.n, 0);
+  assert_int_equal(lr_portset_parse(&s, "1", err, sizeof err), 0);
+  assert_int_equal(s.n, 1);
+  assert_true(lr_portset_contains(&s, 1));
+  assert_false(lr_portset_contains(&s, 0));
+  assert_false(lr_portset_contains(&s, 2));
+  assert_int_equal(lr_portset_parse(&s, "65535,1-3,7-7", err, sizeof err), 0);
+  assert_int_equal(s.n, 3);
+  assert_true(lr_portset_contains(&s, 65535));
+  assert_true(lr_portset_contains(&s, 2));
+  assert_true(lr_portset_contains(&s, 7));
+  assert_false(lr_portset_contains(&s, 4));
+  assert_false(lr_portset_contains(&s, 8));
+  assert_int_equal(lr_portset_parse(&s, "1-65535", err, sizeof err), 0);
+  for (unsigned p = 1; p <= 65535; p += 4093) assert_true(lr_portset_contains(&s, (uint16_t)p));
+
+  /* exactly LR_PORTSET_MAX_RANGES entries is fine, one more is not */
+  char text[1024];
+  size_t n = 0;
+  for (int i = 0; i < LR_PORTSET_MAX_RANGES; i++)
+    n += (size_t)snprintf(text + n, sizeof text - n, "%s%d", i ? "," : "", 100 + i);
+  assert_int_equal(lr_portset_parse(&s, text, err, sizeof err), 0);
+  assert_int_equal(s.n, LR_PORTSET_MAX_RANGES);
+  snprintf(text + n, sizeof text - n, ",999");
+  err[0] = 0;
+  assert_int_equal(lr_portset_parse(&s, text, err, sizeof err), -1);
+  assert_true(strlen(err) > 0);
+}
+
+static void test_portset_bad(void **state) {
+  (void)state;
+  const char *bad[] = {"0",       "70000", "65536", "10-5",  "abc",   "22,abc", "-5",
+                       "5-",      "1-2-3", ",",     "22,",   ",22",   "1,,2",   "22 80",
+                       "0-10",    "10-0",  "22x",   "+22",   "1-70000", "99999999999999999999"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    lr_portset_t s;
+    char err[128] = "";
+    if (lr_portset_parse(&s, bad[i], err, sizeof err) != -1)
+      fail_msg("port list '%s' accepted", bad[i]);
+    if (strlen(err) == 0) fail_msg("port list '%s' rejected without a reason", bad[i]);
+  }
+  /* the reason quotes the offending piece */
+  lr_portset_t s;
+  char err[128] = "";
+  assert_int_equal(lr_portset_parse(&s, "22, 8o80", err, sizeof err), -1);
+  assert_non_null(strstr(err, "8o80"));
+  assert_int_equal(lr_portset_parse(&s, "10-5", err, sizeof err), -1);
+  assert_non_null(strstr(err, "10-5"));
+}
+
+static void test_bad_ports_in_file(void **state) {
+  (void)state;
+  lr_config_t c;
+  lr_config_defaults(&c);
+  const char *text = "[lorelay]\nignorePorts = 22, 70000\nreversePorts = 10-5\n";
+  assert_int_equal(lr_config_parse_string(&c, text, "p.ini"), -1);
+  expect_logged(LR_LOG_ERROR, "p.ini:2", "ignorePorts", "70000");
+  expect_logged(LR_LOG_ERROR, "p.ini:3", "reversePorts", NULL);
+  /* nothing half-applied: a list with one bad item is not used at all */
+  assert_false(lr_portset_contains(&c.ignore_ports, 22));
+  assert_int_equal(c.reverse_ports.n, 0);
+}
+
+/* ---- numbers and levels ------------------------------------------------ */
+
+static void test_numbers_and_levels(void **state) {
+  (void)state;
+  const struct {
+    const char *text;
+    int ok;
+  } cases[] = {
+      {"scanIntervalMs = 10", 1},   {"scanIntervalMs = 10000", 1}, {"scanIntervalMs = 9", 0},
+      {"scanIntervalMs = 10001", 0}, {"scanIntervalMs = -100", 0}, {"scanIntervalMs = 1e3", 0},
+      {"scanIntervalMs = ", 0},      {"conflictRetryMs = 100", 1}, {"conflictRetryMs = 60000", 1},
+      {"conflictRetryMs = 99", 0},   {"conflictRetryMs = 60001", 0},
+      {"conflictRetryMs = 4294967396", 0}, /* wraps to 100 in 32 bits */
+      {"logLevel = error", 1},       {"logLevel = WARNING", 1},   {"logLevel = Info", 1},
+      {"logLevel = debug", 1},       {"logLevel = trace", 0},     {"logLevel = 3", 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char text[128];
+    lr_config_t c, d;
+    lr_config_defaults(&c);
+    lr_config_defaults(&d);
+    cap.n = 0;
+    snprintf(text, sizeof text, "[lorelay]\n%s\n", cases[i].text);
+    int rc = lr_config_parse_string(&c, text, "n.ini");
+    if (cases[i].ok) {
+      if (rc != 0) fail_msg("'%s' rejected", cases[i].text);
+    } else {
+      if (rc != -1) fail_msg("'%s' accepted", cases[i].text);
+      expect_logged(LR_LOG_ERROR, "n.ini:2", NULL, NULL);
+      /* the value keeps its default */
+      assert_memory_equal(&c, &d, sizeof c);
+    }
+  }
+  lr_config_t c;
+  lr_config_defaults(&c);
+  assert_int_equal(lr_config_parse_string(&c, "[lorelay]\nlogLevel=WARNING\n", "x"), 0);
+  assert_int_equal(c.log_level, LR_LOG_WARN);
+  assert_int_equal(lr_config_parse_string(&c, "[lorelay]\nscanIntervalMs=10000\n", "x"), 0);
+  assert_int_equal(c.scan_interval_ms, 10000);
+}
+
+/* Key names are matched case-insensitively, as Windows users expect of an
+ * INI file (.wslconfig is case-insensitive too). */
+static void test_key_case(void **state) {
+  (void)state;
+  lr_config_t c;
+  lr_config_defaults(&c);
+  assert_int_equal(lr_config_parse_string(&c, "[LoRelay]\nIPV6=false\nLOCALHOSTFORWARDING=no\n", "x"), 0);
+  assert_int_equal(c.ipv6, 0);
+  assert_int_equal(c.localhost_forwarding, 0);
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+static const char *tmp_path = "lorelay_test_config.ini";
+
+static void test_load_file(void **state) {
+  (void)state;
+  FILE *f = fopen(tmp_path, "wb");
+  assert_non_null(f);
+  fputs("[lorelay]\nipv6 = false\nignorePorts = 3000-3002\nbogus = 1\n", f);
+  fclose(f);
+  lr_config_t c;
+  lr_config_defaults(&c);
+  assert_int_equal(lr_config_load_file(&c, tmp_path, 0), 0);
+  assert_int_equal(c.ipv6, 0);
+  assert_true(lr_portset_contains(&c.ignore_ports, 3001));
+  /* messages name the file */
+  char where[64];
+  snprintf(where, sizeof where, "%s:4", tmp_path);
+  expect_logged(LR_LOG_WARN, where, "bogus", NULL);
+
+  f = fopen(tmp_path, "wb");
+  assert_non_null(f);
+  fputs("[lorelay]\n\nremapOnConflict = maybe\n", f);
+  fclose(f);
+  cap.n = 0;
+  lr_config_defaults(&c);
+  assert_int_equal(lr_config_load_file(&c, tmp_path, 1), -1);
+  snprintf(where, sizeof where, "%s:3", tmp_path);
+  expect_logged(LR_LOG_ERROR, where, "remapOnConflict", NULL);
+
+  /* the file reader has its own line splitting: an over-long line there
+   * is refused too, naming its line, and the lines after it still count */
+  f = fopen(tmp_path, "wb");
+  assert_non_null(f);
+  fputs("[lorelay]\nignorePorts = 1", f);
+  for (int i = 0; i < 60; i++) fputs(",2-3", f); /* 255 bytes, 61 ranges */
+  fputs("\nipv6 = false\nbogus2 = 1\n", f);
+  fclose(f);
+  cap.n = 0;
+  lr_config_defaults(&c);
+  int rc = lr_config_load_file(&c, tmp_path, 0);
+  if (rc == 0) {
+    assert_true(lr_portset_contains(&c.ignore_ports, 2));
+  } else {
+    snprintf(where, sizeof where, "%s:2", tmp_path);
+    expect_logged(LR_LOG_ERROR, where, NULL, NULL);
+    assert_int_equal(c.ignore_ports.n, 0);
+  }
+  assert_int_equal(c.ipv6, 0);
+  snprintf(where, sizeof where, "%s:4", tmp_path);
+  expect_logged(LR_LOG_WARN, where, "bogus2", NULL);
+  remove(tmp_path);
+}
+
+static void test_missing_file(void **state) {
+  (void)state;
+  const char *path = "lorelay_no_such_dir/none.ini";
+  lr_config_t c, d;
+  lr_config_defaults(&c);
+  lr_config_defaults(&d);
+  assert_int_equal(lr_config_load_file(&c, path, 1), 0);
+  assert_memory_equal(&c, &d, sizeof c);
+  assert_int_equal(count_level(LR_LOG_ERROR), 0);
+  assert_int_equal(lr_config_load_file(&c, path, 0), -1);
+  expect_logged(LR_LOG_ERROR, path, NULL, NULL);
+  assert_memory_equal(&c, &d, sizeof c);
+}
+
+int main(void) {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+  const struct CMUnitTest tests[] = {
+      T(test_defaults),
+      T(test_every_key),
+      T(test_bool_spellings),
+      T(test_bad_bool_names_key_and_line),
+      T(test_unknown_key_warns),
+      T(test_other_sections),
+      T(test_whitespace_and_comments),
+      T(test_crlf),
+      T(test_indented_keys),
+      T(test_long_line),
+      T(test_not_ini),
+      T(test_portset_good),
+      T(test_portset_bad),
+      T(test_bad_ports_in_file),
+      T(test_numbers_and_levels),
+      T(test_key_case),
+      T(test_load_file),
+      T(test_missing_file),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

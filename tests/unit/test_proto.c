@@ -1,0 +1,846 @@
+/* Unit tests for the wire protocol (lr_proto): preamble, frame header and
+ * every message's encoder/decoder.
+ *
+ * Two kinds of checks: round trips (whatever is encoded decodes to the same
+ * values), and hostile input (every truncation, oversized lengths, bad field
+ * values, trailing bytes from a newer peer, unknown types). The golden-bytes
+ * tests pin the wire layout: both targets and all released versions must
+ * agree on it, so a layout change has to be a deliberate test change too. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "lr_proto.h"
+
+#define BUFSZ (LR_FRAME_HDR_LEN + LR_FRAME_MAX_PAYLOAD + 64)
+
+static lr_listener_t mk_v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port) {
+  lr_listener_t l;
+  memset(&l, 0, sizeof l);
+  l.family = 4;
+  l.port = port;
+  l.addr[0] = a;
+  l.addr[1] = b;
+  l.addr[2] = c;
+  l.addr[3] = d;
+  return l;
+}
+
+static lr_listener_t mk_v6(const uint8_t addr[16], uint16_t port, uint8_t flags) {
+  lr_listener_t l;
+  memset(&l, 0, sizeof l);
+  l.family = 6;
+  l.port = port;
+  l.flags = flags;
+  memcpy(l.addr, addr, 16);
+  return l;
+}
+
+static const uint8_t V6_ANY[16] = {0};
+static const uint8_t V6_LO[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+
+/* Decodes a whole encoded frame; asserts the header is consistent. */
+static lr_frame_t frame_of(const uint8_t *buf, size_t len, uint16_t want_type) {
+  lr_frame_t f;
+  size_t consumed = 0;
+  assert_int_equal(lr_frame_decode(buf, len, &f, &consumed), LR_PROTO_OK);
+  assert_int_equal(consumed, len);
+  assert_int_equal(f.type, want_type);
+  assert_int_equal(f.len, len - LR_FRAME_HDR_LEN);
+  assert_ptr_equal(f.payload, buf + LR_FRAME_HDR_LEN);
+  return f;
+}
+
+/* ---- preamble ---------------------------------------------------------- */
+
+static void test_preamble_roundtrip(void **state) {
+  (void)state;
+  uint8_t p[LR_PREAMBLE_LEN];
+  lr_preamble_t out;
+  lr_preamble_encode(p, LR_STREAM_CONTROL);
+  assert_memory_equal(p, "LRLY", 4);
+  assert_int_equal(p[4], LR_PROTO_VERSION);
+  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_OK);
+  assert_int_equal(out.version, LR_PROTO_VERSION);
+  assert_int_equal(out.kind, LR_STREAM_CONTROL);
+  lr_preamble_encode(p, LR_STREAM_DATA);
+  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_OK);
+  assert_int_equal(out.kind, LR_STREAM_DATA);
+}
+
+static void test_preamble_truncated(void **state) {
+  (void)state;
+  uint8_t p[LR_PREAMBLE_LEN];
+  lr_preamble_t out;
+  lr_preamble_encode(p, LR_STREAM_DATA);
+  for (size_t n = 0; n < LR_PREAMBLE_LEN; n++)
+    assert_int_equal(lr_preamble_decode(p, n, &out), LR_PROTO_NEED_MORE);
+}
+
+static void test_preamble_bad_magic(void **state) {
+  (void)state;
+  uint8_t p[LR_PREAMBLE_LEN];
+  lr_preamble_t out;
+  for (size_t i = 0; i < 4; i++) {
+    lr_preamble_encode(p, LR_STREAM_CONTROL);
+    p[i] ^= 0x20;
+    assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_EBADMAGIC);
+  }
+  /* An HTTP client talking to the agent must be told at once, not after
+   * it has sent 8 bytes it may never send. */
+  const uint8_t *http = (const uint8_t *)"GET / HTTP/1.1\r\n";
+  assert_int_equal(lr_preamble_decode(http, 1, &out), LR_PROTO_EBADMAGIC);
+  assert_int_equal(lr_preamble_decode(http, 16, &out), LR_PROTO_EBADMAGIC);
+}
+
+static void test_preamble_other_version(void **state) {
+  (void)state;
+  uint8_t p[LR_PREAMBLE_LEN];
+  lr_preamble_t out;
+  lr_preamble_encode(p, LR_STREAM_CONTROL);
+  p[4] = LR_PROTO_VERSION + 1;
+  memset(&out, 0, sizeof out);
+  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_EVERSION);
+  assert_int_equal(out.version, LR_PROTO_VERSION + 1); /* so we can say which */
+  p[4] = 0;
+  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_EVERSION);
+}
+
+static void test_preamble_bad_kind(void **state) {
+  (void)state;
+  uint8_t p[LR_PREAMBLE_LEN];
+  lr_preamble_t out;
+  lr_preamble_encode(p, LR_STREAM_CONTROL);
+  p[5] = 0;
+  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_EINVAL);
+  p[5] = 3;
+  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_EINVAL);
+}
+
+/* ---- frame header ------------------------------------------------------ */
+
+static void test_frame_truncated_every_length(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  lr_hello_t h;
+  memset(&h, 0, sizeof h);
+  h.token_len = 5;
+  memcpy(h.token, "abcde", 5);
+  strcpy(h.name, "host-a");
+  strcpy(h.version, "0.1.0");
+  size_t n = lr_encode_hello(buf, sizeof buf, LR_MSG_HELLO, &h);
+  assert_true(n > LR_FRAME_HDR_LEN);
+  lr_frame_t f;
+  for (size_t len = 0; len < n; len++) {
+    size_t consumed = 12345;
+    assert_int_equal(lr_frame_decode(buf, len, &f, &consumed), LR_PROTO_NEED_MORE);
+    assert_int_equal(consumed, 12345); /* untouched unless OK */
+  }
+  size_t consumed = 0;
+  assert_int_equal(lr_frame_decode(buf, n, &f, &consumed), LR_PROTO_OK);
+  assert_int_equal(consumed, n);
+}
+
+static void put_hdr(uint8_t *b, uint16_t type, uint16_t flags, uint32_t len) {
+  b[0] = (uint8_t)(type >> 8);
+  b[1] = (uint8_t)type;
+  b[2] = (uint8_t)(flags >> 8);
+  b[3] = (uint8_t)flags;
+  b[4] = (uint8_t)(len >> 24);
+  b[5] = (uint8_t)(len >> 16);
+  b[6] = (uint8_t)(len >> 8);
+  b[7] = (uint8_t)len;
+}
+
+static void test_frame_too_big_before_payload(void **state) {
+  (void)state;
+  uint8_t hdr[LR_FRAME_HDR_LEN];
+  lr_frame_t f;
+  size_t consumed;
+  const uint32_t lens[] = {LR_FRAME_MAX_PAYLOAD + 1, 65536, 0x7fffffffu, 0xffffffffu};
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    put_hdr(hdr, LR_MSG_LISTENER_ADD, 0, lens[i]);
+    /* Only the header has arrived: the error must come now, before we
+     * would buffer (or wait for) a payload we will never accept. */
+    assert_int_equal(lr_frame_decode(hdr, sizeof hdr, &f, &consumed), LR_PROTO_ETOOBIG);
+  }
+  /* The maximum itself is fine, and needs its payload. */
+  put_hdr(hdr, LR_MSG_LISTENER_ADD, 0, LR_FRAME_MAX_PAYLOAD);
+  assert_int_equal(lr_frame_decode(hdr, sizeof hdr, &f, &consumed), LR_PROTO_NEED_MORE);
+}
+
+static void test_frame_max_payload(void **state) {
+  (void)state;
+  static uint8_t buf[LR_FRAME_HDR_LEN + LR_FRAME_MAX_PAYLOAD];
+  put_hdr(buf, 999, 0xabcd, LR_FRAME_MAX_PAYLOAD);
+  for (size_t i = 0; i < LR_FRAME_MAX_PAYLOAD; i++) buf[LR_FRAME_HDR_LEN + i] = (uint8_t)i;
+  lr_frame_t f;
+  size_t consumed;
+  assert_int_equal(lr_frame_decode(buf, sizeof buf, &f, &consumed), LR_PROTO_OK);
+  assert_int_equal(consumed, sizeof buf);
+  assert_int_equal(f.type, 999);
+  assert_int_equal(f.flags, 0xabcd);
+  assert_int_equal(f.len, LR_FRAME_MAX_PAYLOAD);
+  assert_int_equal(f.payload[4095], (uint8_t)4095);
+}
+
+/* A frame type this build does not know is still a well-formed frame: the
+ * caller skips it by `consumed` and the next frame decodes. */
+static void test_unknown_type_skippable(void **state) {
+  (void)state;
+  uint8_t buf[64];
+  put_hdr(buf, 0xfffe, 0x8001, 5);
+  memcpy(buf + 8, "xyzzy", 5);
+  size_t n2 = lr_encode_empty(buf + 13, sizeof buf - 13, LR_MSG_SYNC_DONE);
+  assert_int_equal(n2, LR_FRAME_HDR_LEN);
+  lr_frame_t f;
+  size_t consumed;
+  assert_int_equal(lr_frame_decode(buf, 13 + n2, &f, &consumed), LR_PROTO_OK);
+  assert_int_equal(f.type, 0xfffe);
+  assert_int_equal(f.flags, 0x8001);
+  assert_int_equal(f.len, 5);
+  assert_int_equal(consumed, 13);
+  assert_string_equal(lr_msg_name(f.type), "unknown");
+  assert_int_equal(lr_frame_decode(buf + consumed, n2, &f, &consumed), LR_PROTO_OK);
+  assert_int_equal(f.type, LR_MSG_SYNC_DONE);
+  assert_int_equal(f.len, 0);
+}
+
+static void test_zero_length_frame(void **state) {
+  (void)state;
+  uint8_t buf[LR_FRAME_HDR_LEN];
+  put_hdr(buf, LR_MSG_PING, 0, 0);
+  lr_frame_t f;
+  size_t consumed;
+  assert_int_equal(lr_frame_decode(buf, sizeof buf, &f, &consumed), LR_PROTO_OK);
+  assert_int_equal(consumed, LR_FRAME_HDR_LEN);
+  uint64_t nonce;
+  assert_int_equal(lr_decode_ping(&f, &nonce), LR_PROTO_ESHORT);
+}
+
+/* ---- helpers for payload mutation -------------------------------------- */
+
+/* Re-frames buf's payload cut to plen bytes and runs decode on it. */
+typedef int (*decode_fn)(const lr_frame_t *f, void *out);
+
+static int dec_hello(const lr_frame_t *f, void *o) { return lr_decode_hello(f, o); }
+static int dec_error(const lr_frame_t *f, void *o) { return lr_decode_error(f, o); }
+static int dec_listener(const lr_frame_t *f, void *o) { return lr_decode_listener(f, o); }
+static int dec_port_state(const lr_frame_t *f, void *o) { return lr_decode_port_state(f, o); }
+static int dec_open(const lr_frame_t *f, void *o) { return lr_decode_open(f, o); }
+static int dec_ping(const lr_frame_t *f, void *o) { return lr_decode_ping(f, o); }
+
+static int decode_payload(decode_fn fn, uint16_t type, const uint8_t *payload, size_t plen,
+                          void *out) {
+  lr_frame_t f = {.type = type, .flags = 0, .len = (uint32_t)plen, .payload = payload};
+  return fn(&f, out);
+}
+
+/* Every strict prefix of a valid payload is rejected with ESHORT. The
+ * prefix is copied to a buffer of exactly its size so asan/valgrind catch
+ * any read past it. */
+static void check_all_prefixes_short(decode_fn fn, uint16_t type, const uint8_t *frame,
+                                     size_t n, size_t outsz) {
+  static union {
+    lr_hello_t hello;
+    lr_error_msg_t error;
+    lr_listener_t listener;
+    lr_port_state_msg_t port_state;
+    lr_open_t open;
+    uint64_t nonce;
+  } out;
+  assert_true(outsz <= sizeof out);
+  const uint8_t *payload = frame + LR_FRAME_HDR_LEN;
+  size_t plen = n - LR_FRAME_HDR_LEN;
+  for (size_t cut = 0; cut < plen; cut++) {
+    uint8_t *copy = test_malloc(cut ? cut : 1);
+    memcpy(copy, payload, cut);
+    int rc = decode_payload(fn, type, copy, cut, &out);
+    if (rc != LR_PROTO_ESHORT)
+      fail_msg("type %u: payload cut to %lu of %lu bytes gave %d, want ESHORT", type, (unsigned long)cut, (unsigned long)plen,
+               rc);
+    test_free(copy);
+  }
+}
+
+/* A newer peer may append fields: a longer payload still decodes. */
+static void check_extra_bytes_accepted(decode_fn fn, uint16_t type, const uint8_t *frame, size_t n,
+                                       void *out) {
+  uint8_t big[BUFSZ];
+  size_t plen = n - LR_FRAME_HDR_LEN;
+  memcpy(big, frame + LR_FRAME_HDR_LEN, plen);
+  memset(big + plen, 0xEE, 37);
+  assert_int_equal(decode_payload(fn, type, big, plen + 37, out), LR_PROTO_OK);
+}
+
+/* ---- HELLO / WELCOME --------------------------------------------------- */
+
+static void test_hello_roundtrip(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  const uint16_t types[] = {LR_MSG_HELLO, LR_MSG_WELCOME};
+  const uint8_t tlens[] = {0, 1, 32, 255};
+  for (size_t t = 0; t < 2; t++) {
+    for (size_t k = 0; k < sizeof tlens; k++) {
+      lr_hello_t h, d;
+      memset(&h, 0, sizeof h);
+      h.token_len = tlens[k];
+      for (int i = 0; i < h.token_len; i++) h.token[i] = (uint8_t)(i * 7 + 1);
+      h.token[0] = 0; /* tokens are bytes, NUL included */
+      snprintf(h.name, sizeof h.name, "guest-%lu", (unsigned long)k);
+      snprintf(h.version, sizeof h.version, "1.2.%lu", (unsigned long)k);
+      size_t n = lr_encode_hello(buf, sizeof buf, types[t], &h);
+      assert_true(n > LR_FRAME_HDR_LEN);
+      lr_frame_t f = frame_of(buf, n, types[t]);
+      memset(&d, 0xAA, sizeof d);
+      assert_int_equal(lr_decode_hello(&f, &d), LR_PROTO_OK);
+      assert_int_equal(d.token_len, h.token_len);
+      assert_memory_equal(d.token, h.token, h.token_len);
+      assert_string_equal(d.name, h.name);
+      assert_string_equal(d.version, h.version);
+      check_all_prefixes_short(dec_hello, types[t], buf, n, sizeof(lr_hello_t));
+      check_extra_bytes_accepted(dec_hello, types[t], buf, n, &d);
+      assert_string_equal(d.name, h.name);
+    }
+  }
+}
+
+static void test_hello_max_strings(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  lr_hello_t h, d;
+  memset(&h, 0, sizeof h);
+  memset(h.name, 'n', sizeof h.name - 1);
+  memset(h.version, 'v', sizeof h.version - 1);
+  h.token_len = 255;
+  memset(h.token, 't', 255);
+  size_t n = lr_encode_hello(buf, sizeof buf, LR_MSG_HELLO, &h);
+  assert_true(n > 0);
+  lr_frame_t f = frame_of(buf, n, LR_MSG_HELLO);
+  assert_int_equal(lr_decode_hello(&f, &d), LR_PROTO_OK);
+  assert_int_equal(strlen(d.name), sizeof h.name - 1);
+  assert_int_equal(strlen(d.version), sizeof h.version - 1);
+}
+
+static void test_hello_encode_small_cap(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  lr_hello_t h;
+  memset(&h, 0, sizeof h);
+  strcpy(h.name, "x");
+  size_t n = lr_encode_hello(buf, sizeof buf, LR_MSG_HELLO, &h);
+  assert_true(n > 0);
+  for (size_t cap = 0; cap < n; cap++)
+    assert_int_equal(lr_encode_hello(buf, cap, LR_MSG_HELLO, &h), 0);
+}
+
+/* Layout: u8 tlen, token, u8 nlen, name, u8 vlen, version. */
+static void test_hello_invalid_fields(void **state) {
+  (void)state;
+  lr_hello_t d;
+  /* token_len larger than the payload */
+  const uint8_t tok_over[] = {200, 'a', 'b'};
+  assert_int_equal(decode_payload(dec_hello, LR_MSG_HELLO, tok_over, sizeof tok_over, &d),
+                   LR_PROTO_ESHORT);
+  /* name length beyond the payload ("unterminated") */
+  const uint8_t name_over[] = {0, 10, 'a', 'b', 'c'};
+  assert_int_equal(decode_payload(dec_hello, LR_MSG_HELLO, name_over, sizeof name_over, &d),
+                   LR_PROTO_ESHORT);
+  /* embedded NUL in the name */
+  const uint8_t name_nul[] = {0, 3, 'a', 0, 'c', 1, 'v'};
+  assert_int_equal(decode_payload(dec_hello, LR_MSG_HELLO, name_nul, sizeof name_nul, &d),
+                   LR_PROTO_EINVAL);
+  /* version longer than the struct can hold (overlong, not truncated) */
+  uint8_t ver_long[3 + 40];
+  ver_long[0] = 0;
+  ver_long[1] = 0;
+  ver_long[2] = 40;
+  memset(ver_long + 3, 'v', 40);
+  assert_int_equal(decode_payload(dec_hello, LR_MSG_HELLO, ver_long, sizeof ver_long, &d),
+                   LR_PROTO_EINVAL);
+  /* name of exactly sizeof name bytes does not fit with its NUL */
+  uint8_t name_long[2 + 128 + 1];
+  name_long[0] = 0;
+  name_long[1] = 128;
+  memset(name_long + 2, 'n', 128);
+  name_long[130] = 0;
+  assert_int_equal(decode_payload(dec_hello, LR_MSG_HELLO, name_long, sizeof name_long, &d),
+                   LR_PROTO_EINVAL);
+}
+
+static void test_hello_golden(void **state) {
+  (void)state;
+  uint8_t buf[64];
+  lr_hello_t h;
+  memset(&h, 0, sizeof h);
+  h.token_len = 2;
+  h.token[0] = 0xAB;
+  h.token[1] = 0xCD;
+  strcpy(h.name, "hn");
+  strcpy(h.version, "1");
+  const uint8_t want[] = {0, 1, 0, 0, 0, 0, 0, 8, 2, 0xAB, 0xCD, 2, 'h', 'n', 1, '1'};
+  size_t n = lr_encode_hello(buf, sizeof buf, LR_MSG_HELLO, &h);
+  assert_int_equal(n, sizeof want);
+  assert_memory_equal(buf, want, sizeof want);
+}
+
+/* ---- ERROR / OPEN_RESULT ----------------------------------------------- */
+
+static void test_error_roundtrip(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  const char *texts[] = {"", "wrong token", "connection refused by 127.0.0.1:8080"};
+  for (size_t i = 0; i < 3; i++) {
+    lr_error_msg_t d;
+    size_t n = lr_encode_error(buf, sizeof buf, LR_ERR_AUTH, texts[i]);
+    lr_frame_t f = frame_of(buf, n, LR_MSG_ERROR);
+    assert_int_equal(lr_decode_error(&f, &d), LR_PROTO_OK);
+    assert_int_equal(d.code, LR_ERR_AUTH);
+    assert_string_equal(d.text, texts[i]);
+    check_all_prefixes_short(dec_error, LR_MSG_ERROR, buf, n, sizeof d);
+    check_extra_bytes_accepted(dec_error, LR_MSG_ERROR, buf, n, &d);
+    assert_string_equal(d.text, texts[i]);
+
+    n = lr_encode_open_result(buf, sizeof buf, LR_ERR_REFUSED, texts[i]);
+    f = frame_of(buf, n, LR_MSG_OPEN_RESULT);
+    assert_int_equal(lr_decode_error(&f, &d), LR_PROTO_OK);
+    assert_int_equal(d.code, LR_ERR_REFUSED);
+    assert_string_equal(d.text, texts[i]);
+  }
+  /* status 0 with no text: the common success reply */
+  lr_error_msg_t d;
+  size_t n = lr_encode_open_result(buf, sizeof buf, LR_OK, NULL);
+  assert_true(n > 0);
+  lr_frame_t f = frame_of(buf, n, LR_MSG_OPEN_RESULT);
+  assert_int_equal(lr_decode_error(&f, &d), LR_PROTO_OK);
+  assert_int_equal(d.code, LR_OK);
+  assert_string_equal(d.text, "");
+  /* large code values survive (big-endian u32) */
+  n = lr_encode_error(buf, sizeof buf, 0xA1B2C3D4u, "x");
+  f = frame_of(buf, n, LR_MSG_ERROR);
+  assert_int_equal(lr_decode_error(&f, &d), LR_PROTO_OK);
+  assert_int_equal(d.code, 0xA1B2C3D4u);
+}
+
+static void test_error_long_text_cut(void **state) {
+  (void)state;
+  /* Error text is advisory: an over-long one is shortened, not refused,
+   * so the peer still learns the code. */
+  char text[2000];
+  memset(text, 'e', sizeof text - 1);
+  text[sizeof text - 1] = 0;
+  uint8_t buf[BUFSZ];
+  size_t n = lr_encode_error(buf, sizeof buf, LR_ERR_INTERNAL, text);
+  assert_true(n > 0);
+  lr_frame_t f = frame_of(buf, n, LR_MSG_ERROR);
+  lr_error_msg_t d;
+  assert_int_equal(lr_decode_error(&f, &d), LR_PROTO_OK);
+  assert_int_equal(d.code, LR_ERR_INTERNAL);
+  assert_int_equal(strlen(d.text), LR_TEXT_MAX - 1);
+}
+
+static void test_error_invalid_fields(void **state) {
+  (void)state;
+  lr_error_msg_t d;
+  /* text length beyond payload */
+  const uint8_t over[] = {0, 0, 0, 1, 0, 9, 'a', 'b'};
+  assert_int_equal(decode_payload(dec_error, LR_MSG_ERROR, over, sizeof over, &d), LR_PROTO_ESHORT);
+  /* embedded NUL */
+  const uint8_t nul[] = {0, 0, 0, 1, 0, 3, 'a', 0, 'b'};
+  assert_int_equal(decode_payload(dec_error, LR_MSG_ERROR, nul, sizeof nul, &d), LR_PROTO_EINVAL);
+  /* text that would not fit text[LR_TEXT_MAX] */
+  static uint8_t big[6 + LR_TEXT_MAX];
+  big[4] = (uint8_t)(LR_TEXT_MAX >> 8);
+  big[5] = (uint8_t)LR_TEXT_MAX;
+  memset(big + 6, 'x', LR_TEXT_MAX);
+  assert_int_equal(decode_payload(dec_error, LR_MSG_ERROR, big, sizeof big, &d), LR_PROTO_EINVAL);
+}
+
+static void test_error_golden(void **state) {
+  (void)state;
+  uint8_t buf[64];
+  const uint8_t want[] = {0, 31, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 0, 2, 'n', 'o'};
+  size_t n = lr_encode_open_result(buf, sizeof buf, LR_ERR_REFUSED, "no");
+  assert_int_equal(n, sizeof want);
+  assert_memory_equal(buf, want, sizeof want);
+}
+
+/* ---- LISTENER_ADD / LISTENER_DEL --------------------------------------- */
+
+static void test_listener_roundtrip(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  const uint8_t ll[16] = {0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  lr_listener_t ls[] = {
+      mk_v4(0, 0, 0, 0, 8000),        mk_v4(127, 0, 0, 1, 1),
+      mk_v4(10, 0, 0, 5, 65535),      mk_v6(V6_ANY, 443, 0),
+      mk_v6(V6_ANY, 443, LR_LISTENER_V6ONLY), mk_v6(V6_LO, 80, 0),
+      mk_v6(ll, 22, 0),
+  };
+  const uint16_t types[] = {LR_MSG_LISTENER_ADD, LR_MSG_LISTENER_DEL};
+  for (size_t t = 0; t < 2; t++) {
+    for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) {
+      lr_listener_t d;
+      size_t n = lr_encode_listener(buf, sizeof buf, types[t], &ls[i]);
+      assert_int_equal(n, LR_FRAME_HDR_LEN + 20);
+      lr_frame_t f = frame_of(buf, n, types[t]);
+      memset(&d, 0x55, sizeof d);
+      assert_int_equal(lr_decode_listener(&f, &d), LR_PROTO_OK);
+      assert_int_equal(lr_listener_cmp(&d, &ls[i]), 0);
+      assert_memory_equal(&d, &ls[i], sizeof d);
+      check_all_prefixes_short(dec_listener, types[t], buf, n, sizeof d);
+      check_extra_bytes_accepted(dec_listener, types[t], buf, n, &d);
+      assert_int_equal(lr_listener_cmp(&d, &ls[i]), 0);
+    }
+  }
+}
+
+static void test_listener_golden(void **state) {
+  (void)state;
+  uint8_t buf[64];
+  lr_listener_t l = mk_v4(127, 0, 0, 1, 0x1F90);
+  const uint8_t want[] = {0, 10, 0, 0, 0, 0, 0, 20, 4, 0, 0x1F, 0x90, 127, 0, 0, 1,
+                          0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  assert_int_equal(lr_encode_listener(buf, sizeof buf, LR_MSG_LISTENER_ADD, &l), sizeof want);
+  assert_memory_equal(buf, want, sizeof want);
+}
+
+static void test_listener_invalid(void **state) {
+  (void)state;
+  uint8_t buf[64];
+  lr_listener_t l = mk_v4(127, 0, 0, 1, 80), d;
+  size_t n = lr_encode_listener(buf, sizeof buf, LR_MSG_LISTENER_ADD, &l);
+  uint8_t *p = buf + LR_FRAME_HDR_LEN;
+  const uint8_t bad_families[] = {0, 1, 5, 10, 255};
+  for (size_t i = 0; i < sizeof bad_families; i++) {
+    p[0] = bad_families[i];
+    assert_int_equal(decode_payload(dec_listener, LR_MSG_LISTENER_ADD, p, n - 8, &d),
+                     LR_PROTO_EINVAL);
+  }
+  p[0] = 4;
+  /* garbage after the 4 bytes of an IPv4 address: not canonical */
+  p[4 + 4 + 3] = 1;
+  assert_int_equal(decode_payload(dec_listener, LR_MSG_LISTENER_ADD, p, n - 8, &d),
+                   LR_PROTO_EINVAL);
+  p[4 + 4 + 3] = 0;
+  /* V6ONLY on an IPv4 listener is meaningless */
+  p[1] = LR_LISTENER_V6ONLY;
+  assert_int_equal(decode_payload(dec_listener, LR_MSG_LISTENER_ADD, p, n - 8, &d),
+                   LR_PROTO_EINVAL);
+  p[1] = 0;
+  assert_int_equal(decode_payload(dec_listener, LR_MSG_LISTENER_ADD, p, n - 8, &d), LR_PROTO_OK);
+  /* the encoder refuses what the decoder would refuse */
+  l.family = 5;
+  assert_int_equal(lr_encode_listener(buf, sizeof buf, LR_MSG_LISTENER_ADD, &l), 0);
+}
+
+/* ---- PORT_STATE -------------------------------------------------------- */
+
+static void test_port_state_roundtrip(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  for (int s = LR_PORT_FORWARDING; s <= LR_PORT_IGNORED; s++) {
+    lr_port_state_msg_t m, d;
+    memset(&m, 0, sizeof m);
+    m.listener = s % 2 ? mk_v6(V6_ANY, 3000, LR_LISTENER_V6ONLY) : mk_v4(0, 0, 0, 0, 3000);
+    m.state = (uint8_t)s;
+    m.host_port = (uint16_t)(s == LR_PORT_REMAPPED ? 40123 : 3000);
+    size_t n = lr_encode_port_state(buf, sizeof buf, &m);
+    assert_int_equal(n, LR_FRAME_HDR_LEN + 23);
+    lr_frame_t f = frame_of(buf, n, LR_MSG_PORT_STATE);
+    assert_int_equal(lr_decode_port_state(&f, &d), LR_PROTO_OK);
+    assert_int_equal(lr_listener_cmp(&d.listener, &m.listener), 0);
+    assert_int_equal(d.state, m.state);
+    assert_int_equal(d.host_port, m.host_port);
+    check_all_prefixes_short(dec_port_state, LR_MSG_PORT_STATE, buf, n, sizeof d);
+    check_extra_bytes_accepted(dec_port_state, LR_MSG_PORT_STATE, buf, n, &d);
+    assert_int_equal(d.host_port, m.host_port);
+  }
+}
+
+static void test_port_state_invalid(void **state) {
+  (void)state;
+  uint8_t buf[64];
+  lr_port_state_msg_t m, d;
+  memset(&m, 0, sizeof m);
+  m.listener = mk_v4(0, 0, 0, 0, 1);
+  m.host_port = 1;
+  size_t n = lr_encode_port_state(buf, sizeof buf, &m);
+  uint8_t *p = buf + LR_FRAME_HDR_LEN;
+  p[20] = LR_PORT_IGNORED + 1;
+  assert_int_equal(decode_payload(dec_port_state, LR_MSG_PORT_STATE, p, n - 8, &d),
+                   LR_PROTO_EINVAL);
+  p[20] = 0;
+  p[0] = 7;
+  assert_int_equal(decode_payload(dec_port_state, LR_MSG_PORT_STATE, p, n - 8, &d),
+                   LR_PROTO_EINVAL);
+  m.state = 200;
+  assert_int_equal(lr_encode_port_state(buf, sizeof buf, &m), 0);
+}
+
+/* ---- OPEN -------------------------------------------------------------- */
+
+static void test_open_roundtrip(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  const uint8_t tlens[] = {0, 16, 255};
+  for (size_t k = 0; k < sizeof tlens; k++) {
+    for (int fam = 4; fam <= 6; fam += 2) {
+      lr_open_t m, d;
+      memset(&m, 0, sizeof m);
+      m.token_len = tlens[k];
+      for (int i = 0; i < m.token_len; i++) m.token[i] = (uint8_t)(255 - i);
+      m.family = (uint8_t)fam;
+      m.port = (uint16_t)(fam == 4 ? 65535 : 1);
+      size_t n = lr_encode_open(buf, sizeof buf, &m);
+      assert_int_equal(n, LR_FRAME_HDR_LEN + 1 + m.token_len + 3);
+      lr_frame_t f = frame_of(buf, n, LR_MSG_OPEN);
+      memset(&d, 0x33, sizeof d);
+      assert_int_equal(lr_decode_open(&f, &d), LR_PROTO_OK);
+      assert_int_equal(d.token_len, m.token_len);
+      assert_memory_equal(d.token, m.token, m.token_len);
+      assert_int_equal(d.family, m.family);
+      assert_int_equal(d.port, m.port);
+      check_all_prefixes_short(dec_open, LR_MSG_OPEN, buf, n, sizeof d);
+      check_extra_bytes_accepted(dec_open, LR_MSG_OPEN, buf, n, &d);
+      assert_int_equal(d.port, m.port);
+    }
+  }
+}
+
+static void test_open_invalid(void **state) {
+  (void)state;
+  lr_open_t d;
+  /* token_len larger than the payload */
+  const uint8_t tok_over[] = {50, 1, 2, 3, 4, 0x1f, 0x90};
+  assert_int_equal(decode_payload(dec_open, LR_MSG_OPEN, tok_over, sizeof tok_over, &d),
+                   LR_PROTO_ESHORT);
+  const uint8_t fam_bad[] = {0, 5, 0x1f, 0x90};
+  assert_int_equal(decode_payload(dec_open, LR_MSG_OPEN, fam_bad, sizeof fam_bad, &d),
+                   LR_PROTO_EINVAL);
+  const uint8_t port0[] = {0, 4, 0, 0};
+  assert_int_equal(decode_payload(dec_open, LR_MSG_OPEN, port0, sizeof port0, &d),
+                   LR_PROTO_EINVAL);
+  const uint8_t ok[] = {0, 6, 0x1f, 0x90};
+  assert_int_equal(decode_payload(dec_open, LR_MSG_OPEN, ok, sizeof ok, &d), LR_PROTO_OK);
+  assert_int_equal(d.family, 6);
+  assert_int_equal(d.port, 8080);
+
+  uint8_t buf[64];
+  lr_open_t m;
+  memset(&m, 0, sizeof m);
+  m.family = 5;
+  m.port = 80;
+  assert_int_equal(lr_encode_open(buf, sizeof buf, &m), 0);
+  m.family = 4;
+  m.port = 0;
+  assert_int_equal(lr_encode_open(buf, sizeof buf, &m), 0);
+}
+
+/* ---- PING / PONG / SYNC_DONE ------------------------------------------- */
+
+static void test_ping_roundtrip(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  const uint64_t nonces[] = {0, 1, 0x0102030405060708ull, UINT64_MAX};
+  for (size_t i = 0; i < 4; i++) {
+    for (uint16_t type = LR_MSG_PING; type <= LR_MSG_PONG; type++) {
+      uint64_t d = 0;
+      size_t n = lr_encode_ping(buf, sizeof buf, type, nonces[i]);
+      assert_int_equal(n, LR_FRAME_HDR_LEN + 8);
+      lr_frame_t f = frame_of(buf, n, type);
+      assert_int_equal(lr_decode_ping(&f, &d), LR_PROTO_OK);
+      assert_true(d == nonces[i]);
+      check_all_prefixes_short(dec_ping, type, buf, n, sizeof d);
+      check_extra_bytes_accepted(dec_ping, type, buf, n, &d);
+      assert_true(d == nonces[i]);
+    }
+  }
+  assert_int_equal(buf[LR_FRAME_HDR_LEN], 0xff);
+  size_t n = lr_encode_ping(buf, sizeof buf, LR_MSG_PING, 0x0102030405060708ull);
+  const uint8_t want[] = {1, 2, 3, 4, 5, 6, 7, 8};
+  assert_memory_equal(buf + n - 8, want, 8); /* big-endian on the wire */
+}
+
+static void test_empty_and_small_caps(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  size_t n = lr_encode_empty(buf, sizeof buf, LR_MSG_SYNC_DONE);
+  assert_int_equal(n, LR_FRAME_HDR_LEN);
+  frame_of(buf, n, LR_MSG_SYNC_DONE);
+  assert_int_equal(lr_encode_empty(buf, LR_FRAME_HDR_LEN - 1, LR_MSG_SYNC_DONE), 0);
+
+  lr_listener_t l = mk_v4(0, 0, 0, 0, 1);
+  for (size_t cap = 0; cap < LR_FRAME_HDR_LEN + 20; cap++)
+    assert_int_equal(lr_encode_listener(buf, cap, LR_MSG_LISTENER_ADD, &l), 0);
+  for (size_t cap = 0; cap < LR_FRAME_HDR_LEN + 8; cap++)
+    assert_int_equal(lr_encode_ping(buf, cap, LR_MSG_PING, 1), 0);
+  for (size_t cap = 0; cap < LR_FRAME_HDR_LEN + 6 + 3; cap++)
+    assert_int_equal(lr_encode_error(buf, cap, 1, "abc"), 0);
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static void test_token_equal(void **state) {
+  (void)state;
+  const uint8_t a[] = "secret-token";
+  const uint8_t b[] = "secret-tokeN";
+  assert_int_equal(lr_token_equal(a, 12, a, 12), 1);
+  assert_int_equal(lr_token_equal(a, 12, b, 12), 0);
+  assert_int_equal(lr_token_equal(a, 11, b, 11), 1);
+  assert_int_equal(lr_token_equal(a, 12, a, 11), 0); /* prefix is not equal */
+  assert_int_equal(lr_token_equal(a, 0, b, 0), 1);
+  assert_int_equal(lr_token_equal(a, 0, b, 1), 0);
+  const uint8_t z1[] = {'a', 0}, z2[] = {'a'};
+  assert_int_equal(lr_token_equal(z1, 2, z2, 1), 0); /* trailing NUL matters */
+  uint8_t x[256], y[256];
+  memset(x, 7, sizeof x);
+  memcpy(y, x, sizeof y);
+  assert_int_equal(lr_token_equal(x, 256, y, 256), 1);
+  for (size_t i = 0; i < 256; i += 51) {
+    y[i] ^= 1;
+    assert_int_equal(lr_token_equal(x, 256, y, 256), 0);
+    y[i] ^= 1;
+  }
+}
+
+static void test_listener_cmp(void **state) {
+  (void)state;
+  lr_listener_t a = mk_v4(0, 0, 0, 0, 80), b = mk_v4(0, 0, 0, 0, 80);
+  assert_int_equal(lr_listener_cmp(&a, &b), 0);
+  b.port = 81;
+  assert_true(lr_listener_cmp(&a, &b) < 0);
+  assert_true(lr_listener_cmp(&b, &a) > 0);
+  b = mk_v4(127, 0, 0, 1, 1);
+  assert_true(lr_listener_cmp(&a, &b) != 0);
+  assert_true((lr_listener_cmp(&a, &b) < 0) == (lr_listener_cmp(&b, &a) > 0));
+  lr_listener_t d = mk_v6(V6_ANY, 80, 0), v = mk_v6(V6_ANY, 80, LR_LISTENER_V6ONLY);
+  /* [::]:80 dual and [::]:80 V6ONLY are different listeners (different
+   * host bindings), and IPv4 0.0.0.0:80 differs from [::]:80 */
+  assert_true(lr_listener_cmp(&d, &v) != 0);
+  assert_true(lr_listener_cmp(&a, &d) != 0);
+  assert_true((lr_listener_cmp(&d, &v) < 0) == (lr_listener_cmp(&v, &d) > 0));
+  /* a total order: sorting a set and checking pairwise consistency */
+  lr_listener_t set[] = {mk_v6(V6_LO, 1, 0), mk_v4(10, 0, 0, 5, 2), a, d, v, mk_v4(0, 0, 0, 0, 1)};
+  size_t n = sizeof set / sizeof set[0];
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < n; j++) {
+      int c1 = lr_listener_cmp(&set[i], &set[j]), c2 = lr_listener_cmp(&set[j], &set[i]);
+      if (i == j) assert_int_equal(c1, 0);
+      else assert_true((c1 < 0 && c2 > 0) || (c1 > 0 && c2 < 0));
+      for (size_t k = 0; k < n; k++) {
+        if (c1 < 0 && lr_listener_cmp(&set[j], &set[k]) < 0)
+          assert_true(lr_listener_cmp(&set[i], &set[k]) < 0);
+      }
+    }
+}
+
+static void test_listener_format(void **state) {
+  (void)state;
+  char out[64];
+  lr_listener_t l = mk_v4(0, 0, 0, 0, 8000);
+  assert_string_equal(lr_listener_format(&l, out, sizeof out), "0.0.0.0:8000");
+  l = mk_v4(127, 0, 0, 1, 65535);
+  assert_string_equal(lr_listener_format(&l, out, sizeof out), "127.0.0.1:65535");
+  l = mk_v6(V6_ANY, 8000, 0);
+  assert_string_equal(lr_listener_format(&l, out, sizeof out), "[::]:8000");
+  l = mk_v6(V6_ANY, 8000, LR_LISTENER_V6ONLY);
+  assert_string_equal(lr_listener_format(&l, out, sizeof out), "[::]:8000");
+  l = mk_v6(V6_LO, 80, 0);
+  assert_string_equal(lr_listener_format(&l, out, sizeof out), "[::1]:80");
+  const uint8_t ll[16] = {0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  l = mk_v6(ll, 22, 0);
+  assert_string_equal(lr_listener_format(&l, out, sizeof out), "[fe80::1]:22");
+  const uint8_t mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1};
+  l = mk_v6(mapped, 80, 0);
+  assert_string_equal(lr_listener_format(&l, out, sizeof out), "[::ffff:127.0.0.1]:80");
+  /* a short buffer truncates but stays NUL-terminated */
+  char small[6];
+  memset(small, 'Z', sizeof small);
+  l = mk_v4(127, 0, 0, 1, 80);
+  lr_listener_format(&l, small, sizeof small);
+  assert_int_equal(small[5], 0);
+  assert_memory_equal(small, "127.0", 5);
+}
+
+static void test_names(void **state) {
+  (void)state;
+  assert_string_equal(lr_msg_name(LR_MSG_HELLO), "HELLO");
+  assert_string_equal(lr_msg_name(LR_MSG_WELCOME), "WELCOME");
+  assert_string_equal(lr_msg_name(LR_MSG_ERROR), "ERROR");
+  assert_string_equal(lr_msg_name(LR_MSG_LISTENER_ADD), "LISTENER_ADD");
+  assert_string_equal(lr_msg_name(LR_MSG_LISTENER_DEL), "LISTENER_DEL");
+  assert_string_equal(lr_msg_name(LR_MSG_SYNC_DONE), "SYNC_DONE");
+  assert_string_equal(lr_msg_name(LR_MSG_PORT_STATE), "PORT_STATE");
+  assert_string_equal(lr_msg_name(LR_MSG_PING), "PING");
+  assert_string_equal(lr_msg_name(LR_MSG_PONG), "PONG");
+  assert_string_equal(lr_msg_name(LR_MSG_OPEN), "OPEN");
+  assert_string_equal(lr_msg_name(LR_MSG_OPEN_RESULT), "OPEN_RESULT");
+  assert_string_equal(lr_msg_name(0), "unknown");
+  assert_string_equal(lr_msg_name(65535), "unknown");
+
+  /* status JSON uses exactly these words (BRIEF section 4) */
+  assert_string_equal(lr_port_state_name(LR_PORT_FORWARDING), "forwarding");
+  assert_string_equal(lr_port_state_name(LR_PORT_CONFLICT), "conflict");
+  assert_string_equal(lr_port_state_name(LR_PORT_REMAPPED), "remapped");
+  assert_string_equal(lr_port_state_name(LR_PORT_IGNORED), "ignored");
+  assert_non_null(lr_port_state_name((lr_port_state_t)42));
+
+  /* every code and result has its own non-empty text */
+  const int rcs[] = {LR_PROTO_OK, LR_PROTO_NEED_MORE, LR_PROTO_EBADMAGIC, LR_PROTO_EVERSION,
+                     LR_PROTO_ETOOBIG, LR_PROTO_ESHORT, LR_PROTO_EINVAL};
+  for (size_t i = 0; i < 7; i++) {
+    assert_true(strlen(lr_proto_strerror(rcs[i])) > 0);
+    for (size_t j = 0; j < i; j++)
+      assert_string_not_equal(lr_proto_strerror(rcs[i]), lr_proto_strerror(rcs[j]));
+  }
+  assert_non_null(lr_proto_strerror(-99));
+  for (uint32_t c = LR_OK; c <= LR_ERR_INTERNAL; c++) {
+    assert_true(strlen(lr_err_name(c)) > 0);
+    for (uint32_t j = 0; j < c; j++) assert_string_not_equal(lr_err_name(c), lr_err_name(j));
+  }
+  assert_non_null(lr_err_name(1000));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_preamble_roundtrip),
+      cmocka_unit_test(test_preamble_truncated),
+      cmocka_unit_test(test_preamble_bad_magic),
+      cmocka_unit_test(test_preamble_other_version),
+      cmocka_unit_test(test_preamble_bad_kind),
+      cmocka_unit_test(test_frame_truncated_every_length),
+      cmocka_unit_test(test_frame_too_big_before_payload),
+      cmocka_unit_test(test_frame_max_payload),
+      cmocka_unit_test(test_unknown_type_skippable),
+      cmocka_unit_test(test_zero_length_frame),
+      cmocka_unit_test(test_hello_roundtrip),
+      cmocka_unit_test(test_hello_max_strings),
+      cmocka_unit_test(test_hello_encode_small_cap),
+      cmocka_unit_test(test_hello_invalid_fields),
+      cmocka_unit_test(test_hello_golden),
+      cmocka_unit_test(test_error_roundtrip),
+      cmocka_unit_test(test_error_long_text_cut),
+      cmocka_unit_test(test_error_invalid_fields),
+      cmocka_unit_test(test_error_golden),
+      cmocka_unit_test(test_listener_roundtrip),
+      cmocka_unit_test(test_listener_golden),
+      cmocka_unit_test(test_listener_invalid),
+      cmocka_unit_test(test_port_state_roundtrip),
+      cmocka_unit_test(test_port_state_invalid),
+      cmocka_unit_test(test_open_roundtrip),
+      cmocka_unit_test(test_open_invalid),
+      cmocka_unit_test(test_ping_roundtrip),
+      cmocka_unit_test(test_empty_and_small_caps),
+      cmocka_unit_test(test_token_equal),
+      cmocka_unit_test(test_listener_cmp),
+      cmocka_unit_test(test_listener_format),
+      cmocka_unit_test(test_names),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
