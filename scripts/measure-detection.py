@@ -127,9 +127,8 @@ def main():
             # after the scan that found the listener (phase-locked).
             time.sleep(random.uniform(0.0, 0.25))
             helper.send("close")
-            helper.wait_event("closed", timeout=5.0, count=i + 1)
-            t_closed = now()
             t_gone = connect_until(port, False, POLL_LIMIT_S)
+            t_closed = helper.wait_event("closed", timeout=5.0, count=i + 1)["t"]
             if t_gone is None:
                 timeouts += 1
                 print("trial %d: stand-in %d still accepting %.0f s after close" % (i, port, POLL_LIMIT_S),

@@ -1,0 +1,235 @@
+"""Small guest-side servers for the end-to-end tests, run inside a test's
+network namespace with `ip netns exec`.
+
+    guestsrv.py MODE HOST PORT [key=value ...]
+
+Each mode listens on HOST:PORT, prints {"event": "ready", ...} once listen()
+returned, and reports what it saw as JSON lines on stdout, so the test on
+the host side can assert on what the guest server actually received (a
+relay that drops a byte or turns a reset into a clean close must fail).
+Options: v6only=0|1 for IPv6 listeners (set explicitly, never left to the
+sysctl), tag=TEXT for the banner, size=N and seed=N for bulk.
+
+Stdlib only; every blocking call has a timeout so a broken relay shows up
+as a reported error, not a hung test.
+"""
+
+import hashlib
+import json
+import random
+import select
+import socket
+import struct
+import sys
+import time
+
+TIMEOUT = 60.0
+
+
+def emit(**kv):
+    sys.stdout.write(json.dumps(kv) + "\n")
+    sys.stdout.flush()
+
+
+def pattern(seed, size):
+    """Deterministic pseudo-random bytes; the host regenerates the same."""
+    return random.Random(seed).randbytes(size)
+
+
+def listen(host, port, opts):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    if fam == socket.AF_INET6 and "v6only" in opts:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(opts["v6only"]))
+    s.bind((host, port))
+    s.listen(64)
+    return s
+
+
+def recv_all(c):
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        b = c.recv(1 << 20)
+        if not b:
+            return n, h.hexdigest()
+        h.update(b)
+        n += len(b)
+
+
+def mode_banner(ls, opts):
+    """Sends b"guest:TAG\\n" to every client and closes cleanly."""
+    tag = opts.get("tag", "x")
+    while True:
+        c, peer = ls.accept()
+        c.settimeout(TIMEOUT)
+        try:
+            c.sendall(("guest:%s\n" % tag).encode())
+        except OSError as e:
+            emit(event="send_error", error=repr(e))
+        c.close()
+        emit(event="served", peer=str(peer[0]))
+
+
+def mode_bulk(ls, opts):
+    """Reads until EOF, then sends size bytes of pattern(seed) and closes."""
+    size = int(opts.get("size", 64 << 20))
+    seed = int(opts.get("seed", 2))
+    while True:
+        c, _ = ls.accept()
+        c.settimeout(TIMEOUT)
+        try:
+            n, digest = recv_all(c)
+            emit(event="received", bytes=n, sha256=digest)
+            data = pattern(seed, size)
+            c.sendall(data)
+            emit(event="sent", bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+            c.shutdown(socket.SHUT_WR)
+            # Wait for the client's close so our FIN is not raced by an RST.
+            c.recv(1)
+        except OSError as e:
+            emit(event="error", error=repr(e))
+        c.close()
+
+
+def mode_halfreply(ls, opts):
+    """Client half-closes first: read to EOF, then answer with what came."""
+    while True:
+        c, _ = ls.accept()
+        c.settimeout(TIMEOUT)
+        try:
+            n, digest = recv_all(c)
+            emit(event="received", bytes=n, sha256=digest)
+            c.sendall(("got %d %s\n" % (n, digest)).encode())
+            c.shutdown(socket.SHUT_WR)
+            c.recv(1)
+        except OSError as e:
+            emit(event="error", error=repr(e))
+        c.close()
+
+
+def mode_halffirst(ls, opts):
+    """Server half-closes first: banner, SHUT_WR, then keep reading to EOF."""
+    while True:
+        c, _ = ls.accept()
+        c.settimeout(TIMEOUT)
+        try:
+            c.sendall(b"banner-then-fin\n")
+            c.shutdown(socket.SHUT_WR)
+            emit(event="shut_wr")
+            n, digest = recv_all(c)
+            emit(event="received", bytes=n, sha256=digest)
+        except OSError as e:
+            emit(event="error", error=repr(e))
+        c.close()
+
+
+def mode_rst(ls, opts):
+    """Accepts and resets at once (SO_LINGER {1, 0})."""
+    while True:
+        c, _ = ls.accept()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        emit(event="reset_sent")
+
+
+def mode_recvreport(ls, opts):
+    """Reads until EOF or error and says which: the host-side reset test."""
+    while True:
+        c, _ = ls.accept()
+        c.settimeout(TIMEOUT)
+        emit(event="accepted")
+        total = 0
+        try:
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    emit(event="eof", bytes=total)
+                    break
+                total += len(b)
+                emit(event="data", bytes=total)
+        except ConnectionResetError as e:
+            emit(event="reset", bytes=total, error=repr(e))
+        except OSError as e:
+            emit(event="error", bytes=total, error=repr(e))
+        c.close()
+
+
+def mode_closable(ls, opts):
+    """Listens until told "close" on stdin, then closes the listener without
+    ever accepting (queued connections get reset by the kernel)."""
+    emit(event="waiting")
+    line = sys.stdin.readline()
+    if line.strip() == "close":
+        ls.close()
+        emit(event="closed")
+    time.sleep(TIMEOUT)
+
+
+def mode_detect(_ls, opts):
+    """Detection benchmark: one long-lived process. Commands on stdin:
+    "listen HOST PORT" -> listen, print the CLOCK_MONOTONIC time right after
+    listen(); "close" -> close every listener; "quit". CLOCK_MONOTONIC is
+    shared across network namespaces, so host and guest times compare."""
+    listeners = []
+    while True:
+        r, _, _ = select.select([sys.stdin], [], [], TIMEOUT * 10)
+        if not r:
+            return
+        line = sys.stdin.readline()
+        if not line:
+            return
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "listen":
+            host, port = parts[1], int(parts[2])
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            s.bind((host, port))
+            s.listen(16)
+            t = time.clock_gettime(time.CLOCK_MONOTONIC)
+            listeners.append(s)
+            emit(event="listening", port=port, t=t)
+        elif parts[0] == "close":
+            for s in listeners:
+                s.close()
+            listeners = []
+            emit(event="closed", t=time.clock_gettime(time.CLOCK_MONOTONIC))
+        elif parts[0] == "quit":
+            return
+
+
+MODES = {
+    "banner": mode_banner,
+    "bulk": mode_bulk,
+    "halfreply": mode_halfreply,
+    "halffirst": mode_halffirst,
+    "rst": mode_rst,
+    "recvreport": mode_recvreport,
+    "closable": mode_closable,
+    "detect": mode_detect,
+}
+
+
+def main():
+    if len(sys.argv) < 4 or sys.argv[1] not in MODES:
+        sys.stderr.write("usage: guestsrv.py {%s} HOST PORT [key=value...]\n" % "|".join(MODES))
+        return 2
+    mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    opts = dict(a.split("=", 1) for a in sys.argv[4:])
+    ls = None
+    if mode != "detect":
+        ls = listen(host, port, opts)
+        emit(event="ready", host=host, port=ls.getsockname()[1])
+    else:
+        emit(event="ready")
+    try:
+        MODES[mode](ls, opts)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,621 @@
+"""End-to-end harness: one lorelayd and one fresh network namespace per test.
+
+A guest here is a network namespace: its own loopback, exactly the isolation
+a WSL2 VM has. Each test gets a namespace name nobody else uses
+(lrt-<pid>-<n>), its own temporary directory and status socket, and host
+ports picked at random and bind-tested, so two tests can run side by side.
+Everything a test starts is recorded and torn down in cleanup(), whatever
+happened: lorelayd first (it should stop its init and agent), then any
+straggler still inside the namespace, then the namespace itself.
+
+Only loopback addresses on the host and addresses inside namespaces the test
+created ever receive traffic. Every wait has a deadline; every socket has a
+timeout. Stdlib only, so the suite runs on a bare Debian with python3.
+"""
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GUESTSRV = os.path.join(HERE, "guestsrv.py")
+PYTHON = sys.executable or "python3"
+SKIP = 77
+
+_ns_counter = 0
+
+
+def bin_dir():
+    d = os.environ.get("LORELAY_BIN_DIR")
+    if not d:
+        d = os.path.join(HERE, "..", "..", "build", "linux", "bin")
+    return os.path.abspath(d)
+
+
+def binary(name):
+    return os.path.join(bin_dir(), name)
+
+
+def in_ci():
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def prerequisites():
+    """Returns a list of reasons the suite cannot run here (empty: fine)."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("not root (network namespaces need CAP_SYS_ADMIN)")
+    if shutil.which("ip") is None:
+        missing.append("iproute2's `ip` is not installed")
+    else:
+        r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        if r.returncode != 0:
+            missing.append("`ip netns list` failed: " + r.stderr.strip())
+    if shutil.which("curl") is None:
+        missing.append("curl is not installed")
+    if shutil.which("ss") is None:
+        missing.append("ss (iproute2) is not installed")
+    return missing
+
+
+def missing_binaries():
+    return [n for n in ("lorelayd", "lorelayctl", "lorelay-init", "lorelay-agent")
+            if not os.access(binary(n), os.X_OK)]
+
+
+def check_environment_or_exit():
+    """Skip (77) when the machine cannot run namespaces, unless CI=true:
+    then a silent skip would hide a broken CI image, so fail loudly."""
+    reasons = prerequisites()
+    if reasons:
+        msg = "e2e prerequisites missing: " + "; ".join(reasons)
+        if in_ci():
+            print("FATAL (CI=true): " + msg, file=sys.stderr)
+            sys.exit(1)
+        print("SKIP: " + msg, file=sys.stderr)
+        sys.exit(SKIP)
+    bins = missing_binaries()
+    if bins:
+        print("FATAL: binaries not built in %s: %s (set LORELAY_BIN_DIR)"
+              % (bin_dir(), ", ".join(bins)), file=sys.stderr)
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------- host ports
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def port_is_free(port):
+    """True if 127.0.0.1:port and [::1]:port can both be bound right now."""
+    for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            if fam == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((addr, port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
+def free_port(exclude=()):
+    """A random port below the ephemeral range (so no client socket grabs it
+    between our check and the test's use) that is free on host loopback."""
+    hi = min(_ephemeral_low() - 1, 32000)
+    for _ in range(500):
+        p = random.randint(12000, hi)
+        if p not in exclude and port_is_free(p):
+            return p
+    raise RuntimeError("no free host port found")
+
+
+def free_ports(n):
+    ports = []
+    while len(ports) < n:
+        ports.append(free_port(exclude=ports))
+    return ports
+
+
+# ---------------------------------------------------------------- clients
+
+def fam_of(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def hostport(host, port):
+    return ("[%s]:%d" % (host, port)) if ":" in host else ("%s:%d" % (host, port))
+
+
+def try_connect(host, port, timeout=1.0):
+    """Returns None if a TCP connection was established (and closed), else
+    the OSError (ConnectionRefusedError when nothing listens)."""
+    s = socket.socket(fam_of(host), socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+        return None
+    except OSError as e:
+        return e
+    finally:
+        s.close()
+
+
+def fetch(host, port, send=b"", timeout=5.0):
+    """Connects, sends, half-closes, reads until EOF. Returns the bytes.
+    Raises OSError (refused, reset, timeout)."""
+    s = socket.socket(fam_of(host), socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+        if send:
+            s.sendall(send)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+    finally:
+        s.close()
+
+
+def curl(url, timeout=5.0):
+    """Fetches url with the real curl (proxies disabled). Returns
+    (returncode, body bytes, stderr text)."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    r = subprocess.run(["curl", "-sS", "-g", "--noproxy", "*", "--max-time", str(timeout), url],
+                       capture_output=True, env=env, timeout=timeout + 5)
+    return r.returncode, r.stdout, r.stderr.decode(errors="replace").strip()
+
+
+def wait_refused(host, port, timeout, interval=0.005):
+    """Polls until connect() to host:port is refused. Returns seconds taken,
+    or None if it was still accepting at the deadline."""
+    t0 = time.monotonic()
+    while True:
+        e = try_connect(host, port, timeout=0.5)
+        if isinstance(e, ConnectionRefusedError):
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            return None
+        time.sleep(interval)
+
+
+def poll(fn, timeout, interval=0.01):
+    """Calls fn until it returns a truthy value or the deadline passes.
+    Returns (value, seconds) or (None, seconds)."""
+    t0 = time.monotonic()
+    while True:
+        v = fn()
+        el = time.monotonic() - t0
+        if v:
+            return v, el
+        if el > timeout:
+            return None, el
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- processes
+
+class Proc:
+    """A process we started, with its stdout+stderr in a file."""
+
+    def __init__(self, argv, out_path, stdin=None, env=None):
+        self.argv = argv
+        self.out_path = out_path
+        self._out = open(out_path, "wb")
+        self.p = subprocess.Popen(argv, stdout=self._out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                  env=env, start_new_session=True)
+        self.pid = self.p.pid
+
+    def output(self):
+        try:
+            with open(self.out_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def events(self):
+        """JSON lines printed by guestsrv.py."""
+        evs = []
+        for line in self.output().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    evs.append(json.loads(line))
+                except ValueError:
+                    pass
+        return evs
+
+    def wait_event(self, name, timeout=5.0, count=1):
+        def find():
+            evs = [e for e in self.events() if e.get("event") == name]
+            if len(evs) >= count:
+                return evs[count - 1]
+            if self.p.poll() is not None:
+                return {"event": "__exited__", "rc": self.p.returncode}
+            return None
+        ev, _ = poll(find, timeout)
+        if ev is None:
+            raise AssertionError("%s: no %r event within %.1fs; output:\n%s"
+                                 % (self.argv, name, timeout, self.output()))
+        if ev.get("event") == "__exited__":
+            raise AssertionError("%s exited (rc %s) before %r; output:\n%s"
+                                 % (self.argv, ev["rc"], name, self.output()))
+        return ev
+
+    def send(self, line):
+        self.p.stdin.write((line + "\n").encode())
+        self.p.stdin.flush()
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=5.0):
+        if self.p.poll() is None:
+            try:
+                os.kill(self.p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.p.pid, signal.SIGKILL)
+                self.p.wait(5)
+        if self.p.stdin:
+            try:
+                self.p.stdin.close()
+            except OSError:
+                pass
+        self._out.close()
+        return self.p.returncode
+
+
+# ---------------------------------------------------------------- lorelayd + netns
+
+class Lorelay:
+    """One lorelayd --netns NAME with everything it and the test started."""
+
+    def __init__(self, config=None, tag="lrt"):
+        global _ns_counter
+        _ns_counter += 1
+        self.netns = "%s-%d-%d" % (tag, os.getpid(), _ns_counter)
+        self.tmpdir = tempfile.mkdtemp(prefix=self.netns + ".")
+        self.sock = os.path.join(self.tmpdir, "lorelayd.sock")
+        self.config_path = None
+        if config is not None:
+            self.config_path = os.path.join(self.tmpdir, "lorelay.ini")
+            with open(self.config_path, "w") as f:
+                f.write(config)
+        self.daemon = None
+        self.daemon_runs = 0
+        self.procs = []
+        self.log_paths = []
+
+    # -- lorelayd
+
+    @property
+    def agent_socket(self):
+        return "/run/lorelay/netns-%s.sock" % self.netns
+
+    def start(self, wait=True, timeout=10.0):
+        self.daemon_runs += 1
+        log = os.path.join(self.tmpdir, "lorelayd.%d.log" % self.daemon_runs)
+        self.log_paths.append(log)
+        argv = [binary("lorelayd"), "--netns", self.netns, "--socket", self.sock,
+                "--log-level", "debug"]
+        if self.config_path:
+            argv += ["-c", self.config_path]
+        self.daemon = Proc(argv, log)
+        if wait:
+            self.wait_connected(timeout)
+        return self.daemon
+
+    def stop_daemon(self, sig=signal.SIGTERM, timeout=5.0):
+        """Stops lorelayd; returns its exit code (None if it had to be killed)."""
+        d = self.daemon
+        if d is None:
+            return None
+        killed = False
+        if d.p.poll() is None:
+            os.kill(d.pid, sig)
+            try:
+                d.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                killed = True
+                os.kill(d.pid, signal.SIGKILL)
+                d.p.wait(5)
+        d.stop()
+        self.daemon = None
+        return None if killed else d.p.returncode
+
+    def log(self):
+        """All lorelayd (and agent, whose stderr it inherits) output so far."""
+        out = []
+        for p in self.log_paths:
+            try:
+                with open(p, "rb") as f:
+                    out.append(f.read().decode(errors="replace"))
+            except OSError:
+                pass
+        return "".join(out)
+
+    # -- status
+
+    def status(self, timeout=2.0):
+        """The status document, straight from the endpoint (faster than
+        spawning lorelayctl, so waits can poll every 10 ms)."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(self.sock)
+            s.sendall(b"status json\n")
+            chunks = []
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+        finally:
+            s.close()
+        return json.loads(b"".join(chunks).decode())
+
+    def ctl(self, *args, timeout=10.0):
+        return subprocess.run([binary("lorelayctl"), "--socket", self.sock] + list(args),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def ctl_status(self):
+        r = self.ctl("status", "--json")
+        if r.returncode != 0:
+            raise AssertionError("lorelayctl status --json failed (rc %d): %s"
+                                 % (r.returncode, r.stderr.strip()))
+        return json.loads(r.stdout)
+
+    def guest(self, st=None):
+        st = st if st is not None else self.status()
+        gs = st.get("guests", [])
+        return gs[0] if gs else None
+
+    def ports(self):
+        g = self.guest()
+        return g.get("ports", []) if g else []
+
+    def port(self, guest_addr):
+        for p in self.ports():
+            if p.get("guest") == guest_addr:
+                return p
+        return None
+
+    def _status_or_none(self):
+        try:
+            return self.status(timeout=1.0)
+        except (OSError, ValueError):
+            return None
+
+    def wait_connected(self, timeout=10.0):
+        """Waits until lorelayctl reports the guest "connected"."""
+        def ok():
+            if self.daemon is not None and self.daemon.p.poll() is not None:
+                raise AssertionError("lorelayd exited with %s during start-up; log:\n%s"
+                                     % (self.daemon.p.returncode, self.log()))
+            try:
+                st = self.ctl_status()
+            except (AssertionError, ValueError, subprocess.TimeoutExpired):
+                return None
+            g = self.guest(st)
+            return g if g and g.get("state") == "connected" else None
+        g, el = poll(ok, timeout, 0.01)
+        if g is None:
+            raise AssertionError("guest not connected within %.1fs; log:\n%s" % (timeout, self.log()))
+        return el
+
+    def wait_port(self, guest_addr, state="forwarding", timeout=3.0, pred=None):
+        """Polls status every 10 ms until guest_addr has this state (and pred
+        holds). Returns (port dict, seconds)."""
+        def ok():
+            st = self._status_or_none()
+            if not st:
+                return None
+            g = self.guest(st)
+            if not g or g.get("state") != "connected":
+                return None
+            for p in g.get("ports", []):
+                if p.get("guest") == guest_addr and p.get("state") == state:
+                    if pred is None or pred(p):
+                        return p
+            return None
+        p, el = poll(ok, timeout, 0.01)
+        if p is None:
+            raise AssertionError("port %s not %s within %.1fs; status: %s"
+                                 % (guest_addr, state, timeout, self._status_or_none()))
+        return p, el
+
+    def wait_port_absent(self, guest_addr, timeout=3.0):
+        def ok():
+            st = self._status_or_none()
+            if not st:
+                return None
+            g = self.guest(st)
+            if not g:
+                return None
+            return not any(p.get("guest") == guest_addr for p in g.get("ports", []))
+        v, el = poll(ok, timeout, 0.01)
+        if not v:
+            raise AssertionError("port %s still in status after %.1fs: %s"
+                                 % (guest_addr, timeout, self._status_or_none()))
+        return el
+
+    # -- the namespace
+
+    def netns_exec(self, *argv, timeout=10.0, check=True):
+        r = subprocess.run(["ip", "netns", "exec", self.netns] + list(argv),
+                           capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError("ip netns exec %s %s failed: %s"
+                                 % (self.netns, " ".join(argv), r.stderr.strip()))
+        return r
+
+    def netns_pids(self):
+        r = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True)
+        return [int(x) for x in r.stdout.split() if x.isdigit()]
+
+    def procs_named(self, comm):
+        out = []
+        for pid in self.netns_pids():
+            try:
+                with open("/proc/%d/comm" % pid) as f:
+                    if f.read().strip() == comm:
+                        out.append(pid)
+            except OSError:
+                pass
+        return out
+
+    def spawn(self, argv, name, stdin=False):
+        """Starts argv inside the namespace (ip netns exec execs, so the pid
+        is the program's own)."""
+        path = os.path.join(self.tmpdir, "%s.%d.out" % (name, len(self.procs)))
+        p = Proc(["ip", "netns", "exec", self.netns] + list(argv), path, stdin=stdin)
+        self.procs.append(p)
+        return p
+
+    def spawn_host(self, argv, name, stdin=False):
+        path = os.path.join(self.tmpdir, "host-%s.%d.out" % (name, len(self.procs)))
+        p = Proc(list(argv), path, stdin=stdin)
+        self.procs.append(p)
+        return p
+
+    def guest_server(self, mode, host, port, *extra, stdin=False):
+        """Starts guestsrv.py MODE in the namespace and waits until it listens."""
+        p = self.spawn([PYTHON, "-u", GUESTSRV, mode, host, str(port)] + list(extra),
+                       "guestsrv-%s-%d" % (mode, port), stdin=stdin)
+        p.wait_event("ready", timeout=10.0)
+        return p
+
+    def http_server(self, directory, bind, port, where="guest"):
+        """python3 -m http.server: a real client-facing server, not our own."""
+        argv = [PYTHON, "-u", "-m", "http.server", str(port), "--bind", bind,
+                "--directory", directory]
+        if where == "guest":
+            p = self.spawn(argv, "http-%d" % port)
+        else:
+            p = self.spawn_host(argv, "http-%d" % port)
+        fam = "6" if ":" in bind else "4"
+
+        def listening():
+            if p.p.poll() is not None:
+                raise AssertionError("http.server exited: " + p.output())
+            cmd = ["ss", "-ltnH", "-" + fam, "sport = :%d" % port]
+            if where == "guest":
+                r = self.netns_exec(*cmd, check=False)
+            else:
+                r = subprocess.run(cmd, capture_output=True, text=True)
+            return r.stdout.strip()
+        v, _ = poll(listening, 10.0, 0.02)
+        if not v:
+            raise AssertionError("http.server on %s:%d not listening: %s" % (bind, port, p.output()))
+        return p
+
+    # -- teardown
+
+    def dump(self, stream=sys.stderr):
+        print("\n===== lorelay e2e diagnostics: netns %s, tmpdir %s =====" % (self.netns, self.tmpdir),
+              file=stream)
+        print("----- lorelayd log -----\n" + self.log(), file=stream)
+        for p in self.procs:
+            print("----- %s (rc %s) -----\n%s" % (" ".join(p.argv), p.p.poll(), p.output()), file=stream)
+        stream.flush()
+
+    def cleanup(self, keep_tmp=False):
+        for p in reversed(self.procs):
+            try:
+                p.stop(timeout=3.0)
+            except Exception:  # cleanup must go on whatever happened
+                pass
+        try:
+            self.stop_daemon(timeout=5.0)
+        except Exception:
+            pass
+        # Stragglers inside the namespace: only processes of the namespace
+        # this test created, by pid.
+        for _ in range(3):
+            pids = self.netns_pids()
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        try:
+            os.unlink(self.agent_socket)
+        except OSError:
+            pass
+        if not keep_tmp:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+class LorelayTestCase(unittest.TestCase):
+    """Starts a lorelayd on a fresh namespace for every test method."""
+
+    CONFIG = None
+    START = True
+
+    def setUp(self):
+        self.lr = Lorelay(config=self.CONFIG)
+        self.addCleanup(self._teardown_lorelay)
+        if self.START:
+            self.lr.start()
+
+    def _failed(self):
+        outcome = getattr(self, "_outcome", None)
+        if outcome is None:
+            return True
+        if getattr(outcome, "success", True) is False:
+            return True
+        result = getattr(outcome, "result", None)
+        if result is not None:
+            for test, _ in list(result.failures) + list(result.errors):
+                if test is self:
+                    return True
+        return False
+
+    def _teardown_lorelay(self):
+        failed = self._failed()
+        if failed or os.environ.get("LORELAY_E2E_VERBOSE"):
+            self.lr.dump()
+        self.lr.cleanup(keep_tmp=failed and bool(os.environ.get("LORELAY_E2E_KEEP")))
+
+    # -- shared assertions
+
+    def assertBanner(self, host, port, expect, timeout=5.0):
+        try:
+            got = fetch(host, port, timeout=timeout)
+        except OSError as e:
+            self.fail("%s: %r (expected banner %r)" % (hostport(host, port), e, expect))
+        self.assertEqual(got, expect, "wrong bytes from %s" % hostport(host, port))
+
+    def assertRefused(self, host, port):
+        e = try_connect(host, port)
+        self.assertIsInstance(e, ConnectionRefusedError,
+                              "%s should refuse connections, got %r" % (hostport(host, port), e))
