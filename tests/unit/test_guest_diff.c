@@ -13,18 +13,7 @@
 #include <string.h>
 
 #include "lr_listeners.h"
-
-static lr_listener_t v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port) {
-  lr_listener_t l;
-  memset(&l, 0, sizeof l);
-  l.family = 4;
-  l.addr[0] = a;
-  l.addr[1] = b;
-  l.addr[2] = c;
-  l.addr[3] = d;
-  l.port = port;
-  return l;
-}
+#include "lr_testutil.h"
 
 static lr_listener_t v6any(uint16_t port, int v6only) {
   lr_listener_t l;
@@ -43,8 +32,8 @@ static int contains(const lr_listener_t *v, size_t n, const lr_listener_t *l) {
 
 static void test_sort_unique_removes_reuseport_duplicates(void **state) {
   (void)state;
-  lr_listener_t v[] = {v4(0, 0, 0, 0, 8080), v6any(22, 0), v4(0, 0, 0, 0, 8080),
-                       v4(127, 0, 0, 1, 53),  v4(0, 0, 0, 0, 8080), v6any(22, 0)};
+  lr_listener_t v[] = {lr_test_v4(0, 0, 0, 0, 8080), v6any(22, 0), lr_test_v4(0, 0, 0, 0, 8080),
+                       lr_test_v4(127, 0, 0, 1, 53),  lr_test_v4(0, 0, 0, 0, 8080), v6any(22, 0)};
   size_t n = lr_listeners_sort_unique(v, 6);
   assert_int_equal(n, 3);
   for (size_t i = 1; i < n; i++) assert_true(lr_listener_cmp(&v[i - 1], &v[i]) < 0);
@@ -61,11 +50,11 @@ static void test_from_dump_excludes_own_inode(void **state) {
   (void)state;
   lr_sockdiag_entry_t e[4];
   memset(e, 0, sizeof e);
-  e[0].l = v4(127, 0, 0, 1, 7000);
+  e[0].l = lr_test_v4(127, 0, 0, 1, 7000);
   e[0].inode = 111; /* the agent's own transport listener */
-  e[1].l = v4(0, 0, 0, 0, 8000);
+  e[1].l = lr_test_v4(0, 0, 0, 0, 8000);
   e[1].inode = 222;
-  e[2].l = v4(0, 0, 0, 0, 8000);
+  e[2].l = lr_test_v4(0, 0, 0, 0, 8000);
   e[2].inode = 223; /* SO_REUSEPORT sibling */
   e[3].l = v6any(8000, 1);
   e[3].inode = 224;
@@ -73,7 +62,7 @@ static void test_from_dump_excludes_own_inode(void **state) {
   lr_listener_t out[4];
   size_t n = lr_listeners_from_dump(e, 4, &own, 1, out);
   assert_int_equal(n, 2);
-  lr_listener_t mine = v4(127, 0, 0, 1, 7000);
+  lr_listener_t mine = lr_test_v4(127, 0, 0, 1, 7000);
   assert_false(contains(out, n, &mine));
   assert_true(contains(out, n, &e[1].l));
   assert_true(contains(out, n, &e[3].l));
@@ -100,9 +89,9 @@ static void check_diff(const lr_listener_t *old, size_t nold, const lr_listener_
 
 static void test_diff_basic_cases(void **state) {
   (void)state;
-  lr_listener_t a[] = {v4(0, 0, 0, 0, 80), v4(127, 0, 0, 1, 8080), v6any(22, 0)};
+  lr_listener_t a[] = {lr_test_v4(0, 0, 0, 0, 80), lr_test_v4(127, 0, 0, 1, 8080), v6any(22, 0)};
   size_t na = lr_listeners_sort_unique(a, 3);
-  lr_listener_t b[] = {v4(0, 0, 0, 0, 80), v6any(22, 1), v6any(9000, 0)};
+  lr_listener_t b[] = {lr_test_v4(0, 0, 0, 0, 80), v6any(22, 1), v6any(9000, 0)};
   size_t nb = lr_listeners_sort_unique(b, 3);
 
   check_diff(NULL, 0, NULL, 0, 0, 0);
@@ -115,7 +104,7 @@ static void test_diff_basic_cases(void **state) {
 
 static void test_diff_outputs_are_sorted(void **state) {
   (void)state;
-  lr_listener_t cur[] = {v4(0, 0, 0, 0, 3), v4(0, 0, 0, 0, 1), v4(0, 0, 0, 0, 2)};
+  lr_listener_t cur[] = {lr_test_v4(0, 0, 0, 0, 3), lr_test_v4(0, 0, 0, 0, 1), lr_test_v4(0, 0, 0, 0, 2)};
   size_t nc = lr_listeners_sort_unique(cur, 3);
   lr_listener_t adds[3], dels[1];
   size_t na, nd;
@@ -137,7 +126,7 @@ static size_t random_set(lr_listener_t *v, size_t max) {
   for (size_t i = 0; i < n; i++) {
     uint32_t r = next_rand();
     if (r & 1)
-      v[i] = v4(r & 2 ? 127 : 0, 0, 0, r & 2 ? 1 : 0, (uint16_t)(1000 + (r >> 4) % 20));
+      v[i] = lr_test_v4(r & 2 ? 127 : 0, 0, 0, r & 2 ? 1 : 0, (uint16_t)(1000 + (r >> 4) % 20));
     else
       v[i] = v6any((uint16_t)(1000 + (r >> 4) % 20), (r >> 2) & 1);
   }

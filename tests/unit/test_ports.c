@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "lr_ports.h"
+#include "lr_testutil.h"
 
 /* ---- the fake host ----------------------------------------------------- */
 
@@ -140,18 +141,6 @@ static int teardown(void **state) {
   return 0;
 }
 
-static lr_listener_t v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port) {
-  lr_listener_t l;
-  memset(&l, 0, sizeof l);
-  l.family = 4;
-  l.port = port;
-  l.addr[0] = a;
-  l.addr[1] = b;
-  l.addr[2] = c;
-  l.addr[3] = d;
-  return l;
-}
-
 static lr_listener_t v6(int loopback, uint16_t port, uint8_t flags) {
   lr_listener_t l;
   memset(&l, 0, sizeof l);
@@ -173,7 +162,7 @@ static int changes_to(const lr_listener_t *l, lr_port_state_t s) {
 
 static void test_add_remove(void **state) {
   (void)state;
-  lr_listener_t l = v4(0, 0, 0, 0, 8000);
+  lr_listener_t l = lr_test_v4(0, 0, 0, 0, 8000);
   lr_port_entry_t *e = lr_ports_add(&fx.t, &l);
   assert_non_null(e);
   assert_int_equal(lr_ports_count(&fx.t), 1);
@@ -205,7 +194,7 @@ static void test_add_remove(void **state) {
  * closed only when the last of them goes. */
 static void test_shared_binding(void **state) {
   (void)state;
-  lr_listener_t any = v4(0, 0, 0, 0, 9000), lo = v4(127, 0, 0, 1, 9000);
+  lr_listener_t any = lr_test_v4(0, 0, 0, 0, 9000), lo = lr_test_v4(127, 0, 0, 1, 9000);
   lr_port_entry_t *e1 = lr_ports_add(&fx.t, &any);
   lr_port_entry_t *e2 = lr_ports_add(&fx.t, &lo);
   assert_non_null(e1);
@@ -255,11 +244,11 @@ static void test_dual_stack_and_v6only(void **state) {
 
 static void test_not_forwarded_entries(void **state) {
   (void)state;
-  lr_listener_t other = v4(10, 0, 0, 5, 8000), resolver = v4(127, 0, 0, 53, 53);
+  lr_listener_t other = lr_test_v4(10, 0, 0, 5, 8000), resolver = lr_test_v4(127, 0, 0, 53, 53);
   fx.cfg.ignore_ports.n = 1;
   fx.cfg.ignore_ports.r[0].lo = 22;
   fx.cfg.ignore_ports.r[0].hi = 22;
-  lr_listener_t ssh = v4(0, 0, 0, 0, 22);
+  lr_listener_t ssh = lr_test_v4(0, 0, 0, 0, 22);
   lr_port_entry_t *e1 = lr_ports_add(&fx.t, &other);
   lr_port_entry_t *e2 = lr_ports_add(&fx.t, &resolver);
   lr_port_entry_t *e3 = lr_ports_add(&fx.t, &ssh);
@@ -284,7 +273,7 @@ static void test_not_forwarded_entries(void **state) {
 static void test_conflict_and_retry(void **state) {
   (void)state;
   take(&fx.fake, 4, 8080); /* another program on the host */
-  lr_listener_t l = v4(0, 0, 0, 0, 8080);
+  lr_listener_t l = lr_test_v4(0, 0, 0, 0, 8080);
   lr_port_entry_t *e = lr_ports_add(&fx.t, &l);
   assert_non_null(e);
   assert_int_equal(e->b[0]->state, LR_BINDING_CONFLICT);
@@ -293,7 +282,7 @@ static void test_conflict_and_retry(void **state) {
   assert_int_equal(changes_to(&l, LR_PORT_CONFLICT), 1);
   assert_int_equal(lr_ports_conflicts(&fx.t), 1);
   /* a second listener sharing the conflicting binding is in conflict too */
-  lr_listener_t lo = v4(127, 0, 0, 1, 8080);
+  lr_listener_t lo = lr_test_v4(127, 0, 0, 1, 8080);
   lr_port_entry_t *e2 = lr_ports_add(&fx.t, &lo);
   assert_int_equal(lr_ports_entry_state(e2), LR_PORT_CONFLICT);
   assert_int_equal(changes_to(&lo, LR_PORT_CONFLICT), 1);
@@ -343,7 +332,7 @@ static void test_partial_conflict(void **state) {
 static void test_remove_while_conflict(void **state) {
   (void)state;
   take(&fx.fake, 4, 5000);
-  lr_listener_t l = v4(0, 0, 0, 0, 5000);
+  lr_listener_t l = lr_test_v4(0, 0, 0, 0, 5000);
   assert_non_null(lr_ports_add(&fx.t, &l));
   assert_int_equal(lr_ports_conflicts(&fx.t), 1);
   assert_int_equal(lr_ports_del(&fx.t, &l), 0);
@@ -359,7 +348,7 @@ static void test_remap_on_conflict(void **state) {
   (void)state;
   fx.cfg.remap_on_conflict = 1;
   take(&fx.fake, 4, 8443);
-  lr_listener_t l = v4(127, 0, 0, 1, 8443);
+  lr_listener_t l = lr_test_v4(127, 0, 0, 1, 8443);
   lr_port_entry_t *e = lr_ports_add(&fx.t, &l);
   assert_int_equal(fx.fake.nbind, 2);
   assert_int_equal(fx.fake.binds[0].port, 8443);
@@ -403,8 +392,8 @@ static void test_unavailable_not_retried(void **state) {
  * new ones are added. */
 static void test_sync_sweep(void **state) {
   (void)state;
-  lr_listener_t a = v4(0, 0, 0, 0, 1000), b = v4(127, 0, 0, 1, 1001), c = v6(0, 1002, 0),
-                d = v4(0, 0, 0, 0, 1003);
+  lr_listener_t a = lr_test_v4(0, 0, 0, 0, 1000), b = lr_test_v4(127, 0, 0, 1, 1001), c = v6(0, 1002, 0),
+                d = lr_test_v4(0, 0, 0, 0, 1003);
   lr_port_entry_t *ea = lr_ports_add(&fx.t, &a);
   lr_binding_t *ba = ea->b[0];
   assert_non_null(lr_ports_add(&fx.t, &b));
@@ -440,7 +429,7 @@ static void test_sync_sweep(void **state) {
  * remains. */
 static void test_sync_keeps_shared(void **state) {
   (void)state;
-  lr_listener_t any = v4(0, 0, 0, 0, 4000), lo = v4(127, 0, 0, 1, 4000);
+  lr_listener_t any = lr_test_v4(0, 0, 0, 0, 4000), lo = lr_test_v4(127, 0, 0, 1, 4000);
   lr_port_entry_t *e = lr_ports_add(&fx.t, &any);
   lr_ports_add(&fx.t, &lo);
   lr_binding_t *b = e->b[0];
@@ -457,7 +446,7 @@ static void test_sync_keeps_shared(void **state) {
  * closes, the counters stay valid until the connection's unref frees them. */
 static void test_binding_outlives_listener(void **state) {
   (void)state;
-  lr_listener_t l = v4(0, 0, 0, 0, 2000);
+  lr_listener_t l = lr_test_v4(0, 0, 0, 0, 2000);
   lr_port_entry_t *e = lr_ports_add(&fx.t, &l);
   lr_binding_t *b = e->b[0];
   lr_binding_ref(b); /* a connection accepted on the stand-in */
@@ -489,7 +478,7 @@ static void test_binding_outlives_listener(void **state) {
 
 static void test_clear_with_live_connections(void **state) {
   (void)state;
-  lr_listener_t l1 = v4(0, 0, 0, 0, 2100), l2 = v6(0, 2101, 0);
+  lr_listener_t l1 = lr_test_v4(0, 0, 0, 0, 2100), l2 = v6(0, 2101, 0);
   lr_port_entry_t *e1 = lr_ports_add(&fx.t, &l1);
   lr_port_entry_t *e2 = lr_ports_add(&fx.t, &l2);
   lr_binding_t *held = e1->b[0];
@@ -517,7 +506,7 @@ static void test_sorted_entries(void **state) {
   (void)state;
   const uint16_t ports[] = {9000, 80, 65535, 443, 1, 8080};
   for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++) {
-    lr_listener_t l = v4(0, 0, 0, 0, ports[i]);
+    lr_listener_t l = lr_test_v4(0, 0, 0, 0, ports[i]);
     assert_non_null(lr_ports_add(&fx.t, &l));
     lr_listener_t m = v6(1, ports[i], 0);
     assert_non_null(lr_ports_add(&fx.t, &m));
@@ -538,7 +527,7 @@ static void test_churn(void **state) {
     lr_ports_sync_begin(&fx.t);
     for (uint16_t p = 1; p <= 6; p++) {
       if ((p + round) % 3 == 0) continue;
-      lr_listener_t l = (p % 2) ? v4(0, 0, 0, 0, p) : v6(0, p, 0);
+      lr_listener_t l = (p % 2) ? lr_test_v4(0, 0, 0, 0, p) : v6(0, p, 0);
       assert_non_null(lr_ports_add(&fx.t, &l));
     }
     lr_ports_sync_end(&fx.t);

@@ -16,20 +16,9 @@
 #include <string.h>
 
 #include "lr_proto.h"
+#include "lr_testutil.h"
 
 #define BUFSZ (LR_FRAME_HDR_LEN + LR_FRAME_MAX_PAYLOAD + 64)
-
-static lr_listener_t mk_v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port) {
-  lr_listener_t l;
-  memset(&l, 0, sizeof l);
-  l.family = 4;
-  l.port = port;
-  l.addr[0] = a;
-  l.addr[1] = b;
-  l.addr[2] = c;
-  l.addr[3] = d;
-  return l;
-}
 
 static lr_listener_t mk_v6(const uint8_t addr[16], uint16_t port, uint8_t flags) {
   lr_listener_t l;
@@ -477,8 +466,8 @@ static void test_listener_roundtrip(void **state) {
   uint8_t buf[BUFSZ];
   const uint8_t ll[16] = {0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
   lr_listener_t ls[] = {
-      mk_v4(0, 0, 0, 0, 8000),        mk_v4(127, 0, 0, 1, 1),
-      mk_v4(10, 0, 0, 5, 65535),      mk_v6(V6_ANY, 443, 0),
+      lr_test_v4(0, 0, 0, 0, 8000),        lr_test_v4(127, 0, 0, 1, 1),
+      lr_test_v4(10, 0, 0, 5, 65535),      mk_v6(V6_ANY, 443, 0),
       mk_v6(V6_ANY, 443, LR_LISTENER_V6ONLY), mk_v6(V6_LO, 80, 0),
       mk_v6(ll, 22, 0),
   };
@@ -503,7 +492,7 @@ static void test_listener_roundtrip(void **state) {
 static void test_listener_golden(void **state) {
   (void)state;
   uint8_t buf[64];
-  lr_listener_t l = mk_v4(127, 0, 0, 1, 0x1F90);
+  lr_listener_t l = lr_test_v4(127, 0, 0, 1, 0x1F90);
   const uint8_t want[] = {0, 10, 0, 0, 0, 0, 0, 20, 4, 0, 0x1F, 0x90, 127, 0, 0, 1,
                           0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   assert_int_equal(lr_encode_listener(buf, sizeof buf, LR_MSG_LISTENER_ADD, &l), sizeof want);
@@ -513,7 +502,7 @@ static void test_listener_golden(void **state) {
 static void test_listener_invalid(void **state) {
   (void)state;
   uint8_t buf[64];
-  lr_listener_t l = mk_v4(127, 0, 0, 1, 80), d;
+  lr_listener_t l = lr_test_v4(127, 0, 0, 1, 80), d;
   size_t n = lr_encode_listener(buf, sizeof buf, LR_MSG_LISTENER_ADD, &l);
   uint8_t *p = buf + LR_FRAME_HDR_LEN;
   const uint8_t bad_families[] = {0, 1, 5, 10, 255};
@@ -547,7 +536,7 @@ static void test_port_state_roundtrip(void **state) {
   for (int s = LR_PORT_FORWARDING; s <= LR_PORT_IGNORED; s++) {
     lr_port_state_msg_t m, d;
     memset(&m, 0, sizeof m);
-    m.listener = s % 2 ? mk_v6(V6_ANY, 3000, LR_LISTENER_V6ONLY) : mk_v4(0, 0, 0, 0, 3000);
+    m.listener = s % 2 ? mk_v6(V6_ANY, 3000, LR_LISTENER_V6ONLY) : lr_test_v4(0, 0, 0, 0, 3000);
     m.state = (uint8_t)s;
     m.host_port = (uint16_t)(s == LR_PORT_REMAPPED ? 40123 : 3000);
     size_t n = lr_encode_port_state(buf, sizeof buf, &m);
@@ -568,7 +557,7 @@ static void test_port_state_invalid(void **state) {
   uint8_t buf[64];
   lr_port_state_msg_t m, d;
   memset(&m, 0, sizeof m);
-  m.listener = mk_v4(0, 0, 0, 0, 1);
+  m.listener = lr_test_v4(0, 0, 0, 0, 1);
   m.host_port = 1;
   size_t n = lr_encode_port_state(buf, sizeof buf, &m);
   uint8_t *p = buf + LR_FRAME_HDR_LEN;
@@ -675,7 +664,7 @@ static void test_empty_and_small_caps(void **state) {
   frame_of(buf, n, LR_MSG_SYNC_DONE);
   assert_int_equal(lr_encode_empty(buf, LR_FRAME_HDR_LEN - 1, LR_MSG_SYNC_DONE), 0);
 
-  lr_listener_t l = mk_v4(0, 0, 0, 0, 1);
+  lr_listener_t l = lr_test_v4(0, 0, 0, 0, 1);
   for (size_t cap = 0; cap < LR_FRAME_HDR_LEN + 20; cap++)
     assert_int_equal(lr_encode_listener(buf, cap, LR_MSG_LISTENER_ADD, &l), 0);
   for (size_t cap = 0; cap < LR_FRAME_HDR_LEN + 8; cap++)
@@ -711,12 +700,12 @@ static void test_token_equal(void **state) {
 
 static void test_listener_cmp(void **state) {
   (void)state;
-  lr_listener_t a = mk_v4(0, 0, 0, 0, 80), b = mk_v4(0, 0, 0, 0, 80);
+  lr_listener_t a = lr_test_v4(0, 0, 0, 0, 80), b = lr_test_v4(0, 0, 0, 0, 80);
   assert_int_equal(lr_listener_cmp(&a, &b), 0);
   b.port = 81;
   assert_true(lr_listener_cmp(&a, &b) < 0);
   assert_true(lr_listener_cmp(&b, &a) > 0);
-  b = mk_v4(127, 0, 0, 1, 1);
+  b = lr_test_v4(127, 0, 0, 1, 1);
   assert_true(lr_listener_cmp(&a, &b) != 0);
   assert_true((lr_listener_cmp(&a, &b) < 0) == (lr_listener_cmp(&b, &a) > 0));
   lr_listener_t d = mk_v6(V6_ANY, 80, 0), v = mk_v6(V6_ANY, 80, LR_LISTENER_V6ONLY);
@@ -726,7 +715,7 @@ static void test_listener_cmp(void **state) {
   assert_true(lr_listener_cmp(&a, &d) != 0);
   assert_true((lr_listener_cmp(&d, &v) < 0) == (lr_listener_cmp(&v, &d) > 0));
   /* a total order: sorting a set and checking pairwise consistency */
-  lr_listener_t set[] = {mk_v6(V6_LO, 1, 0), mk_v4(10, 0, 0, 5, 2), a, d, v, mk_v4(0, 0, 0, 0, 1)};
+  lr_listener_t set[] = {mk_v6(V6_LO, 1, 0), lr_test_v4(10, 0, 0, 5, 2), a, d, v, lr_test_v4(0, 0, 0, 0, 1)};
   size_t n = sizeof set / sizeof set[0];
   for (size_t i = 0; i < n; i++)
     for (size_t j = 0; j < n; j++) {
@@ -743,9 +732,9 @@ static void test_listener_cmp(void **state) {
 static void test_listener_format(void **state) {
   (void)state;
   char out[64];
-  lr_listener_t l = mk_v4(0, 0, 0, 0, 8000);
+  lr_listener_t l = lr_test_v4(0, 0, 0, 0, 8000);
   assert_string_equal(lr_listener_format(&l, out, sizeof out), "0.0.0.0:8000");
-  l = mk_v4(127, 0, 0, 1, 65535);
+  l = lr_test_v4(127, 0, 0, 1, 65535);
   assert_string_equal(lr_listener_format(&l, out, sizeof out), "127.0.0.1:65535");
   l = mk_v6(V6_ANY, 8000, 0);
   assert_string_equal(lr_listener_format(&l, out, sizeof out), "[::]:8000");
@@ -762,7 +751,7 @@ static void test_listener_format(void **state) {
   /* a short buffer truncates but stays NUL-terminated */
   char small[6];
   memset(small, 'Z', sizeof small);
-  l = mk_v4(127, 0, 0, 1, 80);
+  l = lr_test_v4(127, 0, 0, 1, 80);
   lr_listener_format(&l, small, sizeof small);
   assert_int_equal(small[5], 0);
   assert_memory_equal(small, "127.0", 5);
