@@ -33,6 +33,9 @@
 #define STALE_AFTER_MS 5000
 #define HANDSHAKE_TIMEOUT_MS 5000
 #define STANDIN_BACKLOG 511
+/* A guest reporting more listeners than any real one has is broken or
+ * hostile; past this it cannot make the host open more stand-ins. */
+#define MAX_LISTENERS_PER_GUEST 4096
 
 typedef struct lr_guest_s lr_guest_t;
 
@@ -493,9 +496,15 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
     case LR_MSG_LISTENER_ADD:
     case LR_MSG_LISTENER_DEL:
       if ((rc = lr_decode_listener(f, &l))) break;
+      lr_listener_format(&l, ls, sizeof ls);
       lr_log(LR_LOG_DEBUG, "%s: guest %s %s", g->name,
-             f->type == LR_MSG_LISTENER_ADD ? "listens on" : "closed", lr_listener_format(&l, ls, sizeof ls));
+             f->type == LR_MSG_LISTENER_ADD ? "listens on" : "closed", ls);
       if (f->type == LR_MSG_LISTENER_ADD) {
+        if (lr_ports_count(&g->ports) >= MAX_LISTENERS_PER_GUEST) {
+          lr_log(LR_LOG_WARN, "%s: guest reports more than %d listeners: %s not forwarded",
+                 g->name, MAX_LISTENERS_PER_GUEST, ls);
+          return;
+        }
         lr_ports_add(&g->ports, &l);
         arm_conflict_timer(g);
       } else {
