@@ -29,7 +29,10 @@ void lr_log_set_ident(const char *ident);
 int lr_log_level_parse(const char *name);
 const char *lr_log_level_name(lr_log_level_t level);
 
-#if defined(__GNUC__)
+#if defined(__MINGW32__)
+/* mingw-w64 builds with __USE_MINGW_ANSI_STDIO: C99 formats (%zu, %llu). */
+#define LR_PRINTF(a, b) __attribute__((format(gnu_printf, a, b)))
+#elif defined(__GNUC__)
 #define LR_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define LR_PRINTF(a, b)

@@ -1,0 +1,168 @@
+/* lr_pal_t for Windows: AF_HYPERV connects, exclusive loopback stand-ins and
+ * the default paths.
+ *
+ * libuv cannot create AF_HYPERV sockets, so the connect is done here with
+ * plain Winsock, blocking, on the libuv worker thread the core runs it on;
+ * HVSOCKET_CONNECT_TIMEOUT bounds it so a VM that is gone is an error, not a
+ * stuck worker. Stand-in listeners are created natively too, because the
+ * one option that matters (SO_EXCLUSIVEADDRUSE: no other process may bind
+ * the same port, not even with SO_REUSEADDR) must be set before bind(),
+ * which uv_tcp_bind gives no hook for. */
+#include "lr_win32.h"
+
+#include <ws2tcpip.h>
+#include <shlobj.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lr_transport.h"
+
+void lr_win32_guid_to_win(const lr_guid_t *in, GUID *out) {
+  out->Data1 = in->data1;
+  out->Data2 = in->data2;
+  out->Data3 = in->data3;
+  memcpy(out->Data4, in->data4, sizeof out->Data4);
+}
+
+int lr_win32_hvsock_sockaddr(const lr_taddr_t *a, SOCKADDR_HV *sa, char *err, size_t errlen) {
+  lr_guid_t service;
+  if (a->kind != LR_TADDR_HVSOCK) {
+    char s[256];
+    snprintf(err, errlen, "%s is not an hvsock: address", lr_taddr_format(a, s, sizeof s));
+    return -1;
+  }
+  memset(sa, 0, sizeof *sa);
+  sa->Family = AF_HYPERV;
+  lr_win32_guid_to_win(&a->vmid, &sa->VmId);
+  lr_hvsock_service_id(a->port, &service);
+  lr_win32_guid_to_win(&service, &sa->ServiceId);
+  return 0;
+}
+
+static int win32_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen) {
+  SOCKADDR_HV sa;
+  char s[256];
+  DWORD timeout_ms = LR_TRANSPORT_TIMEOUT_MS;
+  SOCKET sock;
+  int e;
+
+  if (lr_win32_hvsock_sockaddr(a, &sa, err, errlen) != 0)
+    return UV_EAFNOSUPPORT;
+  lr_taddr_format(a, s, sizeof s);
+  /* Overlapped, because uv_tcp_open puts it on the loop's completion port. */
+  sock = WSASocketW(AF_HYPERV, SOCK_STREAM, HV_PROTOCOL_RAW, NULL, 0,
+                    WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  if (sock == INVALID_SOCKET) {
+    e = WSAGetLastError();
+    if (e == WSAEAFNOSUPPORT || e == WSAEPROTONOSUPPORT || e == WSAESOCKTNOSUPPORT ||
+        e == WSAEPFNOSUPPORT || e == WSAEINVAL)
+      snprintf(err, errlen, "%s: this system has no AF_HYPERV sockets (Hyper-V sockets need "
+               "Windows 10/Server 2016 or later; Wine has none)", s);
+    else
+      snprintf(err, errlen, "%s: socket(AF_HYPERV): Winsock error %d", s, e);
+    return uv_translate_sys_error(e);
+  }
+  if (setsockopt(sock, HV_PROTOCOL_RAW, HVSOCKET_CONNECT_TIMEOUT, (const char *)&timeout_ms,
+                 sizeof timeout_ms) != 0) {
+    /* Older builds lack the option; the system default timeout still ends
+     * the connect, so carry on rather than refuse the transport. */
+    LR_DEBUG("%s: HVSOCKET_CONNECT_TIMEOUT not supported (Winsock error %d)", s,
+             WSAGetLastError());
+  }
+  if (connect(sock, (const struct sockaddr *)&sa, sizeof sa) != 0) {
+    e = WSAGetLastError();
+    closesocket(sock);
+    if (e == WSAETIMEDOUT)
+      snprintf(err, errlen, "%s: connect timed out after %lu ms (is the VM running and "
+               "lorelay-agent listening on vsock port %u?)", s, (unsigned long)timeout_ms,
+               (unsigned)a->port);
+    else
+      snprintf(err, errlen, "%s: connect: %s (Winsock error %d)", s,
+               uv_strerror(uv_translate_sys_error(e)), e);
+    return uv_translate_sys_error(e);
+  }
+  *out = sock;
+  return 0;
+}
+
+static int win32_listen_loopback(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa,
+                                 int backlog, uv_connection_cb cb, uv_close_cb on_fail) {
+  SOCKET sock;
+  BOOL on = TRUE;
+  int salen, r;
+
+  r = uv_tcp_init(loop, h);
+  if (r != 0)
+    return r; /* h is not a live handle: nothing to close */
+  salen = sa->sa_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6) : (int)sizeof(struct sockaddr_in);
+  sock = WSASocketW(sa->sa_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
+                    WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  if (sock == INVALID_SOCKET) {
+    r = uv_translate_sys_error(WSAGetLastError());
+    goto fail;
+  }
+  if (setsockopt(sock, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char *)&on, sizeof on) != 0) {
+    r = uv_translate_sys_error(WSAGetLastError());
+    goto fail_sock;
+  }
+  /* A [::1] stand-in stands in for [::1] only; 127.0.0.1 gets its own. */
+  if (sa->sa_family == AF_INET6 &&
+      setsockopt(sock, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&on, sizeof on) != 0) {
+    r = uv_translate_sys_error(WSAGetLastError());
+    goto fail_sock;
+  }
+  if (bind(sock, sa, salen) != 0) {
+    r = uv_translate_sys_error(WSAGetLastError());
+    goto fail_sock;
+  }
+  r = uv_tcp_open(h, (uv_os_sock_t)sock);
+  if (r != 0)
+    goto fail_sock;
+  /* From here the handle owns the socket: closing h closes it. */
+  r = uv_listen((uv_stream_t *)h, backlog, cb);
+  if (r != 0)
+    goto fail;
+  return 0;
+
+fail_sock:
+  closesocket(sock);
+fail:
+  uv_close((uv_handle_t *)h, on_fail);
+  return r;
+}
+
+/* The shell's idea of ProgramData, not the environment variable: a service
+ * and the admin's console must agree on where lorelay.ini is, and the
+ * environment differs between them (under Wine a service even sees
+ * %ProgramData% = C:\users\Public while cmd.exe sees C:\ProgramData). */
+const char *lr_win32_programdata_path(const char *name, char *buf, size_t len) {
+  char base[MAX_PATH];
+  if (SHGetFolderPathA(NULL, CSIDL_COMMON_APPDATA, NULL, SHGFP_TYPE_CURRENT, base) != S_OK) {
+    DWORD n = GetEnvironmentVariableA("ProgramData", base, sizeof base);
+    if (n == 0 || n >= sizeof base)
+      snprintf(base, sizeof base, "C:\\ProgramData");
+  }
+  snprintf(buf, len, "%s\\lorelay\\%s", base, name);
+  return buf;
+}
+
+static const char *win32_default_status_path(char *buf, size_t len) {
+  snprintf(buf, len, "\\\\.\\pipe\\lorelayd");
+  return buf;
+}
+
+static const char *win32_default_config_path(char *buf, size_t len) {
+  return lr_win32_programdata_path("lorelay.ini", buf, len);
+}
+
+static const lr_pal_t win32_pal = {
+  .name = "win32",
+  .vmsock_connect = win32_vmsock_connect,
+  .listen_loopback = win32_listen_loopback,
+  .default_status_path = win32_default_status_path,
+  .default_config_path = win32_default_config_path,
+};
+
+const lr_pal_t *lr_pal_win32(void) {
+  return &win32_pal;
+}

@@ -1,0 +1,437 @@
+#!/usr/bin/env python3
+"""End-to-end test of lorelayd.exe under Wine against a Linux lorelay-agent.
+
+The guest is a network namespace this test creates, joined to the host by a
+veth pair with a /30 the test assigns itself; the agent serves tcp: on the
+guest end (Wine has no AF_HYPERV, so tcp: with a token stands in for it).
+Real clients only: python's http.server in the namespace on 0.0.0.0 and on
+[::] (dual-stack), fetched with curl on the host at 127.0.0.1 and [::1].
+
+  --mode console  lorelayd.exe started by hand (console mode), also checks
+                  lorelayctl.exe over the named pipe and the --log-file sink.
+  --mode service  the zip is unpacked, install.cmd registers and starts the
+                  service in a Wine prefix kept up by `wineserver -p`;
+                  `sc.exe query` must say RUNNING, forwarding must work
+                  through the service, uninstall.cmd must remove it.
+
+Needs root (netns), Wine, curl and the Linux agent: without them it exits 77
+(skip), except with CI=true, where a missing prerequisite is a failure.
+"""
+import argparse
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+SKIP = 77
+IN_CI = os.environ.get("CI") == "true"
+
+
+def log(msg):
+    print(f"[e2e_wine] {msg}", flush=True)
+
+
+def skip(why):
+    if IN_CI:
+        log(f"FAIL (CI=true, prerequisite missing): {why}")
+        sys.exit(1)
+    log(f"SKIP: {why}")
+    sys.exit(SKIP)
+
+
+def run(cmd, check=True, **kw):
+    # Output goes through temporary files, not pipes: Wine commands may leave
+    # a wineserver or services.exe behind holding inherited pipe ends, and
+    # waiting for EOF on a pipe would then never end.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.run(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True, **kw)
+        out.seek(0)
+        err.seek(0)
+        r = subprocess.CompletedProcess(cmd, p.returncode, out.read(), err.read())
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stdout}{r.stderr}")
+    return r
+
+
+def free_host_port():
+    """A port free on the host's 127.0.0.1 and ::1 (the stand-ins bind both)."""
+    for _ in range(200):
+        p = random.randint(20000, 45000)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", p))
+            if socket.has_ipv6:
+                with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    s.bind(("::1", p))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port")
+
+
+class Guest:
+    """A netns + veth pair with test-assigned addresses, an agent and HTTP servers."""
+
+    def __init__(self, agent, workdir):
+        self.agent = agent
+        self.workdir = workdir
+        tag = f"{os.getpid() % 100000}"
+        self.ns = f"lrwine{tag}"
+        self.veth_host = f"lrwh{tag}"
+        self.veth_guest = f"lrwg{tag}"
+        n = os.getpid() % 250 + 1
+        self.host_ip = f"10.231.{n}.1"
+        self.guest_ip = f"10.231.{n}.2"
+        self.agent_port = 50505
+        self.procs = []
+
+    def up(self):
+        run(["ip", "netns", "add", self.ns])
+        run(["ip", "link", "add", self.veth_host, "type", "veth", "peer", "name", self.veth_guest])
+        run(["ip", "link", "set", self.veth_guest, "netns", self.ns])
+        run(["ip", "addr", "add", f"{self.host_ip}/30", "dev", self.veth_host])
+        run(["ip", "link", "set", self.veth_host, "up"])
+        self.nsexec(["ip", "addr", "add", f"{self.guest_ip}/30", "dev", self.veth_guest])
+        self.nsexec(["ip", "link", "set", self.veth_guest, "up"])
+        self.nsexec(["ip", "link", "set", "lo", "up"])
+
+    def nsexec(self, cmd):
+        return run(["ip", "netns", "exec", self.ns] + cmd)
+
+    def spawn(self, cmd, name):
+        logf = open(os.path.join(self.workdir, f"{name}.log"), "w")
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns] + cmd, stdout=logf,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((p, name))
+        return p
+
+    def start_agent(self, token_file):
+        self.spawn([self.agent, "--listen", f"tcp:{self.guest_ip}:{self.agent_port}",
+                    "--token-file", token_file, "--name", "wine-e2e", "--log-level", "debug"],
+                   "agent")
+
+    def start_http(self, port, bind, docroot, name):
+        self.spawn([sys.executable, "-m", "http.server", str(port), "--bind", bind,
+                    "--directory", docroot], name)
+
+    def down(self):
+        for p, _ in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p, _ in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        run(["ip", "link", "del", self.veth_host], check=False)
+        run(["ip", "netns", "del", self.ns], check=False)
+
+    def dump_logs(self):
+        for _, name in self.procs:
+            path = os.path.join(self.workdir, f"{name}.log")
+            if os.path.exists(path):
+                log(f"--- {name}.log ---\n{open(path).read()[-3000:]}")
+
+
+class Wine:
+    def __init__(self, wine_run, prefix):
+        self.wine_run = wine_run
+        self.prefix = prefix
+        self.env = dict(os.environ, WINEPREFIX=prefix, WINEDEBUG="-all",
+                        WINEDLLOVERRIDES="mscoree,mshtml=")
+
+    def ensure_prefix(self):
+        # wine-run.sh creates the prefix once, under a lock, then runs the program.
+        t = time.time()
+        run([self.wine_run, self.prefix, "cmd", "/c", "exit", "0"], env=self.env, timeout=600)
+        # Persistent server from here on: a Wine service lives only as long
+        # as its wineserver, which otherwise exits when the last client does.
+        self.server_persistent()
+        log(f"Wine prefix ready in {time.time() - t:.1f}s: {self.prefix}")
+
+    def cmd(self, args, check=True, timeout=120):
+        return run(["wine"] + args, check=check, env=self.env, timeout=timeout)
+
+    def popen(self, args, logpath):
+        logf = open(logpath, "w")
+        return subprocess.Popen(["wine"] + args, stdout=logf, stderr=subprocess.STDOUT,
+                                env=self.env, start_new_session=True)
+
+    def server_persistent(self):
+        # -p only starts a server when none runs: wait for the short-lived
+        # one left by the last command to go first.
+        run(["wineserver", "-w"], check=False, env=self.env, timeout=60)
+        run(["wineserver", "-p"], env=self.env)
+
+    def kill_server(self):
+        run(["wineserver", "-k"], check=False, env=self.env)
+        run(["wineserver", "-w"], check=False, env=self.env, timeout=30)
+
+    def drive_c(self, *parts):
+        return os.path.join(self.prefix, "drive_c", *parts)
+
+
+def winpath(p):
+    """Wine maps the Unix root to Z:."""
+    return "Z:" + os.path.abspath(p).replace("/", "\\")
+
+
+def curl(url, timeout=3):
+    r = subprocess.run(["curl", "-sS", "-g", "--max-time", str(timeout), url],
+                       capture_output=True, text=True)
+    return r.returncode, r.stdout, r.stderr
+
+
+def wait_fetch(url, want, deadline_s=60):
+    t0 = time.time()
+    last = None
+    while time.time() - t0 < deadline_s:
+        rc, out, err = curl(url)
+        if rc == 0 and out == want:
+            log(f"OK {url} after {time.time() - t0:.2f}s")
+            return
+        last = (rc, out[:200], err.strip()[:200])
+        time.sleep(0.25)
+    raise AssertionError(f"{url}: never got the expected body; last curl: {last}")
+
+
+def expect_closed(port, deadline_s=20):
+    """The stand-in on 127.0.0.1:port is gone: a connect is refused (a
+    stand-in still listening would accept, then reset)."""
+    t0 = time.time()
+    while time.time() - t0 < deadline_s:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            try:
+                s.connect(("127.0.0.1", port))
+            except ConnectionRefusedError:
+                log(f"OK 127.0.0.1:{port} closed after {time.time() - t0:.2f}s")
+                return
+            except OSError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"127.0.0.1:{port} still listening")
+
+
+def check_forwarding(p4, p46, body4, body46):
+    wait_fetch(f"http://127.0.0.1:{p4}/index.txt", body4)
+    wait_fetch(f"http://127.0.0.1:{p46}/index.txt", body46)
+    if os.path.exists("/proc/net/if_inet6"):
+        wait_fetch(f"http://[::1]:{p46}/index.txt", body46)
+        # 0.0.0.0 in the guest is IPv4 only: no [::1] stand-in for it.
+        rc, _, _ = curl(f"http://[::1]:{p4}/index.txt", timeout=2)
+        if rc == 0:
+            raise AssertionError(f"[::1]:{p4} is served, but the guest listens on 0.0.0.0 only")
+    else:
+        log("host has no IPv6: [::1] checks skipped")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=["console", "service"], required=True)
+    ap.add_argument("--wine-run", required=True)
+    ap.add_argument("--prefix", required=True)
+    ap.add_argument("--agent", required=True)
+    ap.add_argument("--bin-dir", required=True)
+    ap.add_argument("--zip")
+    a = ap.parse_args()
+
+    if os.geteuid() != 0:
+        skip("needs root for ip netns")
+    for tool in ("wine", "wineserver", "ip", "curl"):
+        if shutil.which(tool) is None:
+            skip(f"{tool} not found")
+    if not os.access(a.agent, os.X_OK):
+        skip(f"Linux agent not built: {a.agent} (build the linux preset, or set LORELAY_LINUX_BIN_DIR)")
+    lorelayd = os.path.join(a.bin_dir, "lorelayd.exe")
+    lorelayctl = os.path.join(a.bin_dir, "lorelayctl.exe")
+    if a.mode == "service" and (not a.zip or not os.path.exists(a.zip)):
+        raise SystemExit(f"zip not found: {a.zip} (run cpack / the win32_package test)")
+
+    work = tempfile.mkdtemp(prefix="lorelay-wine-e2e-")
+    guest = Guest(a.agent, work)
+    wine = Wine(a.wine_run, a.prefix)
+    ok = False
+    lorelayd_proc = None
+    try:
+        wine.ensure_prefix()
+        guest.up()
+        token = os.path.join(work, "token")
+        with open(token, "w") as f:
+            f.write("%032x\n" % random.getrandbits(128))
+        docroot4 = os.path.join(work, "www4")
+        docroot46 = os.path.join(work, "www46")
+        os.makedirs(docroot4)
+        os.makedirs(docroot46)
+        body4 = f"served on 0.0.0.0 in {guest.ns}\n"
+        body46 = f"served on dual-stack [::] in {guest.ns}\n"
+        open(os.path.join(docroot4, "index.txt"), "w").write(body4)
+        open(os.path.join(docroot46, "index.txt"), "w").write(body46)
+        p4, p46, pign = free_host_port(), free_host_port(), free_host_port()
+        while len({p4, p46, pign}) < 3:
+            p46, pign = free_host_port(), free_host_port()
+        guest.start_agent(token)
+        guest.start_http(p4, "0.0.0.0", docroot4, "http4")
+        guest.start_http(p46, "::", docroot46, "http46")
+        if a.mode == "service":
+            guest.start_http(pign, "0.0.0.0", docroot4, "http-ignored")
+        guest_addr = f"tcp:{guest.guest_ip}:{guest.agent_port}"
+
+        if a.mode == "console":
+            pipe = f"\\\\.\\pipe\\lorelay-e2e-{os.getpid()}"
+            logfile = os.path.join(work, "lorelayd-file.log")
+            lorelayd_proc = wine.popen([lorelayd, "--guest", guest_addr, "--token-file", winpath(token),
+                                        "--socket", pipe, "--log-level", "debug",
+                                        "--log-file", winpath(logfile), "--name", "wine-e2e"],
+                                       os.path.join(work, "lorelayd.log"))
+            check_forwarding(p4, p46, body4, body46)
+            # Status over the named pipe, with the Windows lorelayctl when built.
+            if os.path.exists(lorelayctl):
+                r = wine.cmd([lorelayctl, "--socket", pipe, "status", "--json"], check=False)
+                log(f"lorelayctl.exe status --json: rc={r.returncode} {r.stdout.strip()[:600]}")
+                if r.returncode != 0 or f'"guest":"0.0.0.0:{p4}"' not in r.stdout.replace(" ", ""):
+                    raise AssertionError(f"lorelayctl.exe status does not show 0.0.0.0:{p4}: {r.stdout}{r.stderr}")
+            text = open(logfile).read() if os.path.exists(logfile) else ""
+            if "running in the console" not in text:
+                raise AssertionError(f"--log-file {logfile} lacks the start-up line: {text[-1000:]}")
+            # Guest listener gone -> stand-in gone.
+            for p, name in guest.procs:
+                if name == "http4":
+                    os.killpg(p.pid, signal.SIGTERM)
+            expect_closed(p4)
+            wait_fetch(f"http://127.0.0.1:{p46}/index.txt", body46)
+        else:
+            unpack = wine.drive_c("lorelay-e2e-unpack")
+            shutil.rmtree(unpack, ignore_errors=True)
+            with zipfile.ZipFile(a.zip) as z:
+                z.extractall(unpack)
+            tops = os.listdir(unpack)
+            if len(tops) != 1:
+                raise AssertionError(f"zip should have one top directory, has {tops}")
+            top = os.path.join(unpack, tops[0])
+            for f in ("lorelayd.exe", "install.cmd", "uninstall.cmd", "lorelay.ini", "README.txt"):
+                if not os.path.exists(os.path.join(top, f)):
+                    raise AssertionError(f"zip lacks {f}")
+            data = wine.drive_c("ProgramData", "lorelay")
+            os.makedirs(data, exist_ok=True)
+            shutil.copy(token, os.path.join(data, "token"))
+            # install.cmd keeps an existing lorelay.ini: this one proves the
+            # service reads the config from ProgramData (pign is ignored).
+            if os.path.exists(os.path.join(data, "lorelayd.log")):
+                os.remove(os.path.join(data, "lorelayd.log"))
+            with open(os.path.join(data, "lorelay.ini"), "w") as f:
+                f.write(f"[lorelay]\r\nignorePorts={pign}\r\nlogLevel=debug\r\n")
+            wine.cmd(["sc.exe", "stop", "lorelayd"], check=False)
+            wine.cmd(["sc.exe", "delete", "lorelayd"], check=False)
+
+            # A service that cannot start says so: STOPPED with its exit code.
+            exe = winpath(lorelayd)
+            wine.cmd(["sc.exe", "delete", "lorelayd-bad"], check=False)
+            wine.cmd(["sc.exe", "create", "lorelayd-bad", "binPath=",
+                      f'"{exe}" --guest {guest_addr} --token-file C:\\no\\such\\token'])
+            wine.cmd(["sc.exe", "start", "lorelayd-bad"], check=False)
+            t0 = time.time()
+            while True:
+                q = wine.cmd(["sc.exe", "query", "lorelayd-bad"], check=False)
+                if "STOPPED" in q.stdout:
+                    break
+                if time.time() - t0 > 30:
+                    raise AssertionError(f"failing service never reached STOPPED:\n{q.stdout}")
+                time.sleep(0.5)
+            wine.cmd(["sc.exe", "delete", "lorelayd-bad"], check=False)
+            log(f"service with a missing token file:\n{q.stdout.strip()}")
+            if "1066" not in q.stdout or not re.search(r"SERVICE_EXIT_CODE\s*:\s*1\b", q.stdout):
+                raise AssertionError("failed start not reported as ERROR_SERVICE_SPECIFIC_ERROR (1066) / exit code 1")
+            install = "C:\\lorelay-e2e-unpack\\" + tops[0] + "\\install.cmd"
+            r = wine.cmd(["cmd", "/c", install, "--guest", guest_addr, "--token-file",
+                          "C:\\ProgramData\\lorelay\\token", "--log-level", "debug", "--name",
+                          "wine-e2e"], check=False, timeout=180)
+            log(f"install.cmd rc={r.returncode}\n{r.stdout}{r.stderr}")
+            if r.returncode != 0:
+                raise AssertionError("install.cmd failed")
+            if not os.path.exists(os.path.join(data, "lorelay.ini")):
+                raise AssertionError("install.cmd did not put lorelay.ini in ProgramData")
+            if not os.path.exists(wine.drive_c("Program Files", "lorelay", "lorelayd.exe")):
+                raise AssertionError("install.cmd did not copy lorelayd.exe to Program Files")
+            t0 = time.time()
+            while True:
+                q = wine.cmd(["sc.exe", "query", "lorelayd"], check=False)
+                if "RUNNING" in q.stdout:
+                    break
+                if time.time() - t0 > 30:
+                    raise AssertionError(f"sc.exe query lorelayd never shows RUNNING:\n{q.stdout}{q.stderr}")
+                time.sleep(0.5)
+            log(f"sc.exe query lorelayd:\n{q.stdout.strip()}")
+            qc = wine.cmd(["sc.exe", "qc", "lorelayd"], check=False)
+            log(f"sc.exe qc lorelayd:\n{qc.stdout.strip()}")
+            check_forwarding(p4, p46, body4, body46)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                if s.connect_ex(("127.0.0.1", pign)) == 0:
+                    raise AssertionError(f"port {pign} is forwarded although lorelay.ini ignores it")
+            log(f"OK port {pign} not forwarded (ignorePorts in ProgramData\\lorelay\\lorelay.ini)")
+            svc_log = os.path.join(data, "lorelayd.log")
+            text = open(svc_log).read() if os.path.exists(svc_log) else ""
+            if "running as a service" not in text:
+                raise AssertionError(f"service log {svc_log} lacks 'running as a service': {text[-1500:]}")
+            ctl = wine.drive_c("Program Files", "lorelay", "lorelayctl.exe")
+            if os.path.exists(ctl):
+                r = wine.cmd([ctl, "status"], check=False)
+                log(f"installed lorelayctl.exe status (default pipe): rc={r.returncode}\n{r.stdout.strip()[:800]}")
+                if r.returncode != 0:
+                    raise AssertionError(f"lorelayctl.exe status failed: {r.stdout}{r.stderr}")
+                if not re.search(rf"0\.0\.0\.0:{pign}\s.*ignored", r.stdout):
+                    raise AssertionError(f"status does not show port {pign} as ignored")
+            uninstall = "C:\\lorelay-e2e-unpack\\" + tops[0] + "\\uninstall.cmd"
+            r = wine.cmd(["cmd", "/c", uninstall], check=False, timeout=120)
+            log(f"uninstall.cmd rc={r.returncode}\n{r.stdout}{r.stderr}")
+            if r.returncode != 0:
+                raise AssertionError("uninstall.cmd failed")
+            q = wine.cmd(["sc.exe", "query", "lorelayd"], check=False)
+            if q.returncode == 0:
+                raise AssertionError(f"service still registered after uninstall.cmd:\n{q.stdout}")
+            log(f"sc.exe query after uninstall: rc={q.returncode} {q.stdout.strip()}")
+            if os.path.exists(wine.drive_c("Program Files", "lorelay", "lorelayd.exe")):
+                raise AssertionError("uninstall.cmd left lorelayd.exe behind")
+            if "stopped" not in open(svc_log).read():
+                raise AssertionError("service log has no clean 'stopped' line")
+            expect_closed(p4)
+            expect_closed(p46)
+        ok = True
+    finally:
+        if lorelayd_proc is not None:
+            try:
+                os.killpg(lorelayd_proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        wine.kill_server()
+        if lorelayd_proc is not None:
+            try:
+                lorelayd_proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(lorelayd_proc.pid, signal.SIGKILL)
+        if not ok:
+            guest.dump_logs()
+            p = os.path.join(work, "lorelayd.log")
+            if os.path.exists(p):
+                log(f"--- lorelayd.exe output ---\n{open(p).read()[-4000:]}")
+            svc = wine.drive_c("ProgramData", "lorelay", "lorelayd.log")
+            if os.path.exists(svc):
+                log(f"--- service log ---\n{open(svc).read()[-4000:]}")
+        guest.down()
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"PASS ({a.mode})")
+
+
+if __name__ == "__main__":
+    main()

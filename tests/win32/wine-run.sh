@@ -1,0 +1,33 @@
+#!/bin/sh
+# ctest's CMAKE_CROSSCOMPILING_EMULATOR for the win64 build: runs a Windows
+# test binary under Wine in the build tree's own prefix.
+#
+# Why a wrapper and not plain `wine`: the first use of a prefix takes a long
+# time (wineboot) and must not happen in several test processes at once, and
+# tests must not depend on (or litter) $HOME/.wine. The prefix is created
+# under a lock; Mono/Gecko installs are skipped since nothing here needs them.
+#
+# Usage: wine-run.sh PREFIX PROGRAM.exe [ARGS...]
+set -eu
+if [ $# -lt 2 ]; then
+  echo "usage: $0 WINEPREFIX PROGRAM [ARGS...]" >&2
+  exit 2
+fi
+WINEPREFIX=$1
+shift
+export WINEPREFIX
+export WINEDEBUG=${WINEDEBUG:--all}
+export WINEDLLOVERRIDES=${WINEDLLOVERRIDES:-mscoree,mshtml=}
+
+mkdir -p "$WINEPREFIX"
+if [ ! -f "$WINEPREFIX/.lorelay-ready" ]; then
+  (
+    flock 9
+    if [ ! -f "$WINEPREFIX/.lorelay-ready" ]; then
+      wineboot -i >/dev/null 2>&1 || wine wineboot -i >/dev/null 2>&1
+      wineserver -w
+      touch "$WINEPREFIX/.lorelay-ready"
+    fi
+  ) 9>"$WINEPREFIX.lock"
+fi
+exec wine "$@"
