@@ -71,6 +71,8 @@ struct lr_guest_s {
   char name[300];
   char transport[300];
   lr_taddr_t addr;
+  lr_guest_resolve_fn resolve;
+  void *resolve_data;
   uint8_t token[LR_TOKEN_MAX];
   size_t token_len;
   lr_ports_t ports;
@@ -670,6 +672,22 @@ static void guest_connect_now(uv_timer_t *t) {
   lr_guest_t *g = t->data;
   char err[300];
   if (g->stopping || g->ctl) return;
+  if (g->resolve) {
+    lr_taddr_t a;
+    if (g->resolve(g->resolve_data, &a, err, sizeof err) != 0) {
+      if (strcmp(g->last_err, err) != 0) {
+        lr_log(LR_LOG_WARN, "%s: %s (retrying)", g->name, err);
+        snprintf(g->last_err, sizeof g->last_err, "%s", err);
+      }
+      guest_schedule_connect(g, g->backoff_ms);
+      return;
+    }
+    if (memcmp(&a, &g->addr, sizeof a) != 0) {
+      g->addr = a;
+      lr_taddr_format(&a, g->transport, sizeof g->transport);
+      lr_log(LR_LOG_INFO, "%s: guest agent now at %s", g->name, g->transport);
+    }
+  }
   ctl_t *ctl = calloc(1, sizeof *ctl);
   if (!ctl) {
     guest_schedule_connect(g, RETRY_MAX_MS);
@@ -743,7 +761,8 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
     snprintf(err, errlen, "no guest address given");
     return -1;
   }
-  if (lr_taddr_parse(o->transport, &a, err, errlen) != 0) return -1;
+  memset(&a, 0, sizeof a);
+  if (!o->resolve && lr_taddr_parse(o->transport, &a, err, errlen) != 0) return -1;
   if (a.kind == LR_TADDR_TCP && o->token_len == 0) {
     snprintf(err, errlen,
              "%s: the tcp transport needs a shared token (--token-file) on both sides",
@@ -761,7 +780,12 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   }
   g->host = h;
   g->addr = a;
-  lr_taddr_format(&a, g->transport, sizeof g->transport);
+  g->resolve = o->resolve;
+  g->resolve_data = o->resolve_data;
+  if (o->resolve)
+    snprintf(g->transport, sizeof g->transport, "%s", o->transport);
+  else
+    lr_taddr_format(&a, g->transport, sizeof g->transport);
   snprintf(g->name, sizeof g->name, "%s", o->name && *o->name ? o->name : g->transport);
   if (o->token_len) memcpy(g->token, o->token, o->token_len);
   g->token_len = o->token_len;

@@ -13,17 +13,26 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+#include "lr_addr.h"
 #include "lr_config.h"
 #include "lr_pal.h"
 #include "lr_sbuf.h"
 
 typedef struct lr_host_s lr_host_t;
 
+/* Finds a guest whose address changes over time (WSL's VM id changes at
+ * every WSL start). Called on the loop thread before every control-stream
+ * connect attempt; 0 with *out filled, or -1 with a one-line reason (shown in
+ * status; the attempt is retried with backoff). */
+typedef int (*lr_guest_resolve_fn)(void *data, lr_taddr_t *out, char *err, size_t errlen);
+
 typedef struct {
   const char *name;        /* shown in status; defaults to the transport string */
-  const char *transport;   /* address string, see lr_addr.h */
+  const char *transport;   /* address string, see lr_addr.h; with resolve: a description */
   const uint8_t *token;    /* required for tcp:, optional otherwise */
   size_t token_len;
+  lr_guest_resolve_fn resolve; /* optional */
+  void *resolve_data;
 } lr_guest_opts_t;
 
 /* cfg and pal must outlive the host. */

@@ -22,6 +22,10 @@ typedef struct {
   const char *socket;      /* --socket PATH: status endpoint; NULL: platform default */
   const char *log_level;   /* --log-level LEVEL: overrides the config */
   int help, version;
+  /* Set by a platform main whose guest address is found at run time; then
+   * `guest` is only a description (see lr_guest_resolve_fn). */
+  lr_guest_resolve_fn resolve;
+  void *resolve_data;
 } lr_hostd_opts_t;
 
 /* Called for an option the common parser does not know. val is the next

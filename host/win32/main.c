@@ -31,6 +31,8 @@ typedef struct {
   const char *log_file; /* --log-file F */
   char opt_err[256];    /* a Windows option's own error, reported after parsing */
   char guest[256];      /* the resolved guest address */
+  const char *guest_arg; /* --guest as given (its port, with --vm-id wsl) */
+  char wsl_desc[300];   /* what status shows until the WSL VM is found */
 } lr_win32_args_t;
 
 static lr_win32_args_t g_args;
@@ -166,20 +168,45 @@ static DWORD WINAPI svc_ctrl(DWORD ctrl, DWORD type, LPVOID event, LPVOID ctx) {
 
 /* ---- the run, shared by console and service ----------------------------- */
 
-/* --guest/--vm-id to the one address lr_hostd_start connects to. */
+/* --vm-id wsl: the WSL utility VM gets a new id at every WSL start, and a
+ * service starting at boot may come up before WSL does. So the VM is looked
+ * up again before every connect attempt (lr_guest_resolve_fn), and lorelayd
+ * follows WSL across restarts instead of failing or going stale. */
+static int resolve_wsl(void *data, lr_taddr_t *out, char *err, size_t errlen) {
+  lr_guid_t vmid;
+  char addr[256];
+  (void)data;
+  if (lr_win32_find_wsl_vm(&vmid, err, errlen) != 0) return -1;
+  if (lr_win32_guest_address(g_args.guest_arg, &vmid, addr, sizeof addr, err, errlen) != 0)
+    return -1;
+  return lr_taddr_parse(addr, out, err, errlen);
+}
+
+/* --guest/--vm-id to the address lr_hostd_start connects to. */
 static int resolve_guest(void) {
   char err[512];
   lr_guid_t vmid;
   const lr_guid_t *v = NULL;
+  g_args.guest_arg = g_args.opts.guest;
   if (g_args.vm_id != NULL) {
     if (_stricmp(g_args.vm_id, "wsl") == 0) {
-      if (lr_win32_find_wsl_vm(&vmid, err, sizeof err) != 0) {
+      lr_guid_t zero;
+      memset(&zero, 0, sizeof zero);
+      /* Check --guest now, so a bad flag fails at start, not at each retry. */
+      if (lr_win32_guest_address(g_args.guest_arg, &zero, g_args.guest, sizeof g_args.guest, err,
+                                 sizeof err) != 0) {
         LR_ERROR("%s", err);
         return -1;
       }
-      char g[40];
-      LR_INFO("WSL VM found through HCS: %s", lr_guid_format(&vmid, g, sizeof g));
-    } else if (lr_guid_parse(g_args.vm_id, &vmid) != 0) {
+      lr_taddr_t a;
+      lr_taddr_parse(g_args.guest, &a, err, sizeof err);
+      snprintf(g_args.wsl_desc, sizeof g_args.wsl_desc, "hvsock:wsl:%u", a.port);
+      g_args.opts.guest = g_args.wsl_desc;
+      g_args.opts.resolve = resolve_wsl;
+      if (!g_args.opts.name) g_args.opts.name = "wsl";
+      return 0;
+    }
+    if (lr_guid_parse(g_args.vm_id, &vmid) != 0) {
       LR_ERROR("--vm-id: '%s' is not a GUID (XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX) or 'wsl'",
                g_args.vm_id);
       return -1;

@@ -18,6 +18,7 @@ Needs root (netns), Wine, curl and the Linux agent: without them it exits 77
 (skip), except with CI=true, where a missing prerequisite is a failure.
 """
 import argparse
+import json
 import os
 import random
 import re
@@ -236,6 +237,42 @@ def check_forwarding(p4, p46, body4, body46):
         log("host has no IPv6: [::1] checks skipped")
 
 
+def check_wsl_lookup_retries(wine, lorelayd, lorelayctl, work):
+    """--vm-id wsl with no WSL VM (Wine has no HCS at all): lorelayd must stay
+    up, say why in status, and keep looking, as a service started at boot
+    before WSL must."""
+    if not os.path.exists(lorelayctl):
+        raise AssertionError("lorelayctl.exe not built")
+    pipe = f"\\\\.\\pipe\\lorelay-e2e-wsl-{os.getpid()}"
+    proc = wine.popen([lorelayd, "--vm-id", "wsl", "--socket", pipe], os.path.join(work, "lorelayd-wsl.log"))
+    try:
+        deadline = time.monotonic() + 60
+        out = ""
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"lorelayd --vm-id wsl exited ({proc.returncode}) instead of retrying")
+            r = wine.cmd([lorelayctl, "--socket", pipe, "status", "--json"], check=False, timeout=30)
+            out = r.stdout
+            if r.returncode == 0 and '"state":"connecting"' in out and "WSL" in out:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"status never showed the WSL lookup failure: {out}")
+        doc = json.loads(out)
+        g = doc["guests"][0]
+        if g["transport"] != "hvsock:wsl:50505" or "error" not in g:
+            raise AssertionError(f"unexpected guest entry: {g}")
+        log(f"--vm-id wsl without WSL keeps running: {g['error']}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=["console", "service"], required=True)
@@ -310,6 +347,7 @@ def main():
                     os.killpg(p.pid, signal.SIGTERM)
             expect_closed(p4)
             wait_fetch(f"http://127.0.0.1:{p46}/index.txt", body46)
+            check_wsl_lookup_retries(wine, lorelayd, lorelayctl, work)
         else:
             unpack = wine.drive_c("lorelay-e2e-unpack")
             shutil.rmtree(unpack, ignore_errors=True)
