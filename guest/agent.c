@@ -10,11 +10,18 @@
  * wrong token or silence past the handshake timeout end that one stream
  * with one log line. Error replies are sent, then the write side is shut
  * and input drained briefly before the close, so the peer reads the reason
- * instead of a reset that discards it. */
+ * instead of a reset that discards it.
+ *
+ * Reverse forwarding (host ports published on the guest loopback): a guest
+ * client accepted on a published port waits, unread, while the agent asks
+ * the host over the control stream (REVERSE_OPEN); the host opens a reverse
+ * stream and names the client in ATTACH, and the client's socket is handed
+ * to that stream's relay. The host thus still opens every stream. */
 #define _GNU_SOURCE /* struct ucred */
 #include "lr_agent.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +49,8 @@ typedef enum {
   PH_OPEN,       /* data stream, waiting for OPEN */
   PH_CONNECTING, /* data stream, connecting to the guest server */
   PH_RELAY,      /* data stream handed to the relay */
+  PH_ATTACH,     /* reverse stream, waiting for ATTACH */
+  PH_REV_WAIT,   /* a guest client on a published port, waiting for its stream */
   PH_DRAIN,      /* reply sent, write side shut, discarding input until EOF */
   PH_CLOSED,
 } phase_t;
@@ -57,10 +66,22 @@ typedef struct conn_s {
   phase_t phase;
   int timer_open;
   int relay_open;
-  uint16_t port;   /* data streams: the guest port */
+  uint16_t port;   /* data streams: the guest port; reverse: the published port */
   uint8_t family;  /* data streams: 4 or 6 */
+  uint32_t rev_id; /* PH_REV_WAIT: the id the host will ATTACH with */
   char peer[96];
 } conn_t;
+
+/* A published (reverse) listener on the guest loopback. */
+typedef struct rlsn_s {
+  uv_tcp_t tcp;
+  lr_agent_t *agent;
+  uint16_t port;
+  uint8_t family;
+  int open;           /* handle initialised: close before free */
+  int bound;
+  uint32_t inode;
+} rlsn_t;
 
 struct lr_agent_s {
   uv_loop_t *loop;
@@ -89,11 +110,24 @@ struct lr_agent_s {
   conn_t *conns;
   size_t nconns;
   int shutting_down;
+  /* reverse forwarding */
+  rlsn_t **rev;
+  size_t nrev;
+  unsigned rev_retry_ticks;
+  uint32_t next_rev_id;
+  uint32_t *own;      /* inodes never reported: the transport + published listeners */
+  size_t nown;
 };
 
 static void conn_close(conn_t *c);
 static void conn_finish(conn_t *c);
 static void conn_process(conn_t *c);
+static void reverse_close_all(lr_agent_t *a);
+static void reverse_retry(lr_agent_t *a);
+static void reverse_set(lr_agent_t *a, const lr_reverse_set_t *m);
+static void reverse_reset(conn_t *c);
+static conn_t *reverse_pending(lr_agent_t *a, uint32_t id);
+static void handle_attach(conn_t *c, const lr_frame_t *f);
 
 /* ---- scanning ---------------------------------------------------------- */
 
@@ -129,8 +163,7 @@ static long scan_now(lr_agent_t *a) {
     LR_INFO("listener scan works again");
     a->last_scan_err[0] = 0;
   }
-  return (long)lr_listeners_from_dump(a->raw.v, a->raw.n, &a->own_inode,
-                                      a->have_own_inode ? 1 : 0, a->next);
+  return (long)lr_listeners_from_dump(a->raw.v, a->raw.n, a->own, a->nown, a->next);
 }
 
 static void swap_in_next(lr_agent_t *a, size_t n) {
@@ -247,6 +280,10 @@ static void send_full_listing(lr_agent_t *a, conn_t *c) {
 static void on_scan_timer(uv_timer_t *t) {
   lr_agent_t *a = t->data;
   if (!a->control) return;
+  if (++a->rev_retry_ticks * a->scan_ms >= 1000) {
+    a->rev_retry_ticks = 0;
+    reverse_retry(a);
+  }
   long n = scan_now(a);
   if (n < 0) return;
   size_t nadds, ndels;
@@ -313,6 +350,9 @@ static void stop_control(conn_t *c) {
   if (a->control != c) return;
   a->control = NULL;
   if (a->scan_timer_open) uv_timer_stop(&a->scan_timer);
+  /* Nobody could serve a guest client of a published port now: refused
+   * is the honest answer until the host is back and publishes again. */
+  reverse_close_all(a);
 }
 
 static void conn_close(conn_t *c) {
@@ -597,6 +637,30 @@ static void handle_control_frame(conn_t *c, const lr_frame_t *f) {
     }
     case LR_MSG_PONG:
       return;
+    case LR_MSG_REVERSE_SET: {
+      static lr_reverse_set_t m; /* 2 KiB; the loop is single-threaded */
+      if (lr_decode_reverse_set(f, &m) != LR_PROTO_OK) {
+        LR_WARN("control stream from %s: malformed REVERSE_SET skipped", c->peer);
+        return;
+      }
+      reverse_set(c->agent, &m);
+      return;
+    }
+    case LR_MSG_REVERSE_FAIL: {
+      uint32_t id;
+      lr_error_msg_t e;
+      if (lr_decode_reverse_fail(f, &id, &e) != LR_PROTO_OK) {
+        LR_WARN("control stream from %s: malformed REVERSE_FAIL skipped", c->peer);
+        return;
+      }
+      conn_t *p = reverse_pending(c->agent, id);
+      if (p) {
+        LR_INFO("guest connection to localhost:%u: the host cannot serve it (%s%s%s): reset",
+                p->port, lr_err_name(e.code), e.text[0] ? ": " : "", e.text);
+        reverse_reset(p);
+      }
+      return;
+    }
     default:
       /* Newer hosts may send what this agent does not know yet. */
       LR_DEBUG("control stream from %s: skipping %s frame (type %u, %u bytes)", c->peer,
@@ -607,7 +671,7 @@ static void handle_control_frame(conn_t *c, const lr_frame_t *f) {
 
 static void conn_process(conn_t *c) {
   while (c->phase == PH_PREAMBLE || c->phase == PH_HELLO || c->phase == PH_CONTROL ||
-         c->phase == PH_OPEN) {
+         c->phase == PH_OPEN || c->phase == PH_ATTACH) {
     if (c->phase == PH_PREAMBLE) {
       lr_preamble_t p;
       int rc = lr_rxbuf_preamble(c->rx, &p);
@@ -633,7 +697,9 @@ static void conn_process(conn_t *c) {
         return;
       }
       if (send_preamble(c, p.kind) != 0) return;
-      c->phase = p.kind == LR_STREAM_CONTROL ? PH_HELLO : PH_OPEN;
+      c->phase = p.kind == LR_STREAM_CONTROL ? PH_HELLO
+                 : p.kind == LR_STREAM_REVERSE ? PH_ATTACH
+                                               : PH_OPEN;
       continue;
     }
     lr_frame_t f;
@@ -648,9 +714,241 @@ static void conn_process(conn_t *c) {
       handle_hello(c, &f);
     else if (c->phase == PH_OPEN)
       handle_open(c, &f);
+    else if (c->phase == PH_ATTACH)
+      handle_attach(c, &f);
     else
       handle_control_frame(c, &f);
   }
+}
+
+/* ---- reverse forwarding --------------------------------------------------- */
+
+static void own_rebuild(lr_agent_t *a) {
+  size_t n = (a->have_own_inode ? 1 : 0);
+  for (size_t i = 0; i < a->nrev; i++) n += a->rev[i]->bound;
+  uint32_t *own = realloc(a->own, (n ? n : 1) * sizeof *own);
+  if (!own) return; /* keeps the old list: at worst a published port is reported */
+  a->own = own;
+  a->nown = 0;
+  if (a->have_own_inode) own[a->nown++] = a->own_inode;
+  for (size_t i = 0; i < a->nrev; i++)
+    if (a->rev[i]->bound) own[a->nown++] = a->rev[i]->inode;
+}
+
+static void rlsn_free(uv_handle_t *h) { free(h->data); }
+
+static void reverse_close_all(lr_agent_t *a) {
+  for (size_t i = 0; i < a->nrev; i++) {
+    rlsn_t *r = a->rev[i];
+    r->tcp.data = r;
+    if (r->open)
+      uv_close((uv_handle_t *)&r->tcp, rlsn_free);
+    else
+      free(r);
+  }
+  free(a->rev);
+  a->rev = NULL;
+  a->nrev = 0;
+  own_rebuild(a);
+}
+
+static void reverse_reset(conn_t *c) {
+  if (c->phase == PH_CLOSED) return;
+  c->phase = PH_CLOSED;
+  close_timer(c);
+  lr_relay_close(&c->relay, 1);
+}
+
+static conn_t *reverse_pending(lr_agent_t *a, uint32_t id) {
+  for (conn_t *c = a->conns; c; c = c->next)
+    if (c->phase == PH_REV_WAIT && c->rev_id == id) return c;
+  return NULL;
+}
+
+static void on_rev_timeout(uv_timer_t *t) {
+  conn_t *c = t->data;
+  LR_WARN("guest connection to localhost:%u: the host opened no stream within %u ms: reset",
+          c->port, c->agent->handshake_ms);
+  reverse_reset(c);
+}
+
+static void on_reverse_connection(uv_stream_t *server, int status) {
+  rlsn_t *r = server->data;
+  lr_agent_t *a = r->agent;
+  if (status < 0) return;
+  conn_t *c = calloc(1, sizeof *c);
+  if (!c) return;
+  c->agent = a;
+  c->port = r->port;
+  c->family = r->family;
+  snprintf(c->peer, sizeof c->peer, "guest client of %s:%u",
+           r->family == 6 ? "[::1]" : "127.0.0.1", r->port);
+  lr_relay_init(&c->relay, a->loop, on_relay_closed, a);
+  uv_tcp_init(a->loop, &c->relay.ep[0].u.tcp);
+  lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
+  c->relay_open = 1;
+  uv_timer_init(a->loop, &c->timer);
+  c->timer.data = c;
+  c->timer_open = 1;
+  c->next = a->conns;
+  if (a->conns) a->conns->prev = c;
+  a->conns = c;
+  a->nconns++;
+  c->phase = PH_REV_WAIT;
+  if (uv_accept(server, &c->relay.ep[0].u.stream) != 0 || !a->control) {
+    reverse_reset(c);
+    return;
+  }
+  /* Not read until attached: whatever the client sends waits in the kernel. */
+  c->rev_id = ++a->next_rev_id;
+  lr_reverse_open_t m = {c->rev_id, r->family, r->port};
+  uint8_t f[32];
+  if (conn_send(a->control, f, lr_encode_reverse_open(f, sizeof f, &m)) != 0) {
+    reverse_reset(c);
+    return;
+  }
+  LR_DEBUG("%s: asked the host for a stream (id %u)", c->peer, c->rev_id);
+  uv_timer_start(&c->timer, on_rev_timeout, a->handshake_ms, 0);
+}
+
+static void rlsn_bind(lr_agent_t *a, rlsn_t *r) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  if (r->family == 6) {
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    s6->sin6_family = AF_INET6;
+    s6->sin6_addr = in6addr_loopback;
+    s6->sin6_port = htons(r->port);
+  } else {
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    s4->sin_family = AF_INET;
+    s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s4->sin_port = htons(r->port);
+  }
+  int first = !r->open;
+  if (r->open) { /* a failed earlier attempt: start from a fresh socket */
+    uv_handle_t *old = (uv_handle_t *)&r->tcp;
+    rlsn_t *n = calloc(1, sizeof *n);
+    if (!n) return;
+    *n = (rlsn_t){.agent = a, .port = r->port, .family = r->family};
+    for (size_t i = 0; i < a->nrev; i++)
+      if (a->rev[i] == r) a->rev[i] = n;
+    old->data = r;
+    uv_close(old, rlsn_free);
+    r = n;
+  }
+  int rc = uv_tcp_init_ex(a->loop, &r->tcp, r->family == 6 ? AF_INET6 : AF_INET);
+  if (rc) {
+    if (first)
+      LR_WARN("publishing host port %u on the guest's %s: %s", r->port,
+              r->family == 6 ? "[::1]" : "127.0.0.1", uv_strerror(rc));
+    return;
+  }
+  r->open = 1;
+  r->tcp.data = r;
+  rc = uv_tcp_bind(&r->tcp, (struct sockaddr *)&ss, r->family == 6 ? UV_TCP_IPV6ONLY : 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&r->tcp, 511, on_reverse_connection);
+  if (rc) {
+    if (first)
+      LR_WARN("publishing host port %u on the guest's %s: %s (a guest program has it; retrying)",
+              r->port, r->family == 6 ? "[::1]" : "127.0.0.1", uv_strerror(rc));
+    return;
+  }
+  uv_os_fd_t fd;
+  struct stat st;
+  if (uv_fileno((uv_handle_t *)&r->tcp, &fd) == 0 && fstat(fd, &st) == 0)
+    r->inode = (uint32_t)st.st_ino;
+  r->bound = 1;
+  LR_INFO("guest %s:%u now reaches the host's localhost:%u",
+          r->family == 6 ? "[::1]" : "127.0.0.1", r->port, r->port);
+}
+
+static void reverse_set(lr_agent_t *a, const lr_reverse_set_t *m) {
+  reverse_close_all(a);
+  size_t want = (size_t)m->n * ((m->flags & LR_REVERSE_IPV6) ? 2 : 1);
+  if (!want) return;
+  a->rev = calloc(want, sizeof *a->rev);
+  if (!a->rev) return;
+  for (size_t i = 0; i < m->n; i++)
+    for (int fam = 4; fam <= 6; fam += 2) {
+      if (fam == 6 && !(m->flags & LR_REVERSE_IPV6)) continue;
+      rlsn_t *r = calloc(1, sizeof *r);
+      if (!r) continue;
+      *r = (rlsn_t){.agent = a, .port = m->ports[i], .family = (uint8_t)fam};
+      a->rev[a->nrev++] = r;
+      rlsn_bind(a, r);
+    }
+  own_rebuild(a);
+}
+
+static void reverse_retry(lr_agent_t *a) {
+  int changed = 0;
+  for (size_t i = 0; i < a->nrev; i++) {
+    if (a->rev[i]->bound) continue;
+    rlsn_bind(a, a->rev[i]);
+    changed |= a->rev[i]->bound;
+  }
+  if (changed) own_rebuild(a);
+}
+
+/* The first frame of a reverse stream names the waiting guest client. */
+static void handle_attach(conn_t *c, const lr_frame_t *f) {
+  lr_agent_t *a = c->agent;
+  lr_attach_t at;
+  if (f->type != LR_MSG_ATTACH || lr_decode_attach(f, &at) != LR_PROTO_OK) {
+    LR_WARN("reverse stream from %s: expected a valid ATTACH, got %s; closing", c->peer,
+            lr_msg_name(f->type));
+    fail_stream(c, LR_ERR_PROTOCOL, "expected ATTACH as the first frame of a reverse stream");
+    return;
+  }
+  if (!token_ok(a, at.token, at.token_len)) {
+    LR_WARN("reverse stream from %s: wrong token; refused", c->peer);
+    send_open_result(c, LR_ERR_AUTH, "wrong token", 1);
+    return;
+  }
+  conn_t *p = reverse_pending(a, at.id);
+  if (!p) {
+    LR_INFO("reverse stream from %s: no guest client waits under id %u (timed out?)", c->peer,
+            at.id);
+    send_open_result(c, LR_ERR_REFUSED, "no such guest connection", 1);
+    return;
+  }
+  /* Hand the client's socket to this stream's relay: a duplicate of the fd
+   * keeps it open (and unread) while the waiting record closes. */
+  uv_os_fd_t fd;
+  int nfd = -1;
+  if (uv_fileno(&p->relay.ep[0].u.handle, &fd) == 0) nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (nfd < 0 || uv_tcp_init(a->loop, &c->relay.ep[0].u.tcp) != 0) {
+    if (nfd >= 0) close(nfd);
+    send_open_result(c, LR_ERR_INTERNAL, "cannot take over the guest connection", 1);
+    reverse_reset(p);
+    return;
+  }
+  lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
+  if (uv_tcp_open(&c->relay.ep[0].u.tcp, nfd) != 0) {
+    close(nfd);
+    send_open_result(c, LR_ERR_INTERNAL, "cannot take over the guest connection", 1);
+    reverse_reset(p);
+    return;
+  }
+  c->port = p->port;
+  c->family = p->family;
+  p->phase = PH_CLOSED;
+  close_timer(p);
+  lr_relay_close(&p->relay, 0); /* closes our copy only: the client stays connected */
+  send_open_result(c, LR_OK, "", 0);
+  if (c->phase == PH_CLOSED) return;
+  LR_DEBUG("reverse stream from %s: relaying guest client of localhost:%u", c->peer, c->port);
+  c->phase = PH_RELAY;
+  uv_timer_stop(&c->timer);
+  close_timer(c);
+  uv_read_stop(transport(c));
+  size_t n;
+  const uint8_t *rest = lr_rxbuf_rest(c->rx, &n);
+  int rc = lr_relay_start(&c->relay, rest, n);
+  free(c->rx);
+  c->rx = NULL;
+  if (rc != 0) LR_WARN("reverse stream from %s: relay failed to start: %s", c->peer, uv_strerror(rc));
 }
 
 /* ---- accepting --------------------------------------------------------- */
@@ -792,6 +1090,7 @@ int lr_agent_serve_fd(lr_agent_t *a, int fd, char *err, size_t errlen) {
     a->own_inode = (uint32_t)st.st_ino;
     a->have_own_inode = 1;
   }
+  own_rebuild(a);
   int rc;
   if (family == AF_UNIX) {
     a->conn_kind = LR_EP_PIPE;
@@ -823,6 +1122,7 @@ void lr_agent_shutdown(lr_agent_t *a) {
     next = c->next;
     conn_close(c);
   }
+  reverse_close_all(a);
 }
 
 void lr_agent_free(lr_agent_t *a) {
@@ -833,6 +1133,7 @@ void lr_agent_free(lr_agent_t *a) {
   free(a->next);
   free(a->adds);
   free(a->dels);
+  free(a->own);
   free(a);
 }
 

@@ -57,6 +57,12 @@ typedef struct conn_s {
   int got_preamble;
   int connecting;   /* a transport attempt holds ep[1]: c must outlive it */
   int dead;         /* the relay closed while connecting */
+  /* reverse (guest client -> host server) connections */
+  int reverse;
+  uint32_t rev_id;    /* the agent's id for its waiting guest client */
+  uint8_t rev_family; /* host loopback family being tried */
+  int rev_tried_other;
+  uv_connect_t creq;  /* the local connect to the host server */
   struct conn_s *prev, *next;
 } conn_t;
 
@@ -76,6 +82,9 @@ struct lr_guest_s {
   uint8_t token[LR_TOKEN_MAX];
   size_t token_len;
   lr_ports_t ports;
+  /* reversePorts: one counter record per published host port */
+  lr_binding_t **rev;
+  size_t nrev;
   guest_state_t state;
   ctl_t *ctl;
   uv_timer_t retry_timer, conflict_timer, tick_timer;
@@ -311,7 +320,16 @@ static void conn_fail(conn_t *c, int reset, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  lr_log(LR_LOG_INFO, "%s: connection to guest port %u: %s", c->g->name, c->b->key.port, msg);
+  if (c->reverse) {
+    lr_log(LR_LOG_INFO, "%s: guest connection to host port %u: %s", c->g->name, c->b->key.port,
+           msg);
+    if (c->rx) { /* not attached yet: the agent still holds the guest client */
+      uint8_t f[LR_FRAME_HDR_LEN + 10 + LR_TEXT_MAX];
+      ctl_send(c->g, f, lr_encode_reverse_fail(f, sizeof f, c->rev_id, LR_ERR_REFUSED, msg));
+    }
+  } else {
+    lr_log(LR_LOG_INFO, "%s: connection to guest port %u: %s", c->g->name, c->b->key.port, msg);
+  }
   free(c->rx);
   c->rx = NULL;
   lr_relay_close(&c->relay, reset);
@@ -402,14 +420,25 @@ static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err,
   }
   c->relay.ep[1].u.handle.data = c;
   uint8_t buf[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + 300];
-  lr_open_t o;
-  memset(&o, 0, sizeof o);
-  o.token_len = (uint8_t)c->g->token_len;
-  memcpy(o.token, c->g->token, c->g->token_len);
-  o.family = c->b->key.family;
-  o.port = c->b->key.port;
-  lr_preamble_encode(buf, LR_STREAM_DATA);
-  size_t n = lr_encode_open(buf + LR_PREAMBLE_LEN, sizeof buf - LR_PREAMBLE_LEN, &o);
+  size_t n;
+  if (c->reverse) {
+    lr_attach_t at;
+    memset(&at, 0, sizeof at);
+    at.token_len = (uint8_t)c->g->token_len;
+    memcpy(at.token, c->g->token, c->g->token_len);
+    at.id = c->rev_id;
+    lr_preamble_encode(buf, LR_STREAM_REVERSE);
+    n = lr_encode_attach(buf + LR_PREAMBLE_LEN, sizeof buf - LR_PREAMBLE_LEN, &at);
+  } else {
+    lr_open_t o;
+    memset(&o, 0, sizeof o);
+    o.token_len = (uint8_t)c->g->token_len;
+    memcpy(o.token, c->g->token, c->g->token_len);
+    o.family = c->b->key.family;
+    o.port = c->b->key.port;
+    lr_preamble_encode(buf, LR_STREAM_DATA);
+    n = lr_encode_open(buf + LR_PREAMBLE_LEN, sizeof buf - LR_PREAMBLE_LEN, &o);
+  }
   uv_buf_t b = uv_buf_init((char *)buf, (unsigned)(LR_PREAMBLE_LEN + n));
   /* A fresh stream takes a few hundred bytes at once; if it ever does not,
    * this stream is not usable anyway. */
@@ -422,39 +451,167 @@ static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err,
   if (rc) conn_fail(c, 1, "reading OPEN_RESULT: %s", uv_strerror(rc));
 }
 
-static void conn_start(lr_guest_t *g, standin_t *s) {
+/* A connection record counted on b, with its relay initialised. */
+static conn_t *conn_new(lr_guest_t *g, lr_binding_t *b) {
   lr_host_t *h = g->host;
   conn_t *c = calloc(1, sizeof *c);
-  char err[300];
-  if (!c) return;
+  if (!c) return NULL;
   c->g = g;
-  c->b = s->b;
-  lr_binding_ref(c->b);
-  c->b->connections++;
-  c->b->active++;
+  c->b = b;
+  lr_binding_ref(b);
+  b->connections++;
+  b->active++;
   c->started = uv_now(h->loop);
   c->next = g->conns;
   if (g->conns) g->conns->prev = c;
   g->conns = c;
   lr_relay_init(&c->relay, h->loop, conn_closed, c);
-  uv_tcp_init(h->loop, &c->relay.ep[0].u.tcp);
-  lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
-  if (uv_accept((uv_stream_t *)&s->tcp, &c->relay.ep[0].u.stream) != 0) {
-    lr_relay_close(&c->relay, 0);
-    return;
-  }
-  c->rx = malloc(sizeof *c->rx);
+  return c;
+}
+
+/* ep[0] is connected: open the transport stream that carries it. */
+static void conn_open_transport(conn_t *c) {
+  lr_host_t *h = c->g->host;
+  char err[300];
+  if (!c->rx) c->rx = malloc(sizeof *c->rx);
   if (!c->rx) {
     lr_relay_close(&c->relay, 1);
     return;
   }
   lr_rxbuf_init(c->rx);
   c->connecting = 1;
-  if (lr_transport_connect(h->loop, h->pal, &g->addr, &c->relay.ep[1], conn_transport_ready, c,
-                           err, sizeof err) != 0) {
+  if (lr_transport_connect(h->loop, h->pal, &c->g->addr, &c->relay.ep[1], conn_transport_ready,
+                           c, err, sizeof err) != 0) {
     c->connecting = 0;
     conn_fail(c, 1, "cannot reach the agent: %s", err);
   }
+}
+
+static void conn_start(lr_guest_t *g, standin_t *s) {
+  conn_t *c = conn_new(g, s->b);
+  if (!c) return;
+  uv_tcp_init(g->host->loop, &c->relay.ep[0].u.tcp);
+  lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
+  if (uv_accept((uv_stream_t *)&s->tcp, &c->relay.ep[0].u.stream) != 0) {
+    lr_relay_close(&c->relay, 0);
+    return;
+  }
+  conn_open_transport(c);
+}
+
+/* ---- reverse forwarding: guest client -> host server --------------------- */
+
+static void reverse_start(lr_guest_t *g, lr_binding_t *b, uint32_t id, uint8_t family,
+                          int tried_other);
+
+static void reverse_local_connected(uv_connect_t *req, int status) {
+  conn_t *c = req->data;
+  if (c->relay.closing) return;
+  if (status == UV_ECONNREFUSED && !c->rev_tried_other && c->g->host->cfg->ipv6) {
+    /* "localhost" in the guest may be either family and the host server may
+     * listen on only one: try the other before refusing. A new record takes
+     * over (a libuv handle cannot be reused before it is closed). */
+    lr_binding_t *b = c->b;
+    b->connections--; /* the same logical connection */
+    free(c->rx);
+    c->rx = NULL; /* no REVERSE_FAIL: the agent keeps waiting */
+    lr_relay_close(&c->relay, 0);
+    reverse_start(c->g, b, c->rev_id, c->rev_family == 6 ? 4 : 6, 1);
+    return;
+  }
+  if (status < 0) {
+    conn_fail(c, 0, "host %s:%u: %s", c->rev_family == 6 ? "[::1]" : "127.0.0.1",
+              c->b->key.port, uv_strerror(status));
+    return;
+  }
+  conn_open_transport(c);
+}
+
+static void reverse_start(lr_guest_t *g, lr_binding_t *b, uint32_t id, uint8_t family,
+                          int tried_other) {
+  struct sockaddr_storage ss;
+  conn_t *c = conn_new(g, b);
+  if (!c) return;
+  c->reverse = 1;
+  c->rev_id = id;
+  c->rev_family = family;
+  c->rev_tried_other = tried_other;
+  c->rx = malloc(sizeof *c->rx); /* also marks "not attached yet" for conn_fail */
+  if (!c->rx) {
+    lr_relay_close(&c->relay, 0);
+    return;
+  }
+  lr_rxbuf_init(c->rx);
+  make_loopback(family, b->key.port, &ss);
+  uv_tcp_init(g->host->loop, &c->relay.ep[0].u.tcp);
+  lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
+  c->creq.data = c;
+  int rc = uv_tcp_connect(&c->creq, &c->relay.ep[0].u.tcp, (struct sockaddr *)&ss,
+                          reverse_local_connected);
+  if (rc) conn_fail(c, 0, "connect: %s", uv_strerror(rc));
+}
+
+static lr_binding_t *reverse_find(lr_guest_t *g, uint16_t port) {
+  for (size_t i = 0; i < g->nrev; i++)
+    if (g->rev[i]->key.port == port) return g->rev[i];
+  return NULL;
+}
+
+static void reverse_open(lr_guest_t *g, const lr_reverse_open_t *m) {
+  lr_binding_t *b = reverse_find(g, m->port);
+  if (!b) {
+    /* Only ports the host's config publishes: a guest must not make the
+     * host connect wherever it likes. */
+    uint8_t f[LR_FRAME_HDR_LEN + 10 + 80];
+    lr_log(LR_LOG_WARN, "%s: agent asked for host port %u, which reversePorts does not list",
+           g->name, m->port);
+    ctl_send(g, f, lr_encode_reverse_fail(f, sizeof f, m->id, LR_ERR_REFUSED,
+                                          "port not in the host's reversePorts"));
+    return;
+  }
+  reverse_start(g, b, m->id, m->family == 6 && g->host->cfg->ipv6 ? 6 : 4, 0);
+}
+
+static void reverse_send_set(lr_guest_t *g) {
+  static lr_reverse_set_t m; /* 2 KiB: not on the stack */
+  static uint8_t f[LR_FRAME_HDR_LEN + 3 + 2 * LR_REVERSE_MAX_PORTS];
+  memset(&m, 0, sizeof m);
+  m.flags = g->host->cfg->ipv6 ? LR_REVERSE_IPV6 : 0;
+  for (size_t i = 0; i < g->nrev; i++) m.ports[m.n++] = g->rev[i]->key.port;
+  ctl_send(g, f, lr_encode_reverse_set(f, sizeof f, &m));
+}
+
+static int reverse_init(lr_guest_t *g, char *err, size_t errlen) {
+  const lr_portset_t *ps = &g->host->cfg->reverse_ports;
+  size_t total = 0;
+  for (size_t i = 0; i < ps->n; i++) total += (size_t)(ps->r[i].hi - ps->r[i].lo) + 1;
+  if (total > LR_REVERSE_MAX_PORTS) {
+    snprintf(err, errlen, "reversePorts lists %zu ports; at most %d can be published", total,
+             LR_REVERSE_MAX_PORTS);
+    return -1;
+  }
+  if (!total) return 0;
+  g->rev = calloc(total, sizeof *g->rev);
+  if (!g->rev) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < ps->n; i++)
+    for (uint32_t p = ps->r[i].lo; p <= ps->r[i].hi; p++) {
+      if (reverse_find(g, (uint16_t)p)) continue;
+      lr_binding_t *b = calloc(1, sizeof *b);
+      if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+      }
+      b->key.family = 4;
+      b->key.port = (uint16_t)p;
+      b->actual_port = (uint16_t)p;
+      b->state = LR_BINDING_BOUND;
+      b->refs = 1; /* the guest's own reference */
+      g->rev[g->nrev++] = b;
+    }
+  return 0;
 }
 
 /* ---- control stream: receiving ------------------------------------------ */
@@ -482,6 +639,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       lr_log(LR_LOG_INFO, "%s: connected to agent \"%s\" (version %s) over %s", g->name,
              hello.name, hello.version, g->transport);
       lr_ports_sync_begin(&g->ports);
+      reverse_send_set(g);
       return;
     case LR_MSG_ERROR:
       if ((rc = lr_decode_error(f, &em))) break;
@@ -525,6 +683,12 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       return;
     case LR_MSG_PONG:
       return;
+    case LR_MSG_REVERSE_OPEN: {
+      lr_reverse_open_t ro;
+      if ((rc = lr_decode_reverse_open(f, &ro))) break;
+      reverse_open(g, &ro);
+      return;
+    }
     default:
       lr_log(LR_LOG_DEBUG, "%s: skipping unknown control message type %u", g->name, f->type);
       return;
@@ -791,6 +955,12 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   g->token_len = o->token_len;
   lr_ports_ops_t ops = {ops_bind, ops_unbind, ops_state_changed, g};
   lr_ports_init(&g->ports, h->cfg, &ops);
+  if (reverse_init(g, err, errlen) != 0) {
+    for (size_t i = 0; i < g->nrev; i++) lr_binding_unref(g->rev[i]);
+    free(g->rev);
+    free(g);
+    return -1;
+  }
   g->backoff_ms = RETRY_MIN_MS;
   uv_timer_init(h->loop, &g->retry_timer);
   uv_timer_init(h->loop, &g->conflict_timer);
@@ -872,6 +1042,19 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
                      (unsigned long long)st.active, (unsigned long long)st.to_guest,
                      (unsigned long long)st.to_host);
     }
+    /* Reverse forwarding: host ports published on the guest loopback. */
+    lr_sbuf_puts(out, "],\"reverse\":[");
+    for (size_t i = 0; i < g->nrev; i++) {
+      const lr_binding_t *b = g->rev[i];
+      lr_sbuf_printf(out, "%s{\"proto\":\"tcp\",\"guest\":[\"127.0.0.1:%u\"", i ? "," : "",
+                     b->key.port);
+      if (h->cfg->ipv6) lr_sbuf_printf(out, ",\"[::1]:%u\"", b->key.port);
+      lr_sbuf_printf(out,
+                     "],\"host\":\"localhost:%u\",\"connections\":%llu,\"active\":%u,"
+                     "\"bytes_to_guest\":%llu,\"bytes_to_host\":%llu}",
+                     b->key.port, (unsigned long long)b->connections, b->active,
+                     (unsigned long long)b->bytes_to_guest, (unsigned long long)b->bytes_to_host);
+    }
     lr_sbuf_printf(out, "]}%s", g->next ? "," : "");
   }
   lr_sbuf_puts(out, "]}\n");
@@ -898,6 +1081,15 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
     lr_sbuf_printf(out, "guest %s  %s  %s\n", g->name, g->transport, guest_state_name(g));
     if (g->state != G_CONNECTED && g->last_err[0])
       lr_sbuf_printf(out, "  last error: %s\n", g->last_err);
+    for (size_t i = 0; i < g->nrev; i++) {
+      const lr_binding_t *b = g->rev[i];
+      human_bytes(b->bytes_to_guest, tg, sizeof tg);
+      human_bytes(b->bytes_to_host, th, sizeof th);
+      lr_sbuf_printf(out, "  reverse: guest localhost:%-5u -> host localhost:%-5u  %llu conns, "
+                          "%u open, %s to guest, %s to host\n",
+                     b->key.port, b->key.port, (unsigned long long)b->connections, b->active, tg,
+                     th);
+    }
     if (!g->ports.entries) {
       lr_sbuf_puts(out, "  (no listening ports reported)\n");
       continue;
@@ -1070,6 +1262,8 @@ void lr_host_free(lr_host_t *h) {
   while (h->guests) {
     lr_guest_t *g = h->guests;
     h->guests = g->next;
+    for (size_t i = 0; i < g->nrev; i++) lr_binding_unref(g->rev[i]);
+    free(g->rev);
     free(g);
   }
   free(h);

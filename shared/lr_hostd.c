@@ -113,9 +113,6 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr
     return -1;
   }
   lr_log_set_level(o->log_level ? lr_log_level_parse(o->log_level) : d->cfg.log_level);
-  if (d->cfg.reverse_ports.n)
-    lr_log(LR_LOG_WARN, "%s: reversePorts is set, but guest-to-host forwarding is not "
-                        "implemented in this version: ignored", cfg_path ? cfg_path : "config");
   if (o->token_file &&
       lr_token_load_file(o->token_file, d->token, &d->token_len, err, sizeof err) != 0) {
     lr_log(LR_LOG_ERROR, "%s", err);

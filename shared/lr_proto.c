@@ -8,6 +8,10 @@
  *   OPEN             u8 tlen, token[tlen], u8 family, u16 port
  *   PING, PONG       u64 nonce
  *   SYNC_DONE        (empty)
+ *   REVERSE_SET      u8 flags, u16 n, u16 port[n]
+ *   REVERSE_OPEN     u32 id, u8 family, u16 port
+ *   REVERSE_FAIL     u32 id, u32 code, u16 len, text[len]
+ *   ATTACH           u8 tlen, token[tlen], u32 id
  * Writers use a cursor that refuses to run past the end; readers use one
  * that reports a short payload instead of reading past it. */
 #include "lr_proto.h"
@@ -140,7 +144,9 @@ int lr_preamble_decode(const uint8_t *buf, size_t len, lr_preamble_t *out) {
   out->version = buf[4];
   out->kind = buf[5];
   if (out->version != LR_PROTO_VERSION) return LR_PROTO_EVERSION;
-  if (out->kind != LR_STREAM_CONTROL && out->kind != LR_STREAM_DATA) return LR_PROTO_EINVAL;
+  if (out->kind != LR_STREAM_CONTROL && out->kind != LR_STREAM_DATA &&
+      out->kind != LR_STREAM_REVERSE)
+    return LR_PROTO_EINVAL;
   return LR_PROTO_OK;
 }
 
@@ -248,6 +254,48 @@ size_t lr_encode_ping(uint8_t *out, size_t cap, uint16_t type, uint64_t nonce) {
   return frame_end(&w);
 }
 
+size_t lr_encode_reverse_set(uint8_t *out, size_t cap, const lr_reverse_set_t *m) {
+  wcur_t w;
+  frame_begin(&w, out, cap, LR_MSG_REVERSE_SET);
+  if (m->n > LR_REVERSE_MAX_PORTS) w.bad = 1;
+  w_u8(&w, m->flags);
+  w_u16(&w, m->n);
+  for (size_t i = 0; !w.bad && i < m->n; i++) w_u16(&w, m->ports[i]);
+  return frame_end(&w);
+}
+
+size_t lr_encode_reverse_open(uint8_t *out, size_t cap, const lr_reverse_open_t *m) {
+  wcur_t w;
+  frame_begin(&w, out, cap, LR_MSG_REVERSE_OPEN);
+  if ((m->family != 4 && m->family != 6) || m->port == 0) w.bad = 1;
+  w_u32(&w, m->id);
+  w_u8(&w, m->family);
+  w_u16(&w, m->port);
+  return frame_end(&w);
+}
+
+size_t lr_encode_reverse_fail(uint8_t *out, size_t cap, uint32_t id, uint32_t code,
+                              const char *text) {
+  wcur_t w;
+  size_t n = text ? strlen(text) : 0;
+  if (n > LR_TEXT_MAX - 1) n = LR_TEXT_MAX - 1;
+  frame_begin(&w, out, cap, LR_MSG_REVERSE_FAIL);
+  w_u32(&w, id);
+  w_u32(&w, code);
+  w_u16(&w, (uint16_t)n);
+  w_bytes(&w, text, n);
+  return frame_end(&w);
+}
+
+size_t lr_encode_attach(uint8_t *out, size_t cap, const lr_attach_t *m) {
+  wcur_t w;
+  frame_begin(&w, out, cap, LR_MSG_ATTACH);
+  w_u8(&w, m->token_len);
+  w_bytes(&w, m->token, m->token_len);
+  w_u32(&w, m->id);
+  return frame_end(&w);
+}
+
 /* ---- decoders ---------------------------------------------------------- */
 
 static int r_token(rcur_t *r, uint8_t *len, uint8_t *tok) {
@@ -336,6 +384,52 @@ int lr_decode_ping(const lr_frame_t *f, uint64_t *nonce) {
   return r.bad ? LR_PROTO_ESHORT : LR_PROTO_OK;
 }
 
+int lr_decode_reverse_set(const lr_frame_t *f, lr_reverse_set_t *out) {
+  rcur_t r;
+  rcur_init(&r, f);
+  out->flags = r_u8(&r);
+  out->n = r_u16(&r);
+  if (r.bad) return LR_PROTO_ESHORT;
+  if (out->n > LR_REVERSE_MAX_PORTS) return LR_PROTO_EINVAL;
+  for (size_t i = 0; i < out->n; i++) {
+    out->ports[i] = r_u16(&r);
+    if (r.bad) return LR_PROTO_ESHORT;
+    if (out->ports[i] == 0) return LR_PROTO_EINVAL;
+  }
+  return LR_PROTO_OK;
+}
+
+int lr_decode_reverse_open(const lr_frame_t *f, lr_reverse_open_t *out) {
+  rcur_t r;
+  rcur_init(&r, f);
+  out->id = r_u32(&r);
+  out->family = r_u8(&r);
+  out->port = r_u16(&r);
+  if (r.bad) return LR_PROTO_ESHORT;
+  if ((out->family != 4 && out->family != 6) || out->port == 0) return LR_PROTO_EINVAL;
+  return LR_PROTO_OK;
+}
+
+int lr_decode_reverse_fail(const lr_frame_t *f, uint32_t *id, lr_error_msg_t *out) {
+  rcur_t r;
+  rcur_init(&r, f);
+  memset(out, 0, sizeof *out);
+  *id = r_u32(&r);
+  out->code = r_u32(&r);
+  if (r.bad) return LR_PROTO_ESHORT;
+  return r_str(&r, 2, out->text, sizeof out->text);
+}
+
+int lr_decode_attach(const lr_frame_t *f, lr_attach_t *out) {
+  rcur_t r;
+  int rc;
+  rcur_init(&r, f);
+  memset(out, 0, sizeof *out);
+  if ((rc = r_token(&r, &out->token_len, out->token))) return rc;
+  out->id = r_u32(&r);
+  return r.bad ? LR_PROTO_ESHORT : LR_PROTO_OK;
+}
+
 /* ---- names and helpers ------------------------------------------------- */
 
 const char *lr_proto_strerror(int rc) {
@@ -378,6 +472,10 @@ const char *lr_msg_name(uint16_t type) {
     case LR_MSG_PONG: return "PONG";
     case LR_MSG_OPEN: return "OPEN";
     case LR_MSG_OPEN_RESULT: return "OPEN_RESULT";
+    case LR_MSG_REVERSE_SET: return "REVERSE_SET";
+    case LR_MSG_REVERSE_OPEN: return "REVERSE_OPEN";
+    case LR_MSG_REVERSE_FAIL: return "REVERSE_FAIL";
+    case LR_MSG_ATTACH: return "ATTACH";
     default: return "unknown";
   }
 }

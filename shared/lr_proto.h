@@ -29,6 +29,7 @@
 typedef enum {
   LR_STREAM_CONTROL = 1, /* one per guest: listener reports, port states */
   LR_STREAM_DATA = 2,    /* one per relayed connection */
+  LR_STREAM_REVERSE = 3, /* one per guest->host connection, still opened by the host */
 } lr_stream_kind_t;
 
 typedef enum {
@@ -39,10 +40,14 @@ typedef enum {
   LR_MSG_LISTENER_DEL = 11,  /* guest->host: it went away */
   LR_MSG_SYNC_DONE = 12,     /* guest->host: the full listing after WELCOME is complete */
   LR_MSG_PORT_STATE = 13,    /* host->guest: what the host made of a listener */
+  LR_MSG_REVERSE_SET = 14,   /* host->guest: the host ports to publish on the guest loopback */
+  LR_MSG_REVERSE_OPEN = 15,  /* guest->host: a guest client connected to a published port */
+  LR_MSG_REVERSE_FAIL = 16,  /* host->guest: that connection cannot be served (code, text) */
   LR_MSG_PING = 20,          /* either way: liveness; answered with PONG, same payload */
   LR_MSG_PONG = 21,
   LR_MSG_OPEN = 30,          /* host->guest, only frame on a data stream before the reply */
   LR_MSG_OPEN_RESULT = 31,   /* guest->host: 0 = connected, else an lr_err_t */
+  LR_MSG_ATTACH = 32,        /* host->guest, only frame on a reverse stream before the reply */
 } lr_msg_type_t;
 
 /* Error codes on the wire (ERROR.code, OPEN_RESULT.status). Stable numbers. */
@@ -120,6 +125,27 @@ typedef struct {
   char text[LR_TEXT_MAX]; /* NUL-terminated */
 } lr_error_msg_t;
 
+/* Reverse forwarding: host ports published on the guest loopback. */
+#define LR_REVERSE_MAX_PORTS 1024
+#define LR_REVERSE_IPV6 0x01 /* also publish on [::1] */
+typedef struct {
+  uint8_t flags;       /* LR_REVERSE_IPV6 */
+  uint16_t n;
+  uint16_t ports[LR_REVERSE_MAX_PORTS];
+} lr_reverse_set_t;
+
+typedef struct {
+  uint32_t id;         /* chosen by the guest, echoed in ATTACH / REVERSE_FAIL */
+  uint8_t family;      /* 4 or 6: how the guest client connected */
+  uint16_t port;
+} lr_reverse_open_t;
+
+typedef struct {
+  uint8_t token_len;
+  uint8_t token[LR_TOKEN_MAX];
+  uint32_t id;
+} lr_attach_t;
+
 /* Preamble. encode writes LR_PREAMBLE_LEN bytes. */
 void lr_preamble_encode(uint8_t out[LR_PREAMBLE_LEN], uint8_t kind);
 /* OK, NEED_MORE (len < 8), EBADMAGIC, EVERSION (magic right, version != ours;
@@ -141,6 +167,11 @@ size_t lr_encode_open(uint8_t *out, size_t cap, const lr_open_t *m);
 size_t lr_encode_open_result(uint8_t *out, size_t cap, uint32_t status, const char *text);
 size_t lr_encode_empty(uint8_t *out, size_t cap, uint16_t type); /* SYNC_DONE */
 size_t lr_encode_ping(uint8_t *out, size_t cap, uint16_t type, uint64_t nonce);
+size_t lr_encode_reverse_set(uint8_t *out, size_t cap, const lr_reverse_set_t *m);
+size_t lr_encode_reverse_open(uint8_t *out, size_t cap, const lr_reverse_open_t *m);
+size_t lr_encode_reverse_fail(uint8_t *out, size_t cap, uint32_t id, uint32_t code,
+                              const char *text);
+size_t lr_encode_attach(uint8_t *out, size_t cap, const lr_attach_t *m);
 
 /* Decoders take a frame from lr_frame_decode. OK, ESHORT or EINVAL. */
 int lr_decode_hello(const lr_frame_t *f, lr_hello_t *out);
@@ -149,6 +180,11 @@ int lr_decode_listener(const lr_frame_t *f, lr_listener_t *out);
 int lr_decode_port_state(const lr_frame_t *f, lr_port_state_msg_t *out);
 int lr_decode_open(const lr_frame_t *f, lr_open_t *out);
 int lr_decode_ping(const lr_frame_t *f, uint64_t *nonce);
+int lr_decode_reverse_set(const lr_frame_t *f, lr_reverse_set_t *out);
+int lr_decode_reverse_open(const lr_frame_t *f, lr_reverse_open_t *out);
+/* REVERSE_FAIL: id, then the same code/text as ERROR. */
+int lr_decode_reverse_fail(const lr_frame_t *f, uint32_t *id, lr_error_msg_t *out);
+int lr_decode_attach(const lr_frame_t *f, lr_attach_t *out);
 
 const char *lr_proto_strerror(int rc);   /* for LR_PROTO_* results */
 const char *lr_err_name(uint32_t code);  /* for lr_err_t */

@@ -108,7 +108,104 @@ static void test_preamble_bad_kind(void **state) {
   p[5] = 0;
   assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_EINVAL);
   p[5] = 3;
+  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_OK);
+  assert_int_equal(out.kind, LR_STREAM_REVERSE);
+  p[5] = 4;
   assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_EINVAL);
+}
+
+/* ---- reverse forwarding messages --------------------------------------- */
+
+static void decode_one(const uint8_t *buf, size_t n, lr_frame_t *f, uint16_t type) {
+  size_t used = 0;
+  assert_int_equal(lr_frame_decode(buf, n, f, &used), LR_PROTO_OK);
+  assert_int_equal(used, n);
+  assert_int_equal(f->type, type);
+}
+
+static void test_reverse_set(void **state) {
+  (void)state;
+  static lr_reverse_set_t in, out;
+  static uint8_t buf[LR_FRAME_HDR_LEN + LR_FRAME_MAX_PAYLOAD];
+  lr_frame_t f;
+  memset(&in, 0, sizeof in);
+  in.flags = LR_REVERSE_IPV6;
+  in.n = 3;
+  in.ports[0] = 5432;
+  in.ports[1] = 6379;
+  in.ports[2] = 65535;
+  size_t n = lr_encode_reverse_set(buf, sizeof buf, &in);
+  assert_int_equal(n, LR_FRAME_HDR_LEN + 3 + 6);
+  decode_one(buf, n, &f, LR_MSG_REVERSE_SET);
+  assert_int_equal(lr_decode_reverse_set(&f, &out), LR_PROTO_OK);
+  assert_int_equal(out.flags, LR_REVERSE_IPV6);
+  assert_int_equal(out.n, 3);
+  assert_int_equal(out.ports[2], 65535);
+  /* the largest set fits one frame */
+  in.n = LR_REVERSE_MAX_PORTS;
+  for (int i = 0; i < LR_REVERSE_MAX_PORTS; i++) in.ports[i] = (uint16_t)(1 + i);
+  n = lr_encode_reverse_set(buf, sizeof buf, &in);
+  assert_true(n > 0);
+  decode_one(buf, n, &f, LR_MSG_REVERSE_SET);
+  assert_int_equal(lr_decode_reverse_set(&f, &out), LR_PROTO_OK);
+  assert_int_equal(out.n, LR_REVERSE_MAX_PORTS);
+  /* too many announced, truncated list, port 0 */
+  in.n = LR_REVERSE_MAX_PORTS + 1;
+  assert_int_equal(lr_encode_reverse_set(buf, sizeof buf, &in), 0);
+  uint8_t bad[LR_FRAME_HDR_LEN + 5] = {0, LR_MSG_REVERSE_SET, 0, 0, 0, 0, 0, 5, 0, 0x04, 0x01};
+  decode_one(bad, sizeof bad, &f, LR_MSG_REVERSE_SET);
+  assert_int_equal(lr_decode_reverse_set(&f, &out), LR_PROTO_EINVAL);
+  bad[9] = 0;
+  bad[10] = 2; /* two ports announced, one present */
+  bad[11] = 0;
+  bad[12] = 80;
+  decode_one(bad, sizeof bad, &f, LR_MSG_REVERSE_SET);
+  assert_int_equal(lr_decode_reverse_set(&f, &out), LR_PROTO_ESHORT);
+  bad[10] = 1;
+  bad[12] = 0;
+  decode_one(bad, sizeof bad, &f, LR_MSG_REVERSE_SET);
+  assert_int_equal(lr_decode_reverse_set(&f, &out), LR_PROTO_EINVAL);
+}
+
+static void test_reverse_open_fail_attach(void **state) {
+  (void)state;
+  uint8_t buf[LR_FRAME_HDR_LEN + 600];
+  lr_frame_t f;
+  lr_reverse_open_t ro = {0xDEADBEEF, 6, 8080}, ro2;
+  size_t n = lr_encode_reverse_open(buf, sizeof buf, &ro);
+  decode_one(buf, n, &f, LR_MSG_REVERSE_OPEN);
+  assert_int_equal(lr_decode_reverse_open(&f, &ro2), LR_PROTO_OK);
+  assert_int_equal(ro2.id, 0xDEADBEEF);
+  assert_int_equal(ro2.family, 6);
+  assert_int_equal(ro2.port, 8080);
+  f.len = 6;
+  assert_int_equal(lr_decode_reverse_open(&f, &ro2), LR_PROTO_ESHORT);
+  ro.family = 5;
+  assert_int_equal(lr_encode_reverse_open(buf, sizeof buf, &ro), 0);
+
+  uint32_t id;
+  lr_error_msg_t em;
+  n = lr_encode_reverse_fail(buf, sizeof buf, 42, LR_ERR_REFUSED, "nothing on 127.0.0.1:8080");
+  decode_one(buf, n, &f, LR_MSG_REVERSE_FAIL);
+  assert_int_equal(lr_decode_reverse_fail(&f, &id, &em), LR_PROTO_OK);
+  assert_int_equal(id, 42);
+  assert_int_equal(em.code, LR_ERR_REFUSED);
+  assert_string_equal(em.text, "nothing on 127.0.0.1:8080");
+  f.len = 7;
+  assert_int_equal(lr_decode_reverse_fail(&f, &id, &em), LR_PROTO_ESHORT);
+
+  lr_attach_t at, at2;
+  memset(&at, 0, sizeof at);
+  at.token_len = 3;
+  memcpy(at.token, "abc", 3);
+  at.id = 7;
+  n = lr_encode_attach(buf, sizeof buf, &at);
+  decode_one(buf, n, &f, LR_MSG_ATTACH);
+  assert_int_equal(lr_decode_attach(&f, &at2), LR_PROTO_OK);
+  assert_int_equal(at2.id, 7);
+  assert_true(lr_token_equal(at2.token, at2.token_len, (const uint8_t *)"abc", 3));
+  f.len = 5; /* token present, id cut */
+  assert_int_equal(lr_decode_attach(&f, &at2), LR_PROTO_ESHORT);
 }
 
 /* ---- frame header ------------------------------------------------------ */
@@ -803,6 +900,8 @@ int main(void) {
       cmocka_unit_test(test_preamble_bad_magic),
       cmocka_unit_test(test_preamble_other_version),
       cmocka_unit_test(test_preamble_bad_kind),
+      cmocka_unit_test(test_reverse_set),
+      cmocka_unit_test(test_reverse_open_fail_attach),
       cmocka_unit_test(test_frame_truncated_every_length),
       cmocka_unit_test(test_frame_too_big_before_payload),
       cmocka_unit_test(test_frame_max_payload),
