@@ -175,6 +175,19 @@ static void w_str8(wcur_t *w, const char *s, size_t max) {
   w_bytes(w, s, n);
 }
 
+/* Messages may be cut to LR_TEXT_MAX - 1 bytes, never refused. */
+static void w_text16(wcur_t *w, const char *text) {
+  size_t n = text ? strlen(text) : 0;
+  if (n > LR_TEXT_MAX - 1) n = LR_TEXT_MAX - 1;
+  w_u16(w, (uint16_t)n);
+  w_bytes(w, text, n);
+}
+
+static void w_token(wcur_t *w, uint8_t len, const uint8_t *token) {
+  w_u8(w, len);
+  w_bytes(w, token, len);
+}
+
 static void w_listener(wcur_t *w, const lr_listener_t *l) {
   if (l->family != 4 && l->family != 6) w->bad = 1;
   w_u8(w, l->family);
@@ -186,8 +199,7 @@ static void w_listener(wcur_t *w, const lr_listener_t *l) {
 size_t lr_encode_hello(uint8_t *out, size_t cap, uint16_t type, const lr_hello_t *m) {
   wcur_t w;
   frame_begin(&w, out, cap, type);
-  w_u8(&w, m->token_len);
-  w_bytes(&w, m->token, m->token_len);
+  w_token(&w, m->token_len, m->token);
   w_str8(&w, m->name, sizeof m->name - 1);
   w_str8(&w, m->version, sizeof m->version - 1);
   return frame_end(&w);
@@ -196,12 +208,9 @@ size_t lr_encode_hello(uint8_t *out, size_t cap, uint16_t type, const lr_hello_t
 static size_t encode_code_text(uint8_t *out, size_t cap, uint16_t type, uint32_t code,
                                const char *text) {
   wcur_t w;
-  size_t n = text ? strlen(text) : 0;
-  if (n > LR_TEXT_MAX - 1) n = LR_TEXT_MAX - 1; /* messages may be cut, never refused */
   frame_begin(&w, out, cap, type);
   w_u32(&w, code);
-  w_u16(&w, (uint16_t)n);
-  w_bytes(&w, text, n);
+  w_text16(&w, text);
   return frame_end(&w);
 }
 
@@ -233,8 +242,7 @@ size_t lr_encode_port_state(uint8_t *out, size_t cap, const lr_port_state_msg_t 
 size_t lr_encode_open(uint8_t *out, size_t cap, const lr_open_t *m) {
   wcur_t w;
   frame_begin(&w, out, cap, LR_MSG_OPEN);
-  w_u8(&w, m->token_len);
-  w_bytes(&w, m->token, m->token_len);
+  w_token(&w, m->token_len, m->token);
   if ((m->family != 4 && m->family != 6) || m->port == 0) w.bad = 1;
   w_u8(&w, m->family);
   w_u16(&w, m->port);
@@ -277,21 +285,17 @@ size_t lr_encode_reverse_open(uint8_t *out, size_t cap, const lr_reverse_open_t 
 size_t lr_encode_reverse_fail(uint8_t *out, size_t cap, uint32_t id, uint32_t code,
                               const char *text) {
   wcur_t w;
-  size_t n = text ? strlen(text) : 0;
-  if (n > LR_TEXT_MAX - 1) n = LR_TEXT_MAX - 1;
   frame_begin(&w, out, cap, LR_MSG_REVERSE_FAIL);
   w_u32(&w, id);
   w_u32(&w, code);
-  w_u16(&w, (uint16_t)n);
-  w_bytes(&w, text, n);
+  w_text16(&w, text);
   return frame_end(&w);
 }
 
 size_t lr_encode_attach(uint8_t *out, size_t cap, const lr_attach_t *m) {
   wcur_t w;
   frame_begin(&w, out, cap, LR_MSG_ATTACH);
-  w_u8(&w, m->token_len);
-  w_bytes(&w, m->token, m->token_len);
+  w_token(&w, m->token_len, m->token);
   w_u32(&w, m->id);
   return frame_end(&w);
 }
