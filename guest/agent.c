@@ -992,7 +992,14 @@ static void describe_peer(conn_t *c) {
 static void on_connection(uv_stream_t *server, int status) {
   lr_agent_t *a = server->data;
   if (status < 0) {
-    LR_WARN("accept failed: %s", uv_strerror(status));
+    /* EMFILE repeats for every pending stream: say it once a minute. */
+    static uint64_t last_warn;
+    uint64_t now = uv_now(a->loop);
+    if (!last_warn || now - last_warn >= 60000) {
+      last_warn = now;
+      LR_WARN("accept failed: %s%s", uv_strerror(status),
+              status == UV_EMFILE ? " (raise the open-files limit: LimitNOFILE= / ulimit -n)" : "");
+    }
     return;
   }
   conn_t *c = calloc(1, sizeof *c);

@@ -2,6 +2,7 @@
 # Installs the Debian packages lorelay needs, and only those missing.
 #   scripts/deps.sh run    build and run on Linux
 #   scripts/deps.sh test   everything the whole test suite needs (both targets)
+#   scripts/deps.sh bench  build, plus the peers bench/run.sh measures against
 # Debian's packages only (BRIEF section 7); nothing is downloaded elsewhere.
 set -euo pipefail
 
@@ -9,11 +10,13 @@ mode=${1:-test}
 run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev iproute2 python3 curl)
 test_pkgs=(libcmocka-dev valgrind clang
            mingw-w64 wine wine64 dpkg-dev file groff-base)
+bench_pkgs=(iperf3 redis-server redis-tools socat)
 
 case "$mode" in
   run) want=("${run_pkgs[@]}") ;;
   test) want=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;
-  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+  bench) want=("${run_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac
 
 SUDO=()

@@ -197,8 +197,15 @@ static void standin_free(uv_handle_t *h) {
 static void on_client(uv_stream_t *server, int status) {
   standin_t *s = server->data;
   if (status < 0) {
-    lr_log(LR_LOG_WARN, "stand-in port %u: accept: %s", s->b ? s->b->actual_port : 0,
-           uv_strerror(status));
+    /* EMFILE repeats for every pending client: say it once a minute. */
+    static uint64_t last_warn;
+    uint64_t now = uv_now(s->g->host->loop);
+    if (!last_warn || now - last_warn >= 60000) {
+      last_warn = now;
+      lr_log(LR_LOG_WARN, "stand-in port %u: accept: %s%s", s->b ? s->b->actual_port : 0,
+             uv_strerror(status),
+             status == UV_EMFILE ? " (raise the open-files limit: LimitNOFILE= / ulimit -n)" : "");
+    }
     return;
   }
   if (!s->b) return;

@@ -16,7 +16,7 @@
 
 /* ---- buffer pool -------------------------------------------------------- */
 
-#define POOL_CACHE_MAX 64
+#define POOL_CACHE_MAX 32 /* 8 MiB at most, kept only after a burst */
 
 typedef struct pool_buf_s {
   struct pool_buf_s *next;

@@ -74,6 +74,6 @@ void lr_relay_set_peer_closed_probe(lr_peer_closed_fn fn);
 /* Pool statistics, for tests and status. */
 size_t lr_relay_pool_in_use(void);
 size_t lr_relay_pool_cached(void);
-#define LR_RELAY_BUF_SIZE (64 * 1024)
+#define LR_RELAY_BUF_SIZE (256 * 1024)
 
 #endif

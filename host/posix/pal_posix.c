@@ -13,10 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "lr_log.h"
 #include "lr_relay.h"
 #include "vmsock_posix.h"
 
@@ -76,9 +78,20 @@ static int peer_closed(const lr_endpoint_t *ep) {
   return (p.revents & POLLHUP) != 0;
 }
 
+static void raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
+  rlim_t was = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+    lr_log(LR_LOG_DEBUG, "open-files limit raised from %llu to %llu", (unsigned long long)was,
+           (unsigned long long)rl.rlim_max);
+}
+
 void lr_posix_init(void) {
   signal(SIGPIPE, SIG_IGN);
   lr_relay_set_peer_closed_probe(peer_closed);
+  raise_nofile();
 }
 
 int lr_posix_mkdir_p(const char *path, mode_t mode) {
