@@ -6,7 +6,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <uv.h>
 
 static lr_log_level_t g_level = LR_LOG_INFO;
@@ -56,14 +55,9 @@ static void default_sink(lr_log_level_t level, const char *line) {
   uv_timeval64_t tv;
   char ts[32] = "";
   if (uv_gettimeofday(&tv) == 0) {
-    time_t t = (time_t)tv.tv_sec;
-    struct tm tm;
-#ifdef _WIN32
-    gmtime_s(&tm, &t);
-#else
-    gmtime_r(&t, &tm);
-#endif
-    snprintf(ts, sizeof ts, "%02d:%02d:%02d.%03d", tm.tm_hour, tm.tm_min, tm.tm_sec,
+    /* UTC time of day from the epoch seconds: no gmtime_r/gmtime_s split. */
+    long long day = (long long)(tv.tv_sec % 86400);
+    snprintf(ts, sizeof ts, "%02lld:%02lld:%02lld.%03d", day / 3600, day / 60 % 60, day % 60,
              (int)(tv.tv_usec / 1000));
   }
   fprintf(stderr, "%s %s %s: %s\n", ts, g_ident, lr_log_level_name(level), line);
