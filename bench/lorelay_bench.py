@@ -53,33 +53,10 @@ T0 = time.monotonic()
 
 # ------------------------------------------------------------------ helpers
 
-def port_is_free(port):
-    for fam, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-        s = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            if fam == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            s.bind((addr, port))
-        except OSError:
-            return False
-        finally:
-            s.close()
-    return True
-
-
-def free_ports(n):
-    """Random ports below the ephemeral range, free on host loopback."""
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        lo = int(f.read().split()[0])
-    hi = min(lo - 1, 32000)
-    ports = []
-    for _ in range(2000):
-        if len(ports) == n:
-            return ports
-        p = random.randint(12000, hi)
-        if p not in ports and port_is_free(p):
-            ports.append(p)
-    raise RuntimeError("no free host ports")
+# Port picking is the e2e harness's (random, below the ephemeral range,
+# free on both loopbacks): one implementation for tests and benchmark.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+from lrharness import free_ports  # noqa: E402
 
 
 def wait_for(fn, timeout, what, interval=0.02):
