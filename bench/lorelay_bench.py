@@ -56,7 +56,7 @@ T0 = time.monotonic()
 # Port picking is the e2e harness's (random, below the ephemeral range,
 # free on both loopbacks): one implementation for tests and benchmark.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
-from lrharness import free_ports  # noqa: E402
+from lrharness import free_ports, read_status  # noqa: E402
 
 
 def wait_for(fn, timeout, what, interval=0.02):
@@ -212,20 +212,7 @@ class Bench:
     # ---- lorelayd
 
     def status(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(2.0)
-        try:
-            s.connect(self.sock)
-            s.sendall(b"status json\n")
-            chunks = []
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                chunks.append(b)
-            return json.loads(b"".join(chunks).decode())
-        finally:
-            s.close()
+        return read_status(self.sock)
 
     def port_entry(self, port):
         try:

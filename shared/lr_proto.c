@@ -322,13 +322,18 @@ int lr_decode_hello(const lr_frame_t *f, lr_hello_t *out) {
   return LR_PROTO_OK;
 }
 
+/* The code + text tail shared by ERROR, OPEN_RESULT and REVERSE_FAIL. */
+static int r_code_text(rcur_t *r, lr_error_msg_t *out) {
+  memset(out, 0, sizeof *out);
+  out->code = r_u32(r);
+  if (r->bad) return LR_PROTO_ESHORT;
+  return r_str(r, 2, out->text, sizeof out->text);
+}
+
 int lr_decode_error(const lr_frame_t *f, lr_error_msg_t *out) {
   rcur_t r;
   rcur_init(&r, f);
-  memset(out, 0, sizeof *out);
-  out->code = r_u32(&r);
-  if (r.bad) return LR_PROTO_ESHORT;
-  return r_str(&r, 2, out->text, sizeof out->text);
+  return r_code_text(&r, out);
 }
 
 static int r_listener(rcur_t *r, lr_listener_t *l) {
@@ -417,11 +422,8 @@ int lr_decode_reverse_open(const lr_frame_t *f, lr_reverse_open_t *out) {
 int lr_decode_reverse_fail(const lr_frame_t *f, uint32_t *id, lr_error_msg_t *out) {
   rcur_t r;
   rcur_init(&r, f);
-  memset(out, 0, sizeof *out);
   *id = r_u32(&r);
-  out->code = r_u32(&r);
-  if (r.bad) return LR_PROTO_ESHORT;
-  return r_str(&r, 2, out->text, sizeof out->text);
+  return r_code_text(&r, out);
 }
 
 int lr_decode_attach(const lr_frame_t *f, lr_attach_t *out) {

@@ -215,6 +215,24 @@ def poll(fn, timeout, interval=0.01):
 
 # ---------------------------------------------------------------- processes
 
+def read_status(sock_path, timeout=2.0):
+    """lorelayd's status JSON from its Unix-socket endpoint."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(sock_path)
+        s.sendall(b"status json\n")
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        s.close()
+    return json.loads(b"".join(chunks).decode())
+
+
 class Proc:
     """A process we started, with its stdout+stderr in a file."""
 
@@ -364,20 +382,7 @@ class Lorelay:
     def status(self, timeout=2.0):
         """The status document, straight from the endpoint (faster than
         spawning lorelayctl, so waits can poll every 10 ms)."""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect(self.sock)
-            s.sendall(b"status json\n")
-            chunks = []
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                chunks.append(b)
-        finally:
-            s.close()
-        return json.loads(b"".join(chunks).decode())
+        return read_status(self.sock, timeout)
 
     def ctl(self, *args, timeout=10.0):
         return subprocess.run([binary("lorelayctl"), "--socket", self.sock] + list(args),
