@@ -32,6 +32,7 @@
 #include <netinet/in.h>
 #include <linux/vm_sockets.h>
 
+#include "lr_guest_pal.h"
 #include "lr_listeners.h"
 #include "lr_log.h"
 #include "lr_relay.h"
@@ -85,6 +86,7 @@ typedef struct rlsn_s {
 
 struct lr_agent_s {
   uv_loop_t *loop;
+  const lr_pal_t *pal;
   char name[128];
   uint8_t token[LR_TOKEN_MAX];
   size_t token_len;
@@ -783,7 +785,7 @@ static void on_reverse_connection(uv_stream_t *server, int status) {
   c->family = r->family;
   snprintf(c->peer, sizeof c->peer, "guest client of %s:%u",
            r->family == 6 ? "[::1]" : "127.0.0.1", r->port);
-  lr_relay_init(&c->relay, a->loop, on_relay_closed, a);
+  lr_relay_init(&c->relay, a->pal, on_relay_closed, a);
   uv_tcp_init(a->loop, &c->relay.ep[0].u.tcp);
   lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
   c->relay_open = 1;
@@ -1012,7 +1014,7 @@ static void on_connection(uv_stream_t *server, int status) {
   c->rx = malloc(sizeof *c->rx);
   if (c->rx) lr_rxbuf_init(c->rx);
   c->agent = a;
-  lr_relay_init(&c->relay, a->loop, on_relay_closed, a);
+  lr_relay_init(&c->relay, a->pal, on_relay_closed, a);
   if (a->conn_kind == LR_EP_PIPE)
     uv_pipe_init(a->loop, &c->relay.ep[1].u.pipe, 0);
   else
@@ -1059,6 +1061,7 @@ lr_agent_t *lr_agent_new(uv_loop_t *loop, const lr_agent_opts_t *o, char *err, s
     return NULL;
   }
   a->loop = loop;
+  a->pal = o->pal ? o->pal : &lr_guest_pal;
   snprintf(a->name, sizeof a->name, "%s", o->name ? o->name : "");
   if (o->token_len > LR_TOKEN_MAX) {
     snprintf(err, errlen, "token longer than %d bytes", LR_TOKEN_MAX);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,7 +26,7 @@
 #include "lr_glisten.h"
 #include "lr_hostd.h"
 #include "lr_log.h"
-#include "lr_posix.h"
+#include "lr_guest_pal.h"
 #include "lr_version.h"
 
 static const char usage_text[] =
@@ -221,7 +222,14 @@ int main(int argc, char **argv) {
   name[sizeof name - 1] = 0;
 
   /* A host that vanishes mid-write must be an error return, not a kill. */
-  lr_posix_init(); /* SIGPIPE ignored, reset detection on Unix/VM sockets */
+  signal(SIGPIPE, SIG_IGN);
+  /* Every relayed connection costs the agent two fds; an init system's
+   * default soft limit (1024) would cap it near 500 connections. */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
 
   uv_loop_t *loop = uv_default_loop();
   lr_agent_opts_t ao;

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+#include "lr_pal.h"
 #include "lr_proto.h"
 
 #define LR_AGENT_HANDSHAKE_MS 5000
@@ -24,6 +25,7 @@ typedef struct {
   size_t token_len;
   unsigned scan_interval_ms;     /* periodic listener scan; 0 = 100 */
   unsigned handshake_timeout_ms; /* 0 = LR_AGENT_HANDSHAKE_MS */
+  const lr_pal_t *pal;     /* NULL: lr_guest_pal */
 } lr_agent_opts_t;
 
 typedef struct lr_agent_s lr_agent_t;

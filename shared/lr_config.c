@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "lr_log.h"
+#include "lr_sbuf.h"
 
 void lr_config_defaults(lr_config_t *c) {
   memset(c, 0, sizeof *c);
@@ -24,22 +25,12 @@ void lr_config_defaults(lr_config_t *c) {
   c->conflict_retry_ms = 1000;
 }
 
-static int ieq(const char *a, const char *b) {
-  for (; *a && *b; a++, b++) {
-    char x = *a, y = *b;
-    if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
-    if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
-    if (x != y) return 0;
-  }
-  return *a == *b;
-}
-
 int lr_parse_bool(const char *s) {
   static const char *const yes[] = {"true", "yes", "on", "1"};
   static const char *const no[] = {"false", "no", "off", "0"};
   for (size_t i = 0; i < 4; i++) {
-    if (ieq(s, yes[i])) return 1;
-    if (ieq(s, no[i])) return 0;
+    if (lr_streq_nocase(s, yes[i])) return 1;
+    if (lr_streq_nocase(s, no[i])) return 0;
   }
   return -1;
 }
@@ -134,13 +125,13 @@ static int handler(void *user, const char *section, const char *name, const char
   lr_config_t *c = ctx->c;
   char err[160];
   int b;
-  if (!ieq(section, "lorelay")) {
+  if (!lr_streq_nocase(section, "lorelay")) {
     lr_log(LR_LOG_WARN, "%s:%d: key '%s' in section [%s] ignored (lorelay reads [lorelay])",
            ctx->source, ctx->line, name, section);
     return 1;
   }
 #define BOOL_KEY(key, field)                                                                  \
-  if (ieq(name, key)) {                                                                       \
+  if (lr_streq_nocase(name, key)) {                                                                       \
     if ((b = lr_parse_bool(value)) < 0) {                                                     \
       lr_log(LR_LOG_ERROR, "%s:%d: %s = '%s' is not a boolean (true/false)", ctx->source,    \
              ctx->line, key, value);                                                          \
@@ -154,8 +145,8 @@ static int handler(void *user, const char *section, const char *name, const char
   BOOL_KEY("ipv6", ipv6)
   BOOL_KEY("remapOnConflict", remap_on_conflict)
 #undef BOOL_KEY
-  if (ieq(name, "ignorePorts") || ieq(name, "reversePorts")) {
-    lr_portset_t *s = ieq(name, "ignorePorts") ? &c->ignore_ports : &c->reverse_ports;
+  if (lr_streq_nocase(name, "ignorePorts") || lr_streq_nocase(name, "reversePorts")) {
+    lr_portset_t *s = lr_streq_nocase(name, "ignorePorts") ? &c->ignore_ports : &c->reverse_ports;
     if (lr_portset_parse(s, value, err, sizeof err)) {
       lr_log(LR_LOG_ERROR, "%s:%d: %s: %s", ctx->source, ctx->line, name, err);
       s->n = 0;
@@ -163,7 +154,7 @@ static int handler(void *user, const char *section, const char *name, const char
     }
     return 1;
   }
-  if (ieq(name, "logLevel")) {
+  if (lr_streq_nocase(name, "logLevel")) {
     int lvl = lr_log_level_parse(value);
     if (lvl < 0) {
       lr_log(LR_LOG_ERROR, "%s:%d: logLevel = '%s' is not one of error, warn, info, debug",
@@ -174,8 +165,8 @@ static int handler(void *user, const char *section, const char *name, const char
     }
     return 1;
   }
-  if (ieq(name, "scanIntervalMs") || ieq(name, "conflictRetryMs")) {
-    int scan = ieq(name, "scanIntervalMs");
+  if (lr_streq_nocase(name, "scanIntervalMs") || lr_streq_nocase(name, "conflictRetryMs")) {
+    int scan = lr_streq_nocase(name, "scanIntervalMs");
     unsigned lo = scan ? 10 : 100, hi = scan ? 10000 : 60000, v;
     if (parse_uint_range(value, lo, hi, &v)) {
       lr_log(LR_LOG_ERROR, "%s:%d: %s = '%s' is not a number of milliseconds in %u..%u",

@@ -472,7 +472,7 @@ static conn_t *conn_new(lr_guest_t *g, lr_binding_t *b) {
   c->next = g->conns;
   if (g->conns) g->conns->prev = c;
   g->conns = c;
-  lr_relay_init(&c->relay, h->loop, conn_closed, c);
+  lr_relay_init(&c->relay, h->pal, conn_closed, c);
   return c;
 }
 

@@ -3,6 +3,7 @@
  * which is what a Linux daemon under systemd or a console wants; services
  * install their own sink (Event Log, file). */
 #include "lr_log.h"
+#include "lr_sbuf.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -32,22 +33,12 @@ const char *lr_log_level_name(lr_log_level_t level) {
   return level_names[level];
 }
 
-static int ieq(const char *a, const char *b) {
-  for (; *a && *b; a++, b++) {
-    char ca = *a, cb = *b;
-    if (ca >= 'A' && ca <= 'Z') ca = (char)(ca - 'A' + 'a');
-    if (cb >= 'A' && cb <= 'Z') cb = (char)(cb - 'A' + 'a');
-    if (ca != cb) return 0;
-  }
-  return *a == *b;
-}
-
 int lr_log_level_parse(const char *name) {
   if (!name) return -1;
-  if (ieq(name, "error")) return LR_LOG_ERROR;
-  if (ieq(name, "warn") || ieq(name, "warning")) return LR_LOG_WARN;
-  if (ieq(name, "info")) return LR_LOG_INFO;
-  if (ieq(name, "debug")) return LR_LOG_DEBUG;
+  if (lr_streq_nocase(name, "error")) return LR_LOG_ERROR;
+  if (lr_streq_nocase(name, "warn") || lr_streq_nocase(name, "warning")) return LR_LOG_WARN;
+  if (lr_streq_nocase(name, "info")) return LR_LOG_INFO;
+  if (lr_streq_nocase(name, "debug")) return LR_LOG_DEBUG;
   return -1;
 }
 

@@ -1,20 +1,25 @@
 /* The platform abstraction layer: the few things the portable core cannot
  * do through libuv alone, as a struct of function pointers (the shape of
- * SQLite's VFS). The core never asks which OS it runs on; host/posix and
- * host/win32 each fill one of these and hand it to lr_host_new().
+ * SQLite's VFS). The core never asks which OS it runs on; host/posix,
+ * host/win32 and guest/ each fill one of these and hand it to the core.
  *
  * Kept deliberately small: VM-socket connects (libuv cannot create AF_VSOCK
- * or AF_HYPERV sockets), exclusive loopback listeners (SO_EXCLUSIVEADDRUSE
- * on Windows), and the default paths. */
+ * or AF_HYPERV sockets) and closing such a raw socket, exclusive loopback
+ * listeners (SO_EXCLUSIVEADDRUSE on Windows), the relay's peer-closed probe
+ * (how a reset looks on sockets without RST), and where things live (run
+ * directory, status endpoint, config file). A member a side does not need
+ * is NULL (the guest makes no VM-socket connects), and the core says so
+ * rather than guessing. */
 #ifndef LR_PAL_H
 #define LR_PAL_H
 
 #include <stddef.h>
 #include <uv.h>
 #include "lr_addr.h"
+#include "lr_endpoint.h"
 
 typedef struct lr_pal_s {
-  const char *name; /* "posix", "win32" */
+  const char *name; /* "posix", "win32", "guest" */
 
   /* Blocking connect of a VM socket (vsock, hvsock) with the platform's own
    * connect timeout. Runs on a libuv worker thread. On success *out is a
@@ -23,19 +28,36 @@ typedef struct lr_pal_s {
    * platform has no VM sockets: such addresses are then refused. */
   int (*vmsock_connect)(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen);
 
-  /* Opens a stand-in listener on sa (127.0.0.1 or ::1) that no other host
-   * process can share, and calls uv_listen(h, backlog, cb). h is always
-   * initialised on loop by this call. Returns 0; or, with h already being
-   * closed with on_fail (free its memory there): UV_EADDRINUSE or UV_EACCES
-   * for a port another socket holds, UV_EADDRNOTAVAIL or UV_EAFNOSUPPORT
-   * when this host has no such loopback, or another uv error. */
+  /* Closes a raw socket that no libuv handle owns yet (a VM socket whose
+   * uv_tcp_open failed, or whose connect finished after its deadline). */
+  void (*sock_close)(uv_os_sock_t s);
+
+  /* Opens a stand-in listener on sa that no other host process can share,
+   * and calls uv_listen(h, backlog, cb). h is always initialised on loop by
+   * this call. Returns 0; or, with h already being closed with on_fail (free
+   * its memory there): UV_EADDRINUSE or UV_EACCES for a port another socket
+   * holds, UV_EADDRNOTAVAIL or UV_EAFNOSUPPORT when this host has no such
+   * address, or another uv error. */
   int (*listen_loopback)(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa,
                          int backlog, uv_connection_cb cb, uv_close_cb on_fail);
 
+  /* After EOF on a socket without RST (Unix, VM sockets): 1 when the peer
+   * closed both directions (our reading of a reset), 0 for a half-close.
+   * Asked only while our own write side is still open. NULL: every EOF is a
+   * half-close. */
+  int (*peer_closed)(const lr_endpoint_t *ep);
+
+  /* Directory for the daemon's sockets (Linux: /run/lorelay as root,
+   * $XDG_RUNTIME_DIR/lorelay otherwise); NULL where there is none. */
+  const char *(*run_dir)(char *buf, size_t len);
   /* Default status endpoint (Unix socket path or named pipe name). */
   const char *(*default_status_path)(char *buf, size_t len);
   /* Default config file path. */
   const char *(*default_config_path)(char *buf, size_t len);
 } lr_pal_t;
+
+/* The host platform layer linked into this program (host/posix or
+ * host/win32): what lorelayd and lorelayctl start from. */
+const lr_pal_t *lr_pal_host(void);
 
 #endif

@@ -24,7 +24,6 @@ typedef struct pool_buf_s {
 
 static pool_buf_t *pool_free;
 static size_t pool_cached, pool_in_use;
-static lr_peer_closed_fn peer_closed_probe;
 
 static char *pool_get(void) {
   pool_buf_t *b = pool_free;
@@ -54,7 +53,6 @@ static void pool_put(char *p) {
 
 size_t lr_relay_pool_in_use(void) { return pool_in_use; }
 size_t lr_relay_pool_cached(void) { return pool_cached; }
-void lr_relay_set_peer_closed_probe(lr_peer_closed_fn fn) { peer_closed_probe = fn; }
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -88,8 +86,6 @@ static void close_side(lr_relay_t *r, int i, int reset) {
 void lr_relay_close(lr_relay_t *r, int reset_outer) {
   int any = r->open[0] || r->open[1];
   r->closing = 1;
-  free(r->pending);
-  r->pending = NULL;
   close_side(r, 0, reset_outer);
   close_side(r, 1, 0);
   if (!any && r->close_cb) {
@@ -105,15 +101,14 @@ static void relay_reset(lr_relay_t *r, int d, int err) {
   lr_log(LR_LOG_DEBUG, "relay %p: %s side %s: resetting the %s side", (void *)r,
          d == 0 ? "outer" : "transport", uv_strerror(err), d == 0 ? "transport" : "outer");
   r->closing = 1;
-  r->reset_sent = 1;
   close_side(r, d, 0);
   close_side(r, 1 - d, 1);
 }
 
 static void maybe_finish(lr_relay_t *r) {
   if (r->closing) return;
-  if (r->eof[0] && r->eof[1] && r->shut_done[0] && r->shut_done[1] && !r->wr[0].busy &&
-      !r->wr[1].busy) {
+  if (r->eof[0] && r->eof[1] && r->shut_done[0] && r->shut_done[1] && !r->wr[0].buf &&
+      !r->wr[1].buf) {
     r->closing = 1;
     close_side(r, 0, 0);
     close_side(r, 1, 0);
@@ -147,9 +142,8 @@ static void on_write(uv_write_t *req, int status) {
   lr_relay_wr_t *wr = (lr_relay_wr_t *)req; /* req is the first member */
   lr_relay_t *r = req->data;
   int d = wr == &r->wr[1];
-  pool_put(wr->buf.base);
-  wr->buf.base = NULL;
-  wr->busy = 0;
+  pool_put(wr->buf);
+  wr->buf = NULL;
   if (r->closing) return;
   if (status < 0) {
     relay_reset(r, 1 - d, status);
@@ -179,18 +173,14 @@ static void forward(lr_relay_t *r, int d, char *base, size_t len) {
   }
   if (n < 0) n = 0;
   lr_relay_wr_t *wr = &r->wr[d];
-  wr->buf = uv_buf_init(base, LR_RELAY_BUF_SIZE);
-  wr->off = (size_t)n;
-  wr->len = len - (size_t)n;
-  wr->busy = 1;
+  wr->buf = base;
   wr->req.data = r;
   uv_read_stop(&r->ep[d].u.stream);
-  uv_buf_t rest = uv_buf_init(base + n, (unsigned)wr->len);
+  uv_buf_t rest = uv_buf_init(base + n, (unsigned)(len - (size_t)n));
   int rc = uv_write(&wr->req, &r->ep[o].u.stream, &rest, 1, on_write);
   if (rc != 0) {
     pool_put(base);
-    wr->buf.base = NULL;
-    wr->busy = 0;
+    wr->buf = NULL;
     relay_reset(r, o, rc);
   }
 }
@@ -216,13 +206,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread == UV_EOF) {
     uv_read_stop(s);
-    if (r->ep[d].kind != LR_EP_TCP && !r->shut[d] && peer_closed_probe &&
-        peer_closed_probe(&r->ep[d])) {
+    if (r->ep[d].kind != LR_EP_TCP && !r->shut[d] && r->pal && r->pal->peer_closed &&
+        r->pal->peer_closed(&r->ep[d])) {
       relay_reset(r, d, UV_ECONNRESET);
       return;
     }
     r->eof[d] = 1;
-    if (!r->wr[d].busy) shutdown_side(r, 1 - d);
+    if (!r->wr[d].buf) shutdown_side(r, 1 - d);
     maybe_finish(r);
     return;
   }
@@ -231,9 +221,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---- public ------------------------------------------------------------- */
 
-void lr_relay_init(lr_relay_t *r, uv_loop_t *loop, lr_relay_close_cb cb, void *data) {
+void lr_relay_init(lr_relay_t *r, const lr_pal_t *pal, lr_relay_close_cb cb, void *data) {
   memset(r, 0, sizeof *r);
-  r->loop = loop;
+  r->pal = pal;
   r->close_cb = cb;
   r->data = data;
 }
@@ -246,7 +236,6 @@ void lr_relay_mark_open(lr_relay_t *r, int i, lr_ep_kind_t kind) {
 
 int lr_relay_start(lr_relay_t *r, const uint8_t *pending, size_t pending_len) {
   int rc;
-  r->started = 1;
   for (int i = 0; i < 2; i++) {
     r->ep[i].u.handle.data = r;
     /* Interactive traffic must not wait for Nagle at the relay hop too. */

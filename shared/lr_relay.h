@@ -12,25 +12,30 @@
  * End of stream is passed through as a half-close (shutdown of the write
  * side); a reset is passed through as a reset (RST on TCP; on Unix and VM
  * sockets, which have no RST, an abrupt full close that the peer's relay
- * recognises by POLLHUP before it has shut its own write side). */
+ * recognises through the platform's peer_closed probe, POLLHUP on Linux,
+ * before it has shut its own write side). */
 #ifndef LR_RELAY_H
 #define LR_RELAY_H
 
 #include <stdint.h>
 #include "lr_endpoint.h"
+#include "lr_pal.h"
 
 typedef struct lr_relay_s lr_relay_t;
 typedef void (*lr_relay_close_cb)(lr_relay_t *r);
 
 typedef struct {
   uv_write_t req;
-  uv_buf_t buf;     /* the pooled buffer */
-  size_t off, len;  /* unwritten part */
-  int busy;
+  char *buf;        /* the pooled buffer being written, NULL when idle */
 } lr_relay_wr_t;
 
+/* Ownership: the owner allocates the lr_relay_t (usually inside its own
+ * connection record) and initialises the two handles in ep[]; from
+ * lr_relay_mark_open on, the relay closes them (lr_relay_close, or by
+ * itself at the end of the stream) and calls close_cb once both are closed.
+ * The owner frees the record in close_cb and nowhere else. */
 struct lr_relay_s {
-  uv_loop_t *loop;
+  const lr_pal_t *pal;      /* for the peer-closed probe; may be NULL */
   lr_endpoint_t ep[2];
   /* per direction d: bytes read from ep[d] and written to ep[1-d] */
   uint64_t bytes[2];
@@ -44,14 +49,12 @@ struct lr_relay_s {
   unsigned shut[2];         /* we shut down ep[d]'s write side */
   unsigned shut_done[2];    /* ... and that shutdown completed */
   unsigned open[2];         /* ep[d] handle initialised and not closed */
-  unsigned closing, started, reset_sent;
-  char *pending;            /* bytes from ep[1] waiting to go to ep[0] at start */
-  size_t pending_len;
+  unsigned closing;
 };
 
 /* Zeroes r. The caller then initialises ep[i].u handles (uv_tcp_init,
  * uv_pipe_init, accept, connect...) and calls lr_relay_mark_open(r, i). */
-void lr_relay_init(lr_relay_t *r, uv_loop_t *loop, lr_relay_close_cb cb, void *data);
+void lr_relay_init(lr_relay_t *r, const lr_pal_t *pal, lr_relay_close_cb cb, void *data);
 void lr_relay_mark_open(lr_relay_t *r, int i, lr_ep_kind_t kind);
 
 /* Starts relaying. pending: bytes already read from ep[1] (after its
@@ -63,13 +66,6 @@ int lr_relay_start(lr_relay_t *r, const uint8_t *pending, size_t pending_len);
  * handles are closed; the owner frees r there. Safe to call more than once
  * and at any phase. */
 void lr_relay_close(lr_relay_t *r, int reset_outer);
-
-/* How the relay tells a peer's full close (our reading of a reset) from a
- * half-close on sockets without RST (Unix, VM sockets): the platform
- * supplies a probe that returns 1 when the peer has closed both directions
- * (POLLHUP on Linux). Without a probe every EOF is a half-close. */
-typedef int (*lr_peer_closed_fn)(const lr_endpoint_t *ep);
-void lr_relay_set_peer_closed_probe(lr_peer_closed_fn fn);
 
 /* Pool statistics, for tests and status. */
 size_t lr_relay_pool_in_use(void);

@@ -67,3 +67,13 @@ void lr_sbuf_json_str(lr_sbuf_t *b, const char *s) {
   }
   lr_sbuf_append(b, "\"", 1);
 }
+
+int lr_streq_nocase(const char *a, const char *b) {
+  for (;; a++, b++) {
+    unsigned char x = (unsigned char)*a, y = (unsigned char)*b;
+    if (x >= 'A' && x <= 'Z') x = (unsigned char)(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = (unsigned char)(y - 'A' + 'a');
+    if (x != y) return 0;
+    if (!x) return 1;
+  }
+}

@@ -21,4 +21,7 @@ void lr_sbuf_printf(lr_sbuf_t *b, const char *fmt, ...) LR_PRINTF(2, 3);
 /* A JSON string literal, quotes included, with escaping. */
 void lr_sbuf_json_str(lr_sbuf_t *b, const char *s);
 
+/* ASCII case-insensitive equality (config words, log levels, names). */
+int lr_streq_nocase(const char *a, const char *b);
+
 #endif

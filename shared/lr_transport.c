@@ -1,8 +1,12 @@
 /* Opening transport streams to a guest; see lr_transport.h.
  *
- * Each attempt is one heap object owning a timeout timer (and, for VM
- * sockets, a worker-thread job). Whatever happens, the caller's callback
- * runs exactly once, after any handle it must not touch is closed. */
+ * Each attempt is one heap object holding up to two references: its
+ * timeout timer (always) and, for VM sockets, a worker-thread job that
+ * cannot be cancelled once running. Whatever happens, the caller's callback
+ * runs exactly once, after any handle it must not touch is closed, and the
+ * attempt is freed when its last reference goes. A failure found inside
+ * lr_transport_connect after ep's handle exists is delivered the same way,
+ * asynchronously, so no caller ever frees memory a closing handle is in. */
 #include "lr_transport.h"
 
 #include <stdarg.h>
@@ -25,7 +29,8 @@ typedef struct {
   uv_work_t work;
   uv_write_t wreq;
   uv_os_sock_t sock;
-  int status, ep_inited, timed_out, finished;
+  int status, ep_inited, finished;
+  int refs; /* the timer, plus a queued or running VM connect */
   char err[256];
   char fc_line[48];
   size_t fc_len;
@@ -62,14 +67,18 @@ int lr_fc_parse_reply(const char *buf, size_t len, uint32_t *host_port, size_t *
 
 /* ---- completion --------------------------------------------------------- */
 
-static void attempt_free_cb(uv_handle_t *h) { free(h->data); }
+static void attempt_unref(attempt_t *a) {
+  if (--a->refs == 0) free(a);
+}
+
+static void timer_closed(uv_handle_t *h) { attempt_unref(h->data); }
 
 static void deliver(attempt_t *a) {
   lr_transport_cb cb = a->cb;
   a->cb = NULL;
   if (cb) cb(a->ep, a->status, a->status ? a->err : NULL, a->data);
   a->timer.data = a;
-  uv_close((uv_handle_t *)&a->timer, attempt_free_cb);
+  uv_close((uv_handle_t *)&a->timer, timer_closed);
 }
 
 static void ep_closed_then_deliver(uv_handle_t *h) { deliver(h->data); }
@@ -104,8 +113,12 @@ static void finish(attempt_t *a, int status, const char *fmt, ...) {
 
 static void on_timeout(uv_timer_t *t) {
   attempt_t *a = t->data;
-  a->timed_out = 1;
   finish(a, UV_ETIMEDOUT, "no answer within %d ms", LR_TRANSPORT_TIMEOUT_MS);
+}
+
+static void on_init_failed(uv_timer_t *t) {
+  attempt_t *a = t->data;
+  finish(a, a->status, "%s", uv_strerror(a->status));
 }
 
 /* ---- hybrid vsock ------------------------------------------------------- */
@@ -193,6 +206,14 @@ static void vm_after(uv_work_t *w, int status) {
   int rc = a->status;
   a->status = 0;
   if (status == UV_ECANCELED) rc = UV_ECANCELED;
+  if (a->finished) {
+    /* The deadline passed first and the caller has moved on: a socket that
+     * connected late is nobody's, so close it here. */
+    if (rc == 0) a->pal->sock_close(a->sock);
+    attempt_unref(a);
+    return;
+  }
+  attempt_unref(a); /* the timer's reference keeps a alive below */
   if (rc < 0) {
     char why[256];
     snprintf(why, sizeof why, "%s", a->err[0] ? a->err : uv_strerror(rc));
@@ -204,8 +225,9 @@ static void vm_after(uv_work_t *w, int status) {
     rc = uv_tcp_open(&a->ep->u.tcp, a->sock);
   }
   if (rc) {
-    /* uv_tcp_open fails only for a socket libuv cannot poll; the core has
-     * no portable close for a raw socket, so this one leaks (logged). */
+    /* uv_tcp_open fails only for a socket libuv cannot poll; the handle
+     * does not own it, so it is closed here. */
+    a->pal->sock_close(a->sock);
     finish(a, rc, "wrapping the VM socket: %s", uv_strerror(rc));
     return;
   }
@@ -215,9 +237,22 @@ static void vm_after(uv_work_t *w, int status) {
 int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t *addr,
                          lr_endpoint_t *ep, lr_transport_cb cb, void *data, char *err,
                          size_t errlen) {
-  attempt_t *a = calloc(1, sizeof *a);
   char as[300];
   int rc = 0;
+  memset(ep, 0, sizeof *ep);
+  if ((addr->kind == LR_TADDR_VSOCK || addr->kind == LR_TADDR_HVSOCK) &&
+      (!pal || !pal->vmsock_connect || !pal->sock_close)) {
+    snprintf(err, errlen, "%s: this platform has no %s sockets",
+             lr_taddr_format(addr, as, sizeof as),
+             addr->kind == LR_TADDR_VSOCK ? "AF_VSOCK" : "AF_HYPERV");
+    return UV_EAFNOSUPPORT;
+  }
+  if (addr->kind != LR_TADDR_UNIX && addr->kind != LR_TADDR_FC && addr->kind != LR_TADDR_TCP &&
+      addr->kind != LR_TADDR_VSOCK && addr->kind != LR_TADDR_HVSOCK) {
+    snprintf(err, errlen, "%s: not a transport address", lr_taddr_format(addr, as, sizeof as));
+    return UV_EINVAL;
+  }
+  attempt_t *a = calloc(1, sizeof *a);
   if (!a) {
     snprintf(err, errlen, "out of memory");
     return UV_ENOMEM;
@@ -230,7 +265,21 @@ int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t 
   a->data = data;
   a->creq.data = a;
   a->work.data = a;
-  memset(ep, 0, sizeof *ep);
+  if (addr->kind == LR_TADDR_VSOCK || addr->kind == LR_TADDR_HVSOCK) {
+    ep->kind = LR_EP_VMSOCK;
+    rc = uv_queue_work(loop, &a->work, vm_work, vm_after);
+    if (rc) {
+      snprintf(err, errlen, "%s: %s", lr_taddr_format(addr, as, sizeof as), uv_strerror(rc));
+      free(a);
+      return rc;
+    }
+    a->refs++;
+  }
+  /* From here on every outcome reaches cb through finish(). */
+  uv_timer_init(loop, &a->timer);
+  a->timer.data = a;
+  a->refs++;
+  uv_timer_start(&a->timer, on_timeout, LR_TRANSPORT_TIMEOUT_MS, 0);
   switch (addr->kind) {
     case LR_TADDR_UNIX:
     case LR_TADDR_FC:
@@ -258,44 +307,19 @@ int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t 
       ep->kind = LR_EP_TCP;
       a->ep_inited = 1;
       ep->u.handle.data = a;
+      /* A synchronous failure (ENETUNREACH on a namespace whose lo is down)
+       * still goes through finish(): ep is closed before cb runs. */
       rc = uv_tcp_connect(&a->creq, &ep->u.tcp, (struct sockaddr *)&ss, on_connect);
-      if (rc) {
-        uv_close(&ep->u.handle, NULL);
-        a->ep_inited = 0;
-      }
       break;
     }
-    case LR_TADDR_VSOCK:
-    case LR_TADDR_HVSOCK:
-      if (!pal || !pal->vmsock_connect) {
-        snprintf(err, errlen, "%s: this platform has no %s sockets",
-                 lr_taddr_format(addr, as, sizeof as),
-                 addr->kind == LR_TADDR_VSOCK ? "AF_VSOCK" : "AF_HYPERV");
-        free(a);
-        return UV_EAFNOSUPPORT;
-      }
-      ep->kind = LR_EP_VMSOCK;
-      rc = uv_queue_work(loop, &a->work, vm_work, vm_after);
+    default: /* VM sockets: vm_after continues */
       break;
-    default:
-      rc = UV_EINVAL;
   }
-  if (rc) {
-    snprintf(err, errlen, "%s: %s", lr_taddr_format(addr, as, sizeof as), uv_strerror(rc));
-    if (a->ep_inited) {
-      /* rare: let the loop finish closing; the attempt must outlive it */
-      ep->u.handle.data = a;
-      a->cb = NULL;
-      a->finished = 1;
-      uv_close(&ep->u.handle, attempt_free_cb);
-      return rc;
-    }
-    free(a);
-    return rc;
+  if (rc && a->ep_inited) {
+    finish(a, rc, "%s", uv_strerror(rc));
+  } else if (rc) { /* no handle to close: deliver from the loop, not from here */
+    a->status = rc;
+    uv_timer_start(&a->timer, on_init_failed, 0, 0);
   }
-  uv_timer_init(loop, &a->timer);
-  a->timer.data = a;
-  if (addr->kind != LR_TADDR_VSOCK && addr->kind != LR_TADDR_HVSOCK)
-    uv_timer_start(&a->timer, on_timeout, LR_TRANSPORT_TIMEOUT_MS, 0);
   return 0;
 }

@@ -15,14 +15,24 @@
 #include "lr_endpoint.h"
 #include "lr_pal.h"
 
-/* status 0: ep is open (its handle initialised, kind set) and belongs to the
- * caller. status < 0: ep is closed (nothing to clean up) and err says why. */
+/* Ownership of ep: the caller allocates it (inside its own record) and must
+ * keep that memory valid until cb has run. While the attempt runs, the
+ * attempt owns ep's handle; when cb runs it hands it over:
+ *   status 0: ep is open (handle initialised, kind set) and now belongs to
+ *             the caller, who closes it.
+ *   status < 0: ep's handle is already closed (nothing to clean up) and err
+ *             says why. The caller may free ep's memory inside cb.
+ * The attempt allocates, closes and frees everything else itself (its timer,
+ * a VM socket that arrives after the deadline). */
 typedef void (*lr_transport_cb)(lr_endpoint_t *ep, int status, const char *err, void *data);
 
 #define LR_TRANSPORT_TIMEOUT_MS 5000
 
-/* Starts connecting ep to a. Returns 0 (cb will run exactly once) or a uv
- * error (cb will not run, err filled). ep must stay valid until cb runs. */
+/* Starts connecting ep to a, bounded by LR_TRANSPORT_TIMEOUT_MS for every
+ * kind. Returns 0: cb runs exactly once, never from inside this call, for
+ * success and failure alike. Returns a uv error only when nothing was
+ * started (bad address kind, no VM sockets on this platform, out of memory):
+ * ep's handle was never initialised, cb will not run, err says why. */
 int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t *a,
                          lr_endpoint_t *ep, lr_transport_cb cb, void *data,
                          char *err, size_t errlen);

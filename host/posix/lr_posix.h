@@ -11,7 +11,7 @@
 
 extern const lr_pal_t lr_pal_posix;
 
-/* Installs the relay's peer-closed probe, ignores SIGPIPE, and raises the
+/* Ignores SIGPIPE and raises the
  * soft open-files limit to the hard one: every relayed connection costs two
  * fds per side, and systemd's default soft limit of 1024 would otherwise cap
  * a daemon at about 500 connections (BRIEF section 6 asks for 5 000). */

@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include "lr_log.h"
-#include "lr_relay.h"
 #include "vmsock_posix.h"
 
 static int listen_loopback(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa, int backlog,
@@ -48,6 +47,8 @@ const char *lr_posix_run_dir(char *buf, size_t len) {
   return buf;
 }
 
+static const char *run_dir(char *buf, size_t len) { return lr_posix_run_dir(buf, len); }
+
 static const char *default_status_path(char *buf, size_t len) {
   char dir[400];
   snprintf(buf, len, "%s/lorelayd.sock", lr_posix_run_dir(dir, sizeof dir));
@@ -59,14 +60,6 @@ static const char *default_config_path(char *buf, size_t len) {
   return buf;
 }
 
-const lr_pal_t lr_pal_posix = {
-    .name = "posix",
-    .vmsock_connect = lr_posix_vmsock_connect,
-    .listen_loopback = listen_loopback,
-    .default_status_path = default_status_path,
-    .default_config_path = default_config_path,
-};
-
 /* After EOF: has the peer closed both directions (POLLHUP), or only its
  * write side (POLLRDHUP alone)? Meaningful only while our own write side is
  * open, which the relay guarantees before asking. */
@@ -77,6 +70,21 @@ static int peer_closed(const lr_endpoint_t *ep) {
   if (poll(&p, 1, 0) != 1) return 0;
   return (p.revents & POLLHUP) != 0;
 }
+
+static void sock_close(uv_os_sock_t s) { close(s); }
+
+const lr_pal_t lr_pal_posix = {
+    .name = "posix",
+    .vmsock_connect = lr_posix_vmsock_connect,
+    .sock_close = sock_close,
+    .listen_loopback = listen_loopback,
+    .peer_closed = peer_closed,
+    .run_dir = run_dir,
+    .default_status_path = default_status_path,
+    .default_config_path = default_config_path,
+};
+
+const lr_pal_t *lr_pal_host(void) { return &lr_pal_posix; }
 
 static void raise_nofile(void) {
   struct rlimit rl;
@@ -90,7 +98,6 @@ static void raise_nofile(void) {
 
 void lr_posix_init(void) {
   signal(SIGPIPE, SIG_IGN);
-  lr_relay_set_peer_closed_probe(peer_closed);
   raise_nofile();
 }
 

@@ -155,14 +155,25 @@ static const char *win32_default_config_path(char *buf, size_t len) {
   return lr_win32_programdata_path("lorelay.ini", buf, len);
 }
 
+static void win32_sock_close(uv_os_sock_t s) { closesocket(s); }
+
+/* No peer_closed probe: Winsock has no POLLHUP reading of an AF_HYPERV
+ * socket's state, so over hvsock a guest-side reset arrives as a close
+ * (docs/windows.md); over tcp: it is a real RST anyway. No run directory:
+ * the status endpoint is a named pipe. */
 static const lr_pal_t win32_pal = {
   .name = "win32",
   .vmsock_connect = win32_vmsock_connect,
+  .sock_close = win32_sock_close,
   .listen_loopback = win32_listen_loopback,
   .default_status_path = win32_default_status_path,
   .default_config_path = win32_default_config_path,
 };
 
 const lr_pal_t *lr_pal_win32(void) {
+  return &win32_pal;
+}
+
+const lr_pal_t *lr_pal_host(void) {
   return &win32_pal;
 }
