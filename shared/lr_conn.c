@@ -1,0 +1,365 @@
+/* Relayed connections: one record per client, forward or reverse.
+ *
+ * Forward: a client accepted on a stand-in gets its own transport stream to
+ * the agent (preamble + OPEN), waits for OPEN_RESULT, then hands both
+ * sockets to the relay. Reverse: the agent asks over the control stream
+ * (REVERSE_OPEN) for a port the host's reversePorts lists; the host connects
+ * to its own loopback server, opens a reverse stream (preamble + ATTACH) and
+ * relays. Either way the host opens every stream, and a refusal reaches the
+ * client as a reset, as a direct connection to a closed port would.
+ *
+ * A record lives exactly as long as its relay: it is freed in the relay's
+ * close callback, or, while a transport attempt still holds ep[1], when
+ * that attempt calls back (see lr_transport.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lr_host_int.h"
+#include "lr_log.h"
+#include "lr_transport.h"
+
+static void conn_destroy(lr_conn_t *c) {
+  lr_guest_t *g = c->g;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    g->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->b->active--;
+  lr_binding_unref(c->b);
+  free(c->rx);
+  free(c);
+  lr_host_maybe_done(g->host);
+}
+
+static void conn_closed(lr_relay_t *r) {
+  lr_conn_t *c = (lr_conn_t *)r;
+  if (c->connecting)
+    c->dead = 1; /* conn_transport_ready finishes the job */
+  else
+    conn_destroy(c);
+}
+
+static void conn_late_closed(uv_handle_t *h) { conn_destroy(h->data); }
+
+static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) LR_PRINTF(3, 4);
+static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) {
+  char msg[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (c->reverse) {
+    lr_log(LR_LOG_INFO, "%s: guest connection to host port %u: %s", c->g->name, c->b->key.port,
+           msg);
+    if (c->rx) { /* not attached yet: the agent still holds the guest client */
+      uint8_t f[LR_FRAME_HDR_LEN + 10 + LR_TEXT_MAX];
+      lr_session_send(c->g, f, lr_encode_reverse_fail(f, sizeof f, c->rev_id, LR_ERR_REFUSED, msg));
+    }
+  } else {
+    lr_log(LR_LOG_INFO, "%s: connection to guest port %u: %s", c->g->name, c->b->key.port, msg);
+  }
+  free(c->rx);
+  c->rx = NULL;
+  lr_relay_close(&c->relay, reset);
+}
+
+static void conn_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
+  lr_conn_t *c = h->data;
+  size_t avail = 0;
+  (void)sz;
+  buf->base = c->rx ? (char *)lr_rxbuf_space(c->rx, &avail) : NULL;
+  buf->len = avail;
+}
+
+static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  lr_conn_t *c = s->data;
+  (void)buf;
+  if (!c->rx || c->relay.closing) return;
+  if (n < 0) {
+    conn_fail(c, 1, "agent closed the stream during the handshake (%s)", uv_strerror((int)n));
+    return;
+  }
+  lr_rxbuf_commit(c->rx, (size_t)n);
+  if (!c->got_preamble) {
+    lr_preamble_t p;
+    int rc = lr_rxbuf_preamble(c->rx, &p);
+    if (rc == LR_PROTO_NEED_MORE) return;
+    if (rc != LR_PROTO_OK) {
+      conn_fail(c, 1, "%s%s", lr_proto_strerror(rc),
+                rc == LR_PROTO_EVERSION ? " (update lorelay on one side)" : "");
+      return;
+    }
+    c->got_preamble = 1;
+  }
+  lr_frame_t f;
+  int rc = lr_rxbuf_frame(c->rx, &f);
+  if (rc == LR_PROTO_NEED_MORE) return;
+  if (rc != LR_PROTO_OK) {
+    conn_fail(c, 1, "%s", lr_proto_strerror(rc));
+    return;
+  }
+  lr_error_msg_t em;
+  if ((f.type != LR_MSG_OPEN_RESULT && f.type != LR_MSG_ERROR) ||
+      (rc = lr_decode_error(&f, &em)) != LR_PROTO_OK) {
+    conn_fail(c, 1, "expected OPEN_RESULT, got %s", lr_msg_name(f.type));
+    return;
+  }
+  if (f.type == LR_MSG_ERROR || em.code != LR_OK) {
+    /* A refusal reaches the client as a reset, exactly as a direct
+     * connection to a closed port would. */
+    conn_fail(c, 1, "%s%s%s", lr_err_name(em.code), em.text[0] ? ": " : "", em.text);
+    return;
+  }
+  uv_read_stop(s);
+  size_t rest_len;
+  const uint8_t *rest = lr_rxbuf_rest(c->rx, &rest_len);
+  lr_rxbuf_t *rx = c->rx;
+  c->rx = NULL;
+  c->relay.counter[0] = &c->b->bytes_to_guest;
+  c->relay.counter[1] = &c->b->bytes_to_host;
+  int src = lr_relay_start(&c->relay, rest, rest_len);
+  free(rx);
+  if (src) lr_log(LR_LOG_WARN, "%s: relay start: %s", c->g->name, uv_strerror(src));
+}
+
+static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err, void *data) {
+  lr_conn_t *c = data;
+  (void)ep;
+  c->connecting = 0;
+  if (c->dead) { /* the client side is already gone */
+    if (status == 0) {
+      c->relay.ep[1].u.handle.data = c;
+      uv_close(&c->relay.ep[1].u.handle, conn_late_closed);
+    } else {
+      conn_destroy(c);
+    }
+    return;
+  }
+  if (status < 0) {
+    if (c->relay.closing)
+      return; /* the relay's close callback frees c */
+    conn_fail(c, 1, "cannot reach the agent: %s", err ? err : uv_strerror(status));
+    return;
+  }
+  lr_relay_mark_open(&c->relay, 1, c->relay.ep[1].kind);
+  if (c->relay.closing) { /* closing raced the connect: close ep[1] too */
+    lr_relay_close(&c->relay, 1);
+    return;
+  }
+  c->relay.ep[1].u.handle.data = c;
+  uint8_t buf[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + 300];
+  size_t n;
+  if (c->reverse) {
+    lr_attach_t at;
+    memset(&at, 0, sizeof at);
+    at.token_len = (uint8_t)c->g->token_len;
+    memcpy(at.token, c->g->token, c->g->token_len);
+    at.id = c->rev_id;
+    lr_preamble_encode(buf, LR_STREAM_REVERSE);
+    n = lr_encode_attach(buf + LR_PREAMBLE_LEN, sizeof buf - LR_PREAMBLE_LEN, &at);
+  } else {
+    lr_open_t o;
+    memset(&o, 0, sizeof o);
+    o.token_len = (uint8_t)c->g->token_len;
+    memcpy(o.token, c->g->token, c->g->token_len);
+    o.family = c->b->key.family;
+    o.port = c->b->key.port;
+    lr_preamble_encode(buf, LR_STREAM_DATA);
+    n = lr_encode_open(buf + LR_PREAMBLE_LEN, sizeof buf - LR_PREAMBLE_LEN, &o);
+  }
+  uv_buf_t b = uv_buf_init((char *)buf, (unsigned)(LR_PREAMBLE_LEN + n));
+  /* A fresh stream takes a few hundred bytes at once; if it ever does not,
+   * this stream is not usable anyway. */
+  int w = uv_try_write(&c->relay.ep[1].u.stream, &b, 1);
+  if (w != (int)b.len) {
+    conn_fail(c, 1, "sending OPEN: %s", w < 0 ? uv_strerror(w) : "short write");
+    return;
+  }
+  int rc = uv_read_start(&c->relay.ep[1].u.stream, conn_alloc, conn_read);
+  if (rc) conn_fail(c, 1, "reading OPEN_RESULT: %s", uv_strerror(rc));
+}
+
+/* A connection record counted on b, with its relay initialised. */
+static lr_conn_t *conn_new(lr_guest_t *g, lr_binding_t *b) {
+  lr_host_t *h = g->host;
+  lr_conn_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->g = g;
+  c->b = b;
+  lr_binding_ref(b);
+  b->connections++;
+  b->active++;
+  c->started = uv_now(h->loop);
+  c->next = g->conns;
+  if (g->conns) g->conns->prev = c;
+  g->conns = c;
+  lr_relay_init(&c->relay, h->pal, conn_closed, c);
+  return c;
+}
+
+/* ep[0] is connected: open the transport stream that carries it. */
+static void conn_open_transport(lr_conn_t *c) {
+  lr_host_t *h = c->g->host;
+  char err[300];
+  if (!c->rx) c->rx = malloc(sizeof *c->rx);
+  if (!c->rx) {
+    lr_relay_close(&c->relay, 1);
+    return;
+  }
+  lr_rxbuf_init(c->rx);
+  c->connecting = 1;
+  if (lr_transport_connect(h->loop, h->pal, &c->g->addr, &c->relay.ep[1], conn_transport_ready,
+                           c, err, sizeof err) != 0) {
+    c->connecting = 0;
+    conn_fail(c, 1, "cannot reach the agent: %s", err);
+  }
+}
+
+void lr_conn_accept(lr_guest_t *g, lr_standin_t *s) {
+  lr_conn_t *c = conn_new(g, s->b);
+  if (!c) return;
+  uv_tcp_init(g->host->loop, &c->relay.ep[0].u.tcp);
+  lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
+  if (uv_accept((uv_stream_t *)&s->tcp, &c->relay.ep[0].u.stream) != 0) {
+    lr_relay_close(&c->relay, 0);
+    return;
+  }
+  conn_open_transport(c);
+}
+
+/* ---- reverse: guest client -> host server ------------------------------- */
+
+static void reverse_start(lr_guest_t *g, lr_binding_t *b, uint32_t id, uint8_t family,
+                          int tried_other);
+
+static void reverse_local_connected(uv_connect_t *req, int status) {
+  lr_conn_t *c = req->data;
+  if (c->relay.closing) return;
+  if (status == UV_ECONNREFUSED && !c->rev_tried_other && c->g->host->cfg->ipv6) {
+    /* "localhost" in the guest may be either family and the host server may
+     * listen on only one: try the other before refusing. A new record takes
+     * over (a libuv handle cannot be reused before it is closed). */
+    lr_binding_t *b = c->b;
+    b->connections--; /* the same logical connection */
+    free(c->rx);
+    c->rx = NULL; /* no REVERSE_FAIL: the agent keeps waiting */
+    lr_relay_close(&c->relay, 0);
+    reverse_start(c->g, b, c->rev_id, c->rev_family == 6 ? 4 : 6, 1);
+    return;
+  }
+  if (status < 0) {
+    conn_fail(c, 0, "host %s:%u: %s", lr_loopback_str(c->rev_family),
+              c->b->key.port, uv_strerror(status));
+    return;
+  }
+  conn_open_transport(c);
+}
+
+static void reverse_start(lr_guest_t *g, lr_binding_t *b, uint32_t id, uint8_t family,
+                          int tried_other) {
+  struct sockaddr_storage ss;
+  lr_conn_t *c = conn_new(g, b);
+  if (!c) return;
+  c->reverse = 1;
+  c->rev_id = id;
+  c->rev_family = family;
+  c->rev_tried_other = tried_other;
+  c->rx = malloc(sizeof *c->rx); /* also marks "not attached yet" for conn_fail */
+  if (!c->rx) {
+    lr_relay_close(&c->relay, 0);
+    return;
+  }
+  lr_rxbuf_init(c->rx);
+  lr_loopback_sockaddr(family, b->key.port, &ss);
+  uv_tcp_init(g->host->loop, &c->relay.ep[0].u.tcp);
+  lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
+  c->creq.data = c;
+  int rc = uv_tcp_connect(&c->creq, &c->relay.ep[0].u.tcp, (struct sockaddr *)&ss,
+                          reverse_local_connected);
+  if (rc) conn_fail(c, 0, "connect: %s", uv_strerror(rc));
+}
+
+static lr_binding_t *reverse_find(lr_guest_t *g, uint16_t port) {
+  for (size_t i = 0; i < g->nrev; i++)
+    if (g->rev[i]->key.port == port) return g->rev[i];
+  return NULL;
+}
+
+void lr_conn_reverse_open(lr_guest_t *g, const lr_reverse_open_t *m) {
+  lr_binding_t *b = reverse_find(g, m->port);
+  if (!b) {
+    /* Only ports the host's config publishes: a guest must not make the
+     * host connect wherever it likes. */
+    uint8_t f[LR_FRAME_HDR_LEN + 10 + 80];
+    lr_log(LR_LOG_WARN, "%s: agent asked for host port %u, which reversePorts does not list",
+           g->name, m->port);
+    lr_session_send(g, f, lr_encode_reverse_fail(f, sizeof f, m->id, LR_ERR_REFUSED,
+                                          "port not in the host's reversePorts"));
+    return;
+  }
+  reverse_start(g, b, m->id, m->family == 6 && g->host->cfg->ipv6 ? 6 : 4, 0);
+}
+
+void lr_conn_reverse_send_set(lr_guest_t *g) {
+  static lr_reverse_set_t m; /* 2 KiB: not on the stack */
+  static uint8_t f[LR_FRAME_HDR_LEN + 3 + 2 * LR_REVERSE_MAX_PORTS];
+  memset(&m, 0, sizeof m);
+  m.flags = g->host->cfg->ipv6 ? LR_REVERSE_IPV6 : 0;
+  for (size_t i = 0; i < g->nrev; i++) m.ports[m.n++] = g->rev[i]->key.port;
+  lr_session_send(g, f, lr_encode_reverse_set(f, sizeof f, &m));
+}
+
+int lr_conn_reverse_init(lr_guest_t *g, char *err, size_t errlen) {
+  const lr_portset_t *ps = &g->host->cfg->reverse_ports;
+  size_t total = 0;
+  for (size_t i = 0; i < ps->n; i++) total += (size_t)(ps->r[i].hi - ps->r[i].lo) + 1;
+  if (total > LR_REVERSE_MAX_PORTS) {
+    snprintf(err, errlen, "reversePorts lists %zu ports; at most %d can be published", total,
+             LR_REVERSE_MAX_PORTS);
+    return -1;
+  }
+  if (!total) return 0;
+  g->rev = calloc(total, sizeof *g->rev);
+  if (!g->rev) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < ps->n; i++)
+    for (uint32_t p = ps->r[i].lo; p <= ps->r[i].hi; p++) {
+      if (reverse_find(g, (uint16_t)p)) continue;
+      lr_binding_t *b = calloc(1, sizeof *b);
+      if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+      }
+      b->key.family = 4;
+      b->key.port = (uint16_t)p;
+      b->actual_port = (uint16_t)p;
+      b->state = LR_BINDING_BOUND;
+      b->refs = 1; /* the guest's own reference */
+      g->rev[g->nrev++] = b;
+    }
+  return 0;
+}
+
+void lr_conn_reverse_free(lr_guest_t *g) {
+  for (size_t i = 0; i < g->nrev; i++) lr_binding_unref(g->rev[i]);
+  free(g->rev);
+  g->rev = NULL;
+  g->nrev = 0;
+}
+
+/* ---- housekeeping -------------------------------------------------------- */
+
+void lr_conn_tick(lr_guest_t *g, uint64_t now) {
+  for (lr_conn_t *c = g->conns; c; c = c->next)
+    if (c->rx && !c->connecting && !c->relay.closing && now - c->started > LR_HANDSHAKE_TIMEOUT_MS)
+      conn_fail(c, 1, "agent did not answer OPEN within 5 s");
+}
+
+void lr_conn_close_all(lr_guest_t *g) {
+  for (lr_conn_t *c = g->conns; c; c = c->next) lr_relay_close(&c->relay, 0);
+}

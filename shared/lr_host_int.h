@@ -1,0 +1,157 @@
+/* The host core's private model, shared by its rooms and by nothing else:
+ *
+ *   lr_host.c     the host object: guests, shutdown accounting
+ *   lr_session.c  one guest's control session: connect with backoff,
+ *                 HELLO/WELCOME, listener reports, resync, PING, staleness
+ *   lr_standin.c  stand-in listeners: the port table's bind/unbind hooks,
+ *                 conflict retry, accepting clients
+ *   lr_conn.c     relayed connections, forward (host client -> guest
+ *                 server) and reverse (guest client -> host server)
+ *   lr_status.c   status documents and the status endpoint
+ *
+ * Ownership, one owner per handle:
+ *   lr_host_t     allocated by lr_host_new, freed by lr_host_free after
+ *                 lr_host_shutdown's done callback. Owns the guests and the
+ *                 status server (status.c closes it).
+ *   lr_guest_t    allocated by lr_host_add_guest, freed by lr_host_free.
+ *                 Owns its three timers (closed by lr_host_shutdown), its
+ *                 control session and its connections.
+ *   lr_ctl_t      allocated by the session when a connect starts; the
+ *                 transport attempt owns ctl->ep until its callback, then
+ *                 the session closes it (lr_session_drop) and frees the
+ *                 record in the close callback, or at once when the connect
+ *                 failed (the transport closed ep before the callback).
+ *   lr_standin_t  allocated by the bind hook; its listener is closed by the
+ *                 unbind hook (or the platform on a failed listen) and the
+ *                 record freed in that close callback.
+ *   lr_conn_t     allocated by lr_conn_* with its relay; the relay owns the
+ *                 two handles from lr_relay_mark_open on, and the record is
+ *                 freed only in the relay's close callback (or after a
+ *                 transport attempt it lent ep[1] to has called back).
+ *
+ * Every handle closed while the host stops is counted in closing_handles
+ * (lr_host_closing / lr_host_closed), so the done callback runs exactly
+ * when the last one is gone. */
+#ifndef LR_HOST_INT_H
+#define LR_HOST_INT_H
+
+#include "lr_host.h"
+#include "lr_net.h"
+#include "lr_ports.h"
+#include "lr_proto.h"
+#include "lr_relay.h"
+#include "lr_rxbuf.h"
+
+/* A guest reporting more listeners than any real one has is broken or
+ * hostile; past this it cannot make the host open more stand-ins. */
+#define LR_MAX_LISTENERS_PER_GUEST 4096
+#define LR_HANDSHAKE_TIMEOUT_MS 5000
+
+typedef struct lr_guest_s lr_guest_t;
+
+typedef enum { LR_G_IDLE, LR_G_RESOLVING, LR_G_CONNECTING, LR_G_HANDSHAKE, LR_G_CONNECTED } lr_guest_state_t;
+
+typedef struct {
+  lr_endpoint_t ep;
+  lr_rxbuf_t rx;
+  lr_guest_t *g;
+  int got_preamble;
+} lr_ctl_t;
+
+typedef struct lr_conn_s {
+  lr_relay_t relay; /* first: the relay's close callback gets &relay */
+  lr_guest_t *g;
+  lr_binding_t *b;  /* counted reference: its counters outlive the stand-in */
+  lr_rxbuf_t *rx;   /* only during the handshake */
+  uint64_t started;
+  int got_preamble;
+  int connecting;   /* a transport attempt holds ep[1]: c must outlive it */
+  int dead;         /* the relay closed while connecting */
+  /* reverse (guest client -> host server) connections */
+  int reverse;
+  uint32_t rev_id;    /* the agent's id for its waiting guest client */
+  uint8_t rev_family; /* host loopback family being tried */
+  int rev_tried_other;
+  uv_connect_t creq;  /* the local connect to the host server */
+  struct lr_conn_s *prev, *next;
+} lr_conn_t;
+
+typedef struct {
+  uv_tcp_t tcp;
+  lr_binding_t *b; /* NULL once unbound (the close is under way) */
+  lr_guest_t *g;
+} lr_standin_t;
+
+struct lr_guest_s {
+  lr_host_t *host;
+  char name[300];
+  char transport[300];
+  lr_taddr_t addr;
+  lr_guest_resolve_fn resolve;
+  void *resolve_data;
+  uint8_t token[LR_TOKEN_MAX];
+  size_t token_len;
+  lr_ports_t ports;
+  /* reversePorts: one counter record per published host port */
+  lr_binding_t **rev;
+  size_t nrev;
+  lr_guest_state_t state;
+  lr_ctl_t *ctl;
+  uv_timer_t retry_timer, conflict_timer, tick_timer;
+  unsigned backoff_ms;
+  uint64_t last_rx, lost_at;
+  char last_err[300];
+  int stopping;
+  lr_ratelimit_t accept_log;
+  lr_conn_t *conns;
+  lr_guest_t *next;
+};
+
+typedef struct lr_status_client_s lr_status_client_t;
+
+struct lr_host_s {
+  uv_loop_t *loop;
+  const lr_pal_t *pal;
+  const lr_config_t *cfg;
+  lr_guest_t *guests;
+  uv_pipe_t status;
+  int status_open;
+  lr_status_client_t *clients;
+  char hostname[128];
+  /* shutdown */
+  int stopping;
+  unsigned closing_handles;
+  void (*done)(void *);
+  void *done_data;
+};
+
+/* lr_host.c: shutdown accounting. closing() before a uv_close whose callback
+ * ends in closed(); closed() runs the done callback when nothing is left. */
+void lr_host_closing(lr_host_t *h);
+void lr_host_closed(lr_host_t *h);
+void lr_host_maybe_done(lr_host_t *h);
+
+/* lr_session.c */
+void lr_session_start(lr_guest_t *g);
+void lr_session_send(lr_guest_t *g, const uint8_t *buf, size_t len);
+void lr_session_stop(lr_guest_t *g);
+void lr_session_tick(uv_timer_t *t);
+
+/* lr_standin.c */
+lr_ports_ops_t lr_standin_ops(lr_guest_t *g);
+void lr_standin_arm_retry(lr_guest_t *g);
+
+/* lr_conn.c */
+void lr_conn_accept(lr_guest_t *g, lr_standin_t *s);
+void lr_conn_reverse_open(lr_guest_t *g, const lr_reverse_open_t *m);
+void lr_conn_reverse_send_set(lr_guest_t *g);
+int lr_conn_reverse_init(lr_guest_t *g, char *err, size_t errlen);
+void lr_conn_reverse_free(lr_guest_t *g);
+/* Fails connections whose agent has not answered OPEN in time. */
+void lr_conn_tick(lr_guest_t *g, uint64_t now);
+void lr_conn_close_all(lr_guest_t *g);
+
+/* lr_status.c */
+void lr_status_stop(lr_host_t *h);
+
+#endif

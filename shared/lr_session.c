@@ -1,0 +1,368 @@
+/* One guest's control session: the long-lived control stream to its agent.
+ *
+ * Connects with exponential backoff (resolving the guest's address off the
+ * loop thread first when it changes over time, as WSL's VM id does), sends
+ * the preamble and HELLO, and from WELCOME on applies the agent's listener
+ * reports to the port table (a reconnect's full listing is a mark-and-sweep
+ * resync). It also keeps the session alive (PING every 5 s, dropped after
+ * 15 s of silence) and closes a guest's stand-ins once it has been gone for
+ * longer than any restart takes. A bad frame closes the control stream and
+ * nothing else: connections are separate streams and keep running. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lr_host_int.h"
+#include "lr_log.h"
+#include "lr_transport.h"
+#include "lr_version.h"
+
+#define RETRY_MIN_MS 50
+#define RETRY_MAX_MS 1000
+#define AUTH_RETRY_MS 5000
+#define PING_EVERY_MS 5000
+#define DEAD_AFTER_MS 15000
+#define STALE_AFTER_MS 5000
+
+static void session_schedule(lr_guest_t *g, unsigned delay_ms);
+static void session_drop(lr_guest_t *g, const char *why);
+
+void lr_session_send(lr_guest_t *g, const uint8_t *buf, size_t len) {
+  if (!g->ctl || !len || (g->state != LR_G_HANDSHAKE && g->state != LR_G_CONNECTED)) return;
+  lr_write_copy(&g->ctl->ep.u.stream, buf, len); /* a failed write shows up as a read error */
+}
+
+/* Logs a connect failure once, not at every retry, and shows it in status. */
+static void session_note_error(lr_guest_t *g, const char *err) {
+  if (strcmp(g->last_err, err) == 0) return;
+  lr_log(LR_LOG_WARN, "%s: %s (retrying)", g->name, err);
+  snprintf(g->last_err, sizeof g->last_err, "%s", err);
+}
+
+/* ---- receiving ----------------------------------------------------------- */
+
+static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
+  lr_listener_t l;
+  lr_hello_t hello;
+  lr_error_msg_t em;
+  char ls[80];
+  uint8_t buf[32];
+  uint64_t nonce;
+  int rc = LR_PROTO_OK;
+
+  if (g->state != LR_G_CONNECTED && f->type != LR_MSG_WELCOME && f->type != LR_MSG_ERROR) {
+    session_drop(g, "agent sent a message before WELCOME");
+    return;
+  }
+  switch (f->type) {
+    case LR_MSG_WELCOME:
+      if ((rc = lr_decode_hello(f, &hello))) break;
+      if (g->state == LR_G_CONNECTED) break;
+      g->state = LR_G_CONNECTED;
+      g->backoff_ms = RETRY_MIN_MS;
+      g->last_err[0] = '\0';
+      lr_log(LR_LOG_INFO, "%s: connected to agent \"%s\" (version %s) over %s", g->name,
+             hello.name, hello.version, g->transport);
+      lr_ports_sync_begin(&g->ports);
+      lr_conn_reverse_send_set(g);
+      return;
+    case LR_MSG_ERROR:
+      if ((rc = lr_decode_error(f, &em))) break;
+      lr_log(em.code == LR_ERR_AUTH || em.code == LR_ERR_VERSION ? LR_LOG_ERROR : LR_LOG_WARN,
+             "%s: agent refused us: %s%s%s", g->name, lr_err_name(em.code),
+             em.text[0] ? ": " : "", em.text);
+      snprintf(g->last_err, sizeof g->last_err, "agent refused: %s", lr_err_name(em.code));
+      session_drop(g, NULL);
+      if (em.code == LR_ERR_AUTH || em.code == LR_ERR_VERSION) {
+        uv_timer_stop(&g->retry_timer);
+        session_schedule(g, AUTH_RETRY_MS);
+      }
+      return;
+    case LR_MSG_LISTENER_ADD:
+    case LR_MSG_LISTENER_DEL:
+      if ((rc = lr_decode_listener(f, &l))) break;
+      lr_listener_format(&l, ls, sizeof ls);
+      lr_log(LR_LOG_DEBUG, "%s: guest %s %s", g->name,
+             f->type == LR_MSG_LISTENER_ADD ? "listens on" : "closed", ls);
+      if (f->type == LR_MSG_LISTENER_ADD) {
+        if (lr_ports_count(&g->ports) >= LR_MAX_LISTENERS_PER_GUEST) {
+          lr_log(LR_LOG_WARN, "%s: guest reports more than %d listeners: %s not forwarded",
+                 g->name, LR_MAX_LISTENERS_PER_GUEST, ls);
+          return;
+        }
+        lr_ports_add(&g->ports, &l);
+        lr_standin_arm_retry(g);
+      } else {
+        lr_ports_del(&g->ports, &l);
+      }
+      return;
+    case LR_MSG_SYNC_DONE:
+      if (g->ports.syncing) {
+        int n = lr_ports_sync_end(&g->ports);
+        if (n) lr_log(LR_LOG_INFO, "%s: resync removed %d stale listener(s)", g->name, n);
+      }
+      return;
+    case LR_MSG_PING:
+      if ((rc = lr_decode_ping(f, &nonce))) break;
+      lr_session_send(g, buf, lr_encode_ping(buf, sizeof buf, LR_MSG_PONG, nonce));
+      return;
+    case LR_MSG_PONG:
+      return;
+    case LR_MSG_REVERSE_OPEN: {
+      lr_reverse_open_t ro;
+      if ((rc = lr_decode_reverse_open(f, &ro))) break;
+      lr_conn_reverse_open(g, &ro);
+      return;
+    }
+    default:
+      lr_log(LR_LOG_DEBUG, "%s: skipping unknown control message type %u", g->name, f->type);
+      return;
+  }
+  char why[200];
+  snprintf(why, sizeof why, "bad %s message from agent: %s", lr_msg_name(f->type),
+           lr_proto_strerror(rc));
+  session_drop(g, why);
+}
+
+static void ctl_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
+  lr_ctl_t *ctl = h->data;
+  size_t avail;
+  (void)sz;
+  buf->base = (char *)lr_rxbuf_space(&ctl->rx, &avail);
+  buf->len = avail;
+}
+
+static void ctl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  lr_ctl_t *ctl = s->data;
+  lr_guest_t *g = ctl->g;
+  (void)buf;
+  if (!g || g->ctl != ctl) return;
+  if (n < 0) {
+    char why[200];
+    snprintf(why, sizeof why, "control stream closed by the agent (%s)", uv_strerror((int)n));
+    session_drop(g, why);
+    return;
+  }
+  if (n == 0) return;
+  g->last_rx = uv_now(g->host->loop);
+  lr_rxbuf_commit(&ctl->rx, (size_t)n);
+  if (!ctl->got_preamble) {
+    lr_preamble_t p;
+    int rc = lr_rxbuf_preamble(&ctl->rx, &p);
+    if (rc == LR_PROTO_NEED_MORE) return;
+    if (rc == LR_PROTO_EVERSION) {
+      char why[200];
+      snprintf(why, sizeof why,
+               "agent speaks protocol version %u, this lorelayd speaks %u: update one side",
+               p.version, LR_PROTO_VERSION);
+      lr_log(LR_LOG_ERROR, "%s: %s", g->name, why);
+      snprintf(g->last_err, sizeof g->last_err, "%s", why);
+      session_drop(g, NULL);
+      uv_timer_stop(&g->retry_timer);
+      session_schedule(g, AUTH_RETRY_MS);
+      return;
+    }
+    if (rc != LR_PROTO_OK) {
+      session_drop(g, "the peer is not a lorelay agent (bad preamble)");
+      return;
+    }
+    ctl->got_preamble = 1;
+  }
+  for (;;) {
+    lr_frame_t f;
+    int rc = lr_rxbuf_frame(&ctl->rx, &f);
+    if (rc == LR_PROTO_NEED_MORE) return;
+    if (rc != LR_PROTO_OK) {
+      char why[200];
+      snprintf(why, sizeof why, "agent sent a bad frame: %s", lr_proto_strerror(rc));
+      session_drop(g, why);
+      return;
+    }
+    ctl_handle_frame(g, &f);
+    if (g->ctl != ctl) return; /* dropped while handling */
+  }
+}
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+static void ctl_free(uv_handle_t *h) {
+  lr_ctl_t *ctl = h->data;
+  lr_host_t *host = ctl->g->host;
+  free(ctl);
+  lr_host_closed(host);
+}
+
+static void session_drop(lr_guest_t *g, const char *why) {
+  lr_ctl_t *ctl = g->ctl;
+  if (why) {
+    lr_log(g->state == LR_G_CONNECTED ? LR_LOG_WARN : LR_LOG_DEBUG, "%s: %s", g->name, why);
+    snprintf(g->last_err, sizeof g->last_err, "%s", why);
+  }
+  if (g->state == LR_G_CONNECTED) g->lost_at = uv_now(g->host->loop);
+  if (g->ports.syncing) g->ports.syncing = 0; /* an unfinished resync sweeps nothing */
+  g->state = LR_G_IDLE;
+  g->ctl = NULL;
+  if (ctl) {
+    ctl->ep.u.handle.data = ctl;
+    lr_host_closing(g->host);
+    uv_close(&ctl->ep.u.handle, ctl_free);
+  }
+  if (!g->stopping) session_schedule(g, g->backoff_ms);
+}
+
+static void ctl_connected(lr_endpoint_t *ep, int status, const char *err, void *data) {
+  lr_ctl_t *ctl = data;
+  lr_guest_t *g = ctl->g;
+  (void)ep;
+  if (status < 0) {
+    /* The attempt has closed ep: the record can go now. */
+    if (g->ctl == ctl) g->ctl = NULL;
+    free(ctl);
+    if (g->stopping) {
+      lr_host_maybe_done(g->host);
+      return;
+    }
+    g->state = LR_G_IDLE;
+    session_note_error(g, err ? err : uv_strerror(status));
+    session_schedule(g, g->backoff_ms);
+    return;
+  }
+  if (g->stopping || g->ctl != ctl) {
+    if (g->ctl == ctl) g->ctl = NULL;
+    ctl->ep.u.handle.data = ctl;
+    lr_host_closing(g->host);
+    uv_close(&ctl->ep.u.handle, ctl_free);
+    return;
+  }
+  g->state = LR_G_HANDSHAKE;
+  ctl->ep.u.handle.data = ctl;
+  uint8_t buf[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + 512];
+  lr_hello_t hello;
+  memset(&hello, 0, sizeof hello);
+  hello.token_len = (uint8_t)g->token_len;
+  memcpy(hello.token, g->token, g->token_len);
+  snprintf(hello.name, sizeof hello.name, "%s", g->host->hostname);
+  snprintf(hello.version, sizeof hello.version, "%s", LR_VERSION_STRING);
+  lr_preamble_encode(buf, LR_STREAM_CONTROL);
+  size_t n = lr_encode_hello(buf + LR_PREAMBLE_LEN, sizeof buf - LR_PREAMBLE_LEN, LR_MSG_HELLO, &hello);
+  lr_session_send(g, buf, LR_PREAMBLE_LEN + n);
+  g->last_rx = uv_now(g->host->loop);
+  int rc = uv_read_start(&ctl->ep.u.stream, ctl_alloc, ctl_read);
+  if (rc) session_drop(g, "cannot read the control stream");
+}
+
+static void session_connect(lr_guest_t *g) {
+  char err[300];
+  lr_ctl_t *ctl = calloc(1, sizeof *ctl);
+  if (!ctl) {
+    session_schedule(g, RETRY_MAX_MS);
+    return;
+  }
+  ctl->g = g;
+  lr_rxbuf_init(&ctl->rx);
+  g->ctl = ctl;
+  g->state = LR_G_CONNECTING;
+  if (lr_transport_connect(g->host->loop, g->host->pal, &g->addr, &ctl->ep, ctl_connected, ctl,
+                           err, sizeof err) != 0) {
+    /* Nothing was started, so nothing refers to ctl. */
+    g->ctl = NULL;
+    free(ctl);
+    g->state = LR_G_IDLE;
+    session_note_error(g, err);
+    session_schedule(g, g->backoff_ms);
+  }
+}
+
+/* Resolving a guest whose address changes (WSL's VM id) may block for
+ * seconds (the Host Compute Service), so it runs on the thread pool. */
+typedef struct {
+  uv_work_t work;
+  lr_guest_t *g;
+  lr_taddr_t addr;
+  int rc;
+  char err[300];
+} resolve_job_t;
+
+static void resolve_work(uv_work_t *w) {
+  resolve_job_t *j = w->data;
+  j->rc = j->g->resolve(j->g->resolve_data, &j->addr, j->err, sizeof j->err);
+}
+
+static void resolve_done(uv_work_t *w, int status) {
+  resolve_job_t *j = w->data;
+  lr_guest_t *g = j->g;
+  g->state = LR_G_IDLE;
+  if (g->stopping || status == UV_ECANCELED) {
+    free(j);
+    lr_host_maybe_done(g->host);
+    return;
+  }
+  if (j->rc != 0) {
+    session_note_error(g, j->err);
+    session_schedule(g, g->backoff_ms);
+  } else {
+    if (memcmp(&j->addr, &g->addr, sizeof j->addr) != 0) {
+      g->addr = j->addr;
+      lr_taddr_format(&j->addr, g->transport, sizeof g->transport);
+      lr_log(LR_LOG_INFO, "%s: guest agent now at %s", g->name, g->transport);
+    }
+    session_connect(g);
+  }
+  free(j);
+}
+
+static void session_connect_now(uv_timer_t *t) {
+  lr_guest_t *g = t->data;
+  if (g->stopping || g->ctl || g->state == LR_G_RESOLVING) return;
+  if (!g->resolve) {
+    session_connect(g);
+    return;
+  }
+  resolve_job_t *j = calloc(1, sizeof *j);
+  if (!j || (j->g = g, j->work.data = j,
+             uv_queue_work(g->host->loop, &j->work, resolve_work, resolve_done) != 0)) {
+    free(j);
+    session_schedule(g, RETRY_MAX_MS);
+    return;
+  }
+  g->state = LR_G_RESOLVING;
+}
+
+static void session_schedule(lr_guest_t *g, unsigned delay_ms) {
+  if (g->stopping) return;
+  uv_timer_start(&g->retry_timer, session_connect_now, delay_ms, 0);
+  g->backoff_ms = g->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : g->backoff_ms * 2;
+}
+
+void lr_session_start(lr_guest_t *g) {
+  g->backoff_ms = RETRY_MIN_MS;
+  uv_timer_start(&g->retry_timer, session_connect_now, 0, 0);
+}
+
+void lr_session_stop(lr_guest_t *g) {
+  if (g->ctl && g->state != LR_G_CONNECTING) session_drop(g, NULL);
+}
+
+void lr_session_tick(uv_timer_t *t) {
+  lr_guest_t *g = t->data;
+  uint64_t now = uv_now(g->host->loop);
+  uint8_t buf[32];
+  if (g->state == LR_G_CONNECTED) {
+    if (now - g->last_rx > DEAD_AFTER_MS) {
+      session_drop(g, "agent stopped answering (no message for 15 s)");
+    } else if (now - g->last_rx > PING_EVERY_MS) {
+      lr_session_send(g, buf, lr_encode_ping(buf, sizeof buf, LR_MSG_PING, now));
+    }
+  } else if (g->state == LR_G_HANDSHAKE && now - g->last_rx > LR_HANDSHAKE_TIMEOUT_MS) {
+    session_drop(g, "agent did not answer HELLO within 5 s");
+  } else if (g->state != LR_G_CONNECTED && g->lost_at && now - g->lost_at > STALE_AFTER_MS &&
+             lr_ports_count(&g->ports)) {
+    /* The guest is gone for longer than any restart takes: its stand-ins
+     * would only reset clients. Resync brings them back when it returns. */
+    lr_log(LR_LOG_WARN, "%s: agent unreachable for %d s: closing %zu forwarded port(s)", g->name,
+           STALE_AFTER_MS / 1000, lr_ports_count(&g->ports));
+    lr_ports_clear(&g->ports);
+    uv_timer_stop(&g->conflict_timer);
+  }
+  lr_conn_tick(g, now);
+}

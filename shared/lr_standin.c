@@ -1,0 +1,109 @@
+/* Stand-in listeners: the host sockets that stand in for a guest's
+ * listeners on the host loopback.
+ *
+ * The port table (lr_ports) decides which bindings exist; this room does
+ * their I/O through the table's hooks: open an exclusive listener through
+ * the platform layer, close it, tell the guest when a port's state changed,
+ * retry conflicts on a timer, and hand accepted clients to lr_conn. Kept
+ * apart from the connections so that what a guest can make the host bind
+ * is decided and logged in one place. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lr_host_int.h"
+#include "lr_log.h"
+
+#define STANDIN_BACKLOG 511
+
+static void standin_free(uv_handle_t *h) {
+  lr_standin_t *s = (lr_standin_t *)h;
+  lr_host_t *host = s->g->host;
+  free(s);
+  lr_host_closed(host);
+}
+
+static void on_client(uv_stream_t *server, int status) {
+  lr_standin_t *s = server->data;
+  if (status < 0) {
+    char what[340];
+    snprintf(what, sizeof what, "%s: stand-in port %u", s->g->name, s->b ? s->b->actual_port : 0);
+    lr_log_accept_error(&s->g->accept_log, s->g->host->loop, what, status);
+    return;
+  }
+  if (!s->b) return;
+  lr_conn_accept(s->g, s);
+}
+
+static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
+  lr_guest_t *g = data;
+  lr_host_t *h = g->host;
+  lr_standin_t *s = calloc(1, sizeof *s);
+  struct sockaddr_storage ss;
+  if (!s) return LR_BIND_INUSE;
+  s->g = g;
+  lr_loopback_sockaddr(b->key.family, port, &ss);
+  lr_host_closing(h); /* balanced by standin_free, on failure too */
+  int rc = h->pal->listen_loopback(h->loop, &s->tcp, (struct sockaddr *)&ss, STANDIN_BACKLOG,
+                                   on_client, standin_free);
+  if (rc == 0) {
+    /* Counted while closing, not while open: see standin_unbind. */
+    h->closing_handles--;
+    struct sockaddr_storage got;
+    int len = sizeof got;
+    if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&got, &len) == 0)
+      port = ntohs(((struct sockaddr_in *)&got)->sin_port);
+    s->b = b;
+    s->tcp.data = s;
+    b->io = s;
+    b->actual_port = port;
+    lr_log(LR_LOG_INFO, "%s: forwarding host %s:%u", g->name, lr_loopback_str(b->key.family),
+           port);
+    return LR_BIND_OK;
+  }
+  if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) return LR_BIND_UNAVAILABLE;
+  if (rc != UV_EADDRINUSE && rc != UV_EACCES)
+    lr_log(LR_LOG_WARN, "%s: stand-in %s:%u: %s", g->name, lr_loopback_str(b->key.family), port,
+           uv_strerror(rc));
+  return LR_BIND_INUSE;
+}
+
+static void standin_unbind(lr_binding_t *b, void *data) {
+  lr_guest_t *g = data;
+  lr_standin_t *s = b->io;
+  if (!s) return;
+  s->b = NULL;
+  b->io = NULL;
+  lr_log(LR_LOG_INFO, "%s: stopped forwarding host %s:%u", g->name,
+         lr_loopback_str(b->key.family), b->actual_port);
+  lr_host_closing(g->host);
+  uv_close((uv_handle_t *)&s->tcp, standin_free);
+}
+
+static void standin_state_changed(const lr_port_entry_t *e, lr_port_state_t st, void *data) {
+  lr_guest_t *g = data;
+  lr_port_state_msg_t m;
+  uint8_t buf[64];
+  memset(&m, 0, sizeof m);
+  m.listener = e->listener;
+  m.state = (uint8_t)st;
+  if (e->nb) m.host_port = e->b[0]->actual_port ? e->b[0]->actual_port : e->b[0]->key.port;
+  if (g->state == LR_G_CONNECTED)
+    lr_session_send(g, buf, lr_encode_port_state(buf, sizeof buf, &m));
+}
+
+lr_ports_ops_t lr_standin_ops(lr_guest_t *g) {
+  lr_ports_ops_t ops = {standin_bind, standin_unbind, standin_state_changed, g};
+  return ops;
+}
+
+static void conflict_tick(uv_timer_t *t) {
+  lr_guest_t *g = t->data;
+  if (lr_ports_retry_conflicts(&g->ports) == 0) uv_timer_stop(&g->conflict_timer);
+}
+
+void lr_standin_arm_retry(lr_guest_t *g) {
+  unsigned ms = g->host->cfg->conflict_retry_ms;
+  if (lr_ports_conflicts(&g->ports) > 0 && !uv_is_active((uv_handle_t *)&g->conflict_timer))
+    uv_timer_start(&g->conflict_timer, conflict_tick, ms, ms);
+}
