@@ -1,0 +1,678 @@
+/* The host core (lr_host and its rooms, lr_transport, lr_relay) in one
+ * process: a real lr_host_t on a libuv loop, a fake lr_pal_t that counts
+ * what the core asks of the platform, and a scripted fake agent on a Unix
+ * socket in the same loop. Clients are plain sockets of the test.
+ *
+ * The test first moves into a network namespace of its own (so stand-in
+ * ports never meet another process's, and a loopback that is still down
+ * gives the synchronous "network is unreachable" connect failure), then
+ * brings that loopback up for the rest. Linux only for that reason; the
+ * code under test is the portable core.
+ *
+ * Ownership bugs show up as invalid reads under the valgrind twin of this
+ * binary (libuv is not instrumented, so ASan misses accesses inside it):
+ * each test ends with a full shutdown, a loop with no handles left, and
+ * uv_loop_close() == 0. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "lr_config.h"
+#include "lr_host.h"
+#include "lr_log.h"
+#include "lr_net.h"
+#include "lr_pal.h"
+#include "lr_posix.h"
+#include "lr_proto.h"
+#include "lr_relay.h"
+#include "lr_rxbuf.h"
+#include "lr_sbuf.h"
+#include "lr_testutil.h"
+#include "lr_transport.h"
+
+/* ---- fake platform layer ---------------------------------------------------- */
+
+static struct {
+  int listens, busy_port, sock_closes, vm_calls;
+  int vm_mode; /* 0: refuse, 1: hand back a socket libuv cannot open, 2: answer late */
+} fake;
+
+static int fake_listen(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa, int backlog,
+                       uv_connection_cb cb, uv_close_cb on_fail) {
+  fake.listens++;
+  if (fake.busy_port && ntohs(((const struct sockaddr_in *)sa)->sin_port) == fake.busy_port) {
+    uv_tcp_init(loop, h);
+    uv_close((uv_handle_t *)h, on_fail);
+    return UV_EADDRINUSE;
+  }
+  return lr_pal_posix.listen_loopback(loop, h, sa, backlog, cb, on_fail);
+}
+
+static void fake_sock_close(uv_os_sock_t s) {
+  fake.sock_closes++;
+  if (s >= 0) close(s);
+}
+
+static int fake_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t len) {
+  (void)a;
+  fake.vm_calls++;
+  if (fake.vm_mode == 1) {
+    /* A descriptor libuv refuses (none is open under that number):
+     * uv_tcp_open fails and the core must hand it to sock_close. */
+    *out = 1000000;
+    return 0;
+  }
+  if (fake.vm_mode == 2) {
+    /* Connects after the core's 5 s bound: the late socket is nobody's and
+     * must be closed, not leaked. */
+    usleep((LR_TRANSPORT_TIMEOUT_MS + 700) * 1000);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return UV_EIO;
+    close(sv[1]);
+    *out = sv[0];
+    return 0;
+  }
+  snprintf(err, len, "fake: no such VM");
+  return UV_ECONNREFUSED;
+}
+
+static lr_pal_t fake_pal;
+
+static void fake_pal_init(void) {
+  memset(&fake, 0, sizeof fake);
+  fake_pal = lr_pal_posix;
+  fake_pal.name = "fake";
+  fake_pal.listen_loopback = fake_listen;
+  fake_pal.sock_close = fake_sock_close;
+  fake_pal.vmsock_connect = fake_vmsock_connect;
+}
+
+/* ---- fake agent ---------------------------------------------------------------- */
+
+enum {
+  AG_NORMAL,          /* WELCOME, listeners, OPEN_RESULT ok, echo */
+  AG_CLOSE_ON_HELLO,  /* closes the control stream as soon as HELLO arrives */
+  AG_NO_READ,         /* data streams: OPEN_RESULT ok, then never read again */
+};
+
+typedef struct agent_s agent_t;
+
+typedef struct astream_s {
+  uv_pipe_t pipe;
+  agent_t *ag;
+  lr_rxbuf_t rx;
+  int got_preamble, kind, relaying;
+  struct astream_s *next;
+} astream_t;
+
+struct agent_s {
+  uv_loop_t *loop;
+  uv_pipe_t server;
+  char path[108];
+  int mode;
+  lr_listener_t listeners[4];
+  int nlisteners;
+  int controls, hellos, opens;
+  astream_t *control; /* the live control stream */
+  astream_t *streams;
+};
+
+static void as_closed(uv_handle_t *h) {
+  astream_t *s = h->data;
+  for (astream_t **pp = &s->ag->streams; *pp; pp = &(*pp)->next)
+    if (*pp == s) {
+      *pp = s->next;
+      break;
+    }
+  if (s->ag->control == s) s->ag->control = NULL;
+  free(s);
+}
+
+static void as_close(astream_t *s) {
+  if (!uv_is_closing((uv_handle_t *)&s->pipe)) uv_close((uv_handle_t *)&s->pipe, as_closed);
+}
+
+static void as_send(astream_t *s, const void *buf, size_t len) {
+  assert_int_equal(lr_write_copy((uv_stream_t *)&s->pipe, buf, len), 0);
+}
+
+static void as_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
+  astream_t *s = h->data;
+  static char relay_buf[65536];
+  size_t avail = 0;
+  (void)sz;
+  if (s->relaying) {
+    buf->base = relay_buf;
+    buf->len = sizeof relay_buf;
+    return;
+  }
+  buf->base = (char *)lr_rxbuf_space(&s->rx, &avail);
+  buf->len = avail;
+}
+
+static void agent_send_listing(astream_t *s) {
+  uint8_t f[64];
+  for (int i = 0; i < s->ag->nlisteners; i++)
+    as_send(s, f, lr_encode_listener(f, sizeof f, LR_MSG_LISTENER_ADD, &s->ag->listeners[i]));
+  as_send(s, f, lr_encode_empty(f, sizeof f, LR_MSG_SYNC_DONE));
+}
+
+static void as_frame(astream_t *s, const lr_frame_t *f) {
+  agent_t *ag = s->ag;
+  uint8_t out[LR_PREAMBLE_LEN + 600];
+  if (f->type == LR_MSG_HELLO) {
+    ag->hellos++;
+    if (ag->mode == AG_CLOSE_ON_HELLO) {
+      as_close(s);
+      return;
+    }
+    lr_hello_t w;
+    memset(&w, 0, sizeof w);
+    snprintf(w.name, sizeof w.name, "fake-agent");
+    snprintf(w.version, sizeof w.version, "test");
+    lr_preamble_encode(out, LR_STREAM_CONTROL);
+    size_t n = lr_encode_hello(out + LR_PREAMBLE_LEN, sizeof out - LR_PREAMBLE_LEN,
+                               LR_MSG_WELCOME, &w);
+    as_send(s, out, LR_PREAMBLE_LEN + n);
+    ag->control = s;
+    agent_send_listing(s);
+  } else if (f->type == LR_MSG_OPEN) {
+    ag->opens++;
+    lr_preamble_encode(out, LR_STREAM_DATA);
+    size_t n = lr_encode_open_result(out + LR_PREAMBLE_LEN, sizeof out - LR_PREAMBLE_LEN, LR_OK,
+                                     "");
+    as_send(s, out, LR_PREAMBLE_LEN + n);
+    s->relaying = 1;
+    if (ag->mode == AG_NO_READ) uv_read_stop((uv_stream_t *)&s->pipe);
+  } else if (f->type == LR_MSG_PING) {
+    uint64_t nonce;
+    if (lr_decode_ping(f, &nonce) == LR_PROTO_OK)
+      as_send(s, out, lr_encode_ping(out, sizeof out, LR_MSG_PONG, nonce));
+  }
+}
+
+static void as_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  astream_t *s = st->data;
+  if (n < 0) {
+    as_close(s);
+    return;
+  }
+  if (s->relaying) { /* echo server */
+    if (n > 0) as_send(s, buf->base, (size_t)n);
+    return;
+  }
+  lr_rxbuf_commit(&s->rx, (size_t)n);
+  if (!s->got_preamble) {
+    lr_preamble_t p;
+    if (lr_rxbuf_preamble(&s->rx, &p) != LR_PROTO_OK) return;
+    s->got_preamble = 1;
+    s->kind = p.kind;
+    if (p.kind == LR_STREAM_CONTROL) s->ag->controls++;
+  }
+  lr_frame_t f;
+  while (!s->relaying && !uv_is_closing((uv_handle_t *)&s->pipe) &&
+         lr_rxbuf_frame(&s->rx, &f) == LR_PROTO_OK)
+    as_frame(s, &f);
+  if (s->relaying && !uv_is_closing((uv_handle_t *)&s->pipe)) {
+    size_t rest;
+    const uint8_t *r = lr_rxbuf_rest(&s->rx, &rest);
+    if (rest) as_send(s, r, rest);
+  }
+}
+
+static void agent_on_conn(uv_stream_t *server, int status) {
+  agent_t *ag = server->data;
+  assert_int_equal(status, 0);
+  astream_t *s = calloc(1, sizeof *s);
+  assert_non_null(s);
+  s->ag = ag;
+  lr_rxbuf_init(&s->rx);
+  uv_pipe_init(ag->loop, &s->pipe, 0);
+  s->pipe.data = s;
+  s->next = ag->streams;
+  ag->streams = s;
+  assert_int_equal(uv_accept(server, (uv_stream_t *)&s->pipe), 0);
+  uv_read_start((uv_stream_t *)&s->pipe, as_alloc, as_read);
+}
+
+static void agent_start(agent_t *ag, uv_loop_t *loop, int mode) {
+  static int seq;
+  memset(ag, 0, sizeof *ag);
+  ag->loop = loop;
+  ag->mode = mode;
+  snprintf(ag->path, sizeof ag->path, "/tmp/lr-hostcore-%d-%d.sock", (int)getpid(), seq++);
+  unlink(ag->path);
+  assert_int_equal(uv_pipe_init(loop, &ag->server, 0), 0);
+  ag->server.data = ag;
+  assert_int_equal(uv_pipe_bind(&ag->server, ag->path), 0);
+  assert_int_equal(uv_listen((uv_stream_t *)&ag->server, 64, agent_on_conn), 0);
+}
+
+static void agent_stop(agent_t *ag) {
+  if (!ag->loop) return; /* never started */
+  if (!uv_is_closing((uv_handle_t *)&ag->server)) uv_close((uv_handle_t *)&ag->server, NULL);
+  for (astream_t *s = ag->streams; s; s = s->next) as_close(s);
+  unlink(ag->path);
+}
+
+/* ---- harness ---------------------------------------------------------------------- */
+
+typedef struct {
+  uv_loop_t loop;
+  lr_config_t cfg;
+  lr_host_t *host;
+  agent_t agent;
+  int done;
+} fx_t;
+
+static fx_t *fx_new(void) {
+  fx_t *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  lr_config_defaults(&f->cfg);
+  f->cfg.conflict_retry_ms = 100;
+  fake_pal_init();
+  return f;
+}
+
+static void fx_host(fx_t *f, const char *transport) {
+  static const uint8_t token[] = "0123456789abcdef";
+  char err[256];
+  f->host = lr_host_new(&f->loop, &fake_pal, &f->cfg);
+  assert_non_null(f->host);
+  lr_guest_opts_t o = {.name = "g", .transport = transport, .token = token,
+                       .token_len = sizeof token - 1};
+  if (lr_host_add_guest(f->host, &o, err, sizeof err) != 0) fail_msg("add_guest: %s", err);
+}
+
+static void on_done(void *data) { ((fx_t *)data)->done = 1; }
+
+static void pump(fx_t *f, unsigned ms) {
+  uint64_t end = uv_now(&f->loop) + ms;
+  while (uv_now(&f->loop) < end) {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    usleep(1000);
+    uv_update_time(&f->loop);
+  }
+}
+
+/* Pumps until the status JSON contains want (or fails after ms). */
+static void pump_until_status(fx_t *f, const char *want, unsigned ms) {
+  uint64_t end = uv_now(&f->loop) + ms;
+  for (;;) {
+    lr_sbuf_t s;
+    lr_sbuf_init(&s);
+    lr_host_status_json(f->host, &s);
+    int hit = s.p && strstr(s.p, want) != NULL;
+    if (!hit && uv_now(&f->loop) >= end) fail_msg("status never showed '%s':\n%s", want, s.p);
+    lr_sbuf_free(&s);
+    if (hit) return;
+    pump(f, 5);
+  }
+}
+
+static void walk_close(uv_handle_t *h, void *arg) {
+  (void)arg;
+  fprintf(stderr, "left open: handle type %d\n", (int)h->type);
+}
+
+/* Shuts the host down, checks done ran and nothing is left on the loop. */
+static void fx_free(fx_t *f) {
+  if (f->host) {
+    lr_host_shutdown(f->host, on_done, f);
+    agent_stop(&f->agent);
+    uint64_t end = uv_now(&f->loop) + 8000;
+    while (!f->done && uv_now(&f->loop) < end) pump(f, 10);
+    assert_int_equal(f->done, 1);
+    lr_host_free(f->host);
+  } else {
+    agent_stop(&f->agent);
+  }
+  int rc = uv_run(&f->loop, UV_RUN_DEFAULT); /* finishes the last closes */
+  (void)rc;
+  if (uv_loop_close(&f->loop) != 0) {
+    uv_walk(&f->loop, walk_close, NULL);
+    fail_msg("handles left on the loop after shutdown");
+  }
+  free(f);
+}
+
+static int client_connect(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_storage ss;
+  lr_loopback_sockaddr(4, port, &ss);
+  if (connect(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Pumps the loop until fd has n bytes (or EOF/error). Returns bytes read. */
+static ssize_t client_read(fx_t *f, int fd, char *buf, size_t n, unsigned ms) {
+  size_t got = 0;
+  uint64_t end = uv_now(&f->loop) + ms;
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  while (got < n && uv_now(&f->loop) < end) {
+    ssize_t r = recv(fd, buf + got, n - got, 0);
+    if (r > 0) {
+      got += (size_t)r;
+      continue;
+    }
+    if (r == 0 || (r < 0 && errno != EAGAIN)) return r == 0 ? (ssize_t)got : -errno;
+    pump(f, 2);
+  }
+  return (ssize_t)got;
+}
+
+static uint16_t free_port(void) {
+  static uint16_t next = 20000;
+  return next++;
+}
+
+static void agent_listens(agent_t *ag, uint16_t port) {
+  ag->listeners[ag->nlisteners++] = lr_test_v4(127, 0, 0, 1, port);
+}
+
+static void echo_roundtrip(fx_t *f, uint16_t port) {
+  char buf[16];
+  int fd = client_connect(port);
+  assert_true(fd >= 0);
+  assert_int_equal(send(fd, "hello", 5, 0), 5);
+  assert_int_equal(client_read(f, fd, buf, 5, 3000), 5);
+  assert_memory_equal(buf, "hello", 5);
+  close(fd);
+}
+
+/* ---- tests ---------------------------------------------------------------------------- */
+
+/* lo is still down: the tcp connect fails inside uv_tcp_connect. The
+ * attempt must close its handle before the session frees the record that
+ * holds it (valgrind reported reads of freed memory here before). */
+static void test_connect_fails_synchronously(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  fx_host(f, "tcp:127.0.0.1:1");
+  pump_until_status(f, "unreachable", 2000);
+  pump(f, 300); /* several retries */
+  fx_free(f);
+}
+
+static int set_lo_up(void) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+  int rc = ioctl(fd, SIOCGIFFLAGS, &ifr);
+  if (rc == 0) {
+    ifr.ifr_flags |= IFF_UP;
+    rc = ioctl(fd, SIOCSIFFLAGS, &ifr);
+  }
+  close(fd);
+  return rc;
+}
+
+static int lo_up(void **state) {
+  (void)state;
+  assert_int_equal(set_lo_up(), 0);
+  return 0;
+}
+
+/* No agent at the path: the failure arrives through the callback, is
+ * shown in status, and retried. */
+static void test_connect_fails_asynchronously(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  fx_host(f, "unix:/tmp/lr-hostcore-nobody-here.sock");
+  pump_until_status(f, "no such file or directory", 2000);
+  fx_free(f);
+}
+
+/* VM sockets: the platform's socket is closed through sock_close when
+ * libuv cannot wrap it, and a refusal is an error in status. */
+static void test_vmsock_wrap_failure_closes_socket(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  fake.vm_mode = 1;
+  fx_host(f, "vsock:3:50505");
+  pump_until_status(f, "wrapping the VM socket", 3000);
+  assert_true(fake.vm_calls >= 1);
+  assert_true(fake.sock_closes >= 1);
+  fx_free(f);
+}
+
+/* A VM connect that answers after the core's bound: the session sees a
+ * timeout at 5 s, and the late socket is closed, not leaked. */
+static void test_vmsock_late_answer_is_closed(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  fake.vm_mode = 2;
+  fx_host(f, "vsock:3:50505");
+  pump_until_status(f, "no answer within 5000 ms", 7000);
+  uint64_t end = uv_now(&f->loop) + 4000;
+  while (fake.sock_closes == 0 && uv_now(&f->loop) < end) pump(f, 20);
+  assert_int_equal(fake.sock_closes, 1);
+  fake.vm_mode = 0; /* later attempts fail at once */
+  fx_free(f);
+}
+
+/* The agent hangs up right after HELLO: the host retries and keeps no
+ * stream of that attempt. */
+static void test_agent_closes_mid_handshake(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  agent_start(&f->agent, &f->loop, AG_CLOSE_ON_HELLO);
+  char t[160];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  uint64_t end = uv_now(&f->loop) + 3000;
+  while (f->agent.hellos < 3 && uv_now(&f->loop) < end) pump(f, 10);
+  assert_true(f->agent.hellos >= 3);
+  pump_until_status(f, "\"state\":\"connecting\"", 100);
+  fx_free(f);
+}
+
+/* A forwarded connection relays both ways; when the control stream drops,
+ * the stand-in and the open connection keep working, and the reconnect
+ * resyncs. */
+static void test_control_drop_keeps_connections(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  uint16_t port = free_port();
+  agent_start(&f->agent, &f->loop, AG_NORMAL);
+  agent_listens(&f->agent, port);
+  char t[160], want[64], buf[16];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  snprintf(want, sizeof want, "\"host\":[\"127.0.0.1:%u\"],\"state\":\"forwarding\"", port);
+  pump_until_status(f, want, 3000);
+  echo_roundtrip(f, port);
+
+  int fd = client_connect(port);
+  assert_true(fd >= 0);
+  assert_int_equal(send(fd, "one", 3, 0), 3);
+  assert_int_equal(client_read(f, fd, buf, 3, 3000), 3);
+  assert_non_null(f->agent.control);
+  int controls = f->agent.controls;
+  as_close(f->agent.control);
+  pump(f, 50);
+  assert_int_equal(send(fd, "two", 3, 0), 3); /* the connection is its own stream */
+  assert_int_equal(client_read(f, fd, buf, 3, 3000), 3);
+  assert_memory_equal(buf, "two", 3);
+  uint64_t end = uv_now(&f->loop) + 3000;
+  while (f->agent.controls == controls && uv_now(&f->loop) < end) pump(f, 10);
+  assert_true(f->agent.controls > controls); /* reconnected */
+  pump_until_status(f, want, 3000);
+  echo_roundtrip(f, port); /* the stand-in survived */
+  close(fd);
+  fx_free(f);
+}
+
+/* A host port taken by someone else: conflict, retried until it frees. */
+static void test_conflict_then_forwarding(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  uint16_t port = free_port();
+  int squat = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_storage ss;
+  lr_loopback_sockaddr(4, port, &ss);
+  assert_int_equal(bind(squat, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+  assert_int_equal(listen(squat, 1), 0);
+  agent_start(&f->agent, &f->loop, AG_NORMAL);
+  agent_listens(&f->agent, port);
+  char t[160];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  pump_until_status(f, "\"state\":\"conflict\"", 3000);
+  close(squat);
+  pump_until_status(f, "\"state\":\"forwarding\"", 2000);
+  echo_roundtrip(f, port);
+  fx_free(f);
+}
+
+/* remapOnConflict: the stand-in moves to a free port, shown in status. */
+static void test_conflict_remapped(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  f->cfg.remap_on_conflict = 1;
+  uint16_t port = free_port();
+  fake.busy_port = port;
+  agent_start(&f->agent, &f->loop, AG_NORMAL);
+  agent_listens(&f->agent, port);
+  char t[160];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  pump_until_status(f, "\"state\":\"remapped\"", 3000);
+  lr_sbuf_t s;
+  lr_sbuf_init(&s);
+  lr_host_status_json(f->host, &s);
+  const char *h = strstr(s.p, "\"host\":[\"127.0.0.1:");
+  assert_non_null(h);
+  unsigned remapped = (unsigned)atoi(h + strlen("\"host\":[\"127.0.0.1:"));
+  lr_sbuf_free(&s);
+  assert_int_not_equal(remapped, port);
+  echo_roundtrip(f, (uint16_t)remapped);
+  fx_free(f);
+}
+
+/* Shutdown while connections are open: done runs, clients see the end. */
+static void test_shutdown_with_live_connections(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  uint16_t port = free_port();
+  agent_start(&f->agent, &f->loop, AG_NORMAL);
+  agent_listens(&f->agent, port);
+  char t[160], buf[8];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  int fds[3];
+  for (int i = 0; i < 3; i++) {
+    fds[i] = client_connect(port);
+    assert_true(fds[i] >= 0);
+    assert_int_equal(send(fds[i], "x", 1, 0), 1);
+    assert_int_equal(client_read(f, fds[i], buf, 1, 3000), 1);
+  }
+  pump_until_status(f, "\"active\":3", 1000);
+  lr_host_shutdown(f->host, on_done, f);
+  uint64_t end = uv_now(&f->loop) + 5000;
+  while (!f->done && uv_now(&f->loop) < end) pump(f, 10);
+  assert_int_equal(f->done, 1);
+  for (int i = 0; i < 3; i++) {
+    ssize_t r = recv(fds[i], buf, sizeof buf, 0);
+    assert_true(r <= 0); /* EOF or reset, never a hang */
+    close(fds[i]);
+  }
+  lr_host_free(f->host); /* after done, as a daemon does */
+  f->host = NULL;
+  fx_free(f);
+}
+
+/* The agent's side stops reading while the client keeps sending: the
+ * relay stops reading the client (kernel buffers fill, the client's send
+ * blocks) and holds at most one pool buffer per direction. */
+static void test_relay_peer_stops_reading(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  uint16_t port = free_port();
+  agent_start(&f->agent, &f->loop, AG_NO_READ);
+  agent_listens(&f->agent, port);
+  char t[160];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  int fd = client_connect(port);
+  assert_true(fd >= 0);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  static char chunk[65536];
+  size_t sent = 0;
+  int blocked_turns = 0;
+  uint64_t end = uv_now(&f->loop) + 5000;
+  while (blocked_turns < 50 && uv_now(&f->loop) < end) {
+    ssize_t r = send(fd, chunk, sizeof chunk, 0);
+    if (r > 0) {
+      sent += (size_t)r;
+      blocked_turns = 0;
+    } else {
+      assert_int_equal(errno, EAGAIN);
+      blocked_turns++;
+    }
+    pump(f, 2);
+  }
+  assert_int_equal(blocked_turns, 50); /* the client is held back */
+  assert_true(lr_relay_pool_in_use() <= 2);
+  /* What was accepted sits in kernel socket buffers, not in our memory:
+   * bounded by them (a few MiB on loopback), far below an unbounded queue. */
+  assert_true(sent < 64u * 1024 * 1024);
+  print_message("client held back after %zu bytes; pool buffers in use: %zu\n", sent,
+                lr_relay_pool_in_use());
+  close(fd);
+  fx_free(f);
+}
+
+int main(void) {
+  char err[128] = "";
+  if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0)
+    snprintf(err, sizeof err, "unshare(CLONE_NEWNET): %s", strerror(errno));
+  if (err[0]) {
+    const char *ci = getenv("CI");
+    fprintf(stderr, "test_posix_host_core: cannot get a network namespace of its own (%s)\n",
+            err);
+    return ci && strcmp(ci, "true") == 0 ? 1 : 77;
+  }
+  lr_posix_init();
+  lr_log_set_level(getenv("LR_TEST_DEBUG") ? LR_LOG_DEBUG : LR_LOG_ERROR);
+  const struct CMUnitTest lo_down[] = {
+      cmocka_unit_test(test_connect_fails_synchronously),
+  };
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_connect_fails_asynchronously),
+      cmocka_unit_test(test_vmsock_wrap_failure_closes_socket),
+      cmocka_unit_test(test_vmsock_late_answer_is_closed),
+      cmocka_unit_test(test_agent_closes_mid_handshake),
+      cmocka_unit_test(test_control_drop_keeps_connections),
+      cmocka_unit_test(test_conflict_then_forwarding),
+      cmocka_unit_test(test_conflict_remapped),
+      cmocka_unit_test(test_shutdown_with_live_connections),
+      cmocka_unit_test(test_relay_peer_stops_reading),
+  };
+  int failed = cmocka_run_group_tests_name("host_core_lo_down", lo_down, NULL, NULL);
+  return failed + cmocka_run_group_tests_name("host_core", tests, lo_up, NULL);
+}
