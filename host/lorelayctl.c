@@ -2,20 +2,16 @@
  *
  * The daemon renders both the table and the JSON (one model, one place), so
  * this client stays a thin, portable libuv pipe client that works the same
- * over a Unix socket and a Windows named pipe. */
+ * over a Unix socket and a Windows named pipe; where the endpoint lives by
+ * default is the platform layer's answer, shared with lorelayd. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "lr_pal.h"
 #include "lr_sbuf.h"
 #include "lr_version.h"
-
-#ifdef _WIN32
-#define DEFAULT_SOCKET_HINT "\\\\.\\pipe\\lorelayd"
-#else
-#include <unistd.h>
-#endif
 
 typedef struct {
   uv_pipe_t pipe;
@@ -28,19 +24,6 @@ typedef struct {
   int status;
   char rbuf[16384];
 } ctl_t;
-
-static void default_socket(char *buf, size_t len) {
-#ifdef _WIN32
-  snprintf(buf, len, "%s", DEFAULT_SOCKET_HINT);
-#else
-  const char *xdg = getenv("XDG_RUNTIME_DIR");
-  if (geteuid() == 0 || !xdg || !*xdg)
-    snprintf(buf, len, geteuid() == 0 ? "/run/lorelay/lorelayd.sock" : "/tmp/lorelay-%u/lorelayd.sock",
-             (unsigned)geteuid());
-  else
-    snprintf(buf, len, "%s/lorelay/lorelayd.sock", xdg);
-#endif
-}
 
 static void usage(FILE *f) {
   fprintf(f, "usage: lorelayctl [--socket PATH] status [--json]\n"
@@ -149,8 +132,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (!sock) {
-    default_socket(defpath, sizeof defpath);
-    sock = defpath;
+    /* The daemon's own default, from the same platform layer. */
+    sock = lr_pal_host()->default_status_path(defpath, sizeof defpath);
   }
   ctl_t c;
   memset(&c, 0, sizeof c);

@@ -21,9 +21,11 @@
 typedef struct lr_host_s lr_host_t;
 
 /* Finds a guest whose address changes over time (WSL's VM id changes at
- * every WSL start). Called on the loop thread before every control-stream
- * connect attempt; 0 with *out filled, or -1 with a one-line reason (shown in
- * status; the attempt is retried with backoff). */
+ * every WSL start). Called before every control-stream connect attempt, on
+ * a libuv worker thread (a lookup may block for seconds, and the loop must
+ * keep serving meanwhile): it may read data but must not touch the host.
+ * 0 with *out filled, or -1 with a one-line reason (shown in status; the
+ * attempt is retried with backoff). */
 typedef int (*lr_guest_resolve_fn)(void *data, lr_taddr_t *out, char *err, size_t errlen);
 
 typedef struct {

@@ -2,11 +2,13 @@
 #include "lr_hostd.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lr_log.h"
+#include "lr_opts.h"
 
 const char *lr_hostd_common_usage(void) {
   return "  --guest ADDR        agent address: unix:PATH, tcp:HOST:PORT, vsock:CID:PORT,\n"
@@ -22,47 +24,20 @@ const char *lr_hostd_common_usage(void) {
 
 int lr_hostd_parse_args(int argc, char **argv, lr_hostd_opts_t *o, lr_hostd_extra_fn extra,
                         void *data, char *err, size_t errlen) {
+  static const lr_opt_t table[] = {
+      {"--help", "-h", LR_OPT_FLAG, offsetof(lr_hostd_opts_t, help)},
+      {"--version", "-V", LR_OPT_FLAG, offsetof(lr_hostd_opts_t, version)},
+      {"--guest", NULL, LR_OPT_STRING, offsetof(lr_hostd_opts_t, guest)},
+      {"--name", NULL, LR_OPT_STRING, offsetof(lr_hostd_opts_t, name)},
+      {"--token-file", NULL, LR_OPT_STRING, offsetof(lr_hostd_opts_t, token_file)},
+      {"--config", "-c", LR_OPT_STRING, offsetof(lr_hostd_opts_t, config)},
+      {"--socket", NULL, LR_OPT_STRING, offsetof(lr_hostd_opts_t, socket)},
+      {"--log-level", NULL, LR_OPT_STRING, offsetof(lr_hostd_opts_t, log_level)},
+  };
   memset(o, 0, sizeof *o);
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    const char **slot = NULL;
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      o->help = 1;
-      continue;
-    }
-    if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
-      o->version = 1;
-      continue;
-    }
-    if (!strcmp(a, "--guest")) slot = &o->guest;
-    else if (!strcmp(a, "--name")) slot = &o->name;
-    else if (!strcmp(a, "--token-file")) slot = &o->token_file;
-    else if (!strcmp(a, "-c") || !strcmp(a, "--config")) slot = &o->config;
-    else if (!strcmp(a, "--socket")) slot = &o->socket;
-    else if (!strcmp(a, "--log-level")) slot = &o->log_level;
-    if (slot) {
-      if (!v) {
-        snprintf(err, errlen, "option %s needs a value", a);
-        return -1;
-      }
-      *slot = v;
-      i++;
-      continue;
-    }
-    int used = extra ? extra(a, v, data) : -1;
-    if (used < 0) {
-      if (a[0] == '-')
-        snprintf(err, errlen, "unknown option '%s' (see --help)", a);
-      else
-        snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
-      return -1;
-    }
-    if (used == 1 && !v) {
-      snprintf(err, errlen, "option %s needs a value", a);
-      return -1;
-    }
-    i += used;
-  }
+  if (lr_opts_parse(argc, argv, table, sizeof table / sizeof table[0], o, extra, data, err,
+                    errlen) != 0)
+    return -1;
   if (o->log_level && lr_log_level_parse(o->log_level) < 0) {
     snprintf(err, errlen, "--log-level '%s': expected error, warn, info or debug", o->log_level);
     return -1;

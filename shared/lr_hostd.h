@@ -11,6 +11,7 @@
 #include <uv.h>
 #include "lr_config.h"
 #include "lr_host.h"
+#include "lr_opts.h"
 #include "lr_pal.h"
 #include "lr_proto.h"
 
@@ -28,10 +29,8 @@ typedef struct {
   void *resolve_data;
 } lr_hostd_opts_t;
 
-/* Called for an option the common parser does not know. val is the next
- * argv element or NULL. Return 1 if val was consumed, 0 if only opt was,
- * -1 if opt is unknown (the parser then reports it). */
-typedef int (*lr_hostd_extra_fn)(const char *opt, const char *val, void *data);
+/* Platform flags the common table does not know: see lr_opt_extra_fn. */
+typedef lr_opt_extra_fn lr_hostd_extra_fn;
 
 /* Parses argv. 0, or -1 with a one-line reason in err (unknown flag,
  * missing value, stray argument). */

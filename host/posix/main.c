@@ -198,7 +198,7 @@ int main(int argc, char **argv) {
     }
   }
 
-  if (!o.socket) o.socket = lr_pal_posix.default_status_path(status_path, sizeof status_path);
+  if (!o.socket) o.socket = lr_pal_host()->default_status_path(status_path, sizeof status_path);
   if (lr_posix_claim_socket_path(o.socket, err, sizeof err) != 0) {
     lr_log(LR_LOG_ERROR, "status endpoint: %s", err);
     return 1;
@@ -211,7 +211,7 @@ int main(int argc, char **argv) {
   uv_signal_start(&g_sigterm, on_signal, SIGTERM);
   uv_signal_start(&g_sigchld, on_sigchld, SIGCHLD);
 
-  if (lr_hostd_start(&g_daemon, loop, &lr_pal_posix, &o) != 0) {
+  if (lr_hostd_start(&g_daemon, loop, lr_pal_host(), &o) != 0) {
     g_stopping = 1;
     lr_hostd_stop(&g_daemon, on_stopped, NULL);
     uv_run(loop, UV_RUN_DEFAULT);

@@ -5,6 +5,7 @@
  * Wine, which has no HCS. Parsed with Debian's cJSON rather than by hand:
  * the document comes from another program, and every field is checked for
  * type before use. */
+#include "lr_sbuf.h"
 #include "lr_win32.h"
 
 #include <stdio.h>
@@ -17,7 +18,7 @@ static const char *str_field(const cJSON *o, const char *name) {
 }
 
 static int str_ieq(const char *a, const char *b) {
-  return a != NULL && _stricmp(a, b) == 0;
+  return a != NULL && lr_streq_nocase(a, b);
 }
 
 int lr_hcs_find_wsl_vm(const char *json, lr_guid_t *vmid, int *matches, char *err, size_t errlen) {

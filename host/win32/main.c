@@ -13,6 +13,7 @@
  * (SCM handler or console Ctrl handler), which only wakes the loop with
  * uv_async_send; the loop thread then calls lr_hostd_stop. libuv handles are
  * never touched from a foreign thread. */
+#include "lr_sbuf.h"
 #include "lr_win32.h"
 
 #include <tlhelp32.h>
@@ -171,7 +172,9 @@ static DWORD WINAPI svc_ctrl(DWORD ctrl, DWORD type, LPVOID event, LPVOID ctx) {
 /* --vm-id wsl: the WSL utility VM gets a new id at every WSL start, and a
  * service starting at boot may come up before WSL does. So the VM is looked
  * up again before every connect attempt (lr_guest_resolve_fn), and lorelayd
- * follows WSL across restarts instead of failing or going stale. */
+ * follows WSL across restarts instead of failing or going stale. The core
+ * runs this on a libuv worker thread, because the HCS query may block for
+ * seconds; it only reads g_args, which is set before the loop starts. */
 static int resolve_wsl(void *data, lr_taddr_t *out, char *err, size_t errlen) {
   lr_guid_t vmid;
   char addr[256];
@@ -189,7 +192,7 @@ static int resolve_guest(void) {
   const lr_guid_t *v = NULL;
   g_args.guest_arg = g_args.opts.guest;
   if (g_args.vm_id != NULL) {
-    if (_stricmp(g_args.vm_id, "wsl") == 0) {
+    if (lr_streq_nocase(g_args.vm_id, "wsl")) {
       lr_guid_t zero;
       memset(&zero, 0, sizeof zero);
       /* Check --guest now, so a bad flag fails at start, not at each retry. */
@@ -244,7 +247,7 @@ static int run(int as_service) {
   InterlockedExchange(&g_stop_ready, 1);
 
   if (resolve_guest() != 0 ||
-      lr_hostd_start(&g_hostd, &loop, lr_pal_win32(), &g_args.opts) != 0) {
+      lr_hostd_start(&g_hostd, &loop, lr_pal_host(), &g_args.opts) != 0) {
     g_exit_code = 1;
     InterlockedExchange(&g_stop_ready, 0);
     uv_walk(&loop, close_any, NULL);
