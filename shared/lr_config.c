@@ -126,14 +126,14 @@ static int handler(void *user, const char *section, const char *name, const char
   char err[160];
   int b;
   if (!lr_streq_nocase(section, "lorelay")) {
-    lr_log(LR_LOG_WARN, "%s:%d: key '%s' in section [%s] ignored (lorelay reads [lorelay])",
+    LR_WARN("%s:%d: key '%s' in section [%s] ignored (lorelay reads [lorelay])",
            ctx->source, ctx->line, name, section);
     return 1;
   }
 #define BOOL_KEY(key, field)                                                                  \
   if (lr_streq_nocase(name, key)) {                                                                       \
     if ((b = lr_parse_bool(value)) < 0) {                                                     \
-      lr_log(LR_LOG_ERROR, "%s:%d: %s = '%s' is not a boolean (true/false)", ctx->source,    \
+      LR_ERROR("%s:%d: %s = '%s' is not a boolean (true/false)", ctx->source,    \
              ctx->line, key, value);                                                          \
       ctx->errors++;                                                                          \
     } else {                                                                                  \
@@ -148,7 +148,7 @@ static int handler(void *user, const char *section, const char *name, const char
   if (lr_streq_nocase(name, "ignorePorts") || lr_streq_nocase(name, "reversePorts")) {
     lr_portset_t *s = lr_streq_nocase(name, "ignorePorts") ? &c->ignore_ports : &c->reverse_ports;
     if (lr_portset_parse(s, value, err, sizeof err)) {
-      lr_log(LR_LOG_ERROR, "%s:%d: %s: %s", ctx->source, ctx->line, name, err);
+      LR_ERROR("%s:%d: %s: %s", ctx->source, ctx->line, name, err);
       s->n = 0;
       ctx->errors++;
     }
@@ -157,7 +157,7 @@ static int handler(void *user, const char *section, const char *name, const char
   if (lr_streq_nocase(name, "logLevel")) {
     int lvl = lr_log_level_parse(value);
     if (lvl < 0) {
-      lr_log(LR_LOG_ERROR, "%s:%d: logLevel = '%s' is not one of error, warn, info, debug",
+      LR_ERROR("%s:%d: logLevel = '%s' is not one of error, warn, info, debug",
              ctx->source, ctx->line, value);
       ctx->errors++;
     } else {
@@ -169,7 +169,7 @@ static int handler(void *user, const char *section, const char *name, const char
     int scan = lr_streq_nocase(name, "scanIntervalMs");
     unsigned lo = scan ? 10 : 100, hi = scan ? 10000 : 60000, v;
     if (parse_uint_range(value, lo, hi, &v)) {
-      lr_log(LR_LOG_ERROR, "%s:%d: %s = '%s' is not a number of milliseconds in %u..%u",
+      LR_ERROR("%s:%d: %s = '%s' is not a number of milliseconds in %u..%u",
              ctx->source, ctx->line, name, value, lo, hi);
       ctx->errors++;
     } else if (scan) {
@@ -179,7 +179,7 @@ static int handler(void *user, const char *section, const char *name, const char
     }
     return 1;
   }
-  lr_log(LR_LOG_WARN, "%s:%d: unknown key '%s' ignored", ctx->source, ctx->line, name);
+  LR_WARN("%s:%d: unknown key '%s' ignored", ctx->source, ctx->line, name);
   return 1;
 }
 
@@ -192,7 +192,7 @@ static int handler(void *user, const char *section, const char *name, const char
 static char *deliver_line(parse_ctx_t *ctx, char *str, size_t n, int complete) {
   ctx->line++;
   if (!complete) {
-    lr_log(LR_LOG_ERROR, "%s:%d: line longer than %d characters: ignored", ctx->source,
+    LR_ERROR("%s:%d: line longer than %d characters: ignored", ctx->source,
            ctx->line, INI_MAX_LINE - 2);
     ctx->errors++;
     str[0] = '\n';
@@ -236,10 +236,10 @@ static char *file_reader(char *str, int num, void *stream) {
 static int finish(parse_ctx_t *ctx, int rc) {
   if (rc > 0) {
     /* inih reports the first line it could not parse (no '=' or ']'). */
-    lr_log(LR_LOG_ERROR, "%s:%d: not a 'key = value' line or [section] header", ctx->source, rc);
+    LR_ERROR("%s:%d: not a 'key = value' line or [section] header", ctx->source, rc);
     ctx->errors++;
   } else if (rc < 0) {
-    lr_log(LR_LOG_ERROR, "%s: could not be parsed (out of memory)", ctx->source);
+    LR_ERROR("%s: could not be parsed (out of memory)", ctx->source);
     ctx->errors++;
   }
   return ctx->errors ? -1 : 0;
@@ -254,7 +254,7 @@ int lr_config_load_file(lr_config_t *c, const char *path, int missing_ok) {
   FILE *f = fopen(path, "r");
   if (!f) {
     if (errno == ENOENT && missing_ok) return 0;
-    lr_log(LR_LOG_ERROR, "config %s: %s", path, strerror(errno));
+    LR_ERROR("config %s: %s", path, strerror(errno));
     return -1;
   }
   parse_ctx_t ctx = {.c = c, .source = path, .f = f};

@@ -52,14 +52,14 @@ static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (c->reverse) {
-    lr_log(LR_LOG_INFO, "%s: guest connection to host port %u: %s", c->g->name, c->b->key.port,
+    LR_INFO("%s: guest connection to host port %u: %s", c->g->name, c->b->key.port,
            msg);
     if (c->rx) { /* not attached yet: the agent still holds the guest client */
       uint8_t f[LR_FRAME_HDR_LEN + 10 + LR_TEXT_MAX];
       lr_session_send(c->g, f, lr_encode_reverse_fail(f, sizeof f, c->rev_id, LR_ERR_REFUSED, msg));
     }
   } else {
-    lr_log(LR_LOG_INFO, "%s: connection to guest port %u: %s", c->g->name, c->b->key.port, msg);
+    LR_INFO("%s: connection to guest port %u: %s", c->g->name, c->b->key.port, msg);
   }
   free(c->rx);
   c->rx = NULL;
@@ -122,7 +122,7 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   c->relay.counter[1] = &c->b->bytes_to_host;
   int src = lr_relay_start(&c->relay, rest, rest_len);
   free(rx);
-  if (src) lr_log(LR_LOG_WARN, "%s: relay start: %s", c->g->name, uv_strerror(src));
+  if (src) LR_WARN("%s: relay start: %s", c->g->name, uv_strerror(src));
 }
 
 static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err, void *data) {
@@ -294,7 +294,7 @@ void lr_conn_reverse_open(lr_guest_t *g, const lr_reverse_open_t *m) {
     /* Only ports the host's config publishes: a guest must not make the
      * host connect wherever it likes. */
     uint8_t f[LR_FRAME_HDR_LEN + 10 + 80];
-    lr_log(LR_LOG_WARN, "%s: agent asked for host port %u, which reversePorts does not list",
+    LR_WARN("%s: agent asked for host port %u, which reversePorts does not list",
            g->name, m->port);
     lr_session_send(g, f, lr_encode_reverse_fail(f, sizeof f, m->id, LR_ERR_REFUSED,
                                           "port not in the host's reversePorts"));

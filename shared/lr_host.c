@@ -92,7 +92,7 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   uv_timer_start(&g->tick_timer, lr_session_tick, TICK_MS, TICK_MS);
   g->next = h->guests;
   h->guests = g;
-  lr_log(LR_LOG_INFO, "%s: guest agent at %s", g->name, g->transport);
+  LR_INFO("%s: guest agent at %s", g->name, g->transport);
   lr_session_start(g);
   return 0;
 }

@@ -84,27 +84,27 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr
     missing_ok = 1;
   }
   if (cfg_path && lr_config_load_file(&d->cfg, cfg_path, missing_ok) != 0) {
-    lr_log(LR_LOG_ERROR, "not starting: fix the configuration in %s", cfg_path);
+    LR_ERROR("not starting: fix the configuration in %s", cfg_path);
     return -1;
   }
   lr_log_set_level(o->log_level ? lr_log_level_parse(o->log_level) : d->cfg.log_level);
   if (o->token_file &&
       lr_token_load_file(o->token_file, d->token, &d->token_len, err, sizeof err) != 0) {
-    lr_log(LR_LOG_ERROR, "%s", err);
+    LR_ERROR("%s", err);
     return -1;
   }
   if (!o->guest) {
-    lr_log(LR_LOG_ERROR, "no guest given: use --guest ADDR (see --help)");
+    LR_ERROR("no guest given: use --guest ADDR (see --help)");
     return -1;
   }
   d->host = lr_host_new(loop, pal, &d->cfg);
   if (!d->host) {
-    lr_log(LR_LOG_ERROR, "out of memory");
+    LR_ERROR("out of memory");
     return -1;
   }
   lr_guest_opts_t go = {o->name, o->guest, d->token, d->token_len, o->resolve, o->resolve_data};
   if (lr_host_add_guest(d->host, &go, err, sizeof err) != 0) {
-    lr_log(LR_LOG_ERROR, "%s", err);
+    LR_ERROR("%s", err);
     return -1;
   }
   const char *sp = o->socket;
@@ -112,7 +112,7 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr
   if (sp) {
     snprintf(d->status_path, sizeof d->status_path, "%s", sp);
     if (lr_host_serve_status(d->host, d->status_path, err, sizeof err) != 0) {
-      lr_log(LR_LOG_ERROR, "%s", err);
+      LR_ERROR("%s", err);
       return -1;
     }
   }

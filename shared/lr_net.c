@@ -57,7 +57,7 @@ void lr_log_accept_error(lr_ratelimit_t *rl, uv_loop_t *loop, const char *what, 
   uint64_t before = rl->suppressed;
   if (!lr_ratelimit_pass(rl, uv_now(loop), 60000)) return;
   rl->suppressed = 0;
-  lr_log(LR_LOG_WARN, "%s: accept: %s%s (%llu more like it not logged)", what,
+  LR_WARN("%s: accept: %s%s (%llu more like it not logged)", what,
          uv_strerror(status),
          status == UV_EMFILE || status == UV_ENFILE
              ? " (raise the open-files limit: LimitNOFILE= / ulimit -n)"

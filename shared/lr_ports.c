@@ -28,7 +28,7 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   int rc = t->ops.bind(b, b->key.port, t->ops.data);
   if (rc == LR_BIND_OK) {
     if (b->state == LR_BINDING_CONFLICT)
-      lr_log(LR_LOG_INFO, "host %s:%u is free again: forwarding", fam_addr(b->key.family),
+      LR_INFO("host %s:%u is free again: forwarding", fam_addr(b->key.family),
              b->key.port);
     b->state = LR_BINDING_BOUND;
     b->actual_port = b->key.port;
@@ -36,20 +36,20 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   }
   if (rc == LR_BIND_UNAVAILABLE) {
     if (b->state != LR_BINDING_UNAVAILABLE)
-      lr_log(LR_LOG_WARN, "host has no %s loopback: port %u not forwarded there",
+      LR_WARN("host has no %s loopback: port %u not forwarded there",
              b->key.family == 6 ? "IPv6" : "IPv4", b->key.port);
     b->state = LR_BINDING_UNAVAILABLE;
     return;
   }
   /* In use (or another bind error, which we treat alike: retry). */
   if (t->cfg->remap_on_conflict && t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK) {
-    lr_log(LR_LOG_WARN, "host %s:%u is taken by another program: remapped to port %u",
+    LR_WARN("host %s:%u is taken by another program: remapped to port %u",
            fam_addr(b->key.family), b->key.port, b->actual_port);
     b->state = LR_BINDING_REMAPPED;
     return;
   }
   if (b->state != LR_BINDING_CONFLICT)
-    lr_log(LR_LOG_WARN, "host %s:%u is taken by another program: conflict, retrying",
+    LR_WARN("host %s:%u is taken by another program: conflict, retrying",
            fam_addr(b->key.family), b->key.port);
   b->state = LR_BINDING_CONFLICT;
 }

@@ -98,7 +98,7 @@ void lr_relay_close(lr_relay_t *r, int reset_outer) {
 /* ep[d] was reset or failed: pass the reset to the other side. */
 static void relay_reset(lr_relay_t *r, int d, int err) {
   if (r->closing) return;
-  lr_log(LR_LOG_DEBUG, "relay %p: %s side %s: resetting the %s side", (void *)r,
+  LR_DEBUG("relay %p: %s side %s: resetting the %s side", (void *)r,
          d == 0 ? "outer" : "transport", uv_strerror(err), d == 0 ? "transport" : "outer");
   r->closing = 1;
   close_side(r, d, 0);

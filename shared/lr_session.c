@@ -35,7 +35,7 @@ void lr_session_send(lr_guest_t *g, const uint8_t *buf, size_t len) {
 /* Logs a connect failure once, not at every retry, and shows it in status. */
 static void session_note_error(lr_guest_t *g, const char *err) {
   if (strcmp(g->last_err, err) == 0) return;
-  lr_log(LR_LOG_WARN, "%s: %s (retrying)", g->name, err);
+  LR_WARN("%s: %s (retrying)", g->name, err);
   snprintf(g->last_err, sizeof g->last_err, "%s", err);
 }
 
@@ -61,7 +61,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       g->state = LR_G_CONNECTED;
       g->backoff_ms = RETRY_MIN_MS;
       g->last_err[0] = '\0';
-      lr_log(LR_LOG_INFO, "%s: connected to agent \"%s\" (version %s) over %s", g->name,
+      LR_INFO("%s: connected to agent \"%s\" (version %s) over %s", g->name,
              hello.name, hello.version, g->transport);
       lr_ports_sync_begin(&g->ports);
       lr_conn_reverse_send_set(g);
@@ -82,11 +82,11 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
     case LR_MSG_LISTENER_DEL:
       if ((rc = lr_decode_listener(f, &l))) break;
       lr_listener_format(&l, ls, sizeof ls);
-      lr_log(LR_LOG_DEBUG, "%s: guest %s %s", g->name,
+      LR_DEBUG("%s: guest %s %s", g->name,
              f->type == LR_MSG_LISTENER_ADD ? "listens on" : "closed", ls);
       if (f->type == LR_MSG_LISTENER_ADD) {
         if (lr_ports_count(&g->ports) >= LR_MAX_LISTENERS_PER_GUEST) {
-          lr_log(LR_LOG_WARN, "%s: guest reports more than %d listeners: %s not forwarded",
+          LR_WARN("%s: guest reports more than %d listeners: %s not forwarded",
                  g->name, LR_MAX_LISTENERS_PER_GUEST, ls);
           return;
         }
@@ -99,7 +99,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
     case LR_MSG_SYNC_DONE:
       if (g->ports.syncing) {
         int n = lr_ports_sync_end(&g->ports);
-        if (n) lr_log(LR_LOG_INFO, "%s: resync removed %d stale listener(s)", g->name, n);
+        if (n) LR_INFO("%s: resync removed %d stale listener(s)", g->name, n);
       }
       return;
     case LR_MSG_PING:
@@ -115,7 +115,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       return;
     }
     default:
-      lr_log(LR_LOG_DEBUG, "%s: skipping unknown control message type %u", g->name, f->type);
+      LR_DEBUG("%s: skipping unknown control message type %u", g->name, f->type);
       return;
   }
   char why[200];
@@ -155,7 +155,7 @@ static void ctl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       snprintf(why, sizeof why,
                "agent speaks protocol version %u, this lorelayd speaks %u: update one side",
                p.version, LR_PROTO_VERSION);
-      lr_log(LR_LOG_ERROR, "%s: %s", g->name, why);
+      LR_ERROR("%s: %s", g->name, why);
       snprintf(g->last_err, sizeof g->last_err, "%s", why);
       session_drop(g, NULL);
       uv_timer_stop(&g->retry_timer);
@@ -304,7 +304,7 @@ static void resolve_done(uv_work_t *w, int status) {
     if (memcmp(&j->addr, &g->addr, sizeof j->addr) != 0) {
       g->addr = j->addr;
       lr_taddr_format(&j->addr, g->transport, sizeof g->transport);
-      lr_log(LR_LOG_INFO, "%s: guest agent now at %s", g->name, g->transport);
+      LR_INFO("%s: guest agent now at %s", g->name, g->transport);
     }
     session_connect(g);
   }
@@ -359,7 +359,7 @@ void lr_session_tick(uv_timer_t *t) {
              lr_ports_count(&g->ports)) {
     /* The guest is gone for longer than any restart takes: its stand-ins
      * would only reset clients. Resync brings them back when it returns. */
-    lr_log(LR_LOG_WARN, "%s: agent unreachable for %d s: closing %zu forwarded port(s)", g->name,
+    LR_WARN("%s: agent unreachable for %d s: closing %zu forwarded port(s)", g->name,
            STALE_AFTER_MS / 1000, lr_ports_count(&g->ports));
     lr_ports_clear(&g->ports);
     uv_timer_stop(&g->conflict_timer);

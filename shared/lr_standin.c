@@ -57,13 +57,13 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
     s->tcp.data = s;
     b->io = s;
     b->actual_port = port;
-    lr_log(LR_LOG_INFO, "%s: forwarding host %s:%u", g->name, lr_loopback_str(b->key.family),
+    LR_INFO("%s: forwarding host %s:%u", g->name, lr_loopback_str(b->key.family),
            port);
     return LR_BIND_OK;
   }
   if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) return LR_BIND_UNAVAILABLE;
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
-    lr_log(LR_LOG_WARN, "%s: stand-in %s:%u: %s", g->name, lr_loopback_str(b->key.family), port,
+    LR_WARN("%s: stand-in %s:%u: %s", g->name, lr_loopback_str(b->key.family), port,
            uv_strerror(rc));
   return LR_BIND_INUSE;
 }
@@ -74,7 +74,7 @@ static void standin_unbind(lr_binding_t *b, void *data) {
   if (!s) return;
   s->b = NULL;
   b->io = NULL;
-  lr_log(LR_LOG_INFO, "%s: stopped forwarding host %s:%u", g->name,
+  LR_INFO("%s: stopped forwarding host %s:%u", g->name,
          lr_loopback_str(b->key.family), b->actual_port);
   lr_host_closing(g->host);
   uv_close((uv_handle_t *)&s->tcp, standin_free);

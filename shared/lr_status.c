@@ -275,6 +275,6 @@ int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errle
     lr_status_stop(h);
     return -1;
   }
-  lr_log(LR_LOG_INFO, "status endpoint: %s", path);
+  LR_INFO("status endpoint: %s", path);
   return 0;
 }

@@ -64,10 +64,10 @@ static void on_stopped(void *data) {
 static void on_signal(uv_signal_t *s, int signum) {
   (void)s;
   if (g_stopping) {
-    lr_log(LR_LOG_WARN, "second signal: exiting now");
+    LR_WARN("second signal: exiting now");
     exit(1);
   }
-  lr_log(LR_LOG_INFO, "signal %d: shutting down", signum);
+  LR_INFO("signal %d: shutting down", signum);
   g_stopping = 1;
   uv_timer_stop(&g_respawn);
   lr_hostd_stop(&g_daemon, on_stopped, NULL);
@@ -80,10 +80,10 @@ static void spawn_init(uv_timer_t *t) {
   g_init_pid = lr_netns_spawn(g_popts.netns, g_init_argv, err, sizeof err);
   g_init_started = uv_now(uv_default_loop());
   if (g_init_pid < 0) {
-    lr_log(LR_LOG_ERROR, "starting lorelay-init in %s: %s", g_popts.netns, err);
+    LR_ERROR("starting lorelay-init in %s: %s", g_popts.netns, err);
     uv_timer_start(&g_respawn, spawn_init, g_respawn_ms, 0);
   } else {
-    lr_log(LR_LOG_INFO, "%s: started %s (pid %d) in the namespace", g_popts.netns,
+    LR_INFO("%s: started %s (pid %d) in the namespace", g_popts.netns,
            g_init_argv[0], (int)g_init_pid);
   }
 }
@@ -100,9 +100,9 @@ static void on_sigchld(uv_signal_t *s, int signum) {
     g_init_pid = -1;
     if (g_stopping) continue;
     if (WIFSIGNALED(st))
-      lr_log(LR_LOG_WARN, "lorelay-init was killed by signal %d", WTERMSIG(st));
+      LR_WARN("lorelay-init was killed by signal %d", WTERMSIG(st));
     else
-      lr_log(LR_LOG_WARN, "lorelay-init exited with status %d", WEXITSTATUS(st));
+      LR_WARN("lorelay-init exited with status %d", WEXITSTATUS(st));
     uint64_t ran = uv_now(uv_default_loop()) - g_init_started;
     if (ran > 10000) g_respawn_ms = 100;
     uv_timer_start(&g_respawn, spawn_init, g_respawn_ms, 0);
@@ -117,7 +117,7 @@ static void stop_init(void) {
     if (waitpid(g_init_pid, NULL, WNOHANG) == g_init_pid) return;
     usleep(10000);
   }
-  lr_log(LR_LOG_WARN, "lorelay-init did not stop within 3 s: killing it");
+  LR_WARN("lorelay-init did not stop within 3 s: killing it");
   kill(g_init_pid, SIGKILL);
   waitpid(g_init_pid, NULL, 0);
 }
@@ -162,12 +162,12 @@ int main(int argc, char **argv) {
 
   if (g_popts.netns) {
     if (lr_netns_ensure(g_popts.netns, err, sizeof err) != 0) {
-      lr_log(LR_LOG_ERROR, "%s", err);
+      LR_ERROR("%s", err);
       return 1;
     }
     lr_posix_run_dir(rundir, sizeof rundir);
     if (lr_posix_mkdir_p(rundir, 0755) != 0) {
-      lr_log(LR_LOG_ERROR, "cannot create %s: %s", rundir, strerror(errno));
+      LR_ERROR("cannot create %s: %s", rundir, strerror(errno));
       return 1;
     }
     snprintf(agent_sock, sizeof agent_sock, "%s/netns-%s.sock", rundir, g_popts.netns);
@@ -193,14 +193,14 @@ int main(int argc, char **argv) {
     }
     g_init_argv[k] = NULL;
     if (access(init, X_OK) != 0) {
-      lr_log(LR_LOG_ERROR, "%s: %s (set LORELAY_INIT to its path)", init, strerror(errno));
+      LR_ERROR("%s: %s (set LORELAY_INIT to its path)", init, strerror(errno));
       return 1;
     }
   }
 
   if (!o.socket) o.socket = lr_pal_host()->default_status_path(status_path, sizeof status_path);
   if (lr_posix_claim_socket_path(o.socket, err, sizeof err) != 0) {
-    lr_log(LR_LOG_ERROR, "status endpoint: %s", err);
+    LR_ERROR("status endpoint: %s", err);
     return 1;
   }
 
@@ -219,11 +219,11 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (g_popts.netns) spawn_init(NULL);
-  lr_log(LR_LOG_INFO, "lorelayd %s running", LR_VERSION_STRING);
+  LR_INFO("lorelayd %s running", LR_VERSION_STRING);
   uv_run(loop, UV_RUN_DEFAULT);
   stop_init();
   lr_host_free(g_daemon.host);
   uv_loop_close(loop);
-  lr_log(LR_LOG_INFO, "stopped");
+  LR_INFO("stopped");
   return 0;
 }

@@ -92,7 +92,7 @@ static void raise_nofile(void) {
   rlim_t was = rl.rlim_cur;
   rl.rlim_cur = rl.rlim_max;
   if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-    lr_log(LR_LOG_DEBUG, "open-files limit raised from %llu to %llu", (unsigned long long)was,
+    LR_DEBUG("open-files limit raised from %llu to %llu", (unsigned long long)was,
            (unsigned long long)rl.rlim_max);
 }
 
