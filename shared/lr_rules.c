@@ -1,4 +1,4 @@
-/* The forwarding rules of BRIEF section 2; see lr_rules.h for the table. */
+/* The forwarding rules (docs/protocol.md); see lr_rules.h for the table. */
 #include "lr_rules.h"
 
 #include <string.h>

@@ -1,6 +1,6 @@
 /* The forwarding rules: which host loopback sockets stand in for a guest
- * listener. Pure and tiny on purpose: it is the product's contract (BRIEF
- * section 2) and is tested exhaustively.
+ * listener. Pure and tiny on purpose: it is the product's contract (the
+ * rules table in docs/protocol.md) and is tested exhaustively.
  *
  *   guest 0.0.0.0:P, 127.0.0.1:P   -> host 127.0.0.1:P
  *   guest [::1]:P                  -> host [::1]:P

@@ -14,7 +14,7 @@ extern const lr_pal_t lr_pal_posix;
 /* Ignores SIGPIPE and raises the
  * soft open-files limit to the hard one: every relayed connection costs two
  * fds per side, and systemd's default soft limit of 1024 would otherwise cap
- * a daemon at about 500 connections (BRIEF section 6 asks for 5 000). */
+ * a daemon at about 500 connections (the benchmark holds 5 000). */
 void lr_posix_init(void);
 
 /* /run/lorelay as root, else $XDG_RUNTIME_DIR/lorelay (or /tmp/lorelay-UID). */

@@ -1,5 +1,5 @@
 """Scenario 12: lorelayctl. The table names each port and its state; --json
-parses and has exactly the BRIEF section 4 shape and types; bad usage and a
+parses and has exactly the status shape of docs/protocol.md and types; bad usage and a
 missing endpoint are one-line errors with a non-zero exit."""
 
 import json

@@ -2,7 +2,7 @@
  *
  * Besides values, the messages are part of the contract: a bad value is an
  * error naming the key and the line, an unknown key a warning naming both
- * (BRIEF section 4). Log lines are captured through lr_log_set_sink and
+ * (docs/protocol.md, configuration). Log lines are captured through lr_log_set_sink and
  * checked for "SOURCE:LINE" and the key. */
 #include <stdarg.h>
 #include <stddef.h>

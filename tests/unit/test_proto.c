@@ -870,7 +870,7 @@ static void test_names(void **state) {
   assert_string_equal(lr_msg_name(0), "unknown");
   assert_string_equal(lr_msg_name(65535), "unknown");
 
-  /* status JSON uses exactly these words (BRIEF section 4) */
+  /* status JSON uses exactly these words (docs/protocol.md, status) */
   assert_string_equal(lr_port_state_name(LR_PORT_FORWARDING), "forwarding");
   assert_string_equal(lr_port_state_name(LR_PORT_CONFLICT), "conflict");
   assert_string_equal(lr_port_state_name(LR_PORT_REMAPPED), "remapped");

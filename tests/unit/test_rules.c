@@ -1,4 +1,4 @@
-/* Unit tests for the forwarding rules (BRIEF section 2), table-driven.
+/* Unit tests for the forwarding rules (docs/protocol.md, forwarding rules), table-driven.
  *
  * The table is the product contract, so it is written out here as data:
  * each guest listener with the host bindings it must produce under the
