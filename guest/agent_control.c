@@ -7,8 +7,9 @@
  * only while a control stream exists, removals before additions, batched
  * into one write per scan.
  *
- * Malformed frames and unknown frame types are skipped, so a newer host can
- * add messages. */
+ * A known frame whose payload does not decode ends the stream with ERROR,
+ * as the host does with the agent's frames; an unknown frame type is
+ * skipped, so a newer host can add messages. */
 #include "agent_int.h"
 
 #include <stdio.h>
@@ -157,13 +158,11 @@ static void log_port_state(const lr_port_state_msg_t *m) {
 
 void agent_control_frame(conn_t *c, const lr_frame_t *f) {
   lr_agent_t *a = c->agent;
+  int rc;
   switch (f->type) {
     case LR_MSG_PING: {
       uint64_t nonce;
-      if (lr_decode_ping(f, &nonce) != LR_PROTO_OK) {
-        LR_WARN("control stream from %s: malformed PING skipped", c->peer);
-        return;
-      }
+      if ((rc = lr_decode_ping(f, &nonce)) != LR_PROTO_OK) break;
       uint8_t out[32];
       agent_conn_send(c, out, lr_encode_ping(out, sizeof out, LR_MSG_PONG, nonce));
       return;
@@ -172,40 +171,32 @@ void agent_control_frame(conn_t *c, const lr_frame_t *f) {
       return;
     case LR_MSG_PORT_STATE: {
       lr_port_state_msg_t m;
-      if (lr_decode_port_state(f, &m) != LR_PROTO_OK) {
-        LR_WARN("control stream from %s: malformed PORT_STATE skipped", c->peer);
-        return;
-      }
+      if ((rc = lr_decode_port_state(f, &m)) != LR_PROTO_OK) break;
       log_port_state(&m);
       return;
     }
     case LR_MSG_ERROR: {
       /* The host closes after an ERROR: no reply, whatever its shape. */
       lr_error_msg_t e;
-      if (lr_decode_error(f, &e) == LR_PROTO_OK)
+      if ((rc = lr_decode_error(f, &e)) == LR_PROTO_OK)
         LR_WARN("control stream from %s: host reported %s: %s", c->peer, lr_err_name(e.code),
                 e.text);
       else
-        LR_WARN("control stream from %s: host reported a malformed error", c->peer);
+        LR_WARN("control stream from %s: bad ERROR message from the host: %s; closing", c->peer,
+                lr_proto_strerror(rc));
       agent_conn_close(c);
       return;
     }
     case LR_MSG_REVERSE_SET: {
       static lr_reverse_set_t m; /* 2 KiB; the loop is single-threaded */
-      if (lr_decode_reverse_set(f, &m) != LR_PROTO_OK) {
-        LR_WARN("control stream from %s: malformed REVERSE_SET skipped", c->peer);
-        return;
-      }
+      if ((rc = lr_decode_reverse_set(f, &m)) != LR_PROTO_OK) break;
       agent_reverse_set(a, &m);
       return;
     }
     case LR_MSG_REVERSE_FAIL: {
       uint32_t id;
       lr_error_msg_t e;
-      if (lr_decode_reverse_fail(f, &id, &e) != LR_PROTO_OK) {
-        LR_WARN("control stream from %s: malformed REVERSE_FAIL skipped", c->peer);
-        return;
-      }
+      if ((rc = lr_decode_reverse_fail(f, &id, &e)) != LR_PROTO_OK) break;
       agent_reverse_fail(a, id, &e);
       return;
     }
@@ -215,4 +206,5 @@ void agent_control_frame(conn_t *c, const lr_frame_t *f) {
                lr_msg_name(f->type), f->type, f->len);
       return;
   }
+  agent_bad_frame(c, f, rc);
 }
