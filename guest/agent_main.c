@@ -3,7 +3,7 @@
  * Only the process shell lives here: flags, config, token, the transport
  * listener (bound here, or inherited from lorelay-init through
  * LORELAY_LISTEN_FD so that restarts never drop queued connections) and
- * signal handling. Everything the agent does on the wire is in agent.c.
+ * signal handling. Everything the agent does on the wire is in agent*.c.
  *
  * Exit status: 0 after SIGINT/SIGTERM, 2 for a usage or configuration error
  * (lorelay-init does not restart those: a restart cannot fix them), 1 for a

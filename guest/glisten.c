@@ -1,7 +1,10 @@
 /* Transport listeners for the guest (see lr_glisten.h). The native calls
  * are kept thin: socket, bind, listen, and nothing protocol-specific, so
  * the vsock path, which cannot be exercised on machines without a vsock
- * transport, is the same few lines as the tested unix and tcp paths. */
+ * transport, is the same few lines as the tested unix and tcp paths. The
+ * guest builds its own sockaddr_vm rather than borrowing the host's vsock
+ * code: the host only connects, the guest only listens, and guest/ never
+ * reaches into host/. */
 #include "lr_glisten.h"
 
 #include <errno.h>
@@ -12,22 +15,42 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <netinet/in.h>
-#include "vmsock_posix.h"
+#include <linux/vm_sockets.h>
+
+/* What a failed vsock bind or listen means to someone setting up a VM. */
+static const char *vsock_hint(int e) {
+  switch (e) {
+    case EAFNOSUPPORT:
+      return " (this kernel has no AF_VSOCK: load the vsock module)";
+    case EADDRINUSE:
+      return " (another socket is bound to that vsock port)";
+    case EADDRNOTAVAIL:
+      return " (that CID is not this machine's: listen on vsock:any:PORT)";
+    default:
+      return "";
+  }
+}
+
+/* Closes fd without losing the errno that explains the failure. */
+static void close_keep_errno(int fd) {
+  int e = errno;
+  close(fd);
+  errno = e;
+}
 
 static int bind_listen(int fd, const struct sockaddr *sa, socklen_t salen, const lr_taddr_t *a,
                        char *err, size_t errlen) {
   char astr[256];
-  if (bind(fd, sa, salen) != 0) {
-    snprintf(err, errlen, "cannot bind %s: %s", lr_taddr_format(a, astr, sizeof astr),
-             strerror(errno));
-    return -1;
+  const char *what = "bind";
+  if (bind(fd, sa, salen) == 0) {
+    what = "listen on";
+    if (listen(fd, LR_GUEST_BACKLOG) == 0) return 0;
   }
-  if (listen(fd, LR_GUEST_BACKLOG) != 0) {
-    snprintf(err, errlen, "cannot listen on %s: %s", lr_taddr_format(a, astr, sizeof astr),
-             strerror(errno));
-    return -1;
-  }
-  return 0;
+  int e = errno;
+  snprintf(err, errlen, "cannot %s %s: %s%s", what, lr_taddr_format(a, astr, sizeof astr),
+           strerror(e), a->kind == LR_TADDR_VSOCK ? vsock_hint(e) : "");
+  errno = e;
+  return -1;
 }
 
 static int listen_unix(const lr_taddr_t *a, char *err, size_t errlen) {
@@ -61,7 +84,7 @@ static int listen_unix(const lr_taddr_t *a, char *err, size_t errlen) {
     return -1;
   }
   if (bind_listen(fd, (struct sockaddr *)&sun, (socklen_t)sizeof sun, a, err, errlen) != 0) {
-    close(fd);
+    close_keep_errno(fd);
     return -1;
   }
   return fd;
@@ -94,17 +117,29 @@ static int listen_tcp(const lr_taddr_t *a, char *err, size_t errlen) {
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind_listen(fd, (struct sockaddr *)&ss, sslen, a, err, errlen) != 0) {
-    close(fd);
+    close_keep_errno(fd);
     return -1;
   }
   return fd;
 }
 
-/* The vsock listener is the posix platform's (tested there with the rest
- * of the AF_VSOCK calls); the guest only adds its backlog. */
 static int listen_vsock(const lr_taddr_t *a, char *err, size_t errlen) {
-  uv_os_sock_t fd;
-  if (lr_posix_vsock_listen(a, LR_GUEST_BACKLOG, &fd, err, errlen) != 0) return -1;
+  struct sockaddr_vm svm;
+  memset(&svm, 0, sizeof svm);
+  svm.svm_family = AF_VSOCK;
+  svm.svm_cid = a->cid == LR_VSOCK_CID_ANY ? VMADDR_CID_ANY : a->cid;
+  svm.svm_port = a->port;
+  int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    int e = errno;
+    snprintf(err, errlen, "cannot create a vsock socket: %s%s", strerror(e), vsock_hint(e));
+    errno = e;
+    return -1;
+  }
+  if (bind_listen(fd, (struct sockaddr *)&svm, (socklen_t)sizeof svm, a, err, errlen) != 0) {
+    close_keep_errno(fd);
+    return -1;
+  }
   return fd;
 }
 

@@ -2,9 +2,12 @@
  *
  * Every accepted stream starts with the host's preamble and is either the
  * control stream (HELLO/WELCOME, then the listener list and its changes,
- * PING/PONG, PORT_STATE reports) or a data stream (one OPEN, a connect to
- * the real server on the guest loopback, one OPEN_RESULT, then the relay).
- * Kept apart from agent_main.c (flags, config, signals) so that the
+ * PING/PONG, PORT_STATE reports, reverse-forwarding requests), a data
+ * stream (one OPEN, a connect to the real server on the guest loopback, one
+ * OPEN_RESULT, then the relay) or a reverse stream (one ATTACH naming a
+ * guest client of a published port, then the relay). agent_int.h says
+ * which file handles which. Kept apart from agent_main.c (flags, config,
+ * signals) so that the
  * protocol handling can be driven by tests through a socketpair or a Unix
  * socket without a process around it. */
 #ifndef LR_AGENT_H

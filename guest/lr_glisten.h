@@ -18,7 +18,9 @@
 /* Binds and listens on a (unix, tcp or vsock; fc and hvsock are host-side
  * addresses and are refused with a hint). A stale Unix socket file is
  * unlinked first, but a path that exists and is not a socket is an error.
- * Returns a close-on-exec fd, or -1 with a one-line reason in err. */
+ * vsock:any:PORT binds VMADDR_CID_ANY. Returns a close-on-exec fd, or -1
+ * with a one-line reason in err (with a hint for the usual vsock mistakes);
+ * when a socket, bind or listen call failed, errno is that call's. */
 int lr_guest_listen(const lr_taddr_t *a, char *err, size_t errlen);
 
 /* Checks that fd is a listening stream socket and returns its address

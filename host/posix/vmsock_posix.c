@@ -1,4 +1,4 @@
-/* AF_VSOCK for the posix host (connect) and the Linux guest (bind/listen).
+/* AF_VSOCK for the posix host: connect only (the guest listens on its own).
  *
  * libuv cannot create vsock sockets, so these few blocking calls are made
  * natively and the resulting descriptor goes to uv_tcp_open. They stay thin
@@ -10,12 +10,10 @@
 #include "vmsock_posix.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -46,10 +44,6 @@ static const char *vs_hint(int e) {
     return " (nothing listens on that port in the guest: is lorelay-agent running?)";
   case ETIMEDOUT:
     return " (is the guest running and its CID right?)";
-  case EADDRINUSE:
-    return " (another socket is bound to that vsock port)";
-  case EADDRNOTAVAIL:
-    return " (that CID is not this machine's: listen on vsock:any:PORT)";
   default:
     return "";
   }
@@ -124,47 +118,4 @@ int lr_posix_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err, s
   close(fd);
   return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: connect: %s%s", addr, strerror(e),
                  vs_hint(e));
-}
-
-int lr_posix_vsock_listen(const lr_taddr_t *a, int backlog, uv_os_sock_t *out, char *err,
-                          size_t errlen) {
-  struct sockaddr_vm sa;
-  char addr[160];
-  int fd, e;
-  const char *what;
-
-  *out = -1;
-  if (lr_posix_vsock_sockaddr(a, &sa, err, errlen) != 0) return UV_EINVAL;
-  lr_taddr_format(a, addr, sizeof addr);
-  fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    e = errno;
-    return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: socket(AF_VSOCK): %s%s", addr,
-                   strerror(e), vs_hint(e));
-  }
-  what = "bind";
-  if (bind(fd, (const struct sockaddr *)&sa, sizeof sa) == 0) {
-    what = "listen";
-    if (listen(fd, backlog) == 0) {
-      *out = fd;
-      return 0;
-    }
-  }
-  e = errno;
-  close(fd);
-  return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: %s: %s%s", addr, what, strerror(e),
-                 vs_hint(e));
-}
-
-int lr_posix_vsock_local_cid(uint32_t *cid) {
-  unsigned int v = 0;
-  int fd = open("/dev/vsock", O_RDONLY | O_CLOEXEC);
-  int rc = 0;
-  if (fd < 0) return uv_translate_sys_error(errno);
-  if (ioctl(fd, IOCTL_VM_SOCKETS_GET_LOCAL_CID, &v) < 0)
-    rc = uv_translate_sys_error(errno);
-  else
-    *cid = v;
-  close(fd);
-  return rc;
 }

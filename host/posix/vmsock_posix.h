@@ -1,10 +1,11 @@
 /* AF_VSOCK on Linux: the native calls libuv cannot make.
  *
- * libuv has no AF_VSOCK support, so the host connects (and the guest binds)
- * natively and hands the finished socket to uv_tcp_open. The calls are kept
- * thin and the address conversion is a separate pure function, because no
- * vsock peer can be reached on the machines that test this code: only the
- * conversion, socket creation, bind/listen and the refusal paths are tested. */
+ * libuv has no AF_VSOCK support, so the host connects natively and hands
+ * the finished socket to uv_tcp_open (the guest's listener is its own, in
+ * guest/glisten.c). The calls are kept thin and the address conversion is a
+ * separate pure function, because no vsock peer can be reached on the
+ * machines that test this code: only the conversion and the refusal paths
+ * are tested. */
 #ifndef LR_VMSOCK_POSIX_H
 #define LR_VMSOCK_POSIX_H
 
@@ -32,16 +33,5 @@ int lr_posix_vsock_sockaddr(const lr_taddr_t *a, struct sockaddr_vm *out, char *
  * any socket, addresses that are not vsock: (hvsock: is Windows-only) and
  * CID "any" (a connect needs the guest's CID). */
 int lr_posix_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen);
-
-/* Guest side: a listening AF_VSOCK stream socket (SOCK_CLOEXEC, blocking)
- * bound to a's CID and port, for lorelay-init to pre-bind or the agent to
- * wrap with uv_tcp_open. 0 or a negative uv error code with err filled. */
-int lr_posix_vsock_listen(const lr_taddr_t *a, int backlog, uv_os_sock_t *out, char *err,
-                          size_t errlen);
-
-/* This machine's own CID (IOCTL_VM_SOCKETS_GET_LOCAL_CID on /dev/vsock),
- * for log lines such as "agent reachable at vsock:3:50505". 0 or a negative
- * uv error code. */
-int lr_posix_vsock_local_cid(uint32_t *cid);
 
 #endif

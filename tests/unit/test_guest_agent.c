@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -410,6 +411,151 @@ static void test_garbage_version_oversize_silence(void **state) {
   close(c);
 }
 
+/* ---- malformed frames on the control stream ------------------------------ */
+
+/* A frame with any payload, as a broken host would send it. */
+static size_t raw_frame(uint8_t *out, uint16_t type, const uint8_t *payload, uint32_t len) {
+  out[0] = (uint8_t)(type >> 8);
+  out[1] = (uint8_t)type;
+  out[2] = out[3] = 0;
+  out[4] = (uint8_t)(len >> 24);
+  out[5] = (uint8_t)(len >> 16);
+  out[6] = (uint8_t)(len >> 8);
+  out[7] = (uint8_t)len;
+  memcpy(out + LR_FRAME_HDR_LEN, payload, len);
+  return LR_FRAME_HDR_LEN + len;
+}
+
+/* Skips listener reports up to the agent's ERROR, which must name a
+ * protocol error, then the end of the stream. */
+static void expect_protocol_error_and_eof(int fd) {
+  for (int i = 0; i < 1000; i++) {
+    lr_frame_t fr = read_frame(fd);
+    if (fr.type != LR_MSG_ERROR) continue;
+    lr_error_msg_t e;
+    assert_int_equal(lr_decode_error(&fr, &e), LR_PROTO_OK);
+    assert_int_equal(e.code, LR_ERR_PROTOCOL);
+    expect_eof(fd);
+    return;
+  }
+  fail_msg("no ERROR frame");
+}
+
+/* A data stream relaying to a fresh server; *srv gets the server's side. */
+static int relayed_pair(fixture_t *f, int *srv, int *lsn) {
+  uint16_t port;
+  *lsn = tcp_listen_any(AF_INET, &port);
+  int d = start_data(f, 4, port, "");
+  *srv = accept(*lsn, NULL, NULL);
+  assert_true(*srv >= 0);
+  struct timeval tv = {3, 0};
+  setsockopt(*srv, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  lr_frame_t fr = read_frame(d);
+  assert_int_equal(fr.type, LR_MSG_OPEN_RESULT);
+  return d;
+}
+
+static void expect_relaying(int d, int srv) {
+  uint8_t b[16];
+  send_all(d, "ping", 4);
+  assert_int_equal(recv_n(srv, b, 4), 4);
+  assert_memory_equal(b, "ping", 4);
+  send_all(srv, "pong", 4);
+  assert_int_equal(recv_n(d, b, 4), 4);
+  assert_memory_equal(b, "pong", 4);
+}
+
+static int start_control_welcomed(fixture_t *f) {
+  int c = start_control(f, TOKEN, TOKEN_LEN);
+  assert_int_equal(read_frame(c).type, LR_MSG_WELCOME);
+  read_listing(f, c, 0);
+  return c;
+}
+
+static void test_malformed_ping_closes_control(void **state) {
+  fixture_t *f = *state;
+  int srv, lsn;
+  int d = relayed_pair(f, &srv, &lsn);
+  int c = start_control_welcomed(f);
+
+  /* A PING needs an 8-byte nonce; 3 bytes is a broken host. */
+  uint8_t buf[64];
+  static const uint8_t short_nonce[3] = {1, 2, 3};
+  send_all(c, buf, raw_frame(buf, LR_MSG_PING, short_nonce, sizeof short_nonce));
+  expect_protocol_error_and_eof(c);
+  close(c);
+
+  /* Only that stream ended: the data stream still relays, and the host can
+   * come back with a new control stream. */
+  expect_relaying(d, srv);
+  c = start_control_welcomed(f);
+  size_t n = lr_encode_ping(buf, sizeof buf, LR_MSG_PING, 42);
+  send_all(c, buf, n);
+  for (;;) {
+    lr_frame_t fr = read_frame(c);
+    if (fr.type == LR_MSG_PONG) break;
+  }
+  close(c);
+  close(d);
+  close(srv);
+  close(lsn);
+}
+
+/* 0 when 127.0.0.1:port can be bound, else the errno. */
+static int try_bind(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rc = bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0 ? 0 : errno;
+  close(fd);
+  return rc;
+}
+
+/* Polls for up to 3 s until try_bind(port) gives want. */
+static void wait_bind(uint16_t port, int want) {
+  for (int i = 0; i < 300; i++) {
+    if (try_bind(port) == want) return;
+    usleep(10000);
+  }
+  fail_msg("127.0.0.1:%u: bind never gave %s", port, want ? strerror(want) : "success");
+}
+
+static void test_malformed_reverse_set_closes_control(void **state) {
+  fixture_t *f = *state;
+  uint16_t port;
+  close(tcp_listen_any(AF_INET, &port)); /* a port nobody holds */
+  int srv, lsn;
+  int d = relayed_pair(f, &srv, &lsn);
+  int c = start_control_welcomed(f);
+
+  /* A good REVERSE_SET first: the agent publishes the port. */
+  uint8_t buf[64];
+  lr_reverse_set_t *rs = calloc(1, sizeof *rs);
+  assert_non_null(rs);
+  rs->n = 1;
+  rs->ports[0] = port;
+  send_all(c, buf, lr_encode_reverse_set(buf, sizeof buf, rs));
+  free(rs);
+  wait_bind(port, EADDRINUSE);
+
+  /* Three ports announced, one present. */
+  const uint8_t bad[] = {0, 0, 3, (uint8_t)(port >> 8), (uint8_t)port};
+  send_all(c, buf, raw_frame(buf, LR_MSG_REVERSE_SET, bad, sizeof bad));
+  expect_protocol_error_and_eof(c);
+  close(c);
+
+  /* The published port went with the control stream; the data stream and
+   * a new control stream are unaffected. */
+  wait_bind(port, 0);
+  expect_relaying(d, srv);
+  c = start_control_welcomed(f);
+  close(c);
+  close(d);
+  close(srv);
+  close(lsn);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_control_listing_changes_and_ping, setup, teardown),
@@ -417,6 +563,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_data_stream_relays_both_ways, setup, teardown),
       cmocka_unit_test_setup_teardown(test_refused_and_bad_open, setup, teardown),
       cmocka_unit_test_setup_teardown(test_garbage_version_oversize_silence, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_malformed_ping_closes_control, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_malformed_reverse_set_closes_control, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

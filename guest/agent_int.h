@@ -1,0 +1,182 @@
+/* The agent's private structures, shared by its modules (lr_agent.h is the
+ * public face):
+ *
+ *   agent.c          lifecycle, accepting streams, reading, the preamble
+ *                    dispatch, writing, ending a stream
+ *   agent_scan.c     sock_diag scans, the per-scan diff, own-inode exclusion
+ *   agent_control.c  the control stream: HELLO/WELCOME, listener reports,
+ *                    PING/PONG, PORT_STATE, REVERSE_SET/REVERSE_FAIL
+ *   agent_data.c     data streams: OPEN, connect to the guest server,
+ *                    OPEN_RESULT, hand-over to the relay
+ *   agent_reverse.c  published listeners, REVERSE_OPEN, ATTACH
+ *
+ * One record (conn_t) serves every kind of stream, with lr_relay_t embedded
+ * first so that a data stream becomes its relay without a second
+ * allocation and the relay's close callback hands back the whole record.
+ * The phase says which module drives it. */
+#ifndef LR_AGENT_INT_H
+#define LR_AGENT_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "lr_agent.h"
+#include "lr_net.h"
+#include "lr_proto.h"
+#include "lr_relay.h"
+#include "lr_rxbuf.h"
+#include "lr_sockdiag.h"
+
+typedef enum {
+  PH_PREAMBLE,   /* waiting for the host's preamble */
+  PH_HELLO,      /* control stream, waiting for HELLO */
+  PH_CONTROL,    /* the active control stream */
+  PH_OPEN,       /* data stream, waiting for OPEN */
+  PH_CONNECTING, /* data stream, connecting to the guest server */
+  PH_RELAY,      /* data or reverse stream handed to the relay */
+  PH_ATTACH,     /* reverse stream, waiting for ATTACH */
+  PH_REV_WAIT,   /* a guest client on a published port, waiting for its stream */
+  PH_DRAIN,      /* reply sent, write side shut, discarding input until EOF */
+  PH_CLOSED,
+} phase_t;
+
+/* One stream. Allocated by agent_conn_new (called from agent.c when a
+ * transport stream is accepted and from agent_reverse.c when a guest client
+ * of a published port is); linked in agent->conns until freed, which only
+ * agent.c does, once both the timer and the relay have closed.
+ *   relay.ep[1]  the transport stream (unused for PH_REV_WAIT records)
+ *   relay.ep[0]  the guest-side TCP socket: the server connection
+ *                (agent_data.c) or the guest client (agent_reverse.c)
+ *   Both handles belong to the relay from lr_relay_mark_open on; they are
+ *   closed through lr_relay_close (agent_conn_close), never directly.
+ *   timer        the record's own; closed by agent_close_timer
+ *   rx           the record's own; freed when the relay starts or with
+ *                the record, so an idle relayed stream holds no 4 KiB */
+typedef struct conn_s {
+  lr_relay_t relay; /* first: the relay's close callback hands back the conn */
+  lr_agent_t *agent;
+  struct conn_s *prev, *next;
+  lr_rxbuf_t *rx;
+  uv_timer_t timer;
+  uv_connect_t creq;
+  uv_shutdown_t sreq;
+  phase_t phase;
+  int timer_open;
+  int relay_open;
+  uint16_t port;   /* data streams: the guest port; reverse: the published port */
+  uint8_t family;  /* 4 or 6 */
+  uint32_t rev_id; /* PH_REV_WAIT: the id the host will ATTACH with */
+  char peer[96];
+} conn_t;
+
+/* A published (reverse) listener on the guest loopback. Allocated and
+ * freed by agent_reverse.c only: held in agent->rev.v; once its handle is
+ * initialised (open) it is freed in that handle's close callback. */
+typedef struct rlsn_s {
+  uv_tcp_t tcp;
+  lr_agent_t *agent;
+  uint16_t port;
+  uint8_t family;
+  int open;       /* handle initialised: close before free */
+  int bound;      /* listening; inode is valid */
+  uint32_t inode;
+} rlsn_t;
+
+/* Scan state, owned by agent_scan.c (agent_scan_init/agent_scan_free).
+ * cur is the set last reported, next the scan in progress; adds/dels the
+ * diff between them. All four arrays hold cap entries. */
+typedef struct {
+  lr_sockdiag_t sd;
+  lr_sockdiag_list_t raw;
+  lr_listener_t *cur, *next, *adds, *dels;
+  size_t ncur, cap;
+  char last_err[256]; /* logged once per distinct message */
+  uint32_t *own;      /* inodes never reported: the transport + published listeners */
+  size_t nown;
+} agent_scan_t;
+
+struct lr_agent_s {
+  uv_loop_t *loop;
+  const lr_pal_t *pal;
+  char name[128];
+  uint8_t token[LR_TOKEN_MAX];
+  size_t token_len;
+  unsigned scan_ms, handshake_ms;
+  /* The transport listener: opened by lr_agent_serve_fd, closed by
+   * lr_agent_shutdown (agent.c). */
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } lsn;
+  int lsn_open;
+  lr_ep_kind_t conn_kind;
+  lr_ratelimit_t accept_rl;
+  uint32_t own_inode; /* the transport listener's */
+  int have_own_inode;
+  /* Initialised by lr_agent_new and closed by lr_agent_shutdown (agent.c);
+   * started and stopped by agent_control.c with the control stream. */
+  uv_timer_t scan_timer;
+  int scan_timer_open;
+  agent_scan_t scan;
+  conn_t *control; /* the active control stream, also linked in conns */
+  conn_t *conns;
+  size_t nconns;
+  int shutting_down;
+  struct {
+    rlsn_t **v;
+    size_t n;
+    unsigned retry_ticks;
+    uint32_t next_id;
+    lr_ratelimit_t accept_rl;
+  } rev; /* agent_reverse.c's */
+};
+
+static inline uv_stream_t *agent_transport(conn_t *c) { return &c->relay.ep[1].u.stream; }
+
+/* agent.c */
+conn_t *agent_conn_new(lr_agent_t *a); /* NULL when out of memory */
+void agent_conn_close(conn_t *c);      /* abrupt; safe in any phase */
+void agent_conn_finish(conn_t *c);     /* after the last reply: shut, drain, close */
+void agent_close_timer(conn_t *c);
+/* Queues a copy of buf on the transport. 0, or -1 after closing c. */
+int agent_conn_send(conn_t *c, const void *buf, size_t len);
+void agent_fail_stream(conn_t *c, uint32_t code, const char *text); /* ERROR, then finish */
+void agent_send_open_result(conn_t *c, uint32_t status, const char *text, int finish);
+/* A known frame whose payload did not decode (rc): one log line, ERROR, end. */
+void agent_bad_frame(conn_t *c, const lr_frame_t *f, int rc);
+int agent_token_ok(const lr_agent_t *a, const uint8_t *tok, size_t len);
+
+/* agent_scan.c */
+int agent_scan_init(lr_agent_t *a, char *err, size_t errlen);
+void agent_scan_free(lr_agent_t *a);
+/* Rescans into scan.cur (kept as it was when the scan fails). */
+void agent_scan_full(lr_agent_t *a);
+/* Rescans and leaves what changed since the last scan in scan.adds and
+ * scan.dels. -1 when the scan failed (nothing changed then). */
+int agent_scan_diff(lr_agent_t *a, size_t *nadds, size_t *ndels);
+/* Recomputes scan.own from the transport listener and the published ones. */
+void agent_scan_own_rebuild(lr_agent_t *a);
+
+/* agent_control.c */
+void agent_control_hello(conn_t *c, const lr_frame_t *f);  /* PH_HELLO */
+void agent_control_frame(conn_t *c, const lr_frame_t *f);  /* PH_CONTROL */
+void agent_control_stop(conn_t *c); /* c is ending; no-op unless it is the control stream */
+
+/* agent_data.c */
+void agent_data_open(conn_t *c, const lr_frame_t *f); /* PH_OPEN */
+void agent_data_timeout(conn_t *c);                   /* handshake timer in PH_CONNECTING */
+/* The transport stream becomes a relay: the bytes already read past the
+ * handshake go to ep[0] first. what names the stream in log lines. */
+void agent_data_start_relay(conn_t *c, const char *what);
+
+/* agent_reverse.c */
+void agent_reverse_set(lr_agent_t *a, const lr_reverse_set_t *m);
+void agent_reverse_retry(lr_agent_t *a);
+void agent_reverse_close_all(lr_agent_t *a);
+void agent_reverse_fail(lr_agent_t *a, uint32_t id, const lr_error_msg_t *e);
+void agent_reverse_attach(conn_t *c, const lr_frame_t *f); /* PH_ATTACH */
+
+#endif
