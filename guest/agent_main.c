@@ -26,6 +26,7 @@
 #include "lr_glisten.h"
 #include "lr_hostd.h"
 #include "lr_log.h"
+#include "lr_opts.h"
 #include "lr_guest_pal.h"
 #include "lr_version.h"
 
@@ -48,7 +49,7 @@ static const char usage_text[] =
     "  --name NAME         guest name sent to the host (default: the host name)\n"
     "  --log-level LEVEL   error, warn, info or debug (overrides the config)\n"
     "  -h, --help          show this help and exit\n"
-    "  --version           print the version and exit\n"
+    "  -V, --version       print the version and exit\n"
     "\n"
     "Environment:\n"
     "  LORELAY_LISTEN_FD   an already-listening socket to serve on instead of binding\n";
@@ -64,49 +65,20 @@ typedef struct {
 
 /* Returns 0, or -1 after printing a one-line error. */
 static int parse_args(int argc, char **argv, agent_opts_t *o) {
-  static const struct {
-    const char *flag;
-    size_t off;
-  } valued[] = {
-      {"--listen", offsetof(agent_opts_t, listen)},
-      {"--token-file", offsetof(agent_opts_t, token_file)},
-      {"--config", offsetof(agent_opts_t, config)},
-      {"-c", offsetof(agent_opts_t, config)},
-      {"--name", offsetof(agent_opts_t, name)},
-      {"--log-level", offsetof(agent_opts_t, log_level)},
+  static const lr_opt_t table[] = {
+      {"--help", "-h", LR_OPT_FLAG, offsetof(agent_opts_t, help)},
+      {"--version", "-V", LR_OPT_FLAG, offsetof(agent_opts_t, version)},
+      {"--listen", NULL, LR_OPT_STRING, offsetof(agent_opts_t, listen)},
+      {"--token-file", NULL, LR_OPT_STRING, offsetof(agent_opts_t, token_file)},
+      {"--config", "-c", LR_OPT_STRING, offsetof(agent_opts_t, config)},
+      {"--name", NULL, LR_OPT_STRING, offsetof(agent_opts_t, name)},
+      {"--log-level", NULL, LR_OPT_STRING, offsetof(agent_opts_t, log_level)},
   };
+  char err[256];
   memset(o, 0, sizeof *o);
-  for (int i = 1; i < argc; i++) {
-    const char *arg = argv[i];
-    if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-      o->help = 1;
-      continue;
-    }
-    if (strcmp(arg, "--version") == 0) {
-      o->version = 1;
-      continue;
-    }
-    int matched = 0;
-    for (size_t k = 0; k < sizeof valued / sizeof valued[0] && !matched; k++) {
-      size_t fl = strlen(valued[k].flag);
-      const char **slot = (const char **)((char *)o + valued[k].off);
-      if (strcmp(arg, valued[k].flag) == 0) {
-        if (i + 1 >= argc) {
-          fprintf(stderr, "lorelay-agent: option %s needs a value (see --help)\n", arg);
-          return -1;
-        }
-        *slot = argv[++i];
-        matched = 1;
-      } else if (fl > 2 && strncmp(arg, valued[k].flag, fl) == 0 && arg[fl] == '=') {
-        *slot = arg + fl + 1;
-        matched = 1;
-      }
-    }
-    if (matched) continue;
-    if (arg[0] == '-')
-      fprintf(stderr, "lorelay-agent: unknown option '%s' (see --help)\n", arg);
-    else
-      fprintf(stderr, "lorelay-agent: unexpected argument '%s' (see --help)\n", arg);
+  if (lr_opts_parse(argc, argv, table, sizeof table / sizeof table[0], o, NULL, NULL, err,
+                    sizeof err) != 0) {
+    fprintf(stderr, "lorelay-agent: %s\n", err);
     return -1;
   }
   return 0;
