@@ -27,9 +27,14 @@ import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # tests/: lrci
+
+import lrci  # noqa: E402
+from lrci import in_ci, skip_or_fail  # noqa: E402,F401  (re-exported for the tests)
+
 GUESTSRV = os.path.join(HERE, "guestsrv.py")
 PYTHON = sys.executable or "python3"
-SKIP = 77
+SKIP = lrci.SKIP
 
 _ns_counter = 0
 
@@ -43,10 +48,6 @@ def bin_dir():
 
 def binary(name):
     return os.path.join(bin_dir(), name)
-
-
-def in_ci():
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def prerequisites():
@@ -73,16 +74,11 @@ def missing_binaries():
 
 
 def check_environment_or_exit():
-    """Skip (77) when the machine cannot run namespaces, unless CI=true:
+    """Skip (77) when the machine cannot run namespaces, unless in CI:
     then a silent skip would hide a broken CI image, so fail loudly."""
     reasons = prerequisites()
     if reasons:
-        msg = "e2e prerequisites missing: " + "; ".join(reasons)
-        if in_ci():
-            print("FATAL (CI=true): " + msg, file=sys.stderr)
-            sys.exit(1)
-        print("SKIP: " + msg, file=sys.stderr)
-        sys.exit(SKIP)
+        lrci.exit_skip_or_fail("e2e prerequisites missing: " + "; ".join(reasons))
     bins = missing_binaries()
     if bins:
         print("FATAL: binaries not built in %s: %s (set LORELAY_BIN_DIR)"

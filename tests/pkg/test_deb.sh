@@ -6,8 +6,10 @@
 # --version from the unpacked tree.
 #
 # usage: test_deb.sh BUILD_DIR CPACK VERSION
-# Exit 0 pass, 1 fail, 77 skip (dpkg-deb missing and CI is not "true").
+# Exit 0 pass, 1 fail, 77 skip (dpkg-deb missing outside CI; in CI, as
+# tests/lrci.sh defines it, a missing dpkg-deb is a failure).
 set -u
+. "$(dirname "$0")/../lrci.sh"
 
 build=$1 cpack=$2 version=$3
 fails=0
@@ -15,12 +17,7 @@ fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 ok() { echo "ok: $*"; }
 
 if ! command -v dpkg-deb >/dev/null 2>&1; then
-  if [ "${CI:-}" = "true" ]; then
-    echo "FAIL: dpkg-deb not found (apt-get install dpkg); CI=true requires the package test" >&2
-    exit 1
-  fi
-  echo "SKIP: dpkg-deb not found" >&2
-  exit 77
+  lr_skip_or_fail "pkg_deb: dpkg-deb not found (apt-get install dpkg)"
 fi
 if [ ! -f "$build/CPackConfig.cmake" ]; then
   echo "FAIL: $build/CPackConfig.cmake missing: the top-level CMakeLists.txt must include cmake/LorelayPackaging.cmake" >&2

@@ -7,12 +7,19 @@
 # tests must not depend on (or litter) $HOME/.wine. The prefix is created
 # under a lock; Mono/Gecko installs are skipped since nothing here needs them.
 #
+# Without wine it exits 77 (skip) outside CI and fails in CI (tests/lrci.sh).
+#
 # Usage: wine-run.sh PREFIX PROGRAM.exe [ARGS...]
 set -eu
 if [ $# -lt 2 ]; then
   echo "usage: $0 WINEPREFIX PROGRAM [ARGS...]" >&2
   exit 2
 fi
+. "$(dirname "$0")/../lrci.sh"
+for tool in wine wineserver; do
+  command -v "$tool" >/dev/null 2>&1 ||
+    lr_skip_or_fail "$(basename "$2"): $tool not found (apt-get install wine)"
+done
 WINEPREFIX=$1
 shift
 export WINEPREFIX
