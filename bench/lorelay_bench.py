@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""lorelay's own benchmark against the BRIEF section 6 baselines.
+"""lorelay's own benchmark against its baselines.
 
 One topology for everything: the client on the host, the server in a guest
 network namespace that this script creates (through `lorelayd --netns`),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs lorelay's benchmark (bench/lorelay_bench.py) against the BRIEF
-# section 6 baselines: direct loopback in a namespace, lorelay, socat chains.
+# Runs lorelay's benchmark (bench/lorelay_bench.py) against its
+# baselines: direct loopback in a namespace, lorelay, socat chains.
 # As root, after `scripts/deps.sh bench` and a build. Not part of ctest: it
 # takes minutes and wants an otherwise idle machine.
 #   bench/run.sh [--rounds N] [--only cpu,throughput,redis,connrate,idle] [--json FILE]

@@ -2,7 +2,7 @@
 #
 # One place decides how a test binary is built, labelled and run, so that the
 # unit, e2e and Wine suites agree on labels (unit / valgrind / e2e / wine),
-# on the skip convention (exit 77 = SKIP, see BRIEF: tests needing root,
+# on the skip convention (exit 77 = SKIP: tests needing root,
 # netns or Wine skip outside CI) and on the memory checkers: the linux-asan
 # preset compiles everything with ASan+UBSan, and the plain Linux build runs
 # each unit test a second time under valgrind, so leaks and invalid reads are
