@@ -44,37 +44,82 @@ if(EXISTS ${PROJECT_SOURCE_DIR}/docs/setups.md)
   install(FILES ${PROJECT_SOURCE_DIR}/docs/setups.md DESTINATION share/doc/lorelay)
 endif()
 
+# Who the packages name as their maintainer, in the Debian control file,
+# the Debian changelog and the copyright file's Upstream-Contact.
+set(LORELAY_MAINTAINER "lorelay developers <lorelay@users.noreply.github.com>")
+
 # Man pages, gzipped as Debian ships them (-n: no timestamp, so rebuilds
-# produce identical packages).
+# produce identical packages). The footer names the version from project(),
+# put into the .TH line here so the page sources never carry one.
 find_program(LORELAY_GZIP gzip REQUIRED)
-set(lorelay_man_outputs "")
+set(lorelay_doc_outputs "")
 foreach(page lorelayd.8 lorelay-agent.8 lorelay-init.8 lorelayctl.1)
   string(REGEX REPLACE "^.*\\.([0-9])$" "\\1" section ${page})
+  set(src ${LORELAY_PKG_DIR}/man/${page})
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${src})
+  file(READ ${src} text)
+  string(REGEX REPLACE "(\n\\.TH [^\n]*) \"lorelay\" " "\\1 \"lorelay ${PROJECT_VERSION}\" " text "${text}")
+  if(NOT text MATCHES "\n\\.TH [^\n]* \"lorelay ${PROJECT_VERSION}\" ")
+    message(FATAL_ERROR "${src}: its .TH line does not name the source as \"lorelay\"")
+  endif()
+  file(WRITE ${CMAKE_BINARY_DIR}/man/${page}.tmp "${text}")
+  configure_file(${CMAKE_BINARY_DIR}/man/${page}.tmp ${CMAKE_BINARY_DIR}/man/${page} COPYONLY)
   set(out ${CMAKE_BINARY_DIR}/man/${page}.gz)
   add_custom_command(OUTPUT ${out}
-    COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/man
-    COMMAND ${LORELAY_GZIP} -9 -n -c ${LORELAY_PKG_DIR}/man/${page} > ${out}
-    DEPENDS ${LORELAY_PKG_DIR}/man/${page}
+    COMMAND ${LORELAY_GZIP} -9 -n -c ${CMAKE_BINARY_DIR}/man/${page} > ${out}
+    DEPENDS ${CMAKE_BINARY_DIR}/man/${page}
     COMMENT "Compressing man page ${page}"
     VERBATIM)
-  list(APPEND lorelay_man_outputs ${out})
+  list(APPEND lorelay_doc_outputs ${out})
   install(FILES ${out} DESTINATION share/man/man${section})
 endforeach()
-add_custom_target(lorelay_man ALL DEPENDS ${lorelay_man_outputs})
+
+# /usr/share/doc/lorelay/copyright and changelog.gz, generated at build time
+# from LICENSE and CHANGELOG.md (see cmake/LorelayDebDocs.cmake). The
+# package version has no Debian revision, so dpkg and lintian treat lorelay
+# as a native package, whose changelog is called changelog.gz.
+set(lorelay_deb_docs ${CMAKE_BINARY_DIR}/deb)
+set(lorelay_deb_docs_script ${PROJECT_SOURCE_DIR}/cmake/LorelayDebDocs.cmake)
+add_custom_command(OUTPUT ${lorelay_deb_docs}/copyright
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${lorelay_deb_docs}
+  COMMAND ${CMAKE_COMMAND} -DMODE=copyright -DSRC=${PROJECT_SOURCE_DIR}/LICENSE
+          -DDEST=${lorelay_deb_docs}/copyright -DMAINTAINER=${LORELAY_MAINTAINER}
+          -P ${lorelay_deb_docs_script}
+  DEPENDS ${PROJECT_SOURCE_DIR}/LICENSE ${lorelay_deb_docs_script}
+  COMMENT "Generating the Debian copyright file from LICENSE"
+  VERBATIM)
+add_custom_command(OUTPUT ${lorelay_deb_docs}/changelog.gz
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${lorelay_deb_docs}
+  COMMAND ${CMAKE_COMMAND} -DMODE=changelog -DSRC=${PROJECT_SOURCE_DIR}/CHANGELOG.md
+          -DDEST=${lorelay_deb_docs}/changelog -DVERSION=${PROJECT_VERSION}
+          -DMAINTAINER=${LORELAY_MAINTAINER} -P ${lorelay_deb_docs_script}
+  COMMAND ${LORELAY_GZIP} -9 -n -f ${lorelay_deb_docs}/changelog
+  DEPENDS ${PROJECT_SOURCE_DIR}/CHANGELOG.md ${lorelay_deb_docs_script}
+  COMMENT "Generating the Debian changelog for ${PROJECT_VERSION} from CHANGELOG.md"
+  VERBATIM)
+list(APPEND lorelay_doc_outputs ${lorelay_deb_docs}/copyright ${lorelay_deb_docs}/changelog.gz)
+install(FILES ${lorelay_deb_docs}/copyright ${lorelay_deb_docs}/changelog.gz
+        DESTINATION share/doc/lorelay)
+add_custom_target(lorelay_docs ALL DEPENDS ${lorelay_doc_outputs})
 
 # --- CPack ----------------------------------------------------------------
 set(CPACK_PACKAGE_NAME lorelay)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
-set(CPACK_PACKAGE_VENDOR "lorelay")
-set(CPACK_PACKAGE_CONTACT "lorelay maintainers <lorelay@localhost>")
+set(CPACK_PACKAGE_VENDOR "the lorelay developers")
+set(CPACK_PACKAGE_CONTACT "${LORELAY_MAINTAINER}")
+set(CPACK_DEBIAN_PACKAGE_MAINTAINER "${LORELAY_MAINTAINER}")
+set(CPACK_RESOURCE_FILE_LICENSE ${PROJECT_SOURCE_DIR}/LICENSE)
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
     "localhost relay between a host and its VMs, containers and network namespaces")
+# Lines within 72 columns: dpkg shows the description as written, and
+# lintian wants every line of it within 80.
 set(CPACK_PACKAGE_DESCRIPTION
-    "lorelay forwards the TCP ports a guest listens on to the host's loopback, the way\n"
-    "WSL2 does for its distributions, for QEMU/KVM (vsock), Firecracker and Cloud\n"
-    "Hypervisor (hybrid vsock), containers and network namespaces. Contains the host\n"
-    "daemon lorelayd, the guest agent lorelay-agent with its supervisor lorelay-init,\n"
-    "the status client lorelayctl and systemd units for both sides.")
+    "lorelay forwards the TCP ports a guest listens on to the host's\n"
+    "loopback, the way WSL2 does for its distributions, for QEMU/KVM\n"
+    "(vsock), Firecracker and Cloud Hypervisor (hybrid vsock), containers\n"
+    "and network namespaces. Contains the host daemon lorelayd, the guest\n"
+    "agent lorelay-agent with its supervisor lorelay-init, the status\n"
+    "client lorelayctl and systemd units for both sides.")
 string(REPLACE ";" "" CPACK_PACKAGE_DESCRIPTION "${CPACK_PACKAGE_DESCRIPTION}")
 set(CPACK_GENERATOR "TGZ;DEB")
 set(CPACK_SET_DESTDIR ON)

@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # Installs the Debian packages lorelay needs, and only those missing.
 #   scripts/deps.sh run    build and run on Linux
-#   scripts/deps.sh test   everything the whole test suite needs (both targets)
+#   scripts/deps.sh win64  cross-build for Windows: mingw-w64, plus the pinned
+#                          Debian sources of cmake/win32-deps.lock, fetched and
+#                          verified into build/_debsrc (LORELAY_DEBSRC_DIR)
+#   scripts/deps.sh test   everything the whole test suite needs (both
+#                          targets, Wine, lintian), sources included
 #   scripts/deps.sh bench  build, plus the peers bench/run.sh measures against
-# Debian's packages only (BRIEF section 7); nothing is downloaded elsewhere.
+# Debian's packages only; nothing is downloaded elsewhere.
 set -euo pipefail
 
 mode=${1:-test}
+root=$(cd "$(dirname "$0")/.." && pwd)
 run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev iproute2 python3 curl)
+# dpkg-dev: dpkg-source unpacks and checks the Debian sources.
+win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 test_pkgs=(libcmocka-dev valgrind clang
-           mingw-w64 wine wine64 dpkg-dev file groff-base)
+           mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip)
 bench_pkgs=(iperf3 redis-server redis-tools socat)
 
+sources=no
 case "$mode" in
   run) want=("${run_pkgs[@]}") ;;
-  test) want=("${run_pkgs[@]}" "${test_pkgs[@]}") ;;
+  win64) want=("${win64_pkgs[@]}"); sources=yes ;;
+  test) want=("${run_pkgs[@]}" "${test_pkgs[@]}"); sources=yes ;;
   bench) want=("${run_pkgs[@]}" "${bench_pkgs[@]}") ;;
-  *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
+  *) echo "usage: $0 run|win64|test|bench" >&2; exit 2 ;;
 esac
 
 SUDO=()
@@ -31,9 +40,29 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "deps: all ${#want[@]} packages present"
-  exit 0
+else
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -q
+  "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-echo "deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update -q
-"${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# The win64 build's third-party sources, exactly as the lock file pins them.
+# Fetched here, before CMake runs, so a configure never touches the network
+# and a missing or different version stops this script with the package
+# named, instead of a build quietly using something else.
+if [ "$sources" = yes ]; then
+  lock="$root/cmake/win32-deps.lock"
+  debsrc=${LORELAY_DEBSRC_DIR:-$root/build/_debsrc}
+  n=0
+  while read -r pkg version release sha rest; do
+    case $pkg in ''|'#'*) continue ;; esac
+    if [ -z "$sha" ] || [ -n "$rest" ]; then
+      echo "deps: $lock: bad line for $pkg (want: SOURCE VERSION RELEASE SHA256)" >&2
+      exit 1
+    fi
+    sh "$root/scripts/fetch-debian-source.sh" "$pkg" "$version" "$release" "$sha" "$debsrc"
+    n=$((n + 1))
+  done <"$lock"
+  echo "deps: $n pinned Debian source packages verified in $debsrc"
+fi

@@ -1,34 +1,50 @@
 #!/bin/sh
-# Fetches and unpacks a Debian source package for the Windows cross build.
+# Fetches one pinned Debian source package for the Windows cross build,
+# checks it and unpacks it. Called by scripts/deps.sh for each line of
+# cmake/win32-deps.lock; not by the CMake configure step.
 #
 # The win64 build compiles libuv, inih, cmocka and cJSON from Debian's own
-# source packages instead of vendoring them (BRIEF §7): the only place third
-# party code comes from is the apt sources this machine already trusts. When
-# those sources only have "deb" entries, a deb-src twin is derived from them
-# (never a host name written by us), so a fresh machine needs nothing else.
+# source packages instead of vendoring them: the only place third-party code
+# comes from is the apt sources this machine already trusts. When those
+# sources only have "deb" entries, a deb-src twin is derived from them (never
+# a host name written by us), so a fresh machine needs nothing else.
 #
-# Usage: fetch-debian-source.sh PKG DESTDIR
-#   Leaves the unpacked tree in DESTDIR/PKG (a stable name the build refers
-#   to) and prints that path. Idempotent: an existing DESTDIR/PKG is reused.
+# Usage: fetch-debian-source.sh PKG VERSION RELEASE SHA256 DESTDIR
+#   Leaves the unpacked tree in DESTDIR/PKG with a .lorelay-verified marker
+#   holding "PKG VERSION RELEASE SHA256", which the build checks. A tree whose
+#   marker already says exactly that is kept as it is (no network).
+#   Anything else that goes wrong is one line on stderr naming the package,
+#   the version wanted and what was found, and exit status 1. There is no
+#   fallback to another version or another release: those are chosen in the
+#   lock file, nowhere else.
 set -eu
 
-if [ $# -ne 2 ]; then
-  echo "usage: $0 PKG DESTDIR" >&2
+if [ $# -ne 5 ]; then
+  echo "usage: $0 PKG VERSION RELEASE SHA256 DESTDIR" >&2
   exit 2
 fi
-pkg=$1
-dest=$2
+pkg=$1 version=$2 release=$3 sha=$4 dest=$5
 
 case $pkg in
   *[!a-z0-9.+-]*|'') echo "fetch-debian-source: bad package name '$pkg'" >&2; exit 2 ;;
 esac
+case $release in
+  *[!a-z-]*|'') echo "fetch-debian-source: $pkg: bad release name '$release'" >&2; exit 2 ;;
+esac
+case $sha in
+  *[!0-9a-f]*|'') echo "fetch-debian-source: $pkg: the lock's sha256 '$sha' is not a sha256" >&2; exit 2 ;;
+esac
 
 mkdir -p "$dest"
 dest=$(cd "$dest" && pwd)
-if [ -f "$dest/$pkg/.lorelay-unpacked" ]; then
-  echo "$dest/$pkg"
+want="$pkg $version $release $sha"
+marker="$dest/$pkg/.lorelay-verified"
+if [ -f "$marker" ] && [ "$(cat "$marker")" = "$want" ]; then
+  echo "fetch-debian-source: $pkg $version ($release) already verified" >&2
   exit 0
 fi
+
+die() { echo "fetch-debian-source: $*" >&2; exit 1; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
@@ -91,71 +107,87 @@ enable_deb_src() {
   as_root apt-get update -qq >&2
 }
 
-# apt-get source needs dpkg-source (dpkg-dev) to unpack.
-if ! command -v dpkg-source >/dev/null 2>&1; then
-  as_root apt-get install -y -qq dpkg-dev >&2
-fi
+# dpkg-source (dpkg-dev) unpacks and checks the tarballs; dpkg-parsechangelog
+# reads the version the unpacked tree says it is.
+command -v dpkg-source >/dev/null 2>&1 || as_root apt-get install -y -qq dpkg-dev >&2
 
-if ! have_deb_src; then
-  enable_deb_src
-fi
+. /etc/os-release
+host_release=${VERSION_CODENAME:-}
 
-# Some mirrors (seen with a snapshot-pinned proxy) list a source package but
-# answer 404 for its files. Then the same archive is asked for the next
-# Debian release's version of that one package, through a private apt state
-# under DESTDIR, so the machine's own apt configuration is not changed and
-# no other package is pulled from that suite. Only the suite name is ours:
-# archive URIs and keys are copied from the configured sources.
-fetch_from_suite() {
-  suite=$1
-  state="$dest/.apt-$suite"
+# APT options: the machine's own configuration for its own release; for any
+# other release a private state under DESTDIR whose only entries are that
+# release's deb-src lines. Only the suite name is ours: archive URIs and keys
+# are copied from the configured sources. The binary caches are switched off
+# so the private lists never replace the system's cache files.
+if [ "$release" = "$host_release" ]; then
+  have_deb_src || enable_deb_src
+  set --
+  update() { as_root apt-get update -qq >&2; }
+else
+  state="$dest/.apt-$release"
   mkdir -p "$state/lists/partial"
   uris=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' /etc/apt/sources.list.d/*.sources 2>/dev/null;
          sed -n 's/^[[:space:]]*deb\(-src\)\{0,1\}[[:space:]]\{1,\}\(\[[^]]*\][[:space:]]\{1,\}\)\{0,1\}\([^[:space:]]*\).*/\3/p' \
-           /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null)
-  : >"$state/sources.list"
+           /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+  : >"$state/sources.list.new"
   for u in $(printf "%s\n" $uris | sort -u); do
     case $u in
-      */debian|*/debian/) echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $u $suite main" >>"$state/sources.list" ;;
+      */debian|*/debian/) echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $u $release main" >>"$state/sources.list.new" ;;
     esac
   done
-  [ -s "$state/sources.list" ] || return 1
+  [ -s "$state/sources.list.new" ] ||
+    die "$pkg: wanted $version from $release, but no configured apt source is a Debian archive to read $release from"
+  mv "$state/sources.list.new" "$state/sources.list"
   set -- -o Dir::Etc::sourcelist="$state/sources.list" -o Dir::Etc::sourceparts=- \
-         -o Dir::State::Lists="$state/lists"
-  apt-get "$@" update -qq >&2 || return 1
-  echo "fetch-debian-source: $pkg: configured suites failed, using Debian $suite's source package" >&2
-  (cd "$work" && apt-get "$@" -o APT::Sandbox::User=root source -qq "$pkg" >&2)
+         -o Dir::State::Lists="$state/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
+  update() { apt-get "$@" update -qq >&2; }
+  [ -n "$(ls "$state/lists" 2>/dev/null | grep -v -e '^partial$' -e '^lock$')" ] || update "$@" ||
+    die "$pkg: wanted $version from $release, but apt-get update of $release's sources failed"
+fi
+
+# Which versions of PKG the archive offers (as source package, not binary).
+offered() {
+  apt-cache "$@" showsrc --only-source "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | sort -u | tr '\n' ' ' | sed 's/ $//'
 }
+found=$(offered "$@")
+case " $found " in
+  *" $version "*) ;;
+  *) # Lists older than the lock: one update, then the answer is final.
+     update "$@" || true
+     found=$(offered "$@")
+     case " $found " in
+       *" $version "*) ;;
+       *) die "$pkg: wanted $version ($release), apt offers ${found:-nothing}" ;;
+     esac ;;
+esac
 
 work=$(mktemp -d "$dest/.fetch-$pkg.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-# Try first with the lists as they are; a machine that never ran apt-get
-# update since deb-src was added needs one more update.
-if ! (cd "$work" && apt-get -o APT::Sandbox::User=root source -qq "$pkg" >&2); then
-  as_root apt-get update -qq >&2 || true
-  if ! (cd "$work" && apt-get -o APT::Sandbox::User=root source -qq "$pkg" >&2); then
-    ok=
-    for suite in ${LORELAY_DEBSRC_FALLBACK_SUITES-trixie}; do
-      rm -rf "$work"/*
-      if fetch_from_suite "$suite"; then ok=1; break; fi
-    done
-    if [ -z "$ok" ]; then
-      echo "fetch-debian-source: could not fetch Debian source package $pkg" >&2
-      exit 1
-    fi
-  fi
+if ! (cd "$work" && apt-get "$@" -o APT::Sandbox::User=root source --download-only -qq "$pkg=$version" >"$work/apt.log" 2>&1); then
+  die "$pkg: wanted $version ($release), listed but apt-get source could not download it: $(grep -E '^(E|Err):' "$work/apt.log" | head -n 1)"
 fi
-srcdir=
-for d in "$work"/*/; do
-  [ -d "$d" ] && srcdir=${d%/}
-done
-if [ -z "$srcdir" ]; then
-  echo "fetch-debian-source: apt-get source $pkg unpacked nothing" >&2
-  exit 1
+
+# The .dsc file name drops an epoch ("1:2.0-1" -> "_2.0-1.dsc").
+dsc="$work/${pkg}_${version#*:}.dsc"
+[ -f "$dsc" ] || die "$pkg: wanted $version ($release), but apt-get source left no $(basename "$dsc")"
+got=$(sha256sum "$dsc" | cut -d' ' -f1)
+[ "$got" = "$sha" ] ||
+  die "$pkg $version: .dsc sha256 wanted $sha (cmake/win32-deps.lock), found $got"
+
+# dpkg-source checks every tarball against the checksums in the .dsc and
+# fails on a mismatch. Without Debian's developer keyring it cannot check the
+# uploader's signature and says so; the pinned .dsc hash stands in for it.
+if ! (cd "$work" && dpkg-source -x "$dsc" "$work/tree" >"$work/unpack.log" 2>&1); then
+  cat "$work/unpack.log" >&2
+  die "$pkg $version: dpkg-source -x failed"
 fi
-rm -rf "$dest/$pkg"
-mv "$srcdir" "$dest/$pkg"
-# Keep the .dsc beside it: it says which Debian version was built.
-cp "$work"/*.dsc "$dest/" 2>/dev/null || true
-touch "$dest/$pkg/.lorelay-unpacked"
-echo "$dest/$pkg"
+tree_version=$(dpkg-parsechangelog -l "$work/tree/debian/changelog" -S Version)
+[ "$tree_version" = "$version" ] ||
+  die "$pkg: wanted $version, the unpacked debian/changelog says $tree_version"
+
+rm -rf "${dest:?}/$pkg"
+mv "$work/tree" "$dest/$pkg"
+# Keep the .dsc beside the tree: it says what was built, with its hashes.
+cp "$dsc" "$dest/"
+echo "$want" >"$dest/$pkg/.lorelay-verified"
+echo "fetch-debian-source: $pkg $version ($release) fetched and verified" >&2

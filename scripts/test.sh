@@ -3,6 +3,9 @@
 # missing, builds the Linux, Linux-ASan and Windows (mingw-w64) targets, and
 # runs every test (unit, valgrind, ASan, end-to-end in network namespaces,
 # Windows under Wine) in one ctest run that ends with ctest's summary.
+# The release files land in dist/: the pkg_dist test collects the win64 zip
+# (made by the win64 build), the .deb and .tar.gz, writes SHA256SUMS and
+# checks each, so they are in that one summary too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)

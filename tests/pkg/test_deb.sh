@@ -1,17 +1,18 @@
 #!/bin/sh
-# Builds lorelay's .deb and .tar.gz with cpack, unpacks the .deb into a
-# scratch root (dpkg-deb -x, nothing is installed on this machine) and checks
-# the control data, every shipped file, that the units start programs the
-# package contains, that the man pages render, and that each program runs
-# --version from the unpacked tree.
+# Checks the .deb and .tar.gz that the pkg_build test made with cpack: unpacks
+# the .deb into a scratch root (dpkg-deb -x, nothing is installed on this
+# machine) and checks the control data, every shipped file, the copyright
+# file and changelog, that the units start programs the package contains,
+# that the man pages render, and that each program runs --version from the
+# unpacked tree.
 #
-# usage: test_deb.sh BUILD_DIR CPACK VERSION
+# usage: test_deb.sh SOURCE_DIR PKG_DIR VERSION
 # Exit 0 pass, 1 fail, 77 skip (dpkg-deb missing outside CI; in CI, as
 # tests/lrci.sh defines it, a missing dpkg-deb is a failure).
 set -u
 . "$(dirname "$0")/../lrci.sh"
 
-build=$1 cpack=$2 version=$3
+src=$1 pkgdir=$2 version=$3
 fails=0
 fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
 ok() { echo "ok: $*"; }
@@ -19,25 +20,14 @@ ok() { echo "ok: $*"; }
 if ! command -v dpkg-deb >/dev/null 2>&1; then
   lr_skip_or_fail "pkg_deb: dpkg-deb not found (apt-get install dpkg)"
 fi
-if [ ! -f "$build/CPackConfig.cmake" ]; then
-  echo "FAIL: $build/CPackConfig.cmake missing: the top-level CMakeLists.txt must include cmake/LorelayPackaging.cmake" >&2
-  exit 1
-fi
 
 scratch=$(mktemp -d /tmp/lorelay-pkg-test.XXXXXX) || exit 1
 trap 'rm -rf "$scratch"' EXIT INT TERM
 
-echo "== cpack (DEB, TGZ) into $scratch/out"
-if ! "$cpack" --config "$build/CPackConfig.cmake" -G "DEB;TGZ" -B "$scratch/out" >"$scratch/cpack.log" 2>&1; then
-  cat "$scratch/cpack.log" >&2
-  echo "FAIL: cpack failed" >&2
-  exit 1
-fi
-
 arch=$(dpkg --print-architecture)
-deb="$scratch/out/lorelay_${version}_${arch}.deb"
-tgz="$scratch/out/lorelay-${version}-linux-${arch}.tar.gz"
-[ -f "$deb" ] || { ls -l "$scratch/out" >&2; echo "FAIL: $deb not produced" >&2; exit 1; }
+deb="$pkgdir/lorelay_${version}_${arch}.deb"
+tgz="$pkgdir/lorelay-${version}-linux-${arch}.tar.gz"
+[ -f "$deb" ] || { ls -l "$pkgdir" >&2; echo "FAIL: $deb not produced (see the pkg_build test)" >&2; exit 1; }
 [ -f "$tgz" ] || fail "$tgz not produced"
 
 # --- control data (dpkg-deb -I) -------------------------------------------
@@ -47,7 +37,13 @@ field() { dpkg-deb -f "$deb" "$1"; }
 [ "$(field Package)" = "lorelay" ] || fail "Package is '$(field Package)'"
 [ "$(field Version)" = "$version" ] || fail "Version is '$(field Version)', want $version"
 [ "$(field Architecture)" = "$arch" ] || fail "Architecture is '$(field Architecture)', want $arch"
-[ -n "$(field Maintainer)" ] || fail "no Maintainer"
+case "$(field Maintainer)" in
+  *'<'*@*.*'>'*) ;;
+  *) fail "Maintainer '$(field Maintainer)' has no mail address" ;;
+esac
+case "$(field Maintainer)" in
+  *@localhost*) fail "Maintainer '$(field Maintainer)' is at localhost" ;;
+esac
 [ -n "$(field Description)" ] || fail "no Description"
 deps=$(field Depends)
 for lib in libuv1 libinih1; do
@@ -79,6 +75,7 @@ expect="$expect usr/share/man/man8/lorelayd.8.gz usr/share/man/man8/lorelay-agen
 expect="$expect usr/share/man/man8/lorelay-init.8.gz usr/share/man/man1/lorelayctl.1.gz"
 expect="$expect usr/share/doc/lorelay/examples/guest.env.example usr/share/doc/lorelay/examples/agent.env.example"
 expect="$expect usr/share/doc/lorelay/setups.md"
+expect="$expect usr/share/doc/lorelay/copyright usr/share/doc/lorelay/changelog.gz"
 for f in $expect; do
   [ -f "$root/$f" ] || fail "missing /$f in the .deb"
 done
@@ -102,6 +99,28 @@ if [ -f "$tgz" ]; then
     fail "tar.gz and .deb contents differ"
   fi
 fi
+
+# --- copyright and changelog ----------------------------------------------
+doc="$root/usr/share/doc/lorelay"
+if [ -f "$doc/copyright" ]; then
+  head -n 1 "$doc/copyright" | grep -q '^Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/$' ||
+    fail "copyright is not in the machine-readable format"
+  holder=$(sed -n 's/^Copyright (c) //p' "$src/LICENSE")
+  grep -qxF "Copyright: $holder" "$doc/copyright" || fail "copyright does not say 'Copyright: $holder' as LICENSE does"
+  grep -qx 'License: Expat' "$doc/copyright" || fail "copyright does not name the Expat (MIT) licence"
+  # The whole licence text, as LICENSE has it.
+  sed -n '/^Permission is hereby granted/,$p' "$src/LICENSE" | tr -s ' \n' ' ' >"$scratch/license.words"
+  sed -n '/^ Permission is hereby granted/,$p' "$doc/copyright" | sed -e 's/^ //' -e 's/^\.$//' | tr -s ' \n' ' ' >"$scratch/copyright.words"
+  cmp -s "$scratch/license.words" "$scratch/copyright.words" || fail "copyright's licence text differs from LICENSE"
+fi
+if [ -f "$doc/changelog.gz" ]; then
+  gzip -dc "$doc/changelog.gz" >"$scratch/changelog" || fail "changelog.gz is not valid gzip"
+  if command -v dpkg-parsechangelog >/dev/null 2>&1; then
+    cv=$(dpkg-parsechangelog -l "$scratch/changelog" -S Version 2>&1)
+    [ "$cv" = "$version" ] || fail "changelog's newest entry is '$cv', want $version"
+  fi
+fi
+ok "copyright and changelog checked"
 
 # --- units ----------------------------------------------------------------
 for u in $units; do
