@@ -150,6 +150,10 @@ static void log_port_state(const lr_port_state_msg_t *m) {
     case LR_PORT_IGNORED:
       LR_INFO("host ignores %s", s);
       break;
+    case LR_PORT_DENIED:
+      LR_WARN("host refuses to forward %s: its policy or budget denies it (see lorelayctl status)",
+              s);
+      break;
     case LR_PORT_FORWARDING:
       LR_INFO("host forwards %s on port %u", s, m->host_port);
       break;

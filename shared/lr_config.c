@@ -7,6 +7,7 @@
 #include "lr_config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,30 @@ void lr_config_defaults(lr_config_t *c) {
   c->log_level = LR_LOG_INFO;
   c->scan_interval_ms = 100;
   c->conflict_retry_ms = 1000;
+  c->forward_ports.n = 1;
+  c->forward_ports.r[0].lo = 1024;
+  c->forward_ports.r[0].hi = 65535;
+  c->max_standins = 4096;
+  c->max_connections = 8192;
+  c->max_connections_per_port = 6144;
+  c->max_pending_reverse = 64;
+  c->control_queue_bytes = 1024 * 1024;
+  c->max_status_clients = 32;
+  c->status_idle_timeout_ms = 5000;
+}
+
+char *lr_portset_format(const lr_portset_t *s, char *out, size_t len) {
+  size_t off = 0;
+  out[0] = '\0';
+  if (!s->n) snprintf(out, len, "none");
+  for (size_t i = 0; i < s->n && off < len; i++) {
+    int n = s->r[i].lo == s->r[i].hi
+                ? snprintf(out + off, len - off, "%s%u", i ? "," : "", s->r[i].lo)
+                : snprintf(out + off, len - off, "%s%u-%u", i ? "," : "", s->r[i].lo, s->r[i].hi);
+    if (n < 0) break;
+    off += (size_t)n;
+  }
+  return out;
 }
 
 int lr_parse_bool(const char *s) {
@@ -145,8 +170,11 @@ static int handler(void *user, const char *section, const char *name, const char
   BOOL_KEY("ipv6", ipv6)
   BOOL_KEY("remapOnConflict", remap_on_conflict)
 #undef BOOL_KEY
-  if (lr_streq_nocase(name, "ignorePorts") || lr_streq_nocase(name, "reversePorts")) {
-    lr_portset_t *s = lr_streq_nocase(name, "ignorePorts") ? &c->ignore_ports : &c->reverse_ports;
+  if (lr_streq_nocase(name, "ignorePorts") || lr_streq_nocase(name, "reversePorts") ||
+      lr_streq_nocase(name, "forwardPorts")) {
+    lr_portset_t *s = lr_streq_nocase(name, "ignorePorts")    ? &c->ignore_ports
+                      : lr_streq_nocase(name, "reversePorts") ? &c->reverse_ports
+                                                              : &c->forward_ports;
     if (lr_portset_parse(s, value, err, sizeof err)) {
       LR_ERROR("%s:%d: %s: %s", ctx->source, ctx->line, name, err);
       s->n = 0;
@@ -165,17 +193,33 @@ static int handler(void *user, const char *section, const char *name, const char
     }
     return 1;
   }
-  if (lr_streq_nocase(name, "scanIntervalMs") || lr_streq_nocase(name, "conflictRetryMs")) {
-    int scan = lr_streq_nocase(name, "scanIntervalMs");
-    unsigned lo = scan ? 10 : 100, hi = scan ? 10000 : 60000, v;
-    if (parse_uint_range(value, lo, hi, &v)) {
-      LR_ERROR("%s:%d: %s = '%s' is not a number of milliseconds in %u..%u",
-             ctx->source, ctx->line, name, value, lo, hi);
+  static const struct {
+    const char *key, *what;
+    size_t off;
+    unsigned lo, hi;
+  } numbers[] = {
+      {"scanIntervalMs", "milliseconds", offsetof(lr_config_t, scan_interval_ms), 10, 10000},
+      {"conflictRetryMs", "milliseconds", offsetof(lr_config_t, conflict_retry_ms), 100, 60000},
+      {"maxStandins", "sockets", offsetof(lr_config_t, max_standins), 1, 131072},
+      {"maxConnections", "connections", offsetof(lr_config_t, max_connections), 1, 1000000},
+      {"maxConnectionsPerPort", "connections", offsetof(lr_config_t, max_connections_per_port), 1,
+       1000000},
+      {"maxPendingReverse", "connections", offsetof(lr_config_t, max_pending_reverse), 1, 65536},
+      {"controlQueueBytes", "bytes", offsetof(lr_config_t, control_queue_bytes), 65536,
+       1024u * 1024 * 1024},
+      {"maxStatusClients", "clients", offsetof(lr_config_t, max_status_clients), 1, 4096},
+      {"statusIdleTimeoutMs", "milliseconds", offsetof(lr_config_t, status_idle_timeout_ms), 100,
+       600000},
+  };
+  for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
+    unsigned v;
+    if (!lr_streq_nocase(name, numbers[i].key)) continue;
+    if (parse_uint_range(value, numbers[i].lo, numbers[i].hi, &v)) {
+      LR_ERROR("%s:%d: %s = '%s' is not a number of %s in %u..%u", ctx->source, ctx->line,
+               numbers[i].key, value, numbers[i].what, numbers[i].lo, numbers[i].hi);
       ctx->errors++;
-    } else if (scan) {
-      c->scan_interval_ms = v;
     } else {
-      c->conflict_retry_ms = v;
+      *(unsigned *)(void *)((char *)c + numbers[i].off) = v;
     }
     return 1;
   }

@@ -31,6 +31,17 @@ typedef struct {
   int log_level;            /* logLevel: lr_log_level_t, default info */
   unsigned scan_interval_ms;   /* scanIntervalMs (agent): default 100, 10..10000 */
   unsigned conflict_retry_ms;  /* conflictRetryMs (host): default 1000, 100..60000 */
+  lr_portset_t forward_ports;  /* forwardPorts: ports a guest may claim, default 1024-65535 */
+  /* Budgets: everything one guest, or the local users, can make the host
+   * hold is bounded. Past a budget the excess is refused with one
+   * rate-limited log line and everything else keeps working. */
+  unsigned max_standins;            /* maxStandins: host listening sockets per guest */
+  unsigned max_connections;         /* maxConnections: open relayed connections per guest */
+  unsigned max_connections_per_port; /* maxConnectionsPerPort */
+  unsigned max_pending_reverse;     /* maxPendingReverse: REVERSE_OPENs being served at once */
+  unsigned control_queue_bytes;     /* controlQueueBytes: unsent control bytes, then drop */
+  unsigned max_status_clients;      /* maxStatusClients: status connections at once */
+  unsigned status_idle_timeout_ms;  /* statusIdleTimeoutMs: a status client's whole budget */
 } lr_config_t;
 
 void lr_config_defaults(lr_config_t *c);
@@ -46,6 +57,9 @@ int lr_config_load_file(lr_config_t *c, const char *path, int missing_ok);
 /* "22,8000-8010". 0 or -1 with a reason in err. */
 int lr_portset_parse(lr_portset_t *s, const char *text, char *err, size_t errlen);
 int lr_portset_contains(const lr_portset_t *s, uint16_t port);
+
+/* "22,8000-8010", for status and log lines; "none" when empty. */
+char *lr_portset_format(const lr_portset_t *s, char *out, size_t len);
 
 /* "true/false/yes/no/on/off/1/0" (case-insensitive). 1, 0, or -1. */
 int lr_parse_bool(const char *s);

@@ -27,6 +27,8 @@ static void conn_destroy(lr_conn_t *c) {
   else
     g->conns = c->next;
   if (c->next) c->next->prev = c->prev;
+  if (c->rev_pending) g->nreverse_pending--;
+  g->nconns--;
   c->b->active--;
   lr_binding_unref(c->b);
   free(c->rx);
@@ -118,6 +120,10 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   const uint8_t *rest = lr_rxbuf_rest(c->rx, &rest_len);
   lr_rxbuf_t *rx = c->rx;
   c->rx = NULL;
+  if (c->rev_pending) {
+    c->rev_pending = 0;
+    c->g->nreverse_pending--;
+  }
   c->relay.counter[0] = &c->b->bytes_to_guest;
   c->relay.counter[1] = &c->b->bytes_to_host;
   int src = lr_relay_start(&c->relay, rest, rest_len);
@@ -192,6 +198,7 @@ static lr_conn_t *conn_new(lr_guest_t *g, lr_binding_t *b) {
   lr_binding_ref(b);
   b->connections++;
   b->active++;
+  g->nconns++;
   c->started = uv_now(h->loop);
   c->next = g->conns;
   if (g->conns) g->conns->prev = c;
@@ -218,7 +225,41 @@ static void conn_open_transport(lr_conn_t *c) {
   }
 }
 
+static void refused_closed(uv_handle_t *h) { free(h); }
+
+/* Takes a client off the stand-in's backlog and resets it: a listener whose
+ * callback does not accept stops accepting altogether. */
+static void conn_refuse(lr_standin_t *s) {
+  uv_tcp_t *t = malloc(sizeof *t);
+  if (!t) return;
+  uv_tcp_init(s->g->host->loop, t);
+  if (uv_accept((uv_stream_t *)&s->tcp, (uv_stream_t *)t) != 0 ||
+      uv_tcp_close_reset(t, refused_closed) != 0)
+    uv_close((uv_handle_t *)t, refused_closed);
+}
+
+/* Budgets: open connections per guest and per port. */
+static int conn_budget_left(lr_guest_t *g, const lr_binding_t *b) {
+  const lr_config_t *cfg = g->host->cfg;
+  if (g->nconns >= cfg->max_connections) {
+    lr_guest_warn(g, &g->conns_log, "maxConnections (%u) open: new connection refused",
+                  cfg->max_connections);
+    return 0;
+  }
+  if (b->active >= cfg->max_connections_per_port) {
+    lr_guest_warn(g, &g->conns_log,
+                  "maxConnectionsPerPort (%u) open on port %u: new connection refused",
+                  cfg->max_connections_per_port, b->key.port);
+    return 0;
+  }
+  return 1;
+}
+
 void lr_conn_accept(lr_guest_t *g, lr_standin_t *s) {
+  if (!conn_budget_left(g, s->b)) {
+    conn_refuse(s);
+    return;
+  }
   lr_conn_t *c = conn_new(g, s->b);
   if (!c) return;
   uv_tcp_init(g->host->loop, &c->relay.ep[0].u.tcp);
@@ -264,6 +305,8 @@ static void reverse_start(lr_guest_t *g, lr_binding_t *b, uint32_t id, uint8_t f
   lr_conn_t *c = conn_new(g, b);
   if (!c) return;
   c->reverse = 1;
+  c->rev_pending = 1;
+  g->nreverse_pending++;
   c->rev_id = id;
   c->rev_family = family;
   c->rev_tried_other = tried_other;
@@ -290,14 +333,27 @@ static lr_binding_t *reverse_find(lr_guest_t *g, uint16_t port) {
 
 void lr_conn_reverse_open(lr_guest_t *g, const lr_reverse_open_t *m) {
   lr_binding_t *b = reverse_find(g, m->port);
+  const lr_config_t *cfg = g->host->cfg;
+  const char *why = NULL;
   if (!b) {
     /* Only ports the host's config publishes: a guest must not make the
      * host connect wherever it likes. */
+    lr_guest_warn(g, &g->reverse_log,
+                  "agent asked for host port %u, which reversePorts does not list", m->port);
+    why = "port not in the host's reversePorts";
+  } else if (g->nreverse_pending >= cfg->max_pending_reverse) {
+    lr_guest_warn(g, &g->reverse_log,
+                  "maxPendingReverse (%u) guest connections waiting: host port %u refused",
+                  cfg->max_pending_reverse, m->port);
+    why = "maxPendingReverse reached on the host";
+  } else if (g->nconns >= cfg->max_connections || b->active >= cfg->max_connections_per_port) {
+    lr_guest_warn(g, &g->reverse_log,
+                  "maxConnections/maxConnectionsPerPort reached: host port %u refused", m->port);
+    why = "connection budget reached on the host";
+  }
+  if (why) {
     uint8_t f[LR_FRAME_HDR_LEN + 10 + 80];
-    LR_WARN("%s: agent asked for host port %u, which reversePorts does not list",
-           g->name, m->port);
-    lr_session_send(g, f, lr_encode_reverse_fail(f, sizeof f, m->id, LR_ERR_REFUSED,
-                                          "port not in the host's reversePorts"));
+    lr_session_send(g, f, lr_encode_reverse_fail(f, sizeof f, m->id, LR_ERR_REFUSED, why));
     return;
   }
   reverse_start(g, b, m->id, m->family == 6 && g->host->cfg->ipv6 ? 6 : 4, 0);

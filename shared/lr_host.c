@@ -6,6 +6,7 @@
  * the way out is registered with lr_host_closing, and the done callback
  * runs exactly when the last one is gone, with no guest still connecting
  * or resolving and no connection left. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,22 @@
 #include "lr_log.h"
 
 #define TICK_MS 1000
+
+void lr_guest_warn(lr_guest_t *g, lr_ratelimit_t *gate, const char *fmt, ...) {
+  char line[600];
+  uint64_t before = gate->suppressed;
+  if (!lr_ratelimit_pass(gate, uv_now(g->host->loop), LR_BUDGET_LOG_MS)) return;
+  gate->suppressed = 0;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (before)
+    LR_WARN("%s: %s (%llu more like it in the last %d s)", g->name, line,
+            (unsigned long long)before, LR_BUDGET_LOG_MS / 1000);
+  else
+    LR_WARN("%s: %s", g->name, line);
+}
 
 void lr_host_closing(lr_host_t *h) { h->closing_handles++; }
 

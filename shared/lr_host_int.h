@@ -36,6 +36,7 @@
 #define LR_HOST_INT_H
 
 #include "lr_host.h"
+#include "lr_log.h"
 #include "lr_net.h"
 #include "lr_ports.h"
 #include "lr_proto.h"
@@ -43,8 +44,12 @@
 #include "lr_rxbuf.h"
 
 /* A guest reporting more listeners than any real one has is broken or
- * hostile; past this it cannot make the host open more stand-ins. */
-#define LR_MAX_LISTENERS_PER_GUEST 4096
+ * hostile: past this many tracked listeners (forwarded or not) new ones
+ * are not even recorded. What it can make the host bind is the separate,
+ * configurable maxStandins budget, counted in host sockets. */
+#define LR_MAX_TRACKED_LISTENERS 16384
+/* How often one kind of budget or policy line may be logged per guest. */
+#define LR_BUDGET_LOG_MS 10000
 #define LR_HANDSHAKE_TIMEOUT_MS 5000
 
 typedef struct lr_guest_s lr_guest_t;
@@ -72,6 +77,7 @@ typedef struct lr_conn_s {
   uint32_t rev_id;    /* the agent's id for its waiting guest client */
   uint8_t rev_family; /* host loopback family being tried */
   int rev_tried_other;
+  int rev_pending;    /* counted in the guest's nreverse_pending */
   uv_connect_t creq;  /* the local connect to the host server */
   struct lr_conn_s *prev, *next;
 } lr_conn_t;
@@ -102,7 +108,12 @@ struct lr_guest_s {
   uint64_t last_rx, lost_at;
   char last_err[300];
   int stopping;
-  lr_ratelimit_t accept_log;
+  unsigned nstandins;        /* open stand-in listeners (the maxStandins budget) */
+  unsigned nconns;           /* open relayed connections (maxConnections) */
+  unsigned nreverse_pending; /* REVERSE_OPENs not yet relaying (maxPendingReverse) */
+  /* one log gate per kind of line a guest can provoke at will */
+  lr_ratelimit_t accept_log, denied_log, standins_log, tracked_log, conns_log, reverse_log,
+      control_log;
   lr_conn_t *conns;
   lr_guest_t *next;
 };
@@ -117,6 +128,8 @@ struct lr_host_s {
   uv_pipe_t status;
   int status_open;
   lr_status_client_t *clients;
+  unsigned nclients;
+  lr_ratelimit_t status_accept_log, status_budget_log;
   char hostname[128];
   /* shutdown */
   int stopping;
@@ -124,6 +137,10 @@ struct lr_host_s {
   void (*done)(void *);
   void *done_data;
 };
+
+/* Logs one warning of a kind at most every LR_BUDGET_LOG_MS per guest,
+ * saying how many were not logged since. */
+void lr_guest_warn(lr_guest_t *g, lr_ratelimit_t *gate, const char *fmt, ...) LR_PRINTF(3, 4);
 
 /* lr_host.c: shutdown accounting. closing() before a uv_close whose callback
  * ends in closed(); closed() runs the done callback when nothing is left. */

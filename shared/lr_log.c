@@ -56,12 +56,25 @@ static void default_sink(lr_log_level_t level, const char *line) {
 }
 
 void lr_logv(lr_log_level_t level, const char *fmt, va_list ap) {
-  char line[1024];
+  char raw[1024], line[1024 * 4];
+  size_t o = 0;
   if (level > g_level) return;
-  vsnprintf(line, sizeof line, fmt, ap);
-  /* One event, one line: a peer-supplied string must not forge more lines. */
-  for (char *p = line; *p; p++)
-    if (*p == '\n' || *p == '\r') *p = ' ';
+  vsnprintf(raw, sizeof raw, fmt, ap);
+  /* One event, one line, no terminal control: a string a guest supplied
+   * (a name, a command line) must not forge lines or move the cursor of
+   * whoever reads the log, so control bytes are written as \xNN. */
+  for (const unsigned char *p = (const unsigned char *)raw; *p && o + 5 < sizeof line; p++) {
+    if (*p < 0x20 || *p == 0x7f) {
+      static const char hex[] = "0123456789abcdef";
+      line[o++] = '\\';
+      line[o++] = 'x';
+      line[o++] = hex[*p >> 4];
+      line[o++] = hex[*p & 15];
+    } else {
+      line[o++] = (char)*p;
+    }
+  }
+  line[o] = '\0';
   if (g_sink)
     g_sink(level, line, g_sink_data);
   else

@@ -50,6 +50,11 @@ typedef struct lr_pal_s {
   /* Directory for the daemon's sockets (Linux: /run/lorelay as root,
    * $XDG_RUNTIME_DIR/lorelay otherwise); NULL where there is none. */
   const char *(*run_dir)(char *buf, size_t len);
+  /* Narrows who may connect to the bound status endpoint h at path: Linux
+   * mode 0660 in a directory only the daemon's user may write; Windows a
+   * DACL for SYSTEM and Administrators. 0, or -1 with err (the daemon then
+   * refuses to start rather than serve an open endpoint). */
+  int (*secure_endpoint)(uv_pipe_t *h, const char *path, char *err, size_t errlen);
   /* Default status endpoint (Unix socket path or named pipe name). */
   const char *(*default_status_path)(char *buf, size_t len);
   /* Default config file path. */

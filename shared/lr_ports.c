@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lr_log.h"
+#include "lr_net.h"
 
 void lr_ports_init(lr_ports_t *t, const lr_config_t *cfg, const lr_ports_ops_t *ops) {
   memset(t, 0, sizeof *t);
@@ -21,17 +22,20 @@ static lr_binding_t *find_binding(lr_ports_t *t, const lr_host_bind_t *k) {
   return NULL;
 }
 
-static const char *fam_addr(int family) { return family == 6 ? "[::1]" : "127.0.0.1"; }
 
 /* Try to get a stand-in listening for b. */
 static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   int rc = t->ops.bind(b, b->key.port, t->ops.data);
   if (rc == LR_BIND_OK) {
     if (b->state == LR_BINDING_CONFLICT)
-      LR_INFO("host %s:%u is free again: forwarding", fam_addr(b->key.family),
+      LR_INFO("host %s:%u is free again: forwarding", lr_loopback_str(b->key.family),
              b->key.port);
     b->state = LR_BINDING_BOUND;
     b->actual_port = b->key.port;
+    return;
+  }
+  if (rc == LR_BIND_BUDGET) {
+    b->state = LR_BINDING_BUDGET; /* the bind hook logs it, rate-limited */
     return;
   }
   if (rc == LR_BIND_UNAVAILABLE) {
@@ -44,13 +48,13 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   /* In use (or another bind error, which we treat alike: retry). */
   if (t->cfg->remap_on_conflict && t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK) {
     LR_WARN("host %s:%u is taken by another program: remapped to port %u",
-           fam_addr(b->key.family), b->key.port, b->actual_port);
+           lr_loopback_str(b->key.family), b->key.port, b->actual_port);
     b->state = LR_BINDING_REMAPPED;
     return;
   }
   if (b->state != LR_BINDING_CONFLICT)
     LR_WARN("host %s:%u is taken by another program: conflict, retrying",
-           fam_addr(b->key.family), b->key.port);
+           lr_loopback_str(b->key.family), b->key.port);
   b->state = LR_BINDING_CONFLICT;
 }
 
@@ -106,10 +110,12 @@ void lr_binding_unref(lr_binding_t *b) {
 }
 
 lr_port_state_t lr_ports_entry_state(const lr_port_entry_t *e) {
+  if (e->rule == LR_RULE_DENIED) return LR_PORT_DENIED;
   if (e->rule != LR_RULE_FORWARD) return LR_PORT_IGNORED;
-  int conflict = 0, remapped = 0, usable = 0;
+  int conflict = 0, remapped = 0, usable = 0, budget = 0;
   for (int i = 0; i < e->nb; i++) {
     switch (e->b[i]->state) {
+      case LR_BINDING_BUDGET: budget = 1; break;
       case LR_BINDING_CONFLICT: conflict = 1; break;
       case LR_BINDING_REMAPPED: remapped = 1; usable = 1; break;
       case LR_BINDING_BOUND: usable = 1; break;
@@ -117,6 +123,7 @@ lr_port_state_t lr_ports_entry_state(const lr_port_entry_t *e) {
     }
   }
   if (conflict) return LR_PORT_CONFLICT;
+  if (budget) return LR_PORT_DENIED;
   if (remapped) return LR_PORT_REMAPPED;
   return usable ? LR_PORT_FORWARDING : LR_PORT_IGNORED;
 }
@@ -155,13 +162,24 @@ lr_port_entry_t *lr_ports_add(lr_ports_t *t, const lr_listener_t *l) {
   e->reported = LR_PORT_FORWARDING;
   e->next = *pp;
   *pp = e;
+  t->nentries++;
   notify(t, e);
   return e;
 }
 
 static void entry_free(lr_ports_t *t, lr_port_entry_t *e) {
+  t->nentries--;
   for (int i = 0; i < e->nb; i++) binding_release(t, e->b[i]);
   free(e);
+}
+
+lr_port_entry_t *lr_ports_find(lr_ports_t *t, const lr_listener_t *l) {
+  for (lr_port_entry_t *e = t->entries; e; e = e->next) {
+    int c = lr_listener_cmp(&e->listener, l);
+    if (c == 0) return e;
+    if (c > 0) break;
+  }
+  return NULL;
 }
 
 int lr_ports_del(lr_ports_t *t, const lr_listener_t *l) {
@@ -201,9 +219,9 @@ int lr_ports_sync_end(lr_ports_t *t) {
 int lr_ports_retry_conflicts(lr_ports_t *t) {
   int left = 0, changed = 0;
   for (lr_binding_t *b = t->bindings; b; b = b->next) {
-    if (b->state != LR_BINDING_CONFLICT) continue;
+    if (b->state != LR_BINDING_CONFLICT && b->state != LR_BINDING_BUDGET) continue;
     try_bind(t, b);
-    if (b->state == LR_BINDING_CONFLICT)
+    if (b->state == LR_BINDING_CONFLICT || b->state == LR_BINDING_BUDGET)
       left++;
     else
       changed = 1;
@@ -215,7 +233,8 @@ int lr_ports_retry_conflicts(lr_ports_t *t) {
 
 int lr_ports_conflicts(const lr_ports_t *t) {
   int n = 0;
-  for (const lr_binding_t *b = t->bindings; b; b = b->next) n += b->state == LR_BINDING_CONFLICT;
+  for (const lr_binding_t *b = t->bindings; b; b = b->next)
+    n += b->state == LR_BINDING_CONFLICT || b->state == LR_BINDING_BUDGET;
   return n;
 }
 
@@ -227,8 +246,4 @@ void lr_ports_clear(lr_ports_t *t) {
   }
 }
 
-size_t lr_ports_count(const lr_ports_t *t) {
-  size_t n = 0;
-  for (const lr_port_entry_t *e = t->entries; e; e = e->next) n++;
-  return n;
-}
+size_t lr_ports_count(const lr_ports_t *t) { return t->nentries; }

@@ -23,6 +23,7 @@
 #define LR_BIND_OK 0
 #define LR_BIND_INUSE 1        /* another host socket has it: conflict, retried */
 #define LR_BIND_UNAVAILABLE 2  /* this host has no such loopback (e.g. IPv6 off) */
+#define LR_BIND_BUDGET 3       /* the guest's stand-in budget is spent: denied, retried quietly */
 
 typedef enum {
   LR_BINDING_UNBOUND = 0,  /* not yet tried */
@@ -31,6 +32,7 @@ typedef enum {
   LR_BINDING_CONFLICT,     /* wanted port taken, retrying */
   LR_BINDING_UNAVAILABLE,  /* address family missing on this host, not retried */
   LR_BINDING_CLOSED,       /* no listener maps here any more; kept for live connections */
+  LR_BINDING_BUDGET,       /* over the guest's stand-in budget: denied, retried with conflicts */
 } lr_binding_state_t;
 
 typedef struct lr_ports_s lr_ports_t;
@@ -75,6 +77,7 @@ struct lr_ports_s {
   lr_ports_ops_t ops;
   lr_port_entry_t *entries;   /* sorted by listener */
   lr_binding_t *bindings;
+  size_t nentries;
   int syncing;
 };
 
@@ -88,13 +91,14 @@ void lr_ports_clear(lr_ports_t *t);
 lr_port_entry_t *lr_ports_add(lr_ports_t *t, const lr_listener_t *l);
 /* 0, or -1 if the listener was not known. */
 int lr_ports_del(lr_ports_t *t, const lr_listener_t *l);
+lr_port_entry_t *lr_ports_find(lr_ports_t *t, const lr_listener_t *l);
 
 void lr_ports_sync_begin(lr_ports_t *t);
 /* Removes every entry not added since sync_begin. Returns how many. */
 int lr_ports_sync_end(lr_ports_t *t);
 
-/* Tries again to bind every binding in CONFLICT. Returns how many are still
- * in conflict (the caller keeps its retry timer while > 0). */
+/* Tries again to bind every binding in CONFLICT or over budget. Returns how
+ * many are still waiting (the caller keeps its retry timer while > 0). */
 int lr_ports_retry_conflicts(lr_ports_t *t);
 int lr_ports_conflicts(const lr_ports_t *t);
 

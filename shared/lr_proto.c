@@ -233,7 +233,7 @@ size_t lr_encode_port_state(uint8_t *out, size_t cap, const lr_port_state_msg_t 
   wcur_t w;
   frame_begin(&w, out, cap, LR_MSG_PORT_STATE);
   w_listener(&w, &m->listener);
-  if (m->state > LR_PORT_IGNORED) w.bad = 1;
+  if (m->state > LR_PORT_DENIED) w.bad = 1;
   w_u8(&w, m->state);
   w_u16(&w, m->host_port);
   return frame_end(&w);
@@ -369,7 +369,7 @@ int lr_decode_port_state(const lr_frame_t *f, lr_port_state_msg_t *out) {
   out->state = r_u8(&r);
   out->host_port = r_u16(&r);
   if (r.bad) return LR_PROTO_ESHORT;
-  if (out->state > LR_PORT_IGNORED) return LR_PROTO_EINVAL;
+  if (out->state > LR_PORT_DENIED) return LR_PROTO_EINVAL;
   return LR_PROTO_OK;
 }
 
@@ -492,6 +492,7 @@ const char *lr_port_state_name(lr_port_state_t s) {
     case LR_PORT_CONFLICT: return "conflict";
     case LR_PORT_REMAPPED: return "remapped";
     case LR_PORT_IGNORED: return "ignored";
+    case LR_PORT_DENIED: return "denied";
     default: return "unknown";
   }
 }

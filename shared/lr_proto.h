@@ -98,6 +98,7 @@ typedef enum {
   LR_PORT_CONFLICT = 1,
   LR_PORT_REMAPPED = 2,
   LR_PORT_IGNORED = 3,
+  LR_PORT_DENIED = 4, /* the host's policy or a budget refuses it: never bound */
 } lr_port_state_t;
 
 typedef struct {

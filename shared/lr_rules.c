@@ -1,6 +1,7 @@
 /* The forwarding rules (docs/protocol.md); see lr_rules.h for the table. */
 #include "lr_rules.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static int is_v4(const uint8_t *a, uint8_t b0, uint8_t b1, uint8_t b2, uint8_t b3) {
@@ -36,6 +37,9 @@ lr_rule_result_t lr_rules_map(const lr_listener_t *l, const lr_config_t *cfg,
     }
   }
   if (nw == 0) return LR_RULE_NOT_LOOPBACK;
+  if (l->port == 0 || !lr_portset_contains(&cfg->forward_ports, l->port) ||
+      lr_portset_contains(&cfg->reverse_ports, l->port))
+    return LR_RULE_DENIED;
   if (!cfg->localhost_forwarding || lr_portset_contains(&cfg->ignore_ports, l->port))
     return LR_RULE_IGNORED;
   for (int i = 0; i < nw; i++) {
@@ -43,4 +47,16 @@ lr_rule_result_t lr_rules_map(const lr_listener_t *l, const lr_config_t *cfg,
     out[(*n)++] = want[i];
   }
   return *n ? LR_RULE_FORWARD : LR_RULE_IGNORED;
+}
+
+void lr_rules_deny_reason(const lr_listener_t *l, const lr_config_t *cfg, char *out, size_t len) {
+  char ps[200];
+  if (l->port == 0) {
+    snprintf(out, len, "port 0 would bind a random host port");
+  } else if (lr_portset_contains(&cfg->reverse_ports, l->port)) {
+    snprintf(out, len, "host port %u is published to the guest (reversePorts)", l->port);
+  } else {
+    lr_portset_format(&cfg->forward_ports, ps, sizeof ps);
+    snprintf(out, len, "port %u is outside forwardPorts (%s)", l->port, ps);
+  }
 }

@@ -23,10 +23,22 @@ typedef enum {
   LR_RULE_FORWARD = 0,      /* out[] holds 1 or 2 bindings */
   LR_RULE_NOT_LOOPBACK = 1, /* a specific non-loopback address: never forwarded */
   LR_RULE_IGNORED = 2,      /* forwardable, but the config says no */
+  LR_RULE_DENIED = 3,       /* the host's port policy refuses it (see lr_rules_deny_reason) */
 } lr_rule_result_t;
 
-/* Maps a guest listener to host bindings under cfg. *n gets 0..2. */
+/* Maps a guest listener to host bindings under cfg. *n gets 0..2.
+ *
+ * The port policy comes before any binding: the guest is less trusted than
+ * the host, so a port it may not claim is DENIED whatever else is true of
+ * it: port 0 (the host would bind a random port), a port outside
+ * forwardPorts (default 1024-65535: lorelayd runs privileged and would
+ * otherwise take the host's own service ports), and a host port listed in
+ * reversePorts (the host would relay its own stand-in back into the
+ * guest). */
 lr_rule_result_t lr_rules_map(const lr_listener_t *l, const lr_config_t *cfg,
                               lr_host_bind_t out[2], int *n);
+
+/* Why a listener is denied, one line, for status and the log. */
+void lr_rules_deny_reason(const lr_listener_t *l, const lr_config_t *cfg, char *out, size_t len);
 
 #endif

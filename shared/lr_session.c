@@ -29,6 +29,18 @@ static void session_drop(lr_guest_t *g, const char *why);
 
 void lr_session_send(lr_guest_t *g, const uint8_t *buf, size_t len) {
   if (!g->ctl || !len || (g->state != LR_G_HANDSHAKE && g->state != LR_G_CONNECTED)) return;
+  /* Budget: an agent that sends requests (PING, REVERSE_OPEN) and never
+   * reads the answers would otherwise make the host queue them forever. */
+  size_t queued = uv_stream_get_write_queue_size(&g->ctl->ep.u.stream);
+  if (queued + len > g->host->cfg->control_queue_bytes) {
+    char why[200];
+    snprintf(why, sizeof why,
+             "agent is not reading its control stream (%zu bytes queued, controlQueueBytes = "
+             "%u): dropping the stream",
+             queued, g->host->cfg->control_queue_bytes);
+    session_drop(g, why);
+    return;
+  }
   lr_write_copy(&g->ctl->ep.u.stream, buf, len); /* a failed write shows up as a read error */
 }
 
@@ -85,12 +97,19 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       LR_DEBUG("%s: guest %s %s", g->name,
              f->type == LR_MSG_LISTENER_ADD ? "listens on" : "closed", ls);
       if (f->type == LR_MSG_LISTENER_ADD) {
-        if (lr_ports_count(&g->ports) >= LR_MAX_LISTENERS_PER_GUEST) {
-          LR_WARN("%s: guest reports more than %d listeners: %s not forwarded",
-                 g->name, LR_MAX_LISTENERS_PER_GUEST, ls);
+        int known = lr_ports_find(&g->ports, &l) != NULL;
+        if (!known && lr_ports_count(&g->ports) >= LR_MAX_TRACKED_LISTENERS) {
+          lr_guest_warn(g, &g->tracked_log,
+                        "guest reports more than %d listeners: %s not tracked",
+                        LR_MAX_TRACKED_LISTENERS, ls);
           return;
         }
-        lr_ports_add(&g->ports, &l);
+        lr_port_entry_t *e = lr_ports_add(&g->ports, &l);
+        if (e && !known && e->rule == LR_RULE_DENIED) {
+          char why[200];
+          lr_rules_deny_reason(&l, g->host->cfg, why, sizeof why);
+          lr_guest_warn(g, &g->denied_log, "guest listener %s denied: %s", ls, why);
+        }
         lr_standin_arm_retry(g);
       } else {
         lr_ports_del(&g->ports, &l);

@@ -23,6 +23,18 @@ static void standin_free(uv_handle_t *h) {
   lr_host_closed(host);
 }
 
+/* Budget: host listening sockets per guest, counted after de-duplication
+ * (two guest listeners sharing a stand-in cost one). */
+static int standin_budget_left(lr_guest_t *g, const lr_binding_t *b, uint16_t port) {
+  unsigned max = g->host->cfg->max_standins;
+  if (g->nstandins < max) return 1;
+  lr_guest_warn(g, &g->standins_log,
+                "maxStandins (%u host sockets) reached: host %s:%u denied; retried when a "
+                "stand-in closes",
+                max, lr_loopback_str(b->key.family), port ? port : b->key.port);
+  return 0;
+}
+
 static void on_client(uv_stream_t *server, int status) {
   lr_standin_t *s = server->data;
   if (status < 0) {
@@ -38,8 +50,9 @@ static void on_client(uv_stream_t *server, int status) {
 static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   lr_guest_t *g = data;
   lr_host_t *h = g->host;
-  lr_standin_t *s = calloc(1, sizeof *s);
   struct sockaddr_storage ss;
+  if (!standin_budget_left(g, b, port)) return LR_BIND_BUDGET;
+  lr_standin_t *s = calloc(1, sizeof *s);
   if (!s) return LR_BIND_INUSE;
   s->g = g;
   lr_loopback_sockaddr(b->key.family, port, &ss);
@@ -57,6 +70,7 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
     s->tcp.data = s;
     b->io = s;
     b->actual_port = port;
+    g->nstandins++;
     LR_INFO("%s: forwarding host %s:%u", g->name, lr_loopback_str(b->key.family),
            port);
     return LR_BIND_OK;
@@ -74,6 +88,7 @@ static void standin_unbind(lr_binding_t *b, void *data) {
   if (!s) return;
   s->b = NULL;
   b->io = NULL;
+  g->nstandins--;
   LR_INFO("%s: stopped forwarding host %s:%u", g->name,
          lr_loopback_str(b->key.family), b->actual_port);
   lr_host_closing(g->host);

@@ -20,6 +20,8 @@ struct lr_status_client_s {
   lr_sbuf_t out;
   uv_write_t wreq;
   uv_shutdown_t sreq;
+  uv_timer_t timer; /* the client's whole budget: statusIdleTimeoutMs */
+  int open_handles, closing;
   lr_status_client_t *next;
 };
 
@@ -32,6 +34,19 @@ static void binding_addr(const lr_binding_t *b, char *out, size_t len) {
 
 static const char *guest_state_name(const lr_guest_t *g) {
   return g->state == LR_G_CONNECTED ? "connected" : "connecting";
+}
+
+/* A binding that holds no socket and never will without a change on the
+ * host is not a host address a client could use. */
+static int binding_shown(const lr_binding_t *b) {
+  return b->state != LR_BINDING_UNAVAILABLE && b->state != LR_BINDING_BUDGET;
+}
+
+static void deny_reason(lr_host_t *h, const lr_port_entry_t *e, char *out, size_t len) {
+  if (e->rule == LR_RULE_DENIED)
+    lr_rules_deny_reason(&e->listener, h->cfg, out, len);
+  else
+    snprintf(out, len, "maxStandins (%u host sockets) reached", h->cfg->max_standins);
 }
 
 /* Listeners on specific non-loopback addresses are never forwarded and
@@ -77,17 +92,24 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
                      lr_listener_format(&e->listener, s, sizeof s));
       int first = 1;
       for (int i = 0; i < e->nb; i++) {
-        if (e->b[i]->state == LR_BINDING_UNAVAILABLE) continue;
+        if (!binding_shown(e->b[i])) continue;
         binding_addr(e->b[i], s, sizeof s);
         lr_sbuf_printf(out, "%s\"%s\"", first ? "" : ",", s);
         first = 0;
       }
+      lr_port_state_t pst = lr_ports_entry_state(e);
+      lr_sbuf_printf(out, "],\"state\":\"%s\"", lr_port_state_name(pst));
+      if (pst == LR_PORT_DENIED) {
+        char why[200];
+        deny_reason(h, e, why, sizeof why);
+        lr_sbuf_puts(out, ",\"reason\":");
+        lr_sbuf_json_str(out, why);
+      }
       lr_sbuf_printf(out,
-                     "],\"state\":\"%s\",\"connections\":%llu,\"active\":%llu,"
+                     ",\"connections\":%llu,\"active\":%llu,"
                      "\"bytes_to_guest\":%llu,\"bytes_to_host\":%llu}",
-                     lr_port_state_name(lr_ports_entry_state(e)), (unsigned long long)st.conns,
-                     (unsigned long long)st.active, (unsigned long long)st.to_guest,
-                     (unsigned long long)st.to_host);
+                     (unsigned long long)st.conns, (unsigned long long)st.active,
+                     (unsigned long long)st.to_guest, (unsigned long long)st.to_host);
     }
     /* Reverse forwarding: host ports published on the guest loopback. */
     lr_sbuf_puts(out, "],\"reverse\":[");
@@ -148,7 +170,7 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
       entry_stats_t st = entry_stats(e);
       hosts[0] = '\0';
       for (int i = 0; i < e->nb; i++) {
-        if (e->b[i]->state == LR_BINDING_UNAVAILABLE) continue;
+        if (!binding_shown(e->b[i])) continue;
         binding_addr(e->b[i], s, sizeof s);
         size_t l = strlen(hosts);
         snprintf(hosts + l, sizeof hosts - l, "%s%s", l ? "," : "", s);
@@ -156,10 +178,16 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
       if (!hosts[0]) snprintf(hosts, sizeof hosts, "-");
       human_bytes(st.to_guest, tg, sizeof tg);
       human_bytes(st.to_host, th, sizeof th);
+      lr_port_state_t pst = lr_ports_entry_state(e);
       lr_sbuf_printf(out, "  %-5s %-28s %-34s %-10s %6llu %6llu %10s %10s\n", "tcp",
                      lr_listener_format(&e->listener, s, sizeof s), hosts,
-                     lr_port_state_name(lr_ports_entry_state(e)), (unsigned long long)st.conns,
+                     lr_port_state_name(pst), (unsigned long long)st.conns,
                      (unsigned long long)st.active, tg, th);
+      if (pst == LR_PORT_DENIED) {
+        char why[200];
+        deny_reason(h, e, why, sizeof why);
+        lr_sbuf_printf(out, "        denied: %s\n", why);
+      }
     }
   }
 }
@@ -168,24 +196,35 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
 
 static void status_server_closed(uv_handle_t *hd) { lr_host_closed(hd->data); }
 
-static void status_client_free(uv_handle_t *hd) {
-  lr_status_client_t *c = (lr_status_client_t *)hd;
+static void status_client_handle_closed(uv_handle_t *hd) {
+  lr_status_client_t *c = hd->data;
   lr_host_t *h = c->host;
-  for (lr_status_client_t **pp = &h->clients; *pp; pp = &(*pp)->next)
-    if (*pp == c) {
-      *pp = c->next;
-      break;
-    }
-  lr_sbuf_free(&c->out);
-  free(c);
+  if (--c->open_handles == 0) {
+    for (lr_status_client_t **pp = &h->clients; *pp; pp = &(*pp)->next)
+      if (*pp == c) {
+        *pp = c->next;
+        break;
+      }
+    h->nclients--;
+    lr_sbuf_free(&c->out);
+    free(c);
+  }
   lr_host_closed(h);
 }
 
 static void status_client_close(lr_status_client_t *c) {
-  if (uv_is_closing((uv_handle_t *)&c->pipe)) return;
+  if (c->closing) return;
+  c->closing = 1;
   lr_host_closing(c->host);
-  uv_close((uv_handle_t *)&c->pipe, status_client_free);
+  lr_host_closing(c->host);
+  uv_close((uv_handle_t *)&c->pipe, status_client_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, status_client_handle_closed);
 }
+
+/* A status client gets statusIdleTimeoutMs for its whole exchange: one that
+ * connects and says nothing, or never reads the answer, is cut, so idle
+ * clients can never pile up and starve forwarding of descriptors. */
+static void status_client_expired(uv_timer_t *t) { status_client_close(t->data); }
 
 static void status_shut(uv_shutdown_t *req, int st) {
   (void)st;
@@ -194,6 +233,7 @@ static void status_shut(uv_shutdown_t *req, int st) {
 
 static void status_written(uv_write_t *req, int st) {
   lr_status_client_t *c = req->data;
+  if (c->closing) return;
   if (st < 0 || uv_shutdown(&c->sreq, (uv_stream_t *)&c->pipe, status_shut) != 0)
     status_client_close(c);
 }
@@ -225,8 +265,7 @@ static void status_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   else if (strcmp(c->line, "status table") == 0 || strcmp(c->line, "status") == 0)
     lr_host_status_table(c->host, &c->out);
   else
-    lr_sbuf_printf(&c->out, "error: unknown request '%.40s' (try: status json, status table)\n",
-                   c->line);
+    lr_sbuf_printf(&c->out, "error: unknown request (try: status json, status table)\n");
   if (c->out.err || !c->out.len) {
     status_client_close(c);
     return;
@@ -237,23 +276,48 @@ static void status_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (uv_write(&c->wreq, s, &b, 1, status_written) != 0) status_client_close(c);
 }
 
+static void refused_closed(uv_handle_t *hd) { free(hd); }
+
 static void status_conn(uv_stream_t *server, int status) {
   lr_host_t *h = server->data;
-  if (status < 0 || h->stopping) return;
+  if (status < 0) {
+    lr_log_accept_error(&h->status_accept_log, h->loop, "status endpoint", status);
+    return;
+  }
+  if (h->stopping) return;
+  if (h->nclients >= h->cfg->max_status_clients) {
+    /* Accept and close at once: a listener whose callback does not accept
+     * stops accepting, and lorelayctl must get an answer, not a hang. */
+    uv_pipe_t *p = malloc(sizeof *p);
+    if (!p) return;
+    uv_pipe_init(h->loop, p, 0);
+    uv_accept(server, (uv_stream_t *)p);
+    uv_close((uv_handle_t *)p, refused_closed);
+    if (lr_ratelimit_pass(&h->status_budget_log, uv_now(h->loop), LR_BUDGET_LOG_MS))
+      LR_WARN("status endpoint: maxStatusClients (%u) connected: closing new ones (%llu so far)",
+              h->cfg->max_status_clients,
+              (unsigned long long)(h->status_budget_log.suppressed + 1));
+    return;
+  }
   lr_status_client_t *c = calloc(1, sizeof *c);
   if (!c) return;
   c->host = h;
   lr_sbuf_init(&c->out);
   uv_pipe_init(h->loop, &c->pipe, 0);
-  c->pipe.data = c;
+  uv_timer_init(h->loop, &c->timer);
+  c->pipe.data = c->timer.data = c;
+  c->open_handles = 2;
   c->next = h->clients;
   h->clients = c;
+  h->nclients++;
+  uv_timer_start(&c->timer, status_client_expired, h->cfg->status_idle_timeout_ms, 0);
   if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0 ||
       uv_read_start((uv_stream_t *)&c->pipe, status_alloc, status_read) != 0)
     status_client_close(c);
 }
 
 void lr_status_stop(lr_host_t *h) {
+  for (lr_status_client_t *c = h->clients; c; c = c->next) status_client_close(c);
   if (!h->status_open) return;
   h->status_open = 0;
   h->status.data = h;
@@ -267,8 +331,22 @@ int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errle
     h->status.data = h;
     h->status_open = 1;
     rc = uv_pipe_bind(&h->status, path);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)&h->status, 16, status_conn);
-    if (rc == 0) uv_pipe_chmod(&h->status, UV_READABLE | UV_WRITABLE);
+    if (rc == UV_EADDRINUSE || rc == UV_EACCES) {
+      snprintf(err, errlen,
+               "status endpoint %s exists already: another lorelayd, or a program squatting "
+               "the name; refusing to start",
+               path);
+      lr_status_stop(h);
+      return -1;
+    }
+    /* Not for every local user: the platform narrows who may connect
+     * (Linux: mode 0660; Windows: SYSTEM and Administrators). */
+    if (rc == 0 && h->pal->secure_endpoint &&
+        h->pal->secure_endpoint(&h->status, path, err, errlen) != 0) {
+      lr_status_stop(h);
+      return -1;
+    }
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&h->status, 64, status_conn);
   }
   if (rc) {
     snprintf(err, errlen, "status endpoint %s: %s", path, uv_strerror(rc));

@@ -21,6 +21,11 @@ void lr_posix_init(void);
 const char *lr_posix_run_dir(char *buf, size_t len);
 int lr_posix_mkdir_p(const char *path, mode_t mode);
 
+/* Creates dir (mode 0750) if missing, then refuses it unless it is a real
+ * directory owned by this process's uid; group/other write bits are
+ * removed. 0 or -1 with err. */
+int lr_posix_own_dir(const char *dir, char *err, size_t errlen);
+
 /* Makes path usable for a listening Unix socket: creates its directory,
  * removes a stale socket left by a crash, refuses if a live process
  * answers there or the file is not a socket. 0 or -1 with err. */

@@ -5,10 +5,12 @@
  * /run, and POSIX signals. Everything else is lr_hostd/lr_host, shared with
  * the Windows service. */
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,6 +124,38 @@ static void stop_init(void) {
   waitpid(g_init_pid, NULL, 0);
 }
 
+/* One lorelayd per namespace: a second one would share the agent socket,
+ * and stopping either would unlink it under the other. The lock is held
+ * for the life of the process (the kernel drops it at exit, crash or not).
+ * A restart that overlaps the old instance's shutdown waits for it. */
+static int netns_lock(const char *rundir, const char *name, char *err, size_t errlen) {
+  char path[400], pid[32];
+  snprintf(path, sizeof path, "%.300s/netns-%.64s.lock", rundir, name);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    snprintf(err, errlen, "%.400s: %s", path, strerror(errno));
+    return -1;
+  }
+  for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) != 0; i++) {
+    if (errno != EWOULDBLOCK || i >= 60) { /* 3 s */
+      ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+      pid[n > 0 ? n : 0] = '\0';
+      pid[strcspn(pid, "\n")] = '\0';
+      snprintf(err, errlen,
+               "network namespace %s is already served by another lorelayd (pid %s); "
+               "stop it first",
+               name, pid[0] ? pid : "unknown");
+      close(fd);
+      return -1;
+    }
+    usleep(50000);
+  }
+  int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+    LR_WARN("%s: cannot record our pid: %s", path, strerror(errno));
+  return 0; /* fd stays open: it is the lock */
+}
+
 static const char *sibling_path(const char *prog, char *out, size_t len) {
   char exe[512];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -166,8 +200,12 @@ int main(int argc, char **argv) {
       return 1;
     }
     lr_posix_run_dir(rundir, sizeof rundir);
-    if (lr_posix_mkdir_p(rundir, 0755) != 0) {
-      LR_ERROR("cannot create %s: %s", rundir, strerror(errno));
+    if (lr_posix_own_dir(rundir, err, sizeof err) != 0) {
+      LR_ERROR("%s", err);
+      return 1;
+    }
+    if (netns_lock(rundir, g_popts.netns, err, sizeof err) != 0) {
+      LR_ERROR("%s", err);
       return 1;
     }
     snprintf(agent_sock, sizeof agent_sock, "%s/netns-%s.sock", rundir, g_popts.netns);

@@ -73,6 +73,16 @@ static int peer_closed(const lr_endpoint_t *ep) {
 
 static void sock_close(uv_os_sock_t s) { close(s); }
 
+/* The status socket: owner and group may connect, nobody else. */
+static int secure_endpoint(uv_pipe_t *h, const char *path, char *err, size_t errlen) {
+  (void)h;
+  if (chmod(path, 0660) != 0) {
+    snprintf(err, errlen, "status endpoint %s: chmod 0660: %s", path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
 const lr_pal_t lr_pal_posix = {
     .name = "posix",
     .vmsock_connect = lr_posix_vmsock_connect,
@@ -80,6 +90,7 @@ const lr_pal_t lr_pal_posix = {
     .listen_loopback = listen_loopback,
     .peer_closed = peer_closed,
     .run_dir = run_dir,
+    .secure_endpoint = secure_endpoint,
     .default_status_path = default_status_path,
     .default_config_path = default_config_path,
 };
@@ -114,6 +125,45 @@ int lr_posix_mkdir_p(const char *path, mode_t mode) {
   return 0;
 }
 
+int lr_posix_own_dir(const char *dir, char *err, size_t errlen) {
+  struct stat st;
+  char parent[512];
+  snprintf(parent, sizeof parent, "%s", dir);
+  char *slash = strrchr(parent, '/');
+  if (slash && slash != parent) {
+    *slash = '\0';
+    if (lr_posix_mkdir_p(parent, 0755) != 0) {
+      snprintf(err, errlen, "cannot create %s: %s", parent, strerror(errno));
+      return -1;
+    }
+  }
+  if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+    snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+    return -1;
+  }
+  if (lstat(dir, &st) != 0) {
+    snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+    return -1;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    snprintf(err, errlen, "%s is not a directory (a link?): refusing to use it", dir);
+    return -1;
+  }
+  if (st.st_uid != geteuid()) {
+    snprintf(err, errlen,
+             "%s belongs to uid %u, not to this daemon (uid %u): refusing to use it (another "
+             "user could replace its sockets)",
+             dir, (unsigned)st.st_uid, (unsigned)geteuid());
+    return -1;
+  }
+  if ((st.st_mode & 022) && chmod(dir, st.st_mode & 0750) != 0) {
+    snprintf(err, errlen, "%s is writable by others and cannot be fixed: %s", dir,
+             strerror(errno));
+    return -1;
+  }
+  return 0;
+}
+
 int lr_posix_claim_socket_path(const char *path, char *err, size_t errlen) {
   char dir[512];
   struct sockaddr_un sun;
@@ -125,8 +175,13 @@ int lr_posix_claim_socket_path(const char *path, char *err, size_t errlen) {
   snprintf(dir, sizeof dir, "%s", path);
   char *slash = strrchr(dir, '/');
   if (slash && slash != dir) {
+    char run[400];
     *slash = '\0';
-    if (lr_posix_mkdir_p(dir, 0755) != 0) {
+    /* The daemon's own run directory must be its own; a directory the user
+     * named with --socket is the user's choice. */
+    if (strcmp(dir, lr_posix_run_dir(run, sizeof run)) == 0) {
+      if (lr_posix_own_dir(dir, err, errlen) != 0) return -1;
+    } else if (lr_posix_mkdir_p(dir, 0755) != 0) {
       snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
       return -1;
     }

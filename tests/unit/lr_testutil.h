@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lr_config.h"
 #include "lr_proto.h"
 
 static inline lr_listener_t lr_test_v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port) {
@@ -84,6 +85,15 @@ static inline int lr_test_group_unavailable(const char *prog, const char *reason
   }
   fprintf(stderr, "%s: SKIP: %s\n", prog, reason);
   return 77;
+}
+
+/* The default config with the port policy opened to every port, for tests
+ * of the mapping itself (the policy has tests of its own). */
+static inline void lr_test_config_all_ports(lr_config_t *c) {
+  lr_config_defaults(c);
+  c->forward_ports.n = 1;
+  c->forward_ports.r[0].lo = 1;
+  c->forward_ports.r[0].hi = 65535;
 }
 
 #endif

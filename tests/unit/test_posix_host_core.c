@@ -27,6 +27,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -51,12 +53,14 @@
 
 static struct {
   int listens, busy_port, sock_closes, vm_calls;
+  int listened_on[65536]; /* binds asked for, per port */
   int vm_mode; /* 0: refuse, 1: hand back a socket libuv cannot open, 2: answer late */
 } fake;
 
 static int fake_listen(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa, int backlog,
                        uv_connection_cb cb, uv_close_cb on_fail) {
   fake.listens++;
+  fake.listened_on[ntohs(((const struct sockaddr_in *)sa)->sin_port)]++;
   if (fake.busy_port && ntohs(((const struct sockaddr_in *)sa)->sin_port) == fake.busy_port) {
     uv_tcp_init(loop, h);
     uv_close((uv_handle_t *)h, on_fail);
@@ -110,6 +114,8 @@ enum {
   AG_NORMAL,          /* WELCOME, listeners, OPEN_RESULT ok, echo */
   AG_CLOSE_ON_HELLO,  /* closes the control stream as soon as HELLO arrives */
   AG_NO_READ,         /* data streams: OPEN_RESULT ok, then never read again */
+  AG_FLOOD_NO_READ,   /* after the listing: floods PINGs and never reads again */
+  AG_HOLD_ATTACH,     /* reverse streams: read ATTACH, never answer */
 };
 
 typedef struct agent_s agent_t;
@@ -129,7 +135,7 @@ struct agent_s {
   int mode;
   lr_listener_t listeners[4];
   int nlisteners;
-  int controls, hellos, opens;
+  int controls, hellos, opens, attaches, rev_fails;
   astream_t *control; /* the live control stream */
   astream_t *streams;
 };
@@ -193,6 +199,17 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
     as_send(s, out, LR_PREAMBLE_LEN + n);
     ag->control = s;
     agent_send_listing(s);
+    if (ag->mode == AG_FLOOD_NO_READ) {
+      /* 300 000 PINGs (4.8 MB): far more answers than the host may queue. */
+      enum { N = 300000 };
+      size_t one = lr_encode_ping(out, sizeof out, LR_MSG_PING, 1);
+      uint8_t *flood = malloc(N * one);
+      assert_non_null(flood);
+      for (size_t i = 0; i < N; i++) memcpy(flood + i * one, out, one);
+      as_send(s, flood, N * one);
+      free(flood);
+      uv_read_stop((uv_stream_t *)&s->pipe);
+    }
   } else if (f->type == LR_MSG_OPEN) {
     ag->opens++;
     lr_preamble_encode(out, LR_STREAM_DATA);
@@ -201,6 +218,10 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
     as_send(s, out, LR_PREAMBLE_LEN + n);
     s->relaying = 1;
     if (ag->mode == AG_NO_READ) uv_read_stop((uv_stream_t *)&s->pipe);
+  } else if (f->type == LR_MSG_ATTACH) {
+    ag->attaches++; /* AG_HOLD_ATTACH: the guest client "waits" forever */
+  } else if (f->type == LR_MSG_REVERSE_FAIL) {
+    ag->rev_fails++;
   } else if (f->type == LR_MSG_PING) {
     uint64_t nonce;
     if (lr_decode_ping(f, &nonce) == LR_PROTO_OK)
@@ -647,6 +668,202 @@ static void test_relay_peer_stops_reading(void **state) {
   fx_free(f);
 }
 
+/* Sends frames on the agent's live control stream, as a guest would. */
+static void agent_send_control(agent_t *ag, const uint8_t *buf, size_t len) {
+  assert_non_null(ag->control);
+  as_send(ag->control, buf, len);
+}
+
+/* An agent that floods requests and never reads the answers: the host
+ * drops its control stream at controlQueueBytes instead of queueing. */
+static void test_control_queue_budget(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  f->cfg.control_queue_bytes = 65536;
+  agent_start(&f->agent, &f->loop, AG_FLOOD_NO_READ);
+  char t[160];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  uint64_t end = uv_now(&f->loop) + 5000;
+  while (f->agent.controls < 2 && uv_now(&f->loop) < end) pump(f, 10);
+  assert_true(f->agent.controls >= 2); /* dropped, then reconnected */
+  fx_free(f);
+}
+
+/* The port policy: privileged ports, port 0 and reversePorts are never
+ * bound, and status says why. */
+static void test_port_policy_denied(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  char err[128];
+  assert_int_equal(lr_portset_parse(&f->cfg.reverse_ports, "20999", err, sizeof err), 0);
+  uint16_t ok = free_port();
+  agent_start(&f->agent, &f->loop, AG_NORMAL);
+  agent_listens(&f->agent, 22);
+  agent_listens(&f->agent, 0);
+  agent_listens(&f->agent, 20999);
+  agent_listens(&f->agent, ok);
+  char t[160];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  pump_until_status(f, "\"guest\":\"127.0.0.1:22\",\"host\":[],\"state\":\"denied\","
+                       "\"reason\":\"port 22 is outside forwardPorts (1024-65535)\"", 100);
+  pump_until_status(f, "port 0 would bind a random host port", 100);
+  pump_until_status(f, "host port 20999 is published to the guest (reversePorts)", 100);
+  assert_int_equal(fake.listened_on[22], 0);
+  assert_int_equal(fake.listened_on[0], 0);
+  assert_int_equal(fake.listened_on[20999], 0);
+  assert_int_equal(fake.listened_on[ok], 1);
+  fx_free(f);
+}
+
+/* maxStandins counts host sockets; past it a listener is denied, and it is
+ * bound as soon as a stand-in closes. */
+static void test_standin_budget(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  f->cfg.max_standins = 2;
+  uint16_t p[3] = {free_port(), free_port(), free_port()};
+  agent_start(&f->agent, &f->loop, AG_NORMAL);
+  for (int i = 0; i < 3; i++) agent_listens(&f->agent, p[i]);
+  char t[160];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  pump_until_status(f, "maxStandins (2 host sockets) reached", 3000);
+  int bound = 0;
+  for (int i = 0; i < 3; i++) bound += fake.listened_on[p[i]];
+  assert_int_equal(bound, 2);
+  /* The guest closes one: the denied one takes its place. */
+  uint8_t fr[64];
+  lr_listener_t l = lr_test_v4(127, 0, 0, 1, p[0]);
+  agent_send_control(&f->agent, fr, lr_encode_listener(fr, sizeof fr, LR_MSG_LISTENER_DEL, &l));
+  uint64_t end = uv_now(&f->loop) + 3000;
+  for (;;) {
+    lr_sbuf_t s;
+    lr_sbuf_init(&s);
+    lr_host_status_json(f->host, &s);
+    int denied = strstr(s.p, "denied") != NULL;
+    lr_sbuf_free(&s);
+    if (!denied) break;
+    assert_true(uv_now(&f->loop) < end);
+    pump(f, 10);
+  }
+  echo_roundtrip(f, p[1]);
+  echo_roundtrip(f, p[2]);
+  fx_free(f);
+}
+
+/* maxConnectionsPerPort: the excess client is reset, the others work. */
+static void test_connection_budget(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  f->cfg.max_connections_per_port = 2;
+  uint16_t port = free_port();
+  agent_start(&f->agent, &f->loop, AG_NORMAL);
+  agent_listens(&f->agent, port);
+  char t[160], buf[8];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  int a = client_connect(port), b = client_connect(port);
+  assert_int_equal(send(a, "a", 1, 0), 1);
+  assert_int_equal(client_read(f, a, buf, 1, 3000), 1);
+  assert_int_equal(send(b, "b", 1, 0), 1);
+  assert_int_equal(client_read(f, b, buf, 1, 3000), 1);
+  int c = client_connect(port);
+  assert_true(client_read(f, c, buf, 1, 3000) <= 0); /* reset or EOF, never served */
+  assert_int_equal(send(a, "A", 1, 0), 1);
+  assert_int_equal(client_read(f, a, buf, 1, 3000), 1);
+  close(a);
+  close(b);
+  close(c);
+  fx_free(f);
+}
+
+/* maxPendingReverse: REVERSE_OPENs beyond the budget fail at once. */
+static void test_reverse_pending_budget(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  f->cfg.max_pending_reverse = 4;
+  uint16_t hp = free_port();
+  char err[128], ps[16];
+  snprintf(ps, sizeof ps, "%u", hp);
+  assert_int_equal(lr_portset_parse(&f->cfg.reverse_ports, ps, err, sizeof err), 0);
+  /* A host server that listens (the kernel completes connects) but is
+   * never served: every reverse connection stays pending. */
+  int srv = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_storage ss;
+  lr_loopback_sockaddr(4, hp, &ss);
+  assert_int_equal(bind(srv, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+  assert_int_equal(listen(srv, 64), 0);
+  agent_start(&f->agent, &f->loop, AG_HOLD_ATTACH);
+  char t[160];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  pump_until_status(f, "\"state\":\"connected\"", 3000);
+  uint8_t fr[64];
+  for (uint32_t id = 1; id <= 10; id++) {
+    lr_reverse_open_t ro = {.id = id, .family = 4, .port = hp};
+    agent_send_control(&f->agent, fr, lr_encode_reverse_open(fr, sizeof fr, &ro));
+  }
+  uint64_t end = uv_now(&f->loop) + 3000;
+  while ((f->agent.attaches < 4 || f->agent.rev_fails < 6) && uv_now(&f->loop) < end) pump(f, 10);
+  assert_int_equal(f->agent.attaches, 4);
+  assert_int_equal(f->agent.rev_fails, 6);
+  close(srv);
+  fx_free(f);
+}
+
+static int status_connect(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un sun;
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+  assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+  return fd;
+}
+
+/* Status clients: at most maxStatusClients at once, each cut after
+ * statusIdleTimeoutMs; the endpoint is mode 0660; a real request still
+ * works afterwards. */
+static void test_status_client_budget(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  f->cfg.max_status_clients = 2;
+  f->cfg.status_idle_timeout_ms = 300;
+  char path[108], err[256], buf[4096];
+  snprintf(path, sizeof path, "/tmp/lr-hostcore-status-%d.sock", (int)getpid());
+  unlink(path);
+  fx_host(f, "unix:/tmp/lr-hostcore-nobody-here.sock");
+  if (lr_host_serve_status(f->host, path, err, sizeof err) != 0) fail_msg("%s", err);
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0660);
+  int a = status_connect(path), b = status_connect(path);
+  pump(f, 50);
+  int c = status_connect(path);
+  assert_int_equal(client_read(f, c, buf, 1, 1000), 0); /* closed at once */
+  uint64_t t0 = uv_now(&f->loop);
+  assert_int_equal(client_read(f, a, buf, 1, 3000), 0); /* idle: cut */
+  assert_true(uv_now(&f->loop) - t0 < 1500);
+  assert_int_equal(client_read(f, b, buf, 1, 3000), 0);
+  close(a);
+  close(b);
+  close(c);
+  pump(f, 20);
+  int d = status_connect(path);
+  assert_int_equal(send(d, "status json\n", 12, 0), 12);
+  ssize_t n = client_read(f, d, buf, sizeof buf - 1, 2000);
+  assert_true(n > 0);
+  buf[n] = '\0';
+  assert_non_null(strstr(buf, "{\"guests\":["));
+  close(d);
+  fx_free(f);
+  unlink(path);
+}
+
 int main(void) {
   char err[128] = "";
   if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0)
@@ -671,6 +888,12 @@ int main(void) {
       cmocka_unit_test(test_conflict_remapped),
       cmocka_unit_test(test_shutdown_with_live_connections),
       cmocka_unit_test(test_relay_peer_stops_reading),
+      cmocka_unit_test(test_control_queue_budget),
+      cmocka_unit_test(test_port_policy_denied),
+      cmocka_unit_test(test_standin_budget),
+      cmocka_unit_test(test_connection_budget),
+      cmocka_unit_test(test_reverse_pending_budget),
+      cmocka_unit_test(test_status_client_budget),
   };
   int failed = cmocka_run_group_tests_name("host_core_lo_down", lo_down, NULL, NULL);
   return failed + cmocka_run_group_tests_name("host_core", tests, lo_up, NULL);

@@ -658,7 +658,7 @@ static void test_port_state_invalid(void **state) {
   m.host_port = 1;
   size_t n = lr_encode_port_state(buf, sizeof buf, &m);
   uint8_t *p = buf + LR_FRAME_HDR_LEN;
-  p[20] = LR_PORT_IGNORED + 1;
+  p[20] = LR_PORT_DENIED + 1;
   assert_int_equal(decode_payload(dec_port_state, LR_MSG_PORT_STATE, p, n - 8, &d),
                    LR_PROTO_EINVAL);
   p[20] = 0;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "lr_rules.h"
+#include "lr_testutil.h"
 
 typedef struct {
   const char *what;
@@ -85,7 +86,7 @@ static lr_rule_result_t map(const lr_listener_t *l, const lr_config_t *cfg, lr_h
 static void test_default_table(void **state) {
   (void)state;
   lr_config_t cfg;
-  lr_config_defaults(&cfg);
+  lr_test_config_all_ports(&cfg);
   for (size_t i = 0; i < NCASES; i++) {
     for (size_t p = 0; p < sizeof ports / sizeof ports[0]; p++) {
       lr_listener_t l = listener_of(&cases[i], ports[p]);
@@ -108,7 +109,7 @@ static void test_default_table(void **state) {
 static void test_ipv6_off(void **state) {
   (void)state;
   lr_config_t cfg;
-  lr_config_defaults(&cfg);
+  lr_test_config_all_ports(&cfg);
   cfg.ipv6 = 0;
   for (size_t i = 0; i < NCASES; i++) {
     lr_listener_t l = listener_of(&cases[i], 8080);
@@ -135,7 +136,7 @@ static void test_ipv6_off(void **state) {
 static void test_forwarding_off(void **state) {
   (void)state;
   lr_config_t cfg;
-  lr_config_defaults(&cfg);
+  lr_test_config_all_ports(&cfg);
   cfg.localhost_forwarding = 0;
   for (size_t i = 0; i < NCASES; i++) {
     lr_listener_t l = listener_of(&cases[i], 3000);
@@ -153,7 +154,7 @@ static void test_forwarding_off(void **state) {
 static void test_ignore_ports(void **state) {
   (void)state;
   lr_config_t cfg;
-  lr_config_defaults(&cfg);
+  lr_test_config_all_ports(&cfg);
   char err[128];
   assert_int_equal(lr_portset_parse(&cfg.ignore_ports, "22, 5000-5010,65535", err, sizeof err), 0);
   const struct {
@@ -181,25 +182,56 @@ static void test_ignore_ports(void **state) {
   }
 }
 
-/* reversePorts are about the other direction and must not affect this. */
-static void test_reverse_ports_irrelevant(void **state) {
+/* The port policy: the guest may claim only forwardPorts (default
+ * 1024-65535), never port 0, never a host port published back to it. */
+static void test_port_policy(void **state) {
   (void)state;
   lr_config_t cfg;
-  lr_config_defaults(&cfg);
-  char err[128];
-  assert_int_equal(lr_portset_parse(&cfg.reverse_ports, "8000", err, sizeof err), 0);
-  lr_listener_t l = listener_of(&cases[0], 8000);
+  char err[128], why[200];
   lr_host_bind_t out[2];
   int n;
+  lr_config_defaults(&cfg);
+  assert_int_equal(lr_portset_parse(&cfg.reverse_ports, "8000", err, sizeof err), 0);
+  static const struct {
+    uint16_t port;
+    lr_rule_result_t rule;
+    const char *why;
+  } pc[] = {{22, LR_RULE_DENIED, "port 22 is outside forwardPorts (1024-65535)"},
+            {1023, LR_RULE_DENIED, "outside forwardPorts"},
+            {0, LR_RULE_DENIED, "port 0"},
+            {8000, LR_RULE_DENIED, "host port 8000 is published to the guest (reversePorts)"},
+            {1024, LR_RULE_FORWARD, NULL},
+            {65535, LR_RULE_FORWARD, NULL}};
+  for (size_t i = 0; i < NCASES; i++) {
+    if (cases[i].rule == LR_RULE_NOT_LOOPBACK) continue;
+    for (size_t p = 0; p < sizeof pc / sizeof pc[0]; p++) {
+      lr_listener_t l = listener_of(&cases[i], pc[p].port);
+      lr_rule_result_t r = map(&l, &cfg, out, &n);
+      if (r != pc[p].rule) fail_msg("%s:%u -> rule %d", cases[i].what, pc[p].port, r);
+      if (r == LR_RULE_DENIED) {
+        assert_int_equal(n, 0); /* denied means nothing is ever bound */
+        lr_rules_deny_reason(&l, &cfg, why, sizeof why);
+        if (!strstr(why, pc[p].why)) fail_msg("%u: reason '%s'", pc[p].port, why);
+      }
+    }
+  }
+  /* A narrower policy, and an ignored port that is also outside it: denied
+   * (the policy is about what the guest may do, so it is said first). */
+  assert_int_equal(lr_portset_parse(&cfg.forward_ports, "30000-30010", err, sizeof err), 0);
+  assert_int_equal(lr_portset_parse(&cfg.ignore_ports, "30011", err, sizeof err), 0);
+  lr_listener_t l = listener_of(&cases[0], 30010);
   assert_int_equal(map(&l, &cfg, out, &n), LR_RULE_FORWARD);
-  assert_int_equal(n, 1);
+  l = listener_of(&cases[0], 30011);
+  assert_int_equal(map(&l, &cfg, out, &n), LR_RULE_DENIED);
+  lr_rules_deny_reason(&l, &cfg, why, sizeof why);
+  assert_string_equal(why, "port 30011 is outside forwardPorts (30000-30010)");
 }
 
 /* Dual-stack under ipv6=false and an ignored port together: ignore wins. */
 static void test_combined(void **state) {
   (void)state;
   lr_config_t cfg;
-  lr_config_defaults(&cfg);
+  lr_test_config_all_ports(&cfg);
   cfg.ipv6 = 0;
   char err[128];
   assert_int_equal(lr_portset_parse(&cfg.ignore_ports, "443", err, sizeof err), 0);
@@ -220,7 +252,7 @@ int main(void) {
       cmocka_unit_test(test_ipv6_off),
       cmocka_unit_test(test_forwarding_off),
       cmocka_unit_test(test_ignore_ports),
-      cmocka_unit_test(test_reverse_ports_irrelevant),
+      cmocka_unit_test(test_port_policy),
       cmocka_unit_test(test_combined),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
