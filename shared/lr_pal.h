@@ -47,6 +47,12 @@ typedef struct lr_pal_s {
    * half-close. */
   int (*peer_closed)(const lr_endpoint_t *ep);
 
+  /* 1 when this process has no file descriptor left (EMFILE/ENFILE). libuv
+   * answers an accept that fails so by accepting and closing the pending
+   * clients without telling us, so the core asks once a second and logs.
+   * NULL where the platform cannot tell. */
+  int (*fds_exhausted)(uv_loop_t *loop);
+
   /* Directory for the daemon's sockets (Linux: /run/lorelay as root,
    * $XDG_RUNTIME_DIR/lorelay otherwise); NULL where there is none. */
   const char *(*run_dir)(char *buf, size_t len);

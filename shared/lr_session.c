@@ -366,6 +366,11 @@ void lr_session_tick(uv_timer_t *t) {
   lr_guest_t *g = t->data;
   uint64_t now = uv_now(g->host->loop);
   uint8_t buf[32];
+  const lr_pal_t *pal = g->host->pal;
+  if (pal->fds_exhausted && pal->fds_exhausted(g->host->loop))
+    lr_guest_warn(g, &g->accept_log,
+                  "out of file descriptors: clients are being dropped as they connect "
+                  "(raise LimitNOFILE= / ulimit -n, or lower maxConnections)");
   if (g->state == LR_G_CONNECTED) {
     if (now - g->last_rx > DEAD_AFTER_MS) {
       session_drop(g, "agent stopped answering (no message for 15 s)");

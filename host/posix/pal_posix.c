@@ -9,6 +9,7 @@
 #include "lr_posix.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,15 @@ static int peer_closed(const lr_endpoint_t *ep) {
 
 static void sock_close(uv_os_sock_t s) { close(s); }
 
+static int fds_exhausted(uv_loop_t *loop) {
+  int fd = fcntl(uv_backend_fd(loop), F_DUPFD_CLOEXEC, 0);
+  if (fd >= 0) {
+    close(fd);
+    return 0;
+  }
+  return errno == EMFILE || errno == ENFILE;
+}
+
 /* The status socket: owner and group may connect, nobody else. */
 static int secure_endpoint(uv_pipe_t *h, const char *path, char *err, size_t errlen) {
   (void)h;
@@ -87,6 +97,7 @@ const lr_pal_t lr_pal_posix = {
     .name = "posix",
     .vmsock_connect = lr_posix_vmsock_connect,
     .sock_close = sock_close,
+    .fds_exhausted = fds_exhausted,
     .listen_loopback = listen_loopback,
     .peer_closed = peer_closed,
     .run_dir = run_dir,

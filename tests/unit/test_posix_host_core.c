@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -864,6 +865,39 @@ static void test_status_client_budget(void **state) {
   unlink(path);
 }
 
+static int fd_lines;
+static void count_fd_lines(lr_log_level_t level, const char *line, void *data) {
+  (void)level;
+  (void)data;
+  if (strstr(line, "out of file descriptors")) fd_lines++;
+}
+
+/* EMFILE: libuv drops clients silently when accept fails so; the host
+ * notices within a second and says so, once per interval. */
+static void test_fd_exhaustion_is_logged(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  fx_host(f, "unix:/tmp/lr-hostcore-nobody-here.sock");
+  pump(f, 50);
+  struct rlimit was, tight;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+  int probe = dup(0);
+  assert_true(probe >= 0);
+  close(probe);
+  tight = was;
+  tight.rlim_cur = (rlim_t)probe; /* every descriptor from here on is refused */
+  lr_log_set_level(LR_LOG_WARN);
+  lr_log_set_sink(count_fd_lines, NULL);
+  fd_lines = 0;
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  pump(f, 2500);
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
+  lr_log_set_sink(NULL, NULL);
+  lr_log_set_level(LR_LOG_ERROR);
+  assert_int_equal(fd_lines, 1); /* said, and said once */
+  fx_free(f);
+}
+
 int main(void) {
   char err[128] = "";
   if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0)
@@ -894,6 +928,7 @@ int main(void) {
       cmocka_unit_test(test_connection_budget),
       cmocka_unit_test(test_reverse_pending_budget),
       cmocka_unit_test(test_status_client_budget),
+      cmocka_unit_test(test_fd_exhaustion_is_logged),
   };
   int failed = cmocka_run_group_tests_name("host_core_lo_down", lo_down, NULL, NULL);
   return failed + cmocka_run_group_tests_name("host_core", tests, lo_up, NULL);
