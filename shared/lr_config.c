@@ -152,14 +152,14 @@ static int handler(void *user, const char *section, const char *name, const char
   int b;
   if (!lr_streq_nocase(section, "lorelay")) {
     LR_WARN("%s:%d: key '%s' in section [%s] ignored (lorelay reads [lorelay])",
-           ctx->source, ctx->line, name, section);
+            ctx->source, ctx->line, name, section);
     return 1;
   }
 #define BOOL_KEY(key, field)                                                                  \
   if (lr_streq_nocase(name, key)) {                                                                       \
     if ((b = lr_parse_bool(value)) < 0) {                                                     \
       LR_ERROR("%s:%d: %s = '%s' is not a boolean (true/false)", ctx->source,    \
-             ctx->line, key, value);                                                          \
+               ctx->line, key, value);                                                          \
       ctx->errors++;                                                                          \
     } else {                                                                                  \
       c->field = b;                                                                           \
@@ -186,7 +186,7 @@ static int handler(void *user, const char *section, const char *name, const char
     int lvl = lr_log_level_parse(value);
     if (lvl < 0) {
       LR_ERROR("%s:%d: logLevel = '%s' is not one of error, warn, info, debug",
-             ctx->source, ctx->line, value);
+               ctx->source, ctx->line, value);
       ctx->errors++;
     } else {
       c->log_level = lvl;
@@ -237,7 +237,7 @@ static char *deliver_line(parse_ctx_t *ctx, char *str, size_t n, int complete) {
   ctx->line++;
   if (!complete) {
     LR_ERROR("%s:%d: line longer than %d characters: ignored", ctx->source,
-           ctx->line, INI_MAX_LINE - 2);
+             ctx->line, INI_MAX_LINE - 2);
     ctx->errors++;
     str[0] = '\n';
     str[1] = '\0';

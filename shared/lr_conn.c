@@ -55,7 +55,7 @@ static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) {
   va_end(ap);
   if (c->reverse) {
     LR_INFO("%s: guest connection to host port %u: %s", c->g->name, c->b->key.port,
-           msg);
+            msg);
     if (c->rx) { /* not attached yet: the agent still holds the guest client */
       uint8_t f[LR_FRAME_HDR_LEN + 10 + LR_TEXT_MAX];
       lr_session_send(c->g, f, lr_encode_reverse_fail(f, sizeof f, c->rev_id, LR_ERR_REFUSED, msg));

@@ -58,9 +58,9 @@ void lr_log_accept_error(lr_ratelimit_t *rl, uv_loop_t *loop, const char *what, 
   if (!lr_ratelimit_pass(rl, uv_now(loop), 60000)) return;
   rl->suppressed = 0;
   LR_WARN("%s: accept: %s%s (%llu more like it not logged)", what,
-         uv_strerror(status),
-         status == UV_EMFILE || status == UV_ENFILE
+          uv_strerror(status),
+          status == UV_EMFILE || status == UV_ENFILE
              ? " (raise the open-files limit: LimitNOFILE= / ulimit -n)"
              : "",
-         (unsigned long long)before);
+          (unsigned long long)before);
 }

@@ -29,7 +29,7 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   if (rc == LR_BIND_OK) {
     if (b->state == LR_BINDING_CONFLICT)
       LR_INFO("host %s:%u is free again: forwarding", lr_loopback_str(b->key.family),
-             b->key.port);
+              b->key.port);
     b->state = LR_BINDING_BOUND;
     b->actual_port = b->key.port;
     return;
@@ -41,20 +41,20 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   if (rc == LR_BIND_UNAVAILABLE) {
     if (b->state != LR_BINDING_UNAVAILABLE)
       LR_WARN("host has no %s loopback: port %u not forwarded there",
-             b->key.family == 6 ? "IPv6" : "IPv4", b->key.port);
+              b->key.family == 6 ? "IPv6" : "IPv4", b->key.port);
     b->state = LR_BINDING_UNAVAILABLE;
     return;
   }
   /* In use (or another bind error, which we treat alike: retry). */
   if (t->cfg->remap_on_conflict && t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK) {
     LR_WARN("host %s:%u is taken by another program: remapped to port %u",
-           lr_loopback_str(b->key.family), b->key.port, b->actual_port);
+            lr_loopback_str(b->key.family), b->key.port, b->actual_port);
     b->state = LR_BINDING_REMAPPED;
     return;
   }
   if (b->state != LR_BINDING_CONFLICT)
     LR_WARN("host %s:%u is taken by another program: conflict, retrying",
-           lr_loopback_str(b->key.family), b->key.port);
+            lr_loopback_str(b->key.family), b->key.port);
   b->state = LR_BINDING_CONFLICT;
 }
 

@@ -99,7 +99,7 @@ void lr_relay_close(lr_relay_t *r, int reset_outer) {
 static void relay_reset(lr_relay_t *r, int d, int err) {
   if (r->closing) return;
   LR_DEBUG("relay %p: %s side %s: resetting the %s side", (void *)r,
-         d == 0 ? "outer" : "transport", uv_strerror(err), d == 0 ? "transport" : "outer");
+           d == 0 ? "outer" : "transport", uv_strerror(err), d == 0 ? "transport" : "outer");
   r->closing = 1;
   close_side(r, d, 0);
   close_side(r, 1 - d, 1);

@@ -74,7 +74,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       g->backoff_ms = RETRY_MIN_MS;
       g->last_err[0] = '\0';
       LR_INFO("%s: connected to agent \"%s\" (version %s) over %s", g->name,
-             hello.name, hello.version, g->transport);
+              hello.name, hello.version, g->transport);
       lr_ports_sync_begin(&g->ports);
       lr_conn_reverse_send_set(g);
       return;
@@ -95,7 +95,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       if ((rc = lr_decode_listener(f, &l))) break;
       lr_listener_format(&l, ls, sizeof ls);
       LR_DEBUG("%s: guest %s %s", g->name,
-             f->type == LR_MSG_LISTENER_ADD ? "listens on" : "closed", ls);
+               f->type == LR_MSG_LISTENER_ADD ? "listens on" : "closed", ls);
       if (f->type == LR_MSG_LISTENER_ADD) {
         int known = lr_ports_find(&g->ports, &l) != NULL;
         if (!known && lr_ports_count(&g->ports) >= LR_MAX_TRACKED_LISTENERS) {
@@ -384,7 +384,7 @@ void lr_session_tick(uv_timer_t *t) {
     /* The guest is gone for longer than any restart takes: its stand-ins
      * would only reset clients. Resync brings them back when it returns. */
     LR_WARN("%s: agent unreachable for %d s: closing %zu forwarded port(s)", g->name,
-           STALE_AFTER_MS / 1000, lr_ports_count(&g->ports));
+            STALE_AFTER_MS / 1000, lr_ports_count(&g->ports));
     lr_ports_clear(&g->ports);
     uv_timer_stop(&g->conflict_timer);
   }

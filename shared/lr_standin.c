@@ -72,13 +72,13 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
     b->actual_port = port;
     g->nstandins++;
     LR_INFO("%s: forwarding host %s:%u", g->name, lr_loopback_str(b->key.family),
-           port);
+            port);
     return LR_BIND_OK;
   }
   if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) return LR_BIND_UNAVAILABLE;
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
     LR_WARN("%s: stand-in %s:%u: %s", g->name, lr_loopback_str(b->key.family), port,
-           uv_strerror(rc));
+            uv_strerror(rc));
   return LR_BIND_INUSE;
 }
 
@@ -90,7 +90,7 @@ static void standin_unbind(lr_binding_t *b, void *data) {
   b->io = NULL;
   g->nstandins--;
   LR_INFO("%s: stopped forwarding host %s:%u", g->name,
-         lr_loopback_str(b->key.family), b->actual_port);
+          lr_loopback_str(b->key.family), b->actual_port);
   lr_host_closing(g->host);
   uv_close((uv_handle_t *)&s->tcp, standin_free);
 }

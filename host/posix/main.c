@@ -86,7 +86,7 @@ static void spawn_init(uv_timer_t *t) {
     uv_timer_start(&g_respawn, spawn_init, g_respawn_ms, 0);
   } else {
     LR_INFO("%s: started %s (pid %d) in the namespace", g_popts.netns,
-           g_init_argv[0], (int)g_init_pid);
+            g_init_argv[0], (int)g_init_pid);
   }
 }
 

@@ -115,7 +115,7 @@ static void raise_nofile(void) {
   rl.rlim_cur = rl.rlim_max;
   if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
     LR_DEBUG("open-files limit raised from %llu to %llu", (unsigned long long)was,
-           (unsigned long long)rl.rlim_max);
+             (unsigned long long)rl.rlim_max);
 }
 
 void lr_posix_init(void) {
