@@ -4,11 +4,13 @@
  * this client stays a thin, portable libuv pipe client that works the same
  * over a Unix socket and a Windows named pipe; where the endpoint lives by
  * default is the platform layer's answer, shared with lorelayd. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "lr_opts.h"
 #include "lr_pal.h"
 #include "lr_sbuf.h"
 #include "lr_version.h"
@@ -93,36 +95,46 @@ static void on_timeout(uv_timer_t *t) {
   finish(c, 1);
 }
 
+typedef struct {
+  const char *socket;
+  int json, help, version;
+  const char *cmd;
+} ctl_opts_t;
+
+/* The command word is the one positional argument. */
+static int take_command(const char *opt, const char *val, void *data) {
+  ctl_opts_t *o = data;
+  (void)val;
+  if (opt[0] == '-' || o->cmd) return -1;
+  o->cmd = opt;
+  return 0;
+}
+
 int main(int argc, char **argv) {
-  const char *sock = NULL, *cmd = NULL;
-  int json = 0;
-  char defpath[512];
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-      usage(stdout);
-      return 0;
-    } else if (!strcmp(a, "-V") || !strcmp(a, "--version")) {
-      printf("lorelayctl %s\n", LR_VERSION_STRING);
-      return 0;
-    } else if (!strcmp(a, "--socket")) {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "lorelayctl: --socket needs a path\n");
-        return 2;
-      }
-      sock = argv[++i];
-    } else if (!strcmp(a, "--json")) {
-      json = 1;
-    } else if (a[0] == '-') {
-      fprintf(stderr, "lorelayctl: unknown option '%s' (see --help)\n", a);
-      return 2;
-    } else if (!cmd) {
-      cmd = a;
-    } else {
-      fprintf(stderr, "lorelayctl: unexpected argument '%s' (see --help)\n", a);
-      return 2;
-    }
+  static const lr_opt_t table[] = {
+      {"--help", "-h", LR_OPT_FLAG, offsetof(ctl_opts_t, help)},
+      {"--version", "-V", LR_OPT_FLAG, offsetof(ctl_opts_t, version)},
+      {"--socket", NULL, LR_OPT_STRING, offsetof(ctl_opts_t, socket)},
+      {"--json", NULL, LR_OPT_FLAG, offsetof(ctl_opts_t, json)},
+  };
+  ctl_opts_t o;
+  char defpath[512], err[256];
+  memset(&o, 0, sizeof o);
+  if (lr_opts_parse(argc, argv, table, sizeof table / sizeof table[0], &o, take_command, &o, err,
+                    sizeof err) != 0) {
+    fprintf(stderr, "lorelayctl: %s\n", err);
+    return 2;
   }
+  if (o.help) {
+    usage(stdout);
+    return 0;
+  }
+  if (o.version) {
+    printf("lorelayctl %s\n", LR_VERSION_STRING);
+    return 0;
+  }
+  const char *sock = o.socket, *cmd = o.cmd;
+  int json = o.json;
   if (!cmd) {
     usage(stderr);
     return 2;
