@@ -348,6 +348,23 @@ class HostileTestCase(Checks, unittest.TestCase):
         self.fg.cleanup(keep_tmp=failed and bool(os.environ.get("LORELAY_E2E_KEEP")))
 
 
+STRESS_SRV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stress_srv.py")
+
+
+def stress_server(lr, mode, host, port, *opts, wait=True):
+    """Starts stress_srv.py MODE in lr's namespace; waits for "ready"."""
+    p = lr.spawn([lrharness.PYTHON, "-u", STRESS_SRV, mode, host, str(port)] + list(opts),
+                 "stress-%s-%d" % (mode, port))
+    if wait:
+        p.wait_event("ready", timeout=10.0)
+    return p
+
+
+def agent_pid(lr):
+    pids = lr.procs_named("lorelay-agent")
+    return pids[0] if len(pids) == 1 else None
+
+
 def echo_through(host, port, payload=b"ping through the stand-in\n", timeout=3.0):
     """Connects, sends, half-closes, reads to EOF: True if the echo came back."""
     try:
