@@ -9,7 +9,7 @@ they share: {"event": "ready"} once listening, then events on stdout).
     nonreader  accepts and never reads (the client's sends must back up)
     echo       asyncio echo for thousands of concurrent clients
     duplex     one client: sends size bytes of the shared pattern while
-               receiving and hashing (sha256) what comes; reports both
+               receiving what comes; reports both with their sha256
     churn      (HOST PORT ignored) n bind/listen/close cycles on random
                ports in lo..hi, then listens on the `final` ports and waits
 
@@ -151,14 +151,16 @@ def h_duplex(c, n, opts):
     t.start()
     sent = 0
     how = "done"
+    th = hashlib.sha256()
     try:
         for chunk in pattern_chunks(size):
+            th.update(chunk)
             c.sendall(chunk)
             sent += len(chunk)
         c.shutdown(socket.SHUT_WR)
     except OSError as e:
         how = repr(e)
-    emit(event="sent", conn=n, bytes=sent, how=how)
+    emit(event="sent", conn=n, bytes=sent, sha256=th.hexdigest(), how=how)
     t.join()
     total, digest, rhow = res["rx"]
     emit(event="received", conn=n, bytes=total, sha256=digest, how=rhow)
