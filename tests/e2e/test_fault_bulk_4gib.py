@@ -3,10 +3,9 @@ intact. Both ends send the same deterministic pattern (a 1 MiB pseudo-
 random block whose first 8 bytes number the chunk, so a lost, repeated or
 reordered chunk changes the digest); each end hashes what it sends and
 what it receives. sha256 of sent == sha256 of received, both ways, and byte
-counts match. Bounded at
-120 s; the time and Gbit/s are printed (on a small machine four Python
-sha256 streams, not the relay, set that pace). LORELAY_BULK_GIB overrides the size
-(a sanitizer build is too slow for 4 GiB)."""
+counts match. Bounded at 120 s; the time and Gbit/s are printed (on a small
+machine the four Python sha256 streams, not the relay, set that pace).
+LORELAY_BULK_GIB overrides the size (a sanitizer build is too slow for 4 GiB)."""
 
 import hashlib
 import os
