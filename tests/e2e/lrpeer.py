@@ -62,7 +62,7 @@ ERR_OK, ERR_REFUSED, ERR_UNREACHABLE, ERR_TIMEOUT, ERR_AUTH, ERR_VERSION, ERR_PR
 
 LISTENER_V6ONLY = 0x01
 REVERSE_IPV6 = 0x01
-PORT_STATES = {0: "forwarding", 1: "conflict", 2: "remapped", 3: "ignored"}
+PORT_STATES = {0: "forwarding", 1: "conflict", 2: "remapped", 3: "ignored", 4: "denied"}
 
 FRAME_HDR = struct.Struct(">HHI")
 HDR_LEN = FRAME_HDR.size

@@ -105,24 +105,33 @@ class DaemonKill(Checks, LorelayTestCase):
         t0 = time.monotonic()
         while True:
             attempts += 1
+            old_alive_at_start = old.alive()
             lr.start(wait=False)
-            try:
-                rc = lr.daemon.p.wait(1.0)
-            except subprocess.TimeoutExpired:
-                rc = None  # still running: this one took over
-            if rc is None:
+            new = lr.daemon
+
+            def outcome():
+                if new.p.poll() is not None:
+                    return "exited"
+                st = lr._status_or_none()
+                g = lr.guest(st) if st else None
+                if g and g.get("state") == "connected" and new.alive():
+                    return "connected"
+                return None
+            how, _ = poll(outcome, 10.0, 0.05)
+            if how == "connected":
                 break
-            refused.append((rc, old.alive()))
-            lr.daemon.stop()
-            lr.procs.append(lr.daemon)
+            refused.append({"rc": new.p.poll(), "old_alive_at_start": old_alive_at_start,
+                            "how": how or "neither exited nor connected in 10 s"})
+            new.stop()
+            lr.procs.append(new)
             lr.daemon = None
-            if time.monotonic() - t0 > 10:
+            if time.monotonic() - t0 > 15:
                 break
             time.sleep(0.2)
         measure("%s_start_attempts" % what, "%d (refused: %s)" % (attempts, refused))
-        self.check(lr.daemon is not None, "no new lorelayd kept running within 10 s")
-        self.check(all(old_alive for _, old_alive in refused),
-                   "a new lorelayd refused to start after the old one had exited: %s" % refused)
+        self.check(lr.daemon is not None, "no new lorelayd took over within 15 s")
+        self.check(all(r["old_alive_at_start"] for r in refused),
+                   "a new lorelayd refused to start although the old one had exited: %s" % refused)
         try:
             old_rc = old.p.wait(10)
         except subprocess.TimeoutExpired:
