@@ -97,6 +97,7 @@ static pid_t spawn_agent(const char *path, char **args, int nargs, int lfd,
   }
   av[0] = (char *)path;
   for (int i = 0; i < nargs; i++) av[i + 1] = args[i];
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     LR_ERROR("cannot fork the agent: %s", strerror(errno));
@@ -104,6 +105,11 @@ static pid_t spawn_agent(const char *path, char **args, int nargs, int lfd,
     return -1;
   }
   if (pid == 0) {
+    /* The agent never outlives its supervisor: an init that is killed
+     * (SIGKILL after a stop timeout) must not leave an orphan agent holding
+     * the transport socket, which a restarted init would then share. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1); /* the supervisor died before prctl */
     sigprocmask(SIG_SETMASK, orig_mask, NULL);
     if (lfd == LR_INIT_LISTEN_FD) {
       int fl = fcntl(lfd, F_GETFD);

@@ -286,18 +286,29 @@ static void status_conn(uv_stream_t *server, int status) {
   }
   if (h->stopping) return;
   if (h->nclients >= h->cfg->max_status_clients) {
-    /* Accept and close at once: a listener whose callback does not accept
-     * stops accepting, and lorelayctl must get an answer, not a hang. */
-    uv_pipe_t *p = malloc(sizeof *p);
-    if (!p) return;
-    uv_pipe_init(h->loop, p, 0);
-    uv_accept(server, (uv_stream_t *)p);
-    uv_close((uv_handle_t *)p, refused_closed);
+    /* At the budget, the oldest client that has not even sent its request
+     * makes room: a real lorelayctl asks at once and is answered within
+     * milliseconds, so idle connections cannot lock it out. If every slot
+     * is busy answering, the newcomer is accepted and closed (a listener
+     * whose callback does not accept stops accepting). */
+    lr_status_client_t *oldest = NULL;
+    for (lr_status_client_t *c = h->clients; c; c = c->next)
+      if (!c->closing && !c->len) oldest = c; /* the list is newest first */
     if (lr_ratelimit_pass(&h->status_budget_log, uv_now(h->loop), LR_BUDGET_LOG_MS))
-      LR_WARN("status endpoint: maxStatusClients (%u) connected: closing new ones (%llu so far)",
+      LR_WARN("status endpoint: maxStatusClients (%u) connected: %s (%llu times so far)",
               h->cfg->max_status_clients,
+              oldest ? "cutting the oldest idle one" : "refusing new ones",
               (unsigned long long)(h->status_budget_log.suppressed + 1));
-    return;
+    if (oldest) {
+      status_client_close(oldest);
+    } else {
+      uv_pipe_t *p = malloc(sizeof *p);
+      if (!p) return;
+      uv_pipe_init(h->loop, p, 0);
+      uv_accept(server, (uv_stream_t *)p);
+      uv_close((uv_handle_t *)p, refused_closed);
+      return;
+    }
   }
   lr_status_client_t *c = calloc(1, sizeof *c);
   if (!c) return;
