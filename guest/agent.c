@@ -9,10 +9,10 @@
  *
  * Streams fail alone: bad magic, a wrong version, an oversized or malformed
  * frame, a host that cannot prove the key or silence past the handshake
- * timeout end that one stream with one log line. Who may open a stream at
- * all, and the key's challenge, are agent_auth.c's. Error replies are sent, then the write side is
- * shut and input drained briefly before the close, so the peer reads the
- * reason instead of a reset that discards it. */
+ * timeout end that one stream with one log line. (Who may open a stream at
+ * all, and the key's challenge, are agent_auth.c's.) Error replies are
+ * sent, then the write side is shut and input drained briefly before the
+ * close, so the peer reads the reason instead of a reset that discards it. */
 #define _GNU_SOURCE /* struct ucred */
 #include "agent_int.h"
 
@@ -102,8 +102,8 @@ void agent_bad_frame(conn_t *c, const lr_frame_t *f, int rc) {
   char text[128];
   snprintf(text, sizeof text, "bad %s message: %s", lr_msg_name(f->type),
            lr_proto_strerror(rc));
-  LR_WARN("%s from %s: bad %s message from the host: %s; closing", agent_stream_name(c), c->peer,
-          lr_msg_name(f->type), lr_proto_strerror(rc));
+  LR_WARN("%s from %s: bad %s message from the host: %s; closing", agent_stream_name(c),
+          c->peer, lr_msg_name(f->type), lr_proto_strerror(rc));
   agent_fail_stream(c, LR_ERR_PROTOCOL, text);
 }
 
@@ -431,7 +431,8 @@ lr_agent_t *lr_agent_new(uv_loop_t *loop, const lr_agent_opts_t *o, char *err, s
   a->scan_ms = o->scan_interval_ms ? o->scan_interval_ms : 100;
   a->handshake_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms : LR_AGENT_HANDSHAKE_MS;
   a->control_live_ms = o->control_live_ms ? o->control_live_ms : LR_AGENT_CONTROL_LIVE_MS;
-  if (o->n_allow_uids) memcpy(a->allow_uids, o->allow_uids, o->n_allow_uids * sizeof *o->allow_uids);
+  if (o->n_allow_uids)
+    memcpy(a->allow_uids, o->allow_uids, o->n_allow_uids * sizeof *o->allow_uids);
   a->n_allow_uids = o->n_allow_uids;
   agent_auth_init(a, o);
   if (agent_scan_init(a, err, errlen) != 0) {

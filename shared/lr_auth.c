@@ -20,6 +20,17 @@ int lr_auth_key_check(const lr_pal_t *pal, size_t key_len, char *err, size_t err
              "a shared key cannot be used", pal ? pal->name : "none");
     return -1;
   }
+  /* Once at start-up: a library that cannot compute it is a start-up
+   * error, not a refusal of every stream later; and its one-time set-up
+   * (libcrypto loads its providers) is not paid inside a handshake. */
+  uint8_t mac[LR_MAC_LEN], nonce[LR_NONCE_LEN];
+  static const uint8_t probe[LR_KEY_MIN] = {0};
+  if (pal->hmac_sha256(probe, sizeof probe, probe, sizeof probe, mac) != 0 ||
+      pal->random_bytes(nonce, sizeof nonce) != 0) {
+    snprintf(err, errlen, "the platform layer (%s) cannot compute HMAC-SHA256 or random bytes",
+             pal->name);
+    return -1;
+  }
   return 0;
 }
 

@@ -33,7 +33,8 @@ typedef struct {
 
 /* Whether a key of key_len bytes can be used with pal: 0 (also for no key),
  * or -1 with a one-line reason (shorter than LR_KEY_MIN, longer than
- * LR_TOKEN_MAX, or a platform layer without HMAC or random bytes). */
+ * LR_TOKEN_MAX, or a platform layer without working HMAC or random bytes:
+ * both are tried once). For start-up. */
 int lr_auth_key_check(const lr_pal_t *pal, size_t key_len, char *err, size_t errlen);
 
 void lr_auth_init(lr_auth_ctx_t *a, const lr_pal_t *pal, const uint8_t *key, size_t key_len,

@@ -2,13 +2,14 @@
  *
  * Forward: a client accepted on a stand-in gets its own transport stream to
  * the agent (preamble + OPEN), waits for OPEN_RESULT, then hands both
- * sockets to the relay. With a shared key OPEN (or ATTACH) waits for the
- * agent's CHALLENGE and carries the host's nonce and MAC, and nothing is
- * relayed before OPEN_RESULT's MAC proves the agent knows the key too. Reverse: the agent asks over the control stream
+ * sockets to the relay. Reverse: the agent asks over the control stream
  * (REVERSE_OPEN) for a port the host's reversePorts lists; the host connects
  * to its own loopback server, opens a reverse stream (preamble + ATTACH) and
  * relays. Either way the host opens every stream, and a refusal reaches the
- * client as a reset, as a direct connection to a closed port would.
+ * client as a reset, as a direct connection to a closed port would. With a
+ * shared key OPEN or ATTACH waits for the agent's CHALLENGE and carries the
+ * host's nonce and MAC, and nothing is relayed before OPEN_RESULT's MAC
+ * proves that the agent knows the key too.
  *
  * A record lives exactly as long as its relay: it is freed in the relay's
  * close callback, or, while a transport attempt still holds ep[1], when
@@ -180,8 +181,9 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   if (c->g->token_len && !lr_auth_verify_result(&c->auth, LR_OK, &auth)) {
-    lr_session_auth_failed(c->g, c->reverse ? "OPEN_RESULT's MAC on a reverse stream does not verify"
-                                            : "OPEN_RESULT's MAC on a data stream does not verify");
+    lr_session_auth_failed(c->g, c->reverse
+                                     ? "OPEN_RESULT's MAC on a reverse stream does not verify"
+                                     : "OPEN_RESULT's MAC on a data stream does not verify");
     conn_fail(c, 1, "the agent failed authentication (wrong key?)");
     return;
   }

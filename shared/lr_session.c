@@ -4,11 +4,11 @@
  * loop thread first when it changes over time, as WSL's VM id does), sends
  * the preamble and HELLO (with a shared key: the preamble, then HELLO with
  * its nonce and MAC once the agent's CHALLENGE is in, and WELCOME's MAC is
- * checked before anything else is believed), and from WELCOME on applies the agent's listener
- * reports to the port table (a reconnect's full listing is a mark-and-sweep
- * resync). It also keeps the session alive (PING every 5 s, dropped after
- * 15 s of silence) and closes a guest's stand-ins once it has been gone for
- * longer than any restart takes. A bad frame closes the control stream and
+ * checked before anything else is believed), and from WELCOME on applies
+ * the agent's listener reports to the port table (a reconnect's full
+ * listing is a mark-and-sweep resync). It also keeps the session alive
+ * (PING every 5 s, dropped after 15 s of silence) and closes a guest's
+ * stand-ins once it has been gone for longer than any restart takes. A bad frame closes the control stream and
  * nothing else: connections are separate streams and keep running. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -85,6 +85,13 @@ static void test_key_check(void **state) {
   assert_int_equal(lr_auth_key_check(&pal, LR_TOKEN_MAX + 1, err, sizeof err), -1);
   assert_int_equal(lr_auth_key_check(&bare, LR_KEY_MIN, err, sizeof err), -1);
   assert_non_null(strstr(err, "HMAC"));
+  /* tried once: a primitive that fails is a start-up error */
+  dbl.fail_mac = 1;
+  assert_int_equal(lr_auth_key_check(&pal, LR_KEY_MIN, err, sizeof err), -1);
+  dbl.fail_mac = 0;
+  dbl.fail_random = 1;
+  assert_int_equal(lr_auth_key_check(&pal, LR_KEY_MIN, err, sizeof err), -1);
+  assert_non_null(strstr(err, "random"));
 }
 
 /* A good exchange on each kind of stream, and what was MACed with what. */

@@ -45,8 +45,8 @@ static const uint8_t KEY[] = "test-key-0123456789";
 #define KEY_LEN (sizeof KEY - 1)
 static const uint8_t OTHER_KEY[] = "not-the-key-0123456";
 #define OTHER_KEY_LEN (sizeof OTHER_KEY - 1)
-#define HANDSHAKE_MS 600
-#define CONTROL_LIVE_MS 500
+#define HANDSHAKE_MS 1000
+#define CONTROL_LIVE_MS 1000
 
 typedef struct {
   uv_loop_t loop;
@@ -348,7 +348,9 @@ static int start_control_key(fixture_t *f, const uint8_t *key, size_t klen, lr_a
   return fd;
 }
 
-static int start_control(fixture_t *f) { return start_control_key(f, KEY, KEY_LEN, NULL, NULL, NULL); }
+static int start_control(fixture_t *f) {
+  return start_control_key(f, KEY, KEY_LEN, NULL, NULL, NULL);
+}
 
 /* WELCOME, whose MAC (with a key) must prove the agent knows it too. */
 static lr_hello_t expect_welcome(fixture_t *f, int fd, lr_auth_ctx_t *a) {

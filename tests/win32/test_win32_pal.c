@@ -345,7 +345,8 @@ static void test_bcrypt_hmac_and_random(void **state) {
   const char *m6 = "Test Using Larger Than Block-Size Key - Hash Key First";
   assert_non_null(pal->hmac_sha256);
   assert_non_null(pal->random_bytes);
-  assert_int_equal(pal->hmac_sha256((const uint8_t *)"Jefe", 4, (const uint8_t *)m2, strlen(m2), out), 0);
+  assert_int_equal(
+      pal->hmac_sha256((const uint8_t *)"Jefe", 4, (const uint8_t *)m2, strlen(m2), out), 0);
   assert_memory_equal(out, want2, 32);
   memset(key6, 0xaa, sizeof key6);
   assert_int_equal(pal->hmac_sha256(key6, sizeof key6, (const uint8_t *)m6, strlen(m6), out), 0);
