@@ -118,7 +118,7 @@ void agent_control_hello(conn_t *c, const lr_frame_t *f) {
     if (!lr_auth_verify_hello(&c->auth, LR_ROLE_HOST, LR_MSG_HELLO, &h)) {
       agent_auth_failed(c, h.auth.len == LR_AUTH_HOST_LEN ? "HELLO's MAC does not verify"
                                                           : "HELLO carries no MAC");
-      agent_fail_stream(c, LR_ERR_AUTH, "authentication failed");
+      agent_fail_stream(c, LR_ERR_AUTH, "the host did not prove the shared key (wrong key?)");
       return;
     }
     c->authed = 1;

@@ -91,7 +91,8 @@ void agent_data_open(conn_t *c, const lr_frame_t *f) {
     if (!lr_auth_verify_open(&c->auth, &o)) {
       agent_auth_failed(c, o.auth.len == LR_AUTH_HOST_LEN ? "OPEN's MAC does not verify"
                                                           : "OPEN carries no MAC");
-      agent_send_open_result(c, LR_ERR_AUTH, "authentication failed", 1);
+      agent_send_open_result(c, LR_ERR_AUTH,
+                             "the host did not prove the shared key (wrong key?)", 1);
       return;
     }
     c->authed = 1;

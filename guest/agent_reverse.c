@@ -189,7 +189,8 @@ void agent_reverse_attach(conn_t *c, const lr_frame_t *f) {
     if (!lr_auth_verify_attach(&c->auth, &at)) {
       agent_auth_failed(c, at.auth.len == LR_AUTH_HOST_LEN ? "ATTACH's MAC does not verify"
                                                            : "ATTACH carries no MAC");
-      agent_send_open_result(c, LR_ERR_AUTH, "authentication failed", 1);
+      agent_send_open_result(c, LR_ERR_AUTH,
+                             "the host did not prove the shared key (wrong key?)", 1);
       return;
     }
     c->authed = 1;

@@ -170,7 +170,11 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       lr_log(em.code == LR_ERR_AUTH || em.code == LR_ERR_VERSION ? LR_LOG_ERROR : LR_LOG_WARN,
              "%s: agent refused us: %s%s%s", g->name, lr_err_name(em.code),
              em.text[0] ? ": " : "", em.text);
-      snprintf(g->last_err, sizeof g->last_err, "agent refused: %s", lr_err_name(em.code));
+      if (em.code == LR_ERR_AUTH)
+        snprintf(g->last_err, sizeof g->last_err, "agent at %.120s refused authentication: %.140s",
+                 g->transport, em.text[0] ? em.text : "wrong key?");
+      else
+        snprintf(g->last_err, sizeof g->last_err, "agent refused: %s", lr_err_name(em.code));
       if (em.code == LR_ERR_AUTH || em.code == LR_ERR_VERSION)
         session_drop_slow(g);
       else
