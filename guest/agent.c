@@ -8,10 +8,11 @@
  * in one place whichever module ends a stream.
  *
  * Streams fail alone: bad magic, a wrong version, an oversized or malformed
- * frame, a wrong token or silence past the handshake timeout end that one
- * stream with one log line. Error replies are sent, then the write side is
- * shut and input drained briefly before the close, so the peer reads the
- * reason instead of a reset that discards it. */
+ * frame, a host that cannot prove the key or silence past the handshake
+ * timeout end that one stream with one log line. (Who may open a stream at
+ * all, and the key's challenge, are agent_auth.c's.) Error replies are
+ * sent, then the write side is shut and input drained briefly before the
+ * close, so the peer reads the reason instead of a reset that discards it. */
 #define _GNU_SOURCE /* struct ucred */
 #include "agent_int.h"
 
@@ -70,18 +71,24 @@ void agent_fail_stream(conn_t *c, uint32_t code, const char *text) {
 }
 
 void agent_send_open_result(conn_t *c, uint32_t status, const char *text, int finish) {
-  uint8_t f[LR_FRAME_HDR_LEN + 4 + 2 + LR_TEXT_MAX];
-  size_t n = lr_encode_open_result(f, sizeof f, status, text);
+  uint8_t f[LR_FRAME_HDR_LEN + 4 + 2 + LR_TEXT_MAX + 1 + LR_MAC_LEN];
+  lr_auth_t auth;
+  auth.len = 0;
+  /* Once the host has proved the key, every answer proves it back. */
+  if (c->authed && lr_auth_sign_result(&c->auth, status, &auth) != 0) auth.len = 0;
+  size_t n = lr_encode_open_result(f, sizeof f, status, text, &auth);
   if (agent_conn_send(c, f, n) == 0 && finish) agent_conn_finish(c);
 }
 
-static const char *stream_name(const conn_t *c) {
+const char *agent_stream_name(const conn_t *c) {
   switch (c->phase) {
     case PH_HELLO:
     case PH_CONTROL:
       return "control stream";
     case PH_ATTACH:
       return "reverse stream";
+    case PH_PREAMBLE:
+      return "stream";
     default:
       return "data stream";
   }
@@ -95,14 +102,9 @@ void agent_bad_frame(conn_t *c, const lr_frame_t *f, int rc) {
   char text[128];
   snprintf(text, sizeof text, "bad %s message: %s", lr_msg_name(f->type),
            lr_proto_strerror(rc));
-  LR_WARN("%s from %s: bad %s message from the host: %s; closing", stream_name(c), c->peer,
-          lr_msg_name(f->type), lr_proto_strerror(rc));
+  LR_WARN("%s from %s: bad %s message from the host: %s; closing", agent_stream_name(c),
+          c->peer, lr_msg_name(f->type), lr_proto_strerror(rc));
   agent_fail_stream(c, LR_ERR_PROTOCOL, text);
-}
-
-int agent_token_ok(const lr_agent_t *a, const uint8_t *tok, size_t len) {
-  if (a->token_len == 0) return 1;
-  return lr_token_equal(tok, len, a->token, a->token_len);
 }
 
 /* ---- stream lifecycle -------------------------------------------------- */
@@ -221,6 +223,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   lr_rxbuf_commit(c->rx, (size_t)nread);
+  if (c->phase == PH_CONTROL) c->last_rx = uv_now(c->agent->loop);
   if (c->phase != PH_DRAIN) conn_process(c);
 }
 
@@ -235,9 +238,11 @@ static void on_handshake_timeout(uv_timer_t *t) {
   agent_conn_close(c);
 }
 
-/* Returns 1 when frames follow, 0 when the stream is waiting or has ended. */
+/* Returns 1 when frames follow, 0 when the stream is waiting or has ended.
+ * With a key our preamble went out at accept (agent_auth_challenge). */
 static int handle_preamble(conn_t *c) {
   lr_preamble_t p;
+  int keyed = c->agent->token_len > 0;
   int rc = lr_rxbuf_preamble(c->rx, &p);
   if (rc == LR_PROTO_NEED_MORE) return 0;
   if (rc == LR_PROTO_EBADMAGIC) {
@@ -251,16 +256,35 @@ static int handle_preamble(conn_t *c) {
              "lorelay-agent %s speaks protocol version %d, the host sent version %u",
              LR_VERSION_STRING, LR_PROTO_VERSION, p.version);
     LR_ERROR("stream from %s: %s; closing", c->peer, text);
-    if (send_preamble(c, p.kind == LR_STREAM_DATA ? LR_STREAM_DATA : LR_STREAM_CONTROL) == 0)
+    if (keyed ||
+        send_preamble(c, p.kind == LR_STREAM_DATA ? LR_STREAM_DATA : LR_STREAM_CONTROL) == 0)
       agent_fail_stream(c, LR_ERR_VERSION, text);
     return 0;
   }
-  if (rc != LR_PROTO_OK) {
-    LR_WARN("stream from %s: bad preamble (%s); closing", c->peer, lr_proto_strerror(rc));
+  if (rc != LR_PROTO_OK || p.kind == LR_STREAM_ANY) {
+    LR_WARN("stream from %s: bad preamble (%s); closing", c->peer,
+            rc != LR_PROTO_OK ? lr_proto_strerror(rc) : "no stream kind");
     agent_conn_close(c);
     return 0;
   }
-  if (send_preamble(c, p.kind) != 0) return 0;
+  if (keyed && !(p.flags & LR_PREAMBLE_KEYED)) {
+    agent_auth_failed(c, "the host has no key (its preamble is not flagged)");
+    agent_fail_stream(c, LR_ERR_AUTH,
+                      "this agent requires a shared key: give lorelayd the same --token-file");
+    return 0;
+  }
+  if (!keyed && (p.flags & LR_PREAMBLE_KEYED)) {
+    agent_auth_mismatch(c, "the host has a shared key and this agent none (give both sides the "
+                           "same --token-file)");
+    if (send_preamble(c, p.kind) == 0)
+      agent_fail_stream(c, LR_ERR_AUTH,
+                        "this agent has no shared key but the host has one: give both sides "
+                        "the same --token-file");
+    return 0;
+  }
+  if (!keyed && send_preamble(c, p.kind) != 0) return 0;
+  c->kind = p.kind;
+  c->auth.kind = p.kind; /* what the host's MAC binds */
   c->phase = p.kind == LR_STREAM_CONTROL   ? PH_HELLO
              : p.kind == LR_STREAM_REVERSE ? PH_ATTACH
                                            : PH_OPEN;
@@ -280,7 +304,7 @@ static void conn_process(conn_t *c) {
     int rc = lr_rxbuf_frame(c->rx, &f);
     if (rc == LR_PROTO_NEED_MORE) return;
     if (rc != LR_PROTO_OK) {
-      LR_WARN("%s from %s: %s; closing", stream_name(c), c->peer, lr_proto_strerror(rc));
+      LR_WARN("%s from %s: %s; closing", agent_stream_name(c), c->peer, lr_proto_strerror(rc));
       agent_fail_stream(c, LR_ERR_PROTOCOL, lr_proto_strerror(rc));
       return;
     }
@@ -372,6 +396,11 @@ static void on_connection(uv_stream_t *server, int status) {
   if (a->conn_kind == LR_EP_TCP) uv_tcp_nodelay(&c->relay.ep[1].u.tcp, 1);
   describe_peer(c);
   LR_DEBUG("stream from %s accepted", c->peer);
+  if (!agent_auth_admit(c)) {
+    agent_conn_close(c);
+    return;
+  }
+  if (agent_auth_challenge(c) != 0) return;
   uv_timer_start(&c->timer, on_handshake_timeout, a->handshake_ms, 0);
   rc = uv_read_start(agent_transport(c), on_alloc, on_read);
   if (rc != 0) {
@@ -383,8 +412,10 @@ static void on_connection(uv_stream_t *server, int status) {
 /* ---- public ------------------------------------------------------------ */
 
 lr_agent_t *lr_agent_new(uv_loop_t *loop, const lr_agent_opts_t *o, char *err, size_t errlen) {
-  if (o->token_len > LR_TOKEN_MAX) {
-    snprintf(err, errlen, "token longer than %d bytes", LR_TOKEN_MAX);
+  const lr_pal_t *pal = o->pal ? o->pal : &lr_guest_pal;
+  if (lr_auth_key_check(pal, o->token_len, err, errlen) != 0) return NULL;
+  if (o->n_allow_uids > LR_AGENT_MAX_ALLOW_UIDS) {
+    snprintf(err, errlen, "at most %d uids can be allowed", LR_AGENT_MAX_ALLOW_UIDS);
     return NULL;
   }
   lr_agent_t *a = calloc(1, sizeof *a);
@@ -393,12 +424,17 @@ lr_agent_t *lr_agent_new(uv_loop_t *loop, const lr_agent_opts_t *o, char *err, s
     return NULL;
   }
   a->loop = loop;
-  a->pal = o->pal ? o->pal : &lr_guest_pal;
+  a->pal = pal;
   snprintf(a->name, sizeof a->name, "%s", o->name ? o->name : "");
   if (o->token_len) memcpy(a->token, o->token, o->token_len);
   a->token_len = o->token_len;
   a->scan_ms = o->scan_interval_ms ? o->scan_interval_ms : 100;
   a->handshake_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms : LR_AGENT_HANDSHAKE_MS;
+  a->control_live_ms = o->control_live_ms ? o->control_live_ms : LR_AGENT_CONTROL_LIVE_MS;
+  if (o->n_allow_uids)
+    memcpy(a->allow_uids, o->allow_uids, o->n_allow_uids * sizeof *o->allow_uids);
+  a->n_allow_uids = o->n_allow_uids;
+  agent_auth_init(a, o);
   if (agent_scan_init(a, err, errlen) != 0) {
     free(a);
     return NULL;

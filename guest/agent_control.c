@@ -1,8 +1,12 @@
 /* The control stream: HELLO/WELCOME, the listener list and its changes,
  * PING/PONG, PORT_STATE reports and the host's reverse-forwarding frames.
  *
- * There is one control stream at a time; a new one (the host reconnected or
- * restarted) replaces the old, and each starts with a full listing ending in
+ * There is one control stream at a time. A second HELLO while the current
+ * one is live (the host was heard from within control_live_ms, 15 s; it
+ * pings every 5 s) is refused with ERROR BUSY: another host does not get to
+ * silently take the guest over. After that much silence the old stream is
+ * taken to be dead (a host that restarted without a word) and the new one
+ * replaces it, with a warning. Each starts with a full listing ending in
  * SYNC_DONE so the host can resync mark-and-sweep. Listener changes are sent
  * only while a control stream exists, removals before additions, batched
  * into one write per scan.
@@ -110,27 +114,52 @@ void agent_control_hello(conn_t *c, const lr_frame_t *f) {
     agent_bad_frame(c, f, rc);
     return;
   }
-  if (!agent_token_ok(a, h.token, h.token_len)) {
-    LR_WARN("control stream from %s (host '%s'): wrong token; refused", c->peer, h.name);
-    agent_fail_stream(c, LR_ERR_AUTH, "wrong token");
-    return;
+  if (a->token_len) {
+    if (!lr_auth_verify_hello(&c->auth, LR_ROLE_HOST, LR_MSG_HELLO, &h)) {
+      agent_auth_failed(c, h.auth.len == LR_AUTH_HOST_LEN ? "HELLO's MAC does not verify"
+                                                          : "HELLO carries no MAC");
+      agent_fail_stream(c, LR_ERR_AUTH, "the host did not prove the shared key (wrong key?)");
+      return;
+    }
+    c->authed = 1;
   }
+  uint64_t now = uv_now(a->loop);
+  if (a->control && a->control != c) {
+    uint64_t quiet = now - a->control->last_rx;
+    if (quiet < a->control_live_ms) {
+      if (lr_ratelimit_pass(&a->auth.busy_log, now, 1000))
+        LR_WARN("control stream from %s (host '%s'): another host tried to take over the "
+                "control stream (the one from %s was heard from %llu ms ago); refused",
+                c->peer, h.name, a->control->peer, (unsigned long long)quiet);
+      agent_fail_stream(c, LR_ERR_BUSY, "another host holds this agent's control stream");
+      return;
+    }
+  }
+
   lr_hello_t w;
   memset(&w, 0, sizeof w);
   snprintf(w.name, sizeof w.name, "%s", a->name);
   snprintf(w.version, sizeof w.version, "%s", LR_VERSION_STRING);
-  uint8_t buf[LR_FRAME_HDR_LEN + 1 + LR_TOKEN_MAX + 2 + sizeof w.name + 2 + sizeof w.version];
+  if (c->authed && lr_auth_sign_hello(&c->auth, LR_ROLE_AGENT, LR_MSG_WELCOME, &w) != 0) {
+    LR_ERROR("control stream from %s: cannot compute the handshake's MAC; closing", c->peer);
+    agent_fail_stream(c, LR_ERR_INTERNAL, "cannot compute the handshake's MAC");
+    return;
+  }
+  uint8_t buf[LR_FRAME_HDR_LEN + 1 + LR_AUTH_MAX + 2 + sizeof w.name + 2 + sizeof w.version];
   size_t n = lr_encode_hello(buf, sizeof buf, LR_MSG_WELCOME, &w);
   if (agent_conn_send(c, buf, n) != 0) return;
 
   if (a->control && a->control != c) {
-    /* The host reconnected (or restarted): the old stream is stale. */
-    LR_INFO("control stream from %s replaces the one from %s", c->peer, a->control->peer);
+    /* Silent for control_live_ms: a host that went away without a word. */
+    LR_WARN("control stream from %s takes over from the one from %s, silent for %llu ms",
+            c->peer, a->control->peer, (unsigned long long)(now - a->control->last_rx));
     agent_conn_close(a->control);
   }
-  LR_INFO("control stream from %s: host '%s' version %s", c->peer, h.name, h.version);
+  LR_INFO("control stream from %s: host '%s' version %s%s", c->peer, h.name, h.version,
+          c->authed ? " (key proved)" : "");
   a->control = c;
   c->phase = PH_CONTROL;
+  c->last_rx = now;
   uv_timer_stop(&c->timer);
   send_full_listing(a, c);
   if (c->phase == PH_CONTROL && a->scan_timer_open)

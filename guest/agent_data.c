@@ -86,10 +86,16 @@ void agent_data_open(conn_t *c, const lr_frame_t *f) {
     agent_bad_frame(c, f, rc);
     return;
   }
-  if (!agent_token_ok(a, o.token, o.token_len)) {
-    LR_WARN("data stream from %s: wrong token; refused", c->peer);
-    agent_send_open_result(c, LR_ERR_AUTH, "wrong token", 1);
-    return;
+  if (a->token_len) {
+    /* Nothing is connected for a host that has not proved the key. */
+    if (!lr_auth_verify_open(&c->auth, &o)) {
+      agent_auth_failed(c, o.auth.len == LR_AUTH_HOST_LEN ? "OPEN's MAC does not verify"
+                                                          : "OPEN carries no MAC");
+      agent_send_open_result(c, LR_ERR_AUTH,
+                             "the host did not prove the shared key (wrong key?)", 1);
+      return;
+    }
+    c->authed = 1;
   }
   c->family = o.family;
   c->port = o.port;

@@ -9,6 +9,8 @@
  *   agent_data.c     data streams: OPEN, connect to the guest server,
  *                    OPEN_RESULT, hand-over to the relay
  *   agent_reverse.c  published listeners, REVERSE_OPEN, ATTACH
+ *   agent_auth.c     who may open a stream: Unix peer credentials, the
+ *                    key's challenge-response, the failure rate limit
  *
  * One record (conn_t) serves every kind of stream, with lr_relay_t embedded
  * first so that a data stream becomes its relay without a second
@@ -22,6 +24,7 @@
 #include <uv.h>
 
 #include "lr_agent.h"
+#include "lr_auth.h"
 #include "lr_net.h"
 #include "lr_proto.h"
 #include "lr_relay.h"
@@ -67,6 +70,10 @@ typedef struct conn_s {
   uint16_t port;   /* data streams: the guest port; reverse: the published port */
   uint8_t family;  /* 4 or 6 */
   uint32_t rev_id; /* PH_REV_WAIT: the id the host will ATTACH with */
+  uint8_t kind;    /* the stream kind the host's preamble named */
+  int authed;      /* with a key: the host's request proved it; replies carry our MAC */
+  lr_auth_ctx_t auth;
+  uint64_t last_rx; /* PH_CONTROL: when the host was last heard from */
   char peer[96];
 } conn_t;
 
@@ -102,7 +109,16 @@ struct lr_agent_s {
   char name[128];
   uint8_t token[LR_TOKEN_MAX];
   size_t token_len;
-  unsigned scan_ms, handshake_ms;
+  unsigned scan_ms, handshake_ms, control_live_ms;
+  uint32_t allow_uids[LR_AGENT_MAX_ALLOW_UIDS];
+  size_t n_allow_uids;
+  /* agent_auth.c's: the failed-authentication bucket (in thousandths of a
+   * failure) and its log gates */
+  struct {
+    unsigned per_sec;
+    uint64_t credit, last;
+    lr_ratelimit_t fail_log, refuse_log, peer_log, mismatch_log, busy_log;
+  } auth;
   /* The transport listener: opened by lr_agent_serve_fd, closed by
    * lr_agent_shutdown (agent.c). */
   union {
@@ -147,7 +163,23 @@ void agent_fail_stream(conn_t *c, uint32_t code, const char *text); /* ERROR, th
 void agent_send_open_result(conn_t *c, uint32_t status, const char *text, int finish);
 /* A known frame whose payload did not decode (rc): one log line, ERROR, end. */
 void agent_bad_frame(conn_t *c, const lr_frame_t *f, int rc);
-int agent_token_ok(const lr_agent_t *a, const uint8_t *tok, size_t len);
+const char *agent_stream_name(const conn_t *c);
+
+/* agent_auth.c */
+void agent_auth_init(lr_agent_t *a, const lr_agent_opts_t *o);
+/* A just-accepted stream: 1 to serve it; 0 when it must be closed at once
+ * (a Unix peer whose uid is not allowed, or too many failed
+ * authentications lately), after a rate-limited log line. */
+int agent_auth_admit(conn_t *c);
+/* With a key: the preamble (kind LR_STREAM_ANY, flagged) and CHALLENGE, as
+ * soon as the stream is accepted. 0, or -1 after closing c. */
+int agent_auth_challenge(conn_t *c);
+/* A host that did not prove the key: one rate-limited line naming the peer
+ * and what failed, and a debit from the bucket. */
+void agent_auth_failed(conn_t *c, const char *what);
+/* A stream whose host has a key while this agent has none (or the other
+ * way round): a rate-limited line; not counted as an attack. */
+void agent_auth_mismatch(conn_t *c, const char *what);
 
 /* agent_scan.c */
 int agent_scan_init(lr_agent_t *a, char *err, size_t errlen);

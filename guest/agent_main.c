@@ -44,7 +44,12 @@ static const char usage_text[] =
     "                        tcp:HOST:PORT    TCP; requires --token-file\n"
     "                      Ignored when LORELAY_LISTEN_FD names an inherited\n"
     "                      listening socket (lorelay-init passes one).\n"
-    "  --token-file F      shared secret the host must present (required for tcp:)\n"
+    "  --token-file F      shared key, at least 16 bytes (required for tcp:): every\n"
+    "                      stream starts with a challenge the host must answer\n"
+    "                      with it; the key itself never crosses the wire\n"
+    "  --allow-uid UID     unix: also accept streams from this uid (repeatable);\n"
+    "                      root and the agent's own uid always may. The socket is\n"
+    "                      created mode 0600: grant the uid access too (setfacl)\n"
     "  -c, --config FILE   INI file, section [lorelay]: scanIntervalMs, logLevel\n"
     "  --name NAME         guest name sent to the host (default: the host name)\n"
     "  --log-level LEVEL   error, warn, info or debug (overrides the config)\n"
@@ -61,7 +66,37 @@ typedef struct {
   const char *name;
   const char *log_level;
   int help, version;
+  uint32_t allow_uids[LR_AGENT_MAX_ALLOW_UIDS];
+  size_t n_allow_uids;
+  const char *bad_uid; /* the first --allow-uid value that is not a uid */
 } agent_opts_t;
+
+/* --allow-uid UID / --allow-uid=UID, repeatable (lr_opt_extra_fn). */
+static int extra_opt(const char *opt, const char *val, void *data) {
+  agent_opts_t *o = data;
+  const char *v;
+  int used;
+  if (strcmp(opt, "--allow-uid") == 0) {
+    if (!val) return 1; /* the parser reports the missing value */
+    v = val;
+    used = 1;
+  } else if (strncmp(opt, "--allow-uid=", 12) == 0) {
+    v = opt + 12;
+    used = 0;
+  } else {
+    return -1;
+  }
+  char *end;
+  errno = 0;
+  unsigned long u = strtoul(v, &end, 10);
+  if (o->bad_uid) return used;
+  if (!*v || *end || errno || u > 0xFFFFFFFEul || v[0] == '-' ||
+      o->n_allow_uids == LR_AGENT_MAX_ALLOW_UIDS)
+    o->bad_uid = v;
+  else
+    o->allow_uids[o->n_allow_uids++] = (uint32_t)u;
+  return used;
+}
 
 /* Returns 0, or -1 after printing a one-line error. */
 static int parse_args(int argc, char **argv, agent_opts_t *o) {
@@ -76,9 +111,14 @@ static int parse_args(int argc, char **argv, agent_opts_t *o) {
   };
   char err[256];
   memset(o, 0, sizeof *o);
-  if (lr_opts_parse(argc, argv, table, sizeof table / sizeof table[0], o, NULL, NULL, err,
+  if (lr_opts_parse(argc, argv, table, sizeof table / sizeof table[0], o, extra_opt, o, err,
                     sizeof err) != 0) {
     fprintf(stderr, "lorelay-agent: %s\n", err);
+    return -1;
+  }
+  if (o->bad_uid) {
+    fprintf(stderr, "lorelay-agent: --allow-uid '%s': not a uid, or more than %d given\n",
+            o->bad_uid, LR_AGENT_MAX_ALLOW_UIDS);
     return -1;
   }
   return 0;
@@ -210,6 +250,8 @@ int main(int argc, char **argv) {
   ao.token = token_len ? token : NULL;
   ao.token_len = token_len;
   ao.scan_interval_ms = cfg.scan_interval_ms;
+  ao.allow_uids = o.allow_uids;
+  ao.n_allow_uids = o.n_allow_uids;
   g_agent = lr_agent_new(loop, &ao, err, sizeof err);
   if (!g_agent) {
     LR_ERROR("%s", err);

@@ -185,10 +185,15 @@ void agent_reverse_attach(conn_t *c, const lr_frame_t *f) {
     agent_bad_frame(c, f, rc);
     return;
   }
-  if (!agent_token_ok(a, at.token, at.token_len)) {
-    LR_WARN("reverse stream from %s: wrong token; refused", c->peer);
-    agent_send_open_result(c, LR_ERR_AUTH, "wrong token", 1);
-    return;
+  if (a->token_len) {
+    if (!lr_auth_verify_attach(&c->auth, &at)) {
+      agent_auth_failed(c, at.auth.len == LR_AUTH_HOST_LEN ? "ATTACH's MAC does not verify"
+                                                           : "ATTACH carries no MAC");
+      agent_send_open_result(c, LR_ERR_AUTH,
+                             "the host did not prove the shared key (wrong key?)", 1);
+      return;
+    }
+    c->authed = 1;
   }
   conn_t *p = reverse_pending(a, at.id);
   if (!p) {

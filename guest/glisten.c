@@ -83,7 +83,21 @@ static int listen_unix(const lr_taddr_t *a, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot create a unix socket: %s", strerror(errno));
     return -1;
   }
-  if (bind_listen(fd, (struct sockaddr *)&sun, (socklen_t)sizeof sun, a, err, errlen) != 0) {
+  /* Mode 0600 whatever the umask: only the agent's user (and root) may
+   * connect; the agent also checks the peer's uid (SO_PEERCRED). The umask
+   * covers the moment between bind and chmod; the process is still single-
+   * threaded here (lorelay-init, or the agent before its loop starts). */
+  mode_t old = umask(0177);
+  int rc = bind_listen(fd, (struct sockaddr *)&sun, (socklen_t)sizeof sun, a, err, errlen);
+  umask(old);
+  if (rc == 0 && chmod(a->path, 0600) != 0) {
+    int e = errno;
+    snprintf(err, errlen, "cannot make %s mode 0600: %s", a->path, strerror(e));
+    unlink(a->path);
+    errno = e;
+    rc = -1;
+  }
+  if (rc != 0) {
     close_keep_errno(fd);
     return -1;
   }

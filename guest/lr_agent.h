@@ -21,14 +21,28 @@
 
 #define LR_AGENT_HANDSHAKE_MS 5000
 #define LR_AGENT_CONTROL_BACKLOG (1024 * 1024) /* unsent control bytes before we give up */
+/* A control stream heard from within this long is live: a second HELLO is
+ * refused (BUSY) rather than allowed to take it over. */
+#define LR_AGENT_CONTROL_LIVE_MS 15000
+/* Failed authentications per second (and burst) before the agent refuses
+ * every new stream at once, until the bucket refills. One bucket per agent,
+ * not per peer address: a flood of wrong keys also delays the real host. */
+#define LR_AGENT_AUTH_FAILS_PER_SEC 10
+#define LR_AGENT_MAX_ALLOW_UIDS 32
 
 typedef struct {
   const char *name;        /* sent in WELCOME */
-  const uint8_t *token;    /* required in HELLO and OPEN when token_len > 0 */
+  const uint8_t *token;    /* the shared key (LR_KEY_MIN..LR_TOKEN_MAX bytes) or NULL: with
+                              one, every stream starts with a challenge the host must answer */
   size_t token_len;
   unsigned scan_interval_ms;     /* periodic listener scan; 0 = 100 */
   unsigned handshake_timeout_ms; /* 0 = LR_AGENT_HANDSHAKE_MS */
   const lr_pal_t *pal;     /* NULL: lr_guest_pal */
+  /* Unix transports: peer uids accepted besides root and the agent's own. */
+  const uint32_t *allow_uids;
+  size_t n_allow_uids;           /* at most LR_AGENT_MAX_ALLOW_UIDS */
+  unsigned control_live_ms;      /* 0 = LR_AGENT_CONTROL_LIVE_MS */
+  unsigned auth_fails_per_sec;   /* 0 = LR_AGENT_AUTH_FAILS_PER_SEC */
 } lr_agent_opts_t;
 
 typedef struct lr_agent_s lr_agent_t;

@@ -17,7 +17,8 @@
 
 /* Binds and listens on a (unix, tcp or vsock; fc and hvsock are host-side
  * addresses and are refused with a hint). A stale Unix socket file is
- * unlinked first, but a path that exists and is not a socket is an error.
+ * unlinked first, but a path that exists and is not a socket is an error;
+ * the socket is created mode 0600 whatever the umask.
  * vsock:any:PORT binds VMADDR_CID_ANY. Returns a close-on-exec fd, or -1
  * with a one-line reason in err (with a hint for the usual vsock mistakes);
  * when a socket, bind or listen call failed, errno is that call's. */

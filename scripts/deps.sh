@@ -12,7 +12,7 @@ set -euo pipefail
 
 mode=${1:-test}
 root=$(cd "$(dirname "$0")/.." && pwd)
-run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev iproute2 python3 curl)
+run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev iproute2 python3 curl)
 # dpkg-dev: dpkg-source unpacks and checks the Debian sources.
 win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 test_pkgs=(libcmocka-dev valgrind clang

@@ -6,7 +6,10 @@
  * (REVERSE_OPEN) for a port the host's reversePorts lists; the host connects
  * to its own loopback server, opens a reverse stream (preamble + ATTACH) and
  * relays. Either way the host opens every stream, and a refusal reaches the
- * client as a reset, as a direct connection to a closed port would.
+ * client as a reset, as a direct connection to a closed port would. With a
+ * shared key OPEN or ATTACH waits for the agent's CHALLENGE and carries the
+ * host's nonce and MAC, and nothing is relayed before OPEN_RESULT's MAC
+ * proves that the agent knows the key too.
  *
  * A record lives exactly as long as its relay: it is freed in the relay's
  * close callback, or, while a transport attempt still holds ep[1], when
@@ -76,6 +79,52 @@ static void conn_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
   buf->len = avail;
 }
 
+/* Writes on the fresh transport stream: a few hundred bytes at most, which
+ * such a stream takes at once; if it ever does not, it is not usable
+ * anyway. 0, or -1 after failing c. */
+static int conn_write(lr_conn_t *c, const uint8_t *p, size_t n, const char *what) {
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+  int w = uv_try_write(&c->relay.ep[1].u.stream, &b, 1);
+  if (w != (int)n) {
+    conn_fail(c, 1, "sending %s: %s", what, w < 0 ? uv_strerror(w) : "short write");
+    return -1;
+  }
+  return 0;
+}
+
+/* OPEN or ATTACH, with the preamble in front unless it went out already
+ * (with a key it goes first, and the request waits for CHALLENGE). */
+static int conn_send_request(lr_conn_t *c, int with_preamble) {
+  uint8_t buf[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + 300];
+  size_t n = 0;
+  int keyed = c->g->token_len > 0, rc = 0;
+  if (keyed) rc = lr_auth_new_nonce(&c->auth, LR_ROLE_HOST);
+  if (with_preamble) {
+    lr_preamble_encode(buf, c->reverse ? LR_STREAM_REVERSE : LR_STREAM_DATA);
+    n = LR_PREAMBLE_LEN;
+  }
+  if (c->reverse) {
+    lr_attach_t at;
+    memset(&at, 0, sizeof at);
+    at.id = c->rev_id;
+    if (keyed && rc == 0) rc = lr_auth_sign_attach(&c->auth, &at);
+    n += lr_encode_attach(buf + n, sizeof buf - n, &at);
+  } else {
+    lr_open_t o;
+    memset(&o, 0, sizeof o);
+    o.family = c->b->key.family;
+    o.port = c->b->key.port;
+    if (keyed && rc == 0) rc = lr_auth_sign_open(&c->auth, &o);
+    n += lr_encode_open(buf + n, sizeof buf - n, &o);
+  }
+  if (rc != 0) {
+    conn_fail(c, 1, "cannot compute the handshake's MAC (no random bytes or no HMAC)");
+    return -1;
+  }
+  c->req_sent = 1;
+  return conn_write(c, buf, n, c->reverse ? "ATTACH" : "OPEN");
+}
+
 static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   lr_conn_t *c = s->data;
   (void)buf;
@@ -97,22 +146,47 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     c->got_preamble = 1;
   }
   lr_frame_t f;
-  int rc = lr_rxbuf_frame(c->rx, &f);
-  if (rc == LR_PROTO_NEED_MORE) return;
-  if (rc != LR_PROTO_OK) {
-    conn_fail(c, 1, "%s", lr_proto_strerror(rc));
-    return;
+  int rc;
+  for (;;) {
+    rc = lr_rxbuf_frame(c->rx, &f);
+    if (rc == LR_PROTO_NEED_MORE) return;
+    if (rc != LR_PROTO_OK) {
+      conn_fail(c, 1, "%s", lr_proto_strerror(rc));
+      return;
+    }
+    if (f.type != LR_MSG_CHALLENGE || c->req_sent) break;
+    /* The agent's nonce: the request proves the key over it. */
+    if (!c->g->token_len) {
+      conn_fail(c, 1, "the agent requires a shared key (it sent CHALLENGE)");
+      return;
+    }
+    if ((rc = lr_decode_challenge(&f, c->auth.agent_nonce)) != LR_PROTO_OK) {
+      conn_fail(c, 1, "bad CHALLENGE message: %s", lr_proto_strerror(rc));
+      return;
+    }
+    if (conn_send_request(c, 0) != 0) return;
   }
   lr_error_msg_t em;
-  if ((f.type != LR_MSG_OPEN_RESULT && f.type != LR_MSG_ERROR) ||
-      (rc = lr_decode_error(&f, &em)) != LR_PROTO_OK) {
-    conn_fail(c, 1, "expected OPEN_RESULT, got %s", lr_msg_name(f.type));
+  lr_auth_t auth;
+  rc = f.type == LR_MSG_OPEN_RESULT ? lr_decode_open_result(&f, &em, &auth)
+       : f.type == LR_MSG_ERROR     ? lr_decode_error(&f, &em)
+                                    : LR_PROTO_EINVAL;
+  if (rc != LR_PROTO_OK || (!c->req_sent && f.type != LR_MSG_ERROR)) {
+    conn_fail(c, 1, "expected %s, got %s", c->req_sent ? "OPEN_RESULT" : "CHALLENGE",
+              lr_msg_name(f.type));
     return;
   }
   if (f.type == LR_MSG_ERROR || em.code != LR_OK) {
     /* A refusal reaches the client as a reset, exactly as a direct
      * connection to a closed port would. */
     conn_fail(c, 1, "%s%s%s", lr_err_name(em.code), em.text[0] ? ": " : "", em.text);
+    return;
+  }
+  if (c->g->token_len && !lr_auth_verify_result(&c->auth, LR_OK, &auth)) {
+    lr_session_auth_failed(c->g, c->reverse
+                                     ? "OPEN_RESULT's MAC on a reverse stream does not verify"
+                                     : "OPEN_RESULT's MAC on a data stream does not verify");
+    conn_fail(c, 1, "the agent failed authentication (wrong key?)");
     return;
   }
   uv_read_stop(s);
@@ -156,32 +230,16 @@ static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err,
     return;
   }
   c->relay.ep[1].u.handle.data = c;
-  uint8_t buf[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + 300];
-  size_t n;
-  if (c->reverse) {
-    lr_attach_t at;
-    memset(&at, 0, sizeof at);
-    at.token_len = (uint8_t)c->g->token_len;
-    memcpy(at.token, c->g->token, c->g->token_len);
-    at.id = c->rev_id;
-    lr_preamble_encode(buf, LR_STREAM_REVERSE);
-    n = lr_encode_attach(buf + LR_PREAMBLE_LEN, sizeof buf - LR_PREAMBLE_LEN, &at);
-  } else {
-    lr_open_t o;
-    memset(&o, 0, sizeof o);
-    o.token_len = (uint8_t)c->g->token_len;
-    memcpy(o.token, c->g->token, c->g->token_len);
-    o.family = c->b->key.family;
-    o.port = c->b->key.port;
-    lr_preamble_encode(buf, LR_STREAM_DATA);
-    n = lr_encode_open(buf + LR_PREAMBLE_LEN, sizeof buf - LR_PREAMBLE_LEN, &o);
-  }
-  uv_buf_t b = uv_buf_init((char *)buf, (unsigned)(LR_PREAMBLE_LEN + n));
-  /* A fresh stream takes a few hundred bytes at once; if it ever does not,
-   * this stream is not usable anyway. */
-  int w = uv_try_write(&c->relay.ep[1].u.stream, &b, 1);
-  if (w != (int)b.len) {
-    conn_fail(c, 1, "sending OPEN: %s", w < 0 ? uv_strerror(w) : "short write");
+  uint8_t kind = c->reverse ? LR_STREAM_REVERSE : LR_STREAM_DATA;
+  lr_auth_init(&c->auth, c->g->host->pal, c->g->token, c->g->token_len, kind);
+  c->req_sent = 0;
+  if (c->g->token_len) {
+    /* With a key the agent speaks first (CHALLENGE): the preamble now, the
+     * request once the agent's nonce is in. */
+    uint8_t p[LR_PREAMBLE_LEN];
+    lr_preamble_encode_flags(p, kind, LR_PREAMBLE_KEYED);
+    if (conn_write(c, p, sizeof p, "the preamble") != 0) return;
+  } else if (conn_send_request(c, 1) != 0) {
     return;
   }
   int rc = uv_read_start(&c->relay.ep[1].u.stream, conn_alloc, conn_read);

@@ -75,10 +75,7 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
              o->transport);
     return -1;
   }
-  if (o->token_len > LR_TOKEN_MAX) {
-    snprintf(err, errlen, "token longer than %d bytes", LR_TOKEN_MAX);
-    return -1;
-  }
+  if (lr_auth_key_check(h->pal, o->token_len, err, errlen) != 0) return -1;
   lr_guest_t *g = calloc(1, sizeof *g);
   if (!g) {
     snprintf(err, errlen, "out of memory");

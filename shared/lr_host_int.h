@@ -35,6 +35,7 @@
 #ifndef LR_HOST_INT_H
 #define LR_HOST_INT_H
 
+#include "lr_auth.h"
 #include "lr_host.h"
 #include "lr_log.h"
 #include "lr_net.h"
@@ -61,6 +62,8 @@ typedef struct {
   lr_rxbuf_t rx;
   lr_guest_t *g;
   int got_preamble;
+  lr_auth_ctx_t auth; /* with a key: this stream's nonces */
+  int hello_sent;     /* with a key: HELLO goes out only after CHALLENGE */
 } lr_ctl_t;
 
 typedef struct lr_conn_s {
@@ -70,6 +73,8 @@ typedef struct lr_conn_s {
   lr_rxbuf_t *rx;   /* only during the handshake */
   uint64_t started;
   int got_preamble;
+  lr_auth_ctx_t auth; /* with a key: this stream's nonces */
+  int req_sent;       /* OPEN/ATTACH sent (with a key: after CHALLENGE) */
   int connecting;   /* a transport attempt holds ep[1]: c must outlive it */
   int dead;         /* the relay closed while connecting */
   /* reverse (guest client -> host server) connections */
@@ -95,8 +100,10 @@ struct lr_guest_s {
   lr_taddr_t addr;
   lr_guest_resolve_fn resolve;
   void *resolve_data;
-  uint8_t token[LR_TOKEN_MAX];
+  uint8_t token[LR_TOKEN_MAX]; /* the shared key; 0 bytes: none */
   size_t token_len;
+  lr_ratelimit_t auth_log;     /* failed authentications (lr_session_auth_failed) */
+  uint64_t last_ping;
   lr_ports_t ports;
   /* reversePorts: one counter record per published host port */
   lr_binding_t **rev;
@@ -149,6 +156,9 @@ void lr_host_closed(lr_host_t *h);
 void lr_host_maybe_done(lr_host_t *h);
 
 /* lr_session.c */
+/* An agent that failed to prove the key, on the control stream or another
+ * (what says which): one rate-limited line. */
+void lr_session_auth_failed(lr_guest_t *g, const char *what);
 void lr_session_start(lr_guest_t *g);
 void lr_session_send(lr_guest_t *g, const uint8_t *buf, size_t len);
 void lr_session_stop(lr_guest_t *g);

@@ -14,7 +14,9 @@ const char *lr_hostd_common_usage(void) {
   return "  --guest ADDR        agent address: unix:PATH, tcp:HOST:PORT, vsock:CID:PORT,\n"
          "                      fc:UDS_PATH:PORT or hvsock:VMID:PORT\n"
          "  --name NAME         guest name shown in status (default: the address)\n"
-         "  --token-file FILE   shared secret; required for tcp:, checked by the agent\n"
+         "  --token-file FILE   shared key (at least 16 bytes); required for tcp:. Both\n"
+         "                      sides prove they know it on every stream; it is never\n"
+         "                      sent\n"
          "  -c, --config FILE   INI config, section [lorelay]\n"
          "  --socket PATH       status endpoint (default: platform path)\n"
          "  --log-level LEVEL   error, warn, info or debug (overrides logLevel)\n"
@@ -66,6 +68,13 @@ int lr_token_load_file(const char *path, uint8_t *tok, size_t *len, char *err, s
   }
   if (b == a) {
     snprintf(err, errlen, "token file %s is empty", path);
+    return -1;
+  }
+  if (b - a < LR_KEY_MIN) {
+    snprintf(err, errlen,
+             "token file %s: the key is %zu bytes, at least %d are required "
+             "(make one with: head -c 32 /dev/urandom | base64 > %s)",
+             path, b - a, LR_KEY_MIN, path);
     return -1;
   }
   memcpy(tok, buf + a, b - a);

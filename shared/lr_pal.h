@@ -6,14 +6,17 @@
  * Kept deliberately small: VM-socket connects (libuv cannot create AF_VSOCK
  * or AF_HYPERV sockets) and closing such a raw socket, exclusive loopback
  * listeners (SO_EXCLUSIVEADDRUSE on Windows), the relay's peer-closed probe
- * (how a reset looks on sockets without RST), and where things live (run
- * directory, status endpoint, config file). A member a side does not need
+ * (how a reset looks on sockets without RST), where things live (run
+ * directory, status endpoint, config file), and the two cryptographic
+ * primitives the handshake needs (HMAC-SHA256, the OS's random bytes), so
+ * the core never includes OpenSSL or BCrypt. A member a side does not need
  * is NULL (the guest makes no VM-socket connects), and the core says so
  * rather than guessing. */
 #ifndef LR_PAL_H
 #define LR_PAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 #include "lr_addr.h"
 #include "lr_endpoint.h"
@@ -65,6 +68,15 @@ typedef struct lr_pal_s {
   const char *(*default_status_path)(char *buf, size_t len);
   /* Default config file path. */
   const char *(*default_config_path)(char *buf, size_t len);
+
+  /* HMAC-SHA256 of msg under key, from a maintained implementation (Linux:
+   * OpenSSL's libcrypto; Windows: BCrypt). 0, or -1 on failure. NULL: no
+   * shared key can be used on this side (the core refuses one). */
+  int (*hmac_sha256)(const uint8_t *key, size_t klen, const uint8_t *msg, size_t mlen,
+                     uint8_t out[32]);
+  /* n bytes from the OS's CSPRNG (getrandom, BCryptGenRandom): the
+   * handshake's nonces. 0, or -1 when none could be had. */
+  int (*random_bytes)(uint8_t *buf, size_t n);
 } lr_pal_t;
 
 /* The host platform layer linked into this program (host/posix or

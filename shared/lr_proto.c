@@ -1,17 +1,19 @@
 /* Wire protocol encode/decode; see lr_proto.h for the framing.
  *
  * Payload layouts (all integers big-endian):
- *   HELLO, WELCOME   u8 tlen, token[tlen], u8 nlen, name[nlen], u8 vlen, version[vlen]
- *   ERROR, OPEN_RESULT  u32 code, u16 len, text[len]
+ *   HELLO, WELCOME   u8 alen, auth[alen], u8 nlen, name[nlen], u8 vlen, version[vlen]
+ *   CHALLENGE        nonce[32]
+ *   ERROR            u32 code, u16 len, text[len]
+ *   OPEN_RESULT      u32 code, u16 len, text[len], u8 alen, auth[alen]
  *   LISTENER_ADD/DEL u8 family, u8 flags, u16 port, addr[16]            (20 bytes)
  *   PORT_STATE       listener (20), u8 state, u16 host_port            (23 bytes)
- *   OPEN             u8 tlen, token[tlen], u8 family, u16 port
+ *   OPEN             u8 alen, auth[alen], u8 family, u16 port
  *   PING, PONG       u64 nonce
  *   SYNC_DONE        (empty)
  *   REVERSE_SET      u8 flags, u16 n, u16 port[n]
  *   REVERSE_OPEN     u32 id, u8 family, u16 port
  *   REVERSE_FAIL     u32 id, u32 code, u16 len, text[len]
- *   ATTACH           u8 tlen, token[tlen], u32 id
+ *   ATTACH           u8 alen, auth[alen], u32 id
  * Writers use a cursor that refuses to run past the end; readers use one
  * that reports a short payload instead of reading past it. */
 #include "lr_proto.h"
@@ -127,12 +129,16 @@ static void rcur_init(rcur_t *r, const lr_frame_t *f) {
 
 /* ---- preamble and frames ---------------------------------------------- */
 
-void lr_preamble_encode(uint8_t out[LR_PREAMBLE_LEN], uint8_t kind) {
+void lr_preamble_encode_flags(uint8_t out[LR_PREAMBLE_LEN], uint8_t kind, uint8_t flags) {
   memcpy(out, magic, 4);
   out[4] = LR_PROTO_VERSION;
   out[5] = kind;
-  out[6] = 0;
+  out[6] = flags;
   out[7] = 0;
+}
+
+void lr_preamble_encode(uint8_t out[LR_PREAMBLE_LEN], uint8_t kind) {
+  lr_preamble_encode_flags(out, kind, 0);
 }
 
 int lr_preamble_decode(const uint8_t *buf, size_t len, lr_preamble_t *out) {
@@ -143,10 +149,9 @@ int lr_preamble_decode(const uint8_t *buf, size_t len, lr_preamble_t *out) {
   if (len < LR_PREAMBLE_LEN) return LR_PROTO_NEED_MORE;
   out->version = buf[4];
   out->kind = buf[5];
+  out->flags = buf[6];
   if (out->version != LR_PROTO_VERSION) return LR_PROTO_EVERSION;
-  if (out->kind != LR_STREAM_CONTROL && out->kind != LR_STREAM_DATA &&
-      out->kind != LR_STREAM_REVERSE)
-    return LR_PROTO_EINVAL;
+  if (out->kind > LR_STREAM_REVERSE) return LR_PROTO_EINVAL;
   return LR_PROTO_OK;
 }
 
@@ -183,9 +188,9 @@ static void w_text16(wcur_t *w, const char *text) {
   w_bytes(w, text, n);
 }
 
-static void w_token(wcur_t *w, uint8_t len, const uint8_t *token) {
-  w_u8(w, len);
-  w_bytes(w, token, len);
+static void w_auth(wcur_t *w, const lr_auth_t *a) {
+  w_u8(w, a->len);
+  w_bytes(w, a->data, a->len);
 }
 
 static void w_listener(wcur_t *w, const lr_listener_t *l) {
@@ -199,7 +204,7 @@ static void w_listener(wcur_t *w, const lr_listener_t *l) {
 size_t lr_encode_hello(uint8_t *out, size_t cap, uint16_t type, const lr_hello_t *m) {
   wcur_t w;
   frame_begin(&w, out, cap, type);
-  w_token(&w, m->token_len, m->token);
+  w_auth(&w, &m->auth);
   w_str8(&w, m->name, sizeof m->name - 1);
   w_str8(&w, m->version, sizeof m->version - 1);
   return frame_end(&w);
@@ -218,8 +223,24 @@ size_t lr_encode_error(uint8_t *out, size_t cap, uint32_t code, const char *text
   return encode_code_text(out, cap, LR_MSG_ERROR, code, text);
 }
 
-size_t lr_encode_open_result(uint8_t *out, size_t cap, uint32_t status, const char *text) {
-  return encode_code_text(out, cap, LR_MSG_OPEN_RESULT, status, text);
+size_t lr_encode_open_result(uint8_t *out, size_t cap, uint32_t status, const char *text,
+                             const lr_auth_t *auth) {
+  wcur_t w;
+  frame_begin(&w, out, cap, LR_MSG_OPEN_RESULT);
+  w_u32(&w, status);
+  w_text16(&w, text);
+  if (auth)
+    w_auth(&w, auth);
+  else
+    w_u8(&w, 0);
+  return frame_end(&w);
+}
+
+size_t lr_encode_challenge(uint8_t *out, size_t cap, const uint8_t nonce[LR_NONCE_LEN]) {
+  wcur_t w;
+  frame_begin(&w, out, cap, LR_MSG_CHALLENGE);
+  w_bytes(&w, nonce, LR_NONCE_LEN);
+  return frame_end(&w);
 }
 
 size_t lr_encode_listener(uint8_t *out, size_t cap, uint16_t type, const lr_listener_t *l) {
@@ -242,7 +263,7 @@ size_t lr_encode_port_state(uint8_t *out, size_t cap, const lr_port_state_msg_t 
 size_t lr_encode_open(uint8_t *out, size_t cap, const lr_open_t *m) {
   wcur_t w;
   frame_begin(&w, out, cap, LR_MSG_OPEN);
-  w_token(&w, m->token_len, m->token);
+  w_auth(&w, &m->auth);
   if ((m->family != 4 && m->family != 6) || m->port == 0) w.bad = 1;
   w_u8(&w, m->family);
   w_u16(&w, m->port);
@@ -295,19 +316,19 @@ size_t lr_encode_reverse_fail(uint8_t *out, size_t cap, uint32_t id, uint32_t co
 size_t lr_encode_attach(uint8_t *out, size_t cap, const lr_attach_t *m) {
   wcur_t w;
   frame_begin(&w, out, cap, LR_MSG_ATTACH);
-  w_token(&w, m->token_len, m->token);
+  w_auth(&w, &m->auth);
   w_u32(&w, m->id);
   return frame_end(&w);
 }
 
 /* ---- decoders ---------------------------------------------------------- */
 
-static int r_token(rcur_t *r, uint8_t *len, uint8_t *tok) {
+static int r_auth(rcur_t *r, lr_auth_t *a) {
   uint8_t n = r_u8(r);
   const uint8_t *p = r_bytes(r, n);
   if (!p) return LR_PROTO_ESHORT;
-  *len = n;
-  if (n) memcpy(tok, p, n);
+  a->len = n;
+  if (n) memcpy(a->data, p, n);
   return LR_PROTO_OK;
 }
 
@@ -316,7 +337,7 @@ int lr_decode_hello(const lr_frame_t *f, lr_hello_t *out) {
   int rc;
   rcur_init(&r, f);
   memset(out, 0, sizeof *out);
-  if ((rc = r_token(&r, &out->token_len, out->token))) return rc;
+  if ((rc = r_auth(&r, &out->auth))) return rc;
   if ((rc = r_str(&r, 1, out->name, sizeof out->name))) return rc;
   if ((rc = r_str(&r, 1, out->version, sizeof out->version))) return rc;
   return LR_PROTO_OK;
@@ -334,6 +355,25 @@ int lr_decode_error(const lr_frame_t *f, lr_error_msg_t *out) {
   rcur_t r;
   rcur_init(&r, f);
   return r_code_text(&r, out);
+}
+
+int lr_decode_open_result(const lr_frame_t *f, lr_error_msg_t *out, lr_auth_t *auth) {
+  rcur_t r;
+  int rc;
+  rcur_init(&r, f);
+  auth->len = 0;
+  if ((rc = r_code_text(&r, out))) return rc;
+  if (r.off == r.len) return LR_PROTO_OK; /* no auth block: none */
+  return r_auth(&r, auth);
+}
+
+int lr_decode_challenge(const lr_frame_t *f, uint8_t nonce[LR_NONCE_LEN]) {
+  rcur_t r;
+  rcur_init(&r, f);
+  const uint8_t *p = r_bytes(&r, LR_NONCE_LEN);
+  if (!p) return LR_PROTO_ESHORT;
+  memcpy(nonce, p, LR_NONCE_LEN);
+  return LR_PROTO_OK;
 }
 
 static int r_listener(rcur_t *r, lr_listener_t *l) {
@@ -378,7 +418,7 @@ int lr_decode_open(const lr_frame_t *f, lr_open_t *out) {
   int rc;
   rcur_init(&r, f);
   memset(out, 0, sizeof *out);
-  if ((rc = r_token(&r, &out->token_len, out->token))) return rc;
+  if ((rc = r_auth(&r, &out->auth))) return rc;
   out->family = r_u8(&r);
   out->port = r_u16(&r);
   if (r.bad) return LR_PROTO_ESHORT;
@@ -431,7 +471,7 @@ int lr_decode_attach(const lr_frame_t *f, lr_attach_t *out) {
   int rc;
   rcur_init(&r, f);
   memset(out, 0, sizeof *out);
-  if ((rc = r_token(&r, &out->token_len, out->token))) return rc;
+  if ((rc = r_auth(&r, &out->auth))) return rc;
   out->id = r_u32(&r);
   return r.bad ? LR_PROTO_ESHORT : LR_PROTO_OK;
 }
@@ -461,6 +501,7 @@ const char *lr_err_name(uint32_t code) {
     case LR_ERR_VERSION: return "protocol version mismatch";
     case LR_ERR_PROTOCOL: return "protocol error";
     case LR_ERR_INTERNAL: return "internal error";
+    case LR_ERR_BUSY: return "another host holds the control stream";
     default: return "unknown error";
   }
 }
@@ -470,6 +511,7 @@ const char *lr_msg_name(uint16_t type) {
     case LR_MSG_HELLO: return "HELLO";
     case LR_MSG_WELCOME: return "WELCOME";
     case LR_MSG_ERROR: return "ERROR";
+    case LR_MSG_CHALLENGE: return "CHALLENGE";
     case LR_MSG_LISTENER_ADD: return "LISTENER_ADD";
     case LR_MSG_LISTENER_DEL: return "LISTENER_DEL";
     case LR_MSG_SYNC_DONE: return "SYNC_DONE";
@@ -506,6 +548,55 @@ int lr_token_equal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
     diff |= (unsigned)(x ^ y);
   }
   return diff == 0;
+}
+
+/* ---- what a MAC covers (see lr_proto.h) --------------------------------- */
+
+size_t lr_auth_input(uint8_t *out, size_t cap, lr_role_t role, uint8_t kind, uint16_t type,
+                     const uint8_t agent_nonce[LR_NONCE_LEN],
+                     const uint8_t host_nonce[LR_NONCE_LEN], const uint8_t *fields,
+                     size_t flen) {
+  static const char host_label[] = "lorelay host", agent_label[] = "lorelay agent";
+  wcur_t w = {out, cap, 0, 0};
+  if (role == LR_ROLE_HOST) {
+    w_bytes(&w, host_label, sizeof host_label); /* with its NUL */
+  } else {
+    w_bytes(&w, agent_label, sizeof agent_label);
+  }
+  w_u8(&w, LR_PROTO_VERSION);
+  w_u8(&w, kind);
+  w_u16(&w, type);
+  /* Each side's MAC puts the peer's nonce (its challenge) first. */
+  w_bytes(&w, role == LR_ROLE_HOST ? agent_nonce : host_nonce, LR_NONCE_LEN);
+  w_bytes(&w, role == LR_ROLE_HOST ? host_nonce : agent_nonce, LR_NONCE_LEN);
+  w_bytes(&w, fields, flen);
+  return w.bad ? 0 : w.len;
+}
+
+size_t lr_auth_fields_hello(uint8_t *out, size_t cap, const lr_hello_t *m) {
+  wcur_t w = {out, cap, 0, 0};
+  w_str8(&w, m->name, sizeof m->name - 1);
+  w_str8(&w, m->version, sizeof m->version - 1);
+  return w.bad ? 0 : w.len;
+}
+
+size_t lr_auth_fields_open(uint8_t *out, size_t cap, const lr_open_t *m) {
+  wcur_t w = {out, cap, 0, 0};
+  w_u8(&w, m->family);
+  w_u16(&w, m->port);
+  return w.bad ? 0 : w.len;
+}
+
+size_t lr_auth_fields_attach(uint8_t *out, size_t cap, const lr_attach_t *m) {
+  wcur_t w = {out, cap, 0, 0};
+  w_u32(&w, m->id);
+  return w.bad ? 0 : w.len;
+}
+
+size_t lr_auth_fields_result(uint8_t *out, size_t cap, uint32_t status) {
+  wcur_t w = {out, cap, 0, 0};
+  w_u32(&w, status);
+  return w.bad ? 0 : w.len;
 }
 
 int lr_listener_cmp(const lr_listener_t *a, const lr_listener_t *b) {

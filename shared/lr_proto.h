@@ -1,9 +1,14 @@
 /* The lorelay wire protocol: pure encode/decode, no I/O.
  *
  * Every stream the host opens to a guest starts with an 8-byte preamble
- * (magic, version, stream kind); the guest answers with its own preamble.
- * After that come frames: an 8-byte header (type, flags, payload length, all
- * big-endian) and a bounded payload. Control streams carry frames for their
+ * (magic, version, stream kind, flags); the guest answers with its own
+ * preamble. With a shared key the agent speaks first instead: its preamble
+ * and a CHALLENGE nonce as soon as it accepts the stream, and every first
+ * request and its answer carry an auth block (nonce and MAC; what a MAC
+ * covers is built here by lr_auth_input, the MAC itself is computed by
+ * lr_auth.c through the platform layer). After that come frames: an
+ * 8-byte header (type, flags, payload length, all big-endian) and a
+ * bounded payload. Control streams carry frames for their
  * whole life; data streams carry exactly one OPEN frame and one OPEN_RESULT
  * frame and then raw relayed bytes, so the data path pays nothing for
  * framing and can later be spliced.
@@ -19,23 +24,34 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LR_PROTO_VERSION 1
-#define LR_PREAMBLE_LEN 8      /* 'L' 'R' 'L' 'Y' version kind 0 0 */
+#define LR_PROTO_VERSION 2
+#define LR_PREAMBLE_LEN 8      /* 'L' 'R' 'L' 'Y' version kind flags 0 */
 #define LR_FRAME_HDR_LEN 8     /* u16 type, u16 flags, u32 payload length */
 #define LR_FRAME_MAX_PAYLOAD 4096
-#define LR_TOKEN_MAX 256
+#define LR_TOKEN_MAX 256       /* longest shared key (a token file's contents) */
+#define LR_KEY_MIN 16          /* shortest shared key accepted on either side */
 #define LR_TEXT_MAX 512
 
+/* Authentication (only with a shared key; see docs/protocol.md). */
+#define LR_NONCE_LEN 32        /* fresh per stream and side, from the OS CSPRNG */
+#define LR_MAC_LEN 32          /* HMAC-SHA256 */
+#define LR_AUTH_HOST_LEN (LR_NONCE_LEN + LR_MAC_LEN) /* HELLO, OPEN, ATTACH: nonce, MAC */
+#define LR_AUTH_AGENT_LEN LR_MAC_LEN                /* WELCOME, OPEN_RESULT: MAC */
+#define LR_AUTH_MAX 255
+#define LR_PREAMBLE_KEYED 0x01 /* preamble flag: this side has a key and authenticates */
+
 typedef enum {
+  LR_STREAM_ANY = 0,     /* a keyed agent's preamble: sent before the host's says the kind */
   LR_STREAM_CONTROL = 1, /* one per guest: listener reports, port states */
   LR_STREAM_DATA = 2,    /* one per relayed connection */
   LR_STREAM_REVERSE = 3, /* one per guest->host connection, still opened by the host */
 } lr_stream_kind_t;
 
 typedef enum {
-  LR_MSG_HELLO = 1,          /* host->guest, first control frame: token, host name */
+  LR_MSG_HELLO = 1,          /* host->guest, first control frame: auth, host name */
   LR_MSG_WELCOME = 2,        /* guest->host: agent version, guest name */
   LR_MSG_ERROR = 3,          /* either way: code, text; sender then closes */
+  LR_MSG_CHALLENGE = 4,      /* guest->host, first frame of every stream when keyed: nonce */
   LR_MSG_LISTENER_ADD = 10,  /* guest->host: a listening socket appeared */
   LR_MSG_LISTENER_DEL = 11,  /* guest->host: it went away */
   LR_MSG_SYNC_DONE = 12,     /* guest->host: the full listing after WELCOME is complete */
@@ -56,10 +72,11 @@ typedef enum {
   LR_ERR_REFUSED = 1,      /* the guest server refused the connection */
   LR_ERR_UNREACHABLE = 2,  /* no route / address not available in the guest */
   LR_ERR_TIMEOUT = 3,
-  LR_ERR_AUTH = 4,         /* wrong or missing token */
+  LR_ERR_AUTH = 4,         /* the host could not prove the shared key */
   LR_ERR_VERSION = 5,      /* protocol version not supported */
   LR_ERR_PROTOCOL = 6,     /* malformed frame or unexpected message */
   LR_ERR_INTERNAL = 7,
+  LR_ERR_BUSY = 8,         /* another host holds the agent's live control stream */
 } lr_err_t;
 
 /* Decoder results (negative = error). */
@@ -74,6 +91,7 @@ typedef enum {
 typedef struct {
   uint8_t version;
   uint8_t kind;
+  uint8_t flags;   /* LR_PREAMBLE_KEYED */
 } lr_preamble_t;
 
 typedef struct {
@@ -107,16 +125,27 @@ typedef struct {
   uint16_t host_port;  /* the port actually used (differs when remapped) */
 } lr_port_state_msg_t;
 
+/* The auth block of HELLO, WELCOME, OPEN, ATTACH and OPEN_RESULT: empty
+ * without a key; LR_AUTH_HOST_LEN bytes (the host's nonce, then its MAC) in
+ * the host's messages, LR_AUTH_AGENT_LEN (the agent's MAC) in the agent's.
+ * The decoders take any length; the handshake checks the one it needs. */
 typedef struct {
-  uint8_t token_len;
-  uint8_t token[LR_TOKEN_MAX];
+  uint8_t len;
+  uint8_t data[LR_AUTH_MAX];
+} lr_auth_t;
+
+/* Which side computed a MAC: part of what the MAC covers, so that neither
+ * side's MAC can be passed off as the other's. */
+typedef enum { LR_ROLE_HOST = 0, LR_ROLE_AGENT = 1 } lr_role_t;
+
+typedef struct {
+  lr_auth_t auth;
   char name[128];      /* NUL-terminated: host name (HELLO) or guest name (WELCOME) */
   char version[32];    /* NUL-terminated software version */
 } lr_hello_t;
 
 typedef struct {
-  uint8_t token_len;
-  uint8_t token[LR_TOKEN_MAX];
+  lr_auth_t auth;
   uint8_t family;      /* 4 or 6: connect to 127.0.0.1 or ::1 in the guest */
   uint16_t port;
 } lr_open_t;
@@ -142,15 +171,17 @@ typedef struct {
 } lr_reverse_open_t;
 
 typedef struct {
-  uint8_t token_len;
-  uint8_t token[LR_TOKEN_MAX];
+  lr_auth_t auth;
   uint32_t id;
 } lr_attach_t;
 
-/* Preamble. encode writes LR_PREAMBLE_LEN bytes. */
+/* Preamble. encode writes LR_PREAMBLE_LEN bytes; flags is LR_PREAMBLE_KEYED
+ * or 0 (lr_preamble_encode). */
 void lr_preamble_encode(uint8_t out[LR_PREAMBLE_LEN], uint8_t kind);
+void lr_preamble_encode_flags(uint8_t out[LR_PREAMBLE_LEN], uint8_t kind, uint8_t flags);
 /* OK, NEED_MORE (len < 8), EBADMAGIC, EVERSION (magic right, version != ours;
- * out->version tells the peer's). */
+ * out->version tells the peer's), EINVAL (kind above 3). Kind 0
+ * (LR_STREAM_ANY) decodes: only an agent may send it, the agent refuses it. */
 int lr_preamble_decode(const uint8_t *buf, size_t len, lr_preamble_t *out);
 
 /* Frame header + payload from a byte buffer. Returns OK with *consumed set,
@@ -165,7 +196,10 @@ size_t lr_encode_error(uint8_t *out, size_t cap, uint32_t code, const char *text
 size_t lr_encode_listener(uint8_t *out, size_t cap, uint16_t type, const lr_listener_t *l);
 size_t lr_encode_port_state(uint8_t *out, size_t cap, const lr_port_state_msg_t *m);
 size_t lr_encode_open(uint8_t *out, size_t cap, const lr_open_t *m);
-size_t lr_encode_open_result(uint8_t *out, size_t cap, uint32_t status, const char *text);
+/* auth: NULL or empty when there is no key. */
+size_t lr_encode_open_result(uint8_t *out, size_t cap, uint32_t status, const char *text,
+                             const lr_auth_t *auth);
+size_t lr_encode_challenge(uint8_t *out, size_t cap, const uint8_t nonce[LR_NONCE_LEN]);
 size_t lr_encode_empty(uint8_t *out, size_t cap, uint16_t type); /* SYNC_DONE */
 size_t lr_encode_ping(uint8_t *out, size_t cap, uint16_t type, uint64_t nonce);
 size_t lr_encode_reverse_set(uint8_t *out, size_t cap, const lr_reverse_set_t *m);
@@ -176,7 +210,11 @@ size_t lr_encode_attach(uint8_t *out, size_t cap, const lr_attach_t *m);
 
 /* Decoders take a frame from lr_frame_decode. OK, ESHORT or EINVAL. */
 int lr_decode_hello(const lr_frame_t *f, lr_hello_t *out);
-int lr_decode_error(const lr_frame_t *f, lr_error_msg_t *out); /* also OPEN_RESULT */
+int lr_decode_error(const lr_frame_t *f, lr_error_msg_t *out); /* also OPEN_RESULT, sans auth */
+/* OPEN_RESULT with its auth block (a payload that ends after the text has
+ * an empty one). */
+int lr_decode_open_result(const lr_frame_t *f, lr_error_msg_t *out, lr_auth_t *auth);
+int lr_decode_challenge(const lr_frame_t *f, uint8_t nonce[LR_NONCE_LEN]);
 int lr_decode_listener(const lr_frame_t *f, lr_listener_t *out);
 int lr_decode_port_state(const lr_frame_t *f, lr_port_state_msg_t *out);
 int lr_decode_open(const lr_frame_t *f, lr_open_t *out);
@@ -192,8 +230,37 @@ const char *lr_err_name(uint32_t code);  /* for lr_err_t */
 const char *lr_msg_name(uint16_t type);  /* "LISTENER_ADD", or "unknown" */
 const char *lr_port_state_name(lr_port_state_t s); /* "forwarding" ... */
 
-/* Constant-time comparison of two tokens. 1 if equal. */
+/* Constant-time comparison of two tokens (or MACs). 1 if equal. */
 int lr_token_equal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
+
+/* ---- what a MAC covers ------------------------------------------------------
+ * lr_auth_input writes the bytes a MAC is computed over:
+ *   label        "lorelay host" or "lorelay agent" (the role that computes it)
+ *   u8 0         (ends the label)
+ *   u8 version   LR_PROTO_VERSION
+ *   u8 kind      the stream's kind (1 control, 2 data, 3 reverse)
+ *   u16 type     the message the MAC travels in (HELLO, OPEN, WELCOME...)
+ *   nonce[32], nonce[32]
+ *                the host's MAC: the agent's nonce, then the host's;
+ *                the agent's MAC: the host's nonce, then the agent's
+ *   fields       the request or result the MAC authorises (lr_auth_fields_*)
+ * and returns its length, or 0 if cap is too small. */
+#define LR_AUTH_INPUT_MAX 512
+size_t lr_auth_input(uint8_t *out, size_t cap, lr_role_t role, uint8_t kind, uint16_t type,
+                     const uint8_t agent_nonce[LR_NONCE_LEN],
+                     const uint8_t host_nonce[LR_NONCE_LEN], const uint8_t *fields,
+                     size_t flen);
+/* The fields each message's MAC covers, as on the wire:
+ *   HELLO, WELCOME  u8 nlen, name, u8 vlen, version
+ *   OPEN            u8 family, u16 port
+ *   ATTACH          u32 id
+ *   OPEN_RESULT     u32 status
+ * Each returns the length written, or 0 if cap is too small. */
+#define LR_AUTH_FIELDS_MAX 300
+size_t lr_auth_fields_hello(uint8_t *out, size_t cap, const lr_hello_t *m);
+size_t lr_auth_fields_open(uint8_t *out, size_t cap, const lr_open_t *m);
+size_t lr_auth_fields_attach(uint8_t *out, size_t cap, const lr_attach_t *m);
+size_t lr_auth_fields_result(uint8_t *out, size_t cap, uint32_t status);
 
 /* Compare listeners for sorting/diffing (family, addr, port, flags). */
 int lr_listener_cmp(const lr_listener_t *a, const lr_listener_t *b);

@@ -2,11 +2,13 @@
  *
  * Connects with exponential backoff (resolving the guest's address off the
  * loop thread first when it changes over time, as WSL's VM id does), sends
- * the preamble and HELLO, and from WELCOME on applies the agent's listener
- * reports to the port table (a reconnect's full listing is a mark-and-sweep
- * resync). It also keeps the session alive (PING every 5 s, dropped after
- * 15 s of silence) and closes a guest's stand-ins once it has been gone for
- * longer than any restart takes. A bad frame closes the control stream and
+ * the preamble and HELLO (with a shared key: the preamble, then HELLO with
+ * its nonce and MAC once the agent's CHALLENGE is in, and WELCOME's MAC is
+ * checked before anything else is believed), and from WELCOME on applies
+ * the agent's listener reports to the port table (a reconnect's full
+ * listing is a mark-and-sweep resync). It also keeps the session alive
+ * (PING every 5 s, dropped after 15 s of silence) and closes a guest's
+ * stand-ins once it has been gone for longer than any restart takes. A bad frame closes the control stream and
  * nothing else: connections are separate streams and keep running. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,7 @@
 #define PING_EVERY_MS 5000
 #define DEAD_AFTER_MS 15000
 #define STALE_AFTER_MS 5000
+#define AUTH_LOG_MS 1000
 
 static void session_schedule(lr_guest_t *g, unsigned delay_ms);
 static void session_drop(lr_guest_t *g, const char *why);
@@ -51,6 +54,82 @@ static void session_note_error(lr_guest_t *g, const char *err) {
   snprintf(g->last_err, sizeof g->last_err, "%s", err);
 }
 
+/* ---- the handshake ----------------------------------------------------------- */
+
+void lr_session_auth_failed(lr_guest_t *g, const char *what) {
+  snprintf(g->last_err, sizeof g->last_err, "agent at %.200s failed authentication (wrong key?)",
+           g->transport);
+  uint64_t before = g->auth_log.suppressed;
+  if (!lr_ratelimit_pass(&g->auth_log, uv_now(g->host->loop), AUTH_LOG_MS)) return;
+  g->auth_log.suppressed = 0;
+  if (before)
+    LR_ERROR("%s: %s: %s (%llu more not logged)", g->name, g->last_err, what,
+             (unsigned long long)before);
+  else
+    LR_ERROR("%s: %s: %s", g->name, g->last_err, what);
+}
+
+/* A refusal a quick retry cannot cure (key, version): dropped, and retried
+ * only after AUTH_RETRY_MS. */
+static void session_drop_slow(lr_guest_t *g) {
+  session_drop(g, NULL);
+  uv_timer_stop(&g->retry_timer);
+  session_schedule(g, AUTH_RETRY_MS);
+}
+
+/* HELLO, with the preamble in front unless it went out already (with a key
+ * it goes first, and HELLO waits for the agent's CHALLENGE). 0, or -1 after
+ * dropping the session. */
+static int send_hello(lr_guest_t *g, int with_preamble) {
+  lr_ctl_t *ctl = g->ctl;
+  uint8_t buf[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + 512];
+  size_t n = 0;
+  lr_hello_t hello;
+  memset(&hello, 0, sizeof hello);
+  snprintf(hello.name, sizeof hello.name, "%s", g->host->hostname);
+  snprintf(hello.version, sizeof hello.version, "%s", LR_VERSION_STRING);
+  if (g->token_len && (lr_auth_new_nonce(&ctl->auth, LR_ROLE_HOST) != 0 ||
+                       lr_auth_sign_hello(&ctl->auth, LR_ROLE_HOST, LR_MSG_HELLO, &hello) != 0)) {
+    session_drop(g, "cannot compute the handshake's MAC (no random bytes or no HMAC)");
+    return -1;
+  }
+  if (with_preamble) {
+    lr_preamble_encode(buf, LR_STREAM_CONTROL);
+    n = LR_PREAMBLE_LEN;
+  }
+  n += lr_encode_hello(buf + n, sizeof buf - n, LR_MSG_HELLO, &hello);
+  lr_session_send(g, buf, n);
+  ctl->hello_sent = 1;
+  return 0;
+}
+
+/* The agent's nonce: the host proves the key over it in HELLO. */
+static void ctl_challenge(lr_guest_t *g, const lr_frame_t *f) {
+  lr_ctl_t *ctl = g->ctl;
+  char why[400];
+  if (!g->token_len) {
+    snprintf(why, sizeof why,
+             "agent at %.200s requires a shared key (it sent CHALLENGE): give lorelayd the "
+             "agent's key with --token-file",
+             g->transport);
+    LR_ERROR("%s: %s", g->name, why);
+    snprintf(g->last_err, sizeof g->last_err, "%.*s", (int)sizeof g->last_err - 1, why);
+    session_drop_slow(g);
+    return;
+  }
+  if (ctl->hello_sent) {
+    session_drop(g, "agent sent a second CHALLENGE");
+    return;
+  }
+  int rc = lr_decode_challenge(f, ctl->auth.agent_nonce);
+  if (rc != LR_PROTO_OK) {
+    snprintf(why, sizeof why, "bad CHALLENGE message from agent: %s", lr_proto_strerror(rc));
+    session_drop(g, why);
+    return;
+  }
+  send_hello(g, 0);
+}
+
 /* ---- receiving ----------------------------------------------------------- */
 
 static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
@@ -62,6 +141,10 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
   uint64_t nonce;
   int rc = LR_PROTO_OK;
 
+  if (f->type == LR_MSG_CHALLENGE && g->state == LR_G_HANDSHAKE) {
+    ctl_challenge(g, f);
+    return;
+  }
   if (g->state != LR_G_CONNECTED && f->type != LR_MSG_WELCOME && f->type != LR_MSG_ERROR) {
     session_drop(g, "agent sent a message before WELCOME");
     return;
@@ -70,6 +153,15 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
     case LR_MSG_WELCOME:
       if ((rc = lr_decode_hello(f, &hello))) break;
       if (g->state == LR_G_CONNECTED) break;
+      /* With a key, nothing the agent says counts before it has proved it. */
+      if (g->token_len && (!g->ctl->hello_sent ||
+                           !lr_auth_verify_hello(&g->ctl->auth, LR_ROLE_AGENT, LR_MSG_WELCOME,
+                                                 &hello))) {
+        lr_session_auth_failed(g, g->ctl->hello_sent ? "WELCOME's MAC does not verify"
+                                                     : "WELCOME without the challenge");
+        session_drop_slow(g);
+        return;
+      }
       g->state = LR_G_CONNECTED;
       g->backoff_ms = RETRY_MIN_MS;
       g->last_err[0] = '\0';
@@ -80,15 +172,25 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       return;
     case LR_MSG_ERROR:
       if ((rc = lr_decode_error(f, &em))) break;
+      if (em.code == LR_ERR_BUSY) {
+        /* Another host's live control stream; it may be our own previous
+         * one that the agent has not seen die yet. Said once, retried. */
+        session_note_error(g, "agent refused: another host holds its control stream");
+        session_drop(g, NULL);
+        return;
+      }
       lr_log(em.code == LR_ERR_AUTH || em.code == LR_ERR_VERSION ? LR_LOG_ERROR : LR_LOG_WARN,
              "%s: agent refused us: %s%s%s", g->name, lr_err_name(em.code),
              em.text[0] ? ": " : "", em.text);
-      snprintf(g->last_err, sizeof g->last_err, "agent refused: %s", lr_err_name(em.code));
-      session_drop(g, NULL);
-      if (em.code == LR_ERR_AUTH || em.code == LR_ERR_VERSION) {
-        uv_timer_stop(&g->retry_timer);
-        session_schedule(g, AUTH_RETRY_MS);
-      }
+      if (em.code == LR_ERR_AUTH)
+        snprintf(g->last_err, sizeof g->last_err, "agent at %.120s refused authentication: %.140s",
+                 g->transport, em.text[0] ? em.text : "wrong key?");
+      else
+        snprintf(g->last_err, sizeof g->last_err, "agent refused: %s", lr_err_name(em.code));
+      if (em.code == LR_ERR_AUTH || em.code == LR_ERR_VERSION)
+        session_drop_slow(g);
+      else
+        session_drop(g, NULL);
       return;
     case LR_MSG_LISTENER_ADD:
     case LR_MSG_LISTENER_DEL:
@@ -255,16 +357,16 @@ static void ctl_connected(lr_endpoint_t *ep, int status, const char *err, void *
   }
   g->state = LR_G_HANDSHAKE;
   ctl->ep.u.handle.data = ctl;
-  uint8_t buf[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + 512];
-  lr_hello_t hello;
-  memset(&hello, 0, sizeof hello);
-  hello.token_len = (uint8_t)g->token_len;
-  memcpy(hello.token, g->token, g->token_len);
-  snprintf(hello.name, sizeof hello.name, "%s", g->host->hostname);
-  snprintf(hello.version, sizeof hello.version, "%s", LR_VERSION_STRING);
-  lr_preamble_encode(buf, LR_STREAM_CONTROL);
-  size_t n = lr_encode_hello(buf + LR_PREAMBLE_LEN, sizeof buf - LR_PREAMBLE_LEN, LR_MSG_HELLO, &hello);
-  lr_session_send(g, buf, LR_PREAMBLE_LEN + n);
+  lr_auth_init(&ctl->auth, g->host->pal, g->token, g->token_len, LR_STREAM_CONTROL);
+  if (g->token_len) {
+    /* With a key the agent speaks first (CHALLENGE): only the preamble now,
+     * flagged, so that an agent without a key can say so at once. */
+    uint8_t p[LR_PREAMBLE_LEN];
+    lr_preamble_encode_flags(p, LR_STREAM_CONTROL, LR_PREAMBLE_KEYED);
+    lr_session_send(g, p, sizeof p);
+  } else if (send_hello(g, 1) != 0) {
+    return;
+  }
   g->last_rx = uv_now(g->host->loop);
   int rc = uv_read_start(&ctl->ep.u.stream, ctl_alloc, ctl_read);
   if (rc) session_drop(g, "cannot read the control stream");
@@ -374,11 +476,17 @@ void lr_session_tick(uv_timer_t *t) {
   if (g->state == LR_G_CONNECTED) {
     if (now - g->last_rx > DEAD_AFTER_MS) {
       session_drop(g, "agent stopped answering (no message for 15 s)");
-    } else if (now - g->last_rx > PING_EVERY_MS) {
+    } else if (now - g->last_ping >= PING_EVERY_MS) {
+      /* Every 5 s, even while the agent talks: the agent takes 15 s without
+       * a word from us as a dead host whose control stream another host
+       * may take over. */
+      g->last_ping = now;
       lr_session_send(g, buf, lr_encode_ping(buf, sizeof buf, LR_MSG_PING, now));
     }
   } else if (g->state == LR_G_HANDSHAKE && now - g->last_rx > LR_HANDSHAKE_TIMEOUT_MS) {
-    session_drop(g, "agent did not answer HELLO within 5 s");
+    session_drop(g, g->token_len && g->ctl && !g->ctl->hello_sent
+                        ? "agent sent no CHALLENGE within 5 s (has it the key too?)"
+                        : "agent did not answer HELLO within 5 s");
   } else if (g->state != LR_G_CONNECTED && g->lost_at && now - g->lost_at > STALE_AFTER_MS &&
              lr_ports_count(&g->ports)) {
     /* The guest is gone for longer than any restart takes: its stand-ins

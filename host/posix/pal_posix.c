@@ -4,20 +4,26 @@
  * (vmsock_posix.c), loopback listeners (libuv's bind is already exclusive
  * on Linux: SO_REUSEADDR there never lets a second socket bind a port that
  * one is listening on), the peer-closed probe that lets the relay tell a
- * reset from a half-close on Unix sockets, and the default paths. */
+ * reset from a half-close on Unix sockets, the default paths, and the
+ * handshake's HMAC-SHA256 (OpenSSL's libcrypto) and nonces (getrandom). */
 #define _GNU_SOURCE
 #include "lr_posix.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "lr_log.h"
 #include "vmsock_posix.h"
@@ -93,6 +99,28 @@ static int secure_endpoint(uv_pipe_t *h, const char *path, char *err, size_t err
   return 0;
 }
 
+static int hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *msg, size_t mlen,
+                       uint8_t out[32]) {
+  unsigned int n = 0;
+  if (klen > INT_MAX) return -1;
+  if (!HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &n) || n != 32) return -1;
+  return 0;
+}
+
+/* The kernel's CSPRNG; blocks only until it is first seeded at boot. */
+static int random_bytes(uint8_t *buf, size_t n) {
+  while (n) {
+    ssize_t r = getrandom(buf, n, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    buf += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
 const lr_pal_t lr_pal_posix = {
     .name = "posix",
     .vmsock_connect = lr_posix_vmsock_connect,
@@ -104,6 +132,8 @@ const lr_pal_t lr_pal_posix = {
     .secure_endpoint = secure_endpoint,
     .default_status_path = default_status_path,
     .default_config_path = default_config_path,
+    .hmac_sha256 = hmac_sha256,
+    .random_bytes = random_bytes,
 };
 
 const lr_pal_t *lr_pal_host(void) { return &lr_pal_posix; }

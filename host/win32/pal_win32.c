@@ -1,5 +1,5 @@
-/* lr_pal_t for Windows: AF_HYPERV connects, exclusive loopback stand-ins and
- * the default paths.
+/* lr_pal_t for Windows: AF_HYPERV connects, exclusive loopback stand-ins,
+ * the default paths, and the handshake's HMAC-SHA256 and nonces (BCrypt).
  *
  * libuv cannot create AF_HYPERV sockets, so the connect is done here with
  * plain Winsock, blocking, on the libuv worker thread the core runs it on;
@@ -12,6 +12,8 @@
 
 #include <ws2tcpip.h>
 #include <shlobj.h>
+#include <bcrypt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -157,6 +159,39 @@ static const char *win32_default_config_path(char *buf, size_t len) {
 
 static void win32_sock_close(uv_os_sock_t s) { closesocket(s); }
 
+/* HMAC-SHA256 from the system's CNG provider (bcrypt.dll). A provider per
+ * call: once per stream, and nothing to share between threads. */
+static int win32_hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *msg, size_t mlen,
+                             uint8_t out[32]) {
+  BCRYPT_ALG_HANDLE alg = NULL;
+  BCRYPT_HASH_HANDLE h = NULL;
+  int rc = -1;
+  if (klen > ULONG_MAX || mlen > ULONG_MAX)
+    return -1;
+  if (!BCRYPT_SUCCESS(BCryptOpenAlgorithmProvider(&alg, BCRYPT_SHA256_ALGORITHM, NULL,
+                                                  BCRYPT_ALG_HANDLE_HMAC_FLAG)))
+    return -1;
+  if (BCRYPT_SUCCESS(BCryptCreateHash(alg, &h, NULL, 0, (PUCHAR)key, (ULONG)klen, 0)) &&
+      BCRYPT_SUCCESS(BCryptHashData(h, (PUCHAR)msg, (ULONG)mlen, 0)) &&
+      BCRYPT_SUCCESS(BCryptFinishHash(h, out, 32, 0)))
+    rc = 0;
+  if (h)
+    BCryptDestroyHash(h);
+  BCryptCloseAlgorithmProvider(alg, 0);
+  return rc;
+}
+
+static int win32_random_bytes(uint8_t *buf, size_t n) {
+  while (n) {
+    ULONG k = n > 0x1000000 ? 0x1000000 : (ULONG)n;
+    if (!BCRYPT_SUCCESS(BCryptGenRandom(NULL, buf, k, BCRYPT_USE_SYSTEM_PREFERRED_RNG)))
+      return -1;
+    buf += k;
+    n -= k;
+  }
+  return 0;
+}
+
 /* No peer_closed probe: Winsock has no POLLHUP reading of an AF_HYPERV
  * socket's state, so over hvsock a guest-side reset arrives as a close
  * (docs/windows.md); over tcp: it is a real RST anyway. No run directory:
@@ -168,6 +203,8 @@ static const lr_pal_t win32_pal = {
   .listen_loopback = win32_listen_loopback,
   .default_status_path = win32_default_status_path,
   .default_config_path = win32_default_config_path,
+  .hmac_sha256 = win32_hmac_sha256,
+  .random_bytes = win32_random_bytes,
 };
 
 const lr_pal_t *lr_pal_win32(void) {

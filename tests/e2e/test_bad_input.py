@@ -16,6 +16,7 @@ import unittest
 from lrharness import LorelayTestCase, free_port
 
 MAGIC = b"LRLY"
+VERSION = 2  # LR_PROTO_VERSION
 KIND_CONTROL, KIND_DATA = 1, 2
 
 
@@ -104,10 +105,10 @@ class BadInput(LorelayTestCase):
 
     def test_oversized_frame(self):
         hdr = struct.pack(">HHI", 30, 0, 0xFFFFFFF0)  # OPEN with a 4 GiB payload
-        self._send_bad(preamble(1, KIND_DATA) + hdr, ["too big", "large", "oversize", "length", "exceed"])
+        self._send_bad(preamble(VERSION, KIND_DATA) + hdr, ["too big", "large", "oversize", "length", "exceed"])
 
     def test_unknown_stream_kind(self):
-        self._send_bad(preamble(1, 77), ["kind", "preamble"])
+        self._send_bad(preamble(VERSION, 77), ["kind", "preamble"])
 
     def test_truncated_preamble(self):
         # Peer gives up mid-preamble: nothing to report but it must not wedge the agent.

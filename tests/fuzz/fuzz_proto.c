@@ -50,11 +50,11 @@ static void decode_all(const lr_frame_t *f) {
     size_t n = lr_encode_hello(buf, sizeof buf, f->type, &u.hello);
     lr_hello_t d;
     if (!n || lr_frame_decode(buf, n, &g, &consumed) != LR_PROTO_OK) abort();
-    if (lr_decode_hello(&g, &d) != LR_PROTO_OK || d.token_len != u.hello.token_len ||
-        memcmp(d.token, u.hello.token, d.token_len) || strcmp(d.name, u.hello.name) ||
+    if (lr_decode_hello(&g, &d) != LR_PROTO_OK || d.auth.len != u.hello.auth.len ||
+        memcmp(d.auth.data, u.hello.auth.data, d.auth.len) || strcmp(d.name, u.hello.name) ||
         strcmp(d.version, u.hello.version))
       abort();
-    (void)lr_token_equal(u.hello.token, u.hello.token_len, d.token, d.token_len);
+    (void)lr_token_equal(u.hello.auth.data, u.hello.auth.len, d.auth.data, d.auth.len);
   }
   if (lr_decode_error(f, &u.error) == LR_PROTO_OK) {
     if (strlen(u.error.text) >= sizeof u.error.text) abort();
@@ -82,7 +82,7 @@ static void decode_all(const lr_frame_t *f) {
     lr_open_t d;
     if (!n || lr_frame_decode(buf, n, &g, &consumed) != LR_PROTO_OK) abort();
     if (lr_decode_open(&g, &d) != LR_PROTO_OK || d.port != u.open.port ||
-        d.family != u.open.family || d.token_len != u.open.token_len)
+        d.family != u.open.family || d.auth.len != u.open.auth.len)
       abort();
   }
   if (lr_decode_ping(f, &nonce) == LR_PROTO_OK) {

@@ -167,7 +167,7 @@ mancheck() { # page flag...
   done
 }
 mancheck man8/lorelayd.8.gz --guest --netns --name --token-file -c --config --socket --log-level --help --version --vm-id
-mancheck man8/lorelay-agent.8.gz --listen --token-file -c --config --name --log-level --help --version LORELAY_LISTEN_FD
+mancheck man8/lorelay-agent.8.gz --listen --token-file --allow-uid -c --config --name --log-level --help --version LORELAY_LISTEN_FD
 mancheck man8/lorelay-init.8.gz LORELAY_AGENT LORELAY_LISTEN_FD --help --version
 mancheck man1/lorelayctl.1.gz --socket status --json --help --version
 ok "man pages checked"

@@ -37,6 +37,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "lr_auth.h"
 #include "lr_config.h"
 #include "lr_host.h"
 #include "lr_log.h"
@@ -117,7 +118,15 @@ enum {
   AG_NO_READ,         /* data streams: OPEN_RESULT ok, then never read again */
   AG_FLOOD_NO_READ,   /* after the listing: floods PINGs and never reads again */
   AG_HOLD_ATTACH,     /* reverse streams: read ATTACH, never answer */
+  AG_KEYED,           /* AG_NORMAL with a shared key: CHALLENGE first, MACs checked */
+  AG_BAD_WELCOME_MAC, /* keyed: WELCOME's MAC made with another key */
+  AG_BAD_RESULT_MAC,  /* keyed: OPEN_RESULT's MAC made with another key */
 };
+
+/* The shared key of the keyed tests, and a key the host does not have. */
+static const uint8_t KEY[] = "0123456789abcdef";
+static const uint8_t OTHER_KEY[] = "fedcba9876543210";
+#define KEY_LEN (sizeof KEY - 1)
 
 typedef struct agent_s agent_t;
 
@@ -126,6 +135,7 @@ typedef struct astream_s {
   agent_t *ag;
   lr_rxbuf_t rx;
   int got_preamble, kind, relaying;
+  lr_auth_ctx_t auth; /* keyed agents: this stream's nonces */
   struct astream_s *next;
 } astream_t;
 
@@ -137,6 +147,9 @@ struct agent_s {
   lr_listener_t listeners[4];
   int nlisteners;
   int controls, hellos, opens, attaches, rev_fails;
+  int keyed;           /* speaks first with CHALLENGE and checks the host's MACs */
+  int bad_macs;        /* host MACs that did not verify */
+  size_t relayed;      /* bytes the echo relays received */
   astream_t *control; /* the live control stream */
   astream_t *streams;
 };
@@ -181,23 +194,41 @@ static void agent_send_listing(astream_t *s) {
   as_send(s, f, lr_encode_empty(f, sizeof f, LR_MSG_SYNC_DONE));
 }
 
+/* A keyed agent's MAC on its reply, made with the wrong key when mode says
+ * so: the host must not believe such an agent. */
+static lr_auth_ctx_t as_signer(astream_t *s, int bad) {
+  lr_auth_ctx_t a = s->auth;
+  if (bad) a.key = OTHER_KEY;
+  return a;
+}
+
 static void as_frame(astream_t *s, const lr_frame_t *f) {
   agent_t *ag = s->ag;
   uint8_t out[LR_PREAMBLE_LEN + 600];
+  size_t pre = ag->keyed ? 0 : LR_PREAMBLE_LEN; /* keyed: the preamble went out at accept */
   if (f->type == LR_MSG_HELLO) {
     ag->hellos++;
     if (ag->mode == AG_CLOSE_ON_HELLO) {
       as_close(s);
       return;
     }
-    lr_hello_t w;
+    lr_hello_t h, w;
+    assert_int_equal(lr_decode_hello(f, &h), LR_PROTO_OK);
+    if (ag->keyed && !lr_auth_verify_hello(&s->auth, LR_ROLE_HOST, LR_MSG_HELLO, &h)) {
+      ag->bad_macs++;
+      as_close(s);
+      return;
+    }
     memset(&w, 0, sizeof w);
     snprintf(w.name, sizeof w.name, "fake-agent");
     snprintf(w.version, sizeof w.version, "test");
+    if (ag->keyed) {
+      lr_auth_ctx_t a = as_signer(s, ag->mode == AG_BAD_WELCOME_MAC);
+      assert_int_equal(lr_auth_sign_hello(&a, LR_ROLE_AGENT, LR_MSG_WELCOME, &w), 0);
+    }
     lr_preamble_encode(out, LR_STREAM_CONTROL);
-    size_t n = lr_encode_hello(out + LR_PREAMBLE_LEN, sizeof out - LR_PREAMBLE_LEN,
-                               LR_MSG_WELCOME, &w);
-    as_send(s, out, LR_PREAMBLE_LEN + n);
+    size_t n = lr_encode_hello(out + pre, sizeof out - pre, LR_MSG_WELCOME, &w);
+    as_send(s, out, pre + n);
     ag->control = s;
     agent_send_listing(s);
     if (ag->mode == AG_FLOOD_NO_READ) {
@@ -213,10 +244,21 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
     }
   } else if (f->type == LR_MSG_OPEN) {
     ag->opens++;
+    lr_open_t o;
+    lr_auth_t auth = {0};
+    assert_int_equal(lr_decode_open(f, &o), LR_PROTO_OK);
+    if (ag->keyed) {
+      if (!lr_auth_verify_open(&s->auth, &o)) {
+        ag->bad_macs++;
+        as_close(s);
+        return;
+      }
+      lr_auth_ctx_t a = as_signer(s, ag->mode == AG_BAD_RESULT_MAC);
+      assert_int_equal(lr_auth_sign_result(&a, LR_OK, &auth), 0);
+    }
     lr_preamble_encode(out, LR_STREAM_DATA);
-    size_t n = lr_encode_open_result(out + LR_PREAMBLE_LEN, sizeof out - LR_PREAMBLE_LEN, LR_OK,
-                                     "");
-    as_send(s, out, LR_PREAMBLE_LEN + n);
+    size_t n = lr_encode_open_result(out + pre, sizeof out - pre, LR_OK, "", &auth);
+    as_send(s, out, pre + n);
     s->relaying = 1;
     if (ag->mode == AG_NO_READ) uv_read_stop((uv_stream_t *)&s->pipe);
   } else if (f->type == LR_MSG_ATTACH) {
@@ -237,6 +279,7 @@ static void as_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   if (s->relaying) { /* echo server */
+    s->ag->relayed += (size_t)n;
     if (n > 0) as_send(s, buf->base, (size_t)n);
     return;
   }
@@ -246,6 +289,8 @@ static void as_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     if (lr_rxbuf_preamble(&s->rx, &p) != LR_PROTO_OK) return;
     s->got_preamble = 1;
     s->kind = p.kind;
+    s->auth.kind = p.kind;
+    assert_int_equal(!!(p.flags & LR_PREAMBLE_KEYED), s->ag->keyed);
     if (p.kind == LR_STREAM_CONTROL) s->ag->controls++;
   }
   lr_frame_t f;
@@ -271,6 +316,16 @@ static void agent_on_conn(uv_stream_t *server, int status) {
   s->next = ag->streams;
   ag->streams = s;
   assert_int_equal(uv_accept(server, (uv_stream_t *)&s->pipe), 0);
+  if (ag->keyed) {
+    /* The agent speaks first: its preamble and a fresh nonce. */
+    uint8_t out[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + LR_NONCE_LEN];
+    lr_auth_init(&s->auth, &lr_pal_posix, KEY, KEY_LEN, LR_STREAM_ANY);
+    assert_int_equal(lr_auth_new_nonce(&s->auth, LR_ROLE_AGENT), 0);
+    lr_preamble_encode_flags(out, LR_STREAM_ANY, LR_PREAMBLE_KEYED);
+    size_t n = lr_encode_challenge(out + LR_PREAMBLE_LEN, sizeof out - LR_PREAMBLE_LEN,
+                                   s->auth.agent_nonce);
+    as_send(s, out, LR_PREAMBLE_LEN + n);
+  }
   uv_read_start((uv_stream_t *)&s->pipe, as_alloc, as_read);
 }
 
@@ -279,6 +334,7 @@ static void agent_start(agent_t *ag, uv_loop_t *loop, int mode) {
   memset(ag, 0, sizeof *ag);
   ag->loop = loop;
   ag->mode = mode;
+  ag->keyed = mode == AG_KEYED || mode == AG_BAD_WELCOME_MAC || mode == AG_BAD_RESULT_MAC;
   snprintf(ag->path, sizeof ag->path, "/tmp/lr-hostcore-%d-%d.sock", (int)getpid(), seq++);
   unlink(ag->path);
   assert_int_equal(uv_pipe_init(loop, &ag->server, 0), 0);
@@ -314,13 +370,15 @@ static fx_t *fx_new(void) {
   return f;
 }
 
+/* A host with one guest "g" at transport; with the shared key KEY when the
+ * fake agent is keyed or the transport is tcp: (which requires one). */
 static void fx_host(fx_t *f, const char *transport) {
-  static const uint8_t token[] = "0123456789abcdef";
   char err[256];
+  int keyed = f->agent.keyed || strncmp(transport, "tcp:", 4) == 0;
   f->host = lr_host_new(&f->loop, &fake_pal, &f->cfg);
   assert_non_null(f->host);
-  lr_guest_opts_t o = {.name = "g", .transport = transport, .token = token,
-                       .token_len = sizeof token - 1};
+  lr_guest_opts_t o = {.name = "g", .transport = transport, .token = keyed ? KEY : NULL,
+                       .token_len = keyed ? KEY_LEN : 0};
   if (lr_host_add_guest(f->host, &o, err, sizeof err) != 0) fail_msg("add_guest: %s", err);
 }
 
@@ -899,6 +957,126 @@ static void test_fd_exhaustion_is_logged(void **state) {
   fx_free(f);
 }
 
+/* ---- the shared key ----------------------------------------------------------------- */
+
+/* The agent challenges first; the host proves the key in HELLO and OPEN
+ * (the fake agent checks both MACs with lr_auth and the posix layer's
+ * libcrypto), the agent proves it back in WELCOME and OPEN_RESULT, and the
+ * connection relays. */
+static void test_keyed_handshake_relays(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  uint16_t port = free_port();
+  agent_start(&f->agent, &f->loop, AG_KEYED);
+  agent_listens(&f->agent, port);
+  char t[160], want[64];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  snprintf(want, sizeof want, "\"host\":[\"127.0.0.1:%u\"],\"state\":\"forwarding\"", port);
+  pump_until_status(f, want, 3000);
+  echo_roundtrip(f, port);
+  echo_roundtrip(f, port);
+  assert_int_equal(f->agent.bad_macs, 0);
+  assert_int_equal(f->agent.opens, 2);
+  assert_int_equal(f->agent.hellos, 1);
+  fx_free(f);
+}
+
+/* An agent that cannot prove the key in WELCOME is not believed: its
+ * listing is not applied, status shows the authentication error, and the
+ * host retries only after the AUTH backoff. */
+static void test_agent_bad_welcome_mac_refused(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  uint16_t port = free_port();
+  agent_start(&f->agent, &f->loop, AG_BAD_WELCOME_MAC);
+  agent_listens(&f->agent, port);
+  char t[160], want[300];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  snprintf(want, sizeof want, "\"error\":\"agent at %s failed authentication (wrong key?)\"", t);
+  pump_until_status(f, want, 3000);
+  pump_until_status(f, "\"state\":\"connecting\"", 100);
+  pump(f, 1000);
+  assert_int_equal(f->agent.hellos, 1); /* not hammered: the AUTH backoff */
+  assert_int_equal(f->agent.bad_macs, 0); /* the host's own MACs were right */
+  lr_sbuf_t s;
+  lr_sbuf_init(&s);
+  lr_host_status_json(f->host, &s);
+  char port_s[16];
+  snprintf(port_s, sizeof port_s, ":%u\"", port);
+  if (strstr(s.p, port_s)) fail_msg("the unproved agent's listener was applied:\n%s", s.p);
+  lr_sbuf_free(&s);
+  assert_true(client_connect(port) < 0);
+  fx_free(f);
+}
+
+/* An agent whose OPEN_RESULT does not carry the key's MAC gets nothing:
+ * the client is reset and not one byte of it reaches the agent. */
+static void test_agent_bad_result_mac_relays_nothing(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  uint16_t port = free_port();
+  agent_start(&f->agent, &f->loop, AG_BAD_RESULT_MAC);
+  agent_listens(&f->agent, port);
+  char t[160], buf[16];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  int fd = client_connect(port);
+  assert_true(fd >= 0);
+  assert_int_equal(send(fd, "secret", 6, 0), 6);
+  uint64_t t0 = uv_now(&f->loop);
+  ssize_t r = client_read(f, fd, buf, sizeof buf, 3000);
+  assert_true(r <= 0);                        /* EOF or reset ... */
+  assert_true(uv_now(&f->loop) - t0 < 3000); /* ... not a timeout */
+  assert_int_equal(f->agent.opens, 1);
+  assert_int_equal(f->agent.relayed, 0);
+  close(fd);
+  fx_free(f);
+}
+
+/* The posix layer's HMAC-SHA256 is libcrypto's: RFC 4231 test cases 2 and
+ * 6 (a key longer than the block). Random bytes differ call to call. */
+static void test_posix_pal_crypto(void **state) {
+  (void)state;
+  static const uint8_t want2[32] = {
+      0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24, 0x26, 0x08, 0x95, 0x75, 0xc7,
+      0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
+  static const uint8_t want6[32] = {
+      0x60, 0xe4, 0x31, 0x59, 0x1e, 0xe0, 0xb6, 0x7f, 0x0d, 0x8a, 0x26, 0xaa, 0xcb, 0xf5, 0xb7, 0x7f,
+      0x8e, 0x0b, 0xc6, 0x21, 0x37, 0x28, 0xc5, 0x14, 0x05, 0x46, 0x04, 0x0f, 0x0e, 0xe3, 0x7f, 0x54};
+  uint8_t out[32], key6[131], r1[32], r2[32];
+  const char *m2 = "what do ya want for nothing?";
+  const char *m6 = "Test Using Larger Than Block-Size Key - Hash Key First";
+  assert_int_equal(lr_pal_posix.hmac_sha256((const uint8_t *)"Jefe", 4, (const uint8_t *)m2,
+                                            strlen(m2), out),
+                   0);
+  assert_memory_equal(out, want2, 32);
+  memset(key6, 0xaa, sizeof key6);
+  assert_int_equal(
+      lr_pal_posix.hmac_sha256(key6, sizeof key6, (const uint8_t *)m6, strlen(m6), out), 0);
+  assert_memory_equal(out, want6, 32);
+  assert_int_equal(lr_pal_posix.random_bytes(r1, sizeof r1), 0);
+  assert_int_equal(lr_pal_posix.random_bytes(r2, sizeof r2), 0);
+  assert_memory_not_equal(r1, r2, sizeof r1);
+}
+
+/* Keys shorter than 16 bytes are refused when the guest is added. */
+static void test_short_key_refused(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  char err[256] = "";
+  static const uint8_t short_key[] = "0123456789abcde"; /* 15 bytes */
+  f->host = lr_host_new(&f->loop, &fake_pal, &f->cfg);
+  assert_non_null(f->host);
+  lr_guest_opts_t o = {.name = "g", .transport = "tcp:127.0.0.1:9", .token = short_key,
+                       .token_len = sizeof short_key - 1};
+  assert_int_equal(lr_host_add_guest(f->host, &o, err, sizeof err), -1);
+  assert_non_null(strstr(err, "at least 16"));
+  fx_free(f);
+}
+
 int main(void) {
   char err[128] = "";
   if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0)
@@ -930,6 +1108,11 @@ int main(void) {
       cmocka_unit_test(test_reverse_pending_budget),
       cmocka_unit_test(test_status_client_budget),
       cmocka_unit_test(test_fd_exhaustion_is_logged),
+      cmocka_unit_test(test_keyed_handshake_relays),
+      cmocka_unit_test(test_agent_bad_welcome_mac_refused),
+      cmocka_unit_test(test_agent_bad_result_mac_relays_nothing),
+      cmocka_unit_test(test_short_key_refused),
+      cmocka_unit_test(test_posix_pal_crypto),
   };
   int failed = cmocka_run_group_tests_name("host_core_lo_down", lo_down, NULL, NULL);
   return failed + cmocka_run_group_tests_name("host_core", tests, lo_up, NULL);

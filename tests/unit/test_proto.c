@@ -105,13 +105,153 @@ static void test_preamble_bad_kind(void **state) {
   uint8_t p[LR_PREAMBLE_LEN];
   lr_preamble_t out;
   lr_preamble_encode(p, LR_STREAM_CONTROL);
+  /* Kind 0 decodes: a keyed agent's preamble goes out before it knows the
+   * kind (the agent itself refuses it from a host). */
   p[5] = 0;
-  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_EINVAL);
+  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_OK);
+  assert_int_equal(out.kind, LR_STREAM_ANY);
   p[5] = 3;
   assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_OK);
   assert_int_equal(out.kind, LR_STREAM_REVERSE);
   p[5] = 4;
   assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_EINVAL);
+}
+
+/* Byte 6 carries the flags: LR_PREAMBLE_KEYED says "I have a key". */
+static void test_preamble_flags_golden(void **state) {
+  (void)state;
+  uint8_t p[LR_PREAMBLE_LEN];
+  lr_preamble_t out;
+  const uint8_t keyed_any[LR_PREAMBLE_LEN] = {'L', 'R', 'L', 'Y', 2, 0, 1, 0};
+  const uint8_t plain_data[LR_PREAMBLE_LEN] = {'L', 'R', 'L', 'Y', 2, 2, 0, 0};
+  lr_preamble_encode_flags(p, LR_STREAM_ANY, LR_PREAMBLE_KEYED);
+  assert_memory_equal(p, keyed_any, sizeof p);
+  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_OK);
+  assert_int_equal(out.flags, LR_PREAMBLE_KEYED);
+  lr_preamble_encode(p, LR_STREAM_DATA);
+  assert_memory_equal(p, plain_data, sizeof p);
+  assert_int_equal(lr_preamble_decode(p, sizeof p, &out), LR_PROTO_OK);
+  assert_int_equal(out.flags, 0);
+  assert_int_equal(LR_PROTO_VERSION, 2);
+}
+
+/* ---- CHALLENGE and the auth blocks ------------------------------------- */
+
+static void test_challenge(void **state) {
+  (void)state;
+  uint8_t nonce[LR_NONCE_LEN], got[LR_NONCE_LEN], buf[64];
+  for (int i = 0; i < LR_NONCE_LEN; i++) nonce[i] = (uint8_t)(0xA0 + i);
+  size_t n = lr_encode_challenge(buf, sizeof buf, nonce);
+  assert_int_equal(n, LR_FRAME_HDR_LEN + LR_NONCE_LEN);
+  const uint8_t hdr[LR_FRAME_HDR_LEN] = {0, 4, 0, 0, 0, 0, 0, 32};
+  assert_memory_equal(buf, hdr, sizeof hdr);
+  assert_memory_equal(buf + LR_FRAME_HDR_LEN, nonce, LR_NONCE_LEN);
+  lr_frame_t f = frame_of(buf, n, LR_MSG_CHALLENGE);
+  assert_int_equal(lr_decode_challenge(&f, got), LR_PROTO_OK);
+  assert_memory_equal(got, nonce, LR_NONCE_LEN);
+  for (uint32_t cut = 0; cut < LR_NONCE_LEN; cut++) {
+    f.len = cut;
+    assert_int_equal(lr_decode_challenge(&f, got), LR_PROTO_ESHORT);
+  }
+  assert_int_equal(lr_encode_challenge(buf, LR_FRAME_HDR_LEN + LR_NONCE_LEN - 1, nonce), 0);
+  assert_string_equal(lr_msg_name(LR_MSG_CHALLENGE), "CHALLENGE");
+}
+
+/* OPEN_RESULT: status, text, then the agent's auth block. */
+static void test_open_result_auth(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  lr_auth_t a, got;
+  lr_error_msg_t d;
+  a.len = LR_AUTH_AGENT_LEN;
+  for (int i = 0; i < LR_MAC_LEN; i++) a.data[i] = (uint8_t)i;
+  size_t n = lr_encode_open_result(buf, sizeof buf, LR_OK, "", &a);
+  assert_int_equal(n, LR_FRAME_HDR_LEN + 4 + 2 + 1 + LR_MAC_LEN);
+  const uint8_t head[] = {0, 31, 0, 0, 0, 0, 0, 39, 0, 0, 0, 0, 0, 0, 32, 0, 1, 2};
+  assert_memory_equal(buf, head, sizeof head);
+  lr_frame_t f = frame_of(buf, n, LR_MSG_OPEN_RESULT);
+  assert_int_equal(lr_decode_open_result(&f, &d, &got), LR_PROTO_OK);
+  assert_int_equal(d.code, LR_OK);
+  assert_int_equal(got.len, LR_AUTH_AGENT_LEN);
+  assert_memory_equal(got.data, a.data, LR_MAC_LEN);
+  /* ERROR's decoder reads the same status and text and ignores the rest. */
+  assert_int_equal(lr_decode_error(&f, &d), LR_PROTO_OK);
+  /* A block announced longer than the payload is short; a payload that
+   * ends after the text has an empty block. */
+  f.len -= 1;
+  assert_int_equal(lr_decode_open_result(&f, &d, &got), LR_PROTO_ESHORT);
+  f.len = 6;
+  got.len = 99;
+  assert_int_equal(lr_decode_open_result(&f, &d, &got), LR_PROTO_OK);
+  assert_int_equal(got.len, 0);
+  f.len = 5;
+  assert_int_equal(lr_decode_open_result(&f, &d, &got), LR_PROTO_ESHORT);
+  /* HELLO, OPEN and ATTACH carry the block first, as u8 len + bytes. */
+  lr_open_t o, od;
+  memset(&o, 0, sizeof o);
+  o.auth.len = LR_AUTH_HOST_LEN;
+  memset(o.auth.data, 0x5A, LR_AUTH_HOST_LEN);
+  o.family = 4;
+  o.port = 80;
+  n = lr_encode_open(buf, sizeof buf, &o);
+  assert_int_equal(n, LR_FRAME_HDR_LEN + 1 + LR_AUTH_HOST_LEN + 3);
+  assert_int_equal(buf[LR_FRAME_HDR_LEN], LR_AUTH_HOST_LEN);
+  f = frame_of(buf, n, LR_MSG_OPEN);
+  assert_int_equal(lr_decode_open(&f, &od), LR_PROTO_OK);
+  assert_int_equal(od.auth.len, LR_AUTH_HOST_LEN);
+  assert_memory_equal(od.auth.data, o.auth.data, LR_AUTH_HOST_LEN);
+}
+
+/* What a MAC covers, byte for byte (docs/protocol.md). */
+static void test_auth_input_golden(void **state) {
+  (void)state;
+  uint8_t an[LR_NONCE_LEN], hn[LR_NONCE_LEN], out[LR_AUTH_INPUT_MAX], fields[16];
+  memset(an, 0xAA, sizeof an);
+  memset(hn, 0xBB, sizeof hn);
+  lr_open_t o;
+  memset(&o, 0, sizeof o);
+  o.family = 6;
+  o.port = 0x1F90;
+  size_t fl = lr_auth_fields_open(fields, sizeof fields, &o);
+  assert_int_equal(fl, 3);
+  assert_memory_equal(fields, "\x06\x1f\x90", 3);
+
+  size_t n = lr_auth_input(out, sizeof out, LR_ROLE_HOST, LR_STREAM_DATA, LR_MSG_OPEN, an, hn,
+                           fields, fl);
+  assert_int_equal(n, 13 + 1 + 1 + 2 + 64 + 3);
+  assert_memory_equal(out, "lorelay host\0", 13);
+  assert_int_equal(out[13], LR_PROTO_VERSION);
+  assert_int_equal(out[14], LR_STREAM_DATA);
+  assert_int_equal(out[15], 0);
+  assert_int_equal(out[16], LR_MSG_OPEN);
+  assert_memory_equal(out + 17, an, 32); /* the host's MAC: agent nonce first */
+  assert_memory_equal(out + 49, hn, 32);
+  assert_memory_equal(out + 81, fields, 3);
+
+  uint8_t rf[8];
+  assert_int_equal(lr_auth_fields_result(rf, sizeof rf, LR_OK), 4);
+  n = lr_auth_input(out, sizeof out, LR_ROLE_AGENT, LR_STREAM_REVERSE, LR_MSG_OPEN_RESULT, an,
+                    hn, rf, 4);
+  assert_int_equal(n, 14 + 1 + 1 + 2 + 64 + 4);
+  assert_memory_equal(out, "lorelay agent\0", 14);
+  assert_int_equal(out[15], LR_STREAM_REVERSE);
+  assert_int_equal(out[17], LR_MSG_OPEN_RESULT);
+  assert_memory_equal(out + 18, hn, 32); /* the agent's MAC: host nonce first */
+  assert_memory_equal(out + 50, an, 32);
+  assert_memory_equal(out + 82, "\0\0\0\0", 4);
+  assert_int_equal(lr_auth_input(out, 50, LR_ROLE_AGENT, 1, 2, an, hn, rf, 4), 0);
+
+  lr_attach_t at = {.id = 0x01020304};
+  assert_int_equal(lr_auth_fields_attach(rf, sizeof rf, &at), 4);
+  assert_memory_equal(rf, "\x01\x02\x03\x04", 4);
+  lr_hello_t h;
+  memset(&h, 0, sizeof h);
+  strcpy(h.name, "ab");
+  strcpy(h.version, "1");
+  uint8_t hf[LR_AUTH_FIELDS_MAX];
+  assert_int_equal(lr_auth_fields_hello(hf, sizeof hf, &h), 5);
+  assert_memory_equal(hf, "\x02" "ab" "\x01" "1", 5);
+  assert_int_equal(lr_auth_fields_hello(hf, 4, &h), 0);
 }
 
 /* ---- reverse forwarding messages --------------------------------------- */
@@ -196,14 +336,14 @@ static void test_reverse_open_fail_attach(void **state) {
 
   lr_attach_t at, at2;
   memset(&at, 0, sizeof at);
-  at.token_len = 3;
-  memcpy(at.token, "abc", 3);
+  at.auth.len = 3;
+  memcpy(at.auth.data, "abc", 3);
   at.id = 7;
   n = lr_encode_attach(buf, sizeof buf, &at);
   decode_one(buf, n, &f, LR_MSG_ATTACH);
   assert_int_equal(lr_decode_attach(&f, &at2), LR_PROTO_OK);
   assert_int_equal(at2.id, 7);
-  assert_true(lr_token_equal(at2.token, at2.token_len, (const uint8_t *)"abc", 3));
+  assert_true(lr_token_equal(at2.auth.data, at2.auth.len, (const uint8_t *)"abc", 3));
   f.len = 5; /* token present, id cut */
   assert_int_equal(lr_decode_attach(&f, &at2), LR_PROTO_ESHORT);
 }
@@ -215,8 +355,8 @@ static void test_frame_truncated_every_length(void **state) {
   uint8_t buf[BUFSZ];
   lr_hello_t h;
   memset(&h, 0, sizeof h);
-  h.token_len = 5;
-  memcpy(h.token, "abcde", 5);
+  h.auth.len = 5;
+  memcpy(h.auth.data, "abcde", 5);
   strcpy(h.name, "host-a");
   strcpy(h.version, "0.1.0");
   size_t n = lr_encode_hello(buf, sizeof buf, LR_MSG_HELLO, &h);
@@ -375,9 +515,9 @@ static void test_hello_roundtrip(void **state) {
     for (size_t k = 0; k < sizeof tlens; k++) {
       lr_hello_t h, d;
       memset(&h, 0, sizeof h);
-      h.token_len = tlens[k];
-      for (int i = 0; i < h.token_len; i++) h.token[i] = (uint8_t)(i * 7 + 1);
-      h.token[0] = 0; /* tokens are bytes, NUL included */
+      h.auth.len = tlens[k];
+      for (int i = 0; i < h.auth.len; i++) h.auth.data[i] = (uint8_t)(i * 7 + 1);
+      h.auth.data[0] = 0; /* tokens are bytes, NUL included */
       snprintf(h.name, sizeof h.name, "guest-%lu", (unsigned long)k);
       snprintf(h.version, sizeof h.version, "1.2.%lu", (unsigned long)k);
       size_t n = lr_encode_hello(buf, sizeof buf, types[t], &h);
@@ -385,8 +525,8 @@ static void test_hello_roundtrip(void **state) {
       lr_frame_t f = frame_of(buf, n, types[t]);
       memset(&d, 0xAA, sizeof d);
       assert_int_equal(lr_decode_hello(&f, &d), LR_PROTO_OK);
-      assert_int_equal(d.token_len, h.token_len);
-      assert_memory_equal(d.token, h.token, h.token_len);
+      assert_int_equal(d.auth.len, h.auth.len);
+      assert_memory_equal(d.auth.data, h.auth.data, h.auth.len);
       assert_string_equal(d.name, h.name);
       assert_string_equal(d.version, h.version);
       check_all_prefixes_short(dec_hello, types[t], buf, n, sizeof(lr_hello_t));
@@ -403,8 +543,8 @@ static void test_hello_max_strings(void **state) {
   memset(&h, 0, sizeof h);
   memset(h.name, 'n', sizeof h.name - 1);
   memset(h.version, 'v', sizeof h.version - 1);
-  h.token_len = 255;
-  memset(h.token, 't', 255);
+  h.auth.len = 255;
+  memset(h.auth.data, 't', 255);
   size_t n = lr_encode_hello(buf, sizeof buf, LR_MSG_HELLO, &h);
   assert_true(n > 0);
   lr_frame_t f = frame_of(buf, n, LR_MSG_HELLO);
@@ -464,9 +604,9 @@ static void test_hello_golden(void **state) {
   uint8_t buf[64];
   lr_hello_t h;
   memset(&h, 0, sizeof h);
-  h.token_len = 2;
-  h.token[0] = 0xAB;
-  h.token[1] = 0xCD;
+  h.auth.len = 2;
+  h.auth.data[0] = 0xAB;
+  h.auth.data[1] = 0xCD;
   strcpy(h.name, "hn");
   strcpy(h.version, "1");
   const uint8_t want[] = {0, 1, 0, 0, 0, 0, 0, 8, 2, 0xAB, 0xCD, 2, 'h', 'n', 1, '1'};
@@ -492,7 +632,7 @@ static void test_error_roundtrip(void **state) {
     check_extra_bytes_accepted(dec_error, LR_MSG_ERROR, buf, n, &d);
     assert_string_equal(d.text, texts[i]);
 
-    n = lr_encode_open_result(buf, sizeof buf, LR_ERR_REFUSED, texts[i]);
+    n = lr_encode_open_result(buf, sizeof buf, LR_ERR_REFUSED, texts[i], NULL);
     f = frame_of(buf, n, LR_MSG_OPEN_RESULT);
     assert_int_equal(lr_decode_error(&f, &d), LR_PROTO_OK);
     assert_int_equal(d.code, LR_ERR_REFUSED);
@@ -500,7 +640,7 @@ static void test_error_roundtrip(void **state) {
   }
   /* status 0 with no text: the common success reply */
   lr_error_msg_t d;
-  size_t n = lr_encode_open_result(buf, sizeof buf, LR_OK, NULL);
+  size_t n = lr_encode_open_result(buf, sizeof buf, LR_OK, NULL, NULL);
   assert_true(n > 0);
   lr_frame_t f = frame_of(buf, n, LR_MSG_OPEN_RESULT);
   assert_int_equal(lr_decode_error(&f, &d), LR_PROTO_OK);
@@ -550,8 +690,9 @@ static void test_error_invalid_fields(void **state) {
 static void test_error_golden(void **state) {
   (void)state;
   uint8_t buf[64];
-  const uint8_t want[] = {0, 31, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 0, 2, 'n', 'o'};
-  size_t n = lr_encode_open_result(buf, sizeof buf, LR_ERR_REFUSED, "no");
+  /* status, text, and an empty auth block (no key) */
+  const uint8_t want[] = {0, 31, 0, 0, 0, 0, 0, 9, 0, 0, 0, 1, 0, 2, 'n', 'o', 0};
+  size_t n = lr_encode_open_result(buf, sizeof buf, LR_ERR_REFUSED, "no", NULL);
   assert_int_equal(n, sizeof want);
   assert_memory_equal(buf, want, sizeof want);
 }
@@ -679,17 +820,17 @@ static void test_open_roundtrip(void **state) {
     for (int fam = 4; fam <= 6; fam += 2) {
       lr_open_t m, d;
       memset(&m, 0, sizeof m);
-      m.token_len = tlens[k];
-      for (int i = 0; i < m.token_len; i++) m.token[i] = (uint8_t)(255 - i);
+      m.auth.len = tlens[k];
+      for (int i = 0; i < m.auth.len; i++) m.auth.data[i] = (uint8_t)(255 - i);
       m.family = (uint8_t)fam;
       m.port = (uint16_t)(fam == 4 ? 65535 : 1);
       size_t n = lr_encode_open(buf, sizeof buf, &m);
-      assert_int_equal(n, LR_FRAME_HDR_LEN + 1 + m.token_len + 3);
+      assert_int_equal(n, LR_FRAME_HDR_LEN + 1 + m.auth.len + 3);
       lr_frame_t f = frame_of(buf, n, LR_MSG_OPEN);
       memset(&d, 0x33, sizeof d);
       assert_int_equal(lr_decode_open(&f, &d), LR_PROTO_OK);
-      assert_int_equal(d.token_len, m.token_len);
-      assert_memory_equal(d.token, m.token, m.token_len);
+      assert_int_equal(d.auth.len, m.auth.len);
+      assert_memory_equal(d.auth.data, m.auth.data, m.auth.len);
       assert_int_equal(d.family, m.family);
       assert_int_equal(d.port, m.port);
       check_all_prefixes_short(dec_open, LR_MSG_OPEN, buf, n, sizeof d);
@@ -886,7 +1027,7 @@ static void test_names(void **state) {
       assert_string_not_equal(lr_proto_strerror(rcs[i]), lr_proto_strerror(rcs[j]));
   }
   assert_non_null(lr_proto_strerror(-99));
-  for (uint32_t c = LR_OK; c <= LR_ERR_INTERNAL; c++) {
+  for (uint32_t c = LR_OK; c <= LR_ERR_BUSY; c++) {
     assert_true(strlen(lr_err_name(c)) > 0);
     for (uint32_t j = 0; j < c; j++) assert_string_not_equal(lr_err_name(c), lr_err_name(j));
   }
@@ -900,6 +1041,10 @@ int main(void) {
       cmocka_unit_test(test_preamble_bad_magic),
       cmocka_unit_test(test_preamble_other_version),
       cmocka_unit_test(test_preamble_bad_kind),
+      cmocka_unit_test(test_preamble_flags_golden),
+      cmocka_unit_test(test_challenge),
+      cmocka_unit_test(test_open_result_auth),
+      cmocka_unit_test(test_auth_input_golden),
       cmocka_unit_test(test_reverse_set),
       cmocka_unit_test(test_reverse_open_fail_attach),
       cmocka_unit_test(test_frame_truncated_every_length),

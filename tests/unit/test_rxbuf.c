@@ -181,7 +181,7 @@ static void test_rest_after_frame(void **state) {
   size_t n = 0;
   lr_preamble_encode(buf, LR_STREAM_DATA);
   n += LR_PREAMBLE_LEN;
-  n += lr_encode_open_result(buf + n, sizeof buf - n, LR_OK, NULL);
+  n += lr_encode_open_result(buf + n, sizeof buf - n, LR_OK, NULL, NULL);
   const char payload[] = "HTTP/1.0 200 OK\r\n\r\n\x00\x01\x02";
   memcpy(buf + n, payload, sizeof payload);
   n += sizeof payload;

@@ -339,6 +339,11 @@ def main():
                                         "--log-file", winpath(logfile), "--name", "wine-e2e"],
                                        os.path.join(work, "lorelayd.log"))
             check_forwarding(p4, p46, body4, body46)
+            # The key was proved both ways (BCrypt's HMAC against libcrypto's),
+            # not merely configured.
+            agent_log = open(os.path.join(work, "agent.log")).read()
+            if "(key proved)" not in agent_log or "authentication failed" in agent_log:
+                raise AssertionError(f"agent did not see lorelayd.exe prove the key:\n{agent_log[-2000:]}")
             # Status over the named pipe, with the Windows lorelayctl when built.
             if os.path.exists(lorelayctl):
                 r = wine.cmd([lorelayctl, "--socket", pipe, "status", "--json"], check=False)
