@@ -30,7 +30,9 @@ import threading
 import time
 
 MAGIC = b"LRLY"
-PROTO_VERSION = 1
+# Protocol 2: the token fields became auth blocks of the same shape (u8
+# length, bytes), empty without a key, so a keyless peer speaks it as is.
+PROTO_VERSION = 2
 
 KIND_CONTROL, KIND_DATA, KIND_REVERSE = 1, 2, 3
 
