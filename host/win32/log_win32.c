@@ -23,6 +23,7 @@ static struct {
   HANDLE event_source;
   FILE *file;
   char path[MAX_PATH];
+  int dir_created; /* the default log's directory was made just now */
 } g_log;
 
 static const char *level_tag(lr_log_level_t level) {
@@ -70,16 +71,20 @@ static FILE *open_log_file(const char *path) {
   return fopen(path, "a");
 }
 
-/* %ProgramData%\lorelay\lorelayd.log, creating the directory; else beside
- * the executable (a service must log somewhere even on a locked-down box). */
+/* %ProgramData%\lorelay\lorelayd.log, creating the directory for SYSTEM,
+ * Administrators and the service's own account only (acl_win32.c); else
+ * beside the executable (a service must log somewhere even on a locked-down
+ * box, and say there why it will not start). A directory that someone else
+ * owns or may write is not logged into: its log could be a link planted to
+ * make the service write elsewhere. main.c refuses to start then. */
 static FILE *open_default_log(char *path, size_t len) {
-  char dir[MAX_PATH];
+  char dir[MAX_PATH], why[600];
   FILE *f;
-  lr_win32_programdata_path("", dir, sizeof dir);
-  CreateDirectoryA(dir, NULL);
-  lr_win32_programdata_path("lorelayd.log", path, len);
-  if ((f = open_log_file(path)) != NULL)
-    return f;
+  if (lr_win32_data_dir_prepare(1, &g_log.dir_created, why, sizeof why) == 0) {
+    lr_win32_programdata_path("lorelayd.log", path, len);
+    if ((f = open_log_file(path)) != NULL)
+      return f;
+  }
   DWORD n = GetModuleFileNameA(NULL, dir, sizeof dir);
   if (n == 0 || n >= sizeof dir)
     return NULL;
@@ -95,6 +100,7 @@ void lr_win32_log_open(lr_win32_log_mode_t mode, const char *file) {
   lr_log_set_ident("lorelayd");
   g_log.mode = mode;
   g_log.path[0] = '\0';
+  g_log.dir_created = 0;
   if (mode == LR_WIN32_LOG_CONSOLE && file == NULL) {
     lr_log_set_sink(NULL, NULL);
     return;
@@ -115,6 +121,11 @@ void lr_win32_log_open(lr_win32_log_mode_t mode, const char *file) {
   if (mode == LR_WIN32_LOG_SERVICE)
     g_log.event_source = RegisterEventSourceA(NULL, "lorelayd");
   lr_log_set_sink(win32_sink, NULL);
+  if (g_log.dir_created) {
+    char dir[MAX_PATH];
+    LR_INFO("created %s for SYSTEM, Administrators and this service's account only",
+            lr_win32_programdata_path("", dir, sizeof dir));
+  }
 }
 
 void lr_win32_log_close(void) {

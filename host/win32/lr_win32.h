@@ -90,4 +90,29 @@ const char *lr_win32_log_path(void);
  * folder; directory not created). Returns buf. */
 const char *lr_win32_programdata_path(const char *name, char *buf, size_t len);
 
+/* ---- who may touch the pipe and the data directory (acl_win32.c) -------- */
+
+/* The SID lorelayd runs as ("S-1-5-18" for LocalSystem), as text. 0 or -1. */
+int lr_win32_self_sid(char *out, size_t len);
+
+/* The SDDL of the status pipe: NETWORK denied, SYSTEM, Administrators and
+ * (when it is neither) lorelayd's own account allowed, protected. 0 or -1. */
+int lr_win32_pipe_sddl(char *out, size_t len);
+
+/* The SDDL of %ProgramData%\lorelay: the same three, full control,
+ * inherited by everything inside, protected from ProgramData's ACEs. */
+int lr_win32_dir_sddl(char *out, size_t len);
+
+/* 0 when path is owned by SYSTEM, Administrators, TrustedInstaller or
+ * lorelayd's own account and its DACL lets no one else write, delete or
+ * change it; else -1 with the reason (who owns it, or who may write). */
+int lr_win32_path_trusted(const char *path, char *why, size_t whylen);
+
+/* %ProgramData%\lorelay before lorelayd uses it. Absent: with create, made
+ * with lr_win32_dir_sddl (*created = 1); without, nothing to check (0).
+ * Present: must be a plain directory passing lr_win32_path_trusted, and so
+ * must lorelay.ini and lorelayd.log in it when they exist (plain files with
+ * one name). 0, or -1 with why lorelayd must not use it. */
+int lr_win32_data_dir_prepare(int create, int *created, char *why, size_t whylen);
+
 #endif

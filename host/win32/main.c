@@ -231,11 +231,35 @@ static void close_any(uv_handle_t *h, void *arg) {
     uv_close(h, NULL);
 }
 
+/* %ProgramData%\lorelay holds the config lorelayd obeys and the service's
+ * log. Any local user may create folders in ProgramData, so a directory
+ * that is there already proves nothing: before reading or writing in it,
+ * lorelayd checks that SYSTEM, Administrators or its own account own it and
+ * that no one else may write it (acl_win32.c). The service creates it when
+ * it is missing (with that DACL); a console run only checks it, and only
+ * when it reads the default config from it. */
+static int check_data_dir(int as_service) {
+  char why[600], dir[MAX_PATH];
+  int uses = g_args.opts.config == NULL || (as_service && g_args.log_file == NULL);
+  if (!uses)
+    return 0;
+  if (lr_win32_data_dir_prepare(as_service, NULL, why, sizeof why) == 0)
+    return 0;
+  lr_win32_programdata_path("", dir, sizeof dir);
+  dir[strlen(dir) - 1] = '\0'; /* its trailing backslash */
+  LR_ERROR("not starting: %s. Run install.cmd again as an administrator (it resets the owner "
+           "and ACL of %s), or check who made it, or give -c FILE and --log-file FILE elsewhere",
+           why, dir);
+  return -1;
+}
+
 static int run(int as_service) {
   uv_loop_t loop;
   int r;
 
   g_exit_code = 0;
+  if (check_data_dir(as_service) != 0)
+    return 1;
   r = uv_loop_init(&loop);
   if (r != 0) {
     LR_ERROR("uv_loop_init: %s", uv_strerror(r));

@@ -11,6 +11,8 @@
 #include "lr_win32.h"
 
 #include <ws2tcpip.h>
+#include <aclapi.h>
+#include <sddl.h>
 #include <shlobj.h>
 #include <bcrypt.h>
 #include <limits.h>
@@ -148,6 +150,86 @@ const char *lr_win32_programdata_path(const char *name, char *buf, size_t len) {
   return buf;
 }
 
+/* The status pipe: SYSTEM and Administrators only (lr_win32_pipe_sddl).
+ *
+ * libuv creates every instance of the pipe itself, always with NULL security
+ * attributes: uv_pipe_bind the first (FILE_FLAG_FIRST_PIPE_INSTANCE, so a
+ * name someone else holds fails the bind and the core refuses to start),
+ * uv_listen the other pending ones (4), and one more after each accept.
+ * With NULL, the first instance gets Windows' default pipe descriptor:
+ * SYSTEM, Administrators and the creator full control, Everyone and
+ * Anonymous read.
+ *
+ * What covers the later instances: a named pipe has one security
+ * descriptor, kept with the pipe's name, not one per instance. NPFS stores
+ * it in the pipe's FCB when the first instance creates the name; creating
+ * another instance of an existing pipe ignores the caller's security
+ * attributes and is instead access-checked against that descriptor, which
+ * must grant the creator FILE_CREATE_PIPE_INSTANCE (Microsoft's "Named Pipe
+ * Security and Access Rights"; ReactOS npfs, create.c and seinfo.c, shows
+ * the same: NpCreateExistingNamedPipe checks Fcb->SecurityDescriptor, and
+ * NpCommonSetSecurityInfo replaces Fcb->SecurityDescriptor whichever
+ * instance's handle it is called on). So one SetSecurityInfo on the first
+ * instance's handle, right after uv_pipe_bind and before uv_listen creates
+ * the others, sets the DACL every instance libuv makes afterwards is
+ * checked against and shares; tests/win32/test_win32_pal.c reads it back
+ * from the later instances (under Wine, which keeps it per pipe as well).
+ * That handle is reachable through the public uv_fileno (it is
+ * handle->handle, accept_reqs[0].pipeHandle after the bind), and libuv
+ * opens it with WRITE_DAC for exactly this (its own uv_pipe_chmod does the
+ * same; the core no longer calls uv_pipe_chmod, which would add Everyone).
+ *
+ * lorelayd's own account is in the DACL too when it is neither SYSTEM nor
+ * an Administrator (NT SERVICE\lorelayd, a console user): without
+ * FILE_CREATE_PIPE_INSTANCE for itself libuv could not create the next
+ * instance, and it retries a failed one at once, forever.
+ *
+ * What this leaves open:
+ * - Between uv_pipe_bind and this call (no event loop turn in between) the
+ *   default descriptor applies: a local user could open the first
+ *   instance for reading, which the core then accepts as a status client
+ *   that can never send a request; its idle timeout closes it.
+ * - The descriptor lives as long as the pipe does, i.e. while at least one
+ *   instance is open. libuv keeps 4 pending instances, and closes one only
+ *   to replace it in the same call, or hands it to an accepted client that
+ *   keeps it open; only if creating every one of them failed at once (out
+ *   of resources) and no client were connected would the name vanish, and
+ *   libuv's next CreateNamedPipe (without FILE_FLAG_FIRST_PIPE_INSTANCE)
+ *   would make a new pipe with the default descriptor. We cannot catch that
+ *   from here: the core has no hook after uv_listen. */
+static int win32_secure_endpoint(uv_pipe_t *h, const char *path, char *err, size_t errlen) {
+  char sddl[512];
+  PSECURITY_DESCRIPTOR sd = NULL;
+  PACL dacl = NULL;
+  BOOL present = FALSE, defaulted = FALSE;
+  uv_os_fd_t fd;
+  DWORD e;
+
+  if (uv_fileno((const uv_handle_t *)h, &fd) != 0 || fd == INVALID_HANDLE_VALUE) {
+    snprintf(err, errlen, "status endpoint %s: no pipe handle to secure", path);
+    return -1;
+  }
+  if (lr_win32_pipe_sddl(sddl, sizeof sddl) != 0 ||
+      !ConvertStringSecurityDescriptorToSecurityDescriptorA(sddl, SDDL_REVISION_1, &sd, NULL) ||
+      !GetSecurityDescriptorDacl(sd, &present, &dacl, &defaulted) || !present) {
+    snprintf(err, errlen, "status endpoint %s: cannot build the DACL %s (error %lu)", path, sddl,
+             (unsigned long)GetLastError());
+    LocalFree(sd);
+    return -1;
+  }
+  e = SetSecurityInfo(fd, SE_KERNEL_OBJECT,
+                      DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION, NULL, NULL,
+                      dacl, NULL);
+  LocalFree(sd);
+  if (e != ERROR_SUCCESS) {
+    snprintf(err, errlen, "status endpoint %s: cannot set its DACL (SetSecurityInfo error %lu); "
+             "refusing to serve status to every local user", path, (unsigned long)e);
+    return -1;
+  }
+  LR_DEBUG("status endpoint %s: DACL %s", path, sddl);
+  return 0;
+}
+
 static const char *win32_default_status_path(char *buf, size_t len) {
   snprintf(buf, len, "\\\\.\\pipe\\lorelayd");
   return buf;
@@ -195,12 +277,13 @@ static int win32_random_bytes(uint8_t *buf, size_t n) {
 /* No peer_closed probe: Winsock has no POLLHUP reading of an AF_HYPERV
  * socket's state, so over hvsock a guest-side reset arrives as a close
  * (docs/windows.md); over tcp: it is a real RST anyway. No run directory:
- * the status endpoint is a named pipe. */
+ * the status endpoint is a named pipe, secured by win32_secure_endpoint. */
 static const lr_pal_t win32_pal = {
   .name = "win32",
   .vmsock_connect = win32_vmsock_connect,
   .sock_close = win32_sock_close,
   .listen_loopback = win32_listen_loopback,
+  .secure_endpoint = win32_secure_endpoint,
   .default_status_path = win32_default_status_path,
   .default_config_path = win32_default_config_path,
   .hmac_sha256 = win32_hmac_sha256,

@@ -12,7 +12,9 @@ Real clients only: python's http.server in the namespace on 0.0.0.0 and on
   --mode service  the zip is unpacked, install.cmd registers and starts the
                   service in a Wine prefix kept up by `wineserver -p`;
                   `sc.exe query` must say RUNNING, forwarding must work
-                  through the service, uninstall.cmd must remove it.
+                  through the service, uninstall.cmd must remove it; a
+                  service whose ProgramData\\lorelay others may write must
+                  refuse to start and say why.
 
 Needs root (netns), Wine, curl and the Linux agent: without them it exits 77
 (skip), except in CI (tests/lrci.py), where a missing prerequisite is a
@@ -280,6 +282,44 @@ def check_wsl_lookup_retries(wine, lorelayd, lorelayctl, work):
                 proc.wait()
 
 
+def check_untrusted_data_dir(wine, exe, guest_addr, data, lorelayd):
+    """A %ProgramData%\\lorelay that others may write is not used: the
+    service stops at once with exit code 1, and its fallback log beside the
+    exe says who may write. Under Wine a directory's DACL is made up from its
+    Unix mode, so mode 0777 is an Everyone-may-write ACE; its owner is always
+    the Wine user, so the owner half of the check cannot be shown here."""
+    fallback = os.path.join(os.path.dirname(lorelayd), "lorelayd.log")
+    if os.path.exists(fallback):
+        os.remove(fallback)
+    mode = os.stat(data).st_mode & 0o7777
+    os.chmod(data, 0o777)
+    try:
+        wine.cmd(["sc.exe", "delete", "lorelayd-open"], check=False)
+        wine.cmd(["sc.exe", "create", "lorelayd-open", "binPath=",
+                  f'"{exe}" --guest {guest_addr} --token-file C:\\ProgramData\\lorelay\\token'])
+        wine.cmd(["sc.exe", "start", "lorelayd-open"], check=False)
+        t0 = time.time()
+        while True:
+            q = wine.cmd(["sc.exe", "query", "lorelayd-open"], check=False)
+            if "STOPPED" in q.stdout:
+                break
+            if time.time() - t0 > 30:
+                raise AssertionError(f"service on a world-writable data dir never stopped:\n{q.stdout}")
+            time.sleep(0.5)
+        wine.cmd(["sc.exe", "delete", "lorelayd-open"], check=False)
+        if not re.search(r"SERVICE_EXIT_CODE\s*:\s*1\b", q.stdout):
+            raise AssertionError(f"world-writable data dir: not refused with exit code 1:\n{q.stdout}")
+        text = open(fallback).read() if os.path.exists(fallback) else ""
+        if "not starting" not in text or "S-1-1-0" not in text:
+            raise AssertionError(f"fallback log {fallback} does not say why: {text[-1500:]}")
+        log("OK world-writable ProgramData\\lorelay refused: " +
+            next(l for l in text.splitlines() if "not starting" in l)[:300])
+    finally:
+        os.chmod(data, mode)
+        if os.path.exists(fallback):
+            os.remove(fallback)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=["console", "service"], required=True)
@@ -402,6 +442,7 @@ def main():
             log(f"service with a missing token file:\n{q.stdout.strip()}")
             if "1066" not in q.stdout or not re.search(r"SERVICE_EXIT_CODE\s*:\s*1\b", q.stdout):
                 raise AssertionError("failed start not reported as ERROR_SERVICE_SPECIFIC_ERROR (1066) / exit code 1")
+            check_untrusted_data_dir(wine, exe, guest_addr, data, lorelayd)
             install = "C:\\lorelay-e2e-unpack\\" + tops[0] + "\\install.cmd"
             r = wine.cmd(["cmd", "/c", install, "--guest", guest_addr, "--token-file",
                           "C:\\ProgramData\\lorelay\\token", "--log-level", "debug", "--name",

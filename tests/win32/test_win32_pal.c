@@ -5,7 +5,9 @@
  * id, the vsock service-id template with Data1 = port); no AF_HYPERV
  * connect is ever made here. Stand-ins: the listener is opened on 127.0.0.1
  * and on [::1] with SO_EXCLUSIVEADDRUSE set, accepts a real loopback
- * connection, and a second stand-in cannot take its port. */
+ * connection, and a second stand-in cannot take its port. The status pipe
+ * and the data directory: the DACLs read back from the objects, ACE by ACE,
+ * on the pipe's first instance and on the ones libuv creates later. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +19,8 @@
 
 #include "lr_testutil.h"
 #include "lr_win32.h"
+#include <aclapi.h>
+#include <sddl.h>
 #include <shlobj.h>
 #include <ws2tcpip.h>
 
@@ -295,6 +299,307 @@ static void test_listener_on_ipv6_loopback(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- who may use the status pipe and the data directory ---------------- */
+
+/* Wine 8 keeps a pipe's DACL, but not the "protected" flag, and stores no
+ * security descriptor for files at all: it makes one up from the Unix mode
+ * (owner: the Wine user; SYSTEM and the owner full control; Everyone what
+ * the "other" bits allow), and turns a DACL it is given into a mode. So
+ * under Wine a file's owner is always lorelayd's own account and only
+ * "who else may write" can be exercised; the rest runs on Windows only. */
+static int on_wine(void) {
+  return GetProcAddress(GetModuleHandleA("ntdll.dll"), "wine_get_version") != NULL;
+}
+
+static int self_is_builtin(void) {
+  char self[256];
+  assert_int_equal(lr_win32_self_sid(self, sizeof self), 0);
+  return strcmp(self, "S-1-5-18") == 0 || strcmp(self, "S-1-5-32-544") == 0;
+}
+
+/* ACE i of dacl: type, flags, SID (as text) and a mask that is full access
+ * (GENERIC_ALL, or what the object's generic mapping made of it). */
+static void expect_ace(PACL dacl, DWORD i, BYTE type, BYTE flags, const char *sid) {
+  ACE_HEADER *h;
+  char *s = NULL;
+  assert_true(GetAce(dacl, i, (void **)&h));
+  assert_int_equal(h->AceType, type);
+  assert_int_equal(h->AceFlags & (OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE | INHERIT_ONLY_ACE),
+                   flags);
+  /* ACCESS_ALLOWED_ACE and ACCESS_DENIED_ACE have the same layout. */
+  ACCESS_ALLOWED_ACE *a = (ACCESS_ALLOWED_ACE *)h;
+  assert_true(a->Mask == GENERIC_ALL || (a->Mask & FILE_ALL_ACCESS) == FILE_ALL_ACCESS);
+  assert_true(ConvertSidToStringSidA((PSID)&a->SidStart, &s));
+  if (strcmp(s, sid) != 0)
+    fail_msg("ACE %lu is for %s, want %s", (unsigned long)i, s, sid);
+  LocalFree(s);
+}
+
+/* The pipe DACL: deny NETWORK, allow SYSTEM, Administrators, and the test's
+ * own account when it is neither; nothing else, not inherited. */
+static void expect_pipe_dacl(HANDLE pipe) {
+  PSECURITY_DESCRIPTOR sd = NULL;
+  PACL dacl = NULL;
+  SECURITY_DESCRIPTOR_CONTROL ctl;
+  DWORD rev;
+  char self[256];
+  assert_int_equal(GetSecurityInfo(pipe, SE_KERNEL_OBJECT, DACL_SECURITY_INFORMATION, NULL, NULL,
+                                   &dacl, NULL, &sd),
+                   ERROR_SUCCESS);
+  assert_non_null(dacl);
+  assert_true(GetSecurityDescriptorControl(sd, &ctl, &rev));
+  if (!on_wine())
+    assert_true(ctl & SE_DACL_PROTECTED);
+  assert_int_equal(lr_win32_self_sid(self, sizeof self), 0);
+  assert_int_equal(dacl->AceCount, self_is_builtin() ? 3 : 4);
+  expect_ace(dacl, 0, ACCESS_DENIED_ACE_TYPE, 0, "S-1-5-2");
+  expect_ace(dacl, 1, ACCESS_ALLOWED_ACE_TYPE, 0, "S-1-5-18");
+  expect_ace(dacl, 2, ACCESS_ALLOWED_ACE_TYPE, 0, "S-1-5-32-544");
+  if (!self_is_builtin())
+    expect_ace(dacl, 3, ACCESS_ALLOWED_ACE_TYPE, 0, self);
+  LocalFree(sd);
+}
+
+static void on_status_conn(uv_stream_t *server, int status) {
+  int *n = server->data;
+  uv_pipe_t *c = malloc(sizeof *c);
+  assert_int_equal(status, 0);
+  uv_pipe_init(server->loop, c, 0);
+  assert_int_equal(uv_accept(server, (uv_stream_t *)c), 0);
+  uv_close((uv_handle_t *)c, (uv_close_cb)free);
+  (*n)++;
+}
+
+static void test_status_pipe_dacl(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_pipe_t server, squatter;
+  char name[128], err[512] = "";
+  int accepted = 0;
+  const lr_pal_t *pal = lr_pal_win32();
+
+  assert_non_null(pal->secure_endpoint);
+  snprintf(name, sizeof name, "\\\\.\\pipe\\lorelay-test-dacl-%lu", (unsigned long)GetCurrentProcessId());
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(uv_pipe_init(&loop, &server, 0), 0);
+  server.data = &accepted;
+  assert_int_equal(uv_pipe_bind(&server, name), 0);
+  if (pal->secure_endpoint(&server, name, err, sizeof err) != 0)
+    fail_msg("secure_endpoint: %s", err);
+  /* The first instance, through the same public handle the pal used. */
+  uv_os_fd_t first;
+  assert_int_equal(uv_fileno((uv_handle_t *)&server, &first), 0);
+  expect_pipe_dacl(first);
+
+  /* uv_listen creates the other pending instances, with NULL security
+   * attributes: they are checked against, and report, the same DACL. */
+  assert_int_equal(uv_listen((uv_stream_t *)&server, 4, on_status_conn), 0);
+  int later = 0;
+  for (int i = 1; i < server.pipe.serv.pending_instances; i++) {
+    HANDLE p = server.pipe.serv.accept_reqs[i].pipeHandle;
+    if (p == INVALID_HANDLE_VALUE)
+      continue;
+    expect_pipe_dacl(p);
+    later++;
+  }
+  assert_true(later >= 1);
+
+  /* Its own account (SYSTEM/Administrators here, or itself) can connect, as
+   * lorelayctl does: read and write. Then the instance libuv creates after
+   * the accept is checked too. */
+  HANDLE c = CreateFileA(name, GENERIC_READ | GENERIC_WRITE, 0, NULL, OPEN_EXISTING, 0, NULL);
+  if (c == INVALID_HANDLE_VALUE)
+    fail_msg("connect to the secured pipe: error %lu", (unsigned long)GetLastError());
+  for (int i = 0; i < 200 && accepted == 0; i++)
+    uv_run(&loop, UV_RUN_NOWAIT), Sleep(5);
+  assert_int_equal(accepted, 1);
+  CloseHandle(c);
+  for (int i = 0; i < server.pipe.serv.pending_instances; i++) {
+    HANDLE p = server.pipe.serv.accept_reqs[i].pipeHandle;
+    if (p != INVALID_HANDLE_VALUE)
+      expect_pipe_dacl(p);
+  }
+
+  /* A second server on the same name is refused on Windows
+   * (FILE_FLAG_FIRST_PIPE_INSTANCE). Wine 8 ignores that flag: there the
+   * bind succeeds and its handle is one more instance of our pipe, so it
+   * must at least carry our DACL. */
+  assert_int_equal(uv_pipe_init(&loop, &squatter, 0), 0);
+  int r = uv_pipe_bind(&squatter, name);
+  if (on_wine() && r == 0) {
+    uv_os_fd_t sq;
+    assert_int_equal(uv_fileno((uv_handle_t *)&squatter, &sq), 0);
+    expect_pipe_dacl(sq);
+    print_message("Wine ignores FILE_FLAG_FIRST_PIPE_INSTANCE: a second bind succeeded there "
+                  "(its instance has our DACL); the refusal is a Windows-only check\n");
+  } else if (r != UV_EADDRINUSE && r != UV_EACCES) {
+    fail_msg("a second bind of %s: %d (%s), want EADDRINUSE or EACCES", name, r, uv_err_name(r));
+  }
+
+  uv_close((uv_handle_t *)&squatter, NULL);
+  uv_close((uv_handle_t *)&server, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* A directory or file given a descriptor in SDDL, for the trust checks.
+ * Created first, then set: CreateDirectory's descriptor goes through the
+ * umask under Wine, which keeps others from writing whatever the DACL
+ * says; SetFileSecurity does not (Wine turns the DACL into a chmod, see
+ * on_wine). */
+static void set_sddl(const char *path, const char *sddl) {
+  PSECURITY_DESCRIPTOR sd = NULL;
+  SECURITY_INFORMATION info = DACL_SECURITY_INFORMATION;
+  assert_true(ConvertStringSecurityDescriptorToSecurityDescriptorA(sddl, SDDL_REVISION_1, &sd, NULL));
+  if (strncmp(sddl, "O:", 2) == 0)
+    info |= OWNER_SECURITY_INFORMATION;
+  if (!SetFileSecurityA(path, info, sd))
+    fail_msg("SetFileSecurity %s %s: error %lu", path, sddl, (unsigned long)GetLastError());
+  LocalFree(sd);
+}
+
+static void make_dir_sddl(const char *path, const char *sddl) {
+  if (!CreateDirectoryA(path, NULL))
+    fail_msg("CreateDirectory %s: error %lu", path, (unsigned long)GetLastError());
+  set_sddl(path, sddl);
+}
+
+static void make_file_sddl(const char *path, const char *sddl) {
+  HANDLE f = CreateFileA(path, GENERIC_WRITE, 0, NULL, CREATE_ALWAYS, 0, NULL);
+  if (f == INVALID_HANDLE_VALUE)
+    fail_msg("CreateFile %s: error %lu", path, (unsigned long)GetLastError());
+  CloseHandle(f);
+  set_sddl(path, sddl);
+}
+
+static void expect_untrusted(const char *path, const char *reason) {
+  char why[600] = "";
+  assert_int_equal(lr_win32_path_trusted(path, why, sizeof why), -1);
+  if (!strstr(why, reason))
+    fail_msg("%s: reason '%s' lacks '%s'", path, why, reason);
+}
+
+static void test_dir_trust(void **state) {
+  (void)state;
+  char tmp[MAX_PATH], d[MAX_PATH], sddl[512], want[512], self[256], why[600] = "";
+
+  assert_true(GetTempPathA(sizeof tmp, tmp) > 0);
+  assert_int_equal(lr_win32_self_sid(self, sizeof self), 0);
+  snprintf(d, sizeof d, "%slorelay-dacl-%lu", tmp, (unsigned long)GetCurrentProcessId());
+  RemoveDirectoryA(d);
+
+  /* The descriptors, as written: exactly SYSTEM, Administrators (and
+   * lorelayd's own account when it is neither), protected. */
+  assert_int_equal(lr_win32_dir_sddl(sddl, sizeof sddl), 0);
+  snprintf(want, sizeof want, "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)%s%s%s",
+           self_is_builtin() ? "" : "(A;OICI;FA;;;", self_is_builtin() ? "" : self,
+           self_is_builtin() ? "" : ")");
+  assert_string_equal(sddl, want);
+  assert_int_equal(lr_win32_pipe_sddl(sddl, sizeof sddl), 0);
+  snprintf(want, sizeof want, "D:P(D;;GA;;;NU)(A;;GA;;;SY)(A;;GA;;;BA)%s%s%s",
+           self_is_builtin() ? "" : "(A;;GA;;;", self_is_builtin() ? "" : self,
+           self_is_builtin() ? "" : ")");
+  assert_string_equal(sddl, want);
+
+  /* The directory lorelayd makes is trusted. */
+  assert_int_equal(lr_win32_dir_sddl(sddl, sizeof sddl), 0);
+  make_dir_sddl(d, sddl);
+  if (lr_win32_path_trusted(d, why, sizeof why) != 0)
+    fail_msg("lorelayd's own directory is not trusted: %s", why);
+  if (!on_wine()) {
+    /* Read back ACE by ACE (Wine does not store file descriptors). */
+    PSECURITY_DESCRIPTOR sd = NULL;
+    PACL dacl = NULL;
+    SECURITY_DESCRIPTOR_CONTROL ctl;
+    DWORD rev;
+    assert_int_equal(GetNamedSecurityInfoA(d, SE_FILE_OBJECT, DACL_SECURITY_INFORMATION, NULL,
+                                           NULL, &dacl, NULL, &sd),
+                     ERROR_SUCCESS);
+    assert_true(GetSecurityDescriptorControl(sd, &ctl, &rev));
+    assert_true(ctl & SE_DACL_PROTECTED);
+    assert_int_equal(dacl->AceCount, self_is_builtin() ? 2 : 3);
+    expect_ace(dacl, 0, ACCESS_ALLOWED_ACE_TYPE, OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE, "S-1-5-18");
+    expect_ace(dacl, 1, ACCESS_ALLOWED_ACE_TYPE, OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE, "S-1-5-32-544");
+    if (!self_is_builtin())
+      expect_ace(dacl, 2, ACCESS_ALLOWED_ACE_TYPE, OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE, self);
+    LocalFree(sd);
+  }
+  RemoveDirectoryA(d);
+
+  /* Everyone may write: refused, naming who (under Wine: mode 0777). */
+  make_dir_sddl(d, "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;WD)");
+  expect_untrusted(d, "S-1-1-0");
+  RemoveDirectoryA(d);
+  /* Everyone may only read: fine. */
+  make_dir_sddl(d, "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FR;;;WD)");
+  assert_int_equal(lr_win32_path_trusted(d, why, sizeof why), 0);
+  RemoveDirectoryA(d);
+  if (!on_wine()) {
+    /* Owned by Users (someone who is not an administrator made it). */
+    make_dir_sddl(d, "O:BUD:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)");
+    expect_untrusted(d, "is owned by");
+    RemoveDirectoryA(d);
+  } else {
+    print_message("under Wine every file is owned by the Wine user: the owner check is not run\n");
+  }
+}
+
+/* The real %ProgramData%\lorelay of this Wine prefix (the unit tests' own). */
+static void test_data_dir_prepare(void **state) {
+  (void)state;
+  char dir[MAX_PATH], ini[MAX_PATH], why[600] = "";
+  int created = -1;
+  lr_win32_programdata_path("", dir, sizeof dir);
+  dir[strlen(dir) - 1] = '\0';
+  lr_win32_programdata_path("lorelay.ini", ini, sizeof ini);
+  DeleteFileA(ini);
+  lr_win32_programdata_path("lorelayd.log", why, sizeof why);
+  DeleteFileA(why);
+  RemoveDirectoryA(dir);
+  assert_int_equal(GetFileAttributesA(dir), INVALID_FILE_ATTRIBUTES);
+
+  /* Absent and not to be created (a console run): nothing to check. */
+  assert_int_equal(lr_win32_data_dir_prepare(0, &created, why, sizeof why), 0);
+  assert_int_equal(created, 0);
+  assert_int_equal(GetFileAttributesA(dir), INVALID_FILE_ATTRIBUTES);
+  /* The service makes it, trusted; the next start finds it and keeps it. */
+  if (lr_win32_data_dir_prepare(1, &created, why, sizeof why) != 0)
+    fail_msg("prepare: %s", why);
+  assert_int_equal(created, 1);
+  assert_true(GetFileAttributesA(dir) & FILE_ATTRIBUTE_DIRECTORY);
+  assert_int_equal(lr_win32_data_dir_prepare(1, &created, why, sizeof why), 0);
+  assert_int_equal(created, 0);
+
+  /* A lorelay.ini that Everyone may rewrite is refused, named. */
+  make_file_sddl(ini, "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;WD)");
+  assert_int_equal(lr_win32_data_dir_prepare(1, &created, why, sizeof why), -1);
+  if (!strstr(why, "lorelay.ini"))
+    fail_msg("reason does not name lorelay.ini: %s", why);
+  DeleteFileA(ini);
+  /* One with the directory's own ACEs is fine. */
+  make_file_sddl(ini, "D:P(A;;FA;;;SY)(A;;FA;;;BA)");
+  assert_int_equal(lr_win32_data_dir_prepare(0, &created, why, sizeof why), 0);
+  DeleteFileA(ini);
+
+  /* A directory others may write (a plain mkdir under ProgramData on
+   * Windows inherits "Users: create files"), or that someone else made
+   * before the service ever ran, is refused, by a console run (checking
+   * only) and by the service. */
+  RemoveDirectoryA(dir);
+  make_dir_sddl(dir, "D:(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;WD)");
+  assert_int_equal(lr_win32_data_dir_prepare(0, &created, why, sizeof why), -1);
+  assert_non_null(strstr(why, "S-1-1-0"));
+  assert_int_equal(lr_win32_data_dir_prepare(1, &created, why, sizeof why), -1);
+  RemoveDirectoryA(dir);
+  if (!on_wine()) {
+    make_dir_sddl(dir, "O:BUD:(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)");
+    assert_int_equal(lr_win32_data_dir_prepare(0, &created, why, sizeof why), -1);
+    assert_non_null(strstr(why, "is owned by"));
+    assert_int_equal(lr_win32_data_dir_prepare(1, &created, why, sizeof why), -1);
+    RemoveDirectoryA(dir);
+  }
+}
+
 /* ---- log sink ---------------------------------------------------------- */
 
 static void test_log_file_sink(void **state) {
@@ -366,6 +671,9 @@ int main(void) {
       cmocka_unit_test(test_exclusive_loopback_listener),
       cmocka_unit_test(test_listener_on_ipv6_loopback),
       cmocka_unit_test(test_log_file_sink),
+      cmocka_unit_test(test_status_pipe_dacl),
+      cmocka_unit_test(test_dir_trust),
+      cmocka_unit_test(test_data_dir_prepare),
   };
   return lr_test_exit_code(cmocka_run_group_tests(tests, NULL, NULL));
 }
