@@ -1,0 +1,232 @@
+/* fz_decode_all (fuzz_common.h): every decoder on one frame, and the
+ * decode -> encode -> decode round trip of fuzz_frames. Each encoder is
+ * also given a buffer one byte short of what it needs, which it must refuse
+ * (returning 0) without writing past: the buffer is an exact-size heap
+ * block, so ASan sees any overrun. */
+#include <string.h>
+
+#include "fuzz_common.h"
+
+/* Every encoder behind one signature, so one routine can check them all. */
+typedef size_t (*enc_fn)(uint8_t *out, size_t cap, uint16_t type, const void *m);
+
+typedef struct {
+  uint32_t id;
+  lr_error_msg_t e;
+} reverse_fail_t;
+
+static size_t enc_hello(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  return lr_encode_hello(out, cap, type, m);
+}
+static size_t enc_error(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  const lr_error_msg_t *e = m;
+  return type == LR_MSG_ERROR ? lr_encode_error(out, cap, e->code, e->text)
+                              : lr_encode_open_result(out, cap, e->code, e->text);
+}
+static size_t enc_listener(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  return lr_encode_listener(out, cap, type, m);
+}
+static size_t enc_port_state(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  (void)type;
+  return lr_encode_port_state(out, cap, m);
+}
+static size_t enc_open(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  (void)type;
+  return lr_encode_open(out, cap, m);
+}
+static size_t enc_ping(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  return lr_encode_ping(out, cap, type, *(const uint64_t *)m);
+}
+static size_t enc_reverse_set(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  (void)type;
+  return lr_encode_reverse_set(out, cap, m);
+}
+static size_t enc_reverse_open(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  (void)type;
+  return lr_encode_reverse_open(out, cap, m);
+}
+static size_t enc_reverse_fail(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  const reverse_fail_t *r = m;
+  (void)type;
+  return lr_encode_reverse_fail(out, cap, r->id, r->e.code, r->e.text);
+}
+static size_t enc_attach(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  (void)type;
+  return lr_encode_attach(out, cap, m);
+}
+static size_t enc_empty(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  (void)m;
+  return lr_encode_empty(out, cap, type);
+}
+
+static uint8_t g_enc[LR_FRAME_HDR_LEN + LR_FRAME_MAX_PAYLOAD];
+
+/* Encodes m as a frame of `type` into g_enc and decodes the header back
+ * into *g. The frame must be well formed, carry type and no flags, and its
+ * payload must be a prefix of orig's. */
+static void reencode(enc_fn enc, uint16_t type, const void *m, const lr_frame_t *orig,
+                     lr_frame_t *g) {
+  size_t n = enc(g_enc, sizeof g_enc, type, m);
+  FZ_CHECK(n >= LR_FRAME_HDR_LEN); /* the decoder accepted what the encoder refuses */
+
+  uint8_t *tight = malloc(n - 1 ? n - 1 : 1);
+  FZ_CHECK(tight != NULL);
+  FZ_CHECK(enc(tight, n - 1, type, m) == 0);
+  free(tight);
+
+  size_t consumed = 0;
+  FZ_CHECK(lr_frame_decode(g_enc, n, g, &consumed) == LR_PROTO_OK);
+  FZ_CHECK(consumed == n);
+  FZ_CHECK(g->type == type && g->flags == 0);
+  FZ_CHECK(g->len <= orig->len);
+  FZ_CHECK(g->len == 0 || memcmp(g->payload, orig->payload, g->len) == 0);
+}
+
+static void check_rc(int rc) {
+  FZ_CHECK(rc == LR_PROTO_OK || rc == LR_PROTO_ESHORT || rc == LR_PROTO_EINVAL);
+  FZ_CHECK(lr_proto_strerror(rc) != NULL);
+}
+
+static int token_same(uint8_t alen, const uint8_t *a, uint8_t blen, const uint8_t *b) {
+  int eq = alen == blen && memcmp(a, b, alen) == 0;
+  /* The constant-time comparison must agree with memcmp. */
+  FZ_CHECK(lr_token_equal(a, alen, b, blen) == eq);
+  return eq;
+}
+
+static void check_listener_text(const lr_listener_t *l) {
+  char text[64], tiny[5];
+  lr_listener_format(l, text, sizeof text);
+  FZ_CHECK(memchr(text, '\0', sizeof text) != NULL);
+  lr_listener_format(l, tiny, sizeof tiny); /* truncates, never overruns */
+  FZ_CHECK(strncmp(text, tiny, sizeof tiny - 1) == 0);
+}
+
+void fz_decode_all(const lr_frame_t *f) {
+  lr_frame_t g;
+  int rc;
+  (void)lr_msg_name(f->type);
+
+  /* HELLO / WELCOME */
+  {
+    static lr_hello_t m, d;
+    uint16_t type = f->type == LR_MSG_WELCOME ? LR_MSG_WELCOME : LR_MSG_HELLO;
+    check_rc(rc = lr_decode_hello(f, &m));
+    if (rc == LR_PROTO_OK) {
+      FZ_CHECK(strlen(m.name) < sizeof m.name && strlen(m.version) < sizeof m.version);
+      reencode(enc_hello, type, &m, f, &g);
+      FZ_CHECK(lr_decode_hello(&g, &d) == LR_PROTO_OK);
+      FZ_CHECK(token_same(m.token_len, m.token, d.token_len, d.token));
+      FZ_CHECK(strcmp(m.name, d.name) == 0 && strcmp(m.version, d.version) == 0);
+    }
+  }
+  /* ERROR / OPEN_RESULT */
+  {
+    static lr_error_msg_t m, d;
+    uint16_t type = f->type == LR_MSG_OPEN_RESULT ? LR_MSG_OPEN_RESULT : LR_MSG_ERROR;
+    check_rc(rc = lr_decode_error(f, &m));
+    if (rc == LR_PROTO_OK) {
+      FZ_CHECK(strlen(m.text) < sizeof m.text);
+      (void)lr_err_name(m.code);
+      reencode(enc_error, type, &m, f, &g);
+      FZ_CHECK(lr_decode_error(&g, &d) == LR_PROTO_OK);
+      FZ_CHECK(m.code == d.code && strcmp(m.text, d.text) == 0);
+    }
+  }
+  /* LISTENER_ADD / LISTENER_DEL */
+  {
+    lr_listener_t m, d;
+    uint16_t type = f->type == LR_MSG_LISTENER_DEL ? LR_MSG_LISTENER_DEL : LR_MSG_LISTENER_ADD;
+    check_rc(rc = lr_decode_listener(f, &m));
+    if (rc == LR_PROTO_OK) {
+      FZ_CHECK(m.family == 4 || m.family == 6);
+      check_listener_text(&m);
+      reencode(enc_listener, type, &m, f, &g);
+      FZ_CHECK(lr_decode_listener(&g, &d) == LR_PROTO_OK);
+      FZ_CHECK(lr_listener_cmp(&m, &d) == 0 && lr_listener_cmp(&d, &m) == 0);
+    }
+  }
+  /* PORT_STATE */
+  {
+    lr_port_state_msg_t m, d;
+    check_rc(rc = lr_decode_port_state(f, &m));
+    if (rc == LR_PROTO_OK) {
+      FZ_CHECK(m.state <= LR_PORT_IGNORED);
+      (void)lr_port_state_name((lr_port_state_t)m.state);
+      reencode(enc_port_state, LR_MSG_PORT_STATE, &m, f, &g);
+      FZ_CHECK(lr_decode_port_state(&g, &d) == LR_PROTO_OK);
+      FZ_CHECK(lr_listener_cmp(&m.listener, &d.listener) == 0);
+      FZ_CHECK(m.state == d.state && m.host_port == d.host_port);
+    }
+  }
+  /* REVERSE_SET */
+  {
+    static lr_reverse_set_t m, d;
+    check_rc(rc = lr_decode_reverse_set(f, &m));
+    if (rc == LR_PROTO_OK) {
+      FZ_CHECK(m.n <= LR_REVERSE_MAX_PORTS);
+      for (size_t i = 0; i < m.n; i++) FZ_CHECK(m.ports[i] != 0);
+      reencode(enc_reverse_set, LR_MSG_REVERSE_SET, &m, f, &g);
+      FZ_CHECK(lr_decode_reverse_set(&g, &d) == LR_PROTO_OK);
+      FZ_CHECK(m.flags == d.flags && m.n == d.n);
+      FZ_CHECK(memcmp(m.ports, d.ports, m.n * sizeof m.ports[0]) == 0);
+    }
+  }
+  /* REVERSE_OPEN */
+  {
+    lr_reverse_open_t m, d;
+    check_rc(rc = lr_decode_reverse_open(f, &m));
+    if (rc == LR_PROTO_OK) {
+      FZ_CHECK((m.family == 4 || m.family == 6) && m.port != 0);
+      reencode(enc_reverse_open, LR_MSG_REVERSE_OPEN, &m, f, &g);
+      FZ_CHECK(lr_decode_reverse_open(&g, &d) == LR_PROTO_OK);
+      FZ_CHECK(m.id == d.id && m.family == d.family && m.port == d.port);
+    }
+  }
+  /* REVERSE_FAIL */
+  {
+    static reverse_fail_t m, d;
+    check_rc(rc = lr_decode_reverse_fail(f, &m.id, &m.e));
+    if (rc == LR_PROTO_OK) {
+      FZ_CHECK(strlen(m.e.text) < sizeof m.e.text);
+      reencode(enc_reverse_fail, LR_MSG_REVERSE_FAIL, &m, f, &g);
+      FZ_CHECK(lr_decode_reverse_fail(&g, &d.id, &d.e) == LR_PROTO_OK);
+      FZ_CHECK(m.id == d.id && m.e.code == d.e.code && strcmp(m.e.text, d.e.text) == 0);
+    }
+  }
+  /* PING / PONG */
+  {
+    uint64_t m, d;
+    uint16_t type = f->type == LR_MSG_PONG ? LR_MSG_PONG : LR_MSG_PING;
+    check_rc(rc = lr_decode_ping(f, &m));
+    if (rc == LR_PROTO_OK) {
+      reencode(enc_ping, type, &m, f, &g);
+      FZ_CHECK(lr_decode_ping(&g, &d) == LR_PROTO_OK && d == m);
+    }
+  }
+  /* OPEN */
+  {
+    static lr_open_t m, d;
+    check_rc(rc = lr_decode_open(f, &m));
+    if (rc == LR_PROTO_OK) {
+      FZ_CHECK((m.family == 4 || m.family == 6) && m.port != 0);
+      reencode(enc_open, LR_MSG_OPEN, &m, f, &g);
+      FZ_CHECK(lr_decode_open(&g, &d) == LR_PROTO_OK);
+      FZ_CHECK(token_same(m.token_len, m.token, d.token_len, d.token));
+      FZ_CHECK(m.family == d.family && m.port == d.port);
+    }
+  }
+  /* ATTACH */
+  {
+    static lr_attach_t m, d;
+    check_rc(rc = lr_decode_attach(f, &m));
+    if (rc == LR_PROTO_OK) {
+      reencode(enc_attach, LR_MSG_ATTACH, &m, f, &g);
+      FZ_CHECK(lr_decode_attach(&g, &d) == LR_PROTO_OK);
+      FZ_CHECK(token_same(m.token_len, m.token, d.token_len, d.token) && m.id == d.id);
+    }
+  }
+  /* SYNC_DONE carries nothing: any payload is a longer one from a newer
+   * peer, and the empty frame re-encodes as a zero-length prefix. */
+  if (f->type == LR_MSG_SYNC_DONE) reencode(enc_empty, LR_MSG_SYNC_DONE, NULL, f, &g);
+}
