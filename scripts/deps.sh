@@ -16,7 +16,8 @@ run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev ipr
 # dpkg-dev: dpkg-source unpacks and checks the Debian sources.
 win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 test_pkgs=(libcmocka-dev valgrind clang
-           mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip)
+           mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip
+           libcjson-dev)
 bench_pkgs=(iperf3 redis-server redis-tools socat)
 
 sources=no

@@ -152,7 +152,10 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
   switch (f->type) {
     case LR_MSG_WELCOME:
       if ((rc = lr_decode_hello(f, &hello))) break;
-      if (g->state == LR_G_CONNECTED) break;
+      if (g->state == LR_G_CONNECTED) {
+        session_drop(g, "agent sent a second WELCOME on a live control stream");
+        return;
+      }
       /* With a key, nothing the agent says counts before it has proved it. */
       if (g->token_len && (!g->ctl->hello_sent ||
                            !lr_auth_verify_hello(&g->ctl->auth, LR_ROLE_AGENT, LR_MSG_WELCOME,
