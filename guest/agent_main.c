@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,6 +27,7 @@
 #include "lr_log.h"
 #include "lr_opts.h"
 #include "lr_guest_pal.h"
+#include "lr_linux.h"
 #include "lr_version.h"
 
 static const char usage_text[] =
@@ -235,13 +235,7 @@ int main(int argc, char **argv) {
 
   /* A host that vanishes mid-write must be an error return, not a kill. */
   signal(SIGPIPE, SIG_IGN);
-  /* Every relayed connection costs the agent two fds; an init system's
-   * default soft limit (1024) would cap it near 500 connections. */
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  lr_linux_raise_nofile(); /* two fds per relayed connection */
 
   uv_loop_t *loop = uv_default_loop();
   lr_agent_opts_t ao;

@@ -3,28 +3,22 @@
  * libuv does nearly everything; what is left is the AF_VSOCK connect
  * (vmsock_posix.c), loopback listeners (libuv's bind is already exclusive
  * on Linux: SO_REUSEADDR there never lets a second socket bind a port that
- * one is listening on), the peer-closed probe that lets the relay tell a
- * reset from a half-close on Unix sockets, the default paths, and the
- * handshake's HMAC-SHA256 (OpenSSL's libcrypto) and nonces (getrandom). */
+ * one is listening on), the status endpoint's mode, the run directory and
+ * the default paths. The calls the guest needs too (the relay's peer-closed
+ * probe, HMAC-SHA256, nonces, a raw close) come from platform/linux. */
 #define _GNU_SOURCE
 #include "lr_posix.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
+#include "lr_linux.h"
 #include "lr_log.h"
 #include "vmsock_posix.h"
 
@@ -67,19 +61,6 @@ static const char *default_config_path(char *buf, size_t len) {
   return buf;
 }
 
-/* After EOF: has the peer closed both directions (POLLHUP), or only its
- * write side (POLLRDHUP alone)? Meaningful only while our own write side is
- * open, which the relay guarantees before asking. */
-static int peer_closed(const lr_endpoint_t *ep) {
-  uv_os_fd_t fd;
-  if (uv_fileno(&ep->u.handle, &fd) != 0) return 0;
-  struct pollfd p = {.fd = fd, .events = POLLRDHUP};
-  if (poll(&p, 1, 0) != 1) return 0;
-  return (p.revents & POLLHUP) != 0;
-}
-
-static void sock_close(uv_os_sock_t s) { close(s); }
-
 static int fds_exhausted(uv_loop_t *loop) {
   int fd = fcntl(uv_backend_fd(loop), F_DUPFD_CLOEXEC, 0);
   if (fd >= 0) {
@@ -99,58 +80,27 @@ static int secure_endpoint(uv_pipe_t *h, const char *path, char *err, size_t err
   return 0;
 }
 
-static int hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *msg, size_t mlen,
-                       uint8_t out[32]) {
-  unsigned int n = 0;
-  if (klen > INT_MAX) return -1;
-  if (!HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &n) || n != 32) return -1;
-  return 0;
-}
-
-/* The kernel's CSPRNG; blocks only until it is first seeded at boot. */
-static int random_bytes(uint8_t *buf, size_t n) {
-  while (n) {
-    ssize_t r = getrandom(buf, n, 0);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    buf += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
-
 const lr_pal_t lr_pal_posix = {
     .name = "posix",
     .vmsock_connect = lr_posix_vmsock_connect,
-    .sock_close = sock_close,
+    .sock_close = lr_linux_sock_close,
     .fds_exhausted = fds_exhausted,
     .listen_loopback = listen_loopback,
-    .peer_closed = peer_closed,
+    .peer_closed = lr_linux_peer_closed,
     .run_dir = run_dir,
     .secure_endpoint = secure_endpoint,
     .default_status_path = default_status_path,
     .default_config_path = default_config_path,
-    .hmac_sha256 = hmac_sha256,
-    .random_bytes = random_bytes,
+    .hmac_sha256 = lr_linux_hmac_sha256,
+    .random_bytes = lr_linux_random_bytes,
 };
 
 const lr_pal_t *lr_pal_host(void) { return &lr_pal_posix; }
 
-static void raise_nofile(void) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
-  rlim_t was = rl.rlim_cur;
-  rl.rlim_cur = rl.rlim_max;
-  if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-    LR_DEBUG("open-files limit raised from %llu to %llu", (unsigned long long)was,
-             (unsigned long long)rl.rlim_max);
-}
-
 void lr_posix_init(void) {
   signal(SIGPIPE, SIG_IGN);
-  raise_nofile();
+  unsigned long was = lr_linux_raise_nofile();
+  LR_DEBUG("open-files limit: %lu", was);
 }
 
 int lr_posix_mkdir_p(const char *path, mode_t mode) {

@@ -1,0 +1,54 @@
+/* The Linux calls host and guest share; see lr_linux.h. */
+#define _GNU_SOURCE
+#include "lr_linux.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+int lr_linux_peer_closed(const lr_endpoint_t *ep) {
+  uv_os_fd_t fd;
+  if (uv_fileno(&ep->u.handle, &fd) != 0) return 0;
+  struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLHUP) != 0;
+}
+
+void lr_linux_sock_close(uv_os_sock_t s) { close(s); }
+
+int lr_linux_hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *msg, size_t mlen,
+                         uint8_t out[32]) {
+  unsigned int n = 0;
+  if (klen > INT_MAX) return -1;
+  if (!HMAC(EVP_sha256(), key, (int)klen, msg, mlen, out, &n) || n != 32) return -1;
+  return 0;
+}
+
+/* Blocks only until the kernel's CSPRNG is first seeded at boot. */
+int lr_linux_random_bytes(uint8_t *buf, size_t n) {
+  while (n) {
+    ssize_t r = getrandom(buf, n, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    buf += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+unsigned long lr_linux_raise_nofile(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  return (unsigned long)rl.rlim_cur;
+}

@@ -1,0 +1,39 @@
+/* The Linux calls both Linux programs need, the host daemon and the guest
+ * agent: the relay's peer-closed probe (POLLHUP), closing a raw socket,
+ * HMAC-SHA256 from OpenSSL's libcrypto, nonces from the kernel's CSPRNG,
+ * and raising the open-files limit.
+ *
+ * Why a layer of its own: the host (host/posix) and the guest (guest/) are
+ * separate programs that must build and ship without each other's code,
+ * yet on Linux these few calls are the same for both. So they live here
+ * once, and each side's lr_pal_t points at them; what only one side needs
+ * (the host's AF_VSOCK connect and stand-ins, the guest's vsock listener)
+ * stays in that side's folder. */
+#ifndef LR_LINUX_H
+#define LR_LINUX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "lr_endpoint.h"
+
+/* lr_pal_t.peer_closed: after EOF on a Unix or vsock stream, 1 when the peer
+ * closed both directions (POLLHUP: our reading of a reset), 0 for a
+ * half-close (POLLRDHUP alone). */
+int lr_linux_peer_closed(const lr_endpoint_t *ep);
+/* lr_pal_t.sock_close */
+void lr_linux_sock_close(uv_os_sock_t s);
+/* lr_pal_t.hmac_sha256: 0, or -1 if libcrypto failed. */
+int lr_linux_hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *msg, size_t mlen,
+                         uint8_t out[32]);
+/* lr_pal_t.random_bytes: getrandom(2); 0 or -1. */
+int lr_linux_random_bytes(uint8_t *buf, size_t n);
+
+/* Raises the soft open-files limit to the hard one: every relayed
+ * connection costs two descriptors per side, and an init system's default
+ * soft limit (1024) would cap a daemon near 500 connections without a word.
+ * Returns the limit now in force (0 if unknown). */
+unsigned long lr_linux_raise_nofile(void);
+
+#endif
