@@ -63,20 +63,27 @@ def now():
 
 def connect_until(port, want_connect, limit):
     """Polls 127.0.0.1:port until a connect succeeds (want_connect) or is
-    refused (not want_connect). Returns the monotonic time, or None."""
+    refused (not want_connect). Returns the monotonic time, or None.
+
+    Only ECONNREFUSED means the stand-in is gone. A stand-in that still
+    exists accepts, relays, and resets the client as soon as the guest
+    refuses the relayed connection; that reset can reach connect() itself
+    (ECONNRESET), and it says nothing about detection."""
     deadline = now() + limit
     while True:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.settimeout(0.5)
         try:
             s.connect(("127.0.0.1", port))
-            ok = True
+            state = "up"
+        except ConnectionRefusedError:
+            state = "gone"
         except OSError:
-            ok = False
+            state = "other"  # reset by the relay, or a timeout: neither answer
         finally:
             s.close()
         t = now()
-        if ok == want_connect:
+        if state == ("up" if want_connect else "gone"):
             return t
         if t > deadline:
             return None
@@ -277,7 +284,9 @@ def main():
     if args.json:
         print(json.dumps({"trials": args.trials, "bind": args.bind, "detection": detection,
                           "add_ms": add_s, "remove_ms": del_s, "timeouts": timeouts,
-                          "idle_cpu": cpu}))
+                          "idle_cpu": cpu,
+                          "add_samples": [round(v, 3) for v in add_ms],
+                          "remove_samples": [round(v, 3) for v in del_ms]}))
     if args.max_p99_ms is not None and args.trials:
         for name, s in (("add", add_s), ("remove", del_s)):
             if not s["n"] or s["p99"] > args.max_p99_ms:
