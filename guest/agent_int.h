@@ -3,7 +3,8 @@
  *
  *   agent.c          lifecycle, accepting streams, reading, the preamble
  *                    dispatch, writing, ending a stream
- *   agent_scan.c     sock_diag scans, the per-scan diff, own-inode exclusion
+ *   agent_scan.c     sock_diag scans, the per-scan diff, own-inode exclusion,
+ *                    when to scan (the eBPF trigger, lr_bpfwatch.h, or the timer)
  *   agent_control.c  the control stream: HELLO/WELCOME, listener reports,
  *                    PING/PONG, PORT_STATE, REVERSE_SET/REVERSE_FAIL
  *   agent_data.c     data streams: OPEN, connect to the guest server,
@@ -94,7 +95,7 @@ typedef struct {
   char last_err[256]; /* logged once per distinct message */
   uint32_t *own;      /* inodes never reported: the transport + published listeners */
   size_t nown;
-  struct agent_events_s *events; /* the eBPF trigger (agent_scan.c); NULL while polling */
+  struct agent_events_s *events; /* the eBPF trigger (agent_scan.c); NULL if it never loaded */
 } agent_scan_t;
 
 struct lr_agent_s {
