@@ -139,6 +139,7 @@ typedef struct agent_events_s {
   uv_timer_t kick;   /* the scan an event asks for */
   unsigned tries;
   unsigned poll_ms;  /* the interval to poll at without the trigger */
+  int left;          /* a listener closed since the last kick */
   size_t nwant;
   int want_overflow;
   lr_bpfwatch_event_t want[WANT_MAX];
@@ -195,6 +196,13 @@ static void on_kick(uv_timer_t *t) {
     want_clear(e); /* the next control stream starts with a full listing */
     return;
   }
+  /* A published port a guest program held may be free now: with the
+   * trigger the periodic retry (on_scan_timer) runs only every
+   * ebpfScanIntervalMs, so a close retries at once. */
+  if (e->left) {
+    e->left = 0;
+    agent_reverse_retry(a);
+  }
   agent_control_report(a);
   if (!want_settle(e)) return;
   if (++e->tries >= KICK_TRIES) {
@@ -213,6 +221,7 @@ static void on_event(void *data, const lr_bpfwatch_event_t *ev) {
            ev->listening ? "entered" : "left");
   if (!e->a->control) return;
   want_note(e, ev);
+  if (!ev->listening) e->left = 1;
   /* A timeout of 0 runs in the next loop turn, after every record this
    * turn delivers: a burst costs one scan. A retry still pending is
    * brought forward the same way. */
