@@ -109,9 +109,11 @@ add_custom_command(
   COMMENT "Generating vmlinux.h from ${LORELAY_VMLINUX_BTF}"
   VERBATIM)
 
+# -Wall without -Werror here: vmlinux.h is generated from whatever kernel
+# the build machine runs, and a warning in it must not fail the build.
 add_custom_command(
   OUTPUT ${LORELAY_BPF_OUT}/listen_trace.bpf.o
-  COMMAND ${LORELAY_CLANG} -target bpf -g -O2 -Wall -Werror -D__TARGET_ARCH_${_lr_arch}
+  COMMAND ${LORELAY_CLANG} -target bpf -g -O2 -Wall -D__TARGET_ARCH_${_lr_arch}
           -I${LORELAY_BPF_OUT} -I${LORELAY_BPF_SRC} ${_lr_incs}
           -c ${LORELAY_BPF_SRC}/listen_trace.bpf.c -o ${LORELAY_BPF_OUT}/listen_trace.clang.o
   # Links the one object through bpftool, which drops the DWARF (the BTF stays).
