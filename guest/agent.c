@@ -442,6 +442,7 @@ lr_agent_t *lr_agent_new(uv_loop_t *loop, const lr_agent_opts_t *o, char *err, s
   uv_timer_init(loop, &a->scan_timer);
   a->scan_timer.data = a;
   a->scan_timer_open = 1;
+  agent_scan_events_start(a, o);
   return a;
 }
 
@@ -485,6 +486,7 @@ void lr_agent_shutdown(lr_agent_t *a) {
   if (a->lsn_open && !uv_is_closing(&a->lsn.handle)) uv_close(&a->lsn.handle, NULL);
   if (a->scan_timer_open && !uv_is_closing((uv_handle_t *)&a->scan_timer))
     uv_close((uv_handle_t *)&a->scan_timer, NULL);
+  agent_scan_events_stop(a);
   for (conn_t *c = a->conns, *next; c; c = next) {
     next = c->next;
     agent_conn_close(c);

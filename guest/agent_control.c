@@ -40,6 +40,8 @@ static void send_full_listing(lr_agent_t *a, conn_t *c) {
   agent_scan_full(a);
   lr_sbuf_t b;
   lr_sbuf_init(&b);
+  uint8_t info[32]; /* AGENT_INFO: how listeners are detected (agent_scan.c) */
+  lr_sbuf_append(&b, (const char *)info, agent_scan_info_frame(a, info, sizeof info));
   for (size_t i = 0; i < a->scan.ncur; i++) {
     log_listener("listener", &a->scan.cur[i]);
     sbuf_listener(&b, LR_MSG_LISTENER_ADD, &a->scan.cur[i]);
@@ -56,7 +58,8 @@ static void send_full_listing(lr_agent_t *a, conn_t *c) {
 }
 
 /* Runs only while a control stream exists. Unbound published ports are
- * retried here too (once a second): a guest program may free the port. */
+ * retried here too (once a second, or every scan when scans are slower):
+ * a guest program may free the port. */
 static void on_scan_timer(uv_timer_t *t) {
   lr_agent_t *a = t->data;
   if (!a->control) return;
@@ -64,6 +67,12 @@ static void on_scan_timer(uv_timer_t *t) {
     a->rev.retry_ticks = 0;
     agent_reverse_retry(a);
   }
+  agent_control_report(a);
+}
+
+/* The periodic scan's and the eBPF trigger's (agent_scan.c) report. */
+void agent_control_report(lr_agent_t *a) {
+  if (!a->control) return;
   size_t nadds, ndels;
   if (agent_scan_diff(a, &nadds, &ndels) != 0) return;
   if (nadds == 0 && ndels == 0) return;

@@ -3,7 +3,8 @@
  *
  *   agent.c          lifecycle, accepting streams, reading, the preamble
  *                    dispatch, writing, ending a stream
- *   agent_scan.c     sock_diag scans, the per-scan diff, own-inode exclusion
+ *   agent_scan.c     sock_diag scans, the per-scan diff, own-inode exclusion,
+ *                    when to scan (the eBPF trigger, lr_bpfwatch.h, or the timer)
  *   agent_control.c  the control stream: HELLO/WELCOME, listener reports,
  *                    PING/PONG, PORT_STATE, REVERSE_SET/REVERSE_FAIL
  *   agent_data.c     data streams: OPEN, connect to the guest server,
@@ -101,6 +102,7 @@ typedef struct {
   char last_err[256]; /* logged once per distinct message */
   uint32_t *own;      /* inodes never reported: the transport + published listeners */
   size_t nown;
+  struct agent_events_s *events; /* the eBPF trigger (agent_scan.c); NULL if it never loaded */
 } agent_scan_t;
 
 struct lr_agent_s {
@@ -191,11 +193,19 @@ void agent_scan_full(lr_agent_t *a);
 int agent_scan_diff(lr_agent_t *a, size_t *nadds, size_t *ndels);
 /* Recomputes scan.own from the transport listener and the published ones. */
 void agent_scan_own_rebuild(lr_agent_t *a);
+/* Event-driven detection: loads the eBPF trigger if o asks for it (else, or
+ * when it fails, one log line and polling), and stops it at shutdown. */
+void agent_scan_events_start(lr_agent_t *a, const lr_agent_opts_t *o);
+void agent_scan_events_stop(lr_agent_t *a);
+/* The AGENT_INFO frame (how listeners are detected) into out; its length. */
+size_t agent_scan_info_frame(const lr_agent_t *a, uint8_t *out, size_t cap);
 
 /* agent_control.c */
 void agent_control_hello(conn_t *c, const lr_frame_t *f);  /* PH_HELLO */
 void agent_control_frame(conn_t *c, const lr_frame_t *f);  /* PH_CONTROL */
 void agent_control_stop(conn_t *c); /* c is ending; no-op unless it is the control stream */
+/* Scans now and reports what changed on the control stream (if any). */
+void agent_control_report(lr_agent_t *a);
 
 /* agent_data.c */
 void agent_data_open(conn_t *c, const lr_frame_t *f); /* PH_OPEN */

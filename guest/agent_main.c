@@ -50,7 +50,8 @@ static const char usage_text[] =
     "  --allow-uid UID     unix: also accept streams from this uid (repeatable);\n"
     "                      root and the agent's own uid always may. The socket is\n"
     "                      created mode 0600: grant the uid access too (setfacl)\n"
-    "  -c, --config FILE   INI file, section [lorelay]: scanIntervalMs, logLevel\n"
+    "  -c, --config FILE   INI file, section [lorelay]: scanIntervalMs, ebpf,\n"
+    "                      ebpfScanIntervalMs, logLevel\n"
     "  --name NAME         guest name sent to the host (default: the host name)\n"
     "  --log-level LEVEL   error, warn, info or debug (overrides the config)\n"
     "  -h, --help          show this help and exit\n"
@@ -246,6 +247,8 @@ int main(int argc, char **argv) {
   ao.scan_interval_ms = cfg.scan_interval_ms;
   ao.allow_uids = o.allow_uids;
   ao.n_allow_uids = o.n_allow_uids;
+  ao.ebpf = cfg.ebpf;
+  ao.ebpf_scan_interval_ms = cfg.ebpf_scan_interval_ms;
   g_agent = lr_agent_new(loop, &ao, err, sizeof err);
   if (!g_agent) {
     LR_ERROR("%s", err);
@@ -261,9 +264,9 @@ int main(int argc, char **argv) {
   uv_signal_start(&g_sigterm, on_signal, SIGTERM);
 
   char astr[256];
-  LR_INFO("lorelay-agent %s '%s' serving on %s%s (scan every %u ms)", LR_VERSION_STRING, name,
+  LR_INFO("lorelay-agent %s '%s' serving on %s%s", LR_VERSION_STRING, name,
           o.listen ? lr_taddr_format(&ta, astr, sizeof astr) : "an inherited socket",
-          bound_here ? "" : " (inherited)", cfg.scan_interval_ms);
+          bound_here ? "" : " (inherited)");
 
   uv_run(loop, UV_RUN_DEFAULT);
   lr_agent_free(g_agent);

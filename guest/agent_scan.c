@@ -1,5 +1,6 @@
 /* The agent's listener scans: a sock_diag dump, the agent's own sockets
- * left out, and the diff against the set last reported.
+ * left out, and the diff against the set last reported; and what decides
+ * when to scan.
  *
  * Kept apart from the control stream that reports the result so that the
  * scan state (the netlink socket, four arrays swapped rather than copied
@@ -7,13 +8,24 @@
  * system scans without allocating. Own-inode exclusion lives here because
  * it is a property of the scan: the transport listener and every published
  * (reverse) listener are the agent's, and reporting them would make the
- * host forward the agent to itself. */
+ * host forward the agent to itself.
+ *
+ * When to scan: with the eBPF trigger loaded (lr_bpfwatch.h), a socket of
+ * this namespace entering or leaving LISTEN wakes the agent, which scans in
+ * the next loop turn (however many events arrived in this one) and reports
+ * through the same diff as the periodic scan, so additions and removals
+ * travel the same path at the same speed. The periodic scan goes on, slower
+ * (ebpfScanIntervalMs), as a safety net. The tracepoint fires a moment
+ * before the socket is (un)hashed, so a scan that does not yet show what an
+ * event announced is repeated after 1, 2, 4, 8 and 16 ms. Without the
+ * trigger the periodic scan runs every scanIntervalMs, as before. */
 #include "agent_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lr_bpfwatch.h"
 #include "lr_listeners.h"
 #include "lr_log.h"
 
@@ -110,4 +122,183 @@ void agent_scan_own_rebuild(lr_agent_t *a) {
   if (a->have_own_inode) own[s->nown++] = a->own_inode;
   for (size_t i = 0; i < a->rev.n; i++)
     if (a->rev.v[i]->bound) own[s->nown++] = a->rev.v[i]->inode;
+}
+
+/* ---- event-driven detection (eBPF) ------------------------------------- */
+
+#define EVENTS_SAFETY_MS 2000 /* the periodic scan while the trigger works */
+#define KICK_TRIES 6          /* scans per burst: now, +1, +2, +4, +8, +16 ms */
+#define WANT_MAX 32           /* changes announced and not yet seen by a scan */
+
+/* Owned by agent_scan.c: allocated by agent_scan_events_start when the
+ * trigger loads, freed in the kick timer's close callback after
+ * agent_scan_events_stop (or a failure of the trigger) closed both. */
+typedef struct agent_events_s {
+  lr_agent_t *a;
+  lr_bpfwatch_t *bw; /* NULL once it failed: the agent polls again */
+  uv_timer_t kick;   /* the scan an event asks for */
+  unsigned tries;
+  unsigned poll_ms;  /* the interval to poll at without the trigger */
+  int left;          /* a listener closed since the last kick */
+  size_t nwant;
+  int want_overflow;
+  lr_bpfwatch_event_t want[WANT_MAX];
+} agent_events_t;
+
+/* Does the last dump show what ev announced? Leaving LISTEN is traced
+ * after the socket left the hash, entering it before the socket is hashed,
+ * so only an entry can be early. An unbound socket's listen() reports port
+ * 0 (the port is chosen after the tracepoint), and a socket that releases
+ * an automatic port at close has it zeroed by then: an entry on port 0 is
+ * never confirmed and gets the whole retry series, an exit on port 0
+ * always is. So does a port another socket still listens on (SO_REUSEPORT)
+ * get the series, which costs a few dumps. */
+static int want_seen(const agent_scan_t *s, const lr_bpfwatch_event_t *ev) {
+  if (ev->port == 0) return !ev->listening;
+  int found = 0;
+  for (size_t i = 0; i < s->raw.n && !found; i++)
+    found = s->raw.v[i].l.family == ev->family && s->raw.v[i].l.port == ev->port;
+  return found == ev->listening;
+}
+
+static void want_note(agent_events_t *e, const lr_bpfwatch_event_t *ev) {
+  for (size_t i = 0; i < e->nwant; i++)
+    if (e->want[i].family == ev->family && e->want[i].port == ev->port) {
+      e->want[i].listening = ev->listening; /* the latest transition counts */
+      return;
+    }
+  if (e->nwant < WANT_MAX)
+    e->want[e->nwant++] = *ev;
+  else
+    e->want_overflow = 1; /* retried as if unconfirmed */
+}
+
+/* Drops what the last scan confirmed; 1 when something is still awaited. */
+static int want_settle(agent_events_t *e) {
+  const agent_scan_t *s = &e->a->scan;
+  if (s->last_err[0]) return 1; /* the scan failed: it confirmed nothing */
+  size_t k = 0;
+  for (size_t i = 0; i < e->nwant; i++)
+    if (!want_seen(s, &e->want[i])) e->want[k++] = e->want[i];
+  e->nwant = k;
+  return e->nwant > 0 || e->want_overflow;
+}
+
+static void want_clear(agent_events_t *e) {
+  e->nwant = 0;
+  e->want_overflow = 0;
+}
+
+static void on_kick(uv_timer_t *t) {
+  agent_events_t *e = t->data;
+  lr_agent_t *a = e->a;
+  if (!a->control) {
+    want_clear(e); /* the next control stream starts with a full listing */
+    return;
+  }
+  /* A published port a guest program held may be free now: with the
+   * trigger the periodic retry (on_scan_timer) runs only every
+   * ebpfScanIntervalMs, so a close retries at once. */
+  if (e->left) {
+    e->left = 0;
+    agent_reverse_retry(a);
+  }
+  agent_control_report(a);
+  if (!want_settle(e)) return;
+  if (++e->tries >= KICK_TRIES) {
+    LR_DEBUG("eBPF trigger: %zu announced change(s) still not confirmed after %u scans "
+             "(a listen() that chose its own port, or a port another socket still listens "
+             "on); the periodic scan covers them", e->nwant, e->tries);
+    want_clear(e);
+    return;
+  }
+  uv_timer_start(&e->kick, on_kick, 1u << (e->tries - 1), 0);
+}
+
+static void on_event(void *data, const lr_bpfwatch_event_t *ev) {
+  agent_events_t *e = data;
+  LR_DEBUG("eBPF trigger: IPv%u port %u %s LISTEN", ev->family, ev->port,
+           ev->listening ? "entered" : "left");
+  if (!e->a->control) return;
+  want_note(e, ev);
+  if (!ev->listening) e->left = 1;
+  /* A timeout of 0 runs in the next loop turn, after every record this
+   * turn delivers: a burst costs one scan. A retry still pending is
+   * brought forward the same way. */
+  e->tries = 0;
+  uv_timer_start(&e->kick, on_kick, 0, 0);
+}
+
+static void on_kick_closed(uv_handle_t *h) { free(h->data); }
+
+static void send_info(lr_agent_t *a) {
+  uint8_t f[32];
+  size_t n = agent_scan_info_frame(a, f, sizeof f);
+  if (a->control && n) agent_conn_send(a->control, f, n);
+}
+
+/* The trigger broke after it worked: back to polling, and the host is told. */
+static void on_fail(void *data, const char *why) {
+  agent_events_t *e = data;
+  lr_agent_t *a = e->a;
+  LR_WARN("listener detection: %s; polling every %u ms from now on", why, e->poll_ms);
+  lr_bpfwatch_close(e->bw);
+  e->bw = NULL;
+  uv_timer_stop(&e->kick);
+  want_clear(e);
+  a->scan_ms = e->poll_ms;
+  if (a->scan_timer_open && uv_is_active((uv_handle_t *)&a->scan_timer)) {
+    uv_timer_set_repeat(&a->scan_timer, a->scan_ms);
+    uv_timer_again(&a->scan_timer);
+  }
+  send_info(a);
+}
+
+void agent_scan_events_start(lr_agent_t *a, const lr_agent_opts_t *o) {
+  char err[512];
+  if (!o->ebpf) {
+    LR_INFO("listener detection: polling every %u ms (eBPF trigger not enabled)", a->scan_ms);
+    return;
+  }
+  agent_events_t *e = calloc(1, sizeof *e);
+  if (!e) {
+    LR_WARN("listener detection: polling every %u ms; eBPF trigger: out of memory", a->scan_ms);
+    return;
+  }
+  e->a = a;
+  e->poll_ms = a->scan_ms;
+  e->bw = lr_bpfwatch_start(a->loop, on_event, on_fail, e, err, sizeof err);
+  if (!e->bw) {
+    LR_WARN("listener detection: polling every %u ms; eBPF trigger unavailable: %s", a->scan_ms,
+            err);
+    free(e);
+    return;
+  }
+  uv_timer_init(a->loop, &e->kick);
+  e->kick.data = e;
+  a->scan.events = e;
+  a->scan_ms = o->ebpf_scan_interval_ms ? o->ebpf_scan_interval_ms : EVENTS_SAFETY_MS;
+  LR_INFO("listener detection: eBPF trigger (inet_sock_set_state), "
+          "with a safety-net scan every %u ms", a->scan_ms);
+}
+
+void agent_scan_events_stop(lr_agent_t *a) {
+  agent_events_t *e = a->scan.events;
+  if (!e) return;
+  a->scan.events = NULL;
+  if (e->bw) {
+    uint64_t dropped = lr_bpfwatch_dropped(e->bw);
+    if (dropped) LR_INFO("eBPF trigger: %llu event(s) dropped (ring buffer full)",
+                         (unsigned long long)dropped);
+    lr_bpfwatch_close(e->bw);
+    e->bw = NULL;
+  }
+  uv_close((uv_handle_t *)&e->kick, on_kick_closed);
+}
+
+size_t agent_scan_info_frame(const lr_agent_t *a, uint8_t *out, size_t cap) {
+  lr_agent_info_t m;
+  memset(&m, 0, sizeof m);
+  m.detection = a->scan.events && a->scan.events->bw ? LR_DETECT_EBPF : LR_DETECT_POLL;
+  return lr_encode_agent_info(out, cap, &m);
 }

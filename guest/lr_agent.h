@@ -36,6 +36,11 @@ typedef struct {
                               one, every stream starts with a challenge the host must answer */
   size_t token_len;
   unsigned scan_interval_ms;     /* periodic listener scan; 0 = 100 */
+  /* 1: detect listeners with the eBPF trigger when it loads (lr_bpfwatch.h),
+   * scanning only every ebpf_scan_interval_ms as a safety net; when it does
+   * not load, or 0 here, the agent polls every scan_interval_ms. */
+  int ebpf;
+  unsigned ebpf_scan_interval_ms; /* 0 = 2000 */
   unsigned handshake_timeout_ms; /* 0 = LR_AGENT_HANDSHAKE_MS */
   const lr_pal_t *pal;     /* NULL: lr_guest_pal */
   /* Unix transports: peer uids accepted besides root and the agent's own. */

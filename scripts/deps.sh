@@ -12,7 +12,10 @@ set -euo pipefail
 
 mode=${1:-test}
 root=$(cd "$(dirname "$0")/.." && pwd)
-run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev iproute2 python3 curl)
+# clang, bpftool, libbpf-dev: the agent's eBPF listener trigger (cmake/LorelayBpf.cmake);
+# without them the agent builds with polling only. libssl-dev: HMAC-SHA256.
+run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev iproute2 python3 curl
+          clang bpftool libbpf-dev)
 # dpkg-dev: dpkg-source unpacks and checks the Debian sources.
 win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 test_pkgs=(libcmocka-dev valgrind clang

@@ -23,6 +23,8 @@ void lr_config_defaults(lr_config_t *c) {
   c->remap_on_conflict = 0;
   c->log_level = LR_LOG_INFO;
   c->scan_interval_ms = 100;
+  c->ebpf = 1;
+  c->ebpf_scan_interval_ms = 2000;
   c->conflict_retry_ms = 1000;
   c->forward_ports.n = 1;
   c->forward_ports.r[0].lo = 1024;
@@ -169,6 +171,7 @@ static int handler(void *user, const char *section, const char *name, const char
   BOOL_KEY("localhostForwarding", localhost_forwarding)
   BOOL_KEY("ipv6", ipv6)
   BOOL_KEY("remapOnConflict", remap_on_conflict)
+  BOOL_KEY("ebpf", ebpf)
 #undef BOOL_KEY
   if (lr_streq_nocase(name, "ignorePorts") || lr_streq_nocase(name, "reversePorts") ||
       lr_streq_nocase(name, "forwardPorts")) {
@@ -199,6 +202,8 @@ static int handler(void *user, const char *section, const char *name, const char
     unsigned lo, hi;
   } numbers[] = {
       {"scanIntervalMs", "milliseconds", offsetof(lr_config_t, scan_interval_ms), 10, 10000},
+      {"ebpfScanIntervalMs", "milliseconds", offsetof(lr_config_t, ebpf_scan_interval_ms), 100,
+       600000},
       {"conflictRetryMs", "milliseconds", offsetof(lr_config_t, conflict_retry_ms), 100, 60000},
       {"maxStandins", "sockets", offsetof(lr_config_t, max_standins), 1, 131072},
       {"maxConnections", "connections", offsetof(lr_config_t, max_connections), 1, 1000000},

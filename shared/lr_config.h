@@ -30,6 +30,8 @@ typedef struct {
   int remap_on_conflict;    /* remapOnConflict, default 0 */
   int log_level;            /* logLevel: lr_log_level_t, default info */
   unsigned scan_interval_ms;   /* scanIntervalMs (agent): default 100, 10..10000 */
+  int ebpf;                    /* ebpf (agent): detect listeners with eBPF when it loads, default 1 */
+  unsigned ebpf_scan_interval_ms; /* ebpfScanIntervalMs (agent): safety-net scan, default 2000 */
   unsigned conflict_retry_ms;  /* conflictRetryMs (host): default 1000, 100..60000 */
   lr_portset_t forward_ports;  /* forwardPorts: ports a guest may claim, default 1024-65535 */
   /* Budgets: everything one guest, or the local users, can make the host

@@ -109,6 +109,7 @@ struct lr_guest_s {
   lr_binding_t **rev;
   size_t nrev;
   lr_guest_state_t state;
+  uint8_t detection; /* LR_DETECT_*: from the agent's AGENT_INFO; poll until one arrives */
   lr_ctl_t *ctl;
   uv_timer_t retry_timer, conflict_timer, tick_timer;
   unsigned backoff_ms;

@@ -14,6 +14,7 @@
  *   REVERSE_OPEN     u32 id, u8 family, u16 port
  *   REVERSE_FAIL     u32 id, u32 code, u16 len, text[len]
  *   ATTACH           u8 alen, auth[alen], u32 id
+ *   AGENT_INFO       u8 detection (0 poll, 1 ebpf); newer agents append
  * Writers use a cursor that refuses to run past the end; readers use one
  * that reports a short payload instead of reading past it. */
 #include "lr_proto.h"
@@ -321,6 +322,13 @@ size_t lr_encode_attach(uint8_t *out, size_t cap, const lr_attach_t *m) {
   return frame_end(&w);
 }
 
+size_t lr_encode_agent_info(uint8_t *out, size_t cap, const lr_agent_info_t *m) {
+  wcur_t w;
+  frame_begin(&w, out, cap, LR_MSG_AGENT_INFO);
+  w_u8(&w, m->detection);
+  return frame_end(&w);
+}
+
 /* ---- decoders ---------------------------------------------------------- */
 
 static int r_auth(rcur_t *r, lr_auth_t *a) {
@@ -476,6 +484,14 @@ int lr_decode_attach(const lr_frame_t *f, lr_attach_t *out) {
   return r.bad ? LR_PROTO_ESHORT : LR_PROTO_OK;
 }
 
+int lr_decode_agent_info(const lr_frame_t *f, lr_agent_info_t *out) {
+  rcur_t r;
+  rcur_init(&r, f);
+  memset(out, 0, sizeof *out);
+  out->detection = r_u8(&r);
+  return r.bad ? LR_PROTO_ESHORT : LR_PROTO_OK;
+}
+
 /* ---- names and helpers ------------------------------------------------- */
 
 const char *lr_proto_strerror(int rc) {
@@ -524,6 +540,7 @@ const char *lr_msg_name(uint16_t type) {
     case LR_MSG_REVERSE_OPEN: return "REVERSE_OPEN";
     case LR_MSG_REVERSE_FAIL: return "REVERSE_FAIL";
     case LR_MSG_ATTACH: return "ATTACH";
+    case LR_MSG_AGENT_INFO: return "AGENT_INFO";
     default: return "unknown";
   }
 }
@@ -535,6 +552,14 @@ const char *lr_port_state_name(lr_port_state_t s) {
     case LR_PORT_REMAPPED: return "remapped";
     case LR_PORT_IGNORED: return "ignored";
     case LR_PORT_DENIED: return "denied";
+    default: return "unknown";
+  }
+}
+
+const char *lr_detection_name(uint8_t d) {
+  switch (d) {
+    case LR_DETECT_POLL: return "poll";
+    case LR_DETECT_EBPF: return "ebpf";
     default: return "unknown";
   }
 }

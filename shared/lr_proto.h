@@ -59,6 +59,7 @@ typedef enum {
   LR_MSG_REVERSE_SET = 14,   /* host->guest: the host ports to publish on the guest loopback */
   LR_MSG_REVERSE_OPEN = 15,  /* guest->host: a guest client connected to a published port */
   LR_MSG_REVERSE_FAIL = 16,  /* host->guest: that connection cannot be served (code, text) */
+  LR_MSG_AGENT_INFO = 17,    /* guest->host: how the agent works (listener detection) */
   LR_MSG_PING = 20,          /* either way: liveness; answered with PONG, same payload */
   LR_MSG_PONG = 21,
   LR_MSG_OPEN = 30,          /* host->guest, only frame on a data stream before the reply */
@@ -175,6 +176,15 @@ typedef struct {
   uint32_t id;
 } lr_attach_t;
 
+/* AGENT_INFO: sent by the agent after WELCOME and again whenever it
+ * changes. Newer agents may append fields; a value this side does not know
+ * is kept and shown as "unknown", not rejected. */
+#define LR_DETECT_POLL 0 /* periodic sock_diag scans */
+#define LR_DETECT_EBPF 1 /* eBPF inet_sock_set_state trigger, scans as a safety net */
+typedef struct {
+  uint8_t detection; /* LR_DETECT_* */
+} lr_agent_info_t;
+
 /* Preamble. encode writes LR_PREAMBLE_LEN bytes; flags is LR_PREAMBLE_KEYED
  * or 0 (lr_preamble_encode). */
 void lr_preamble_encode(uint8_t out[LR_PREAMBLE_LEN], uint8_t kind);
@@ -207,6 +217,7 @@ size_t lr_encode_reverse_open(uint8_t *out, size_t cap, const lr_reverse_open_t 
 size_t lr_encode_reverse_fail(uint8_t *out, size_t cap, uint32_t id, uint32_t code,
                               const char *text);
 size_t lr_encode_attach(uint8_t *out, size_t cap, const lr_attach_t *m);
+size_t lr_encode_agent_info(uint8_t *out, size_t cap, const lr_agent_info_t *m);
 
 /* Decoders take a frame from lr_frame_decode. OK, ESHORT or EINVAL. */
 int lr_decode_hello(const lr_frame_t *f, lr_hello_t *out);
@@ -224,11 +235,13 @@ int lr_decode_reverse_open(const lr_frame_t *f, lr_reverse_open_t *out);
 /* REVERSE_FAIL: id, then the same code/text as ERROR. */
 int lr_decode_reverse_fail(const lr_frame_t *f, uint32_t *id, lr_error_msg_t *out);
 int lr_decode_attach(const lr_frame_t *f, lr_attach_t *out);
+int lr_decode_agent_info(const lr_frame_t *f, lr_agent_info_t *out);
 
 const char *lr_proto_strerror(int rc);   /* for LR_PROTO_* results */
 const char *lr_err_name(uint32_t code);  /* for lr_err_t */
 const char *lr_msg_name(uint16_t type);  /* "LISTENER_ADD", or "unknown" */
 const char *lr_port_state_name(lr_port_state_t s); /* "forwarding" ... */
+const char *lr_detection_name(uint8_t d); /* "poll", "ebpf", or "unknown" */
 
 /* Constant-time comparison of two tokens (or MACs). 1 if equal. */
 int lr_token_equal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);

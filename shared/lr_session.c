@@ -166,6 +166,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
         return;
       }
       g->state = LR_G_CONNECTED;
+      g->detection = LR_DETECT_POLL; /* agents without AGENT_INFO poll */
       g->backoff_ms = RETRY_MIN_MS;
       g->last_err[0] = '\0';
       LR_INFO("%s: connected to agent \"%s\" (version %s) over %s", g->name,
@@ -236,6 +237,14 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       lr_reverse_open_t ro;
       if ((rc = lr_decode_reverse_open(f, &ro))) break;
       lr_conn_reverse_open(g, &ro);
+      return;
+    }
+    case LR_MSG_AGENT_INFO: {
+      lr_agent_info_t ai;
+      if ((rc = lr_decode_agent_info(f, &ai))) break;
+      if (ai.detection != g->detection)
+        LR_INFO("%s: agent's listener detection: %s", g->name, lr_detection_name(ai.detection));
+      g->detection = ai.detection;
       return;
     }
     default:

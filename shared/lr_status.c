@@ -77,6 +77,7 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
     lr_sbuf_puts(out, ",\"transport\":");
     lr_sbuf_json_str(out, g->transport);
     lr_sbuf_printf(out, ",\"state\":\"%s\"", guest_state_name(g));
+    lr_sbuf_printf(out, ",\"detection\":\"%s\"", lr_detection_name(g->detection));
     if (g->state != LR_G_CONNECTED && g->last_err[0]) {
       lr_sbuf_puts(out, ",\"error\":");
       lr_sbuf_json_str(out, g->last_err);
@@ -147,7 +148,8 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
   char s[80], hosts[200], tg[32], th[32];
   if (!h->guests) lr_sbuf_puts(out, "no guests\n");
   for (lr_guest_t *g = h->guests; g; g = g->next) {
-    lr_sbuf_printf(out, "guest %s  %s  %s\n", g->name, g->transport, guest_state_name(g));
+    lr_sbuf_printf(out, "guest %s  %s  %s  detection %s\n", g->name, g->transport,
+                   guest_state_name(g), lr_detection_name(g->detection));
     if (g->state != LR_G_CONNECTED && g->last_err[0])
       lr_sbuf_printf(out, "  last error: %s\n", g->last_err);
     for (size_t i = 0; i < g->nrev; i++) {

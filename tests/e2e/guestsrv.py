@@ -168,9 +168,11 @@ def mode_closable(ls, opts):
 
 def mode_detect(_ls, opts):
     """Detection benchmark: one long-lived process. Commands on stdin:
-    "listen HOST PORT" -> listen, print the CLOCK_MONOTONIC time right after
-    listen(); "close" -> close every listener; "quit". CLOCK_MONOTONIC is
-    shared across network namespaces, so host and guest times compare."""
+    "listen HOST PORT" -> listen, print the CLOCK_MONOTONIC times right
+    before (t0) and right after (t) listen(); "close" -> close every
+    listener, with the times before (t0) and after (t) the close() calls;
+    "quit". CLOCK_MONOTONIC is shared across network namespaces, so host and
+    guest times compare."""
     listeners = []
     while True:
         r, _, _ = select.select([sys.stdin], [], [], TIMEOUT * 10)
@@ -187,15 +189,17 @@ def mode_detect(_ls, opts):
             fam = socket.AF_INET6 if ":" in host else socket.AF_INET
             s = socket.socket(fam, socket.SOCK_STREAM)
             s.bind((host, port))
+            t0 = time.clock_gettime(time.CLOCK_MONOTONIC)
             s.listen(16)
             t = time.clock_gettime(time.CLOCK_MONOTONIC)
             listeners.append(s)
-            emit(event="listening", port=port, t=t)
+            emit(event="listening", port=port, t=t, t0=t0)
         elif parts[0] == "close":
+            t0 = time.clock_gettime(time.CLOCK_MONOTONIC)
             for s in listeners:
                 s.close()
             listeners = []
-            emit(event="closed", t=time.clock_gettime(time.CLOCK_MONOTONIC))
+            emit(event="closed", t=time.clock_gettime(time.CLOCK_MONOTONIC), t0=t0)
         elif parts[0] == "quit":
             return
 

@@ -10,7 +10,7 @@ import subprocess
 
 PORT_KEYS = {"proto": str, "guest": str, "host": list, "state": str, "connections": int,
              "bytes_to_guest": int, "bytes_to_host": int}
-GUEST_KEYS = {"name": str, "transport": str, "state": str, "ports": list}
+GUEST_KEYS = {"name": str, "transport": str, "state": str, "detection": str, "ports": list}
 
 
 class Lorelayctl(LorelayTestCase):
@@ -44,6 +44,7 @@ class Lorelayctl(LorelayTestCase):
             self.assertIn(k, g)
             self.assertIsInstance(g[k], t, k)
         self.assertEqual(g["state"], "connected")
+        self.assertIn(g["detection"], ("ebpf", "poll"))
         self.assertIn(lr.netns, g["transport"] + g["name"])
         ports = {p["guest"]: p for p in g["ports"]}
         self.assertIn("0.0.0.0:%d" % p4, ports)

@@ -85,6 +85,8 @@ static void test_defaults(void **state) {
   assert_int_equal(c.remap_on_conflict, 0);
   assert_int_equal(c.log_level, LR_LOG_INFO);
   assert_int_equal(c.scan_interval_ms, 100);
+  assert_int_equal(c.ebpf, 1);
+  assert_int_equal(c.ebpf_scan_interval_ms, 2000);
   assert_int_equal(c.conflict_retry_ms, 1000);
   assert_int_equal(c.ignore_ports.n, 0);
   assert_int_equal(c.reverse_ports.n, 0);
@@ -109,6 +111,8 @@ static void test_every_key(void **state) {
       "remapOnConflict=true\n"
       "logLevel=debug\n"
       "scanIntervalMs=25\n"
+      "ebpf=false\n"
+      "ebpfScanIntervalMs=5000\n"
       "conflictRetryMs=250\n";
   lr_config_t c;
   lr_config_defaults(&c);
@@ -127,6 +131,8 @@ static void test_every_key(void **state) {
   assert_int_equal(c.remap_on_conflict, 1);
   assert_int_equal(c.log_level, LR_LOG_DEBUG);
   assert_int_equal(c.scan_interval_ms, 25);
+  assert_int_equal(c.ebpf, 0);
+  assert_int_equal(c.ebpf_scan_interval_ms, 5000);
   assert_int_equal(c.conflict_retry_ms, 250);
   assert_int_equal(cap.n, 0);
 }
@@ -392,6 +398,9 @@ static void test_numbers_and_levels(void **state) {
       {"scanIntervalMs = ", 0},      {"conflictRetryMs = 100", 1}, {"conflictRetryMs = 60000", 1},
       {"conflictRetryMs = 99", 0},   {"conflictRetryMs = 60001", 0},
       {"conflictRetryMs = 4294967396", 0}, /* wraps to 100 in 32 bits */
+      {"ebpfScanIntervalMs = 100", 1}, {"ebpfScanIntervalMs = 600000", 1},
+      {"ebpfScanIntervalMs = 99", 0},  {"ebpfScanIntervalMs = 600001", 0},
+      {"ebpf = off", 1},               {"ebpf = maybe", 0},
       {"logLevel = error", 1},       {"logLevel = WARNING", 1},   {"logLevel = Info", 1},
       {"logLevel = debug", 1},       {"logLevel = trace", 0},     {"logLevel = 3", 0},
   };

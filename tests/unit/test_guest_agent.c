@@ -430,6 +430,12 @@ static int read_listing(fixture_t *f, int fd, uint16_t port) {
   for (;;) {
     lr_frame_t fr = read_frame(fd);
     if (fr.type == LR_MSG_SYNC_DONE) return found;
+    if (fr.type == LR_MSG_AGENT_INFO) { /* this fixture's agent polls (opts.ebpf 0) */
+      lr_agent_info_t ai;
+      assert_int_equal(lr_decode_agent_info(&fr, &ai), LR_PROTO_OK);
+      assert_int_equal(ai.detection, LR_DETECT_POLL);
+      continue;
+    }
     assert_int_equal(fr.type, LR_MSG_LISTENER_ADD);
     lr_listener_t l;
     assert_int_equal(lr_decode_listener(&fr, &l), LR_PROTO_OK);

@@ -150,6 +150,7 @@ struct agent_s {
   int keyed;           /* speaks first with CHALLENGE and checks the host's MACs */
   int bad_macs;        /* host MACs that did not verify */
   size_t relayed;      /* bytes the echo relays received */
+  int info; /* > 0: sends AGENT_INFO{detection = info - 1} after WELCOME */
   astream_t *control; /* the live control stream */
   astream_t *streams;
 };
@@ -230,6 +231,10 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
     size_t n = lr_encode_hello(out + pre, sizeof out - pre, LR_MSG_WELCOME, &w);
     as_send(s, out, pre + n);
     ag->control = s;
+    if (ag->info > 0) {
+      lr_agent_info_t ai = {(uint8_t)(ag->info - 1)};
+      as_send(s, out, lr_encode_agent_info(out, sizeof out, &ai));
+    }
     agent_send_listing(s);
     if (ag->mode == AG_FLOOD_NO_READ) {
       /* 300 000 PINGs (4.8 MB): far more answers than the host may queue. */
@@ -650,6 +655,29 @@ static void test_conflict_remapped(void **state) {
   assert_int_not_equal(remapped, port);
   echo_roundtrip(f, (uint16_t)remapped);
   fx_free(f);
+}
+
+/* AGENT_INFO: the guest's listener detection in status; an agent that
+ * never sends one (an older agent) polls. */
+static void test_agent_info_detection(void **state) {
+  (void)state;
+  for (int info = 0; info <= 2; info++) {
+    fx_t *f = fx_new();
+    agent_start(&f->agent, &f->loop, AG_NORMAL);
+    f->agent.info = info;
+    agent_listens(&f->agent, free_port());
+    char t[160];
+    snprintf(t, sizeof t, "unix:%s", f->agent.path);
+    fx_host(f, t);
+    pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+    pump_until_status(f, info == 2 ? "\"detection\":\"ebpf\"" : "\"detection\":\"poll\"", 1000);
+    lr_sbuf_t s;
+    lr_sbuf_init(&s);
+    lr_host_status_table(f->host, &s);
+    assert_non_null(strstr(s.p, info == 2 ? "detection ebpf" : "detection poll"));
+    lr_sbuf_free(&s);
+    fx_free(f);
+  }
 }
 
 /* Shutdown while connections are open: done runs, clients see the end. */
@@ -1099,6 +1127,7 @@ int main(void) {
       cmocka_unit_test(test_control_drop_keeps_connections),
       cmocka_unit_test(test_conflict_then_forwarding),
       cmocka_unit_test(test_conflict_remapped),
+      cmocka_unit_test(test_agent_info_detection),
       cmocka_unit_test(test_shutdown_with_live_connections),
       cmocka_unit_test(test_relay_peer_stops_reading),
       cmocka_unit_test(test_control_queue_budget),

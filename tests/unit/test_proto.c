@@ -348,6 +348,51 @@ static void test_reverse_open_fail_attach(void **state) {
   assert_int_equal(lr_decode_attach(&f, &at2), LR_PROTO_ESHORT);
 }
 
+/* AGENT_INFO: how the agent detects listeners, shown per guest in status. */
+static void test_agent_info(void **state) {
+  (void)state;
+  uint8_t buf[64];
+  lr_frame_t f;
+  lr_agent_info_t in = {LR_DETECT_EBPF}, out;
+  /* pinned layout: type 17, flags 0, length 1, detection */
+  const uint8_t want[] = {0, 17, 0, 0, 0, 0, 0, 1, 1};
+  size_t n = lr_encode_agent_info(buf, sizeof buf, &in);
+  assert_int_equal(n, sizeof want);
+  assert_memory_equal(buf, want, sizeof want);
+  f = frame_of(buf, n, LR_MSG_AGENT_INFO);
+  assert_int_equal(lr_decode_agent_info(&f, &out), LR_PROTO_OK);
+  assert_int_equal(out.detection, LR_DETECT_EBPF);
+
+  in.detection = LR_DETECT_POLL;
+  n = lr_encode_agent_info(buf, sizeof buf, &in);
+  f = frame_of(buf, n, LR_MSG_AGENT_INFO);
+  assert_int_equal(lr_decode_agent_info(&f, &out), LR_PROTO_OK);
+  assert_int_equal(out.detection, LR_DETECT_POLL);
+
+  /* an empty payload is short */
+  f.len = 0;
+  assert_int_equal(lr_decode_agent_info(&f, &out), LR_PROTO_ESHORT);
+  /* a newer agent's appended fields are ignored */
+  const uint8_t newer[] = {1, 0xAA, 0xBB, 0xCC};
+  f.payload = newer;
+  f.len = sizeof newer;
+  assert_int_equal(lr_decode_agent_info(&f, &out), LR_PROTO_OK);
+  assert_int_equal(out.detection, LR_DETECT_EBPF);
+  /* a detection method this side does not know decodes, and is named as such */
+  const uint8_t future[] = {7};
+  f.payload = future;
+  f.len = 1;
+  assert_int_equal(lr_decode_agent_info(&f, &out), LR_PROTO_OK);
+  assert_int_equal(out.detection, 7);
+  assert_string_equal(lr_detection_name(out.detection), "unknown");
+  assert_string_equal(lr_detection_name(LR_DETECT_POLL), "poll");
+  assert_string_equal(lr_detection_name(LR_DETECT_EBPF), "ebpf");
+  assert_string_equal(lr_msg_name(LR_MSG_AGENT_INFO), "AGENT_INFO");
+
+  /* too small a buffer encodes nothing */
+  assert_int_equal(lr_encode_agent_info(buf, LR_FRAME_HDR_LEN, &in), 0);
+}
+
 /* ---- frame header ------------------------------------------------------ */
 
 static void test_frame_truncated_every_length(void **state) {
@@ -1047,6 +1092,7 @@ int main(void) {
       cmocka_unit_test(test_auth_input_golden),
       cmocka_unit_test(test_reverse_set),
       cmocka_unit_test(test_reverse_open_fail_attach),
+      cmocka_unit_test(test_agent_info),
       cmocka_unit_test(test_frame_truncated_every_length),
       cmocka_unit_test(test_frame_too_big_before_payload),
       cmocka_unit_test(test_frame_max_payload),

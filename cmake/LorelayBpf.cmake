@@ -1,0 +1,147 @@
+# The agent's eBPF listener trigger (guest/bpf/listen_trace.bpf.c), built
+# into lorelay-agent whenever the tools are here:
+#   clang       compiles the program: clang -target bpf -g -O2
+#   bpftool     vmlinux.h from this machine's kernel BTF (/sys/kernel/btf/vmlinux),
+#               the DWARF-free object (gen object) and the skeleton header
+#               (gen skeleton) that embeds it
+#   libbpf      loads it at run time (Debian: libbpf-dev to build, libbpf1 to run)
+# The program reads kernel structures through CO-RE relocations, so the
+# vmlinux.h of the build machine only has to name the fields; the running
+# kernel's own BTF places them.
+#
+# LORELAY_EBPF: AUTO (default: build it when everything is found), ON (fail
+# the configure when something is missing) or OFF. Without it the agent
+# polls only, and the configure says so; e2e_detection_latency then fails in
+# CI and is skipped outside (tests/e2e/CMakeLists.txt).
+#
+# Sets LORELAY_EBPF_BUILT (ON/OFF) and LORELAY_EBPF_MISSING (what was not
+# found), and defines lorelay_bpf_enable(target).
+include_guard(GLOBAL)
+
+set(LORELAY_EBPF AUTO CACHE STRING "Build the agent's eBPF listener trigger: AUTO, ON or OFF")
+set_property(CACHE LORELAY_EBPF PROPERTY STRINGS AUTO ON OFF)
+set(LORELAY_VMLINUX_BTF /sys/kernel/btf/vmlinux CACHE FILEPATH
+    "Kernel BTF that vmlinux.h is generated from")
+
+set(LORELAY_EBPF_BUILT OFF)
+set(LORELAY_EBPF_MISSING "")
+
+string(TOUPPER "${LORELAY_EBPF}" _lr_ebpf)
+if(_lr_ebpf STREQUAL "OFF" OR CMAKE_CROSSCOMPILING)
+  set(LORELAY_EBPF_MISSING "disabled (LORELAY_EBPF=${LORELAY_EBPF})")
+  message(STATUS "lorelay: eBPF listener trigger disabled (LORELAY_EBPF=${LORELAY_EBPF}): "
+                 "lorelay-agent polls only")
+  function(lorelay_bpf_enable target)
+  endfunction()
+  return()
+endif()
+
+find_program(LORELAY_CLANG NAMES clang clang-19 clang-18 clang-17 clang-16 clang-15 clang-14)
+# bpftool is in sbin on Debian, which a user's PATH may lack.
+find_program(LORELAY_BPFTOOL bpftool PATHS /usr/sbin /sbin /usr/local/sbin)
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(LIBBPF QUIET IMPORTED_TARGET libbpf)
+endif()
+
+set(_lr_missing "")
+if(NOT LORELAY_CLANG)
+  list(APPEND _lr_missing "clang (apt-get install clang)")
+endif()
+if(NOT LORELAY_BPFTOOL)
+  list(APPEND _lr_missing "bpftool (apt-get install bpftool)")
+endif()
+if(NOT LIBBPF_FOUND)
+  list(APPEND _lr_missing "libbpf (apt-get install libbpf-dev)")
+endif()
+if(NOT EXISTS "${LORELAY_VMLINUX_BTF}")
+  list(APPEND _lr_missing "kernel BTF ${LORELAY_VMLINUX_BTF} (a kernel built with CONFIG_DEBUG_INFO_BTF)")
+endif()
+
+if(_lr_missing)
+  list(JOIN _lr_missing ", " LORELAY_EBPF_MISSING)
+  set(LORELAY_EBPF_MISSING "missing ${LORELAY_EBPF_MISSING}")
+  if(_lr_ebpf STREQUAL "ON")
+    message(FATAL_ERROR "lorelay: LORELAY_EBPF=ON but the eBPF listener trigger cannot be built: "
+                        "${LORELAY_EBPF_MISSING}")
+  endif()
+  message(WARNING "lorelay: eBPF listener trigger NOT built (${LORELAY_EBPF_MISSING}): "
+                  "lorelay-agent will poll only (scanIntervalMs)")
+  function(lorelay_bpf_enable target)
+  endfunction()
+  return()
+endif()
+
+set(LORELAY_EBPF_BUILT ON)
+message(STATUS "lorelay: eBPF listener trigger enabled (${LORELAY_CLANG}, ${LORELAY_BPFTOOL}, "
+               "libbpf ${LIBBPF_VERSION})")
+
+# __TARGET_ARCH_* for bpf_tracing.h.
+set(_lr_arch ${CMAKE_SYSTEM_PROCESSOR})
+if(_lr_arch MATCHES "^(x86_64|AMD64|amd64|i.86)$")
+  set(_lr_arch x86)
+elseif(_lr_arch MATCHES "^(aarch64|arm64)$")
+  set(_lr_arch arm64)
+elseif(_lr_arch MATCHES "^arm")
+  set(_lr_arch arm)
+elseif(_lr_arch MATCHES "^(ppc|powerpc)")
+  set(_lr_arch powerpc)
+elseif(_lr_arch MATCHES "^s390")
+  set(_lr_arch s390)
+elseif(_lr_arch MATCHES "^riscv")
+  set(_lr_arch riscv)
+elseif(_lr_arch MATCHES "^loongarch")
+  set(_lr_arch loongarch)
+endif()
+
+set(LORELAY_BPF_SRC ${PROJECT_SOURCE_DIR}/guest/bpf)
+set(LORELAY_BPF_OUT ${CMAKE_BINARY_DIR}/guest/bpf)
+set(_lr_incs "")
+foreach(_d IN LISTS LIBBPF_INCLUDE_DIRS)
+  list(APPEND _lr_incs "-I${_d}")
+endforeach()
+
+add_custom_command(
+  OUTPUT ${LORELAY_BPF_OUT}/vmlinux.h
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${LORELAY_BPF_OUT}
+  COMMAND sh -c "\"$0\" btf dump file \"$1\" format c > \"$2.tmp\" && mv \"$2.tmp\" \"$2\""
+          ${LORELAY_BPFTOOL} ${LORELAY_VMLINUX_BTF} ${LORELAY_BPF_OUT}/vmlinux.h
+  COMMENT "Generating vmlinux.h from ${LORELAY_VMLINUX_BTF}"
+  VERBATIM)
+
+# -Wall without -Werror here: vmlinux.h is generated from whatever kernel
+# the build machine runs, and a warning in it must not fail the build.
+add_custom_command(
+  OUTPUT ${LORELAY_BPF_OUT}/listen_trace.bpf.o
+  COMMAND ${LORELAY_CLANG} -target bpf -g -O2 -Wall -D__TARGET_ARCH_${_lr_arch}
+          -I${LORELAY_BPF_OUT} -I${LORELAY_BPF_SRC} ${_lr_incs}
+          -c ${LORELAY_BPF_SRC}/listen_trace.bpf.c -o ${LORELAY_BPF_OUT}/listen_trace.clang.o
+  # Links the one object through bpftool, which drops the DWARF (the BTF stays).
+  COMMAND ${LORELAY_BPFTOOL} gen object ${LORELAY_BPF_OUT}/listen_trace.bpf.o
+          ${LORELAY_BPF_OUT}/listen_trace.clang.o
+  DEPENDS ${LORELAY_BPF_SRC}/listen_trace.bpf.c ${LORELAY_BPF_SRC}/listen_trace.h
+          ${LORELAY_BPF_OUT}/vmlinux.h
+  COMMENT "Compiling the eBPF listener trigger"
+  VERBATIM)
+
+add_custom_command(
+  OUTPUT ${LORELAY_BPF_OUT}/listen_trace.skel.h
+  COMMAND sh -c "\"$0\" gen skeleton \"$1\" name listen_trace_bpf > \"$2.tmp\" && mv \"$2.tmp\" \"$2\""
+          ${LORELAY_BPFTOOL} ${LORELAY_BPF_OUT}/listen_trace.bpf.o
+          ${LORELAY_BPF_OUT}/listen_trace.skel.h
+  DEPENDS ${LORELAY_BPF_OUT}/listen_trace.bpf.o
+  COMMENT "Generating the eBPF skeleton listen_trace.skel.h"
+  VERBATIM)
+
+# lorelay_bpf_enable(target): target compiles lr_bpfwatch.c with the
+# skeleton (LR_HAVE_BPF) and links libbpf. Call it from the directory the
+# custom commands above were defined in (guest/), so the generated header is
+# a real dependency of the target.
+function(lorelay_bpf_enable target)
+  target_sources(${target} PRIVATE ${LORELAY_BPF_OUT}/listen_trace.skel.h)
+  target_compile_definitions(${target} PRIVATE LR_HAVE_BPF=1)
+  # SYSTEM: the generated skeleton's unused static functions are not ours to warn about.
+  target_include_directories(${target} SYSTEM PRIVATE ${LORELAY_BPF_OUT})
+  target_include_directories(${target} PRIVATE ${LORELAY_BPF_SRC})
+  target_link_libraries(${target} PUBLIC PkgConfig::LIBBPF)
+endfunction()

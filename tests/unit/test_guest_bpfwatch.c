@@ -1,0 +1,269 @@
+/* Tests of the eBPF listener trigger (lr_bpfwatch), loaded for real.
+ *
+ * What must hold: a socket of this network namespace entering and leaving
+ * LISTEN arrives as one record each, with its family and port; the TCP
+ * handshake and teardown of a connection (state changes that do not touch
+ * LISTEN) wake nobody; and a listener in another network namespace is
+ * filtered out in the kernel. Loading needs root (CAP_BPF, CAP_PERFMON),
+ * the other namespace CAP_SYS_ADMIN, and the program a build with clang,
+ * bpftool and libbpf: without them the tests are skipped outside CI and
+ * fail in CI, as every scenario that cannot run. */
+#define _GNU_SOURCE /* unshare */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <uv.h>
+
+#include "lr_bpfwatch.h"
+#include "lr_testutil.h"
+
+#define MAX_EVENTS 256
+
+typedef struct {
+  uv_loop_t loop;
+  lr_bpfwatch_t *w;
+  lr_bpfwatch_event_t ev[MAX_EVENTS];
+  size_t n;
+  int failed;
+} fx_t;
+
+static void on_event(void *data, const lr_bpfwatch_event_t *ev) {
+  fx_t *f = data;
+  if (f->n < MAX_EVENTS) f->ev[f->n++] = *ev;
+}
+
+static void on_fail(void *data, const char *why) {
+  fx_t *f = data;
+  f->failed = 1;
+  print_message("watcher failed: %s\n", why);
+}
+
+/* Starts the watcher, or skips (fails in CI) saying why it cannot run. */
+static fx_t *fx_start(void) {
+  static fx_t f;
+  char err[512];
+  memset(&f, 0, sizeof f);
+  if (!lr_bpfwatch_compiled())
+    LR_SKIP_OR_FAIL("built without the eBPF trigger (clang, bpftool or libbpf-dev missing "
+                    "at configure time)");
+  if (geteuid() != 0) LR_SKIP_OR_FAIL("not root: loading eBPF needs CAP_BPF and CAP_PERFMON");
+  assert_int_equal(uv_loop_init(&f.loop), 0);
+  f.w = lr_bpfwatch_start(&f.loop, on_event, on_fail, &f, err, sizeof err);
+  if (!f.w) {
+    uv_loop_close(&f.loop);
+    LR_SKIP_OR_FAIL(err);
+  }
+  return &f;
+}
+
+static void fx_stop(fx_t *f) {
+  lr_bpfwatch_close(f->w);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+}
+
+static uint64_t now_ms(void) { return uv_hrtime() / 1000000; }
+
+/* Index of the first record for (family, port, listening) from index
+ * `from`, pumping the loop for up to ms; -1 if none came. */
+static long wait_event(fx_t *f, size_t from, uint8_t family, uint16_t port, int listening,
+                       unsigned ms) {
+  uint64_t end = now_ms() + ms;
+  for (;;) {
+    for (size_t i = from; i < f->n; i++)
+      if (f->ev[i].family == family && f->ev[i].port == port && f->ev[i].listening == listening)
+        return (long)i;
+    if (now_ms() >= end) return -1;
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    usleep(1000);
+  }
+}
+
+/* Pumps the loop for ms, so late records have every chance to arrive. */
+static void pump(fx_t *f, unsigned ms) {
+  uint64_t end = now_ms() + ms;
+  while (now_ms() < end) {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    usleep(1000);
+  }
+}
+
+static size_t count_port(const fx_t *f, uint16_t port) {
+  size_t k = 0;
+  for (size_t i = 0; i < f->n; i++) k += f->ev[i].port == port;
+  return k;
+}
+
+/* A listener of family af (AF_INET or AF_INET6) on the loopback, on *port,
+ * or on an ephemeral port when *port is 0. The kernel gives back a port it
+ * chose itself when the socket closes, and the close record then says
+ * port 0; a port named in bind() stays in the record. */
+static int listen_on(int af, uint16_t *port) {
+  int fd = socket(af, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t len = af == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+  ss.ss_family = (sa_family_t)af;
+  if (af == AF_INET) {
+    ((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ((struct sockaddr_in *)&ss)->sin_port = htons(*port);
+  } else {
+    ((struct sockaddr_in6 *)&ss)->sin6_addr = in6addr_loopback;
+    ((struct sockaddr_in6 *)&ss)->sin6_port = htons(*port);
+  }
+  if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+    close(fd);
+    return -1;
+  }
+  assert_int_equal(listen(fd, 8), 0);
+  len = sizeof ss;
+  getsockname(fd, (struct sockaddr *)&ss, &len);
+  *port = ntohs(af == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                              : ((struct sockaddr_in6 *)&ss)->sin6_port);
+  return fd;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+/* listen() and close() in this namespace: one record each, both families;
+ * a connection's handshake and teardown produce none. */
+static void test_listen_close_and_connections(void **state) {
+  (void)state;
+  fx_t *f = fx_start();
+  /* A port named in bind(), as servers do: found free first. */
+  uint16_t p4 = 0;
+  int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in pin = {.sin_family = AF_INET};
+  socklen_t plen = sizeof pin;
+  pin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(probe, (struct sockaddr *)&pin, sizeof pin), 0);
+  getsockname(probe, (struct sockaddr *)&pin, &plen);
+  p4 = ntohs(pin.sin_port);
+  close(probe);
+  int l4 = listen_on(AF_INET, &p4);
+  assert_true(l4 >= 0);
+  long i = wait_event(f, 0, 4, p4, 1, 2000);
+  if (i < 0) fail_msg("no record for listen() on 127.0.0.1:%u", p4);
+
+  /* a connection: SYN_SENT, SYN_RECV, ESTABLISHED, FIN_WAIT... never LISTEN */
+  int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(p4)};
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(c, (struct sockaddr *)&sin, sizeof sin), 0);
+  int a = accept(l4, NULL, NULL);
+  assert_true(a >= 0);
+  close(c);
+  close(a);
+  pump(f, 100);
+  assert_int_equal(count_port(f, p4), 1); /* still only the listen() */
+
+  close(l4);
+  if (wait_event(f, (size_t)i + 1, 4, p4, 0, 2000) < 0)
+    fail_msg("no record for close() of the listener on 127.0.0.1:%u", p4);
+
+  /* An ephemeral port: its close record says port 0 (see listen_on). */
+  uint16_t p6 = 0;
+  int l6 = listen_on(AF_INET6, &p6);
+  if (l6 >= 0) { /* a kernel without IPv6 has nothing to report here */
+    if (wait_event(f, 0, 6, p6, 1, 2000) < 0) fail_msg("no record for listen() on [::1]:%u", p6);
+    close(l6);
+    if (wait_event(f, 0, 6, p6, 0, 300) < 0 && wait_event(f, 0, 6, 0, 0, 2000) < 0)
+      fail_msg("no record for close() of [::1]:%u", p6);
+  }
+  assert_false(f->failed);
+  fx_stop(f);
+}
+
+/* A listener in another network namespace never reaches this one's agent:
+ * the kernel program compares the socket's namespace with ours. */
+static void test_other_namespace_filtered(void **state) {
+  (void)state;
+  fx_t *f = fx_start();
+  int pfd[2];
+  assert_int_equal(pipe(pfd), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    /* The child: a namespace of its own, a listener there, its port to
+     * the parent, then close. 0 means it could not. */
+    uint16_t port = 0;
+    if (unshare(CLONE_NEWNET) == 0) {
+      int fd = socket(AF_INET, SOCK_STREAM, 0);
+      struct sockaddr_in sin = {.sin_family = AF_INET}; /* 0.0.0.0: lo may be down */
+      socklen_t len = sizeof sin;
+      if (fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0 && listen(fd, 1) == 0 &&
+          getsockname(fd, (struct sockaddr *)&sin, &len) == 0)
+        port = ntohs(sin.sin_port);
+      if (write(pfd[1], &port, sizeof port) != sizeof port) _exit(1);
+      usleep(50000);
+      if (fd >= 0) close(fd);
+    } else if (write(pfd[1], &port, sizeof port) != sizeof port) {
+      _exit(1);
+    }
+    _exit(0);
+  }
+  close(pfd[1]);
+  uint16_t other = 0;
+  ssize_t r = read(pfd[0], &other, sizeof other);
+  close(pfd[0]);
+  int st;
+  waitpid(pid, &st, 0);
+  if (r != sizeof other || other == 0) {
+    fx_stop(f);
+    LR_SKIP_OR_FAIL("cannot create a network namespace (unshare CLONE_NEWNET)");
+  }
+  /* A listener here afterwards: once its record is in, the other one's
+   * would have been too. */
+  uint16_t mine = 0;
+  int l = listen_on(AF_INET, &mine);
+  assert_true(l >= 0);
+  if (wait_event(f, 0, 4, mine, 1, 2000) < 0) fail_msg("no record for our own listener");
+  pump(f, 50);
+  if (mine != other && count_port(f, other) != 0)
+    fail_msg("a listener on port %u in another namespace reached this one", other);
+  close(l);
+  fx_stop(f);
+}
+
+/* Many listeners at once: every one is seen (the ring buffer holds about a
+ * thousand records), and stopping with records still queued is clean. */
+static void test_burst(void **state) {
+  (void)state;
+  enum { N = 64 };
+  fx_t *f = fx_start();
+  int fds[N];
+  uint16_t ports[N];
+  for (int i = 0; i < N; i++) {
+    ports[i] = 0;
+    fds[i] = listen_on(AF_INET, &ports[i]);
+    assert_true(fds[i] >= 0);
+  }
+  for (int i = 0; i < N; i++)
+    if (wait_event(f, 0, 4, ports[i], 1, 2000) < 0) fail_msg("listener %d of %d not seen", i, N);
+  assert_int_equal(lr_bpfwatch_dropped(f->w), 0);
+  for (int i = 0; i < N; i++) close(fds[i]);
+  fx_stop(f); /* the close records are still queued */
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_listen_close_and_connections),
+      cmocka_unit_test(test_other_namespace_filtered),
+      cmocka_unit_test(test_burst),
+  };
+  return lr_test_exit_code(cmocka_run_group_tests(tests, NULL, NULL));
+}
