@@ -8,9 +8,9 @@ reaches the client as a reset); a FakeHost is accepted by a real agent
 import socket
 import unittest
 
-import lrpeer as P
 from lrharness import LorelayTestCase, free_port, fetch
 from lrhostile import HostileTestCase, echo_through
+import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 
 class Codec(unittest.TestCase):
