@@ -143,6 +143,35 @@ def check_frames(name, data, valid):
         raise ValueError("%s: a near miss decodes" % name)
 
 
+def auth_seeds():
+    """Byte 0: stream kind (% 3: control, data, reverse) and the checking
+    side's key (/ 3 % 3: the same, another, none); then frames."""
+    def seed(kind, keymode, *frames):
+        return bytes([keymode * 3 + kind - 1]) + b"".join(frames)
+
+    challenge = f(P.CHALLENGE, P.enc_challenge(NONCE))
+    return {
+        "control-keyed": seed(P.KIND_CONTROL, 0, challenge, hello(HOST_AUTH, "host"),
+                              hello(AGENT_AUTH, "guest", ftype=P.WELCOME)),
+        "data-keyed": seed(P.KIND_DATA, 0, challenge, f(P.OPEN, P.enc_open(4, 8000, HOST_AUTH)),
+                           open_result(0, "", AGENT_AUTH)),
+        "reverse-keyed": seed(P.KIND_REVERSE, 0, challenge,
+                              f(P.ATTACH, P.enc_attach(7, HOST_AUTH)),
+                              open_result(0, "", AGENT_AUTH)),
+        "refused-keyed": seed(P.KIND_DATA, 0, f(P.OPEN, P.enc_open(6, 1, HOST_AUTH)),
+                              open_result(P.ERR_REFUSED, "refused", AGENT_AUTH)),
+        "other-key": seed(P.KIND_CONTROL, 1, hello(HOST_AUTH), f(P.OPEN, P.enc_open(4, 80, HOST_AUTH))),
+        "keyless": seed(P.KIND_DATA, 2, hello(), f(P.OPEN, P.enc_open(4, 80)),
+                        f(P.ATTACH, P.enc_attach(1)),
+                        f(P.OPEN_RESULT, P.enc_open_result(0, "", None))),
+        "wrong-lengths": seed(P.KIND_DATA, 0, f(P.OPEN, P.enc_open(4, 80, HOST_AUTH[:-1])),
+                              f(P.OPEN, P.enc_open(4, 80, HOST_AUTH + b"x")),
+                              open_result(0, "", AGENT_AUTH[:-1]),
+                              open_result(0, "", AGENT_AUTH + b"x"),
+                              hello(AGENT_AUTH, "role-swap"), hello(HOST_AUTH, ftype=P.WELCOME)),
+    }
+
+
 def rxbuf_seeds():
     """Byte 0 bit 0: starts with a preamble; bytes 1-2: chunking seed."""
     def seed(chunking, stream, preamble=True):
@@ -255,7 +284,7 @@ def hcs_seeds():
 
 
 TARGETS = {
-    "frames": frames_seeds, "rxbuf": rxbuf_seeds, "addr": addr_seeds, "fc": fc_seeds,
+    "frames": frames_seeds, "auth": auth_seeds, "rxbuf": rxbuf_seeds, "addr": addr_seeds, "fc": fc_seeds,
     "config": config_seeds, "status": status_seeds, "hcs": hcs_seeds,
 }
 
