@@ -477,7 +477,11 @@ class Stream:
     # -- receiving (foreground; do not mix with the background reader)
 
     def recv_exact(self, n, timeout=5.0):
-        out = bytearray()
+        """n bytes: first what recv_frame read past its last frame (the
+        relayed bytes behind an OPEN_RESULT often come in the same read),
+        then from the socket."""
+        out = bytearray(self.parser.buf[:n])
+        del self.parser.buf[:n]
         deadline = time.monotonic() + timeout
         while len(out) < n:
             left = deadline - time.monotonic()
