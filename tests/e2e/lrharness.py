@@ -27,7 +27,7 @@ import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # tests/: lrci
+sys.path.insert(0, os.path.dirname(HERE))  # tests/: lrci, lrpeer
 
 import lrci  # noqa: E402
 from lrci import in_ci, skip_or_fail  # noqa: E402,F401  (re-exported for the tests)

@@ -26,7 +26,7 @@ import unittest
 
 import lrharness
 from lrharness import Proc, binary, poll, read_status
-from lrpeer import FakeAgent
+from lrpeer import FakeAgent  # tests/lrpeer.py, on the path through lrharness
 
 _counter = 0
 

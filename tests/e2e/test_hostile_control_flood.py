@@ -10,8 +10,8 @@ import struct
 import time
 import unittest
 
-import lrpeer as P
 from lrhostile import HostileTestCase, hwm_kb, log_lines, measure, rss_kb
+import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 N_PINGS = 600000
 RSS_BUDGET_KB = 32 * 1024

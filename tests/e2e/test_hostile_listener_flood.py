@@ -14,9 +14,9 @@ import socket
 import time
 import unittest
 
-import lrpeer as P
 from lrhostile import (FakeGuestDaemon, HostileTestCase, listening_tcp, log_lines, measure,
                        port_free_range, raise_nofile, settle)
+import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 N = 5000
 MAX_STANDINS = 4096

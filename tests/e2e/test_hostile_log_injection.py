@@ -9,9 +9,9 @@ import re
 import time
 import unittest
 
-import lrpeer as P
 from lrharness import free_port
 from lrhostile import FakeGuestDaemon, HostileTestCase, log_lines, measure
+import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 EVIL_NAME = b"evil\x1b[31m\nINJECTED-NAME 00:00:00.000 lorelayd error: fake\x1b[0m"
 EVIL_VERSION = b"1.0\x1b[2J\rINJECTED-VERSION"

@@ -10,10 +10,10 @@ import re
 import time
 import unittest
 
-import lrpeer as P
 from lrhostile import (FakeGuestDaemon, HostileTestCase, echo_through, listening_tcp, measure,
                        port_free_range)
 from lrharness import free_ports, poll
+import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 
 class PortPolicy(HostileTestCase):

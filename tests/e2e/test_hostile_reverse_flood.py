@@ -11,9 +11,9 @@ import socket
 import time
 import unittest
 
-import lrpeer as P
 from lrharness import free_port
 from lrhostile import FakeGuestDaemon, HostileTestCase, fd_count, log_lines, measure, raise_nofile
+import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 N = 3000
 MAX_PENDING = 64

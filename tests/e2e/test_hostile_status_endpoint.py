@@ -13,10 +13,10 @@ import stat
 import time
 import unittest
 
-import lrpeer as P
 from lrharness import free_port, poll
 from lrhostile import (FakeGuestDaemon, HostileTestCase, echo_through, log_lines, measure,
                        raise_nofile)
+import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 N = 600
 MAX_CLIENTS = 32

@@ -33,8 +33,9 @@ char *fz_strdup(const uint8_t *data, size_t n);
  * caller must be as harmless as a garbled payload). Whatever decodes is
  * re-encoded and must give back the same value, and the encoded payload
  * must be a prefix of f's (decoders read fields in order and ignore a
- * longer payload, encoders write the same fields in the same order): any
- * asymmetry between an encoder and its decoder aborts. */
+ * longer payload, encoders write the same fields in the same order; an
+ * OPEN_RESULT without its auth block re-encodes with an empty one, one 0
+ * byte more): any asymmetry between an encoder and its decoder aborts. */
 void fz_decode_all(const lr_frame_t *f);
 
 #endif

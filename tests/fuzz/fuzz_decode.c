@@ -15,13 +15,27 @@ typedef struct {
   lr_error_msg_t e;
 } reverse_fail_t;
 
+typedef struct {
+  lr_error_msg_t e;
+  lr_auth_t auth;
+} open_result_t;
+
 static size_t enc_hello(uint8_t *out, size_t cap, uint16_t type, const void *m) {
   return lr_encode_hello(out, cap, type, m);
 }
 static size_t enc_error(uint8_t *out, size_t cap, uint16_t type, const void *m) {
   const lr_error_msg_t *e = m;
-  return type == LR_MSG_ERROR ? lr_encode_error(out, cap, e->code, e->text)
-                              : lr_encode_open_result(out, cap, e->code, e->text);
+  (void)type;
+  return lr_encode_error(out, cap, e->code, e->text);
+}
+static size_t enc_open_result(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  const open_result_t *r = m;
+  (void)type;
+  return lr_encode_open_result(out, cap, r->e.code, r->e.text, &r->auth);
+}
+static size_t enc_challenge(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  (void)type;
+  return lr_encode_challenge(out, cap, m);
 }
 static size_t enc_listener(uint8_t *out, size_t cap, uint16_t type, const void *m) {
   return lr_encode_listener(out, cap, type, m);
@@ -87,10 +101,11 @@ static void check_rc(int rc) {
   FZ_CHECK(lr_proto_strerror(rc) != NULL);
 }
 
-static int token_same(uint8_t alen, const uint8_t *a, uint8_t blen, const uint8_t *b) {
-  int eq = alen == blen && memcmp(a, b, alen) == 0;
-  /* The constant-time comparison must agree with memcmp. */
-  FZ_CHECK(lr_token_equal(a, alen, b, blen) == eq);
+/* Two auth blocks are the same bytes. The constant-time comparison (the
+ * one MACs are checked with) must agree with memcmp. */
+static int auth_same(const lr_auth_t *a, const lr_auth_t *b) {
+  int eq = a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
+  FZ_CHECK(lr_token_equal(a->data, a->len, b->data, b->len) == eq);
   return eq;
 }
 
@@ -116,21 +131,65 @@ void fz_decode_all(const lr_frame_t *f) {
       FZ_CHECK(strlen(m.name) < sizeof m.name && strlen(m.version) < sizeof m.version);
       reencode(enc_hello, type, &m, f, &g);
       FZ_CHECK(lr_decode_hello(&g, &d) == LR_PROTO_OK);
-      FZ_CHECK(token_same(m.token_len, m.token, d.token_len, d.token));
+      FZ_CHECK(auth_same(&m.auth, &d.auth));
       FZ_CHECK(strcmp(m.name, d.name) == 0 && strcmp(m.version, d.version) == 0);
     }
   }
-  /* ERROR / OPEN_RESULT */
+  /* ERROR (and an OPEN_RESULT read without its auth block, as an ERROR) */
   {
     static lr_error_msg_t m, d;
-    uint16_t type = f->type == LR_MSG_OPEN_RESULT ? LR_MSG_OPEN_RESULT : LR_MSG_ERROR;
     check_rc(rc = lr_decode_error(f, &m));
     if (rc == LR_PROTO_OK) {
       FZ_CHECK(strlen(m.text) < sizeof m.text);
       (void)lr_err_name(m.code);
-      reencode(enc_error, type, &m, f, &g);
+      reencode(enc_error, LR_MSG_ERROR, &m, f, &g);
       FZ_CHECK(lr_decode_error(&g, &d) == LR_PROTO_OK);
       FZ_CHECK(m.code == d.code && strcmp(m.text, d.text) == 0);
+    }
+  }
+  /* OPEN_RESULT with its auth block. A payload that ends after the text
+   * has an empty block, which the encoder writes as one 0 byte: the round
+   * trip is then checked against the payload with that byte appended. */
+  {
+    static open_result_t m, d;
+    static uint8_t ext[LR_FRAME_MAX_PAYLOAD + 1];
+    static lr_error_msg_t plain;
+    check_rc(rc = lr_decode_open_result(f, &m.e, &m.auth));
+    if (rc == LR_PROTO_OK) {
+      /* The code and text are exactly what the ERROR decoder reads. */
+      FZ_CHECK(lr_decode_error(f, &plain) == LR_PROTO_OK);
+      FZ_CHECK(plain.code == m.e.code && strcmp(plain.text, m.e.text) == 0);
+      size_t text_end = 4 + 2 + strlen(m.e.text);
+      FZ_CHECK(text_end <= f->len);
+      lr_frame_t o = *f;
+      if (text_end == f->len) {
+        FZ_CHECK(m.auth.len == 0);
+        if (f->len) memcpy(ext, f->payload, f->len);
+        ext[f->len] = 0;
+        o.payload = ext;
+        o.len = f->len + 1;
+      } else {
+        FZ_CHECK(text_end + 1 + m.auth.len <= f->len);
+      }
+      reencode(enc_open_result, LR_MSG_OPEN_RESULT, &m, &o, &g);
+      FZ_CHECK(lr_decode_open_result(&g, &d.e, &d.auth) == LR_PROTO_OK);
+      FZ_CHECK(m.e.code == d.e.code && strcmp(m.e.text, d.e.text) == 0);
+      FZ_CHECK(auth_same(&m.auth, &d.auth));
+    } else {
+      /* Only the auth block can fail after a good code and text. */
+      FZ_CHECK(lr_decode_error(f, &plain) != LR_PROTO_OK || rc == LR_PROTO_ESHORT);
+    }
+  }
+  /* CHALLENGE */
+  {
+    uint8_t m[LR_NONCE_LEN], d[LR_NONCE_LEN];
+    check_rc(rc = lr_decode_challenge(f, m));
+    FZ_CHECK((rc == LR_PROTO_OK) == (f->len >= LR_NONCE_LEN));
+    if (rc == LR_PROTO_OK) {
+      FZ_CHECK(memcmp(m, f->payload, LR_NONCE_LEN) == 0);
+      reencode(enc_challenge, LR_MSG_CHALLENGE, m, f, &g);
+      FZ_CHECK(lr_decode_challenge(&g, d) == LR_PROTO_OK);
+      FZ_CHECK(memcmp(m, d, LR_NONCE_LEN) == 0);
     }
   }
   /* LISTENER_ADD / LISTENER_DEL */
@@ -151,7 +210,7 @@ void fz_decode_all(const lr_frame_t *f) {
     lr_port_state_msg_t m, d;
     check_rc(rc = lr_decode_port_state(f, &m));
     if (rc == LR_PROTO_OK) {
-      FZ_CHECK(m.state <= LR_PORT_IGNORED);
+      FZ_CHECK(m.state <= LR_PORT_DENIED);
       (void)lr_port_state_name((lr_port_state_t)m.state);
       reencode(enc_port_state, LR_MSG_PORT_STATE, &m, f, &g);
       FZ_CHECK(lr_decode_port_state(&g, &d) == LR_PROTO_OK);
@@ -212,7 +271,7 @@ void fz_decode_all(const lr_frame_t *f) {
       FZ_CHECK((m.family == 4 || m.family == 6) && m.port != 0);
       reencode(enc_open, LR_MSG_OPEN, &m, f, &g);
       FZ_CHECK(lr_decode_open(&g, &d) == LR_PROTO_OK);
-      FZ_CHECK(token_same(m.token_len, m.token, d.token_len, d.token));
+      FZ_CHECK(auth_same(&m.auth, &d.auth));
       FZ_CHECK(m.family == d.family && m.port == d.port);
     }
   }
@@ -223,7 +282,7 @@ void fz_decode_all(const lr_frame_t *f) {
     if (rc == LR_PROTO_OK) {
       reencode(enc_attach, LR_MSG_ATTACH, &m, f, &g);
       FZ_CHECK(lr_decode_attach(&g, &d) == LR_PROTO_OK);
-      FZ_CHECK(token_same(m.token_len, m.token, d.token_len, d.token) && m.id == d.id);
+      FZ_CHECK(auth_same(&m.auth, &d.auth) && m.id == d.id);
     }
   }
   /* SYNC_DONE carries nothing: any payload is a longer one from a newer

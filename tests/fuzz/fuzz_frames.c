@@ -1,5 +1,6 @@
 /* libFuzzer target: frames and message payloads (lr_frame_decode and every
- * lr_decode_*), with decode -> encode -> decode round trips.
+ * lr_decode_*, protocol 2: auth blocks, CHALLENGE, OPEN_RESULT's trailing
+ * auth block), with decode -> encode -> decode round trips.
  *
  * The input is read twice: as a run of frames (header + payload, as a peer
  * sends them; each one through every decoder whatever its type), and as
@@ -13,10 +14,10 @@
 #include "lr_proto.h"
 
 static const uint16_t known_types[] = {
-    LR_MSG_HELLO,        LR_MSG_WELCOME,     LR_MSG_ERROR,        LR_MSG_LISTENER_ADD,
-    LR_MSG_LISTENER_DEL, LR_MSG_SYNC_DONE,   LR_MSG_PORT_STATE,   LR_MSG_REVERSE_SET,
-    LR_MSG_REVERSE_OPEN, LR_MSG_REVERSE_FAIL, LR_MSG_PING,        LR_MSG_PONG,
-    LR_MSG_OPEN,         LR_MSG_OPEN_RESULT, LR_MSG_ATTACH,
+    LR_MSG_HELLO,        LR_MSG_WELCOME,      LR_MSG_ERROR,       LR_MSG_CHALLENGE,
+    LR_MSG_LISTENER_ADD, LR_MSG_LISTENER_DEL, LR_MSG_SYNC_DONE,   LR_MSG_PORT_STATE,
+    LR_MSG_REVERSE_SET,  LR_MSG_REVERSE_OPEN, LR_MSG_REVERSE_FAIL, LR_MSG_PING,
+    LR_MSG_PONG,         LR_MSG_OPEN,         LR_MSG_OPEN_RESULT, LR_MSG_ATTACH,
 };
 
 static void as_frames(const uint8_t *buf, size_t size) {

@@ -23,6 +23,7 @@ typedef struct {
 
 typedef struct {
   int pre_rc;   /* preamble result (OK if the stream has none) */
+  lr_preamble_t pre; /* its fields, when pre_rc says they were read */
   ref_frame_t *frames;
   size_t nframes;
   int end_rc;   /* NEED_MORE (clean end) or the error that stopped it */
@@ -30,15 +31,18 @@ typedef struct {
 } ref_t;
 
 static int stopped_by_preamble(int rc) { return rc != LR_PROTO_OK; }
+/* lr_preamble_decode fills in the fields once the magic and length are right. */
+static int fields_read(int rc) {
+  return rc == LR_PROTO_OK || rc == LR_PROTO_EVERSION || rc == LR_PROTO_EINVAL;
+}
 
 static void reference(const uint8_t *s, size_t n, int with_preamble, ref_t *r) {
   size_t pos = 0;
-  lr_preamble_t pre;
   r->nframes = 0;
   r->pre_rc = LR_PROTO_OK;
   r->end_rc = LR_PROTO_NEED_MORE;
   if (with_preamble) {
-    r->pre_rc = lr_preamble_decode(s, n, &pre);
+    r->pre_rc = lr_preamble_decode(s, n, &r->pre);
     if (stopped_by_preamble(r->pre_rc)) return;
     pos = LR_PREAMBLE_LEN;
   }
@@ -105,6 +109,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (rc == LR_PROTO_NEED_MORE) break;
         pre_rc = rc;
         FZ_CHECK(rc == ref.pre_rc);
+        if (fields_read(rc)) {
+          /* Version, kind and (protocol 2) the KEYED flag, as one piece. */
+          FZ_CHECK(pre.version == ref.pre.version && pre.kind == ref.pre.kind &&
+                   pre.flags == ref.pre.flags);
+          FZ_CHECK(pre.version == s[4] && pre.kind == s[5] && pre.flags == s[6]);
+        }
         if (stopped_by_preamble(rc)) goto done;
         have_preamble = 1;
         continue;

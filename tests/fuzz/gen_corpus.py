@@ -9,8 +9,10 @@ frame type, every address kind, a full config...) plus a few near misses,
 so the fuzzer starts past the first field checks. Generated files are named
 by what they are; regression inputs (files named crash-*, leak-*,
 timeout-* or regress-*) are kept by hand next to them and never touched
-here. The frames come from lrwire.py, an implementation of the contract
-independent of the C encoders.
+here; any other file is a seed the generator no longer writes, removed (or,
+with --check, reported). The frames come from tests/lrpeer.py, an
+implementation of the contract independent of the C encoders; every valid
+seed is checked with its strict decoder, every near miss must fail it.
 """
 
 import argparse
@@ -19,65 +21,155 @@ import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))  # tests/: lrpeer
 
-import lrwire as w  # noqa: E402
+import lrpeer as P  # noqa: E402
 
 CORPUS = os.path.join(HERE, "corpus")
+KEPT_PREFIXES = ("crash-", "leak-", "timeout-", "regress-")
 
-V4_LOOP = bytes([127, 0, 0, 1])
-V6_LOOP = bytes(15) + b"\x01"
-V4_OTHER = bytes([10, 1, 2, 3])
-V6_OTHER = bytes.fromhex("fd000000000000000000000000000042")
+V6_OTHER = "fd00::42"
+# Auth blocks: what a keyed host (nonce, MAC) and agent (MAC) send. The
+# bytes are arbitrary: lrpeer computes no MAC, and the decoders do not care.
+HOST_AUTH = bytes(range(1, P.AUTH_HOST_LEN + 1))
+AGENT_AUTH = bytes(range(0x80, 0x80 + P.AUTH_AGENT_LEN))
+NONCE = bytes(range(0xA0, 0xA0 + P.NONCE_LEN))
+
+
+def f(ftype, payload=b"", flags=0):
+    return P.frame(ftype, payload, flags)
+
+
+def hello(token=b"", name="host", version="0.1.0", ftype=P.HELLO):
+    return f(ftype, P.enc_hello(token, name, version))
+
+
+def listener(ftype, addr, port, v6only=False, family=None):
+    return f(ftype, P.enc_listener(addr, port, v6only, family))
+
+
+def open_result(code, text="", token=b""):
+    return f(P.OPEN_RESULT, P.enc_open_result(code, text, token))
 
 
 def frames_seeds():
-    s = {
-        "hello": w.hello(b"", "host", "0.1.0"),
-        "hello-token": w.hello(b"s3cret-token", "build-host", "0.1.0"),
-        "welcome": w.welcome("guest-vm", "0.1.0"),
-        "error-auth": w.error(w.ERR_AUTH, "bad token"),
-        "error-version": w.error(w.ERR_VERSION, ""),
-        "listener-add-v4-any": w.listener(w.LISTENER_ADD, 4, 8000),
-        "listener-add-v4-loop": w.listener(w.LISTENER_ADD, 4, 8080, V4_LOOP),
-        "listener-add-v6-dual": w.listener(w.LISTENER_ADD, 6, 3000),
-        "listener-add-v6only": w.listener(w.LISTENER_ADD, 6, 3001, None, w.V6ONLY),
-        "listener-add-v6-loop": w.listener(w.LISTENER_ADD, 6, 5432, V6_LOOP),
-        "listener-del-v4-other": w.listener(w.LISTENER_DEL, 4, 22, V4_OTHER),
-        "listener-del-v6-other": w.listener(w.LISTENER_DEL, 6, 443, V6_OTHER),
-        "sync-done": w.empty(w.SYNC_DONE),
-        "port-state-conflict": w.port_state(4, 8000, None, 0, 1, 8000),
-        "port-state-remapped": w.port_state(6, 3000, None, 0, 2, 41234),
-        "reverse-set": w.reverse_set([5432, 6379, 8080]),
-        "reverse-set-empty": w.reverse_set([], 0),
-        "reverse-open": w.reverse_open(7, 4, 5432),
-        "reverse-open-v6": w.reverse_open(0xFFFFFFFF, 6, 6379),
-        "reverse-fail": w.reverse_fail(7, w.ERR_REFUSED, "connection refused"),
-        "ping": w.ping(0x0123456789ABCDEF),
-        "pong": w.ping(1, w.PONG),
-        "open": w.open_(b"", 4, 8000),
-        "open-token-v6": w.open_(b"tok", 6, 3000),
-        "open-result-ok": w.open_result(0, ""),
-        "open-result-refused": w.open_result(w.ERR_REFUSED, "connection refused"),
-        "attach": w.attach(b"", 42),
-        "attach-token": w.attach(b"tok", 43),
-        # near misses and edges
-        "unknown-type": w.frame(999, b"future"),
-        "flags-set": w.frame(w.PING, struct.pack(">Q", 5), flags=0x8000),
-        "longer-payload": w.frame(w.REVERSE_OPEN, struct.pack(">IBH", 1, 4, 80) + b"newer"),
-        "short-listener": w.frame(w.LISTENER_ADD, w.listener_payload(4, 80)[:19]),
-        "v4-nonzero-tail": w.frame(w.LISTENER_ADD, w.listener_payload(4, 80, bytes(15) + b"\1")),
-        "string-with-nul": w.frame(w.ERROR, struct.pack(">IH", 6, 3) + b"a\0b"),
-        "max-payload": w.frame(w.ERROR, struct.pack(">IH", 6, 511) + b"x" * 511 +
-                               b"\0" * (w.MAX_PAYLOAD - 517)),
-        "too-big": struct.pack(">HHI", w.PING, 0, w.MAX_PAYLOAD + 1),
-        "reverse-set-max": w.reverse_set(list(range(1, w.REVERSE_MAX_PORTS + 1))),
-        "reverse-set-too-many": w.frame(w.REVERSE_SET, struct.pack(">BH", 1, 1025)),
+    """(valid, near misses): each a name -> bytes dict."""
+    valid = {
+        "hello": hello(),
+        "hello-keyed": hello(HOST_AUTH, "build-host"),
+        "welcome": hello(b"", "guest-vm", ftype=P.WELCOME),
+        "welcome-keyed": hello(AGENT_AUTH, "guest-vm", ftype=P.WELCOME),
+        "error-auth": f(P.ERROR, P.enc_error(P.ERR_AUTH, "authentication failed")),
+        "error-version": f(P.ERROR, P.enc_error(P.ERR_VERSION, "")),
+        "error-busy": f(P.ERROR, P.enc_error(P.ERR_BUSY, "another host holds the control stream")),
+        "challenge": f(P.CHALLENGE, P.enc_challenge(NONCE)),
+        "listener-add-v4-any": listener(P.LISTENER_ADD, "0.0.0.0", 8000),
+        "listener-add-v4-loop": listener(P.LISTENER_ADD, "127.0.0.1", 8080),
+        "listener-add-v6-dual": listener(P.LISTENER_ADD, "::", 3000),
+        "listener-add-v6only": listener(P.LISTENER_ADD, "::", 3001, v6only=True),
+        "listener-add-v6-loop": listener(P.LISTENER_ADD, "::1", 5432),
+        "listener-del-v4-other": listener(P.LISTENER_DEL, "10.1.2.3", 22),
+        "listener-del-v6-other": listener(P.LISTENER_DEL, V6_OTHER, 443),
+        "sync-done": f(P.SYNC_DONE),
+        "port-state-conflict": f(P.PORT_STATE, P.enc_port_state(
+            P.enc_listener("0.0.0.0", 8000), 1, 8000)),
+        "port-state-remapped": f(P.PORT_STATE, P.enc_port_state(
+            P.enc_listener("::", 3000), 2, 41234)),
+        "port-state-denied": f(P.PORT_STATE, P.enc_port_state(
+            P.enc_listener("0.0.0.0", 22), 4, 0)),
+        "reverse-set": f(P.REVERSE_SET, P.enc_reverse_set([5432, 6379, 8080])),
+        "reverse-set-empty": f(P.REVERSE_SET, P.enc_reverse_set([], 0)),
+        "reverse-set-max": f(P.REVERSE_SET,
+                             P.enc_reverse_set(list(range(1, P.REVERSE_MAX_PORTS + 1)))),
+        "reverse-open": f(P.REVERSE_OPEN, P.enc_reverse_open(7, 4, 5432)),
+        "reverse-open-v6": f(P.REVERSE_OPEN, P.enc_reverse_open(0xFFFFFFFF, 6, 6379)),
+        "reverse-fail": f(P.REVERSE_FAIL, P.enc_reverse_fail(7, P.ERR_REFUSED,
+                                                             "connection refused")),
+        "ping": f(P.PING, P.enc_ping(0x0123456789ABCDEF)),
+        "pong": f(P.PONG, P.enc_ping(1)),
+        "open": f(P.OPEN, P.enc_open(4, 8000)),
+        "open-keyed-v6": f(P.OPEN, P.enc_open(6, 3000, HOST_AUTH)),
+        "open-result-ok": open_result(0),
+        "open-result-no-auth-block": f(P.OPEN_RESULT, P.enc_open_result(0, "", None)),
+        "open-result-keyed": open_result(0, "", AGENT_AUTH),
+        "open-result-refused": open_result(P.ERR_REFUSED, "connection refused"),
+        "attach": f(P.ATTACH, P.enc_attach(42)),
+        "attach-keyed": f(P.ATTACH, P.enc_attach(43, HOST_AUTH)),
+        # a newer peer's longer payloads, which are accepted
+        "unknown-type": f(999, b"future"),
+        "flags-set": f(P.PING, P.enc_ping(5), flags=0x8000),
+        "longer-payload": f(P.REVERSE_OPEN, P.enc_reverse_open(1, 4, 80) + b"newer"),
+        "challenge-longer": f(P.CHALLENGE, P.enc_challenge(NONCE) + b"newer"),
+        "max-payload": f(P.ERROR, P.enc_error(P.ERR_PROTOCOL, "x" * (P.TEXT_CAP - 1)) +
+                         bytes(P.MAX_PAYLOAD - 6 - (P.TEXT_CAP - 1))),
     }
-    s["control-session"] = (w.welcome("g", "1") + w.listener(w.LISTENER_ADD, 4, 8000) +
-                            w.listener(w.LISTENER_ADD, 6, 8000) + w.empty(w.SYNC_DONE) +
-                            w.ping(9) + w.reverse_open(1, 4, 5432))
-    return s
+    valid["control-session"] = (
+        f(P.CHALLENGE, P.enc_challenge(NONCE)) + hello(AGENT_AUTH, "g", "1", P.WELCOME) +
+        listener(P.LISTENER_ADD, "0.0.0.0", 8000) + listener(P.LISTENER_ADD, "::", 8000) +
+        f(P.SYNC_DONE) + f(P.PING, P.enc_ping(9)) + f(P.REVERSE_OPEN, P.enc_reverse_open(1, 4, 5432)))
+    miss = {
+        "short-listener": f(P.LISTENER_ADD, P.enc_listener("0.0.0.0", 80)[:19]),
+        "v4-nonzero-tail": listener(P.LISTENER_ADD, "::1", 80, family=4),
+        "string-with-nul": f(P.ERROR, struct.pack(">IH", 6, 3) + b"a\0b"),
+        "reverse-set-too-many": f(P.REVERSE_SET, struct.pack(">BH", 1, P.REVERSE_MAX_PORTS + 1)),
+        "challenge-short": f(P.CHALLENGE, NONCE[:31]),
+        "auth-block-short": f(P.OPEN, bytes([P.AUTH_HOST_LEN]) + HOST_AUTH[:10]),
+        "open-result-auth-short": f(P.OPEN_RESULT, P.enc_error(0, "") + bytes([P.AUTH_AGENT_LEN])),
+        "port-state-5": f(P.PORT_STATE, P.enc_port_state(P.enc_listener("0.0.0.0", 80), 5, 80)),
+    }
+    too_big = {"too-big": P.frame_header(P.PING, P.MAX_PAYLOAD + 1)}
+    for name, data in valid.items():
+        check_frames(name, data, True)
+    for name, data in miss.items():
+        check_frames(name, data, False)
+    return dict(valid, **miss, **too_big)
+
+
+def check_frames(name, data, valid):
+    """Every frame in data decodes (valid), or one does not (a near miss)."""
+    parser = P.FrameParser()
+    parser.feed(data)
+    frames = parser.frames()
+    if not frames or parser.buf:
+        raise ValueError("%s: not whole frames" % name)
+    try:
+        for fr in frames:
+            P.decode(fr.type, fr.payload, strict=True)
+    except P.ProtoError as e:
+        if valid:
+            raise ValueError("%s: a valid seed does not decode: %s" % (name, e))
+        return
+    if not valid:
+        raise ValueError("%s: a near miss decodes" % name)
+
+
+def auth_seeds():
+    """Byte 0: stream kind (% 3: control, data, reverse) and the checking
+    side's key (/ 3 % 3: the same, another, none); then frames."""
+    def seed(kind, keymode, *frames):
+        return bytes([keymode * 3 + kind - 1]) + b"".join(frames)
+
+    challenge = f(P.CHALLENGE, P.enc_challenge(NONCE))
+    return {
+        "control-keyed": seed(P.KIND_CONTROL, 0, challenge, hello(HOST_AUTH, "host"),
+                              hello(AGENT_AUTH, "guest", ftype=P.WELCOME)),
+        "data-keyed": seed(P.KIND_DATA, 0, challenge, f(P.OPEN, P.enc_open(4, 8000, HOST_AUTH)),
+                           open_result(0, "", AGENT_AUTH)),
+        "reverse-keyed": seed(P.KIND_REVERSE, 0, challenge,
+                              f(P.ATTACH, P.enc_attach(7, HOST_AUTH)),
+                              open_result(0, "", AGENT_AUTH)),
+        "refused-keyed": seed(P.KIND_DATA, 0, f(P.OPEN, P.enc_open(6, 1, HOST_AUTH)),
+                              open_result(P.ERR_REFUSED, "refused", AGENT_AUTH)),
+        "other-key": seed(P.KIND_CONTROL, 1, hello(HOST_AUTH), f(P.OPEN, P.enc_open(4, 80, HOST_AUTH))),
+        "keyless": seed(P.KIND_DATA, 2, hello(), f(P.OPEN, P.enc_open(4, 80)),
+                        f(P.ATTACH, P.enc_attach(1)),
+                        f(P.OPEN_RESULT, P.enc_open_result(0, "", None))),
+        "wrong-lengths": seed(P.KIND_DATA, 0, f(P.OPEN, P.enc_open(4, 80, HOST_AUTH[:-1])),
+                              f(P.OPEN, P.enc_open(4, 80, HOST_AUTH + b"x")),
+                              open_result(0, "", AGENT_AUTH[:-1]),
+                              open_result(0, "", AGENT_AUTH + b"x"),
+                              hello(AGENT_AUTH, "role-swap"), hello(HOST_AUTH, ftype=P.WELCOME)),
+    }
 
 
 def rxbuf_seeds():
@@ -85,26 +177,32 @@ def rxbuf_seeds():
     def seed(chunking, stream, preamble=True):
         return bytes([1 if preamble else 0]) + struct.pack(">H", chunking) + stream
 
-    ctl = (w.welcome("guest", "0.1.0") + w.listener(w.LISTENER_ADD, 4, 8000) +
-           w.listener(w.LISTENER_ADD, 6, 3000, None, w.V6ONLY) + w.empty(w.SYNC_DONE) +
-           w.ping(1) + w.frame(777, b"skip me"))
+    ctl = (hello(b"", "guest", ftype=P.WELCOME) + listener(P.LISTENER_ADD, "0.0.0.0", 8000) +
+           listener(P.LISTENER_ADD, "::", 3000, v6only=True) + f(P.SYNC_DONE) +
+           f(P.PING, P.enc_ping(1)) + f(777, b"skip me"))
     return {
-        "control": seed(1, w.preamble(w.KIND_CONTROL) + ctl),
-        "control-bytewise": seed(0, w.preamble(w.KIND_CONTROL) + ctl),
-        "data-with-rest": seed(7, w.preamble(w.KIND_DATA) + w.open_result(0) +
+        "control": seed(1, P.preamble(P.KIND_CONTROL) + ctl),
+        "control-bytewise": seed(0, P.preamble(P.KIND_CONTROL) + ctl),
+        "keyed-agent-first": seed(6, P.preamble(P.KIND_ANY, flags=P.PREAMBLE_KEYED) +
+                                  f(P.CHALLENGE, P.enc_challenge(NONCE)) +
+                                  hello(AGENT_AUTH, "guest", ftype=P.WELCOME) + ctl),
+        "data-with-rest": seed(7, P.preamble(P.KIND_DATA) + open_result(0) +
                                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-        "reverse-attach": seed(3, w.preamble(w.KIND_REVERSE) + w.attach(b"", 5)),
-        "refused": seed(2, w.preamble(w.KIND_DATA) + w.open_result(w.ERR_REFUSED, "refused")),
+        "data-keyed-with-rest": seed(9, P.preamble(P.KIND_DATA, flags=P.PREAMBLE_KEYED) +
+                                     open_result(0, "", AGENT_AUTH) + b"\x16\x03\x01 tls"),
+        "reverse-attach": seed(3, P.preamble(P.KIND_REVERSE) + f(P.ATTACH, P.enc_attach(5))),
+        "refused": seed(2, P.preamble(P.KIND_DATA) + open_result(P.ERR_REFUSED, "refused")),
         "frames-only": seed(5, ctl, preamble=False),
         "bad-magic-http": seed(1, b"GET / HTTP/1.0\r\n\r\n"),
-        "version-2": seed(1, w.preamble(w.KIND_CONTROL, version=2) +
-                          w.error(w.ERR_VERSION, "v2")),
-        "bad-kind": seed(1, w.preamble(9)),
-        "short-preamble": seed(1, w.preamble(w.KIND_CONTROL)[:5]),
-        "max-frame": seed(11, w.preamble(w.KIND_DATA) +
-                          w.frame(w.OPEN_RESULT, bytes(w.MAX_PAYLOAD)) + b"tail"),
-        "too-big": seed(4, w.preamble(w.KIND_CONTROL) + w.ping(3) +
-                        struct.pack(">HHI", w.PING, 0, 0xFFFFFFFF)),
+        "version-1": seed(1, P.preamble(P.KIND_CONTROL, version=1) +
+                          f(P.ERROR, P.enc_error(P.ERR_VERSION, "v1"))),
+        "version-3": seed(1, P.preamble(P.KIND_CONTROL, version=3, flags=0xFF)),
+        "bad-kind": seed(1, P.preamble(9)),
+        "short-preamble": seed(1, P.preamble(P.KIND_CONTROL)[:5]),
+        "max-frame": seed(11, P.preamble(P.KIND_DATA) +
+                          f(P.OPEN_RESULT, bytes(P.MAX_PAYLOAD)) + b"tail"),
+        "too-big": seed(4, P.preamble(P.KIND_CONTROL) + f(P.PING, P.enc_ping(3)) +
+                        P.frame_header(P.PING, 0xFFFFFFFF)),
     }
 
 
@@ -186,7 +284,7 @@ def hcs_seeds():
 
 
 TARGETS = {
-    "frames": frames_seeds, "rxbuf": rxbuf_seeds, "addr": addr_seeds, "fc": fc_seeds,
+    "frames": frames_seeds, "auth": auth_seeds, "rxbuf": rxbuf_seeds, "addr": addr_seeds, "fc": fc_seeds,
     "config": config_seeds, "status": status_seeds, "hcs": hcs_seeds,
 }
 
@@ -194,26 +292,39 @@ TARGETS = {
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true",
-                    help="do not write; exit 1 if a generated seed is missing or differs")
+                    help="do not write; exit 1 if a generated seed is missing, differs or is "
+                         "stale (no longer generated)")
     args = ap.parse_args()
     bad = 0
-    for target, fn in TARGETS.items():
+    for target, gen in TARGETS.items():
         d = os.path.join(CORPUS, target)
-        os.makedirs(d, exist_ok=True)
-        for name, data in sorted(fn().items()):
+        if not args.check:
+            os.makedirs(d, exist_ok=True)
+        seeds = gen()
+        for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            if name in seeds or name.startswith(KEPT_PREFIXES):
+                continue
+            path = os.path.join(d, name)
+            if args.check:
+                print("stale: %s (no longer generated)" % os.path.relpath(path, HERE))
+                bad += 1
+            else:
+                os.unlink(path)
+        for name, data in sorted(seeds.items()):
             path = os.path.join(d, name)
             old = None
             if os.path.exists(path):
-                with open(path, "rb") as f:
-                    old = f.read()
+                with open(path, "rb") as fh:
+                    old = fh.read()
             if old == data:
                 continue
             if args.check:
-                print("differs: %s" % os.path.relpath(path, HERE))
+                print("%s: %s" % ("differs" if old is not None else "missing",
+                                  os.path.relpath(path, HERE)))
                 bad += 1
                 continue
-            with open(path, "wb") as f:
-                f.write(data)
+            with open(path, "wb") as fh:
+                fh.write(data)
     return 1 if bad else 0
 
 

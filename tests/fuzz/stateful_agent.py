@@ -29,6 +29,13 @@ could bind a stand-in for is forced into one 256-port block at or above
 20000, picked at random below the ephemeral range (see Shadow), so the
 run does not take ports other tests use. No root needed.
 
+Every frame is built and checked with tests/lrpeer.py (strict decoding:
+what lr_proto.c refuses, lrpeer refuses too), the same protocol library
+the e2e tests use, written from docs/protocol.md rather than from the C
+code. lorelayd runs without a key (protocol 2's auth blocks are empty),
+so the hostile side also plays a keyed agent, sends CHALLENGE, BUSY and
+auth blocks nobody asked for.
+
 The random sequence is seeded; the seed is printed, and --seed replays the
 same choices (timing still varies). Exit status: 0 pass, 1 fail, 77 skip
 (the ASan build is missing and CI is not set; in CI that is a failure).
@@ -37,6 +44,7 @@ same choices (timing still varies). Exit status: 0 pass, 1 fail, 77 skip
 import argparse
 import errno
 import glob
+import ipaddress
 import json
 import os
 import random
@@ -50,11 +58,10 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # tests/: lrci
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))  # tests/: lrci, lrpeer
 
 import lrci  # noqa: E402
-import lrwire as w  # noqa: E402
+import lrpeer as P  # noqa: E402
 
 NAME = "fuzz_stateful_agent"
 SANITIZER_MARKS = (b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer", b"runtime error:",
@@ -142,25 +149,25 @@ class Shadow:
         out = bytearray(data)
         i = 0
         while i < len(out) and not self.dead:
-            if len(self.pre) < w.HDR_LEN:
+            if len(self.pre) < 8:
                 take = min(8 - len(self.pre), len(out) - i)
                 self.pre += bytes(out[i:i + take])
                 i += take
                 if len(self.pre) == 8:
                     try:
-                        version, kind = w.parse_preamble(self.pre)
-                        self.dead = version != w.VERSION or kind not in (1, 2, 3)
-                    except w.DecodeError:
+                        version, kind = P.decode_preamble(self.pre)
+                        self.dead = version != P.PROTO_VERSION or kind not in (1, 2, 3)
+                    except P.ProtoError:
                         self.dead = True
                 continue
             if self.type is None:
-                take = min(w.HDR_LEN - len(self.hdr), len(out) - i)
+                take = min(P.HDR_LEN - len(self.hdr), len(out) - i)
                 self.hdr += bytes(out[i:i + take])
                 i += take
-                if len(self.hdr) == w.HDR_LEN:
+                if len(self.hdr) == P.HDR_LEN:
                     t, _flags, n = struct.unpack(">HHI", self.hdr)
                     self.hdr = b""
-                    if n > w.MAX_PAYLOAD:
+                    if n > P.MAX_PAYLOAD:
                         self.dead = True
                         continue
                     self.type, self.need, self.payload = t, n, bytearray()
@@ -168,7 +175,7 @@ class Shadow:
                         self._done()
                 continue
             take = min(self.need - len(self.payload), len(out) - i)
-            if self.type == w.LISTENER_ADD and len(self.payload) <= 2 < len(self.payload) + take:
+            if self.type == P.LISTENER_ADD and len(self.payload) <= 2 < len(self.payload) + take:
                 out[i + 2 - len(self.payload)] = self.block_hi
             self.payload += out[i:i + take]
             i += take
@@ -189,7 +196,8 @@ class Stream:
 
     def __init__(self, sock, now):
         self.sock = sock
-        self.inbuf = bytearray()
+        self.inbuf = bytearray()   # lorelayd's preamble, until it is whole
+        self.parser = P.FrameParser()
         self.out = bytearray()
         self.later = []            # [(due, bytes)]: pieces of a slowly sent frame
         self.kind = None           # lorelayd's preamble kind once read
@@ -213,6 +221,11 @@ class Stream:
 
     def fileno(self):
         return self.sock.fileno()
+
+
+def listener_key(d):
+    """A decoded listener as a set member: (family, flags, port, addr)."""
+    return (d["family"], d["flags"], d["port"], d["addr"])
 
 
 class Fuzz:
@@ -242,50 +255,52 @@ class Fuzz:
 
     def on_shadow_frame(self, t, p):
         """A frame lorelayd will parse on a control stream, as it will see it."""
-        try:
-            d = w.decode(t, p)
-        except (w.DecodeError, KeyError):
+        if t not in P.MSG_NAMES:
             return
-        if t == w.PING:
+        try:
+            d = P.decode(t, p, strict=True)
+        except P.ProtoError:
+            return
+        if t == P.PING:
             self.pings.add(d["nonce"])
-        elif t == w.LISTENER_ADD:
-            self.announced.add((d["family"], d["flags"], d["port"], d["addr"]))
-        elif t == w.REVERSE_OPEN:
+        elif t == P.LISTENER_ADD:
+            self.announced.add(listener_key(d))
+        elif t == P.REVERSE_OPEN:
             self.rev_ids.add(d["id"])
             if d["port"] in self.rev_ports:
                 self.rev_ids_listed.add(d["id"])
 
     def check_from_host(self, st, t, p):
         """A frame lorelayd sent on a control stream after HELLO."""
-        try:
-            d = w.decode(t, p)
-        except KeyError:
+        if t not in P.MSG_NAMES:
             return self.fail("lorelayd sent unknown frame type %d on a control stream" % t)
-        except w.DecodeError as e:
+        try:
+            d = P.decode(t, p, strict=True)
+        except P.ProtoError as e:
             return self.fail("lorelayd sent a malformed %s: %s (%s)" %
-                             (w.NAMES.get(t, t), e, p.hex()[:80]))
-        if t == w.PING:
-            st.send(w.ping(d["nonce"], w.PONG))
-        elif t == w.PONG:
+                             (P.MSG_NAMES[t], e, p.hex()[:80]))
+        if t == P.PING:
+            st.send(P.frame(P.PONG, P.enc_ping(d["nonce"])))
+        elif t == P.PONG:
             self.stats["pongs"] += 1
             if d["nonce"] not in self.pings:
                 self.fail("PONG %#x answers no PING we sent" % d["nonce"])
-        elif t == w.PORT_STATE:
+        elif t == P.PORT_STATE:
             self.stats["port_states"] += 1
-            key = (d["family"], d["flags"], d["port"], d["addr"])
+            key = listener_key(d["listener"])
             if key not in self.announced:
                 self.fail("PORT_STATE for a listener never reported: %r" % (key,))
-        elif t == w.REVERSE_SET:
+        elif t == P.REVERSE_SET:
             if set(d["ports"]) != set(self.rev_ports) or len(d["ports"]) != len(self.rev_ports):
                 self.fail("REVERSE_SET %r, configured %r" % (d["ports"], self.rev_ports))
-            if d["flags"] != (w.REVERSE_IPV6 if self.v6 else 0):
+            if d["flags"] != (P.REVERSE_IPV6 if self.v6 else 0):
                 self.fail("REVERSE_SET flags %d" % d["flags"])
-        elif t == w.REVERSE_FAIL:
+        elif t == P.REVERSE_FAIL:
             self.stats["reverse_fails"] += 1
             if d["id"] not in self.rev_ids:
                 self.fail("REVERSE_FAIL for id %d, never asked for" % d["id"])
         else:
-            self.fail("lorelayd sent %s on a control stream" % w.NAMES[t])
+            self.fail("lorelayd sent %s on a control stream" % P.MSG_NAMES[t])
 
     # ---------------------------------------------------------- frames
 
@@ -293,59 +308,82 @@ class Fuzz:
         r = self.rng.random()
         if family == 4:
             if r < 0.4:
-                return bytes(4)
+                return "0.0.0.0"
             if r < 0.8:
-                return bytes([127, 0, 0, 1])
-            return bytes(self.rng.randrange(256) for _ in range(4))
+                return "127.0.0.1"
+            return str(ipaddress.IPv4Address(self.rng.getrandbits(32)))
         if r < 0.4:
-            return bytes(16)
+            return "::"
         if r < 0.8:
-            return bytes(15) + b"\x01"
-        return bytes(self.rng.randrange(256) for _ in range(16))
+            return "::1"
+        return str(ipaddress.IPv6Address(self.rng.getrandbits(128)))
 
     def pool_port(self):
         return self.block + self.rng.randrange(32)
 
     def rand_listener(self, mtype):
         fam = self.rng.choice((4, 6))
-        flags = 0 if fam == 4 else self.rng.choice((0, 0, w.V6ONLY))
-        if mtype == w.LISTENER_DEL and self.announced and self.rng.random() < 0.7:
+        flags = 0 if fam == 4 else self.rng.choice((0, 0, P.LISTENER_V6ONLY))
+        if mtype == P.LISTENER_DEL and self.announced and self.rng.random() < 0.7:
             fam, flags, port, addr = self.rng.choice(sorted(self.announced))
-            return w.listener(mtype, fam, port, addr, flags)
-        return w.listener(mtype, fam, self.pool_port(), self.rand_addr(fam), flags)
+        else:
+            port, addr = self.pool_port(), self.rand_addr(fam)
+        return P.frame(mtype, P.enc_listener(addr, port, family=fam, flags=flags))
 
     def rand_text(self, maxlen=40):
         n = self.rng.randrange(maxlen + 1)
         return bytes(self.rng.randrange(32, 127) for _ in range(n))
 
+    def rand_bytes(self, n):
+        return bytes(self.rng.randrange(256) for _ in range(n))
+
+    def rand_auth(self, none_ok=False):
+        """An auth block lorelayd did not ask for (it has no key): mostly
+        empty, else a keyed host's or agent's length or any length."""
+        r = self.rng
+        n = r.choice((0, 0, 0, P.AUTH_HOST_LEN, P.AUTH_AGENT_LEN, r.randrange(256)))
+        if none_ok and n == 0 and r.random() < 0.5:
+            return None   # OPEN_RESULT: no block at all
+        return self.rand_bytes(n)
+
     def valid_frame(self, types=None):
         r = self.rng
-        t = r.choice(types or (w.LISTENER_ADD, w.LISTENER_ADD, w.LISTENER_ADD, w.LISTENER_DEL,
-                               w.LISTENER_DEL, w.SYNC_DONE, w.PING, w.PONG, w.WELCOME,
-                               w.REVERSE_OPEN, w.REVERSE_OPEN, w.HELLO, w.PORT_STATE,
-                               w.REVERSE_SET, w.REVERSE_FAIL, w.OPEN, w.OPEN_RESULT, w.ATTACH))
-        if t in (w.LISTENER_ADD, w.LISTENER_DEL):
+        t = r.choice(types or (P.LISTENER_ADD, P.LISTENER_ADD, P.LISTENER_ADD, P.LISTENER_DEL,
+                               P.LISTENER_DEL, P.SYNC_DONE, P.PING, P.PONG, P.WELCOME,
+                               P.REVERSE_OPEN, P.REVERSE_OPEN, P.HELLO, P.PORT_STATE,
+                               P.REVERSE_SET, P.REVERSE_FAIL, P.OPEN, P.OPEN_RESULT, P.ATTACH,
+                               P.CHALLENGE))
+        if t in (P.LISTENER_ADD, P.LISTENER_DEL):
             return self.rand_listener(t)
-        if t == w.SYNC_DONE:
-            return w.empty()
-        if t in (w.PING, w.PONG):
-            return w.ping(r.getrandbits(64), t)
-        if t in (w.WELCOME, w.HELLO):
-            return w.hello(self.rand_text(20), self.rand_text(60), self.rand_text(20), t)
-        if t == w.REVERSE_OPEN:
+        if t == P.SYNC_DONE:
+            return P.frame(P.SYNC_DONE)
+        if t in (P.PING, P.PONG):
+            return P.frame(t, P.enc_ping(r.getrandbits(64)))
+        if t in (P.WELCOME, P.HELLO):
+            return P.frame(t, P.enc_hello(self.rand_auth(), self.rand_text(60),
+                                          self.rand_text(20)))
+        if t == P.REVERSE_OPEN:
             port = r.choice(self.rev_ports) if r.random() < 0.6 else r.randrange(1, 65536)
-            return w.reverse_open(r.getrandbits(32), r.choice((4, 6)), port)
-        if t == w.PORT_STATE:
-            return w.port_state(4, self.pool_port(), None, 0, r.randrange(4), r.randrange(65536))
-        if t == w.REVERSE_SET:
-            return w.reverse_set([r.randrange(1, 65536) for _ in range(r.randrange(5))])
-        if t == w.REVERSE_FAIL:
-            return w.reverse_fail(r.getrandbits(32), r.randrange(8), self.rand_text())
-        if t == w.OPEN:
-            return w.open_(self.rand_text(8), r.choice((4, 6)), r.randrange(1, 65536))
-        if t == w.OPEN_RESULT:
-            return w.open_result(r.randrange(8), self.rand_text())
-        return w.attach(self.rand_text(8), r.getrandbits(32))
+            return P.frame(t, P.enc_reverse_open(r.getrandbits(32), r.choice((4, 6)), port))
+        if t == P.PORT_STATE:
+            return P.frame(t, P.enc_port_state(P.enc_listener("0.0.0.0", self.pool_port()),
+                                               r.randrange(len(P.PORT_STATES)),
+                                               r.randrange(65536)))
+        if t == P.REVERSE_SET:
+            return P.frame(t, P.enc_reverse_set([r.randrange(1, 65536)
+                                                 for _ in range(r.randrange(5))]))
+        if t == P.REVERSE_FAIL:
+            return P.frame(t, P.enc_reverse_fail(r.getrandbits(32), r.randrange(9),
+                                                 self.rand_text()))
+        if t == P.OPEN:
+            return P.frame(t, P.enc_open(r.choice((4, 6)), r.randrange(1, 65536),
+                                         self.rand_auth()))
+        if t == P.OPEN_RESULT:
+            return P.frame(t, P.enc_open_result(r.randrange(9), self.rand_text(),
+                                                self.rand_auth(none_ok=True)))
+        if t == P.CHALLENGE:
+            return P.frame(t, P.enc_challenge(self.rand_bytes(P.NONCE_LEN)))
+        return P.frame(P.ATTACH, P.enc_attach(r.getrandbits(32), self.rand_auth()))
 
     def mutate(self, frame):
         r = self.rng
@@ -367,8 +405,8 @@ class Fuzz:
                 if r.random() < 0.5:
                     b[4:8] = struct.pack(">I", len(b) - 8)
             elif op == 5 and len(b) >= 8:          # lie about the length
-                n = r.choice((0, 1, r.randrange(64), r.randrange(w.MAX_PAYLOAD + 1),
-                              w.MAX_PAYLOAD + 1, 0xFFFFFFFF))
+                n = r.choice((0, 1, r.randrange(64), r.randrange(P.MAX_PAYLOAD + 1),
+                              P.MAX_PAYLOAD + 1, 0xFFFFFFFF))
                 b[4:8] = struct.pack(">I", n)
             elif op == 6 and len(b) >= 2:          # another type
                 b[0:2] = struct.pack(">H", r.choice((r.randrange(40), r.randrange(65536))))
@@ -388,7 +426,8 @@ class Fuzz:
         x = r.random()
         if x < 0.80:
             name = self.rand_text(30) or b"guest"
-            frames = w.preamble(w.KIND_CONTROL) + w.welcome(name, self.rand_text(10))
+            frames = P.preamble(P.KIND_CONTROL) + P.frame(
+                P.WELCOME, P.enc_hello(b"", name, self.rand_text(10)))
             if r.random() < 0.2:   # slowly: a few bytes at a time
                 k, due = r.randrange(1, 6), 0.0
                 for i in range(0, len(frames), k):
@@ -399,23 +438,34 @@ class Fuzz:
             return
         self.stats["hostile_handshakes"] += 1
         st.state = "silent"
-        choice = r.randrange(9)
+        choice = r.randrange(11)
+        ctl = P.preamble(P.KIND_CONTROL)
+        # lorelayd waits 5 s after a version, auth or key mismatch: rarely.
         if choice == 0:
             st.send(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-        elif choice == 1 and r.random() < 0.15:   # lorelayd waits 5 s after these two
-            st.send(w.preamble(w.KIND_CONTROL, version=2) + w.error(w.ERR_VERSION, "v2"))
+        elif choice == 1 and r.random() < 0.15:   # an older or newer agent
+            v = r.choice((1, 3))
+            st.send(P.preamble(P.KIND_CONTROL, version=v) +
+                    P.error_frame(P.ERR_VERSION, "version %d" % v))
         elif choice == 2 and r.random() < 0.15:
-            st.send(w.preamble(w.KIND_CONTROL) + w.error(w.ERR_AUTH, "bad token"))
+            st.send(ctl + P.error_frame(P.ERR_AUTH, "authentication failed"))
         elif choice == 3:
-            st.send(w.preamble(w.KIND_CONTROL) + w.error(w.ERR_PROTOCOL, self.rand_text()))
+            st.send(ctl + P.error_frame(r.choice((P.ERR_PROTOCOL, P.ERR_BUSY)),
+                                        self.rand_text()))
         elif choice == 4:
-            st.send(w.preamble(w.KIND_CONTROL) + self.valid_frame())
+            st.send(ctl + self.valid_frame())
         elif choice == 5:
-            st.send(w.preamble(w.KIND_CONTROL) + self.garbage())
+            st.send(ctl + self.garbage())
         elif choice == 6:
-            st.send(w.preamble(r.randrange(256)) + w.welcome())
+            st.send(P.preamble(r.randrange(256), flags=r.choice((0, r.randrange(256)))) +
+                    P.welcome_frame())
         elif choice == 7:
-            st.send(self.mutate(w.preamble(w.KIND_CONTROL) + w.welcome()))
+            st.send(self.mutate(ctl + P.welcome_frame()))
+        elif choice == 8 and r.random() < 0.15:   # a keyed agent: lorelayd has no key
+            st.send(P.preamble(P.KIND_ANY, flags=P.PREAMBLE_KEYED) +
+                    P.frame(P.CHALLENGE, P.enc_challenge(self.rand_bytes(P.NONCE_LEN))))
+        elif choice == 9:   # a WELCOME with a MAC nobody asked for
+            st.send(ctl + P.frame(P.WELCOME, P.enc_hello(self.rand_auth(), b"g", b"1")))
         else:
             st.close_at = now
             st.reset = r.random() < 0.5
@@ -431,12 +481,12 @@ class Fuzz:
         if x < 0.55:
             data = self.valid_frame()
         elif x < 0.70:
-            data = b"".join(self.valid_frame((w.LISTENER_ADD, w.LISTENER_DEL))
+            data = b"".join(self.valid_frame((P.LISTENER_ADD, P.LISTENER_DEL))
                             for _ in range(r.randrange(2, 40)))
         elif x < 0.82:
             data = self.mutate(self.valid_frame())
         elif x < 0.87:
-            data = w.frame(r.randrange(33, 65536), self.garbage(200))
+            data = P.frame(r.randrange(33, 65536), self.garbage(200))
         elif x < 0.89:
             data = self.garbage()
         elif x < 0.94:   # one frame in slow pieces
@@ -448,11 +498,11 @@ class Fuzz:
             self.stats["frames"] += 1
             return
         elif x < 0.955:
-            data = w.preamble(w.KIND_CONTROL) + w.welcome()   # a second preamble: garbage
+            data = P.preamble(P.KIND_CONTROL) + P.welcome_frame()   # a second preamble: garbage
         elif x < 0.97:
-            data = w.error(r.randrange(8), self.rand_text())
+            data = P.error_frame(r.randrange(9), self.rand_text())
         elif x < 0.98:
-            data = w.frame(w.PING, bytes(8), length=w.MAX_PAYLOAD + 1)
+            data = P.frame_header(P.PING, P.MAX_PAYLOAD + 1) + bytes(8)
         else:
             st.close_at = now
             st.reset = r.random() < 0.5
@@ -466,10 +516,10 @@ class Fuzz:
         """Answer lorelayd's OPEN or ATTACH on a data or reverse stream."""
         r = self.rng
         x = r.random()
-        pre = w.preamble(st.kind)
+        pre = P.preamble(st.kind)
         st.state = "answered"
         if x < 0.55:
-            st.send(pre + w.open_result(0))
+            st.send(pre + self.open_ok())
             if r.random() < 0.3:
                 st.send(self.garbage(200))   # early relay bytes right behind the frame
             st.state = "relay"
@@ -478,17 +528,18 @@ class Fuzz:
             st.reset = r.random() < 0.3
             return
         if x < 0.70:
-            st.send(pre + w.open_result(r.randrange(1, 8), self.rand_text()))
+            st.send(pre + P.frame(P.OPEN_RESULT, P.enc_open_result(
+                r.randrange(1, 9), self.rand_text(), self.rand_auth(none_ok=True))))
         elif x < 0.75:
-            st.send(pre + w.error(r.randrange(8), self.rand_text()))
+            st.send(pre + P.error_frame(r.randrange(9), self.rand_text()))
         elif x < 0.83:
-            st.send(pre + self.mutate(w.open_result(0)))
+            st.send(pre + self.mutate(self.open_ok()))
         elif x < 0.87:
-            st.send(self.mutate(pre) + w.open_result(0))
+            st.send(self.mutate(pre) + self.open_ok())
         elif x < 0.91:
             st.send(pre + self.garbage())
         elif x < 0.94:
-            f = pre + w.open_result(0)
+            f = pre + self.open_ok()
             k = r.randrange(1, len(f))
             st.send(f[:k])                                 # then nothing: a cut answer
         elif x < 0.97:
@@ -498,35 +549,42 @@ class Fuzz:
         st.close_at = now + r.choice((0.0, 0.1, 1.0))
         st.reset = r.random() < 0.5
 
+    def open_ok(self):
+        """OPEN_RESULT ok: without an auth block, with an empty one, or
+        with one a host without a key ignores."""
+        return P.frame(P.OPEN_RESULT, P.enc_open_result(0, "", self.rand_auth(none_ok=True)))
+
     def on_first_frame(self, st, t, p, now):
+        kind = {1: "control", 2: "data", 3: "reverse"}.get(st.kind, "kind-%d" % st.kind)
         try:
-            d = w.decode(t, p)
-        except (KeyError, w.DecodeError) as e:
+            if t not in P.MSG_NAMES:
+                raise P.ProtoError("unknown frame type")
+            d = P.decode(t, p, strict=True)
+        except P.ProtoError as e:
             self.fail("lorelayd opened a %s stream with a bad %s frame: %s" %
-                      ({1: "control", 2: "data", 3: "reverse"}[st.kind], w.NAMES.get(t, t), e))
+                      (kind, P.MSG_NAMES.get(t, t), e))
             st.close_at = now
             return
-        if st.kind == w.KIND_CONTROL:
-            if t != w.HELLO:
-                self.fail("control stream opened with %s, not HELLO" % w.NAMES[t])
-            elif d["token"]:
-                self.fail("HELLO carries a token, none was configured")
+        if t in (P.HELLO, P.OPEN, P.ATTACH) and d["token"]:
+            self.fail("%s carries an auth block of %d bytes, no key was configured" %
+                      (P.MSG_NAMES[t], len(d["token"])))
+        if st.kind == P.KIND_CONTROL:
+            if t != P.HELLO:
+                self.fail("control stream opened with %s, not HELLO" % P.MSG_NAMES[t])
             self.stats["ctl"] += 1
             self.handshake(st, now)
-        elif st.kind == w.KIND_DATA:
+        elif st.kind == P.KIND_DATA:
             self.stats["data"] += 1
-            if t != w.OPEN:
-                self.fail("data stream opened with %s, not OPEN" % w.NAMES[t])
-            elif d["token"]:
-                self.fail("OPEN carries a token, none was configured")
+            if t != P.OPEN:
+                self.fail("data stream opened with %s, not OPEN" % P.MSG_NAMES[t])
             elif not any(a[0] in (4, 6) and a[2] == d["port"] for a in self.announced):
                 self.fail("OPEN for port %d, which no LISTENER_ADD reported" % d["port"])
             self.stats["opens"] += 1
             self.answer_open(st, now)
         else:
             self.stats["reverse"] += 1
-            if t != w.ATTACH:
-                self.fail("reverse stream opened with %s, not ATTACH" % w.NAMES[t])
+            if t != P.ATTACH:
+                self.fail("reverse stream opened with %s, not ATTACH" % P.MSG_NAMES[t])
             elif d["id"] not in self.rev_ids_listed:
                 self.fail("ATTACH for id %d, never asked for on a listed port" % d["id"])
             self.stats["attaches"] += 1
@@ -548,29 +606,32 @@ class Fuzz:
             return
         if st.state in ("silent", "answered"):
             return
-        st.inbuf += data
         if st.state == "preamble":
+            st.inbuf += data
             if len(st.inbuf) < 8:
                 return
             try:
-                version, kind = w.parse_preamble(bytes(st.inbuf[:8]))
-            except w.DecodeError as e:
+                version, kind = P.decode_preamble(bytes(st.inbuf[:8]))
+            except P.ProtoError as e:
                 self.fail("lorelayd's preamble: %s" % e)
                 st.state = "dead"
                 return
-            if version != w.VERSION or kind not in (1, 2, 3) or st.inbuf[6:8] != b"\0\0":
+            # Version 2, a host's kind, no KEYED flag (it has no key), byte 7 zero.
+            if version != P.PROTO_VERSION or kind not in (1, 2, 3) or st.inbuf[6:8] != b"\0\0":
                 self.fail("lorelayd's preamble %s" % bytes(st.inbuf[:8]).hex())
             st.kind = kind
-            del st.inbuf[:8]
+            data = bytes(st.inbuf[8:])
+            st.inbuf = bytearray()
             st.state = "first"
+        st.parser.feed(data)
         try:
-            frames, rest = w.split_frames(st.inbuf)
-        except w.DecodeError as e:
+            frames = st.parser.frames()
+        except P.ProtoError as e:
             self.fail("lorelayd sent %s" % e)
             st.state = "dead"
             return
-        st.inbuf = bytearray(rest)
-        for t, _flags, p in frames:
+        for fr in frames:
+            t, p = fr.type, fr.payload
             if st.state == "first":
                 self.on_first_frame(st, t, p, now)
             elif st.state == "welcomed":

@@ -2,8 +2,13 @@
 or broken side of the wire.
 
     codec      preamble(), frame(), enc_*() / decode() for every message in
-               docs/protocol.md; the protocol version is a parameter
-               (version 1 today; no authentication is implemented here)
+               docs/protocol.md (protocol 2: auth blocks, CHALLENGE, the
+               preamble's KEYED flag); the protocol version is a parameter.
+               The auth blocks are carried as bytes ("token", the field's
+               protocol-1 name); no MAC is computed here, so a peer is
+               keyless or a forger. decode(..., strict=True) refuses what
+               lr_proto.c's decoders refuse, so a test can predict what
+               lorelay accepts and check that what it sends is valid.
     Stream     one socket with frame-level send/receive, an optional
                background reader (auto-PONG, frame log) and "did the peer
                close it" probes
@@ -17,7 +22,10 @@ or broken side of the wire.
                (preamble, HELLO, OPEN, ATTACH) or sends garbage.
 
 The encoders do not police their input: a test may build a frame whose
-length field lies, a string with NUL or escape bytes, a port 0. Stdlib only.
+length field lies, a string with NUL or escape bytes, a port 0. Written
+from docs/protocol.md, not translated from the C encoders, so that it is a
+second implementation: where the two disagree, the tests show it (the
+seed corpus of tests/fuzz, the stateful fuzz, the e2e tests). Stdlib only.
 """
 
 import ipaddress
@@ -33,12 +41,20 @@ MAGIC = b"LRLY"
 # Protocol 2: the token fields became auth blocks of the same shape (u8
 # length, bytes), empty without a key, so a keyless peer speaks it as is.
 PROTO_VERSION = 2
+PREAMBLE_KEYED = 0x01      # preamble flags (byte 6): this side has a key
 
-KIND_CONTROL, KIND_DATA, KIND_REVERSE = 1, 2, 3
+# KIND_ANY: a keyed agent's preamble, sent before the host's names the kind.
+KIND_ANY, KIND_CONTROL, KIND_DATA, KIND_REVERSE = 0, 1, 2, 3
+
+NONCE_LEN = 32
+MAC_LEN = 32
+AUTH_HOST_LEN = NONCE_LEN + MAC_LEN   # HELLO, OPEN, ATTACH: nonce, MAC
+AUTH_AGENT_LEN = MAC_LEN              # WELCOME, OPEN_RESULT: MAC
 
 HELLO = 1
 WELCOME = 2
 ERROR = 3
+CHALLENGE = 4
 LISTENER_ADD = 10
 LISTENER_DEL = 11
 SYNC_DONE = 12
@@ -53,14 +69,15 @@ OPEN_RESULT = 31
 ATTACH = 32
 
 MSG_NAMES = {
-    HELLO: "HELLO", WELCOME: "WELCOME", ERROR: "ERROR", LISTENER_ADD: "LISTENER_ADD",
+    HELLO: "HELLO", WELCOME: "WELCOME", ERROR: "ERROR", CHALLENGE: "CHALLENGE",
+    LISTENER_ADD: "LISTENER_ADD",
     LISTENER_DEL: "LISTENER_DEL", SYNC_DONE: "SYNC_DONE", PORT_STATE: "PORT_STATE",
     REVERSE_SET: "REVERSE_SET", REVERSE_OPEN: "REVERSE_OPEN", REVERSE_FAIL: "REVERSE_FAIL",
     PING: "PING", PONG: "PONG", OPEN: "OPEN", OPEN_RESULT: "OPEN_RESULT", ATTACH: "ATTACH",
 }
 
 ERR_OK, ERR_REFUSED, ERR_UNREACHABLE, ERR_TIMEOUT, ERR_AUTH, ERR_VERSION, ERR_PROTOCOL, \
-    ERR_INTERNAL = range(8)
+    ERR_INTERNAL, ERR_BUSY = range(9)
 
 LISTENER_V6ONLY = 0x01
 REVERSE_IPV6 = 0x01
@@ -69,6 +86,9 @@ PORT_STATES = {0: "forwarding", 1: "conflict", 2: "remapped", 3: "ignored", 4: "
 FRAME_HDR = struct.Struct(">HHI")
 HDR_LEN = FRAME_HDR.size
 MAX_PAYLOAD = 4096
+REVERSE_MAX_PORTS = 1024
+# The longest strings a decoder takes (its buffer, NUL included: one less).
+NAME_CAP, VERSION_CAP, TEXT_CAP = 128, 32, 512
 
 
 class ProtoError(Exception):
@@ -77,8 +97,8 @@ class ProtoError(Exception):
 
 # ---------------------------------------------------------------- encoding
 
-def preamble(kind, version=PROTO_VERSION):
-    return MAGIC + bytes([version & 0xFF, kind & 0xFF, 0, 0])
+def preamble(kind, version=PROTO_VERSION, flags=0):
+    return MAGIC + bytes([version & 0xFF, kind & 0xFF, flags & 0xFF, 0])
 
 
 def decode_preamble(b):
@@ -114,16 +134,25 @@ def _text16(s):
 
 
 def enc_hello(token=b"", name="", version=""):
-    """HELLO and WELCOME: u8 tlen, token, u8 nlen, name, u8 vlen, version."""
+    """HELLO and WELCOME: u8 alen, auth, u8 nlen, name, u8 vlen, version."""
     return _str8(token) + _str8(name) + _str8(version)
 
 
 def enc_error(code, text=""):
-    """ERROR and OPEN_RESULT: u32 code, u16 len, text."""
+    """ERROR: u32 code, u16 len, text."""
     return struct.pack(">I", code) + _text16(text)
 
 
-enc_open_result = enc_error
+def enc_open_result(code, text="", token=None):
+    """OPEN_RESULT: u32 status, u16 len, text, u8 alen, auth. token None
+    leaves the auth block out (the payload ends after the text: an empty
+    one to the reader); b"" writes an empty one."""
+    return enc_error(code, text) + (b"" if token is None else _str8(token))
+
+
+def enc_challenge(nonce):
+    """CHALLENGE: nonce[32] (any bytes: the encoders do not police)."""
+    return bytes(nonce)
 
 
 def addr16(addr):
@@ -201,9 +230,10 @@ def error_frame(code, text=""):
 # ---------------------------------------------------------------- decoding
 
 class _Cur:
-    def __init__(self, b):
+    def __init__(self, b, strict=False):
         self.b = bytes(b)
         self.o = 0
+        self.strict = strict
 
     def take(self, n):
         if self.o + n > len(self.b):
@@ -224,11 +254,28 @@ class _Cur:
     def u64(self):
         return struct.unpack(">Q", self.take(8))[0]
 
-    def str8(self):
+    def _string(self, s, cap):
+        if self.strict and (len(s) >= cap or b"\0" in s):
+            raise ProtoError("string of %d bytes%s does not fit %d" %
+                             (len(s), " with a NUL" if b"\0" in s else "", cap - 1))
+        return s
+
+    def str8(self, cap=256):
+        return self._string(self.take(self.u8()), cap)
+
+    def auth(self):
+        """An auth block: u8 alen, bytes (any bytes, NULs included)."""
         return self.take(self.u8())
 
-    def text16(self):
-        return self.take(self.u16())
+    def text16(self, cap=TEXT_CAP):
+        return self._string(self.take(self.u16()), cap)
+
+    def check(self, ok, what):
+        if self.strict and not ok:
+            raise ProtoError(what)
+
+    def at_end(self):
+        return self.o == len(self.b)
 
 
 def _addr_str(fam, raw):
@@ -240,20 +287,43 @@ def _addr_str(fam, raw):
 def _listener(c):
     fam, flags, port = c.u8(), c.u8(), c.u16()
     raw = c.take(16)
+    c.check(fam in (4, 6), "listener family %d" % fam)
+    # One canonical form per IPv4 listener (lr_proto.c), so equal listeners compare equal.
+    c.check(fam != 4 or (not any(raw[4:]) and not flags & LISTENER_V6ONLY),
+            "non-canonical IPv4 listener")
     return {"family": fam, "flags": flags, "port": port, "addr": _addr_str(fam, raw),
             "v6only": bool(flags & LISTENER_V6ONLY)}
 
 
-def decode(ftype, payload):
+def _family_port(c, what):
+    fam, port = c.u8(), c.u16()
+    c.check(fam in (4, 6) and port != 0, "%s family %d port %d" % (what, fam, port))
+    return {"family": fam, "port": port}
+
+
+def decode(ftype, payload, strict=False):
     """A dict of the message's fields (plus "type" and "name"); raises
-    ProtoError for a known type whose payload does not decode. Unknown
-    types decode to {"type", "name": "unknown", "raw"}."""
-    c = _Cur(payload)
+    ProtoError for a known type whose payload is too short. Unknown types
+    decode to {"type", "name": "unknown", "raw"}. "token" is the auth
+    block (OPEN_RESULT: b"" when the payload ends after the text).
+
+    strict: also ProtoError for every field value lr_proto.c's decoders
+    refuse (strings too long or with a NUL, a listener family other than
+    4/6 or a non-canonical IPv4 one, PORT_STATE above 4, more than 1024
+    REVERSE_SET ports or a port 0, OPEN and REVERSE_OPEN family/port, a
+    CHALLENGE short of its nonce): what lorelay itself would not decode."""
+    c = _Cur(payload, strict)
     m = {"type": ftype, "name": MSG_NAMES.get(ftype, "unknown")}
     if ftype in (HELLO, WELCOME):
-        m.update(token=c.str8(), guest_or_host_name=c.str8(), version=c.str8())
-    elif ftype in (ERROR, OPEN_RESULT):
+        m.update(token=c.auth(), guest_or_host_name=c.str8(NAME_CAP),
+                 version=c.str8(VERSION_CAP))
+    elif ftype == ERROR:
         m.update(code=c.u32(), text=c.text16())
+    elif ftype == OPEN_RESULT:
+        m.update(code=c.u32(), text=c.text16())
+        m.update(token=b"" if c.at_end() else c.auth())
+    elif ftype == CHALLENGE:
+        m.update(nonce=c.take(NONCE_LEN))
     elif ftype in (LISTENER_ADD, LISTENER_DEL):
         m.update(_listener(c))
     elif ftype == SYNC_DONE:
@@ -262,19 +332,27 @@ def decode(ftype, payload):
         m.update(listener=_listener(c))
         st = c.u8()
         m.update(state=st, state_name=PORT_STATES.get(st, "state-%d" % st), host_port=c.u16())
+        c.check(st in PORT_STATES, "PORT_STATE state %d" % st)
     elif ftype == REVERSE_SET:
         flags, n = c.u8(), c.u16()
-        m.update(flags=flags, ports=[c.u16() for _ in range(n)])
+        c.check(n <= REVERSE_MAX_PORTS, "REVERSE_SET of %d ports" % n)
+        ports = []
+        for _ in range(n):
+            ports.append(c.u16())
+            c.check(ports[-1] != 0, "REVERSE_SET port 0")
+        m.update(flags=flags, ports=ports)
     elif ftype == REVERSE_OPEN:
-        m.update(id=c.u32(), family=c.u8(), port=c.u16())
+        m.update(id=c.u32())
+        m.update(_family_port(c, "REVERSE_OPEN"))
     elif ftype == REVERSE_FAIL:
         m.update(id=c.u32(), code=c.u32(), text=c.text16())
     elif ftype in (PING, PONG):
         m.update(nonce=c.u64())
     elif ftype == OPEN:
-        m.update(token=c.str8(), family=c.u8(), port=c.u16())
+        m.update(token=c.auth())
+        m.update(_family_port(c, "OPEN"))
     elif ftype == ATTACH:
-        m.update(token=c.str8(), id=c.u32())
+        m.update(token=c.auth(), id=c.u32())
     else:
         m.update(raw=bytes(payload))
     return m
@@ -399,7 +477,11 @@ class Stream:
     # -- receiving (foreground; do not mix with the background reader)
 
     def recv_exact(self, n, timeout=5.0):
-        out = bytearray()
+        """n bytes: first what recv_frame read past its last frame (the
+        relayed bytes behind an OPEN_RESULT often come in the same read),
+        then from the socket."""
+        out = bytearray(self.parser.buf[:n])
+        del self.parser.buf[:n]
         deadline = time.monotonic() + timeout
         while len(out) < n:
             left = deadline - time.monotonic()
