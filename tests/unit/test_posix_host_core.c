@@ -387,6 +387,13 @@ static void fx_host(fx_t *f, const char *transport) {
   if (lr_host_add_guest(f->host, &o, err, sizeof err) != 0) fail_msg("add_guest: %s", err);
 }
 
+/* A host whose one guest is the fake agent f->agent. */
+static void fx_host_agent(fx_t *f) {
+  char t[160];
+  snprintf(t, sizeof t, "unix:%s", f->agent.path);
+  fx_host(f, t);
+}
+
 static void on_done(void *data) { ((fx_t *)data)->done = 1; }
 
 static void pump(fx_t *f, unsigned ms) {
@@ -564,9 +571,7 @@ static void test_agent_closes_mid_handshake(void **state) {
   (void)state;
   fx_t *f = fx_new();
   agent_start(&f->agent, &f->loop, AG_CLOSE_ON_HELLO);
-  char t[160];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  fx_host_agent(f);
   uint64_t end = uv_now(&f->loop) + 3000;
   while (f->agent.hellos < 3 && uv_now(&f->loop) < end) pump(f, 10);
   assert_true(f->agent.hellos >= 3);
@@ -583,9 +588,8 @@ static void test_control_drop_keeps_connections(void **state) {
   uint16_t port = free_port();
   agent_start(&f->agent, &f->loop, AG_NORMAL);
   agent_listens(&f->agent, port);
-  char t[160], want[64], buf[16];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  char want[64], buf[16];
+  fx_host_agent(f);
   snprintf(want, sizeof want, "\"host\":[\"127.0.0.1:%u\"],\"state\":\"forwarding\"", port);
   pump_until_status(f, want, 3000);
   echo_roundtrip(f, port);
@@ -622,9 +626,7 @@ static void test_conflict_then_forwarding(void **state) {
   assert_int_equal(listen(squat, 1), 0);
   agent_start(&f->agent, &f->loop, AG_NORMAL);
   agent_listens(&f->agent, port);
-  char t[160];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  fx_host_agent(f);
   pump_until_status(f, "\"state\":\"conflict\"", 3000);
   close(squat);
   pump_until_status(f, "\"state\":\"forwarding\"", 2000);
@@ -641,9 +643,7 @@ static void test_conflict_remapped(void **state) {
   fake.busy_port = port;
   agent_start(&f->agent, &f->loop, AG_NORMAL);
   agent_listens(&f->agent, port);
-  char t[160];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  fx_host_agent(f);
   pump_until_status(f, "\"state\":\"remapped\"", 3000);
   lr_sbuf_t s;
   lr_sbuf_init(&s);
@@ -687,9 +687,8 @@ static void test_shutdown_with_live_connections(void **state) {
   uint16_t port = free_port();
   agent_start(&f->agent, &f->loop, AG_NORMAL);
   agent_listens(&f->agent, port);
-  char t[160], buf[8];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  char buf[8];
+  fx_host_agent(f);
   pump_until_status(f, "\"state\":\"forwarding\"", 3000);
   int fds[3];
   for (int i = 0; i < 3; i++) {
@@ -722,9 +721,7 @@ static void test_relay_peer_stops_reading(void **state) {
   uint16_t port = free_port();
   agent_start(&f->agent, &f->loop, AG_NO_READ);
   agent_listens(&f->agent, port);
-  char t[160];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  fx_host_agent(f);
   pump_until_status(f, "\"state\":\"forwarding\"", 3000);
   int fd = client_connect(port);
   assert_true(fd >= 0);
@@ -768,9 +765,7 @@ static void test_control_queue_budget(void **state) {
   fx_t *f = fx_new();
   f->cfg.control_queue_bytes = 65536;
   agent_start(&f->agent, &f->loop, AG_FLOOD_NO_READ);
-  char t[160];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  fx_host_agent(f);
   uint64_t end = uv_now(&f->loop) + 5000;
   while (f->agent.controls < 2 && uv_now(&f->loop) < end) pump(f, 10);
   assert_true(f->agent.controls >= 2); /* dropped, then reconnected */
@@ -790,9 +785,7 @@ static void test_port_policy_denied(void **state) {
   agent_listens(&f->agent, 0);
   agent_listens(&f->agent, 20999);
   agent_listens(&f->agent, ok);
-  char t[160];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  fx_host_agent(f);
   pump_until_status(f, "\"state\":\"forwarding\"", 3000);
   pump_until_status(f, "\"guest\":\"127.0.0.1:22\",\"host\":[],\"state\":\"denied\","
                        "\"reason\":\"port 22 is outside forwardPorts (1024-65535)\"", 100);
@@ -814,9 +807,7 @@ static void test_standin_budget(void **state) {
   uint16_t p[3] = {free_port(), free_port(), free_port()};
   agent_start(&f->agent, &f->loop, AG_NORMAL);
   for (int i = 0; i < 3; i++) agent_listens(&f->agent, p[i]);
-  char t[160];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  fx_host_agent(f);
   pump_until_status(f, "maxStandins (2 host sockets) reached", 3000);
   int bound = 0;
   for (int i = 0; i < 3; i++) bound += fake.listened_on[p[i]];
@@ -849,9 +840,8 @@ static void test_connection_budget(void **state) {
   uint16_t port = free_port();
   agent_start(&f->agent, &f->loop, AG_NORMAL);
   agent_listens(&f->agent, port);
-  char t[160], buf[8];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  char buf[8];
+  fx_host_agent(f);
   pump_until_status(f, "\"state\":\"forwarding\"", 3000);
   int a = client_connect(port), b = client_connect(port);
   assert_int_equal(send(a, "a", 1, 0), 1);
@@ -885,9 +875,7 @@ static void test_reverse_pending_budget(void **state) {
   assert_int_equal(bind(srv, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
   assert_int_equal(listen(srv, 64), 0);
   agent_start(&f->agent, &f->loop, AG_HOLD_ATTACH);
-  char t[160];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  fx_host_agent(f);
   pump_until_status(f, "\"state\":\"connected\"", 3000);
   uint8_t fr[64];
   for (uint32_t id = 1; id <= 10; id++) {
@@ -997,9 +985,8 @@ static void test_keyed_handshake_relays(void **state) {
   uint16_t port = free_port();
   agent_start(&f->agent, &f->loop, AG_KEYED);
   agent_listens(&f->agent, port);
-  char t[160], want[64];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  char want[64];
+  fx_host_agent(f);
   snprintf(want, sizeof want, "\"host\":[\"127.0.0.1:%u\"],\"state\":\"forwarding\"", port);
   pump_until_status(f, want, 3000);
   echo_roundtrip(f, port);
@@ -1020,8 +1007,8 @@ static void test_agent_bad_welcome_mac_refused(void **state) {
   agent_start(&f->agent, &f->loop, AG_BAD_WELCOME_MAC);
   agent_listens(&f->agent, port);
   char t[160], want[300];
+  fx_host_agent(f);
   snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
   snprintf(want, sizeof want, "\"error\":\"agent at %s failed authentication (wrong key?)\"", t);
   pump_until_status(f, want, 3000);
   pump_until_status(f, "\"state\":\"connecting\"", 100);
@@ -1047,9 +1034,8 @@ static void test_agent_bad_result_mac_relays_nothing(void **state) {
   uint16_t port = free_port();
   agent_start(&f->agent, &f->loop, AG_BAD_RESULT_MAC);
   agent_listens(&f->agent, port);
-  char t[160], buf[16];
-  snprintf(t, sizeof t, "unix:%s", f->agent.path);
-  fx_host(f, t);
+  char buf[16];
+  fx_host_agent(f);
   pump_until_status(f, "\"state\":\"forwarding\"", 3000);
   int fd = client_connect(port);
   assert_true(fd >= 0);
