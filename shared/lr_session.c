@@ -8,8 +8,9 @@
  * the agent's listener reports to the port table (a reconnect's full
  * listing is a mark-and-sweep resync). It also keeps the session alive
  * (PING every 5 s, dropped after 15 s of silence) and closes a guest's
- * stand-ins once it has been gone for longer than any restart takes. A bad frame closes the control stream and
- * nothing else: connections are separate streams and keep running. */
+ * stand-ins once it has been gone for longer than any restart takes. A bad
+ * frame closes the control stream and nothing else: connections are
+ * separate streams and keep running. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
