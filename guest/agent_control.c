@@ -66,6 +66,12 @@ static void on_scan_timer(uv_timer_t *t) {
   if (++a->rev.retry_ticks * a->scan_ms >= 1000) {
     a->rev.retry_ticks = 0;
     agent_reverse_retry(a);
+    /* libuv drops clients without a callback when accept fails for want
+     * of descriptors: look once a second and say so. */
+    if (a->pal->fds_exhausted && a->pal->fds_exhausted(a->loop) &&
+        lr_ratelimit_pass(&a->fds_rl, uv_now(a->loop), 60000))
+      LR_WARN("out of file descriptors: new streams from the host are being dropped "
+              "(raise LimitNOFILE= / ulimit -n)");
   }
   agent_control_report(a);
 }

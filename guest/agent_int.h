@@ -132,6 +132,7 @@ struct lr_agent_s {
   int lsn_open;
   lr_ep_kind_t conn_kind;
   lr_ratelimit_t accept_rl;
+  lr_ratelimit_t fds_rl; /* "out of file descriptors", once a minute */
   uint32_t own_inode; /* the transport listener's */
   int have_own_inode;
   /* Initialised by lr_agent_new and closed by lr_agent_shutdown (agent.c);

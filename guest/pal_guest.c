@@ -11,6 +11,7 @@ const lr_pal_t lr_guest_pal = {
     .name = "guest",
     .sock_close = lr_linux_sock_close,
     .peer_closed = lr_linux_peer_closed,
+    .fds_exhausted = lr_linux_fds_exhausted,
     .hmac_sha256 = lr_linux_hmac_sha256,
     .random_bytes = lr_linux_random_bytes,
 };

@@ -10,7 +10,6 @@
 #include "lr_posix.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,15 +60,6 @@ static const char *default_config_path(char *buf, size_t len) {
   return buf;
 }
 
-static int fds_exhausted(uv_loop_t *loop) {
-  int fd = fcntl(uv_backend_fd(loop), F_DUPFD_CLOEXEC, 0);
-  if (fd >= 0) {
-    close(fd);
-    return 0;
-  }
-  return errno == EMFILE || errno == ENFILE;
-}
-
 /* The status socket: owner and group may connect, nobody else. */
 static int secure_endpoint(uv_pipe_t *h, const char *path, char *err, size_t errlen) {
   (void)h;
@@ -84,7 +74,7 @@ const lr_pal_t lr_pal_posix = {
     .name = "posix",
     .vmsock_connect = lr_posix_vmsock_connect,
     .sock_close = lr_linux_sock_close,
-    .fds_exhausted = fds_exhausted,
+    .fds_exhausted = lr_linux_fds_exhausted,
     .listen_loopback = listen_loopback,
     .peer_closed = lr_linux_peer_closed,
     .run_dir = run_dir,

@@ -3,6 +3,7 @@
 #include "lr_linux.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <sys/random.h>
@@ -20,6 +21,15 @@ int lr_linux_peer_closed(const lr_endpoint_t *ep) {
 }
 
 void lr_linux_sock_close(uv_os_sock_t s) { close(s); }
+
+int lr_linux_fds_exhausted(uv_loop_t *loop) {
+  int fd = fcntl(uv_backend_fd(loop), F_DUPFD_CLOEXEC, 0);
+  if (fd >= 0) {
+    close(fd);
+    return 0;
+  }
+  return errno == EMFILE || errno == ENFILE;
+}
 
 int lr_linux_hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *msg, size_t mlen,
                          uint8_t out[32]) {

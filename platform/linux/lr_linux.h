@@ -27,6 +27,9 @@ void lr_linux_sock_close(uv_os_sock_t s);
 /* lr_pal_t.hmac_sha256: 0, or -1 if libcrypto failed. */
 int lr_linux_hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *msg, size_t mlen,
                          uint8_t out[32]);
+/* lr_pal_t.fds_exhausted: 1 when no descriptor can be had (EMFILE/ENFILE),
+ * probed by duplicating the loop's own descriptor. */
+int lr_linux_fds_exhausted(uv_loop_t *loop);
 /* lr_pal_t.random_bytes: getrandom(2); 0 or -1. */
 int lr_linux_random_bytes(uint8_t *buf, size_t n);
 
