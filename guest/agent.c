@@ -375,8 +375,8 @@ static void on_connection(uv_stream_t *server, int status) {
    * below: libuv stops accepting while a connection is left pending. */
   c->rx = malloc(sizeof *c->rx);
   if (c->rx) lr_rxbuf_init(c->rx);
-  if (a->conn_kind == LR_EP_PIPE)
-    uv_pipe_init(a->loop, &c->relay.ep[1].u.pipe, 0);
+  if (a->conn_kind == LR_EP_PIPE) /* IPC: it can pass a server socket to the host */
+    uv_pipe_init(a->loop, &c->relay.ep[1].u.pipe, 1);
   else
     uv_tcp_init(a->loop, &c->relay.ep[1].u.tcp);
   lr_relay_mark_open(&c->relay, 1, a->conn_kind);

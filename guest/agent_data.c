@@ -54,6 +54,57 @@ void agent_data_timeout(conn_t *c) {
   agent_send_open_result(c, LR_ERR_TIMEOUT, text, 1);
 }
 
+/* ---- one hop ----------------------------------------------------------------- */
+
+typedef struct {
+  uv_write_t req;
+  conn_t *c;
+  uint8_t frame[LR_FRAME_HDR_LEN + 4 + 2 + 1 + LR_MAC_LEN];
+} pass_write_t;
+
+static void on_passed(uv_write_t *req, int status) {
+  pass_write_t *w = (pass_write_t *)req;
+  conn_t *c = w->c;
+  free(w);
+  if (status == UV_ECANCELED) return; /* the stream closed first */
+  if (status < 0)
+    LR_INFO("data stream from %s: passing the server socket failed: %s", c->peer,
+            uv_strerror(status));
+  else
+    LR_DEBUG("data stream from %s: server socket handed to the host", c->peer);
+  /* Our copy of the server socket and the stream go; the host's copy of
+   * the socket lives on (closing one descriptor of it sends nothing). */
+  agent_conn_close(c);
+}
+
+/* The host shares our kernel and asked for the connected server socket
+ * itself: it goes with OPEN_RESULT (SCM_RIGHTS over the Unix transport),
+ * and the host relays client <-> server in one hop. */
+static void pass_server(conn_t *c) {
+  size_t rest;
+  lr_rxbuf_rest(c->rx, &rest);
+  pass_write_t *w = rest ? NULL : malloc(sizeof *w);
+  if (!w) {
+    agent_send_open_result(c, LR_ERR_INTERNAL,
+                           rest ? "bytes after OPEN on a one-hop stream" : "out of memory", 1);
+    return;
+  }
+  lr_auth_t auth;
+  auth.len = 0;
+  if (c->authed && lr_auth_sign_result(&c->auth, LR_OK, &auth) != 0) auth.len = 0;
+  size_t n = lr_encode_open_result(w->frame, sizeof w->frame, LR_OK, "", &auth);
+  w->c = c;
+  c->phase = PH_DRAIN;
+  agent_close_timer(c);
+  uv_buf_t b = uv_buf_init((char *)w->frame, (unsigned)n);
+  int rc = uv_write2(&w->req, agent_transport(c), &b, 1, &c->relay.ep[0].u.stream, on_passed);
+  if (rc != 0) {
+    free(w);
+    LR_INFO("data stream from %s: cannot pass the server socket: %s", c->peer, uv_strerror(rc));
+    agent_conn_close(c);
+  }
+}
+
 static void on_connected(uv_connect_t *req, int status) {
   conn_t *c = req->data;
   if (c->phase != PH_CONNECTING) return; /* closing, or timed out already */
@@ -64,6 +115,10 @@ static void on_connected(uv_connect_t *req, int status) {
              uv_strerror(status));
     LR_DEBUG("data stream from %s: %s", c->peer, text);
     agent_send_open_result(c, map_connect_error(status), text, 1);
+    return;
+  }
+  if (c->pass_fd) {
+    pass_server(c);
     return;
   }
   agent_send_open_result(c, LR_OK, "", 0);
@@ -99,6 +154,9 @@ void agent_data_open(conn_t *c, const lr_frame_t *f) {
   }
   c->family = o.family;
   c->port = o.port;
+  /* Only over a Unix transport (the host shares our kernel); elsewhere the
+   * request is ignored and the stream relays as usual. */
+  c->pass_fd = (o.flags & LR_OPEN_PASS_FD) && c->relay.ep[1].kind == LR_EP_PIPE;
   /* Stop reading: anything further belongs to the server, and the relay
    * reads it once the server connection exists. */
   uv_read_stop(agent_transport(c));

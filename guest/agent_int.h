@@ -73,6 +73,7 @@ typedef struct conn_s {
   uint32_t rev_id; /* PH_REV_WAIT: the id the host will ATTACH with */
   uint8_t kind;    /* the stream kind the host's preamble named */
   int authed;      /* with a key: the host's request proved it; replies carry our MAC */
+  int pass_fd;     /* one hop: hand the server socket to the host with OPEN_RESULT */
   lr_auth_ctx_t auth;
   uint64_t last_rx; /* PH_CONTROL: when the host was last heard from */
   char peer[96];

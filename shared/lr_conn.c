@@ -114,6 +114,7 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     memset(&o, 0, sizeof o);
     o.family = c->b->key.family;
     o.port = c->b->key.port;
+    o.flags = c->want_fd ? LR_OPEN_PASS_FD : 0;
     if (keyed && rc == 0) rc = lr_auth_sign_open(&c->auth, &o);
     n += lr_encode_open(buf + n, sizeof buf - n, &o);
   }
@@ -123,6 +124,83 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
   }
   c->req_sent = 1;
   return conn_write(c, buf, n, c->reverse ? "ATTACH" : "OPEN");
+}
+
+/* ---- one hop: the agent hands over the server socket ----------------------- */
+
+static void conn_start_relay(lr_conn_t *c, const uint8_t *rest, size_t rest_len) {
+  c->relay.counter[0] = &c->b->bytes_to_guest;
+  c->relay.counter[1] = &c->b->bytes_to_host;
+  int rc = lr_relay_start(&c->relay, rest, rest_len);
+  if (rc) LR_WARN("%s: relay start: %s", c->g->name, uv_strerror(rc));
+}
+
+static void tmp_closed(uv_handle_t *h) { free(h); }
+
+/* The transport pipe is closed; its slot in the relay takes the server
+ * socket, and the host relays client <-> server itself. */
+static void conn_swap_closed(uv_handle_t *h) {
+  lr_conn_t *c = h->data;
+  const lr_pal_t *pal = c->g->host->pal;
+  c->connecting = 0;
+  if (c->dead) { /* the client went meanwhile */
+    pal->sock_close(c->passed);
+    conn_destroy(c);
+    return;
+  }
+  uv_tcp_init(c->g->host->loop, &c->relay.ep[1].u.tcp);
+  lr_relay_mark_open(&c->relay, 1, LR_EP_TCP);
+  int rc = uv_tcp_open(&c->relay.ep[1].u.tcp, c->passed);
+  if (rc) {
+    pal->sock_close(c->passed); /* the handle does not own it */
+    conn_fail(c, 1, "cannot relay the server socket the agent passed: %s", uv_strerror(rc));
+    return;
+  }
+  conn_start_relay(c, NULL, 0);
+}
+
+/* OPEN_RESULT said yes, and the server socket came with it: check it,
+ * keep a duplicate, and swap it in for the transport stream. */
+static void conn_adopt(lr_conn_t *c) {
+  uv_pipe_t *pipe = &c->relay.ep[1].u.pipe;
+  const lr_pal_t *pal = c->g->host->pal;
+  char err[200] = "";
+  size_t rest_len;
+  lr_rxbuf_rest(c->rx, &rest_len);
+  if (rest_len) {
+    conn_fail(c, 1, "the agent sent bytes after OPEN_RESULT on a one-hop stream");
+    return;
+  }
+  if (uv_pipe_pending_count(pipe) < 1 || uv_pipe_pending_type(pipe) != UV_TCP) {
+    conn_fail(c, 1, "the agent answered without passing the server socket");
+    return;
+  }
+  /* libuv hands a passed descriptor over only into a handle; that one is
+   * closed again once the duplicate is ours. */
+  uv_tcp_t *tmp = malloc(sizeof *tmp);
+  if (!tmp) {
+    conn_fail(c, 1, "out of memory");
+    return;
+  }
+  uv_tcp_init(c->g->host->loop, tmp);
+  uv_os_fd_t fd;
+  int rc = uv_accept((uv_stream_t *)pipe, (uv_stream_t *)tmp);
+  if (rc == 0) rc = uv_fileno((uv_handle_t *)tmp, &fd);
+  if (rc != 0)
+    snprintf(err, sizeof err, "cannot receive it: %s", uv_strerror(rc));
+  else if (pal->adopt_passed_socket((uv_os_sock_t)fd, &c->passed, err, sizeof err) != 0)
+    rc = -1;
+  uv_close((uv_handle_t *)tmp, tmp_closed);
+  if (rc != 0) {
+    conn_fail(c, 1, "refused the socket the agent passed: %s", err);
+    return;
+  }
+  free(c->rx);
+  c->rx = NULL;
+  c->connecting = 1; /* conn_closed waits for conn_swap_closed */
+  c->relay.open[1] = 0;
+  c->relay.ep[1].u.handle.data = c;
+  uv_close(&c->relay.ep[1].u.handle, conn_swap_closed);
 }
 
 static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -190,6 +268,10 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   uv_read_stop(s);
+  if (c->want_fd) {
+    conn_adopt(c);
+    return;
+  }
   size_t rest_len;
   const uint8_t *rest = lr_rxbuf_rest(c->rx, &rest_len);
   lr_rxbuf_t *rx = c->rx;
@@ -198,11 +280,8 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     c->rev_pending = 0;
     c->g->nreverse_pending--;
   }
-  c->relay.counter[0] = &c->b->bytes_to_guest;
-  c->relay.counter[1] = &c->b->bytes_to_host;
-  int src = lr_relay_start(&c->relay, rest, rest_len);
+  conn_start_relay(c, rest, rest_len);
   free(rx);
-  if (src) LR_WARN("%s: relay start: %s", c->g->name, uv_strerror(src));
 }
 
 static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err, void *data) {
@@ -276,8 +355,9 @@ static void conn_open_transport(lr_conn_t *c) {
   }
   lr_rxbuf_init(c->rx);
   c->connecting = 1;
-  if (lr_transport_connect(h->loop, h->pal, &c->g->addr, &c->relay.ep[1], conn_transport_ready,
-                           c, err, sizeof err) != 0) {
+  c->want_fd = !c->reverse && c->g->pass_fd;
+  if (lr_transport_connect(h->loop, h->pal, &c->g->addr, c->want_fd ? LR_TRANSPORT_IPC : 0,
+                           &c->relay.ep[1], conn_transport_ready, c, err, sizeof err) != 0) {
     c->connecting = 0;
     conn_fail(c, 1, "cannot reach the agent: %s", err);
   }

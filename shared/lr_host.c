@@ -92,6 +92,7 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   snprintf(g->name, sizeof g->name, "%s", o->name && *o->name ? o->name : g->transport);
   if (o->token_len) memcpy(g->token, o->token, o->token_len);
   g->token_len = o->token_len;
+  g->pass_fd = o->pass_fd && a.kind == LR_TADDR_UNIX && h->pal->adopt_passed_socket;
   lr_ports_ops_t ops = lr_standin_ops(g);
   lr_ports_init(&g->ports, h->cfg, &ops);
   if (lr_conn_reverse_init(g, err, errlen) != 0) {

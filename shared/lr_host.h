@@ -35,6 +35,11 @@ typedef struct {
   size_t token_len;
   lr_guest_resolve_fn resolve; /* optional */
   void *resolve_data;
+  /* The guest shares this host's kernel and was started by this process
+   * (lorelayd --netns): its agent may hand over connected server sockets,
+   * and the host then relays each connection in one hop. Honoured only
+   * over unix: and where the platform can adopt a passed socket. */
+  int pass_fd;
 } lr_guest_opts_t;
 
 /* cfg and pal must outlive the host. */

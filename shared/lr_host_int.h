@@ -83,6 +83,8 @@ typedef struct lr_conn_s {
   uint8_t rev_family; /* host loopback family being tried */
   int rev_tried_other;
   int rev_pending;    /* counted in the guest's nreverse_pending */
+  int want_fd;        /* one hop: OPEN asked for the server socket */
+  uv_os_sock_t passed; /* the adopted server socket while ep[1] is swapped */
   uv_connect_t creq;  /* the local connect to the host server */
   struct lr_conn_s *prev, *next;
 } lr_conn_t;
@@ -116,6 +118,7 @@ struct lr_guest_s {
   uint64_t last_rx, lost_at;
   char last_err[300];
   int stopping;
+  int pass_fd;               /* one hop: the agent hands over server sockets */
   unsigned nstandins;        /* open stand-in listeners (the maxStandins budget) */
   unsigned nconns;           /* open relayed connections (maxConnections) */
   unsigned nreverse_pending; /* REVERSE_OPENs not yet relaying (maxPendingReverse) */

@@ -111,7 +111,8 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr
     LR_ERROR("out of memory");
     return -1;
   }
-  lr_guest_opts_t go = {o->name, o->guest, d->token, d->token_len, o->resolve, o->resolve_data};
+  lr_guest_opts_t go = {o->name,   o->guest,          d->token,   d->token_len,
+                        o->resolve, o->resolve_data, o->pass_fd};
   if (lr_host_add_guest(d->host, &go, err, sizeof err) != 0) {
     LR_ERROR("%s", err);
     return -1;

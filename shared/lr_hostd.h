@@ -27,6 +27,7 @@ typedef struct {
    * `guest` is only a description (see lr_guest_resolve_fn). */
   lr_guest_resolve_fn resolve;
   void *resolve_data;
+  int pass_fd; /* see lr_guest_opts_t.pass_fd; set by the --netns main */
 } lr_hostd_opts_t;
 
 /* Platform flags the common table does not know: see lr_opt_extra_fn. */

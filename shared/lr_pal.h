@@ -31,6 +31,13 @@ typedef struct lr_pal_s {
    * platform has no VM sockets: such addresses are then refused. */
   int (*vmsock_connect)(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen);
 
+  /* One hop for same-kernel guests: s is a socket an agent passed over the
+   * Unix transport, still owned by a libuv handle. Checks that it is a
+   * connected TCP stream socket and returns in *out a duplicate the caller
+   * owns (the handle that received s is then closed). 0, or -1 with a
+   * one-line reason in err. NULL: no descriptor passing on this platform. */
+  int (*adopt_passed_socket)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
+
   /* Closes a raw socket that no libuv handle owns yet (a VM socket whose
    * uv_tcp_open failed, or whose connect finished after its deadline). */
   void (*sock_close)(uv_os_sock_t s);

@@ -268,6 +268,7 @@ size_t lr_encode_open(uint8_t *out, size_t cap, const lr_open_t *m) {
   if ((m->family != 4 && m->family != 6) || m->port == 0) w.bad = 1;
   w_u8(&w, m->family);
   w_u16(&w, m->port);
+  if (m->flags) w_u8(&w, m->flags); /* older agents stop reading before it */
   return frame_end(&w);
 }
 
@@ -429,6 +430,7 @@ int lr_decode_open(const lr_frame_t *f, lr_open_t *out) {
   if ((rc = r_auth(&r, &out->auth))) return rc;
   out->family = r_u8(&r);
   out->port = r_u16(&r);
+  if (!r.bad && r.off < r.len) out->flags = r_u8(&r);
   if (r.bad) return LR_PROTO_ESHORT;
   if ((out->family != 4 && out->family != 6) || out->port == 0) return LR_PROTO_EINVAL;
   return LR_PROTO_OK;

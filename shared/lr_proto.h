@@ -149,7 +149,14 @@ typedef struct {
   lr_auth_t auth;
   uint8_t family;      /* 4 or 6: connect to 127.0.0.1 or ::1 in the guest */
   uint16_t port;
+  uint8_t flags;       /* LR_OPEN_*; optional on the wire (absent: 0) */
 } lr_open_t;
+
+/* OPEN flags. PASS_FD: the host shares the guest's kernel (a network
+ * namespace it started) and asks for the connected server socket itself,
+ * sent with OPEN_RESULT over the Unix transport (SCM_RIGHTS), so that it
+ * relays client <-> server in one hop and the agent leaves the data path. */
+#define LR_OPEN_PASS_FD 0x01
 
 typedef struct {
   uint32_t code;       /* lr_err_t */

@@ -396,8 +396,8 @@ static void session_connect(lr_guest_t *g) {
   lr_rxbuf_init(&ctl->rx);
   g->ctl = ctl;
   g->state = LR_G_CONNECTING;
-  if (lr_transport_connect(g->host->loop, g->host->pal, &g->addr, &ctl->ep, ctl_connected, ctl,
-                           err, sizeof err) != 0) {
+  if (lr_transport_connect(g->host->loop, g->host->pal, &g->addr, 0, &ctl->ep, ctl_connected,
+                           ctl, err, sizeof err) != 0) {
     /* Nothing was started, so nothing refers to ctl. */
     g->ctl = NULL;
     free(ctl);

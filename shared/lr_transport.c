@@ -235,8 +235,8 @@ static void vm_after(uv_work_t *w, int status) {
 }
 
 int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t *addr,
-                         lr_endpoint_t *ep, lr_transport_cb cb, void *data, char *err,
-                         size_t errlen) {
+                         unsigned flags, lr_endpoint_t *ep, lr_transport_cb cb, void *data,
+                         char *err, size_t errlen) {
   char as[300];
   int rc = 0;
   memset(ep, 0, sizeof *ep);
@@ -283,7 +283,8 @@ int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t 
   switch (addr->kind) {
     case LR_TADDR_UNIX:
     case LR_TADDR_FC:
-      if ((rc = uv_pipe_init(loop, &ep->u.pipe, 0))) break;
+      if ((rc = uv_pipe_init(loop, &ep->u.pipe,
+                             addr->kind == LR_TADDR_UNIX && (flags & LR_TRANSPORT_IPC)))) break;
       ep->kind = LR_EP_PIPE;
       a->ep_inited = 1;
       ep->u.handle.data = a;

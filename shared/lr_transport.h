@@ -34,8 +34,11 @@ typedef void (*lr_transport_cb)(lr_endpoint_t *ep, int status, const char *err, 
  * started (bad address kind, no VM sockets on this platform, out of memory):
  * ep's handle was never initialised, cb will not run, err says why. */
 int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t *a,
-                         lr_endpoint_t *ep, lr_transport_cb cb, void *data,
+                         unsigned flags, lr_endpoint_t *ep, lr_transport_cb cb, void *data,
                          char *err, size_t errlen);
+/* flags: LR_TRANSPORT_IPC opens a unix: stream as a libuv IPC pipe, which
+ * can receive a passed descriptor (one-hop connections). */
+#define LR_TRANSPORT_IPC 0x01
 
 /* Hybrid vsock handshake, pure: the request line for a port, and the reply
  * parser. Reply: LR_PROTO_OK with *consumed = bytes of the "OK <n>\n" line,

@@ -211,6 +211,7 @@ int main(int argc, char **argv) {
     snprintf(agent_sock, sizeof agent_sock, "%s/netns-%s.sock", rundir, g_popts.netns);
     snprintf(guest_addr, sizeof guest_addr, "unix:%s", agent_sock);
     o.guest = guest_addr;
+    o.pass_fd = 1; /* our own namespace: one hop per connection */
     if (!o.name) o.name = g_popts.netns;
     const char *init = getenv("LORELAY_INIT");
     if (!init || !*init) init = sibling_path("lorelay-init", init_path, sizeof init_path);

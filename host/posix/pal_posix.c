@@ -75,6 +75,7 @@ const lr_pal_t lr_pal_posix = {
     .vmsock_connect = lr_posix_vmsock_connect,
     .sock_close = lr_linux_sock_close,
     .fds_exhausted = lr_linux_fds_exhausted,
+    .adopt_passed_socket = lr_linux_adopt_passed_socket,
     .listen_loopback = listen_loopback,
     .peer_closed = lr_linux_peer_closed,
     .run_dir = run_dir,

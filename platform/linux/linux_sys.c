@@ -3,6 +3,10 @@
 #include "lr_linux.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -21,6 +25,36 @@ int lr_linux_peer_closed(const lr_endpoint_t *ep) {
 }
 
 void lr_linux_sock_close(uv_os_sock_t s) { close(s); }
+
+int lr_linux_adopt_passed_socket(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen) {
+  int type = 0, proto = 0, domain = 0;
+  socklen_t l1 = sizeof type, l2 = sizeof proto, l3 = sizeof domain;
+  struct sockaddr_storage peer;
+  socklen_t plen = sizeof peer;
+  if (getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &l1) != 0 ||
+      getsockopt(s, SOL_SOCKET, SO_PROTOCOL, &proto, &l2) != 0 ||
+      getsockopt(s, SOL_SOCKET, SO_DOMAIN, &domain, &l3) != 0) {
+    snprintf(err, errlen, "the passed descriptor is not a socket (%s)", strerror(errno));
+    return -1;
+  }
+  if (type != SOCK_STREAM || proto != IPPROTO_TCP || (domain != AF_INET && domain != AF_INET6)) {
+    snprintf(err, errlen,
+             "the passed socket is not a TCP stream (domain %d, type %d, protocol %d)", domain,
+             type, proto);
+    return -1;
+  }
+  if (getpeername(s, (struct sockaddr *)&peer, &plen) != 0) {
+    snprintf(err, errlen, "the passed TCP socket is not connected (%s)", strerror(errno));
+    return -1;
+  }
+  int fd = fcntl(s, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) {
+    snprintf(err, errlen, "cannot keep the passed socket: %s", strerror(errno));
+    return -1;
+  }
+  *out = fd;
+  return 0;
+}
 
 int lr_linux_fds_exhausted(uv_loop_t *loop) {
   int fd = fcntl(uv_backend_fd(loop), F_DUPFD_CLOEXEC, 0);

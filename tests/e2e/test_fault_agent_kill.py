@@ -1,7 +1,11 @@
 """Fault 8: the agent is SIGKILLed in the middle of two transfers, one
-uploading into a guest sink and one downloading from a guest source. Each
-host client sees its connection end (a reset or EOF) within 5 s, never a
-hang, and forwarding comes back by itself (lorelay-init restarts the agent,
+uploading into a guest sink and one downloading from a guest source.
+
+A --netns guest shares the host's kernel, so each connection is relayed in
+one hop: the agent handed the connected server socket to lorelayd and is
+no longer in the data path. Killing it must therefore not disturb the
+transfers at all: both keep moving, neither hangs nor ends. And forwarding
+of new connections comes back by itself (lorelay-init restarts the agent,
 lorelayd resyncs): a new connection works within 5 s of the kill."""
 
 import os
@@ -15,7 +19,6 @@ import unittest
 from lrharness import LorelayTestCase, fetch, free_ports, poll
 from lrhostile import Checks, agent_pid, measure, stress_server
 
-END_WITHIN = 5.0
 STALL = 10.0  # no progress and no error for this long: a hang
 
 
@@ -89,18 +92,25 @@ class AgentKillMidTransfer(Checks, LorelayTestCase):
         before = (up.bytes, down.bytes)
         self.assertTrue(up.how is None and down.how is None,
                         "a transfer ended before the kill: up %s, down %s" % (up.how, down.how))
+        at_kill = (up.bytes, down.bytes)
         os.kill(old, signal.SIGKILL)
         t_kill = time.monotonic()
+        time.sleep(2.0)
+        for name, t, b, k in (("upload", up, before[0], at_kill[0]),
+                              ("download", down, before[1], at_kill[1])):
+            moved = t.bytes - k
+            measure("%s_after_kill" % name, "%s, %d MiB moved in the 2 s after the kill "
+                    "(%d MiB before)" % (t.how or "still running", moved >> 20, b >> 20))
+            self.check(t.how is None, "%s ended after the agent kill: %s (one hop: the agent "
+                       "is not in the data path)" % (name, t.how))
+            self.check(moved > 0, "%s made no progress after the agent kill" % name)
+        for t in (up, down):
+            try:
+                t.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         up.join(STALL + 3)
         down.join(STALL + 3)
-        for name, t, b in (("upload", up, before[0]), ("download", down, before[1])):
-            took = (t.ended_at - t_kill) if t.ended_at else None
-            measure("%s_end_after_kill" % name, "%s after %s s (%d MiB moved before the kill)"
-                    % (t.how, "%.2f" % took if took is not None else "-", b >> 20))
-            self.check(t.how in ("reset", "pipe", "eof"), "%s after the agent kill: %s (want a "
-                       "reset or EOF)" % (name, t.how))
-            self.check(took is not None and took < END_WITHIN, "%s took %s s to end after the "
-                       "kill (max %.0f)" % (name, took, END_WITHIN))
 
         def back():
             try:

@@ -121,6 +121,8 @@ enum {
   AG_KEYED,           /* AG_NORMAL with a shared key: CHALLENGE first, MACs checked */
   AG_BAD_WELCOME_MAC, /* keyed: WELCOME's MAC made with another key */
   AG_BAD_RESULT_MAC,  /* keyed: OPEN_RESULT's MAC made with another key */
+  AG_PASS_TCP,        /* one hop: passes a connected TCP socket with OPEN_RESULT */
+  AG_PASS_UNIX,       /* one hop, hostile: passes a Unix socket instead */
 };
 
 /* The shared key of the keyed tests, and a key the host does not have. */
@@ -147,6 +149,7 @@ struct agent_s {
   lr_listener_t listeners[4];
   int nlisteners;
   int controls, hellos, opens, attaches, rev_fails;
+  int passes, peer_lsn, peer_fd; /* one hop */
   int keyed;           /* speaks first with CHALLENGE and checks the host's MACs */
   int bad_macs;        /* host MACs that did not verify */
   size_t relayed;      /* bytes the echo relays received */
@@ -201,6 +204,53 @@ static lr_auth_ctx_t as_signer(astream_t *s, int bad) {
   lr_auth_ctx_t a = s->auth;
   if (bad) a.key = OTHER_KEY;
   return a;
+}
+
+/* One hop, as the agent does it: the OPEN_RESULT goes with a socket
+ * (SCM_RIGHTS). AG_PASS_TCP passes a TCP connection whose other end the
+ * test holds (ag->peer_fd); AG_PASS_UNIX passes what the host must refuse. */
+static void passed_closed(uv_handle_t *h) { free(h); }
+static void agent_pass_written(uv_write_t *req, int status) {
+  (void)status;
+  uv_close((uv_handle_t *)req->data, passed_closed);
+  free(req);
+}
+static void agent_pass(astream_t *s, const uint8_t *frame, size_t len) {
+  agent_t *ag = s->ag;
+  int fd = -1, sv[2];
+  if (ag->mode == AG_PASS_TCP) {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    assert_int_equal(getsockname(ag->peer_lsn, (struct sockaddr *)&ss, &sl), 0);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&ss, sl), 0);
+    ag->peer_fd = accept4(ag->peer_lsn, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    assert_true(ag->peer_fd >= 0);
+  } else {
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    close(sv[1]);
+    fd = sv[0];
+  }
+  /* libuv sends a handle, not a descriptor: wrap it, send, close ours. */
+  uv_stream_t *h;
+  if (ag->mode == AG_PASS_TCP) {
+    uv_tcp_t *t = malloc(sizeof *t);
+    uv_tcp_init(ag->loop, t);
+    assert_int_equal(uv_tcp_open(t, fd), 0);
+    h = (uv_stream_t *)t;
+  } else {
+    uv_pipe_t *p = malloc(sizeof *p);
+    uv_pipe_init(ag->loop, p, 0);
+    assert_int_equal(uv_pipe_open(p, fd), 0);
+    h = (uv_stream_t *)p;
+  }
+  uv_write_t *w = malloc(sizeof *w);
+  w->data = h;
+  static uint8_t copy[LR_PREAMBLE_LEN + 600];
+  memcpy(copy, frame, len);
+  uv_buf_t b = uv_buf_init((char *)copy, (unsigned)len);
+  assert_int_equal(uv_write2(w, (uv_stream_t *)&s->pipe, &b, 1, h, agent_pass_written), 0);
+  ag->passes++;
 }
 
 static void as_frame(astream_t *s, const lr_frame_t *f) {
@@ -263,6 +313,10 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
     }
     lr_preamble_encode(out, LR_STREAM_DATA);
     size_t n = lr_encode_open_result(out + pre, sizeof out - pre, LR_OK, "", &auth);
+    if ((ag->mode == AG_PASS_TCP || ag->mode == AG_PASS_UNIX) && (o.flags & LR_OPEN_PASS_FD)) {
+      agent_pass(s, out, pre + n);
+      return;
+    }
     as_send(s, out, pre + n);
     s->relaying = 1;
     if (ag->mode == AG_NO_READ) uv_read_stop((uv_stream_t *)&s->pipe);
@@ -316,7 +370,7 @@ static void agent_on_conn(uv_stream_t *server, int status) {
   assert_non_null(s);
   s->ag = ag;
   lr_rxbuf_init(&s->rx);
-  uv_pipe_init(ag->loop, &s->pipe, 0);
+  uv_pipe_init(ag->loop, &s->pipe, 1); /* IPC: it may pass a socket */
   s->pipe.data = s;
   s->next = ag->streams;
   ag->streams = s;
@@ -383,7 +437,8 @@ static void fx_host(fx_t *f, const char *transport) {
   f->host = lr_host_new(&f->loop, &fake_pal, &f->cfg);
   assert_non_null(f->host);
   lr_guest_opts_t o = {.name = "g", .transport = transport, .token = keyed ? KEY : NULL,
-                       .token_len = keyed ? KEY_LEN : 0};
+                       .token_len = keyed ? KEY_LEN : 0,
+                       .pass_fd = f->agent.mode == AG_PASS_TCP || f->agent.mode == AG_PASS_UNIX};
   if (lr_host_add_guest(f->host, &o, err, sizeof err) != 0) fail_msg("add_guest: %s", err);
 }
 
@@ -1091,6 +1146,70 @@ static void test_short_key_refused(void **state) {
   fx_free(f);
 }
 
+/* One hop: the agent passes the connected server socket with OPEN_RESULT,
+ * and the host relays client <-> server itself; the agent's stream is gone. */
+static void test_one_hop_relays_passed_socket(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  uint16_t port = free_port();
+  agent_start(&f->agent, &f->loop, AG_PASS_TCP);
+  f->agent.peer_lsn = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_storage ss;
+  lr_loopback_sockaddr(4, 0, &ss);
+  assert_int_equal(bind(f->agent.peer_lsn, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+  assert_int_equal(listen(f->agent.peer_lsn, 8), 0);
+  agent_listens(&f->agent, port);
+  fx_host_agent(f);
+  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  int fd = client_connect(port);
+  assert_true(fd >= 0);
+  assert_int_equal(send(fd, "ping", 4, 0), 4);
+  char buf[8];
+  uint64_t end = uv_now(&f->loop) + 3000;
+  ssize_t got = 0;
+  while (got < 4 && uv_now(&f->loop) < end) { /* the "server" end is the test's */
+    pump(f, 5);
+    if (f->agent.peer_fd > 0) {
+      ssize_t r = recv(f->agent.peer_fd, buf + got, 4 - (size_t)got, 0);
+      if (r > 0) got += r;
+    }
+  }
+  assert_int_equal(got, 4);
+  assert_memory_equal(buf, "ping", 4);
+  assert_int_equal(f->agent.passes, 1);
+  assert_int_equal(send(f->agent.peer_fd, "pong", 4, 0), 4);
+  assert_int_equal(client_read(f, fd, buf, 4, 3000), 4);
+  assert_memory_equal(buf, "pong", 4);
+  /* The guest server closes: the client sees the end, as on a direct link. */
+  close(f->agent.peer_fd);
+  assert_int_equal(client_read(f, fd, buf, 1, 3000), 0);
+  close(fd);
+  close(f->agent.peer_lsn);
+  fx_free(f);
+}
+
+/* A hostile agent passes something that is not a connected TCP socket:
+ * the host refuses it, resets the client, and keeps serving. */
+static void test_one_hop_refuses_other_sockets(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  uint16_t port = free_port();
+  agent_start(&f->agent, &f->loop, AG_PASS_UNIX);
+  agent_listens(&f->agent, port);
+  fx_host_agent(f);
+  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  char buf[4];
+  for (int i = 0; i < 2; i++) {
+    int fd = client_connect(port);
+    assert_true(fd >= 0);
+    assert_true(client_read(f, fd, buf, 1, 3000) <= 0); /* reset, not served */
+    close(fd);
+  }
+  assert_int_equal(f->agent.passes, 2);
+  pump_until_status(f, "\"active\":0", 2000);
+  fx_free(f);
+}
+
 int main(void) {
   char err[128] = "";
   if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0)
@@ -1123,6 +1242,8 @@ int main(void) {
       cmocka_unit_test(test_reverse_pending_budget),
       cmocka_unit_test(test_status_client_budget),
       cmocka_unit_test(test_fd_exhaustion_is_logged),
+      cmocka_unit_test(test_one_hop_relays_passed_socket),
+      cmocka_unit_test(test_one_hop_refuses_other_sockets),
       cmocka_unit_test(test_keyed_handshake_relays),
       cmocka_unit_test(test_agent_bad_welcome_mac_refused),
       cmocka_unit_test(test_agent_bad_result_mac_relays_nothing),

@@ -335,7 +335,7 @@ static void run_client(client_t *c, peer_t *p, uint32_t port, size_t early_len) 
   assert_int_equal(uv_timer_start(&c->guard, on_guard, LR_TRANSPORT_TIMEOUT_MS + 5000, 0), 0);
   c->rx_want = early_len;
   c->started = uv_now(&c->loop);
-  if (lr_transport_connect(&c->loop, &test_pal, &a, &c->ep, on_connected, c, err, sizeof err) != 0)
+  if (lr_transport_connect(&c->loop, &test_pal, &a, 0, &c->ep, on_connected, c, err, sizeof err) != 0)
     fail_msg("lr_transport_connect refused %s: %s", addrs, err);
   uv_run(&c->loop, UV_RUN_DEFAULT);
   if (c->guard_fired) fail_msg("no result within %d ms: the fc connect hung", LR_TRANSPORT_TIMEOUT_MS + 5000);
