@@ -538,6 +538,16 @@ static void agent_listens(agent_t *ag, uint16_t port) {
   ag->listeners[ag->nlisteners++] = lr_test_v4(127, 0, 0, 1, port);
 }
 
+/* A host forwarding one guest port from a fake agent in the given mode. */
+static fx_t *fx_forwarding(int mode, uint16_t port) {
+  fx_t *f = fx_new();
+  agent_start(&f->agent, &f->loop, mode);
+  agent_listens(&f->agent, port);
+  fx_host_agent(f);
+  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  return f;
+}
+
 static void echo_roundtrip(fx_t *f, uint16_t port) {
   char buf[16];
   int fd = client_connect(port);
@@ -738,13 +748,9 @@ static void test_agent_info_detection(void **state) {
 /* Shutdown while connections are open: done runs, clients see the end. */
 static void test_shutdown_with_live_connections(void **state) {
   (void)state;
-  fx_t *f = fx_new();
   uint16_t port = free_port();
-  agent_start(&f->agent, &f->loop, AG_NORMAL);
-  agent_listens(&f->agent, port);
   char buf[8];
-  fx_host_agent(f);
-  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  fx_t *f = fx_forwarding(AG_NORMAL, port);
   int fds[3];
   for (int i = 0; i < 3; i++) {
     fds[i] = client_connect(port);
@@ -772,12 +778,8 @@ static void test_shutdown_with_live_connections(void **state) {
  * blocks) and holds at most one pool buffer per direction. */
 static void test_relay_peer_stops_reading(void **state) {
   (void)state;
-  fx_t *f = fx_new();
   uint16_t port = free_port();
-  agent_start(&f->agent, &f->loop, AG_NO_READ);
-  agent_listens(&f->agent, port);
-  fx_host_agent(f);
-  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  fx_t *f = fx_forwarding(AG_NO_READ, port);
   int fd = client_connect(port);
   assert_true(fd >= 0);
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -1085,13 +1087,9 @@ static void test_agent_bad_welcome_mac_refused(void **state) {
  * the client is reset and not one byte of it reaches the agent. */
 static void test_agent_bad_result_mac_relays_nothing(void **state) {
   (void)state;
-  fx_t *f = fx_new();
   uint16_t port = free_port();
-  agent_start(&f->agent, &f->loop, AG_BAD_RESULT_MAC);
-  agent_listens(&f->agent, port);
   char buf[16];
-  fx_host_agent(f);
-  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  fx_t *f = fx_forwarding(AG_BAD_RESULT_MAC, port);
   int fd = client_connect(port);
   assert_true(fd >= 0);
   assert_int_equal(send(fd, "secret", 6, 0), 6);
@@ -1192,12 +1190,8 @@ static void test_one_hop_relays_passed_socket(void **state) {
  * the host refuses it, resets the client, and keeps serving. */
 static void test_one_hop_refuses_other_sockets(void **state) {
   (void)state;
-  fx_t *f = fx_new();
   uint16_t port = free_port();
-  agent_start(&f->agent, &f->loop, AG_PASS_UNIX);
-  agent_listens(&f->agent, port);
-  fx_host_agent(f);
-  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  fx_t *f = fx_forwarding(AG_PASS_UNIX, port);
   char buf[4];
   for (int i = 0; i < 2; i++) {
     int fd = client_connect(port);
