@@ -18,9 +18,11 @@ run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev ipr
           clang bpftool libbpf-dev)
 # dpkg-dev: dpkg-source unpacks and checks the Debian sources.
 win64_pkgs=(cmake make mingw-w64 dpkg-dev)
+# libcjson-dev: the HCS fuzz target on Linux; systemd: systemd-analyze checks
+# the shipped units (pkg_deb), it does not become the init system.
 test_pkgs=(libcmocka-dev valgrind clang
            mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip
-           libcjson-dev)
+           libcjson-dev systemd)
 bench_pkgs=(iperf3 redis-server redis-tools socat)
 
 sources=no
