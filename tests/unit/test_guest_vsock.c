@@ -7,7 +7,6 @@
  *
  * When the kernel has no AF_VSOCK the binary exits 77 (skip) naming the
  * reason, or fails in CI (lr_test_in_ci). */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -26,29 +25,12 @@
 #include <uv.h>
 
 #include "lr_addr.h"
+#include "lr_testutil_linux.h"
 #include "lr_glisten.h"
 #include "lr_testutil.h"
 
-static lr_taddr_t addr(const char *s) {
-  lr_taddr_t a;
-  char err[256];
-  if (lr_taddr_parse(s, &a, err, sizeof err) != 0) fail_msg("parse '%s': %s", s, err);
-  return a;
-}
-
-static int count_fds(void) {
-  int n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  assert_non_null(d);
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
-}
-
 static void test_listen_any_port(void **state) {
-  lr_taddr_t a = addr("vsock:any:4294967295"); /* VMADDR_PORT_ANY: the kernel picks */
+  lr_taddr_t a = lr_test_taddr("vsock:any:4294967295"); /* VMADDR_PORT_ANY: the kernel picks */
   struct sockaddr_vm bound;
   socklen_t blen = sizeof bound;
   char err[256] = "", want[96];
@@ -66,10 +48,10 @@ static void test_listen_any_port(void **state) {
   assert_int_equal(family, AF_VSOCK);
 
   /* The same port again: a clear "in use", and no descriptor left behind. */
-  int before = count_fds();
+  int before = lr_test_count_fds();
   char s[64];
   snprintf(s, sizeof s, "vsock:any:%u", bound.svm_port);
-  a = addr(s);
+  a = lr_test_taddr(s);
   errno = 0;
   assert_int_equal(lr_guest_listen(&a, err, sizeof err), -1);
   assert_int_equal(errno, EADDRINUSE);
@@ -77,7 +59,7 @@ static void test_listen_any_port(void **state) {
   if (strstr(err, want) == NULL || strstr(err, "another socket is bound") == NULL)
     fail_msg("unexpected error '%s'", err);
   assert_null(strchr(err, '\n'));
-  assert_int_equal(count_fds(), before);
+  assert_int_equal(lr_test_count_fds(), before);
   close(fd);
 }
 
@@ -97,14 +79,14 @@ static void test_listen_foreign_cid(void **state) {
   (void)state;
   if (local_cid() == cid) cid++;
   snprintf(s, sizeof s, "vsock:%u:50505", cid);
-  lr_taddr_t a = addr(s);
-  int before = count_fds();
+  lr_taddr_t a = lr_test_taddr(s);
+  int before = lr_test_count_fds();
   errno = 0;
   assert_int_equal(lr_guest_listen(&a, err, sizeof err), -1);
   assert_int_equal(errno, EADDRNOTAVAIL);
   if (strstr(err, "cannot bind ") == NULL || strstr(err, "listen on vsock:any:PORT") == NULL)
     fail_msg("unexpected error '%s'", err);
-  assert_int_equal(count_fds(), before);
+  assert_int_equal(lr_test_count_fds(), before);
 }
 
 static void on_close(uv_handle_t *h) { *(int *)h->data = 1; }
@@ -112,7 +94,7 @@ static void on_conn(uv_stream_t *s, int status) { (void)s, (void)status; }
 
 /* The agent's path: the natively bound listener handed to libuv. */
 static void test_listener_into_libuv(void **state) {
-  lr_taddr_t a = addr("vsock:any:4294967295");
+  lr_taddr_t a = lr_test_taddr("vsock:any:4294967295");
   char err[256] = "";
   uv_loop_t loop;
   uv_tcp_t tcp;

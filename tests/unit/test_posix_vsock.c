@@ -4,7 +4,6 @@
  * AF_VSOCK socket: the only vsock peer reachable from these machines is the
  * infrastructure. (The guest's vsock listener is tested in
  * test_guest_vsock.c.) */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,25 +13,8 @@
 #include <cmocka.h>
 
 #include "lr_addr.h"
+#include "lr_testutil_linux.h"
 #include "vmsock_posix.h"
-
-static lr_taddr_t addr(const char *s) {
-  lr_taddr_t a;
-  char err[256];
-  if (lr_taddr_parse(s, &a, err, sizeof err) != 0) fail_msg("parse '%s': %s", s, err);
-  return a;
-}
-
-static int count_fds(void) {
-  int n = 0;
-  DIR *d = opendir("/proc/self/fd");
-  struct dirent *e;
-  assert_non_null(d);
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.') n++;
-  closedir(d);
-  return n;
-}
 
 static void test_sockaddr_conversion(void **state) {
   struct sockaddr_vm sa;
@@ -40,7 +22,7 @@ static void test_sockaddr_conversion(void **state) {
   char err[256] = "";
   (void)state;
 
-  a = addr("vsock:3:50505");
+  a = lr_test_taddr("vsock:3:50505");
   memset(&sa, 0xEE, sizeof sa);
   assert_int_equal(lr_posix_vsock_sockaddr(&a, &sa, err, sizeof err), 0);
   assert_int_equal(sa.svm_family, AF_VSOCK);
@@ -50,12 +32,12 @@ static void test_sockaddr_conversion(void **state) {
   assert_int_equal(sa.svm_flags, 0);
   for (size_t i = 0; i < sizeof sa.svm_zero; i++) assert_int_equal(sa.svm_zero[i], 0);
 
-  a = addr("vsock:any:1024");
+  a = lr_test_taddr("vsock:any:1024");
   assert_int_equal(lr_posix_vsock_sockaddr(&a, &sa, err, sizeof err), 0);
   assert_int_equal(sa.svm_cid, VMADDR_CID_ANY);
   assert_int_equal(sa.svm_port, 1024);
 
-  a = addr("vsock:2:4294967295");
+  a = lr_test_taddr("vsock:2:4294967295");
   assert_int_equal(lr_posix_vsock_sockaddr(&a, &sa, err, sizeof err), 0);
   assert_int_equal(sa.svm_cid, VMADDR_CID_HOST);
   assert_int_equal(sa.svm_port, VMADDR_PORT_ANY);
@@ -68,7 +50,7 @@ static void test_sockaddr_rejects_other_kinds(void **state) {
   char err[256];
   (void)state;
   for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
-    lr_taddr_t a = addr(others[i]);
+    lr_taddr_t a = lr_test_taddr(others[i]);
     err[0] = '\0';
     assert_int_equal(lr_posix_vsock_sockaddr(&a, &sa, err, sizeof err), UV_EINVAL);
     if (strstr(err, "is not a vsock: address") == NULL) fail_msg("%s: '%s'", others[i], err);
@@ -93,10 +75,10 @@ static void test_connect_refusals(void **state) {
   };
   char err[256];
   uv_os_sock_t fd;
-  int before = count_fds();
+  int before = lr_test_count_fds();
   (void)state;
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    lr_taddr_t a = addr(cases[i].addr);
+    lr_taddr_t a = lr_test_taddr(cases[i].addr);
     fd = 1234;
     err[0] = '\0';
     assert_int_equal(lr_posix_vmsock_connect(&a, &fd, err, sizeof err), cases[i].code);
@@ -105,7 +87,7 @@ static void test_connect_refusals(void **state) {
     assert_null(strchr(err, '\n'));
   }
   assert_int_equal(lr_posix_vmsock_connect(NULL, &fd, err, sizeof err), UV_EINVAL);
-  assert_int_equal(count_fds(), before);
+  assert_int_equal(lr_test_count_fds(), before);
 }
 
 int main(void) {
