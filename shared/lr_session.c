@@ -204,15 +204,18 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       LR_DEBUG("%s: guest %s %s", g->name,
                f->type == LR_MSG_LISTENER_ADD ? "listens on" : "closed", ls);
       if (f->type == LR_MSG_LISTENER_ADD) {
-        int known = lr_ports_find(&g->ports, &l) != NULL;
-        if (!known && lr_ports_count(&g->ports) >= LR_MAX_TRACKED_LISTENERS) {
+        size_t before = lr_ports_count(&g->ports);
+        /* At the cap only listeners already tracked may be re-added (a
+         * resync's listing); the lookup is needed on that path alone. */
+        if (before >= LR_MAX_TRACKED_LISTENERS && !lr_ports_find(&g->ports, &l)) {
           lr_guest_warn(g, &g->tracked_log,
                         "guest reports more than %d listeners: %s not tracked",
                         LR_MAX_TRACKED_LISTENERS, ls);
           return;
         }
         lr_port_entry_t *e = lr_ports_add(&g->ports, &l);
-        if (e && !known && e->rule == LR_RULE_DENIED) {
+        int added = lr_ports_count(&g->ports) > before;
+        if (e && added && e->rule == LR_RULE_DENIED) {
           char why[200];
           lr_rules_deny_reason(&l, g->host->cfg, why, sizeof why);
           lr_guest_warn(g, &g->denied_log, "guest listener %s denied: %s", ls, why);
