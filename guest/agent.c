@@ -98,6 +98,17 @@ const char *agent_stream_name(const conn_t *c) {
  * a known message with a payload that does not decode is broken, and
  * guessing past it would leave the two sides disagreeing about state
  * (published ports, say). */
+int agent_first_frame_is(conn_t *c, const lr_frame_t *f, uint16_t type) {
+  char text[96];
+  if (f->type == type) return 1;
+  LR_WARN("%s from %s: expected %s, got %s (type %u); closing", agent_stream_name(c), c->peer,
+          lr_msg_name(type), lr_msg_name(f->type), f->type);
+  snprintf(text, sizeof text, "expected %s as the first frame of a %s", lr_msg_name(type),
+           agent_stream_name(c));
+  agent_fail_stream(c, LR_ERR_PROTOCOL, text);
+  return 0;
+}
+
 void agent_bad_frame(conn_t *c, const lr_frame_t *f, int rc) {
   char text[128];
   snprintf(text, sizeof text, "bad %s message: %s", lr_msg_name(f->type),

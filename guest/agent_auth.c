@@ -118,6 +118,26 @@ void agent_auth_failed(conn_t *c, const char *what) {
   gated_log(a, &a->auth.fail_log, LR_LOG_WARN, line);
 }
 
+int agent_auth_request(conn_t *c, const char *name, const lr_auth_t *auth, int verified) {
+  static const char refusal[] = "the host did not prove the shared key (wrong key?)";
+  char what[64];
+  if (!c->agent->token_len) return 1;
+  if (verified) {
+    c->authed = 1;
+    return 1;
+  }
+  snprintf(what, sizeof what, auth->len == LR_AUTH_HOST_LEN ? "%s's MAC does not verify"
+                                                            : "%s carries no MAC",
+           name);
+  agent_auth_failed(c, what);
+  /* Nothing is reported, connected or handed over for such a host. */
+  if (c->kind == LR_STREAM_CONTROL)
+    agent_fail_stream(c, LR_ERR_AUTH, refusal);
+  else
+    agent_send_open_result(c, LR_ERR_AUTH, refusal, 1);
+  return 0;
+}
+
 void agent_auth_mismatch(conn_t *c, const char *what) {
   lr_agent_t *a = c->agent;
   char line[400];

@@ -117,27 +117,17 @@ void agent_control_stop(conn_t *c) {
 
 void agent_control_hello(conn_t *c, const lr_frame_t *f) {
   lr_agent_t *a = c->agent;
-  if (f->type != LR_MSG_HELLO) {
-    LR_WARN("control stream from %s: expected HELLO, got %s (type %u); closing", c->peer,
-            lr_msg_name(f->type), f->type);
-    agent_fail_stream(c, LR_ERR_PROTOCOL, "expected HELLO as the first frame of a control stream");
-    return;
-  }
+  if (!agent_first_frame_is(c, f, LR_MSG_HELLO)) return;
   lr_hello_t h;
   int rc = lr_decode_hello(f, &h);
   if (rc != LR_PROTO_OK) {
     agent_bad_frame(c, f, rc);
     return;
   }
-  if (a->token_len) {
-    if (!lr_auth_verify_hello(&c->auth, LR_ROLE_HOST, LR_MSG_HELLO, &h)) {
-      agent_auth_failed(c, h.auth.len == LR_AUTH_HOST_LEN ? "HELLO's MAC does not verify"
-                                                          : "HELLO carries no MAC");
-      agent_fail_stream(c, LR_ERR_AUTH, "the host did not prove the shared key (wrong key?)");
-      return;
-    }
-    c->authed = 1;
-  }
+  if (!agent_auth_request(c, "HELLO", &h.auth,
+                          a->token_len &&
+                              lr_auth_verify_hello(&c->auth, LR_ROLE_HOST, LR_MSG_HELLO, &h)))
+    return;
   uint64_t now = uv_now(a->loop);
   if (a->control && a->control != c) {
     uint64_t quiet = now - a->control->last_rx;

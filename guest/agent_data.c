@@ -129,29 +129,16 @@ static void on_connected(uv_connect_t *req, int status) {
 
 void agent_data_open(conn_t *c, const lr_frame_t *f) {
   lr_agent_t *a = c->agent;
-  if (f->type != LR_MSG_OPEN) {
-    LR_WARN("data stream from %s: expected OPEN, got %s (type %u); closing", c->peer,
-            lr_msg_name(f->type), f->type);
-    agent_fail_stream(c, LR_ERR_PROTOCOL, "expected OPEN as the first frame of a data stream");
-    return;
-  }
+  if (!agent_first_frame_is(c, f, LR_MSG_OPEN)) return;
   lr_open_t o;
   int rc = lr_decode_open(f, &o);
   if (rc != LR_PROTO_OK) {
     agent_bad_frame(c, f, rc);
     return;
   }
-  if (a->token_len) {
-    /* Nothing is connected for a host that has not proved the key. */
-    if (!lr_auth_verify_open(&c->auth, &o)) {
-      agent_auth_failed(c, o.auth.len == LR_AUTH_HOST_LEN ? "OPEN's MAC does not verify"
-                                                          : "OPEN carries no MAC");
-      agent_send_open_result(c, LR_ERR_AUTH,
-                             "the host did not prove the shared key (wrong key?)", 1);
-      return;
-    }
-    c->authed = 1;
-  }
+  if (!agent_auth_request(c, "OPEN", &o.auth,
+                          a->token_len && lr_auth_verify_open(&c->auth, &o)))
+    return;
   c->family = o.family;
   c->port = o.port;
   /* Only over a Unix transport (the host shares our kernel); elsewhere the

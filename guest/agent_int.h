@@ -167,6 +167,9 @@ void agent_fail_stream(conn_t *c, uint32_t code, const char *text); /* ERROR, th
 void agent_send_open_result(conn_t *c, uint32_t status, const char *text, int finish);
 /* A known frame whose payload did not decode (rc): one log line, ERROR, end. */
 void agent_bad_frame(conn_t *c, const lr_frame_t *f, int rc);
+/* The first frame of a stream must be `type` (HELLO, OPEN, ATTACH): 1, or
+ * 0 after a log line and a PROTOCOL error naming what came instead. */
+int agent_first_frame_is(conn_t *c, const lr_frame_t *f, uint16_t type);
 const char *agent_stream_name(const conn_t *c);
 
 /* agent_auth.c */
@@ -181,6 +184,11 @@ int agent_auth_challenge(conn_t *c);
 /* A host that did not prove the key: one rate-limited line naming the peer
  * and what failed, and a debit from the bucket. */
 void agent_auth_failed(conn_t *c, const char *what);
+/* The host's first request on a stream (name: "HELLO", "OPEN", "ATTACH")
+ * and whether its MAC verified. Without a key: 1. With one: 1 when it did
+ * (our replies then carry our MAC); else 0 after agent_auth_failed and an
+ * AUTH refusal (ERROR on a control stream, OPEN_RESULT elsewhere). */
+int agent_auth_request(conn_t *c, const char *name, const lr_auth_t *auth, int verified);
 /* A stream whose host has a key while this agent has none (or the other
  * way round): a rate-limited line; not counted as an attack. */
 void agent_auth_mismatch(conn_t *c, const char *what);

@@ -173,28 +173,16 @@ void agent_reverse_retry(lr_agent_t *a) {
 /* The first frame of a reverse stream names the waiting guest client. */
 void agent_reverse_attach(conn_t *c, const lr_frame_t *f) {
   lr_agent_t *a = c->agent;
-  if (f->type != LR_MSG_ATTACH) {
-    LR_WARN("reverse stream from %s: expected ATTACH, got %s (type %u); closing", c->peer,
-            lr_msg_name(f->type), f->type);
-    agent_fail_stream(c, LR_ERR_PROTOCOL, "expected ATTACH as the first frame of a reverse stream");
-    return;
-  }
+  if (!agent_first_frame_is(c, f, LR_MSG_ATTACH)) return;
   lr_attach_t at;
   int rc = lr_decode_attach(f, &at);
   if (rc != LR_PROTO_OK) {
     agent_bad_frame(c, f, rc);
     return;
   }
-  if (a->token_len) {
-    if (!lr_auth_verify_attach(&c->auth, &at)) {
-      agent_auth_failed(c, at.auth.len == LR_AUTH_HOST_LEN ? "ATTACH's MAC does not verify"
-                                                           : "ATTACH carries no MAC");
-      agent_send_open_result(c, LR_ERR_AUTH,
-                             "the host did not prove the shared key (wrong key?)", 1);
-      return;
-    }
-    c->authed = 1;
-  }
+  if (!agent_auth_request(c, "ATTACH", &at.auth,
+                          a->token_len && lr_auth_verify_attach(&c->auth, &at)))
+    return;
   conn_t *p = reverse_pending(a, at.id);
   if (!p) {
     LR_INFO("reverse stream from %s: no guest client waits under id %u (timed out?)", c->peer,
