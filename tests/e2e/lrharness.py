@@ -511,6 +511,16 @@ class Lorelay:
         p.wait_event("ready", timeout=10.0)
         return p
 
+    def two_banners(self):
+        """Two forwarded banner servers on 0.0.0.0 (tags a and b): the setup
+        of the restart tests. Returns (port a, port b, server b)."""
+        pa, pb = free_ports(2)
+        self.guest_server("banner", "0.0.0.0", pa, "tag=a")
+        srv_b = self.guest_server("banner", "0.0.0.0", pb, "tag=b")
+        self.wait_port("0.0.0.0:%d" % pa, "forwarding")
+        self.wait_port("0.0.0.0:%d" % pb, "forwarding")
+        return pa, pb, srv_b
+
     def http_server(self, directory, bind, port, where="guest"):
         """python3 -m http.server: a real client-facing server, not our own."""
         argv = [PYTHON, "-u", "-m", "http.server", str(port), "--bind", bind,

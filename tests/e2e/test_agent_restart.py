@@ -54,11 +54,7 @@ class AgentRestart(LorelayTestCase):
 
     def test_no_stale_stand_in_after_resync(self):
         lr = self.lr
-        pa, pb = free_ports(2)
-        lr.guest_server("banner", "0.0.0.0", pa, "tag=a")
-        srv_b = lr.guest_server("banner", "0.0.0.0", pb, "tag=b")
-        lr.wait_port("0.0.0.0:%d" % pa, "forwarding")
-        lr.wait_port("0.0.0.0:%d" % pb, "forwarding")
+        pa, pb, srv_b = lr.two_banners()
         agent = self._agent_pid()
 
         os.kill(agent, signal.SIGSTOP)

@@ -5,18 +5,14 @@ agent is left running in the namespace."""
 
 import unittest
 
-from lrharness import LorelayTestCase, free_ports, wait_refused
+from lrharness import LorelayTestCase, wait_refused
 
 
 class DaemonRestart(LorelayTestCase):
 
     def test_restart(self):
         lr = self.lr
-        pa, pb = free_ports(2)
-        lr.guest_server("banner", "0.0.0.0", pa, "tag=a")
-        srv_b = lr.guest_server("banner", "0.0.0.0", pb, "tag=b")
-        lr.wait_port("0.0.0.0:%d" % pa, "forwarding")
-        lr.wait_port("0.0.0.0:%d" % pb, "forwarding")
+        pa, pb, srv_b = lr.two_banners()
 
         rc = lr.stop_daemon()
         self.assertEqual(rc, 0, "lorelayd did not exit cleanly on SIGTERM (rc %s)" % rc)

@@ -21,20 +21,11 @@ import subprocess
 import time
 import unittest
 
-from lrharness import LorelayTestCase, fetch, free_ports, poll, wait_refused
+from lrharness import LorelayTestCase, fetch, poll, wait_refused
 from lrhostile import Checks, measure
 
 
 class DaemonKill(Checks, LorelayTestCase):
-
-    def _setup_two(self):
-        lr = self.lr
-        pa, pb = free_ports(2)
-        lr.guest_server("banner", "0.0.0.0", pa, "tag=a")
-        srv_b = lr.guest_server("banner", "0.0.0.0", pb, "tag=b")
-        lr.wait_port("0.0.0.0:%d" % pa, "forwarding")
-        lr.wait_port("0.0.0.0:%d" % pb, "forwarding")
-        return pa, pb, srv_b
 
     def _works(self, port, tag):
         try:
@@ -64,7 +55,7 @@ class DaemonKill(Checks, LorelayTestCase):
 
     def test_sigkill_then_restart(self):
         lr = self.lr
-        pa, pb, srv_b = self._setup_two()
+        pa, pb, srv_b = self.lr.two_banners()
         old = lr.daemon
         os.kill(old.pid, signal.SIGKILL)
         old.p.wait(5)
@@ -91,7 +82,7 @@ class DaemonKill(Checks, LorelayTestCase):
 
     def _overlap(self, freeze_init, what):
         lr = self.lr
-        pa, pb, srv_b = self._setup_two()
+        pa, pb, srv_b = self.lr.two_banners()
         srv_b.stop()
         lr.wait_port_absent("0.0.0.0:%d" % pb, timeout=3.0)
         old = lr.daemon
