@@ -363,19 +363,6 @@ static void conn_open_transport(lr_conn_t *c) {
   }
 }
 
-static void refused_closed(uv_handle_t *h) { free(h); }
-
-/* Takes a client off the stand-in's backlog and resets it: a listener whose
- * callback does not accept stops accepting altogether. */
-static void conn_refuse(lr_standin_t *s) {
-  uv_tcp_t *t = malloc(sizeof *t);
-  if (!t) return;
-  uv_tcp_init(s->g->host->loop, t);
-  if (uv_accept((uv_stream_t *)&s->tcp, (uv_stream_t *)t) != 0 ||
-      uv_tcp_close_reset(t, refused_closed) != 0)
-    uv_close((uv_handle_t *)t, refused_closed);
-}
-
 /* Budgets: open connections per guest and per port. */
 static int conn_budget_left(lr_guest_t *g, const lr_binding_t *b) {
   const lr_config_t *cfg = g->host->cfg;
@@ -395,7 +382,7 @@ static int conn_budget_left(lr_guest_t *g, const lr_binding_t *b) {
 
 void lr_conn_accept(lr_guest_t *g, lr_standin_t *s) {
   if (!conn_budget_left(g, s->b)) {
-    conn_refuse(s);
+    lr_drop_pending((uv_stream_t *)&s->tcp);
     return;
   }
   lr_conn_t *c = conn_new(g, s->b);

@@ -44,6 +44,26 @@ int lr_write_copy(uv_stream_t *s, const void *buf, size_t len) {
   return rc;
 }
 
+typedef union {
+  uv_handle_t h;
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} dropped_t;
+
+static void dropped_closed(uv_handle_t *h) { free(h); }
+
+void lr_drop_pending(uv_stream_t *server) {
+  dropped_t *d = malloc(sizeof *d);
+  if (!d) return;
+  if (server->type == UV_TCP)
+    uv_tcp_init(server->loop, &d->tcp);
+  else
+    uv_pipe_init(server->loop, &d->pipe, 0);
+  int ok = uv_accept(server, (uv_stream_t *)d) == 0;
+  if (ok && server->type == UV_TCP && uv_tcp_close_reset(&d->tcp, dropped_closed) == 0) return;
+  uv_close(&d->h, dropped_closed);
+}
+
 int lr_ratelimit_pass(lr_ratelimit_t *rl, uint64_t now_ms, uint64_t interval_ms) {
   if (rl->last && now_ms - rl->last < interval_ms) {
     rl->suppressed++;

@@ -23,6 +23,12 @@ void lr_loopback_sockaddr(int family, uint16_t port, struct sockaddr_storage *ss
  * stream's read side too, so the completion is not reported. */
 int lr_write_copy(uv_stream_t *s, const void *buf, size_t len);
 
+/* Takes one pending client off server's backlog (TCP or pipe) and closes
+ * it, a TCP one with a reset, as a port without a server would answer. For
+ * clients a budget refuses: a listener whose connection callback does not
+ * accept stops accepting altogether. */
+void lr_drop_pending(uv_stream_t *server);
+
 /* A log gate: true at most once per interval_ms (the first call passes). */
 typedef struct {
   uint64_t last;

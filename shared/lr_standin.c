@@ -56,12 +56,9 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   if (!s) return LR_BIND_INUSE;
   s->g = g;
   lr_loopback_sockaddr(b->key.family, port, &ss);
-  lr_host_closing(h); /* balanced by standin_free, on failure too */
   int rc = h->pal->listen_loopback(h->loop, &s->tcp, (struct sockaddr *)&ss, STANDIN_BACKLOG,
                                    on_client, standin_free);
   if (rc == 0) {
-    /* Counted while closing, not while open: see standin_unbind. */
-    h->closing_handles--;
     struct sockaddr_storage got;
     int len = sizeof got;
     if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&got, &len) == 0)
@@ -75,6 +72,9 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
             port);
     return LR_BIND_OK;
   }
+  /* The platform is closing s: standin_free will balance this (a close
+   * callback never runs before we return). */
+  lr_host_closing(h);
   if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) return LR_BIND_UNAVAILABLE;
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
     LR_WARN("%s: stand-in %s:%u: %s", g->name, lr_loopback_str(b->key.family), port,

@@ -278,8 +278,6 @@ static void status_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (uv_write(&c->wreq, s, &b, 1, status_written) != 0) status_client_close(c);
 }
 
-static void refused_closed(uv_handle_t *hd) { free(hd); }
-
 static void status_conn(uv_stream_t *server, int status) {
   lr_host_t *h = server->data;
   if (status < 0) {
@@ -301,16 +299,11 @@ static void status_conn(uv_stream_t *server, int status) {
               h->cfg->max_status_clients,
               oldest ? "cutting the oldest idle one" : "refusing new ones",
               (unsigned long long)(h->status_budget_log.suppressed + 1));
-    if (oldest) {
-      status_client_close(oldest);
-    } else {
-      uv_pipe_t *p = malloc(sizeof *p);
-      if (!p) return;
-      uv_pipe_init(h->loop, p, 0);
-      uv_accept(server, (uv_stream_t *)p);
-      uv_close((uv_handle_t *)p, refused_closed);
+    if (!oldest) {
+      lr_drop_pending(server);
       return;
     }
+    status_client_close(oldest);
   }
   lr_status_client_t *c = calloc(1, sizeof *c);
   if (!c) return;
