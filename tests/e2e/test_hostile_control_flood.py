@@ -10,7 +10,7 @@ import struct
 import time
 import unittest
 
-from lrhostile import HostileTestCase, hwm_kb, log_lines, measure, rss_kb
+from lrhostile import HostileTestCase, fd_count, hwm_kb, log_lines, measure, rss_kb
 import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 N_PINGS = 600000
@@ -58,6 +58,7 @@ class ControlFlood(HostileTestCase):
         measure("lorelayd_rss_baseline_kib", base)
         measure("lorelayd_rss_peak_kib", peak)
         measure("lorelayd_rss_growth_kib", growth)
+        measure("lorelayd_fds_after_flood", fd_count(pid) if alive else None)
 
         self.check(alive, "lorelayd died during the control flood (rc %s)" % fg.daemon.p.poll())
         if alive:

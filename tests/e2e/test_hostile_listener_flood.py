@@ -15,7 +15,7 @@ import time
 import unittest
 
 from lrhostile import (FakeGuestDaemon, HostileTestCase, listening_tcp, log_lines, measure,
-                       port_free_range, raise_nofile, settle)
+                       port_free_range, raise_nofile, settle, rss_kb, hwm_kb, fd_count)
 import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 N = 5000
@@ -38,6 +38,8 @@ class ListenerFlood(HostileTestCase):
         held, took = settle(self._held, timeout=30.0, quiet=1.5, interval=0.25)
         measure("standins_after_flood", len(held), "sockets (cap %d), settled in %.1f s"
                 % (MAX_STANDINS, took))
+        measure("lorelayd_under_listener_flood", "RSS %s KiB (peak %s), %s fds"
+                % (rss_kb(fg.pid), hwm_kb(fg.pid), fd_count(fg.pid)))
         self.check(fg.alive(), "lorelayd died under the listener flood")
         self.check(len(held) <= MAX_STANDINS, "lorelayd holds %d listening sockets for %d dual-"
                    "stack listeners (maxStandins is %d)" % (len(held), N, MAX_STANDINS))

@@ -12,7 +12,8 @@ import time
 import unittest
 
 from lrharness import free_port
-from lrhostile import FakeGuestDaemon, HostileTestCase, fd_count, log_lines, measure, raise_nofile
+from lrhostile import (FakeGuestDaemon, HostileTestCase, fd_count, hwm_kb, log_lines, measure,
+                       raise_nofile, rss_kb)
 import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 N = 3000
@@ -52,6 +53,7 @@ class ReverseFlood(HostileTestCase):
             time.sleep(0.05)
         limit = base + 2 * MAX_PENDING + 32
         measure("lorelayd_fds_peak", peak, "(limit %d)" % limit)
+        measure("lorelayd_rss_during_flood", "%s KiB (peak %s)" % (rss_kb(fg.pid), hwm_kb(fg.pid)))
         measure("fake_agent_reverse_streams", fg.agent.stats["reverse"])
 
         nfail = ctl.count(P.REVERSE_FAIL)

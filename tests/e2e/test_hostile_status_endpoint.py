@@ -15,7 +15,7 @@ import unittest
 
 from lrharness import free_port, poll
 from lrhostile import (FakeGuestDaemon, HostileTestCase, echo_through, log_lines, measure,
-                       raise_nofile)
+                       raise_nofile, rss_kb, hwm_kb, fd_count)
 import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 N = 600
@@ -91,6 +91,8 @@ class StatusEndpoint(HostileTestCase):
         time.sleep(max(0.0, opened + 1.0 - time.monotonic()))
         open_1s = len(still_open())
         measure("status_conns_open_after_1s", open_1s, "(max %d)" % MAX_CLIENTS)
+        measure("lorelayd_under_status_flood", "RSS %s KiB (peak %s), %s fds"
+                % (rss_kb(fg.pid), hwm_kb(fg.pid), fd_count(fg.pid)))
         self.check(open_1s <= MAX_CLIENTS + 4, "%d idle status connections still open 1 s later "
                    "(maxStatusClients is %d: extras must be closed at once)"
                    % (open_1s, MAX_CLIENTS))
