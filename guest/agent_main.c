@@ -26,6 +26,7 @@
 #include "lr_hostd.h"
 #include "lr_log.h"
 #include "lr_opts.h"
+#include "lr_relay.h"
 #include "lr_guest_pal.h"
 #include "lr_linux.h"
 #include "lr_version.h"
@@ -178,6 +179,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   lr_log_set_level((lr_log_level_t)cfg.log_level);
+  lr_relay_set_zero_copy(cfg.zero_copy, cfg.zero_copy_after);
   if (o.log_level) {
     int lvl = lr_log_level_parse(o.log_level);
     if (lvl < 0) {

@@ -36,6 +36,9 @@ void lr_config_defaults(lr_config_t *c) {
   c->control_queue_bytes = 1024 * 1024;
   c->max_status_clients = 32;
   c->status_idle_timeout_ms = 5000;
+  c->zero_copy = 1;
+  c->one_hop = 1;
+  c->zero_copy_after = 65536;
 }
 
 char *lr_portset_format(const lr_portset_t *s, char *out, size_t len) {
@@ -172,6 +175,8 @@ static int handler(void *user, const char *section, const char *name, const char
   BOOL_KEY("ipv6", ipv6)
   BOOL_KEY("remapOnConflict", remap_on_conflict)
   BOOL_KEY("ebpf", ebpf)
+  BOOL_KEY("zeroCopy", zero_copy)
+  BOOL_KEY("oneHop", one_hop)
 #undef BOOL_KEY
   if (lr_streq_nocase(name, "ignorePorts") || lr_streq_nocase(name, "reversePorts") ||
       lr_streq_nocase(name, "forwardPorts")) {
@@ -215,6 +220,7 @@ static int handler(void *user, const char *section, const char *name, const char
       {"maxStatusClients", "clients", offsetof(lr_config_t, max_status_clients), 1, 4096},
       {"statusIdleTimeoutMs", "milliseconds", offsetof(lr_config_t, status_idle_timeout_ms), 100,
        600000},
+      {"zeroCopyAfter", "bytes", offsetof(lr_config_t, zero_copy_after), 0, 1024u * 1024 * 1024},
   };
   for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
     unsigned v;

@@ -44,6 +44,12 @@ typedef struct {
   unsigned control_queue_bytes;     /* controlQueueBytes: unsent control bytes, then drop */
   unsigned max_status_clients;      /* maxStatusClients: status connections at once */
   unsigned status_idle_timeout_ms;  /* statusIdleTimeoutMs: a status client's whole budget */
+  /* The relay's zero-copy path (Linux splice), both sides. */
+  int zero_copy;                    /* zeroCopy, default 1 */
+  int one_hop;                      /* oneHop (host, --netns guests): the agent hands
+                                     * over server sockets, default 1 */
+  unsigned zero_copy_after;         /* zeroCopyAfter: bytes one way before a
+                                     * connection switches, default 65536 */
 } lr_config_t;
 
 void lr_config_defaults(lr_config_t *c);

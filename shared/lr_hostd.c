@@ -9,6 +9,7 @@
 
 #include "lr_log.h"
 #include "lr_opts.h"
+#include "lr_relay.h"
 
 const char *lr_hostd_common_usage(void) {
   return "  --guest ADDR        agent address: unix:PATH, tcp:HOST:PORT, vsock:CID:PORT,\n"
@@ -97,6 +98,7 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr
     return -1;
   }
   lr_log_set_level(o->log_level ? lr_log_level_parse(o->log_level) : d->cfg.log_level);
+  lr_relay_set_zero_copy(d->cfg.zero_copy, d->cfg.zero_copy_after);
   if (o->token_file &&
       lr_token_load_file(o->token_file, d->token, &d->token_len, err, sizeof err) != 0) {
     LR_ERROR("%s", err);
@@ -112,7 +114,7 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr
     return -1;
   }
   lr_guest_opts_t go = {o->name,   o->guest,          d->token,   d->token_len,
-                        o->resolve, o->resolve_data, o->pass_fd};
+                        o->resolve, o->resolve_data, o->pass_fd && d->cfg.one_hop};
   if (lr_host_add_guest(d->host, &go, err, sizeof err) != 0) {
     LR_ERROR("%s", err);
     return -1;

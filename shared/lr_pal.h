@@ -9,7 +9,8 @@
  * (how a reset looks on sockets without RST), where things live (run
  * directory, status endpoint, config file), and the two cryptographic
  * primitives the handshake needs (HMAC-SHA256, the OS's random bytes), so
- * the core never includes OpenSSL or BCrypt. A member a side does not need
+ * the core never includes OpenSSL or BCrypt, and the zero-copy relay's
+ * kernel calls (splice through a pipe on Linux). A member a side does not need
  * is NULL (the guest makes no VM-socket connects), and the core says so
  * rather than guessing. */
 #ifndef LR_PAL_H
@@ -84,6 +85,24 @@ typedef struct lr_pal_s {
   /* n bytes from the OS's CSPRNG (getrandom, BCryptGenRandom): the
    * handshake's nonces. 0, or -1 when none could be had. */
   int (*random_bytes)(uint8_t *buf, size_t n);
+
+  /* Zero-copy relaying (Linux: splice(2) through a pipe), used by the relay
+   * engine for connections that carry bulk data. All four are NULL where
+   * the platform has none: the relay then copies through its buffers.
+   *
+   * zc_pipe_open: a kernel pipe, fds[0] the read end, fds[1] the write
+   * end, both non-blocking, sized to about want bytes; returns its
+   * capacity in bytes, or a negative uv error. */
+  long (*zc_pipe_open)(uv_os_fd_t fds[2], size_t want);
+  void (*zc_pipe_close)(uv_os_fd_t fds[2]);
+  /* Moves up to len bytes from in to out (one of them a pipe end) without
+   * copying them through this process: bytes moved (> 0); 0 when in is a
+   * socket at end of stream; or a negative uv error, UV_EAGAIN when in has
+   * nothing yet or out has no room, UV_EINVAL when these descriptors cannot
+   * be spliced (the relay then copies). */
+  long (*zc_move)(uv_os_fd_t in, uv_os_fd_t out, size_t len);
+  /* Half-closes a socket the relay drives itself (shutdown SHUT_WR). */
+  int (*zc_shutdown_write)(uv_os_fd_t fd);
 } lr_pal_t;
 
 /* The host platform layer linked into this program (host/posix or

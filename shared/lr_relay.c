@@ -54,24 +54,43 @@ static void pool_put(char *p) {
 size_t lr_relay_pool_in_use(void) { return pool_in_use; }
 size_t lr_relay_pool_cached(void) { return pool_cached; }
 
+/* The zero-copy setting (see lr_relay_set_zero_copy). */
+static int zc_on = 1;
+static uint64_t zc_after = 65536;
+
+void lr_relay_set_zero_copy(int on, uint64_t after) {
+  zc_on = on;
+  zc_after = on ? after : UINT64_MAX;
+}
+
 /* ---- helpers ------------------------------------------------------------ */
 
 static int side_of(lr_relay_t *r, const void *handle) {
   return handle == (const void *)&r->ep[1].u.handle ? 1 : 0;
 }
 
-static void on_handle_closed(uv_handle_t *h) {
-  lr_relay_t *r = h->data;
-  r->open[side_of(r, h)] = 0;
-  if (!r->open[0] && !r->open[1] && r->close_cb) {
+/* Runs close_cb once both handles, and the zero-copy polls, are closed. */
+static void maybe_closed(lr_relay_t *r) {
+  if (!r->open[0] && !r->open[1] && !r->zc && r->close_cb) {
     lr_relay_close_cb cb = r->close_cb;
     r->close_cb = NULL;
     cb(r);
   }
 }
 
+static void on_handle_closed(uv_handle_t *h) {
+  lr_relay_t *r = h->data;
+  r->open[side_of(r, h)] = 0;
+  maybe_closed(r);
+}
+
+static void zc_close_poll(lr_relay_t *r, int i);
+
 static void close_side(lr_relay_t *r, int i, int reset) {
   uv_handle_t *h = &r->ep[i].u.handle;
+  /* The poll goes first: it stops watching the descriptor at once, before
+   * the socket's own handle closes it. */
+  zc_close_poll(r, i);
   if (!r->open[i] || uv_is_closing(h)) return;
   h->data = r;
   if (reset && r->ep[i].kind == LR_EP_TCP) {
@@ -88,11 +107,7 @@ void lr_relay_close(lr_relay_t *r, int reset_outer) {
   r->closing = 1;
   close_side(r, 0, reset_outer);
   close_side(r, 1, 0);
-  if (!any && r->close_cb) {
-    lr_relay_close_cb cb = r->close_cb;
-    r->close_cb = NULL;
-    cb(r);
-  }
+  if (!any) maybe_closed(r);
 }
 
 /* ep[d] was reset or failed: pass the reset to the other side. */
@@ -137,6 +152,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void zc_try_switch(lr_relay_t *r);
 
 static void on_write(uv_write_t *req, int status) {
   lr_relay_wr_t *wr = (lr_relay_wr_t *)req; /* req is the first member */
@@ -154,6 +170,7 @@ static void on_write(uv_write_t *req, int status) {
   else if (uv_read_start(&r->ep[d].u.stream, on_alloc, on_read) != 0)
     relay_reset(r, d, UV_EIO);
   maybe_finish(r);
+  if (r->bytes[d] >= zc_after) zc_try_switch(r);
 }
 
 /* Sends base[0..len) to ep[o] on behalf of direction d, taking ownership
@@ -196,6 +213,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     r->bytes[d] += (uint64_t)nread;
     if (r->counter[d]) *r->counter[d] += (uint64_t)nread;
     forward(r, d, buf->base, (size_t)nread);
+    if (r->bytes[d] >= zc_after) zc_try_switch(r);
     return;
   }
   pool_put(buf->base);
@@ -217,6 +235,261 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   relay_reset(r, d, (int)nread);
+}
+
+
+/* ---- zero copy ----------------------------------------------------------- */
+
+
+/* A kernel pipe of the pool: what a direction's bytes pass through. */
+typedef struct lr_zc_pipe_s {
+  uv_os_fd_t fd[2];
+  size_t cap;
+  struct lr_zc_pipe_s *next;
+} lr_zc_pipe_t;
+
+#define ZC_PIPE_WANT LR_RELAY_BUF_SIZE
+#define ZC_PIPE_CACHE_MAX 32 /* 64 descriptors at most, kept only after a burst */
+/* Rounds of read-then-write per wakeup before letting other connections
+ * run: the same fairness bound libuv's own read loop has. */
+#define ZC_ROUNDS 16
+
+static lr_zc_pipe_t *zc_pipe_free;
+static size_t zc_pipes_cached, zc_pipes_in_use, zc_active;
+
+size_t lr_relay_zc_pipes_in_use(void) { return zc_pipes_in_use; }
+size_t lr_relay_zc_pipes_cached(void) { return zc_pipes_cached; }
+size_t lr_relay_zc_active(void) { return zc_active; }
+
+struct lr_relay_zc_s {
+  uv_poll_t poll[2]; /* poll[i] watches ep[i]'s socket */
+  int poll_open[2];
+  int events[2];     /* what poll[i] waits for now */
+  uv_os_fd_t fd[2];
+  lr_zc_pipe_t *pipe[2]; /* pipe[d]: bytes read from ep[d], not yet written */
+  size_t in_pipe[2];
+  int dead;          /* gone back to the copy path: the polls are closing */
+  uint64_t moved;    /* bytes this path has moved: none yet means it may still step back */
+  lr_relay_t *r;
+};
+
+static lr_zc_pipe_t *zc_pipe_get(const lr_pal_t *pal) {
+  lr_zc_pipe_t *p = zc_pipe_free;
+  if (p) {
+    zc_pipe_free = p->next;
+    zc_pipes_cached--;
+  } else {
+    p = malloc(sizeof *p);
+    if (!p) return NULL;
+    long cap = pal->zc_pipe_open(p->fd, ZC_PIPE_WANT);
+    if (cap < 0) {
+      free(p);
+      return NULL;
+    }
+    p->cap = (size_t)cap;
+  }
+  zc_pipes_in_use++;
+  return p;
+}
+
+/* An empty pipe goes back to the pool; one with bytes still in it (the
+ * connection died mid-transfer) is closed, never reused. */
+static void zc_pipe_put(const lr_pal_t *pal, lr_zc_pipe_t *p, size_t left) {
+  if (!p) return;
+  zc_pipes_in_use--;
+  if (left || zc_pipes_cached >= ZC_PIPE_CACHE_MAX) {
+    pal->zc_pipe_close(p->fd);
+    free(p);
+    return;
+  }
+  p->next = zc_pipe_free;
+  zc_pipe_free = p;
+  zc_pipes_cached++;
+}
+
+static void zc_on_poll_closed(uv_handle_t *h) {
+  lr_relay_zc_t *z = h->data;
+  lr_relay_t *r = z->r;
+  z->poll_open[h == (uv_handle_t *)&z->poll[1]] = 0;
+  if (z->poll_open[0] || z->poll_open[1]) return;
+  for (int d = 0; d < 2; d++) zc_pipe_put(r->pal, z->pipe[d], z->in_pipe[d]);
+  free(z);
+  r->zc = NULL;
+  zc_active--;
+  maybe_closed(r);
+}
+
+static void zc_close_poll(lr_relay_t *r, int i) {
+  lr_relay_zc_t *z = r->zc;
+  if (!z || !z->poll_open[i] || uv_is_closing((uv_handle_t *)&z->poll[i])) return;
+  uv_close((uv_handle_t *)&z->poll[i], zc_on_poll_closed);
+}
+
+static void zc_on_poll(uv_poll_t *p, int status, int events);
+static void zc_back_to_copy(lr_relay_t *r);
+
+/* Points each side's poll at what its directions wait for: readable while
+ * its own direction's pipe is empty (a full pipe is the backpressure),
+ * writable while the other direction has bytes for it. */
+static void zc_arm(lr_relay_t *r) {
+  lr_relay_zc_t *z = r->zc;
+  if (r->closing || !z || z->dead) return;
+  for (int i = 0; i < 2; i++) {
+    int ev = (!r->eof[i] && z->in_pipe[i] == 0 ? UV_READABLE : 0) |
+             (z->in_pipe[1 - i] > 0 ? UV_WRITABLE : 0);
+    if (ev == z->events[i]) continue;
+    z->events[i] = ev;
+    int rc = ev ? uv_poll_start(&z->poll[i], ev, zc_on_poll) : uv_poll_stop(&z->poll[i]);
+    if (rc != 0) {
+      relay_reset(r, i, rc);
+      return;
+    }
+  }
+}
+
+/* End of stream from ep[d] on the zero-copy path: as on_read's EOF. */
+static void zc_eof(lr_relay_t *r, int d) {
+  lr_relay_zc_t *z = r->zc;
+  if (r->ep[d].kind != LR_EP_TCP && !r->shut[d] && r->pal->peer_closed &&
+      r->pal->peer_closed(&r->ep[d])) {
+    relay_reset(r, d, UV_ECONNRESET);
+    return;
+  }
+  r->eof[d] = 1;
+  int o = 1 - d;
+  if (!r->shut[o]) {
+    r->shut[o] = 1;
+    r->shut_done[o] = 1; /* shutdown(2) is immediate; its failure is not ours */
+    (void)r->pal->zc_shutdown_write(z->fd[o]);
+  }
+  maybe_finish(r);
+}
+
+/* Moves direction d (ep[d] -> pipe -> ep[1-d]) until the source has
+ * nothing, the destination has no room, or ZC_ROUNDS. */
+static void zc_pump(lr_relay_t *r, int d) {
+  lr_relay_zc_t *z = r->zc;
+  const lr_pal_t *pal = r->pal;
+  int o = 1 - d;
+  for (int round = 0; round < ZC_ROUNDS && !r->closing; round++) {
+    long got = 0;
+    if (z->in_pipe[d] == 0) {
+      if (r->eof[d]) break;
+      if (!z->pipe[d] && !(z->pipe[d] = zc_pipe_get(pal))) {
+        relay_reset(r, d, UV_ENOMEM); /* out of memory or descriptors: this connection only */
+        return;
+      }
+      got = pal->zc_move(z->fd[d], z->pipe[d]->fd[1], z->pipe[d]->cap);
+      if (got == UV_EAGAIN) break;
+      if (got == UV_EINVAL && !z->moved && !z->in_pipe[o]) {
+        LR_DEBUG("relay %p: these sockets cannot splice: copying", (void *)r);
+        zc_back_to_copy(r);
+        return;
+      }
+      if (got == 0) {
+        zc_eof(r, d);
+        break;
+      }
+      if (got < 0) {
+        relay_reset(r, d, (int)got);
+        return;
+      }
+      z->in_pipe[d] = (size_t)got;
+      z->moved += (uint64_t)got;
+      r->bytes[d] += (uint64_t)got;
+      if (r->counter[d]) *r->counter[d] += (uint64_t)got;
+    }
+    long put = pal->zc_move(z->pipe[d]->fd[0], z->fd[o], z->in_pipe[d]);
+    if (put == UV_EAGAIN) break;
+    if (put <= 0) {
+      relay_reset(r, o, put < 0 ? (int)put : UV_EPIPE);
+      return;
+    }
+    z->in_pipe[d] -= (size_t)put;
+    if (z->in_pipe[d]) continue; /* the destination took part: offer the rest */
+    /* A short read means the source is drained for now (level-triggered:
+     * the poll says when there is more). */
+    if (got > 0 && (size_t)got < z->pipe[d]->cap) break;
+  }
+  if (z->in_pipe[d] == 0 && z->pipe[d]) {
+    zc_pipe_put(pal, z->pipe[d], 0);
+    z->pipe[d] = NULL;
+  }
+  if (!r->closing) maybe_finish(r);
+  zc_arm(r);
+}
+
+static void zc_on_poll(uv_poll_t *p, int status, int events) {
+  lr_relay_zc_t *z = p->data;
+  lr_relay_t *r = z->r;
+  int i = p == &z->poll[1];
+  if (r->closing || z->dead) return;
+  if (status < 0) {
+    relay_reset(r, i, status);
+    return;
+  }
+  /* Writable first: draining a pipe into ep[i] may let its source read again. */
+  if ((events & UV_WRITABLE) && z->in_pipe[1 - i]) zc_pump(r, 1 - i);
+  if ((events & UV_READABLE) && !r->closing && !z->dead) zc_pump(r, i);
+}
+
+/* The descriptor is still watched by its stream (a write libuv queued
+ * itself), or the kernel cannot splice these sockets: the connection goes
+ * back to the copy path for good. Only while no byte is in a pipe. */
+static void zc_back_to_copy(lr_relay_t *r) {
+  lr_relay_zc_t *z = r->zc;
+  r->zc_refused = 1;
+  z->dead = 1;
+  for (int i = 0; i < 2; i++) zc_close_poll(r, i);
+  if (!z->poll_open[0] && !z->poll_open[1]) {
+    for (int d = 0; d < 2; d++) zc_pipe_put(r->pal, z->pipe[d], 0);
+    free(z);
+    r->zc = NULL;
+    zc_active--;
+  }
+  for (int i = 0; i < 2; i++)
+    if (!r->eof[i] && uv_read_start(&r->ep[i].u.stream, on_alloc, on_read) != 0) {
+      relay_reset(r, i, UV_EIO);
+      return;
+    }
+}
+
+/* Moves a connection that has proved to carry bulk data onto the zero-copy
+ * path. Only between messages: nothing queued either way, no end of stream
+ * yet, so the copy path has nothing in flight to hand over. */
+static void zc_try_switch(lr_relay_t *r) {
+  const lr_pal_t *pal = r->pal;
+  if (!zc_on || r->zc || r->zc_refused || r->closing || !pal || !pal->zc_move) return;
+  if (r->wr[0].buf || r->wr[1].buf || r->eof[0] || r->eof[1] || r->shut[0] || r->shut[1]) return;
+  for (int i = 0; i < 2; i++) {
+    if (r->ep[i].kind != LR_EP_TCP && r->ep[i].kind != LR_EP_PIPE) {
+      r->zc_refused = 1; /* VM sockets: no splice in the kernels we run on */
+      return;
+    }
+  }
+  lr_relay_zc_t *z = calloc(1, sizeof *z);
+  if (!z) return;
+  z->r = r;
+  uv_loop_t *loop = r->ep[0].u.handle.loop;
+  for (int i = 0; i < 2; i++) uv_read_stop(&r->ep[i].u.stream);
+  int rc = 0;
+  for (int i = 0; i < 2 && rc == 0; i++) {
+    if ((rc = uv_fileno(&r->ep[i].u.handle, &z->fd[i])) == 0 &&
+        (rc = uv_poll_init(loop, &z->poll[i], (int)z->fd[i])) == 0) {
+      z->poll[i].data = z;
+      z->poll_open[i] = 1;
+    }
+  }
+  r->zc = z;
+  zc_active++;
+  if (rc != 0) {
+    LR_DEBUG("relay %p: zero copy not available (%s): copying", (void *)r, uv_strerror(rc));
+    zc_back_to_copy(r);
+    return;
+  }
+  LR_DEBUG("relay %p: zero copy after %llu/%llu bytes", (void *)r,
+           (unsigned long long)r->bytes[0], (unsigned long long)r->bytes[1]);
+  zc_arm(r);
 }
 
 /* ---- public ------------------------------------------------------------- */
@@ -260,6 +533,7 @@ int lr_relay_start(lr_relay_t *r, const uint8_t *pending, size_t pending_len) {
     return 0;
   }
   if ((rc = uv_read_start(&r->ep[1].u.stream, on_alloc, on_read)) != 0) goto fail;
+  if (zc_after == 0) zc_try_switch(r);
   return 0;
 fail:
   lr_relay_close(r, 1);

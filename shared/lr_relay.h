@@ -13,7 +13,17 @@
  * side); a reset is passed through as a reset (RST on TCP; on Unix and VM
  * sockets, which have no RST, an abrupt full close that the peer's relay
  * recognises through the platform's peer_closed probe, POLLHUP on Linux,
- * before it has shut its own write side). */
+ * before it has shut its own write side).
+ *
+ * Zero copy: where the platform layer can splice (Linux), a connection that
+ * has carried zeroCopyAfter bytes one way (bulk data, not a
+ * request/response exchange) leaves libuv's read/write calls and moves its
+ * bytes socket -> pipe -> socket in the kernel, woken by a uv_poll_t per
+ * side. The pipe comes from a pool and is held only while bytes are in it,
+ * so an idle connection holds none; a full pipe pauses the source exactly as
+ * a queued write does on the copy path. Half-close and reset are the same on
+ * both paths. Short connections never switch: setting up the two polls costs
+ * more system calls than a few small messages save. */
 #ifndef LR_RELAY_H
 #define LR_RELAY_H
 
@@ -22,6 +32,7 @@
 #include "lr_pal.h"
 
 typedef struct lr_relay_s lr_relay_t;
+typedef struct lr_relay_zc_s lr_relay_zc_t;
 typedef void (*lr_relay_close_cb)(lr_relay_t *r);
 
 typedef struct {
@@ -50,6 +61,9 @@ struct lr_relay_s {
   unsigned shut_done[2];    /* ... and that shutdown completed */
   unsigned open[2];         /* ep[d] handle initialised and not closed */
   unsigned closing;
+  unsigned zc_refused;      /* the zero-copy path was tried and is not for us */
+  lr_relay_zc_t *zc;        /* zero-copy state, allocated on the switch, freed
+                             * when both its polls have closed */
 };
 
 /* Zeroes r. The caller then initialises ep[i].u handles (uv_tcp_init,
@@ -67,9 +81,19 @@ int lr_relay_start(lr_relay_t *r, const uint8_t *pending, size_t pending_len);
  * and at any phase. */
 void lr_relay_close(lr_relay_t *r, int reset_outer);
 
+/* The process's zero-copy setting (config zeroCopy, zeroCopyAfter): off,
+ * or on for connections once they have moved `after` bytes in one
+ * direction (0: from the first byte). Default: on, after 65536 bytes. */
+void lr_relay_set_zero_copy(int on, uint64_t after);
+
 /* Pool statistics, for tests and status. */
 size_t lr_relay_pool_in_use(void);
 size_t lr_relay_pool_cached(void);
+/* Zero-copy pipes holding bytes now, and cached idle ones; relays that are
+ * on the zero-copy path now. */
+size_t lr_relay_zc_pipes_in_use(void);
+size_t lr_relay_zc_pipes_cached(void);
+size_t lr_relay_zc_active(void);
 #define LR_RELAY_BUF_SIZE (256 * 1024)
 
 #endif

@@ -84,6 +84,10 @@ const lr_pal_t lr_pal_posix = {
     .default_config_path = default_config_path,
     .hmac_sha256 = lr_linux_hmac_sha256,
     .random_bytes = lr_linux_random_bytes,
+    .zc_pipe_open = lr_linux_zc_pipe_open,
+    .zc_pipe_close = lr_linux_zc_pipe_close,
+    .zc_move = lr_linux_zc_move,
+    .zc_shutdown_write = lr_linux_zc_shutdown_write,
 };
 
 const lr_pal_t *lr_pal_host(void) { return &lr_pal_posix; }

@@ -96,3 +96,35 @@ unsigned long lr_linux_raise_nofile(void) {
   }
   return (unsigned long)rl.rlim_cur;
 }
+
+long lr_linux_zc_pipe_open(uv_os_fd_t fds[2], size_t want) {
+  int p[2];
+  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return -errno;
+  /* A pipe defaults to 64 KiB; a larger one means fewer splices per byte.
+   * Refused past pipe-max-size or the user's pipe quota: keep the default. */
+  long cap = fcntl(p[1], F_SETPIPE_SZ, (int)want);
+  if (cap < 0) cap = fcntl(p[1], F_GETPIPE_SZ);
+  if (cap <= 0) cap = 65536;
+  fds[0] = p[0];
+  fds[1] = p[1];
+  return cap;
+}
+
+void lr_linux_zc_pipe_close(uv_os_fd_t fds[2]) {
+  close(fds[0]);
+  close(fds[1]);
+}
+
+long lr_linux_zc_move(uv_os_fd_t in, uv_os_fd_t out, size_t len) {
+  for (;;) {
+    ssize_t n = splice(in, NULL, out, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n >= 0) return (long)n;
+    if (errno == EINTR) continue;
+    /* A socket's own pending data with a non-blocking pipe can also say
+     * EAGAIN: either way, wait for readiness and try again. */
+    if (errno == EWOULDBLOCK) return UV_EAGAIN;
+    return -errno;
+  }
+}
+
+int lr_linux_zc_shutdown_write(uv_os_fd_t fd) { return shutdown(fd, SHUT_WR) == 0 ? 0 : -errno; }

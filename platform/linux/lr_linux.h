@@ -1,7 +1,7 @@
 /* The Linux calls both Linux programs need, the host daemon and the guest
  * agent: the relay's peer-closed probe (POLLHUP), closing a raw socket,
  * HMAC-SHA256 from OpenSSL's libcrypto, nonces from the kernel's CSPRNG,
- * and raising the open-files limit.
+ * the zero-copy relay's splice, and raising the open-files limit.
  *
  * Why a layer of its own: the host (host/posix) and the guest (guest/) are
  * separate programs that must build and ship without each other's code,
@@ -35,6 +35,14 @@ int lr_linux_fds_exhausted(uv_loop_t *loop);
 int lr_linux_adopt_passed_socket(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
 /* lr_pal_t.random_bytes: getrandom(2); 0 or -1. */
 int lr_linux_random_bytes(uint8_t *buf, size_t n);
+
+/* lr_pal_t.zc_*: the zero-copy relay's splice(2) through a non-blocking
+ * pipe. Errors are negative errno values, which are libuv's error codes on
+ * Linux. */
+long lr_linux_zc_pipe_open(uv_os_fd_t fds[2], size_t want);
+void lr_linux_zc_pipe_close(uv_os_fd_t fds[2]);
+long lr_linux_zc_move(uv_os_fd_t in, uv_os_fd_t out, size_t len);
+int lr_linux_zc_shutdown_write(uv_os_fd_t fd);
 
 /* Raises the soft open-files limit to the hard one: every relayed
  * connection costs two descriptors per side, and an init system's default

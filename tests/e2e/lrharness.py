@@ -211,6 +211,13 @@ def poll(fn, timeout, interval=0.01):
 
 # ---------------------------------------------------------------- processes
 
+def one_hop_expected():
+    """False when this run's relay-path variant turned one hop off, so a
+    --netns guest's connections go through the agent as a VM guest's do."""
+    extra = os.environ.get("LORELAY_E2E_CONFIG_EXTRA", "")
+    return "onehop=false" not in extra.replace(" ", "").lower()
+
+
 def read_status(sock_path, timeout=2.0):
     """lorelayd's status JSON from its Unix-socket endpoint."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -316,6 +323,12 @@ class Lorelay:
         self.tmpdir = tempfile.mkdtemp(prefix=self.netns + ".")
         self.sock = os.path.join(self.tmpdir, "lorelayd.sock")
         self.config_path = None
+        # A ctest variant runs a scenario on another relay path (two hops,
+        # zero copy from the first byte, copy only): its [lorelay] keys,
+        # separated by commas, come after the scenario's own, so they win.
+        extra = os.environ.get("LORELAY_E2E_CONFIG_EXTRA")
+        if extra:
+            config = (config or "") + "\n[lorelay]\n" + extra.replace(",", "\n") + "\n"
         if config is not None:
             self.config_path = os.path.join(self.tmpdir, "lorelay.ini")
             with open(self.config_path, "w") as f:
@@ -611,8 +624,25 @@ class LorelayTestCase(unittest.TestCase):
                     return True
         return False
 
+    def _check_relay_path(self):
+        """In a relay-path variant, the logs must show the path was taken:
+        otherwise the variant would pass by testing the default path again."""
+        extra = os.environ.get("LORELAY_E2E_CONFIG_EXTRA", "").replace(" ", "").lower()
+        if not extra or getattr(self, "relay_path_unchecked", None):
+            return
+        log = self.lr.log()
+        relayed = "handed to the host" in log or "relaying to" in log
+        if "zerocopyafter=0" in extra and relayed and "zero copy after" not in log:
+            self.fail("variant %r: no relay switched to zero copy" % extra)
+        if "zerocopy=false" in extra and "zero copy after" in log:
+            self.fail("variant %r: a relay took the zero-copy path" % extra)
+        if "onehop=false" in extra and "handed to the host" in log:
+            self.fail("variant %r: a connection took one hop" % extra)
+
     def _teardown_lorelay(self):
         failed = self._failed()
+        if not failed:
+            self._check_relay_path()
         if failed or os.environ.get("LORELAY_E2E_VERBOSE"):
             self.lr.dump()
         self.lr.cleanup(keep_tmp=failed and bool(os.environ.get("LORELAY_E2E_KEEP")))

@@ -4,8 +4,11 @@ uploading into a guest sink and one downloading from a guest source.
 A --netns guest shares the host's kernel, so each connection is relayed in
 one hop: the agent handed the connected server socket to lorelayd and is
 no longer in the data path. Killing it must therefore not disturb the
-transfers at all: both keep moving, neither hangs nor ends. And forwarding
-of new connections comes back by itself (lorelay-init restarts the agent,
+transfers at all: both keep moving, neither hangs nor ends. On the
+two-hop path (the relay-path variant with oneHop = false, the path VM
+guests take) the agent relays every byte, so each host client sees its
+connection end (a reset or EOF) within 5 s instead, never a hang. Either
+way forwarding of new connections comes back by itself (lorelay-init restarts the agent,
 lorelayd resyncs): a new connection works within 5 s of the kill."""
 
 import os
@@ -16,10 +19,11 @@ import threading
 import time
 import unittest
 
-from lrharness import LorelayTestCase, fetch, free_ports, poll
+from lrharness import LorelayTestCase, fetch, free_ports, one_hop_expected, poll
 from lrhostile import Checks, agent_pid, measure, stress_server
 
 STALL = 10.0  # no progress and no error for this long: a hang
+END_WITHIN = 5.0  # two hops: a transfer ends this soon after the kill
 
 
 def _ended(e):
@@ -95,6 +99,25 @@ class AgentKillMidTransfer(Checks, LorelayTestCase):
         at_kill = (up.bytes, down.bytes)
         os.kill(old, signal.SIGKILL)
         t_kill = time.monotonic()
+        if not one_hop_expected():
+            self.check_transfers_end(up, down, before, t_kill)
+        else:
+            self.check_transfers_survive(up, down, before, at_kill)
+        self.check_forwarding_back(p_banner, old, t_kill)
+
+    def check_transfers_end(self, up, down, before, t_kill):
+        up.join(END_WITHIN + 1)
+        down.join(END_WITHIN + 1)
+        for name, t, b in (("upload", up, before[0]), ("download", down, before[1])):
+            took = (t.ended_at - t_kill) if t.ended_at else None
+            measure("%s_end_after_kill" % name, "%s after %s s (%d MiB moved before the kill)"
+                    % (t.how, "%.2f" % took if took is not None else "-", b >> 20))
+            self.check(t.how in ("reset", "pipe", "eof"), "%s after the agent kill: %s (want a "
+                       "reset or EOF)" % (name, t.how))
+            self.check(took is not None and took < END_WITHIN, "%s took %s s to end after the "
+                       "kill (max %.0f)" % (name, took, END_WITHIN))
+
+    def check_transfers_survive(self, up, down, before, at_kill):
         time.sleep(2.0)
         for name, t, b, k in (("upload", up, before[0], at_kill[0]),
                               ("download", down, before[1], at_kill[1])):
@@ -111,6 +134,9 @@ class AgentKillMidTransfer(Checks, LorelayTestCase):
                 pass
         up.join(STALL + 3)
         down.join(STALL + 3)
+
+    def check_forwarding_back(self, p_banner, old, t_kill):
+        lr = self.lr
 
         def back():
             try:

@@ -14,6 +14,9 @@ from lrharness import LorelayTestCase, free_port
 class ResetPassThrough(LorelayTestCase):
 
     def test_guest_server_resets(self):
+        # The guest resets at once, often before a relay has started: no
+        # relay path to see in the logs.
+        self.relay_path_unchecked = "the reset may come before the relay starts"
         port = free_port()
         srv = self.lr.guest_server("rst", "0.0.0.0", port)
         self.lr.wait_port("0.0.0.0:%d" % port, "forwarding")

@@ -1,0 +1,310 @@
+/* The relay engine on its own, on both of its paths: the copy path (libuv
+ * reads and writes through pooled buffers) and the zero-copy path (splice
+ * through pooled pipes, Linux). Each test builds one relay between two
+ * connected socket pairs, TCP on the loopback and Unix socketpairs, drives
+ * the outer peers by hand with non-blocking calls, and runs the loop until
+ * what it waits for has happened. The same scenarios run on each path, so
+ * half-close, reset and backpressure are proved the same on both. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "lr_pal.h"
+#include "lr_relay.h"
+#include "lr_testutil.h"
+
+typedef enum { PATH_COPY, PATH_ZC, PATH_ZC_REFUSED } path_t;
+
+typedef struct {
+  uv_loop_t loop;
+  lr_relay_t relay;
+  lr_pal_t pal;
+  int peer[2]; /* peer[i]: the far end of ep[i], driven by the test */
+  int closed;  /* close_cb ran */
+  int splice_calls;
+} fx_t;
+
+static fx_t *cur; /* the fixture a fake zc_move counts into */
+
+static long refusing_zc_move(uv_os_fd_t in, uv_os_fd_t out, size_t len) {
+  (void)in;
+  (void)out;
+  (void)len;
+  cur->splice_calls++;
+  return UV_EINVAL;
+}
+
+static void on_relay_closed(lr_relay_t *r) {
+  fx_t *f = r->data;
+  f->closed = 1;
+}
+
+/* A connected TCP pair on 127.0.0.1: *a is ours, *b the peer's. */
+static void tcp_pair(int *a, int *b) {
+  int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(l >= 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof sa;
+  assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+  assert_int_equal(listen(l, 1), 0);
+  assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+  *b = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_int_equal(connect(*b, (struct sockaddr *)&sa, sizeof sa), 0);
+  *a = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+  assert_true(*a >= 0);
+  close(l);
+}
+
+static void fx_start(fx_t *f, path_t path, lr_ep_kind_t kind) {
+  memset(f, 0, sizeof *f);
+  cur = f;
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  f->pal = *lr_pal_host();
+  if (path == PATH_ZC_REFUSED) f->pal.zc_move = refusing_zc_move;
+  lr_relay_set_zero_copy(path != PATH_COPY, 0);
+  lr_relay_init(&f->relay, &f->pal, on_relay_closed, f);
+  for (int i = 0; i < 2; i++) {
+    int mine;
+    if (kind == LR_EP_TCP) {
+      tcp_pair(&mine, &f->peer[i]);
+      assert_int_equal(uv_tcp_init(&f->loop, &f->relay.ep[i].u.tcp), 0);
+      assert_int_equal(uv_tcp_open(&f->relay.ep[i].u.tcp, mine), 0);
+    } else {
+      int sv[2];
+      assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+      mine = sv[0];
+      f->peer[i] = sv[1];
+      assert_int_equal(uv_pipe_init(&f->loop, &f->relay.ep[i].u.pipe, 0), 0);
+      assert_int_equal(uv_pipe_open(&f->relay.ep[i].u.pipe, mine), 0);
+    }
+    lr_relay_mark_open(&f->relay, i, kind);
+    fcntl(f->peer[i], F_SETFL, O_NONBLOCK);
+  }
+  assert_int_equal(lr_relay_start(&f->relay, NULL, 0), 0);
+}
+
+static void fx_finish(fx_t *f) {
+  lr_relay_close(&f->relay, 0);
+  for (int i = 0; i < 200 && !f->closed; i++) uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_true(f->closed);
+  for (int i = 0; i < 2; i++)
+    if (f->peer[i] >= 0) close(f->peer[i]);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  /* Nothing in flight once the relay is gone: no buffer, no pipe. */
+  assert_int_equal(lr_relay_pool_in_use(), 0);
+  assert_int_equal(lr_relay_zc_pipes_in_use(), 0);
+  assert_int_equal(lr_relay_zc_active(), 0);
+  lr_relay_set_zero_copy(1, 65536);
+  cur = NULL;
+}
+
+static uint8_t pattern(uint64_t off, int dir) { return (uint8_t)((off * 131u + 7u) ^ (dir ? 0x5a : 0)); }
+
+/* Streams n bytes from peer[0] to peer[1] and n the other way at once,
+ * checking every byte; runs the loop between steps. */
+static void stream_both_ways(fx_t *f, size_t n) {
+  uint64_t sent[2] = {0, 0}, got[2] = {0, 0};
+  uint64_t before[2] = {f->relay.bytes[0], f->relay.bytes[1]};
+  uint8_t buf[65536];
+  for (int spins = 0; spins < 2000000 && (got[0] < n || got[1] < n); spins++) {
+    for (int d = 0; d < 2; d++) {
+      if (sent[d] < n) {
+        size_t k = n - sent[d] < sizeof buf ? n - sent[d] : sizeof buf;
+        for (size_t j = 0; j < k; j++) buf[j] = pattern(sent[d] + j, d);
+        ssize_t w = send(f->peer[d], buf, k, MSG_NOSIGNAL);
+        if (w > 0) sent[d] += (uint64_t)w;
+      }
+      ssize_t r = recv(f->peer[1 - d], buf, sizeof buf, 0);
+      for (ssize_t j = 0; j < r; j++)
+        if (buf[j] != pattern(got[d] + (uint64_t)j, d))
+          fail_msg("direction %d: byte %llu is wrong", d, (unsigned long long)(got[d] + (uint64_t)j));
+      if (r > 0) got[d] += (uint64_t)r;
+    }
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  }
+  assert_int_equal(got[0], n);
+  assert_int_equal(got[1], n);
+  assert_int_equal(f->relay.bytes[0] - before[0], n);
+  assert_int_equal(f->relay.bytes[1] - before[1], n);
+}
+
+/* Runs the loop until recv on fd says EOF (0) or an error; returns 0 or -errno. */
+static int wait_end(fx_t *f, int fd) {
+  char b[4096];
+  for (int i = 0; i < 200000; i++) {
+    ssize_t r = recv(fd, b, sizeof b, 0);
+    if (r == 0) return 0;
+    if (r < 0 && errno != EAGAIN) return -errno;
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    if (r < 0) usleep(50);
+  }
+  fail_msg("no end of stream");
+  return 1;
+}
+
+static void check_path(fx_t *f, path_t path) {
+  if (path == PATH_ZC) {
+    assert_non_null(f->relay.zc);
+    assert_int_equal(lr_relay_zc_active(), 1);
+  } else {
+    assert_null(f->relay.zc);
+  }
+  if (path == PATH_ZC_REFUSED) {
+    assert_true(f->splice_calls >= 1);
+    assert_true(f->relay.zc_refused);
+  }
+}
+
+static void run_bytes(path_t path, lr_ep_kind_t kind) {
+  fx_t f;
+  fx_start(&f, path, kind);
+  stream_both_ways(&f, 8u << 20);
+  check_path(&f, path);
+  fx_finish(&f);
+}
+
+/* Half-close each way: EOF arrives after the data; the other direction
+ * keeps working; both closed -> the relay closes by itself. */
+static void run_half_close(path_t path, lr_ep_kind_t kind) {
+  fx_t f;
+  fx_start(&f, path, kind);
+  stream_both_ways(&f, 300000);
+  assert_int_equal(shutdown(f.peer[0], SHUT_WR), 0);
+  assert_int_equal(wait_end(&f, f.peer[1]), 0);
+  /* The other way still flows. */
+  const char msg[] = "after the half-close";
+  assert_int_equal(send(f.peer[1], msg, sizeof msg, 0), (ssize_t)sizeof msg);
+  char b[64];
+  ssize_t r = -1;
+  for (int i = 0; i < 100000 && r <= 0; i++) {
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+    r = recv(f.peer[0], b, sizeof b, 0);
+  }
+  assert_int_equal(r, (ssize_t)sizeof msg);
+  assert_memory_equal(b, msg, sizeof msg);
+  check_path(&f, path);
+  assert_int_equal(shutdown(f.peer[1], SHUT_WR), 0);
+  assert_int_equal(wait_end(&f, f.peer[0]), 0);
+  for (int i = 0; i < 1000 && !f.closed; i++) uv_run(&f.loop, UV_RUN_NOWAIT);
+  assert_true(f.closed); /* graceful close once both ways ended */
+  fx_finish(&f);
+}
+
+/* A reset on one TCP side arrives as a reset on the other. */
+static void run_reset(path_t path) {
+  fx_t f;
+  fx_start(&f, path, LR_EP_TCP);
+  stream_both_ways(&f, 300000);
+  struct linger lg = {1, 0};
+  assert_int_equal(setsockopt(f.peer[1], SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(f.peer[1]);
+  f.peer[1] = -1;
+  assert_int_equal(wait_end(&f, f.peer[0]), -ECONNRESET);
+  fx_finish(&f);
+}
+
+/* The far reader stops: the relay holds back the source instead of
+ * buffering, with at most one buffer or one pipe for that direction. */
+static void run_backpressure(path_t path, lr_ep_kind_t kind) {
+  fx_t f;
+  fx_start(&f, path, kind);
+  stream_both_ways(&f, 300000);
+  static uint8_t buf[65536];
+  memset(buf, 'x', sizeof buf);
+  uint64_t sent = 0;
+  int stalled = 0;
+  for (int i = 0; i < 20000 && stalled < 200; i++) {
+    ssize_t w = send(f.peer[0], buf, sizeof buf, MSG_NOSIGNAL);
+    if (w > 0) {
+      sent += (uint64_t)w;
+      stalled = 0;
+    } else {
+      stalled++;
+    }
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+  }
+  assert_true(stalled >= 200); /* the source was held back */
+  assert_true(sent < (64u << 20));
+  assert_true(lr_relay_pool_in_use() <= 1);
+  assert_true(lr_relay_zc_pipes_in_use() <= 1);
+  check_path(&f, path);
+  fx_finish(&f);
+}
+
+#define BOTH_KINDS(name, run, path)                                             \
+  static void test_##name##_tcp(void **s) {                                      \
+    (void)s;                                                                     \
+    run(path, LR_EP_TCP);                                                        \
+  }                                                                              \
+  static void test_##name##_unix(void **s) {                                     \
+    (void)s;                                                                     \
+    run(path, LR_EP_PIPE);                                                       \
+  }
+
+BOTH_KINDS(bytes_copy, run_bytes, PATH_COPY)
+BOTH_KINDS(bytes_zc, run_bytes, PATH_ZC)
+BOTH_KINDS(bytes_refused, run_bytes, PATH_ZC_REFUSED)
+BOTH_KINDS(half_close_copy, run_half_close, PATH_COPY)
+BOTH_KINDS(half_close_zc, run_half_close, PATH_ZC)
+BOTH_KINDS(backpressure_copy, run_backpressure, PATH_COPY)
+BOTH_KINDS(backpressure_zc, run_backpressure, PATH_ZC)
+
+static void test_reset_copy(void **s) {
+  (void)s;
+  run_reset(PATH_COPY);
+}
+static void test_reset_zc(void **s) {
+  (void)s;
+  run_reset(PATH_ZC);
+}
+
+/* The switch happens only once a direction has moved zeroCopyAfter bytes:
+ * a short exchange stays on the copy path. */
+static void test_switch_threshold(void **s) {
+  (void)s;
+  fx_t f;
+  fx_start(&f, PATH_COPY, LR_EP_TCP);
+  lr_relay_set_zero_copy(1, 100000);
+  stream_both_ways(&f, 50000);
+  assert_null(f.relay.zc);
+  uint8_t buf[60000];
+  memset(buf, 'y', sizeof buf);
+  assert_int_equal(send(f.peer[0], buf, sizeof buf, 0), (ssize_t)sizeof buf);
+  size_t got = 0;
+  for (int i = 0; i < 100000 && got < sizeof buf; i++) {
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+    ssize_t r = recv(f.peer[1], buf, sizeof buf, 0);
+    if (r > 0) got += (size_t)r;
+  }
+  assert_int_equal(got, sizeof buf);
+  assert_non_null(f.relay.zc); /* 110 000 bytes one way: switched */
+  fx_finish(&f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_bytes_copy_tcp),        cmocka_unit_test(test_bytes_copy_unix),
+      cmocka_unit_test(test_bytes_zc_tcp),          cmocka_unit_test(test_bytes_zc_unix),
+      cmocka_unit_test(test_bytes_refused_tcp),     cmocka_unit_test(test_bytes_refused_unix),
+      cmocka_unit_test(test_half_close_copy_tcp),   cmocka_unit_test(test_half_close_copy_unix),
+      cmocka_unit_test(test_half_close_zc_tcp),     cmocka_unit_test(test_half_close_zc_unix),
+      cmocka_unit_test(test_backpressure_copy_tcp), cmocka_unit_test(test_backpressure_copy_unix),
+      cmocka_unit_test(test_backpressure_zc_tcp),   cmocka_unit_test(test_backpressure_zc_unix),
+      cmocka_unit_test(test_reset_copy),            cmocka_unit_test(test_reset_zc),
+      cmocka_unit_test(test_switch_threshold),
+  };
+  return lr_test_exit_code(cmocka_run_group_tests(tests, NULL, NULL));
+}
