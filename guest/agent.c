@@ -36,6 +36,8 @@ static void conn_process(conn_t *c);
 
 /* ---- writing ----------------------------------------------------------- */
 
+static int send_preamble(conn_t *c, uint8_t kind);
+
 int agent_conn_send(conn_t *c, const void *buf, size_t len) {
   if (c->phase == PH_CLOSED) return -1;
   /* A host that stops reading must not make the agent buffer without end:
@@ -49,6 +51,19 @@ int agent_conn_send(conn_t *c, const void *buf, size_t len) {
   }
   /* A write that fails later is seen by the read side (every stream is
    * being read while it sends), which closes the stream. */
+  uint8_t with_preamble[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + 4 + 2 + LR_TEXT_MAX + 1 + LR_MAC_LEN];
+  if (c->preamble_owed) {
+    uint8_t kind = c->preamble_owed;
+    c->preamble_owed = 0;
+    if (len > sizeof with_preamble - LR_PREAMBLE_LEN) { /* not a data stream's answer */
+      if (send_preamble(c, kind) != 0) return -1;
+    } else {
+      lr_preamble_encode(with_preamble, kind);
+      memcpy(with_preamble + LR_PREAMBLE_LEN, buf, len);
+      buf = with_preamble;
+      len += LR_PREAMBLE_LEN;
+    }
+  }
   int rc = lr_write_copy(agent_transport(c), buf, len);
   if (rc != 0) {
     LR_INFO("stream from %s: write failed: %s", c->peer, uv_strerror(rc));
@@ -293,7 +308,12 @@ static int handle_preamble(conn_t *c) {
                         "the same --token-file");
     return 0;
   }
-  if (!keyed && send_preamble(c, p.kind) != 0) return 0;
+  /* A data stream's answer (OPEN_RESULT, with the server socket on one
+   * hop) is the next thing we send: the preamble goes with it. */
+  if (!keyed && p.kind == LR_STREAM_DATA)
+    c->preamble_owed = p.kind;
+  else if (!keyed && send_preamble(c, p.kind) != 0)
+    return 0;
   c->kind = p.kind;
   c->auth.kind = p.kind; /* what the host's MAC binds */
   c->phase = p.kind == LR_STREAM_CONTROL   ? PH_HELLO
@@ -362,10 +382,12 @@ static void describe_peer(conn_t *c) {
   } else if (ss.ss_family == AF_UNIX) {
     struct ucred cr;
     socklen_t crlen = sizeof cr;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == 0)
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == 0) {
       snprintf(c->peer, sizeof c->peer, "unix peer pid %d uid %u", (int)cr.pid,
                (unsigned)cr.uid);
-    else
+      c->has_cred = 1; /* agent_auth_admit decides on it */
+      c->peer_uid = cr.uid;
+    } else
       snprintf(c->peer, sizeof c->peer, "unix peer");
   }
 }

@@ -56,22 +56,18 @@ static void bucket_refill(lr_agent_t *a) {
 static int peer_uid_allowed(conn_t *c) {
   lr_agent_t *a = c->agent;
   char line[300];
-  uv_os_fd_t fd;
-  struct ucred cr;
-  socklen_t len = sizeof cr;
-  if (uv_fileno(&c->relay.ep[1].u.handle, &fd) != 0 ||
-      getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) {
+  if (!c->has_cred) { /* read once, at accept (describe_peer) */
     snprintf(line, sizeof line, "stream from %s: refused: cannot read its credentials", c->peer);
     gated_log(a, &a->auth.peer_log, LR_LOG_WARN, line);
     return 0;
   }
-  if (cr.uid == 0 || cr.uid == geteuid()) return 1;
+  if (c->peer_uid == 0 || c->peer_uid == geteuid()) return 1;
   for (size_t i = 0; i < a->n_allow_uids; i++)
-    if (a->allow_uids[i] == cr.uid) return 1;
+    if (a->allow_uids[i] == c->peer_uid) return 1;
   snprintf(line, sizeof line,
            "stream from %s: refused: uid %u is neither root nor this agent's (%u) and not "
            "given with --allow-uid",
-           c->peer, (unsigned)cr.uid, (unsigned)geteuid());
+           c->peer, (unsigned)c->peer_uid, (unsigned)geteuid());
   gated_log(a, &a->auth.peer_log, LR_LOG_WARN, line);
   return 0;
 }

@@ -59,7 +59,7 @@ void agent_data_timeout(conn_t *c) {
 typedef struct {
   uv_write_t req;
   conn_t *c;
-  uint8_t frame[LR_FRAME_HDR_LEN + 4 + 2 + 1 + LR_MAC_LEN];
+  uint8_t frame[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + 4 + 2 + 1 + LR_MAC_LEN];
 } pass_write_t;
 
 static void on_passed(uv_write_t *req, int status) {
@@ -92,7 +92,13 @@ static void pass_server(conn_t *c) {
   lr_auth_t auth;
   auth.len = 0;
   if (c->authed && lr_auth_sign_result(&c->auth, LR_OK, &auth) != 0) auth.len = 0;
-  size_t n = lr_encode_open_result(w->frame, sizeof w->frame, LR_OK, "", &auth);
+  size_t n = 0;
+  if (c->preamble_owed) {
+    lr_preamble_encode(w->frame, c->preamble_owed);
+    c->preamble_owed = 0;
+    n = LR_PREAMBLE_LEN;
+  }
+  n += lr_encode_open_result(w->frame + n, sizeof w->frame - n, LR_OK, "", &auth);
   w->c = c;
   c->phase = PH_DRAIN;
   agent_close_timer(c);

@@ -72,11 +72,15 @@ typedef struct conn_s {
   uint8_t family;  /* 4 or 6 */
   uint32_t rev_id; /* PH_REV_WAIT: the id the host will ATTACH with */
   uint8_t kind;    /* the stream kind the host's preamble named */
+  uint8_t preamble_owed; /* a data stream's preamble (this kind) goes out with
+                          * its first frame: one write, one wakeup of the host */
   int authed;      /* with a key: the host's request proved it; replies carry our MAC */
   int pass_fd;     /* one hop: hand the server socket to the host with OPEN_RESULT */
   lr_auth_ctx_t auth;
   uint64_t last_rx; /* PH_CONTROL: when the host was last heard from */
   char peer[96];
+  int has_cred;      /* Unix transports: the peer's credentials were read at accept */
+  uint32_t peer_uid;
 } conn_t;
 
 /* A published (reverse) listener on the guest loopback. Allocated and

@@ -27,24 +27,27 @@ int lr_linux_peer_closed(const lr_endpoint_t *ep) {
 void lr_linux_sock_close(uv_os_sock_t s) { close(s); }
 
 int lr_linux_adopt_passed_socket(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen) {
-  int type = 0, proto = 0, domain = 0;
-  socklen_t l1 = sizeof type, l2 = sizeof proto, l3 = sizeof domain;
+  /* Two calls say it all: SO_PROTOCOL is IPPROTO_TCP only on a TCP stream
+   * socket, and the peer's address names the family and proves it is
+   * connected. (This runs once per one-hop connection.) */
+  int proto = 0;
+  socklen_t l = sizeof proto;
   struct sockaddr_storage peer;
   socklen_t plen = sizeof peer;
-  if (getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &l1) != 0 ||
-      getsockopt(s, SOL_SOCKET, SO_PROTOCOL, &proto, &l2) != 0 ||
-      getsockopt(s, SOL_SOCKET, SO_DOMAIN, &domain, &l3) != 0) {
+  if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL, &proto, &l) != 0) {
     snprintf(err, errlen, "the passed descriptor is not a socket (%s)", strerror(errno));
     return -1;
   }
-  if (type != SOCK_STREAM || proto != IPPROTO_TCP || (domain != AF_INET && domain != AF_INET6)) {
-    snprintf(err, errlen,
-             "the passed socket is not a TCP stream (domain %d, type %d, protocol %d)", domain,
-             type, proto);
+  if (proto != IPPROTO_TCP) {
+    snprintf(err, errlen, "the passed socket is not a TCP stream (protocol %d)", proto);
     return -1;
   }
   if (getpeername(s, (struct sockaddr *)&peer, &plen) != 0) {
     snprintf(err, errlen, "the passed TCP socket is not connected (%s)", strerror(errno));
+    return -1;
+  }
+  if (peer.ss_family != AF_INET && peer.ss_family != AF_INET6) {
+    snprintf(err, errlen, "the passed socket is not a TCP stream (family %d)", peer.ss_family);
     return -1;
   }
   int fd = fcntl(s, F_DUPFD_CLOEXEC, 0);
