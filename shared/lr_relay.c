@@ -475,7 +475,7 @@ static void zc_try_switch(lr_relay_t *r) {
   int rc = 0;
   for (int i = 0; i < 2 && rc == 0; i++) {
     if ((rc = uv_fileno(&r->ep[i].u.handle, &z->fd[i])) == 0 &&
-        (rc = uv_poll_init(loop, &z->poll[i], (int)z->fd[i])) == 0) {
+        (rc = uv_poll_init_socket(loop, &z->poll[i], (uv_os_sock_t)(uintptr_t)z->fd[i])) == 0) {
       z->poll[i].data = z;
       z->poll_open[i] = 1;
     }
