@@ -48,8 +48,8 @@ typedef struct {
   int zero_copy;                    /* zeroCopy, default 1 */
   int one_hop;                      /* oneHop (host, --netns guests): the agent hands
                                      * over server sockets, default 1 */
-  unsigned zero_copy_after;         /* zeroCopyAfter: bytes one way before a
-                                     * connection switches, default 65536 */
+  unsigned zero_copy_after;         /* zeroCopyAfter: one read this large (bytes)
+                                     * switches a connection, default 65536 */
 } lr_config_t;
 
 void lr_config_defaults(lr_config_t *c);

@@ -170,7 +170,7 @@ static void on_write(uv_write_t *req, int status) {
   else if (uv_read_start(&r->ep[d].u.stream, on_alloc, on_read) != 0)
     relay_reset(r, d, UV_EIO);
   maybe_finish(r);
-  if (r->bytes[d] >= zc_after) zc_try_switch(r);
+  if (r->zc_wanted) zc_try_switch(r);
 }
 
 /* Sends base[0..len) to ep[o] on behalf of direction d, taking ownership
@@ -213,7 +213,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     r->bytes[d] += (uint64_t)nread;
     if (r->counter[d]) *r->counter[d] += (uint64_t)nread;
     forward(r, d, buf->base, (size_t)nread);
-    if (r->bytes[d] >= zc_after) zc_try_switch(r);
+    /* One read this large means bulk data: a request/response exchange
+     * never fills that much of the buffer at once. */
+    if ((uint64_t)nread >= zc_after) r->zc_wanted = 1;
+    if (r->zc_wanted) zc_try_switch(r);
     return;
   }
   pool_put(buf->base);

@@ -15,14 +15,15 @@
  * recognises through the platform's peer_closed probe, POLLHUP on Linux,
  * before it has shut its own write side).
  *
- * Zero copy: where the platform layer can splice (Linux), a connection that
- * has carried zeroCopyAfter bytes one way (bulk data, not a
- * request/response exchange) leaves libuv's read/write calls and moves its
- * bytes socket -> pipe -> socket in the kernel, woken by a uv_poll_t per
- * side. The pipe comes from a pool and is held only while bytes are in it,
- * so an idle connection holds none; a full pipe pauses the source exactly as
- * a queued write does on the copy path. Half-close and reset are the same on
- * both paths. Short connections never switch: setting up the two polls costs
+ * Zero copy: where the platform layer can splice (Linux), a connection whose
+ * single read brings zeroCopyAfter bytes or more (bulk data: a
+ * request/response exchange never fills that much of the buffer at once)
+ * leaves libuv's read/write calls and moves its bytes socket -> pipe ->
+ * socket in the kernel, woken by a uv_poll_t per side. The pipe comes from
+ * a pool and is held only while bytes are in it, so an idle connection
+ * holds none; a full pipe pauses the source exactly as a queued write does
+ * on the copy path. Half-close and reset are the same on both paths. Small
+ * messages stay on the copy path: setting up the two polls costs
  * more system calls than a few small messages save. */
 #ifndef LR_RELAY_H
 #define LR_RELAY_H
@@ -62,6 +63,7 @@ struct lr_relay_s {
   unsigned open[2];         /* ep[d] handle initialised and not closed */
   unsigned closing;
   unsigned zc_refused;      /* the zero-copy path was tried and is not for us */
+  unsigned zc_wanted;       /* a read showed bulk data: switch when nothing is queued */
   lr_relay_zc_t *zc;        /* zero-copy state, allocated on the switch, freed
                              * when both its polls have closed */
 };
@@ -82,8 +84,8 @@ int lr_relay_start(lr_relay_t *r, const uint8_t *pending, size_t pending_len);
 void lr_relay_close(lr_relay_t *r, int reset_outer);
 
 /* The process's zero-copy setting (config zeroCopy, zeroCopyAfter): off,
- * or on for connections once they have moved `after` bytes in one
- * direction (0: from the first byte). Default: on, after 65536 bytes. */
+ * or on for connections once one read has brought `after` bytes (0: from
+ * the first byte). Default: on, after a read of 65536 bytes. */
 void lr_relay_set_zero_copy(int on, uint64_t after);
 
 /* Pool statistics, for tests and status. */

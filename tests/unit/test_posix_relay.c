@@ -271,26 +271,28 @@ static void test_reset_zc(void **s) {
   run_reset(PATH_ZC);
 }
 
-/* The switch happens only once a direction has moved zeroCopyAfter bytes:
- * a short exchange stays on the copy path. */
+/* The switch happens only once a read brings zeroCopyAfter bytes at once:
+ * many small messages stay on the copy path, bulk data moves over. */
 static void test_switch_threshold(void **s) {
   (void)s;
   fx_t f;
   fx_start(&f, PATH_COPY, LR_EP_TCP);
-  lr_relay_set_zero_copy(1, 100000);
-  stream_both_ways(&f, 50000);
-  assert_null(f.relay.zc);
-  uint8_t buf[60000];
-  memset(buf, 'y', sizeof buf);
-  assert_int_equal(send(f.peer[0], buf, sizeof buf, 0), (ssize_t)sizeof buf);
-  size_t got = 0;
-  for (int i = 0; i < 100000 && got < sizeof buf; i++) {
-    uv_run(&f.loop, UV_RUN_NOWAIT);
-    ssize_t r = recv(f.peer[1], buf, sizeof buf, 0);
-    if (r > 0) got += (size_t)r;
+  lr_relay_set_zero_copy(1, 16384);
+  uint8_t small[100];
+  memset(small, 's', sizeof small);
+  for (int i = 0; i < 2000; i++) { /* 200 000 bytes, one message at a time */
+    assert_int_equal(send(f.peer[0], small, sizeof small, 0), (ssize_t)sizeof small);
+    size_t got = 0;
+    for (int k = 0; k < 100000 && got < sizeof small; k++) {
+      uv_run(&f.loop, UV_RUN_NOWAIT);
+      ssize_t r = recv(f.peer[1], small, sizeof small, 0);
+      if (r > 0) got += (size_t)r;
+    }
+    assert_int_equal(got, sizeof small);
   }
-  assert_int_equal(got, sizeof buf);
-  assert_non_null(f.relay.zc); /* 110 000 bytes one way: switched */
+  assert_null(f.relay.zc);
+  stream_both_ways(&f, 4u << 20);
+  assert_non_null(f.relay.zc); /* bulk data: switched */
   fx_finish(&f);
 }
 
