@@ -123,7 +123,8 @@ static int setup(void **state) {
   memset(&fx, 0, sizeof fx);
   fx.fake.next_ephemeral = 40000;
   lr_test_config_all_ports(&fx.cfg);
-  lr_ports_ops_t ops = {fake_bind, fake_unbind, fake_state_changed, &fx.fake};
+  lr_ports_ops_t ops = {.bind = fake_bind, .unbind = fake_unbind,
+                        .state_changed = fake_state_changed, .data = &fx.fake};
   lr_ports_init(&fx.t, &fx.cfg, &ops);
   return 0;
 }
