@@ -171,7 +171,9 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       g->detection = LR_DETECT_POLL; /* agents without AGENT_INFO poll */
       g->backoff_ms = RETRY_MIN_MS;
       g->connected_at = uv_now(g->host->loop);
-      if (g->last_err[0]) memcpy(g->prev_err, g->last_err, sizeof g->prev_err);
+      /* last_error keeps what ended the previous connection; the retries
+       * of a first start (an agent not up yet) are not worth showing. */
+      if (g->last_err[0] && g->lost_at) memcpy(g->prev_err, g->last_err, sizeof g->prev_err);
       g->last_err[0] = '\0';
       LR_INFO("%s: connected to agent \"%s\" (version %s) over %s", g->name,
               hello.name, hello.version, g->transport);
