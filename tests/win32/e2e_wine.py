@@ -8,7 +8,9 @@ Real clients only: python's http.server in the namespace on 0.0.0.0 and on
 [::] (dual-stack), fetched with curl on the host at 127.0.0.1 and [::1].
 
   --mode console  lorelayd.exe started by hand (console mode), also checks
-                  lorelayctl.exe over the named pipe and the --log-file sink.
+                  lorelayctl.exe over the named pipe (status, and watch --json
+                  seeing a port added with its owner and one removed) and the
+                  --log-file sink.
   --mode service  the zip is unpacked, install.cmd registers and starts the
                   service in a Wine prefix kept up by `wineserver -p`;
                   `sc.exe query` must say RUNNING, forwarding must work
@@ -246,6 +248,36 @@ def check_forwarding(p4, p46, body4, body46):
         NOT_RUN.append("[::1] forwarding (host has no IPv6)")
 
 
+def start_watch(wine, lorelayctl, pipe, work):
+    """lorelayctl.exe watch --json over the named pipe; returns (process,
+    output path) once it says it is subscribed."""
+    out = os.path.join(work, "watch.log")
+    proc = wine.popen([lorelayctl, "--socket", pipe, "watch", "--json"], out)
+    t0 = time.time()
+    while "watching lorelayd" not in open(out).read():
+        if proc.poll() is not None or time.time() - t0 > 60:
+            raise AssertionError(f"lorelayctl.exe watch did not subscribe: {open(out).read()}")
+        time.sleep(0.2)
+    log(f"OK lorelayctl.exe watch subscribed after {time.time() - t0:.2f}s")
+    return proc, out
+
+
+def wait_watch_event(out, event, guest_port, deadline_s=20):
+    """The first JSON line of the watch with this event for this guest port."""
+    t0 = time.time()
+    while time.time() - t0 < deadline_s:
+        for line in open(out).read().splitlines():
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            ev = json.loads(line)
+            if ev.get("event") == event and ev.get("port", {}).get("guest") == guest_port:
+                log(f"OK watch: {event} {guest_port} after {time.time() - t0:.2f}s")
+                return ev
+        time.sleep(0.2)
+    raise AssertionError(f"watch never showed {event} {guest_port}: {open(out).read()[-2000:]}")
+
+
 def check_wsl_lookup_retries(wine, lorelayd, lorelayctl, work):
     """--vm-id wsl with no WSL VM (Wine has no HCS at all): lorelayd must stay
     up, say why in status, and keep looking, as a service started at boot
@@ -393,11 +425,33 @@ def main():
             text = open(logfile).read() if os.path.exists(logfile) else ""
             if "running in the console" not in text:
                 raise AssertionError(f"--log-file {logfile} lacks the start-up line: {text[-1000:]}")
+            # Watch over the named pipe: a new guest server is added (with
+            # its owner), a stopped one removed.
+            watch = None
+            if os.path.exists(lorelayctl):
+                watch, watch_out = start_watch(wine, lorelayctl, pipe, work)
+                pnew = free_host_port()
+                while pnew in (p4, p46, pign):
+                    pnew = free_host_port()
+                guest.start_http(pnew, "0.0.0.0", docroot4, "http-watch")
+                ev = wait_watch_event(watch_out, "port-added", f"0.0.0.0:{pnew}")
+                proc = ev["port"].get("process") or {}
+                srv = [p for p, name in guest.procs if name == "http-watch"][0]
+                if "http.server" not in proc.get("command", "") or not proc.get("pid"):
+                    raise AssertionError(f"port-added lacks the owner (ip netns exec pid {srv.pid}): {ev}")
+                if ev.get("guest") != "wine-e2e" or not re.match(r"^\d{4}-\d\d-\d\dT", ev.get("time", "")):
+                    raise AssertionError(f"watch event lacks guest/time: {ev}")
             # Guest listener gone -> stand-in gone.
             for p, name in guest.procs:
                 if name == "http4":
                     os.killpg(p.pid, signal.SIGTERM)
             expect_closed(p4)
+            if watch is not None:
+                wait_watch_event(watch_out, "port-removed", f"0.0.0.0:{p4}")
+                if watch.poll() is not None:
+                    raise AssertionError("lorelayctl.exe watch ended by itself")
+                os.killpg(watch.pid, signal.SIGTERM)
+                watch.wait(timeout=30)
             wait_fetch(f"http://127.0.0.1:{p46}/index.txt", body46)
             check_wsl_lookup_retries(wine, lorelayd, lorelayctl, work)
         else:
