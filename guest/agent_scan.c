@@ -123,12 +123,24 @@ int agent_scan_diff(lr_agent_t *a, size_t *nadds, size_t *ndels) {
 
 /* ---- listener owners -------------------------------------------------- */
 
-/* The inode sock_diag reported for l in the last dump (the first socket of
- * an SO_REUSEPORT group), or 0. */
+static int cmp_raw(const void *x, const void *y) {
+  const lr_sockdiag_entry_t *a = x, *b = y;
+  int c = lr_listener_cmp(&a->l, &b->l);
+  return c ? c : (a->inode > b->inode) - (a->inode < b->inode);
+}
+
+/* The inode sock_diag reported for l in the last dump (the lowest of an
+ * SO_REUSEPORT group), or 0. raw is sorted by listener (cmp_raw). */
 static uint32_t raw_inode(const agent_scan_t *s, const lr_listener_t *l) {
-  for (size_t i = 0; i < s->raw.n; i++)
-    if (lr_listener_cmp(&s->raw.v[i].l, l) == 0) return s->raw.v[i].inode;
-  return 0;
+  size_t lo = 0, hi = s->raw.n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (lr_listener_cmp(&s->raw.v[mid].l, l) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < s->raw.n && lr_listener_cmp(&s->raw.v[lo].l, l) == 0 ? s->raw.v[lo].inode : 0;
 }
 
 void agent_scan_owners_sync(lr_agent_t *a) {
@@ -141,6 +153,7 @@ void agent_scan_owners_sync(lr_agent_t *a) {
     return;
   }
   size_t i = 0, j = 0, nq = 0;
+  int sorted = 0;
   /* Both sorted: keep the owners of listeners still there, note new ones. */
   for (; i < s->ncur; i++) {
     while (j < s->nowners && lr_listener_cmp(&s->owners[j].l, &s->cur[i]) < 0) free(s->owners[j++].o);
@@ -148,6 +161,10 @@ void agent_scan_owners_sync(lr_agent_t *a) {
     if (j < s->nowners && lr_listener_cmp(&s->owners[j].l, &s->cur[i]) == 0) {
       nv[i].o = s->owners[j++].o;
       continue;
+    }
+    if (!sorted) { /* the dump is not needed in its order any more */
+      qsort(s->raw.v, s->raw.n, sizeof *s->raw.v, cmp_raw);
+      sorted = 1;
     }
     uint32_t ino = raw_inode(s, &s->cur[i]);
     if (ino) {
