@@ -109,6 +109,7 @@ typedef struct {
   struct agent_owner_s *owners;
   size_t nowners;
   const char *proc_root; /* "/proc"; tests point it at a fake tree */
+  unsigned long owner_walks; /* /proc walks so far (a test checks they follow new listeners) */
 } agent_scan_t;
 
 struct lr_agent_s {

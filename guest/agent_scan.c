@@ -177,6 +177,7 @@ void agent_scan_owners_sync(lr_agent_t *a) {
   free(s->owners);
   s->owners = nv;
   s->nowners = s->ncur;
+  if (nq) s->owner_walks++;
   lr_procowner_lookup(s->proc_root ? s->proc_root : "/proc", q, nq);
   for (size_t k = 0; k < nq; k++) {
     if (!q[k].owner.pid || nv[q[k].tag].o) continue;
