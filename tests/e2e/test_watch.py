@@ -248,5 +248,43 @@ class WatchFakeAgent(HostileTestCase):
         self.assertTrue(fg.alive())
 
 
+class WatchBudget(HostileTestCase):
+    """Watchers are idle by design: statusIdleTimeoutMs does not cut them,
+    but they share maxStatusClients, at most half of it."""
+
+    CONFIG = "[lorelay]\nstatusIdleTimeoutMs = 300\nmaxStatusClients = 4\n"
+
+    def subscribe(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(3.0)
+        s.connect(self.fg.sock)
+        s.sendall(b"watch json\n")
+        return s, s.recv(200)
+
+    def test_idle_timeout_and_cap(self):
+        fg = self.fg
+        w1, a1 = self.subscribe()
+        w2, a2 = self.subscribe()
+        self.assertEqual((a1, a2), (b"ok\n", b"ok\n"))
+        w3, a3 = self.subscribe()
+        self.assertTrue(a3.startswith(b"error: too many watchers"), a3)
+        w3.close()
+        idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        idle.connect(fg.sock)  # says nothing: cut after 300 ms
+        time.sleep(1.2)
+        idle.settimeout(1.0)
+        self.assertEqual(idle.recv(10), b"", "an idle status client was not cut")
+        idle.close()
+        r = fg.ctl("status", "--json", timeout=5)
+        self.assertEqual(r.returncode, 0, "status refused with two watchers: %s" % r.stderr)
+        port = free_port()
+        P.FakeAgent.send_listing(self.ctl, [("0.0.0.0", port)], sync=False)
+        for w in (w1, w2):
+            w.settimeout(3.0)
+            ev = json.loads(w.recv(65536).decode().splitlines()[0])
+            self.assertEqual((ev["event"], ev["port"]["guest"]), ("port-added", "0.0.0.0:%d" % port))
+            w.close()
+
+
 if __name__ == "__main__":
     unittest.main()
