@@ -14,7 +14,7 @@
  * Ownership, one owner per handle:
  *   lr_host_t     allocated by lr_host_new, freed by lr_host_free after
  *                 lr_host_shutdown's done callback. Owns the guests and the
- *                 status server (status.c closes it).
+ *                 status server (lr_ctlsrv.c closes it, with its clients).
  *   lr_guest_t    allocated by lr_host_add_guest, freed by lr_host_free.
  *                 Owns its three timers (closed by lr_host_shutdown), its
  *                 control session and its connections.
