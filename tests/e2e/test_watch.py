@@ -25,6 +25,14 @@ from lrhostile import (HostileTestCase, agent_pid, echo_through, fd_count, measu
 import lrpeer as P  # tests/lrpeer.py, on the path through lrharness
 
 
+def asan(pid):
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False
+
+
 def json_lines(text):
     out = []
     for line in text.splitlines():
@@ -147,7 +155,7 @@ class WatchFakeAgent(HostileTestCase):
         self.assertEqual(s.recv(3), b"ok\n")
         rss0, fds0 = rss_kb(fg.pid), fd_count(fg.pid)
 
-        cycles = 4000
+        cycles = 10000  # 20 000 events, about 6 MB of lines: an unbounded queue would show
         t0 = time.monotonic()
         batch = []
         for i in range(cycles):
@@ -170,8 +178,13 @@ class WatchFakeAgent(HostileTestCase):
                 (2 * cycles + 1, took))
         measure("lorelayd_rss_kib_before_after", "%s -> %s" % (rss0, rss1))
         measure("lorelayd_fds_before_after", "%s -> %s" % (fds0, fds1))
-        self.check(rss1 - rss0 < 16 * 1024, "RSS grew by %d KiB under a stalled watcher"
-                   % (rss1 - rss0))
+        if asan(fg.pid):
+            # ASan's quarantine keeps every freed block for a while: the
+            # growth measures the flood's allocations, not what is held.
+            measure("rss_check", "not asserted: an AddressSanitizer build")
+        else:
+            self.check(rss1 - rss0 < 4 * 1024, "RSS grew by %d KiB under a stalled watcher"
+                       % (rss1 - rss0))
         self.check(fds1 <= fds0 + 2, "descriptors %d -> %d" % (fds0, fds1))
         self.check(echo_through("127.0.0.1", fport), "forwarding broken while a watcher stalls")
         t1 = time.monotonic()
