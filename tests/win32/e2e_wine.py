@@ -9,8 +9,9 @@ Real clients only: python's http.server in the namespace on 0.0.0.0 and on
 
   --mode console  lorelayd.exe started by hand (console mode), also checks
                   lorelayctl.exe over the named pipe (status, and watch --json
-                  seeing a port added with its owner and one removed) and the
-                  --log-file sink.
+                  seeing a port added with its owner and one removed; a
+                  stalled watcher that is told what it dropped while
+                  forwarding goes on) and the --log-file sink.
   --mode service  the zip is unpacked, install.cmd registers and starts the
                   service in a Wine prefix kept up by `wineserver -p`;
                   `sc.exe query` must say RUNNING, forwarding must work
@@ -278,6 +279,73 @@ def wait_watch_event(out, event, guest_port, deadline_s=20):
     raise AssertionError(f"watch never showed {event} {guest_port}: {open(out).read()[-2000:]}")
 
 
+CHURN = """
+import socket, sys, time
+port, n, pause = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+for i in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(1)
+    time.sleep(pause)
+    s.close()
+    time.sleep(pause)
+print("done", flush=True)
+"""
+
+
+def check_stalled_watcher(wine, lorelayctl, pipe, guest, work, p46, body46):
+    """A watcher whose output nobody reads (lorelayctl.exe blocked on its
+    stdout, so it stops reading the named pipe) while a guest port opens
+    and closes 400 times (800 events, more than the pipes and the 64 KiB
+    queue hold): lorelayd.exe keeps forwarding, and once the output is read
+    the watcher says it dropped events. (The pace, 20 ms, is one Wine's
+    lorelayd.exe keeps up with; a 3 ms churn stalls forwarding under Wine
+    with or without a watcher.)"""
+    proc = subprocess.Popen(["wine", lorelayctl, "--socket", pipe, "watch", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=wine.env,
+                            start_new_session=True)
+    time.sleep(3)  # subscribed (lorelayctl.exe starts in well under a second here)
+    port = free_host_port()
+    script = os.path.join(work, "churn.py")
+    open(script, "w").write(CHURN)
+    churn = guest.spawn([sys.executable, script, str(port), "400", "0.02"], "churn")
+    t0 = time.time()
+    while churn.poll() is None:
+        if time.time() - t0 > 120:
+            raise AssertionError("guest churn did not finish within 120 s")
+        rc, out, _ = curl(f"http://127.0.0.1:{p46}/index.txt", timeout=5)
+        if rc != 0 or out != body46:
+            raise AssertionError(f"forwarding broken while a watcher stalls: rc={rc}")
+        time.sleep(0.5)
+    log(f"OK forwarding answered throughout {time.time() - t0:.1f}s of churn with a stalled watcher")
+    # Now read what the watcher got: events, and a "dropped" line with its count.
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = bytearray()
+    t1 = time.time()
+    while time.time() - t1 < 60:
+        if not sel.select(timeout=5):
+            break
+        b = os.read(proc.stdout.fileno(), 1 << 16)
+        if not b:
+            break
+        buf += b
+        if b'"event":"dropped"' in buf and time.time() - t1 > 3:
+            break
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    lines = [json.loads(l) for l in buf.decode(errors="replace").splitlines()
+             if l.strip().startswith("{")]
+    dropped = sum(e.get("count", 0) for e in lines if e.get("event") == "dropped")
+    got = sum(1 for e in lines if e.get("port", {}).get("guest") == f"0.0.0.0:{port}")
+    log(f"stalled watcher over the named pipe: {got} events received, {dropped} dropped "
+        f"(800 emitted if the agent saw every cycle)")
+    if not dropped:
+        raise AssertionError(f"a stalled watcher was never told it dropped events ({got} received)")
+
+
 def check_wsl_lookup_retries(wine, lorelayd, lorelayctl, work):
     """--vm-id wsl with no WSL VM (Wine has no HCS at all): lorelayd must stay
     up, say why in status, and keep looking, as a service started at boot
@@ -446,6 +514,8 @@ def main():
                 if name == "http4":
                     os.killpg(p.pid, signal.SIGTERM)
             expect_closed(p4)
+            if os.path.exists(lorelayctl):
+                check_stalled_watcher(wine, lorelayctl, pipe, guest, work, p46, body46)
             if watch is not None:
                 wait_watch_event(watch_out, "port-removed", f"0.0.0.0:{p4}")
                 if watch.poll() is not None:
