@@ -143,12 +143,13 @@ set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # CPack puts the summary on the Description line itself; this is the body.
 set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "${CPACK_PACKAGE_DESCRIPTION}")
 # dpkg-shlibdeps derives the exact library dependencies (libuv1, libinih1,
-# libbpf1 when the agent links it); without it, name the two we always need.
+# libcjson1, libbpf1 when the agent links it); without it, name those we
+# always need.
 find_program(LORELAY_DPKG_SHLIBDEPS dpkg-shlibdeps)
 if(LORELAY_DPKG_SHLIBDEPS)
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 else()
-  set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6, libuv1 (>= 1.44), libinih1")
+  set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6, libuv1 (>= 1.44), libinih1, libcjson1")
 endif()
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${LORELAY_PKG_DIR}/deb/conffiles

@@ -29,6 +29,15 @@ static void sbuf_listener(lr_sbuf_t *b, uint16_t type, const lr_listener_t *l) {
   lr_sbuf_append(b, (const char *)f, n);
 }
 
+/* LISTENER_ADD, with the owner the agent found when the listener appeared. */
+static void sbuf_listener_add(lr_sbuf_t *b, const lr_agent_t *a, const lr_listener_t *l) {
+  uint8_t f[LR_FRAME_HDR_LEN + 32 + LR_CMD_MAX];
+  const lr_proc_owner_t *o = agent_scan_owner(a, l);
+  if (o) LR_DEBUG("  owned by pid %lu", (unsigned long)o->pid);
+  size_t n = lr_encode_listener_add(f, sizeof f, l, o);
+  lr_sbuf_append(b, (const char *)f, n);
+}
+
 static void log_listener(const char *what, const lr_listener_t *l) {
   char s[80];
   LR_DEBUG("%s %s%s", what, lr_listener_format(l, s, sizeof s),
@@ -38,13 +47,14 @@ static void log_listener(const char *what, const lr_listener_t *l) {
 /* The full listing a new control stream starts with. */
 static void send_full_listing(lr_agent_t *a, conn_t *c) {
   agent_scan_full(a);
+  agent_scan_owners_sync(a);
   lr_sbuf_t b;
   lr_sbuf_init(&b);
   uint8_t info[32]; /* AGENT_INFO: how listeners are detected (agent_scan.c) */
   lr_sbuf_append(&b, (const char *)info, agent_scan_info_frame(a, info, sizeof info));
   for (size_t i = 0; i < a->scan.ncur; i++) {
     log_listener("listener", &a->scan.cur[i]);
-    sbuf_listener(&b, LR_MSG_LISTENER_ADD, &a->scan.cur[i]);
+    sbuf_listener_add(&b, a, &a->scan.cur[i]);
   }
   uint8_t f[16];
   lr_sbuf_append(&b, (const char *)f, lr_encode_empty(f, sizeof f, LR_MSG_SYNC_DONE));
@@ -82,6 +92,7 @@ void agent_control_report(lr_agent_t *a) {
   size_t nadds, ndels;
   if (agent_scan_diff(a, &nadds, &ndels) != 0) return;
   if (nadds == 0 && ndels == 0) return;
+  agent_scan_owners_sync(a);
   lr_sbuf_t b;
   lr_sbuf_init(&b);
   /* Removals first: a listener that changed only its V6ONLY flag must drop
@@ -92,7 +103,7 @@ void agent_control_report(lr_agent_t *a) {
   }
   for (size_t i = 0; i < nadds; i++) {
     log_listener("new listener:", &a->scan.adds[i]);
-    sbuf_listener(&b, LR_MSG_LISTENER_ADD, &a->scan.adds[i]);
+    sbuf_listener_add(&b, a, &a->scan.adds[i]);
   }
   if (b.err) {
     /* The host's view would miss a change; a new control stream resyncs it. */

@@ -108,6 +108,12 @@ typedef struct {
   uint32_t *own;      /* inodes never reported: the transport + published listeners */
   size_t nown;
   struct agent_events_s *events; /* the eBPF trigger (agent_scan.c); NULL if it never loaded */
+  /* Who owns each listener of cur, looked up once, when it appeared:
+   * sorted like cur; o NULL when no process was found. */
+  struct agent_owner_s *owners;
+  size_t nowners;
+  const char *proc_root; /* "/proc"; tests point it at a fake tree */
+  unsigned long owner_walks; /* /proc walks so far (a test checks they follow new listeners) */
 } agent_scan_t;
 
 struct lr_agent_s {
@@ -205,6 +211,12 @@ void agent_scan_full(lr_agent_t *a);
 /* Rescans and leaves what changed since the last scan in scan.adds and
  * scan.dels. -1 when the scan failed (nothing changed then). */
 int agent_scan_diff(lr_agent_t *a, size_t *nadds, size_t *ndels);
+/* Makes scan.owners match scan.cur: owners of listeners that are new since
+ * the last call are looked up (one /proc walk for all of them), those of
+ * vanished ones forgotten. Call after a scan whose result is reported. */
+void agent_scan_owners_sync(lr_agent_t *a);
+/* The owner of a listener of scan.cur, or NULL when none is known. */
+const lr_proc_owner_t *agent_scan_owner(const lr_agent_t *a, const lr_listener_t *l);
 /* Recomputes scan.own from the transport listener and the published ones. */
 void agent_scan_own_rebuild(lr_agent_t *a);
 /* Event-driven detection: loads the eBPF trigger if o asks for it (else, or

@@ -28,6 +28,12 @@
 #include "lr_bpfwatch.h"
 #include "lr_listeners.h"
 #include "lr_log.h"
+#include "lr_procowner.h"
+
+struct agent_owner_s {
+  lr_listener_t l;
+  lr_proc_owner_t *o;
+};
 
 static int ensure_cap(agent_scan_t *s, size_t n) {
   if (n <= s->cap) return 0;
@@ -64,6 +70,10 @@ void agent_scan_free(lr_agent_t *a) {
   free(s->adds);
   free(s->dels);
   free(s->own);
+  for (size_t i = 0; i < s->nowners; i++) free(s->owners[i].o);
+  free(s->owners);
+  s->owners = NULL;
+  s->nowners = 0;
   s->cur = s->next = s->adds = s->dels = NULL;
   s->own = NULL;
   s->ncur = s->cap = s->nown = 0;
@@ -109,6 +119,87 @@ int agent_scan_diff(lr_agent_t *a, size_t *nadds, size_t *ndels) {
   lr_listeners_diff(s->cur, s->ncur, s->next, (size_t)n, s->adds, nadds, s->dels, ndels);
   swap_in_next(s, (size_t)n);
   return 0;
+}
+
+/* ---- listener owners -------------------------------------------------- */
+
+static int cmp_raw(const void *x, const void *y) {
+  const lr_sockdiag_entry_t *a = x, *b = y;
+  int c = lr_listener_cmp(&a->l, &b->l);
+  return c ? c : (a->inode > b->inode) - (a->inode < b->inode);
+}
+
+/* The inode sock_diag reported for l in the last dump (the lowest of an
+ * SO_REUSEPORT group), or 0. raw is sorted by listener (cmp_raw). */
+static uint32_t raw_inode(const agent_scan_t *s, const lr_listener_t *l) {
+  size_t lo = 0, hi = s->raw.n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (lr_listener_cmp(&s->raw.v[mid].l, l) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < s->raw.n && lr_listener_cmp(&s->raw.v[lo].l, l) == 0 ? s->raw.v[lo].inode : 0;
+}
+
+void agent_scan_owners_sync(lr_agent_t *a) {
+  agent_scan_t *s = &a->scan;
+  struct agent_owner_s *nv = calloc(s->ncur ? s->ncur : 1, sizeof *nv);
+  lr_owner_query_t *q = calloc(s->ncur ? s->ncur : 1, sizeof *q);
+  if (!nv || !q) { /* owners are a nicety: keep the old table */
+    free(nv);
+    free(q);
+    return;
+  }
+  size_t i = 0, j = 0, nq = 0;
+  int sorted = 0;
+  /* Both sorted: keep the owners of listeners still there, note new ones. */
+  for (; i < s->ncur; i++) {
+    while (j < s->nowners && lr_listener_cmp(&s->owners[j].l, &s->cur[i]) < 0) free(s->owners[j++].o);
+    nv[i].l = s->cur[i];
+    if (j < s->nowners && lr_listener_cmp(&s->owners[j].l, &s->cur[i]) == 0) {
+      nv[i].o = s->owners[j++].o;
+      continue;
+    }
+    if (!sorted) { /* the dump is not needed in its order any more */
+      qsort(s->raw.v, s->raw.n, sizeof *s->raw.v, cmp_raw);
+      sorted = 1;
+    }
+    uint32_t ino = raw_inode(s, &s->cur[i]);
+    if (ino) {
+      q[nq].inode = ino;
+      q[nq].tag = i;
+      nq++;
+    }
+  }
+  for (; j < s->nowners; j++) free(s->owners[j].o);
+  free(s->owners);
+  s->owners = nv;
+  s->nowners = s->ncur;
+  if (nq) s->owner_walks++;
+  lr_procowner_lookup(s->proc_root ? s->proc_root : "/proc", q, nq);
+  for (size_t k = 0; k < nq; k++) {
+    if (!q[k].owner.pid || nv[q[k].tag].o) continue;
+    nv[q[k].tag].o = malloc(sizeof *nv[q[k].tag].o);
+    if (nv[q[k].tag].o) *nv[q[k].tag].o = q[k].owner;
+  }
+  free(q);
+}
+
+const lr_proc_owner_t *agent_scan_owner(const lr_agent_t *a, const lr_listener_t *l) {
+  const agent_scan_t *s = &a->scan;
+  size_t lo = 0, hi = s->nowners;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int c = lr_listener_cmp(&s->owners[mid].l, l);
+    if (c == 0) return s->owners[mid].o;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
 }
 
 void agent_scan_own_rebuild(lr_agent_t *a) {

@@ -1,9 +1,13 @@
-/* lorelayctl: asks a running lorelayd for its status.
+/* lorelayctl: asks a running lorelayd for its status, or watches its
+ * events.
  *
- * The daemon renders both the table and the JSON (one model, one place), so
- * this client stays a thin, portable libuv pipe client that works the same
- * over a Unix socket and a Windows named pipe; where the endpoint lives by
- * default is the platform layer's answer, shared with lorelayd. */
+ * The daemon renders the table, the JSON and the event lines (one model,
+ * one place), so this client stays a thin, portable libuv pipe client that
+ * works the same over a Unix socket and a Windows named pipe; where the
+ * endpoint lives by default is the platform layer's answer, shared with
+ * lorelayd. `status` collects the document and prints it; `watch` checks
+ * the daemon's "ok" and then copies each line to stdout as it arrives,
+ * until interrupted or the daemon goes. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,14 +28,19 @@ typedef struct {
   const char *request;
   lr_sbuf_t out;
   int status;
+  int watch;      /* watching: lines go to stdout as they come */
+  int subscribed; /* the daemon said "ok" */
   char rbuf[16384];
 } ctl_t;
 
 static void usage(FILE *f) {
   fprintf(f, "usage: lorelayctl [--socket PATH] status [--json]\n"
-             "Shows lorelayd's guests, forwarded ports, connections and bytes.\n\n"
+             "       lorelayctl [--socket PATH] watch [--json]\n"
+             "status: lorelayd's guests, forwarded ports, owners, connections and bytes.\n"
+             "watch:  one line per event (port added, removed or changing state, guest\n"
+             "        connected or disconnected) as it happens, until interrupted.\n\n"
              "  --socket PATH   lorelayd's status endpoint (default: the daemon's default)\n"
-             "  --json          machine-readable output\n"
+             "  --json          machine-readable output (watch: one JSON object a line)\n"
              "  -h, --help      this text\n"
              "  -V, --version   print the version\n");
 }
@@ -49,10 +58,50 @@ static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
   buf->len = sizeof c->rbuf;
 }
 
+/* Watching: the first line is the daemon's answer to the subscription
+ * ("ok", or "error: ..."), then events, copied through as they come. */
+static void watch_data(ctl_t *c, const char *p, size_t n) {
+  if (c->subscribed) {
+    fwrite(p, 1, n, stdout);
+    fflush(stdout);
+    return;
+  }
+  lr_sbuf_append(&c->out, p, n);
+  char *nl = c->out.p ? memchr(c->out.p, '\n', c->out.len) : NULL;
+  if (!nl) {
+    if (c->out.len > 4096) {
+      fprintf(stderr, "lorelayctl: %s does not answer like lorelayd\n", c->path);
+      finish(c, 1);
+    }
+    return;
+  }
+  size_t first = (size_t)(nl - c->out.p) + 1;
+  if (first != 3 || memcmp(c->out.p, "ok\n", 3) != 0) {
+    fprintf(stderr, "lorelayctl: %.*s\n", (int)first - 1, c->out.p);
+    finish(c, 1);
+    return;
+  }
+  c->subscribed = 1;
+  uv_timer_stop(&c->timer); /* the 5 s bound is for the answer; a watch runs on */
+  fprintf(stderr, "lorelayctl: watching lorelayd at %s (Ctrl-C to stop)\n", c->path);
+  fwrite(c->out.p + first, 1, c->out.len - first, stdout);
+  fflush(stdout);
+  c->out.len = 0;
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   ctl_t *c = s->data;
   if (n > 0) {
-    lr_sbuf_append(&c->out, buf->base, (size_t)n);
+    if (c->watch)
+      watch_data(c, buf->base, (size_t)n);
+    else
+      lr_sbuf_append(&c->out, buf->base, (size_t)n);
+    return;
+  }
+  if (n == UV_EOF && c->watch) {
+    if (c->subscribed) fprintf(stderr, "lorelayctl: lorelayd ended the watch\n");
+    else fprintf(stderr, "lorelayctl: lorelayd closed the connection without an answer\n");
+    finish(c, 1);
     return;
   }
   if (n == UV_EOF) {
@@ -139,8 +188,9 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  if (strcmp(cmd, "status") != 0) {
-    fprintf(stderr, "lorelayctl: unknown command '%s' (known: status)\n", cmd);
+  int watch = strcmp(cmd, "watch") == 0;
+  if (strcmp(cmd, "status") != 0 && !watch) {
+    fprintf(stderr, "lorelayctl: unknown command '%s' (known: status, watch)\n", cmd);
     return 2;
   }
   if (!sock) {
@@ -150,7 +200,11 @@ int main(int argc, char **argv) {
   ctl_t c;
   memset(&c, 0, sizeof c);
   c.path = sock;
-  c.request = json ? "status json\n" : "status table\n";
+  c.watch = watch;
+  if (watch)
+    c.request = json ? "watch json\n" : "watch table\n";
+  else
+    c.request = json ? "status json\n" : "status table\n";
   lr_sbuf_init(&c.out);
   uv_loop_t *loop = uv_default_loop();
   uv_pipe_init(loop, &c.pipe, 0);
@@ -159,7 +213,7 @@ int main(int argc, char **argv) {
   uv_timer_start(&c.timer, on_timeout, 5000, 0);
   uv_pipe_connect(&c.creq, &c.pipe, sock, on_connect);
   uv_run(loop, UV_RUN_DEFAULT);
-  if (c.status == 0 && c.out.len) {
+  if (c.status == 0 && c.out.len && !watch) {
     fwrite(c.out.p, 1, c.out.len, stdout);
     if (strncmp(c.out.p, "error:", 6) == 0) c.status = 1;
   }

@@ -14,15 +14,16 @@ mode=${1:-test}
 root=$(cd "$(dirname "$0")/.." && pwd)
 # clang, bpftool, libbpf-dev: the agent's eBPF listener trigger (cmake/LorelayBpf.cmake);
 # without them the agent builds with polling only. libssl-dev: HMAC-SHA256.
-run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev iproute2 python3 curl
-          clang bpftool libbpf-dev)
+# libcjson-dev: the status and watch documents.
+run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev libcjson-dev
+          iproute2 python3 curl clang bpftool libbpf-dev)
 # dpkg-dev: dpkg-source unpacks and checks the Debian sources.
 win64_pkgs=(cmake make mingw-w64 dpkg-dev)
-# libcjson-dev: the HCS fuzz target on Linux; systemd: systemd-analyze checks
+# systemd: systemd-analyze checks
 # the shipped units (pkg_deb), it does not become the init system.
 test_pkgs=(libcmocka-dev valgrind clang
            mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip
-           libcjson-dev systemd)
+           systemd)
 bench_pkgs=(iperf3 redis-server redis-tools socat)
 
 sources=no

@@ -7,12 +7,14 @@
  *                 conflict retry, accepting clients
  *   lr_conn.c     relayed connections, forward (host client -> guest
  *                 server) and reverse (guest client -> host server)
- *   lr_status.c   status documents and the status endpoint
+ *   lr_status.c   status documents and watch event lines
+ *   lr_ctlsrv.c   the endpoint lorelayctl talks to: status requests and
+ *                 watch subscriptions, fed by lr_host_event
  *
  * Ownership, one owner per handle:
  *   lr_host_t     allocated by lr_host_new, freed by lr_host_free after
  *                 lr_host_shutdown's done callback. Owns the guests and the
- *                 status server (status.c closes it).
+ *                 status server (lr_ctlsrv.c closes it, with its clients).
  *   lr_guest_t    allocated by lr_host_add_guest, freed by lr_host_free.
  *                 Owns its three timers (closed by lr_host_shutdown), its
  *                 control session and its connections.
@@ -116,7 +118,9 @@ struct lr_guest_s {
   uv_timer_t retry_timer, conflict_timer, tick_timer;
   unsigned backoff_ms;
   uint64_t last_rx, lost_at;
+  uint64_t connected_at; /* loop time of the last WELCOME: uptime_s */
   char last_err[300];
+  char prev_err[300];    /* the error that ended the previous connection (last_error) */
   int stopping;
   int pass_fd;               /* one hop: the agent hands over server sockets */
   unsigned nstandins;        /* open stand-in listeners (the maxStandins budget) */
@@ -140,6 +144,7 @@ struct lr_host_s {
   int status_open;
   lr_status_client_t *clients;
   unsigned nclients;
+  unsigned nwatchers;  /* clients that subscribed to events (counted in nclients too) */
   lr_ratelimit_t status_accept_log, status_budget_log;
   char hostname[128];
   /* shutdown */
@@ -182,7 +187,48 @@ void lr_conn_reverse_free(lr_guest_t *g);
 void lr_conn_tick(lr_guest_t *g, uint64_t now);
 void lr_conn_close_all(lr_guest_t *g);
 
-/* lr_status.c */
+/* ---- events (lorelayctl watch) -----------------------------------------------
+ * The host core calls lr_host_event where what status shows changes: a port
+ * appears, goes or changes state (lr_standin.c, from the port table's
+ * hooks), a guest connects or drops (lr_session.c). lr_ctlsrv.c fans it out
+ * to the watchers; with none it costs a test and a return. */
+typedef enum {
+  LR_EV_PORT_ADDED,
+  LR_EV_PORT_REMOVED,
+  LR_EV_PORT_STATE,
+  LR_EV_GUEST_CONNECTED,
+  LR_EV_GUEST_DISCONNECTED,
+} lr_event_kind_t;
+
+typedef struct {
+  lr_event_kind_t kind;
+  const lr_guest_t *g;
+  const lr_port_entry_t *e;  /* port events: the entry (still in its table) */
+  lr_port_state_t previous;  /* LR_EV_PORT_STATE: the state before */
+  const char *reason;        /* LR_EV_GUEST_DISCONNECTED: why, or NULL */
+} lr_event_t;
+
+void lr_host_event(lr_host_t *h, const lr_event_t *ev);
+
+/* Listeners on specific non-loopback addresses are never forwarded and
+ * would only crowd the status of a real VM: they are tracked, not shown. */
+static inline int lr_status_listed(const lr_port_entry_t *e) {
+  return e->rule != LR_RULE_NOT_LOOPBACK;
+}
+
+/* lr_status.c: the documents and event lines (one line each, '\n'-ended). */
+uint64_t lr_guest_uptime_s(const lr_guest_t *g);
+const char *lr_event_name(lr_event_kind_t k);
+void lr_status_event_json(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out);
+void lr_status_event_text(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out);
+void lr_status_dropped(uint64_t count, int json, lr_sbuf_t *out);
+/* RFC 3339 UTC with milliseconds, from Unix time. */
+void lr_status_time(int64_t sec, int32_t usec, char *out, size_t len);
+/* Guest text for a terminal: control characters (C0, DEL, C1) as \xNN /
+ * \u00NN, a backslash doubled, so nothing can forge a line or an escape. */
+void lr_text_escape(lr_sbuf_t *out, const char *s);
+
+/* lr_ctlsrv.c */
 void lr_status_stop(lr_host_t *h);
 
 #endif

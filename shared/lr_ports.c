@@ -131,19 +131,34 @@ lr_port_state_t lr_ports_entry_state(const lr_port_entry_t *e) {
 static void notify(lr_ports_t *t, lr_port_entry_t *e) {
   lr_port_state_t s = lr_ports_entry_state(e);
   if (s == e->reported) return;
+  e->previous = e->reported;
   e->reported = s;
   if (t->ops.state_changed) t->ops.state_changed(e, s, t->ops.data);
 }
 
+/* Only a named owner is stored: most entries of a busy guest cost nothing. */
+static void entry_set_owner(lr_port_entry_t *e, const lr_proc_owner_t *owner) {
+  if (!owner || !owner->pid) return;
+  if (!e->owner && !(e->owner = malloc(sizeof *e->owner))) return;
+  *e->owner = *owner;
+}
+
 lr_port_entry_t *lr_ports_add(lr_ports_t *t, const lr_listener_t *l) {
+  return lr_ports_add_owned(t, l, NULL);
+}
+
+lr_port_entry_t *lr_ports_add_owned(lr_ports_t *t, const lr_listener_t *l,
+                                    const lr_proc_owner_t *owner) {
   lr_port_entry_t **pp = &t->entries;
   while (*pp && lr_listener_cmp(&(*pp)->listener, l) < 0) pp = &(*pp)->next;
   if (*pp && lr_listener_cmp(&(*pp)->listener, l) == 0) {
     (*pp)->seen = 1;
+    entry_set_owner(*pp, owner);
     return *pp;
   }
   lr_port_entry_t *e = calloc(1, sizeof *e);
   if (!e) return NULL;
+  entry_set_owner(e, owner);
   e->listener = *l;
   e->seen = 1;
   lr_host_bind_t want[2];
@@ -153,6 +168,7 @@ lr_port_entry_t *lr_ports_add(lr_ports_t *t, const lr_listener_t *l) {
     lr_binding_t *b = binding_get(t, &want[i]);
     if (!b) {
       for (int j = 0; j < e->nb; j++) binding_release(t, e->b[j]);
+      free(e->owner);
       free(e);
       return NULL;
     }
@@ -164,12 +180,15 @@ lr_port_entry_t *lr_ports_add(lr_ports_t *t, const lr_listener_t *l) {
   *pp = e;
   t->nentries++;
   notify(t, e);
+  if (t->ops.added) t->ops.added(e, t->ops.data);
   return e;
 }
 
 static void entry_free(lr_ports_t *t, lr_port_entry_t *e) {
+  if (t->ops.removed) t->ops.removed(e, t->ops.data);
   t->nentries--;
   for (int i = 0; i < e->nb; i++) binding_release(t, e->b[i]);
+  free(e->owner);
   free(e);
 }
 

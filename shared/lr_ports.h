@@ -58,6 +58,9 @@ typedef struct lr_port_entry_s {
   int nb;
   int seen;                   /* mark for resync */
   lr_port_state_t reported;   /* last state sent to the guest */
+  lr_port_state_t previous;   /* the one before it (for state_changed) */
+  lr_proc_owner_t *owner;     /* the guest process holding it; NULL: unknown. Owned here */
+  int announced;              /* the I/O layer has shown it (the added hook ran) */
   struct lr_port_entry_s *next;
 } lr_port_entry_t;
 
@@ -70,6 +73,12 @@ typedef struct {
   /* The aggregated state of e changed (tell the guest). May be NULL. */
   void (*state_changed)(const lr_port_entry_t *e, lr_port_state_t s, void *data);
   void *data;
+  /* A new entry is in the table, its bindings tried and the guest told
+   * (state_changed, if it is not forwarding): so state_changed calls before
+   * added are the entry's first state, not a change. May be NULL. */
+  void (*added)(lr_port_entry_t *e, void *data);
+  /* e is about to leave the table (del, resync sweep, clear). May be NULL. */
+  void (*removed)(const lr_port_entry_t *e, void *data);
 } lr_ports_ops_t;
 
 struct lr_ports_s {
@@ -89,6 +98,10 @@ void lr_ports_clear(lr_ports_t *t);
 /* Returns the entry (existing or new); NULL on allocation failure. Adding an
  * existing listener during a sync only marks it. */
 lr_port_entry_t *lr_ports_add(lr_ports_t *t, const lr_listener_t *l);
+/* The same, with the listener's owner (NULL or pid 0: unknown); a re-add of
+ * a known listener that names an owner updates it. */
+lr_port_entry_t *lr_ports_add_owned(lr_ports_t *t, const lr_listener_t *l,
+                                    const lr_proc_owner_t *owner);
 /* 0, or -1 if the listener was not known. */
 int lr_ports_del(lr_ports_t *t, const lr_listener_t *l);
 lr_port_entry_t *lr_ports_find(lr_ports_t *t, const lr_listener_t *l);

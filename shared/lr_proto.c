@@ -6,6 +6,7 @@
  *   ERROR            u32 code, u16 len, text[len]
  *   OPEN_RESULT      u32 code, u16 len, text[len], u8 alen, auth[alen]
  *   LISTENER_ADD/DEL u8 family, u8 flags, u16 port, addr[16]            (20 bytes)
+ *   LISTENER_ADD     ... then optionally u32 pid, u16 clen, command[clen]
  *   PORT_STATE       listener (20), u8 state, u16 host_port            (23 bytes)
  *   OPEN             u8 alen, auth[alen], u8 family, u16 port
  *   PING, PONG       u64 nonce
@@ -251,6 +252,20 @@ size_t lr_encode_listener(uint8_t *out, size_t cap, uint16_t type, const lr_list
   return frame_end(&w);
 }
 
+size_t lr_encode_listener_add(uint8_t *out, size_t cap, const lr_listener_t *l,
+                              const lr_proc_owner_t *owner) {
+  wcur_t w;
+  frame_begin(&w, out, cap, LR_MSG_LISTENER_ADD);
+  w_listener(&w, l);
+  if (owner && owner->pid) {
+    size_t n = strnlen(owner->cmd, LR_CMD_MAX);
+    w_u32(&w, owner->pid);
+    w_u16(&w, (uint16_t)n);
+    w_bytes(&w, owner->cmd, n);
+  }
+  return frame_end(&w);
+}
+
 size_t lr_encode_port_state(uint8_t *out, size_t cap, const lr_port_state_msg_t *m) {
   wcur_t w;
   frame_begin(&w, out, cap, LR_MSG_PORT_STATE);
@@ -407,6 +422,62 @@ int lr_decode_listener(const lr_frame_t *f, lr_listener_t *out) {
   rcur_t r;
   rcur_init(&r, f);
   return r_listener(&r, out);
+}
+
+int lr_decode_listener_add(const lr_frame_t *f, lr_listener_t *out, lr_proc_owner_t *owner) {
+  rcur_t r;
+  int rc;
+  rcur_init(&r, f);
+  memset(owner, 0, sizeof *owner);
+  if ((rc = r_listener(&r, out))) return rc;
+  if (r.off == r.len) return LR_PROTO_OK; /* an agent that does not say */
+  uint32_t pid = r_u32(&r);
+  size_t n = r_u16(&r);
+  const uint8_t *p = r_bytes(&r, n);
+  if (!p) return LR_PROTO_ESHORT;
+  if (memchr(p, 0, n)) return LR_PROTO_EINVAL;
+  if (n > LR_CMD_MAX) n = LR_CMD_MAX; /* guest text: capped, not refused */
+  owner->pid = pid;
+  memcpy(owner->cmd, p, n);
+  owner->cmd[n] = '\0';
+  lr_utf8_sanitize(owner->cmd);
+  return LR_PROTO_OK;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (1-4), or 0. */
+static size_t utf8_seq(const unsigned char *s) {
+  unsigned c = s[0];
+  if (c < 0x80) return 1;
+  size_t n;
+  unsigned lo = 0x80, hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF)
+    n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F; /* no surrogates */
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else
+    return 0;
+  if (s[1] < lo || s[1] > hi) return 0;
+  for (size_t i = 2; i < n; i++)
+    if (s[i] < 0x80 || s[i] > 0xBF) return 0;
+  return n;
+}
+
+void lr_utf8_sanitize(char *s) {
+  unsigned char *p = (unsigned char *)s;
+  while (*p) {
+    size_t n = utf8_seq(p);
+    if (n == 0) {
+      *p++ = '?';
+      continue;
+    }
+    p += n;
+  }
 }
 
 int lr_decode_port_state(const lr_frame_t *f, lr_port_state_msg_t *out) {

@@ -111,6 +111,17 @@ typedef struct {
   uint8_t addr[16]; /* network order; IPv4 in the first 4 bytes, rest zero */
 } lr_listener_t;
 
+/* Who owns a guest listener: the process the agent found holding the
+ * socket when the listener appeared, sent as optional trailing fields of
+ * LISTENER_ADD. pid 0: unknown (an older agent, or no process found). The
+ * command line is guest text: capped at LR_CMD_MAX bytes, NUL-free, with
+ * invalid UTF-8 replaced by '?', and escaped by whoever shows it. */
+#define LR_CMD_MAX 256
+typedef struct {
+  uint32_t pid;
+  char cmd[LR_CMD_MAX + 1];
+} lr_proc_owner_t;
+
 /* What the host did with a guest listener (PORT_STATE, status JSON). */
 typedef enum {
   LR_PORT_FORWARDING = 0,
@@ -211,6 +222,10 @@ int lr_frame_decode(const uint8_t *buf, size_t len, lr_frame_t *out, size_t *con
 size_t lr_encode_hello(uint8_t *out, size_t cap, uint16_t type, const lr_hello_t *m);
 size_t lr_encode_error(uint8_t *out, size_t cap, uint32_t code, const char *text);
 size_t lr_encode_listener(uint8_t *out, size_t cap, uint16_t type, const lr_listener_t *l);
+/* LISTENER_ADD with the owner's fields appended when owner is given and
+ * owner->pid is not 0 (the command cut to LR_CMD_MAX bytes). */
+size_t lr_encode_listener_add(uint8_t *out, size_t cap, const lr_listener_t *l,
+                              const lr_proc_owner_t *owner);
 size_t lr_encode_port_state(uint8_t *out, size_t cap, const lr_port_state_msg_t *m);
 size_t lr_encode_open(uint8_t *out, size_t cap, const lr_open_t *m);
 /* auth: NULL or empty when there is no key. */
@@ -234,6 +249,12 @@ int lr_decode_error(const lr_frame_t *f, lr_error_msg_t *out); /* also OPEN_RESU
 int lr_decode_open_result(const lr_frame_t *f, lr_error_msg_t *out, lr_auth_t *auth);
 int lr_decode_challenge(const lr_frame_t *f, uint8_t nonce[LR_NONCE_LEN]);
 int lr_decode_listener(const lr_frame_t *f, lr_listener_t *out);
+/* LISTENER_ADD and its optional owner (pid 0 when absent). A command
+ * longer than LR_CMD_MAX is cut, not refused; one with a NUL is EINVAL. */
+int lr_decode_listener_add(const lr_frame_t *f, lr_listener_t *out, lr_proc_owner_t *owner);
+/* Replaces every byte that is not part of well-formed UTF-8 (overlongs,
+ * surrogates and cut sequences included) by '?', in place. */
+void lr_utf8_sanitize(char *s);
 int lr_decode_port_state(const lr_frame_t *f, lr_port_state_msg_t *out);
 int lr_decode_open(const lr_frame_t *f, lr_open_t *out);
 int lr_decode_ping(const lr_frame_t *f, uint64_t *nonce);

@@ -135,6 +135,7 @@ static void ctl_challenge(lr_guest_t *g, const lr_frame_t *f) {
 
 static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
   lr_listener_t l;
+  lr_proc_owner_t owner;
   lr_hello_t hello;
   lr_error_msg_t em;
   char ls[80];
@@ -169,9 +170,17 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       g->state = LR_G_CONNECTED;
       g->detection = LR_DETECT_POLL; /* agents without AGENT_INFO poll */
       g->backoff_ms = RETRY_MIN_MS;
+      g->connected_at = uv_now(g->host->loop);
+      /* last_error keeps what ended the previous connection; the retries
+       * of a first start (an agent not up yet) are not worth showing. */
+      if (g->last_err[0] && g->lost_at) memcpy(g->prev_err, g->last_err, sizeof g->prev_err);
       g->last_err[0] = '\0';
       LR_INFO("%s: connected to agent \"%s\" (version %s) over %s", g->name,
               hello.name, hello.version, g->transport);
+      {
+        lr_event_t ev = {LR_EV_GUEST_CONNECTED, g, NULL, LR_PORT_FORWARDING, NULL};
+        lr_host_event(g->host, &ev);
+      }
       lr_ports_sync_begin(&g->ports);
       lr_conn_reverse_send_set(g);
       return;
@@ -199,7 +208,9 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       return;
     case LR_MSG_LISTENER_ADD:
     case LR_MSG_LISTENER_DEL:
-      if ((rc = lr_decode_listener(f, &l))) break;
+      if ((rc = f->type == LR_MSG_LISTENER_ADD ? lr_decode_listener_add(f, &l, &owner)
+                                                : lr_decode_listener(f, &l)))
+        break;
       lr_listener_format(&l, ls, sizeof ls);
       LR_DEBUG("%s: guest %s %s", g->name,
                f->type == LR_MSG_LISTENER_ADD ? "listens on" : "closed", ls);
@@ -213,7 +224,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
                         LR_MAX_TRACKED_LISTENERS, ls);
           return;
         }
-        lr_port_entry_t *e = lr_ports_add(&g->ports, &l);
+        lr_port_entry_t *e = lr_ports_add_owned(&g->ports, &l, &owner);
         int added = lr_ports_count(&g->ports) > before;
         if (e && added && e->rule == LR_RULE_DENIED) {
           char why[200];
@@ -335,7 +346,12 @@ static void session_drop(lr_guest_t *g, const char *why) {
     lr_log(g->state == LR_G_CONNECTED ? LR_LOG_WARN : LR_LOG_DEBUG, "%s: %s", g->name, why);
     snprintf(g->last_err, sizeof g->last_err, "%s", why);
   }
-  if (g->state == LR_G_CONNECTED) g->lost_at = uv_now(g->host->loop);
+  if (g->state == LR_G_CONNECTED) {
+    g->lost_at = uv_now(g->host->loop);
+    lr_event_t ev = {LR_EV_GUEST_DISCONNECTED, g, NULL, LR_PORT_FORWARDING,
+                     why ? why : g->last_err};
+    lr_host_event(g->host, &ev);
+  }
   if (g->ports.syncing) g->ports.syncing = 0; /* an unfinished resync sweeps nothing */
   g->state = LR_G_IDLE;
   g->ctl = NULL;

@@ -97,6 +97,12 @@ static void standin_unbind(lr_binding_t *b, void *data) {
 
 static void standin_state_changed(const lr_port_entry_t *e, lr_port_state_t st, void *data) {
   lr_guest_t *g = data;
+  /* Before the added hook this is the entry's first state: port-added
+   * shows it. */
+  if (e->announced && lr_status_listed(e)) {
+    lr_event_t ev = {LR_EV_PORT_STATE, g, e, e->previous, NULL};
+    lr_host_event(g->host, &ev);
+  }
   lr_port_state_msg_t m;
   uint8_t buf[64];
   memset(&m, 0, sizeof m);
@@ -107,8 +113,31 @@ static void standin_state_changed(const lr_port_entry_t *e, lr_port_state_t st, 
     lr_session_send(g, buf, lr_encode_port_state(buf, sizeof buf, &m));
 }
 
+/* The watch stream's port-added and port-removed come from the table's
+ * own hooks, so every way an entry comes or goes (a report, a resync's
+ * sweep, a guest gone stale) is seen. */
+static void standin_added(lr_port_entry_t *e, void *data) {
+  lr_guest_t *g = data;
+  e->announced = 1;
+  if (!lr_status_listed(e)) return;
+  lr_event_t ev = {LR_EV_PORT_ADDED, g, e, LR_PORT_FORWARDING, NULL};
+  lr_host_event(g->host, &ev);
+}
+
+static void standin_removed(const lr_port_entry_t *e, void *data) {
+  lr_guest_t *g = data;
+  if (!e->announced || !lr_status_listed(e)) return;
+  lr_event_t ev = {LR_EV_PORT_REMOVED, g, e, LR_PORT_FORWARDING, NULL};
+  lr_host_event(g->host, &ev);
+}
+
 lr_ports_ops_t lr_standin_ops(lr_guest_t *g) {
-  lr_ports_ops_t ops = {standin_bind, standin_unbind, standin_state_changed, g};
+  lr_ports_ops_t ops = {.bind = standin_bind,
+                        .unbind = standin_unbind,
+                        .state_changed = standin_state_changed,
+                        .data = g,
+                        .added = standin_added,
+                        .removed = standin_removed};
   return ops;
 }
 

@@ -1,29 +1,23 @@
-/* Status: the documents lorelayctl shows, and the endpoint it asks.
+/* Status documents: what lorelayctl shows, as a table or JSON, and the
+ * event lines of `lorelayctl watch`.
  *
- * Both documents are rendered from the same port table, so the table and
- * the JSON never disagree. The endpoint is a libuv pipe (a Unix socket, or
- * a named pipe on Windows): one request line, one document, close. */
+ * Everything is rendered from the same port table, so the table, the JSON
+ * and the events never disagree, and each object is built in one place:
+ * port_json builds a port, guest_json a guest, port_row and guest_rows
+ * their table lines; the watch events reuse port_json and port_text. Part
+ * of what is shown is guest text (a listener owner's command line), so the
+ * JSON is built with cJSON rather than by hand, and the human formats
+ * escape control characters (lr_text_escape): a hostile command line can
+ * neither forge a table row nor send the terminal an escape sequence. The
+ * endpoint that serves these documents is lr_ctlsrv.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <cJSON.h>
+
 #include "lr_host_int.h"
 #include "lr_log.h"
-
-/* One lorelayctl connection; owned by the host's client list, closed by
- * status_client_close, freed in its close callback. */
-struct lr_status_client_s {
-  uv_pipe_t pipe;
-  lr_host_t *host;
-  char line[64];
-  size_t len;
-  lr_sbuf_t out;
-  uv_write_t wreq;
-  uv_shutdown_t sreq;
-  uv_timer_t timer; /* the client's whole budget: statusIdleTimeoutMs */
-  int open_handles, closing;
-  lr_status_client_t *next;
-};
 
 static void binding_addr(const lr_binding_t *b, char *out, size_t len) {
   uint16_t port = b->state == LR_BINDING_BOUND || b->state == LR_BINDING_REMAPPED
@@ -49,10 +43,6 @@ static void deny_reason(lr_host_t *h, const lr_port_entry_t *e, char *out, size_
     snprintf(out, len, "maxStandins (%u host sockets) reached", h->cfg->max_standins);
 }
 
-/* Listeners on specific non-loopback addresses are never forwarded and
- * would only crowd the status of a real VM: they are tracked, not shown. */
-static int status_listed(const lr_port_entry_t *e) { return e->rule != LR_RULE_NOT_LOOPBACK; }
-
 typedef struct {
   uint64_t conns, active, to_guest, to_host;
 } entry_stats_t;
@@ -68,66 +58,138 @@ static entry_stats_t entry_stats(const lr_port_entry_t *e) {
   return s;
 }
 
-void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
+uint64_t lr_guest_uptime_s(const lr_guest_t *g) {
+  if (g->state != LR_G_CONNECTED) return 0;
+  return (uv_now(g->host->loop) - g->connected_at) / 1000;
+}
+
+/* The error shown as last_error: the current one, else the one that ended
+ * the previous connection. */
+static const char *guest_last_error(const lr_guest_t *g) {
+  if (g->last_err[0]) return g->last_err;
+  return g->prev_err[0] ? g->prev_err : NULL;
+}
+
+/* ---- JSON ------------------------------------------------------------------ */
+
+/* Counters as exact integers: cJSON keeps numbers as doubles, which print
+ * in exponent form past 10^15. */
+static void json_u64(cJSON *o, const char *name, uint64_t v) {
+  char s[24];
+  snprintf(s, sizeof s, "%llu", (unsigned long long)v);
+  cJSON_AddItemToObject(o, name, cJSON_CreateRaw(s));
+}
+
+static void json_str(cJSON *o, const char *name, const char *s) {
+  cJSON_AddItemToObject(o, name, s ? cJSON_CreateString(s) : cJSON_CreateNull());
+}
+
+static cJSON *port_json(lr_host_t *h, const lr_port_entry_t *e) {
   char s[80];
-  lr_sbuf_puts(out, "{\"guests\":[");
-  for (lr_guest_t *g = h->guests; g; g = g->next) {
-    lr_sbuf_puts(out, "{\"name\":");
-    lr_sbuf_json_str(out, g->name);
-    lr_sbuf_puts(out, ",\"transport\":");
-    lr_sbuf_json_str(out, g->transport);
-    lr_sbuf_printf(out, ",\"state\":\"%s\"", guest_state_name(g));
-    lr_sbuf_printf(out, ",\"detection\":\"%s\"", lr_detection_name(g->detection));
-    if (g->state != LR_G_CONNECTED && g->last_err[0]) {
-      lr_sbuf_puts(out, ",\"error\":");
-      lr_sbuf_json_str(out, g->last_err);
-    }
-    lr_sbuf_puts(out, ",\"ports\":[");
-    int first_entry = 1;
-    for (lr_port_entry_t *e = g->ports.entries; e; e = e->next) {
-      if (!status_listed(e)) continue;
-      entry_stats_t st = entry_stats(e);
-      if (!first_entry) lr_sbuf_puts(out, ",");
-      first_entry = 0;
-      lr_sbuf_printf(out, "{\"proto\":\"tcp\",\"guest\":\"%s\",\"host\":[",
-                     lr_listener_format(&e->listener, s, sizeof s));
-      int first = 1;
-      for (int i = 0; i < e->nb; i++) {
-        if (!binding_shown(e->b[i])) continue;
-        binding_addr(e->b[i], s, sizeof s);
-        lr_sbuf_printf(out, "%s\"%s\"", first ? "" : ",", s);
-        first = 0;
-      }
-      lr_port_state_t pst = lr_ports_entry_state(e);
-      lr_sbuf_printf(out, "],\"state\":\"%s\"", lr_port_state_name(pst));
-      if (pst == LR_PORT_DENIED) {
-        char why[200];
-        deny_reason(h, e, why, sizeof why);
-        lr_sbuf_puts(out, ",\"reason\":");
-        lr_sbuf_json_str(out, why);
-      }
-      lr_sbuf_printf(out,
-                     ",\"connections\":%llu,\"active\":%llu,"
-                     "\"bytes_to_guest\":%llu,\"bytes_to_host\":%llu}",
-                     (unsigned long long)st.conns, (unsigned long long)st.active,
-                     (unsigned long long)st.to_guest, (unsigned long long)st.to_host);
-    }
-    /* Reverse forwarding: host ports published on the guest loopback. */
-    lr_sbuf_puts(out, "],\"reverse\":[");
-    for (size_t i = 0; i < g->nrev; i++) {
-      const lr_binding_t *b = g->rev[i];
-      lr_sbuf_printf(out, "%s{\"proto\":\"tcp\",\"guest\":[\"127.0.0.1:%u\"", i ? "," : "",
-                     b->key.port);
-      if (h->cfg->ipv6) lr_sbuf_printf(out, ",\"[::1]:%u\"", b->key.port);
-      lr_sbuf_printf(out,
-                     "],\"host\":\"localhost:%u\",\"connections\":%llu,\"active\":%u,"
-                     "\"bytes_to_guest\":%llu,\"bytes_to_host\":%llu}",
-                     b->key.port, (unsigned long long)b->connections, b->active,
-                     (unsigned long long)b->bytes_to_guest, (unsigned long long)b->bytes_to_host);
-    }
-    lr_sbuf_printf(out, "]}%s", g->next ? "," : "");
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  entry_stats_t st = entry_stats(e);
+  json_str(o, "proto", "tcp");
+  json_str(o, "guest", lr_listener_format(&e->listener, s, sizeof s));
+  cJSON *hosts = cJSON_AddArrayToObject(o, "host");
+  for (int i = 0; i < e->nb; i++) {
+    if (!binding_shown(e->b[i])) continue;
+    binding_addr(e->b[i], s, sizeof s);
+    cJSON_AddItemToArray(hosts, cJSON_CreateString(s));
   }
-  lr_sbuf_puts(out, "]}\n");
+  lr_port_state_t pst = lr_ports_entry_state(e);
+  json_str(o, "state", lr_port_state_name(pst));
+  if (pst == LR_PORT_DENIED) {
+    char why[200];
+    deny_reason(h, e, why, sizeof why);
+    json_str(o, "reason", why);
+  }
+  json_u64(o, "connections", st.conns);
+  json_u64(o, "active", st.active);
+  json_u64(o, "bytes_to_guest", st.to_guest);
+  json_u64(o, "bytes_to_host", st.to_host);
+  if (e->owner) {
+    cJSON *p = cJSON_AddObjectToObject(o, "process");
+    json_u64(p, "pid", e->owner->pid);
+    json_str(p, "command", e->owner->cmd);
+  }
+  return o;
+}
+
+/* Reverse forwarding: a host port published on the guest loopback. */
+static cJSON *reverse_json(lr_host_t *h, const lr_binding_t *b) {
+  char s[40];
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  json_str(o, "proto", "tcp");
+  cJSON *guest = cJSON_AddArrayToObject(o, "guest");
+  snprintf(s, sizeof s, "127.0.0.1:%u", b->key.port);
+  cJSON_AddItemToArray(guest, cJSON_CreateString(s));
+  if (h->cfg->ipv6) {
+    snprintf(s, sizeof s, "[::1]:%u", b->key.port);
+    cJSON_AddItemToArray(guest, cJSON_CreateString(s));
+  }
+  snprintf(s, sizeof s, "localhost:%u", b->key.port);
+  json_str(o, "host", s);
+  json_u64(o, "connections", b->connections);
+  json_u64(o, "active", b->active);
+  json_u64(o, "bytes_to_guest", b->bytes_to_guest);
+  json_u64(o, "bytes_to_host", b->bytes_to_host);
+  return o;
+}
+
+static cJSON *guest_json(lr_host_t *h, const lr_guest_t *g) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  json_str(o, "name", g->name);
+  json_str(o, "transport", g->transport);
+  json_str(o, "state", guest_state_name(g));
+  json_str(o, "detection", lr_detection_name(g->detection));
+  json_u64(o, "uptime_s", lr_guest_uptime_s(g));
+  if (g->state != LR_G_CONNECTED && g->last_err[0]) json_str(o, "error", g->last_err);
+  json_str(o, "last_error", guest_last_error(g));
+  cJSON *ports = cJSON_AddArrayToObject(o, "ports");
+  for (lr_port_entry_t *e = g->ports.entries; e; e = e->next)
+    if (lr_status_listed(e)) cJSON_AddItemToArray(ports, port_json(h, e));
+  cJSON *rev = cJSON_AddArrayToObject(o, "reverse");
+  for (size_t i = 0; i < g->nrev; i++) cJSON_AddItemToArray(rev, reverse_json(h, g->rev[i]));
+  return o;
+}
+
+/* Prints doc as one line (and frees it). An allocation that failed
+ * anywhere in building it fails the whole document. */
+static void json_line(cJSON *doc, lr_sbuf_t *out) {
+  char *txt = doc ? cJSON_PrintUnformatted(doc) : NULL;
+  cJSON_Delete(doc);
+  if (!txt) {
+    out->err = 1;
+    return;
+  }
+  lr_sbuf_puts(out, txt);
+  lr_sbuf_puts(out, "\n");
+  cJSON_free(txt);
+}
+
+void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
+  cJSON *doc = cJSON_CreateObject();
+  cJSON *guests = cJSON_AddArrayToObject(doc, "guests");
+  for (lr_guest_t *g = h->guests; g; g = g->next) cJSON_AddItemToArray(guests, guest_json(h, g));
+  json_line(doc, out);
+}
+
+/* ---- text ---------------------------------------------------------------- */
+
+void lr_text_escape(lr_sbuf_t *out, const char *s) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '\\')
+      lr_sbuf_puts(out, "\\\\");
+    else if (*p < 0x20 || *p == 0x7f)
+      lr_sbuf_printf(out, "\\x%02x", *p);
+    else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) /* C1 controls: CSI is U+009B */
+      lr_sbuf_printf(out, "\\u%04x", *++p);
+    else
+      lr_sbuf_append(out, (const char *)p, 1);
+  }
 }
 
 static void human_bytes(uint64_t v, char *out, size_t len) {
@@ -144,221 +206,223 @@ static void human_bytes(uint64_t v, char *out, size_t len) {
     snprintf(out, len, "%.1f %s", d, units[u]);
 }
 
+static void human_duration(uint64_t s, char *out, size_t len) {
+  if (s < 60)
+    snprintf(out, len, "%llus", (unsigned long long)s);
+  else if (s < 3600)
+    snprintf(out, len, "%llum%02llus", (unsigned long long)(s / 60), (unsigned long long)(s % 60));
+  else if (s < 86400)
+    snprintf(out, len, "%lluh%02llum", (unsigned long long)(s / 3600),
+             (unsigned long long)(s / 60 % 60));
+  else
+    snprintf(out, len, "%llud%02lluh", (unsigned long long)(s / 86400),
+             (unsigned long long)(s / 3600 % 24));
+}
+
+static void host_list(const lr_port_entry_t *e, char *hosts, size_t len) {
+  char s[80];
+  hosts[0] = '\0';
+  for (int i = 0; i < e->nb; i++) {
+    if (!binding_shown(e->b[i])) continue;
+    binding_addr(e->b[i], s, sizeof s);
+    size_t l = strlen(hosts);
+    snprintf(hosts + l, len - l, "%s%s", l ? "," : "", s);
+  }
+  if (!hosts[0]) snprintf(hosts, len, "-");
+}
+
+/* "1234 python3 -m http.server", escaped, or "-". */
+static void process_text(const lr_port_entry_t *e, lr_sbuf_t *out) {
+  if (!e->owner) {
+    lr_sbuf_puts(out, "-");
+    return;
+  }
+  lr_sbuf_printf(out, "%lu ", (unsigned long)e->owner->pid);
+  lr_text_escape(out, e->owner->cmd);
+}
+
+#define PORT_ROW_FMT "  %-5s %-28s %-34s %-10s %6s %6s %10s %10s  %s\n"
+
+static void port_row(lr_host_t *h, const lr_port_entry_t *e, lr_sbuf_t *out) {
+  char s[80], hosts[200], tg[32], th[32], conns[24], open[24];
+  entry_stats_t st = entry_stats(e);
+  host_list(e, hosts, sizeof hosts);
+  human_bytes(st.to_guest, tg, sizeof tg);
+  human_bytes(st.to_host, th, sizeof th);
+  snprintf(conns, sizeof conns, "%llu", (unsigned long long)st.conns);
+  snprintf(open, sizeof open, "%llu", (unsigned long long)st.active);
+  lr_port_state_t pst = lr_ports_entry_state(e);
+  lr_sbuf_t proc;
+  lr_sbuf_init(&proc);
+  process_text(e, &proc);
+  lr_sbuf_printf(out, PORT_ROW_FMT, "tcp", lr_listener_format(&e->listener, s, sizeof s), hosts,
+                 lr_port_state_name(pst), conns, open, tg, th, proc.err ? "?" : proc.p);
+  lr_sbuf_free(&proc);
+  if (pst == LR_PORT_DENIED) {
+    char why[200];
+    deny_reason(h, e, why, sizeof why);
+    lr_sbuf_printf(out, "        denied: %s\n", why);
+  }
+}
+
+/* The guest's heading line, its error and its reverse ports. */
+static void guest_rows(lr_host_t *h, const lr_guest_t *g, lr_sbuf_t *out) {
+  char tg[32], th[32], up[32];
+  (void)h;
+  lr_sbuf_puts(out, "guest ");
+  lr_text_escape(out, g->name);
+  lr_sbuf_puts(out, "  ");
+  lr_text_escape(out, g->transport);
+  lr_sbuf_printf(out, "  %s  detection %s", guest_state_name(g), lr_detection_name(g->detection));
+  if (g->state == LR_G_CONNECTED) {
+    human_duration(lr_guest_uptime_s(g), up, sizeof up);
+    lr_sbuf_printf(out, "  up %s", up);
+  }
+  lr_sbuf_puts(out, "\n");
+  const char *err = guest_last_error(g);
+  if (err) {
+    lr_sbuf_puts(out, "  last error: ");
+    lr_text_escape(out, err);
+    lr_sbuf_puts(out, "\n");
+  }
+  for (size_t i = 0; i < g->nrev; i++) {
+    const lr_binding_t *b = g->rev[i];
+    human_bytes(b->bytes_to_guest, tg, sizeof tg);
+    human_bytes(b->bytes_to_host, th, sizeof th);
+    lr_sbuf_printf(out, "  reverse: guest localhost:%-5u -> host localhost:%-5u  %llu conns, "
+                        "%u open, %s to guest, %s to host\n",
+                   b->key.port, b->key.port, (unsigned long long)b->connections, b->active, tg,
+                   th);
+  }
+}
+
 void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
-  char s[80], hosts[200], tg[32], th[32];
   if (!h->guests) lr_sbuf_puts(out, "no guests\n");
   for (lr_guest_t *g = h->guests; g; g = g->next) {
-    lr_sbuf_printf(out, "guest %s  %s  %s  detection %s\n", g->name, g->transport,
-                   guest_state_name(g), lr_detection_name(g->detection));
-    if (g->state != LR_G_CONNECTED && g->last_err[0])
-      lr_sbuf_printf(out, "  last error: %s\n", g->last_err);
-    for (size_t i = 0; i < g->nrev; i++) {
-      const lr_binding_t *b = g->rev[i];
-      human_bytes(b->bytes_to_guest, tg, sizeof tg);
-      human_bytes(b->bytes_to_host, th, sizeof th);
-      lr_sbuf_printf(out, "  reverse: guest localhost:%-5u -> host localhost:%-5u  %llu conns, "
-                          "%u open, %s to guest, %s to host\n",
-                     b->key.port, b->key.port, (unsigned long long)b->connections, b->active, tg,
-                     th);
-    }
+    guest_rows(h, g, out);
     if (!g->ports.entries) {
       lr_sbuf_puts(out, "  (no listening ports reported)\n");
       continue;
     }
-    lr_sbuf_printf(out, "  %-5s %-28s %-34s %-10s %6s %6s %10s %10s\n", "PROTO", "GUEST", "HOST",
-                   "STATE", "CONNS", "OPEN", "TO GUEST", "TO HOST");
-    for (lr_port_entry_t *e = g->ports.entries; e; e = e->next) {
-      if (!status_listed(e)) continue;
-      entry_stats_t st = entry_stats(e);
-      hosts[0] = '\0';
-      for (int i = 0; i < e->nb; i++) {
-        if (!binding_shown(e->b[i])) continue;
-        binding_addr(e->b[i], s, sizeof s);
-        size_t l = strlen(hosts);
-        snprintf(hosts + l, sizeof hosts - l, "%s%s", l ? "," : "", s);
-      }
-      if (!hosts[0]) snprintf(hosts, sizeof hosts, "-");
-      human_bytes(st.to_guest, tg, sizeof tg);
-      human_bytes(st.to_host, th, sizeof th);
-      lr_port_state_t pst = lr_ports_entry_state(e);
-      lr_sbuf_printf(out, "  %-5s %-28s %-34s %-10s %6llu %6llu %10s %10s\n", "tcp",
-                     lr_listener_format(&e->listener, s, sizeof s), hosts,
-                     lr_port_state_name(pst), (unsigned long long)st.conns,
-                     (unsigned long long)st.active, tg, th);
-      if (pst == LR_PORT_DENIED) {
-        char why[200];
-        deny_reason(h, e, why, sizeof why);
-        lr_sbuf_printf(out, "        denied: %s\n", why);
-      }
-    }
+    lr_sbuf_printf(out, PORT_ROW_FMT, "PROTO", "GUEST", "HOST", "STATE", "CONNS", "OPEN",
+                   "TO GUEST", "TO HOST", "PROCESS");
+    for (lr_port_entry_t *e = g->ports.entries; e; e = e->next)
+      if (lr_status_listed(e)) port_row(h, e, out);
   }
 }
 
-/* ---- the endpoint ----------------------------------------------------------- */
+/* ---- watch events ------------------------------------------------------------ */
 
-static void status_server_closed(uv_handle_t *hd) { lr_host_closed(hd->data); }
+/* Days since 1970-01-01 to a civil date (proleptic Gregorian), so that the
+ * core needs no gmtime_r / gmtime_s. */
+static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d) {
+  z += 719468;
+  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  unsigned doe = (unsigned)(z - era * 146097);
+  unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t yy = (int64_t)yoe + era * 400;
+  unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  unsigned mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y = (int)(yy + (*m <= 2));
+}
 
-static void status_client_handle_closed(uv_handle_t *hd) {
-  lr_status_client_t *c = hd->data;
-  lr_host_t *h = c->host;
-  if (--c->open_handles == 0) {
-    for (lr_status_client_t **pp = &h->clients; *pp; pp = &(*pp)->next)
-      if (*pp == c) {
-        *pp = c->next;
-        break;
-      }
-    h->nclients--;
-    lr_sbuf_free(&c->out);
-    free(c);
+void lr_status_time(int64_t sec, int32_t usec, char *out, size_t len) {
+  int y;
+  unsigned mo, d;
+  int64_t days = sec >= 0 ? sec / 86400 : -((-sec + 86399) / 86400);
+  int64_t rem = sec - days * 86400;
+  civil_from_days(days, &y, &mo, &d);
+  snprintf(out, len, "%04d-%02u-%02uT%02u:%02u:%02u.%03uZ", y, mo, d, (unsigned)(rem / 3600),
+           (unsigned)(rem / 60 % 60), (unsigned)(rem % 60), (unsigned)(usec / 1000));
+}
+
+static void now_text(char *out, size_t len) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) != 0) tv.tv_sec = 0, tv.tv_usec = 0;
+  lr_status_time(tv.tv_sec, tv.tv_usec, out, len);
+}
+
+static const char *const event_names[] = {"port-added", "port-removed", "port-state",
+                                          "guest-connected", "guest-disconnected"};
+
+const char *lr_event_name(lr_event_kind_t k) {
+  return (unsigned)k < sizeof event_names / sizeof event_names[0] ? event_names[k] : "unknown";
+}
+
+void lr_status_event_json(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out) {
+  char t[40];
+  now_text(t, sizeof t);
+  cJSON *o = cJSON_CreateObject();
+  json_str(o, "time", t);
+  json_str(o, "guest", ev->g->name);
+  json_str(o, "event", lr_event_name(ev->kind));
+  switch (ev->kind) {
+    case LR_EV_PORT_STATE:
+      json_str(o, "previous", lr_port_state_name(ev->previous));
+      /* fall through */
+    case LR_EV_PORT_ADDED:
+    case LR_EV_PORT_REMOVED:
+      cJSON_AddItemToObject(o, "port", port_json(h, ev->e));
+      break;
+    case LR_EV_GUEST_CONNECTED:
+      json_str(o, "transport", ev->g->transport);
+      break;
+    case LR_EV_GUEST_DISCONNECTED:
+      json_str(o, "transport", ev->g->transport);
+      json_str(o, "error", ev->reason && ev->reason[0] ? ev->reason : NULL);
+      break;
   }
-  lr_host_closed(h);
+  json_line(o, out);
 }
 
-static void status_client_close(lr_status_client_t *c) {
-  if (c->closing) return;
-  c->closing = 1;
-  lr_host_closing(c->host);
-  lr_host_closing(c->host);
-  uv_close((uv_handle_t *)&c->pipe, status_client_handle_closed);
-  uv_close((uv_handle_t *)&c->timer, status_client_handle_closed);
+void lr_status_event_text(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out) {
+  char t[40], s[80], hosts[200];
+  (void)h;
+  now_text(t, sizeof t);
+  lr_sbuf_printf(out, "%s  ", t);
+  lr_text_escape(out, ev->g->name);
+  lr_sbuf_printf(out, "  %s", lr_event_name(ev->kind));
+  switch (ev->kind) {
+    case LR_EV_PORT_ADDED:
+    case LR_EV_PORT_REMOVED:
+    case LR_EV_PORT_STATE:
+      host_list(ev->e, hosts, sizeof hosts);
+      lr_sbuf_printf(out, "  tcp %s -> %s  %s", lr_listener_format(&ev->e->listener, s, sizeof s),
+                     hosts, lr_port_state_name(lr_ports_entry_state(ev->e)));
+      if (ev->kind == LR_EV_PORT_STATE)
+        lr_sbuf_printf(out, " (was %s)", lr_port_state_name(ev->previous));
+      if (ev->e->owner) {
+        lr_sbuf_puts(out, "  process ");
+        process_text(ev->e, out);
+      }
+      break;
+    case LR_EV_GUEST_CONNECTED:
+      lr_sbuf_puts(out, "  ");
+      lr_text_escape(out, ev->g->transport);
+      break;
+    case LR_EV_GUEST_DISCONNECTED:
+      if (ev->reason && ev->reason[0]) {
+        lr_sbuf_puts(out, "  ");
+        lr_text_escape(out, ev->reason);
+      }
+      break;
+  }
+  lr_sbuf_puts(out, "\n");
 }
 
-/* A status client gets statusIdleTimeoutMs for its whole exchange: one that
- * connects and says nothing, or never reads the answer, is cut, so idle
- * clients can never pile up and starve forwarding of descriptors. */
-static void status_client_expired(uv_timer_t *t) { status_client_close(t->data); }
-
-static void status_shut(uv_shutdown_t *req, int st) {
-  (void)st;
-  status_client_close(req->data);
-}
-
-static void status_written(uv_write_t *req, int st) {
-  lr_status_client_t *c = req->data;
-  if (c->closing) return;
-  if (st < 0 || uv_shutdown(&c->sreq, (uv_stream_t *)&c->pipe, status_shut) != 0)
-    status_client_close(c);
-}
-
-static void status_alloc(uv_handle_t *hd, size_t sz, uv_buf_t *buf) {
-  lr_status_client_t *c = hd->data;
-  (void)sz;
-  buf->base = c->line + c->len;
-  buf->len = sizeof c->line - 1 - c->len;
-}
-
-static void status_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  lr_status_client_t *c = s->data;
-  (void)buf;
-  if (n < 0) {
-    status_client_close(c);
+void lr_status_dropped(uint64_t count, int json, lr_sbuf_t *out) {
+  char t[40];
+  now_text(t, sizeof t);
+  if (!json) {
+    lr_sbuf_printf(out, "%s  dropped %llu event(s): this watcher did not keep up\n", t,
+                   (unsigned long long)count);
     return;
   }
-  c->len += (size_t)n;
-  c->line[c->len] = '\0';
-  char *nl = strchr(c->line, '\n');
-  if (!nl && c->len < sizeof c->line - 1) return;
-  uv_read_stop(s);
-  if (nl) *nl = '\0';
-  size_t l = strlen(c->line);
-  if (l && c->line[l - 1] == '\r') c->line[l - 1] = '\0';
-  if (strcmp(c->line, "status json") == 0 || strcmp(c->line, "status --json") == 0)
-    lr_host_status_json(c->host, &c->out);
-  else if (strcmp(c->line, "status table") == 0 || strcmp(c->line, "status") == 0)
-    lr_host_status_table(c->host, &c->out);
-  else
-    lr_sbuf_printf(&c->out, "error: unknown request (try: status json, status table)\n");
-  if (c->out.err || !c->out.len) {
-    status_client_close(c);
-    return;
-  }
-  uv_buf_t b = uv_buf_init(c->out.p, (unsigned)c->out.len);
-  c->wreq.data = c;
-  c->sreq.data = c;
-  if (uv_write(&c->wreq, s, &b, 1, status_written) != 0) status_client_close(c);
-}
-
-static void status_conn(uv_stream_t *server, int status) {
-  lr_host_t *h = server->data;
-  if (status < 0) {
-    lr_log_accept_error(&h->status_accept_log, h->loop, "status endpoint", status);
-    return;
-  }
-  if (h->stopping) return;
-  if (h->nclients >= h->cfg->max_status_clients) {
-    /* At the budget, the oldest client that has not even sent its request
-     * makes room: a real lorelayctl asks at once and is answered within
-     * milliseconds, so idle connections cannot lock it out. If every slot
-     * is busy answering, the newcomer is accepted and closed (a listener
-     * whose callback does not accept stops accepting). */
-    lr_status_client_t *oldest = NULL;
-    for (lr_status_client_t *c = h->clients; c; c = c->next)
-      if (!c->closing && !c->len) oldest = c; /* the list is newest first */
-    if (lr_ratelimit_pass(&h->status_budget_log, uv_now(h->loop), LR_BUDGET_LOG_MS))
-      LR_WARN("status endpoint: maxStatusClients (%u) connected: %s (%llu times so far)",
-              h->cfg->max_status_clients,
-              oldest ? "cutting the oldest idle one" : "refusing new ones",
-              (unsigned long long)(h->status_budget_log.suppressed + 1));
-    if (!oldest) {
-      lr_drop_pending(server);
-      return;
-    }
-    status_client_close(oldest);
-  }
-  lr_status_client_t *c = calloc(1, sizeof *c);
-  if (!c) return;
-  c->host = h;
-  lr_sbuf_init(&c->out);
-  uv_pipe_init(h->loop, &c->pipe, 0);
-  uv_timer_init(h->loop, &c->timer);
-  c->pipe.data = c->timer.data = c;
-  c->open_handles = 2;
-  c->next = h->clients;
-  h->clients = c;
-  h->nclients++;
-  uv_timer_start(&c->timer, status_client_expired, h->cfg->status_idle_timeout_ms, 0);
-  if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0 ||
-      uv_read_start((uv_stream_t *)&c->pipe, status_alloc, status_read) != 0)
-    status_client_close(c);
-}
-
-void lr_status_stop(lr_host_t *h) {
-  for (lr_status_client_t *c = h->clients; c; c = c->next) status_client_close(c);
-  if (!h->status_open) return;
-  h->status_open = 0;
-  h->status.data = h;
-  lr_host_closing(h);
-  uv_close((uv_handle_t *)&h->status, status_server_closed);
-}
-
-int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errlen) {
-  int rc = uv_pipe_init(h->loop, &h->status, 0);
-  if (rc == 0) {
-    h->status.data = h;
-    h->status_open = 1;
-    rc = uv_pipe_bind(&h->status, path);
-    if (rc == UV_EADDRINUSE || rc == UV_EACCES) {
-      snprintf(err, errlen,
-               "status endpoint %s exists already: another lorelayd, or a program squatting "
-               "the name; refusing to start",
-               path);
-      lr_status_stop(h);
-      return -1;
-    }
-    /* Not for every local user: the platform narrows who may connect
-     * (Linux: mode 0660; Windows: SYSTEM and Administrators). */
-    if (rc == 0 && h->pal->secure_endpoint &&
-        h->pal->secure_endpoint(&h->status, path, err, errlen) != 0) {
-      lr_status_stop(h);
-      return -1;
-    }
-    if (rc == 0) rc = uv_listen((uv_stream_t *)&h->status, 64, status_conn);
-  }
-  if (rc) {
-    snprintf(err, errlen, "status endpoint %s: %s", path, uv_strerror(rc));
-    lr_status_stop(h);
-    return -1;
-  }
-  LR_INFO("status endpoint: %s", path);
-  return 0;
+  cJSON *o = cJSON_CreateObject();
+  json_str(o, "time", t);
+  json_str(o, "event", "dropped");
+  json_u64(o, "count", count);
+  json_line(o, out);
 }

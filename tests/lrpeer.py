@@ -162,12 +162,17 @@ def addr16(addr):
     return raw + b"\0" * (16 - len(raw))
 
 
-def enc_listener(addr, port, v6only=False, family=None, flags=None):
-    """LISTENER_ADD/DEL: u8 family, u8 flags, u16 port, addr[16]."""
+def enc_listener(addr, port, v6only=False, family=None, flags=None, owner=None):
+    """LISTENER_ADD/DEL: u8 family, u8 flags, u16 port, addr[16]; with
+    owner=(pid, command), LISTENER_ADD's optional u32 pid, u16 clen,
+    command[clen] (any bytes, any length: the encoders do not police)."""
     ip = ipaddress.ip_address(addr)
     fam = family if family is not None else (6 if ip.version == 6 else 4)
     fl = flags if flags is not None else (LISTENER_V6ONLY if v6only else 0)
-    return struct.pack(">BBH", fam, fl, port & 0xFFFF) + addr16(addr)
+    out = struct.pack(">BBH", fam, fl, port & 0xFFFF) + addr16(addr)
+    if owner is not None:
+        out += struct.pack(">I", owner[0] & 0xFFFFFFFF) + _text16(owner[1])
+    return out
 
 
 def enc_port_state(listener_payload, state, host_port):
@@ -207,8 +212,9 @@ def welcome_frame(name="fake-guest", version="0-fake"):
     return frame(WELCOME, enc_hello(b"", name, version))
 
 
-def listener_frame(addr, port, v6only=False, add=True):
-    return frame(LISTENER_ADD if add else LISTENER_DEL, enc_listener(addr, port, v6only))
+def listener_frame(addr, port, v6only=False, add=True, owner=None):
+    return frame(LISTENER_ADD if add else LISTENER_DEL, enc_listener(addr, port, v6only,
+                                                                     owner=owner))
 
 
 def ping_frame(nonce):
@@ -326,6 +332,11 @@ def decode(ftype, payload, strict=False):
         m.update(nonce=c.take(NONCE_LEN))
     elif ftype in (LISTENER_ADD, LISTENER_DEL):
         m.update(_listener(c))
+        if ftype == LISTENER_ADD and not c.at_end():
+            pid = c.u32()
+            cmd = c.take(c.u16())
+            c.check(b"\0" not in cmd, "LISTENER_ADD command with a NUL")
+            m.update(pid=pid, command=cmd)
     elif ftype == SYNC_DONE:
         pass
     elif ftype == PORT_STATE:
@@ -785,11 +796,13 @@ class FakeAgent:
 
     @staticmethod
     def send_listing(st, listeners, sync=True, add=True):
+        """listeners: (addr, port[, v6only[, (pid, command)]])."""
         out = []
         for l in listeners:
             addr, port = l[0], l[1]
             v6only = l[2] if len(l) > 2 else False
-            out.append(listener_frame(addr, port, v6only, add))
+            owner = l[3] if len(l) > 3 else None
+            out.append(listener_frame(addr, port, v6only, add, owner))
         if sync:
             out.append(sync_done_frame())
         st.send(b"".join(out), timeout=30)

@@ -30,6 +30,8 @@ class Codec(unittest.TestCase):
         self.assertEqual((m["code"], m["text"]), (5, b"nope"))
         m = self.roundtrip(P.LISTENER_ADD, P.enc_listener("::", 8080, v6only=True))
         self.assertEqual((m["family"], m["port"], m["addr"], m["v6only"]), (6, 8080, "::", True))
+        m = self.roundtrip(P.LISTENER_ADD, P.enc_listener("0.0.0.0", 80, owner=(42, "srv -p")))
+        self.assertEqual((m["port"], m["pid"], m["command"]), (80, 42, b"srv -p"))
         m = self.roundtrip(P.LISTENER_DEL, P.enc_listener("127.0.0.1", 22))
         self.assertEqual((m["family"], m["addr"]), (4, "127.0.0.1"))
         m = self.roundtrip(P.PORT_STATE, P.enc_port_state(P.enc_listener("0.0.0.0", 80), 2, 40000))

@@ -205,6 +205,30 @@ void fz_decode_all(const lr_frame_t *f) {
       FZ_CHECK(lr_listener_cmp(&m, &d) == 0 && lr_listener_cmp(&d, &m) == 0);
     }
   }
+  /* LISTENER_ADD's owner: capped, NUL-free, valid UTF-8, and a round trip
+   * keeps it (and the listener) */
+  {
+    lr_listener_t m, d;
+    lr_proc_owner_t o, od;
+    check_rc(rc = lr_decode_listener_add(f, &m, &o));
+    if (rc == LR_PROTO_OK) {
+      size_t n = strlen(o.cmd);
+      FZ_CHECK(n <= LR_CMD_MAX);
+      char again[LR_CMD_MAX + 1];
+      memcpy(again, o.cmd, n + 1);
+      lr_utf8_sanitize(again);
+      FZ_CHECK(memcmp(again, o.cmd, n + 1) == 0); /* already clean */
+      uint8_t buf[LR_FRAME_HDR_LEN + 64 + LR_CMD_MAX];
+      size_t len = lr_encode_listener_add(buf, sizeof buf, &m, &o);
+      FZ_CHECK(len > 0);
+      lr_frame_t h;
+      size_t used;
+      FZ_CHECK(lr_frame_decode(buf, len, &h, &used) == LR_PROTO_OK && used == len);
+      FZ_CHECK(lr_decode_listener_add(&h, &d, &od) == LR_PROTO_OK);
+      FZ_CHECK(lr_listener_cmp(&m, &d) == 0 && od.pid == o.pid);
+      FZ_CHECK(o.pid == 0 || strcmp(od.cmd, o.cmd) == 0);
+    }
+  }
   /* PORT_STATE */
   {
     lr_port_state_msg_t m, d;

@@ -1,5 +1,5 @@
 /* libFuzzer target: the status endpoint's request line, as it exists (the
- * parsing lives inside lr_status.c's read callback, not in a function of
+ * parsing lives inside lr_ctlsrv.c's read callback, not in a function of
  * its own, so the real endpoint is driven instead).
  *
  * One host core per process, with a guest whose agent never answers (its
@@ -11,10 +11,13 @@
  * that does not exist.
  *
  * Checked, from docs/protocol.md ("one request line, status json or status
- * table, answered with the document, then closes"): the endpoint always
- * closes (a watchdog aborts after 5 s), a known request gets its document,
- * an unknown one an "error:" line, and no client record outlives its
- * connection. */
+ * table, answered with the document, then closes"; "watch json" or "watch
+ * table", answered "ok" and then events until either side closes): the
+ * endpoint always closes (a watchdog aborts after 5 s; a watcher closes
+ * when the client's half-close arrives), a known request gets its
+ * document, a watch request its "ok" and nothing else (the guest never
+ * connects, so there is no event), an unknown one an "error:" line, and no
+ * client record outlives its connection. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,7 +153,7 @@ static void on_connect(uv_connect_t *req, int status) {
 }
 
 /* What the endpoint must answer, by the contract. */
-enum { ANY, NOTHING, JSON, TABLE, ERROR_LINE };
+enum { ANY, NOTHING, JSON, TABLE, WATCH, ERROR_LINE };
 
 static int expected(const uint8_t *d, size_t n) {
   /* The endpoint holds at most 63 bytes of request. Before a newline in
@@ -164,6 +167,7 @@ static int expected(const uint8_t *d, size_t n) {
 #define IS(s) (len == sizeof(s) - 1 && memcmp(d, s, len) == 0)
   if (IS("status json") || IS("status --json")) return JSON;
   if (IS("status table") || IS("status")) return TABLE;
+  if (IS("watch json") || IS("watch --json") || IS("watch table") || IS("watch")) return WATCH;
 #undef IS
   return ERROR_LINE;
 }
@@ -207,6 +211,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       break;
     case TABLE:
       FZ_CHECK(c.alen > 6 && memcmp(a, "guest ", 6) == 0 && a[c.alen - 1] == '\n');
+      break;
+    case WATCH:
+      FZ_CHECK(c.alen == 3 && memcmp(a, "ok\n", 3) == 0);
       break;
     case ERROR_LINE:
       FZ_CHECK(c.alen > 7 && memcmp(a, "error: ", 7) == 0 && a[c.alen - 1] == '\n');

@@ -262,6 +262,8 @@ def status_seeds():
         "no-newline": b"status json", "long": b"status " + b"x" * 80 + b"\n",
         "two-lines": b"status table\nstatus json\n", "nul": b"status\0json\n",
         "empty-line": b"\n",
+        "watch-json": b"watch json\n", "watch": b"watch\n",
+        "watch-then-more": b"watch --json\nstatus json\n",
     }
 
 

@@ -47,7 +47,7 @@ case "$(field Maintainer)" in
 esac
 [ -n "$(field Description)" ] || fail "no Description"
 deps=$(field Depends)
-for lib in libuv1 libinih1; do
+for lib in libuv1 libinih1 libcjson1; do
   echo "$deps" | grep -q "\b$lib\b" || fail "Depends '$deps' lacks $lib"
 done
 ok "control: $(field Package) $(field Version) $(field Architecture); Depends: $deps"

@@ -33,6 +33,7 @@
 
 #include <uv.h>
 
+#include "agent_int.h" /* scan.owner_walks */
 #include "lr_agent.h"
 #include "lr_auth.h"
 #include "lr_glisten.h"
@@ -506,6 +507,49 @@ static void test_control_listing_changes_and_ping(void **state) {
   expect_pong(c, 0x1122334455667788ull);
   close(c);
   close(l2);
+}
+
+/* The listing names the owner of a listener (this very process), and the
+ * agent walks /proc only for new listeners: one walk for the listing, then
+ * at most one per report that added something, not one per scan (the
+ * fixture scans every 20 ms; other programs' listeners on this host may
+ * come and go meanwhile, which is why later walks are compared with the
+ * additions seen, not with zero). */
+static void test_owner_reported_once(void **state) {
+  fixture_t *f = *state;
+  uint16_t p1;
+  int l1 = tcp_listen_any(AF_INET, &p1);
+  lr_auth_ctx_t a;
+  int c = start_control_key(f, KEY, KEY_LEN, &a, NULL, NULL);
+  expect_welcome(f, c, &a);
+  unsigned long adds = 0; /* after the listing */
+  int owned = 0;
+  for (int seen_pong = 0, sync = 0; !seen_pong;) {
+    if (sync == 1) { /* after the listing: ten scans' time, then a PING to end the read */
+      usleep(200 * 1000);
+      uint8_t buf[32];
+      send_all(c, buf, lr_encode_ping(buf, sizeof buf, LR_MSG_PING, 7));
+      sync = 2;
+    }
+    lr_frame_t fr = read_frame(c);
+    if (fr.type == LR_MSG_SYNC_DONE) sync = 1;
+    if (fr.type == LR_MSG_PONG) seen_pong = 1;
+    if (fr.type != LR_MSG_LISTENER_ADD) continue;
+    adds += sync > 0;
+    lr_listener_t l;
+    lr_proc_owner_t o;
+    assert_int_equal(lr_decode_listener_add(&fr, &l, &o), LR_PROTO_OK);
+    if (l.port != p1) continue;
+    assert_int_equal(o.pid, (uint32_t)getpid());
+    if (!strstr(o.cmd, "test_guest_agent")) fail_msg("owner command: %s", o.cmd);
+    owned = 1;
+  }
+  assert_true(owned);
+  unsigned long walks = f->agent->scan.owner_walks;
+  if (walks < 1 || walks > 1 + adds)
+    fail_msg("%lu /proc walks for a listing and %lu additions", walks, adds);
+  close(c);
+  close(l1);
 }
 
 static void test_wrong_key_is_refused(void **state) {
@@ -1126,6 +1170,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       /* with the shared key, over tcp */
       cmocka_unit_test_setup_teardown(test_control_listing_changes_and_ping, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_owner_reported_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_wrong_key_is_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unproved_host_gets_nothing, setup, teardown),
       cmocka_unit_test_setup_teardown(test_replayed_frames_refused, setup, teardown),

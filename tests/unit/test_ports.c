@@ -123,7 +123,8 @@ static int setup(void **state) {
   memset(&fx, 0, sizeof fx);
   fx.fake.next_ephemeral = 40000;
   lr_test_config_all_ports(&fx.cfg);
-  lr_ports_ops_t ops = {fake_bind, fake_unbind, fake_state_changed, &fx.fake};
+  lr_ports_ops_t ops = {.bind = fake_bind, .unbind = fake_unbind,
+                        .state_changed = fake_state_changed, .data = &fx.fake};
   lr_ports_init(&fx.t, &fx.cfg, &ops);
   return 0;
 }
@@ -544,6 +545,74 @@ static void test_churn(void **state) {
   release(&fx.fake, 4, 3);
 }
 
+/* The added/removed hooks (the watch stream's port-added/port-removed):
+ * added comes after the entry's first state (so a port born in conflict is
+ * announced with it, not as a change), removed for every way an entry
+ * goes; the owner is kept, and updated by a re-add that names one. */
+typedef struct {
+  char log[256];
+  lr_port_state_t first; /* the state an entry had when added ran */
+} hooks_t;
+
+static hooks_t hk;
+
+static void hook_added(lr_port_entry_t *e, void *data) {
+  (void)data;
+  hk.first = lr_ports_entry_state(e);
+  size_t n = strlen(hk.log);
+  snprintf(hk.log + n, sizeof hk.log - n, "+%u", e->listener.port);
+}
+
+static void hook_removed(const lr_port_entry_t *e, void *data) {
+  (void)data;
+  size_t n = strlen(hk.log);
+  snprintf(hk.log + n, sizeof hk.log - n, "-%u", e->listener.port);
+}
+
+static void hook_changed(const lr_port_entry_t *e, lr_port_state_t s, void *data) {
+  size_t n = strlen(hk.log);
+  snprintf(hk.log + n, sizeof hk.log - n, "~%u", e->listener.port);
+  fake_state_changed(e, s, data);
+}
+
+static void test_added_removed_hooks(void **state) {
+  (void)state;
+  memset(&hk, 0, sizeof hk);
+  lr_ports_clear(&fx.t);
+  lr_ports_ops_t ops = {.bind = fake_bind, .unbind = fake_unbind, .state_changed = hook_changed,
+                        .data = &fx.fake, .added = hook_added, .removed = hook_removed};
+  lr_ports_init(&fx.t, &fx.cfg, &ops);
+  take(&fx.fake, 4, 7000);
+  lr_listener_t a = lr_test_v4(0, 0, 0, 0, 7000), b = lr_test_v4(0, 0, 0, 0, 7001);
+  lr_proc_owner_t o;
+  memset(&o, 0, sizeof o);
+  o.pid = 99;
+  snprintf(o.cmd, sizeof o.cmd, "srv");
+  lr_port_entry_t *e = lr_ports_add_owned(&fx.t, &a, &o);
+  assert_non_null(e);
+  assert_int_equal(hk.first, LR_PORT_CONFLICT);
+  assert_int_equal(e->owner->pid, 99);
+  assert_non_null(lr_ports_add(&fx.t, &b));
+  assert_null(lr_ports_find(&fx.t, &b)->owner);
+  assert_string_equal(hk.log, "~7000+7000+7001");
+  /* the port frees: a change, after the add */
+  release(&fx.fake, 4, 7000);
+  lr_ports_retry_conflicts(&fx.t);
+  assert_string_equal(hk.log, "~7000+7000+7001~7000");
+  /* a resync's re-add updates the owner and announces nothing */
+  lr_ports_sync_begin(&fx.t);
+  o.pid = 100;
+  assert_ptr_equal(lr_ports_add_owned(&fx.t, &a, &o), e);
+  assert_int_equal(e->owner->pid, 100);
+  assert_int_equal(lr_ports_sync_end(&fx.t), 1); /* b swept */
+  assert_string_equal(hk.log, "~7000+7000+7001~7000-7001");
+  assert_int_equal(lr_ports_del(&fx.t, &a), 0);
+  assert_string_equal(hk.log, "~7000+7000+7001~7000-7001-7000");
+  assert_non_null(lr_ports_add(&fx.t, &b));
+  lr_ports_clear(&fx.t);
+  assert_string_equal(hk.log, "~7000+7000+7001~7000-7001-7000+7001-7001");
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
@@ -562,6 +631,7 @@ int main(void) {
       T(test_clear_with_live_connections),
       T(test_sorted_entries),
       T(test_churn),
+      T(test_added_removed_hooks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1079,6 +1079,85 @@ static void test_names(void **state) {
   assert_non_null(lr_err_name(1000));
 }
 
+/* ---- LISTENER_ADD's owner ------------------------------------------------- */
+
+static void test_listener_owner(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  lr_listener_t l = lr_test_v4(0, 0, 0, 0, 8000), got;
+  lr_proc_owner_t o, go;
+  memset(&o, 0, sizeof o);
+  o.pid = 4242;
+  snprintf(o.cmd, sizeof o.cmd, "python3 -m http.server");
+  size_t n = lr_encode_listener_add(buf, sizeof buf, &l, &o);
+  /* golden: the listener, then u32 pid, u16 clen, command */
+  assert_int_equal(n, LR_FRAME_HDR_LEN + 20 + 4 + 2 + 22);
+  static const uint8_t tail[] = {0, 0, 0x10, 0x92, 0, 22, 'p', 'y'};
+  assert_memory_equal(buf + LR_FRAME_HDR_LEN + 20, tail, sizeof tail);
+  lr_frame_t f = frame_of(buf, n, LR_MSG_LISTENER_ADD);
+  assert_int_equal(lr_decode_listener_add(&f, &got, &go), LR_PROTO_OK);
+  assert_int_equal(lr_listener_cmp(&got, &l), 0);
+  assert_int_equal(go.pid, 4242);
+  assert_string_equal(go.cmd, "python3 -m http.server");
+  /* an older host reads the listener and skips the rest */
+  assert_int_equal(lr_decode_listener(&f, &got), LR_PROTO_OK);
+  /* every cut inside the owner's fields is short */
+  for (size_t cut = 21; cut < f.len; cut++) {
+    lr_frame_t g = f;
+    g.len = (uint32_t)cut;
+    assert_int_equal(lr_decode_listener_add(&g, &got, &go), LR_PROTO_ESHORT);
+  }
+  /* no owner (pid 0, or an older agent): none on the wire, none decoded */
+  o.pid = 0;
+  n = lr_encode_listener_add(buf, sizeof buf, &l, &o);
+  assert_int_equal(n, LR_FRAME_HDR_LEN + 20);
+  f = frame_of(buf, n, LR_MSG_LISTENER_ADD);
+  go.pid = 9;
+  assert_int_equal(lr_decode_listener_add(&f, &got, &go), LR_PROTO_OK);
+  assert_int_equal(go.pid, 0);
+  assert_string_equal(go.cmd, "");
+}
+
+/* Guest text: an over-long command is cut (not refused), invalid UTF-8
+ * becomes '?', a NUL breaks the string rule. */
+static void test_listener_owner_hostile(void **state) {
+  (void)state;
+  uint8_t buf[BUFSZ];
+  lr_listener_t l = lr_test_v4(127, 0, 0, 1, 9000), got;
+  lr_proc_owner_t go;
+  size_t n = lr_encode_listener(buf, sizeof buf, LR_MSG_LISTENER_ADD, &l);
+  uint8_t *p = buf + n;
+  const size_t clen = 1000;
+  p[0] = 0, p[1] = 0, p[2] = 0, p[3] = 7;
+  p[4] = (uint8_t)(clen >> 8), p[5] = (uint8_t)clen;
+  memset(p + 6, 'A', clen);
+  memcpy(p + 6, "a\n\x1b[31m\xff\xc2\x9b\xed\xa0\x80", 13);
+  p[6 + LR_CMD_MAX - 1] = (uint8_t)0xc3; /* a sequence cut by the cap */
+  n += 6 + clen;
+  buf[4] = (uint8_t)((n - LR_FRAME_HDR_LEN) >> 24), buf[5] = (uint8_t)((n - LR_FRAME_HDR_LEN) >> 16);
+  buf[6] = (uint8_t)((n - LR_FRAME_HDR_LEN) >> 8), buf[7] = (uint8_t)(n - LR_FRAME_HDR_LEN);
+  lr_frame_t f = frame_of(buf, n, LR_MSG_LISTENER_ADD);
+  assert_int_equal(lr_decode_listener_add(&f, &got, &go), LR_PROTO_OK);
+  assert_int_equal(go.pid, 7);
+  assert_int_equal(strlen(go.cmd), LR_CMD_MAX);
+  /* control characters stay (the JSON escapes them, the table too) */
+  assert_memory_equal(go.cmd, "a\n\x1b[31m?\xc2\x9b???", 13);
+  assert_int_equal((unsigned char)go.cmd[LR_CMD_MAX - 1], '?');
+  p[6 + 3] = 0;
+  assert_int_equal(lr_decode_listener_add(&f, &got, &go), LR_PROTO_EINVAL);
+}
+
+static void test_utf8_sanitize(void **state) {
+  (void)state;
+  char s[64];
+  snprintf(s, sizeof s, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 ok");
+  lr_utf8_sanitize(s);
+  assert_string_equal(s, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 ok");
+  snprintf(s, sizeof s, "\xc0\xaf|\xe0\x80\xaf|\xf4\x90\x80\x80|\x80|\xc3");
+  lr_utf8_sanitize(s);
+  assert_string_equal(s, "??|???|????|?|?");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_preamble_roundtrip),
@@ -1110,6 +1189,9 @@ int main(void) {
       cmocka_unit_test(test_listener_roundtrip),
       cmocka_unit_test(test_listener_golden),
       cmocka_unit_test(test_listener_invalid),
+      cmocka_unit_test(test_listener_owner),
+      cmocka_unit_test(test_listener_owner_hostile),
+      cmocka_unit_test(test_utf8_sanitize),
       cmocka_unit_test(test_port_state_roundtrip),
       cmocka_unit_test(test_port_state_invalid),
       cmocka_unit_test(test_open_roundtrip),

@@ -8,7 +8,10 @@ Real clients only: python's http.server in the namespace on 0.0.0.0 and on
 [::] (dual-stack), fetched with curl on the host at 127.0.0.1 and [::1].
 
   --mode console  lorelayd.exe started by hand (console mode), also checks
-                  lorelayctl.exe over the named pipe and the --log-file sink.
+                  lorelayctl.exe over the named pipe (status, and watch --json
+                  seeing a port added with its owner and one removed; a
+                  stalled watcher that is told what it dropped while
+                  forwarding goes on) and the --log-file sink.
   --mode service  the zip is unpacked, install.cmd registers and starts the
                   service in a Wine prefix kept up by `wineserver -p`;
                   `sc.exe query` must say RUNNING, forwarding must work
@@ -246,6 +249,103 @@ def check_forwarding(p4, p46, body4, body46):
         NOT_RUN.append("[::1] forwarding (host has no IPv6)")
 
 
+def start_watch(wine, lorelayctl, pipe, work):
+    """lorelayctl.exe watch --json over the named pipe; returns (process,
+    output path) once it says it is subscribed."""
+    out = os.path.join(work, "watch.log")
+    proc = wine.popen([lorelayctl, "--socket", pipe, "watch", "--json"], out)
+    t0 = time.time()
+    while "watching lorelayd" not in open(out).read():
+        if proc.poll() is not None or time.time() - t0 > 60:
+            raise AssertionError(f"lorelayctl.exe watch did not subscribe: {open(out).read()}")
+        time.sleep(0.2)
+    log(f"OK lorelayctl.exe watch subscribed after {time.time() - t0:.2f}s")
+    return proc, out
+
+
+def wait_watch_event(out, event, guest_port, deadline_s=20):
+    """The first JSON line of the watch with this event for this guest port."""
+    t0 = time.time()
+    while time.time() - t0 < deadline_s:
+        for line in open(out).read().splitlines():
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            ev = json.loads(line)
+            if ev.get("event") == event and ev.get("port", {}).get("guest") == guest_port:
+                log(f"OK watch: {event} {guest_port} after {time.time() - t0:.2f}s")
+                return ev
+        time.sleep(0.2)
+    raise AssertionError(f"watch never showed {event} {guest_port}: {open(out).read()[-2000:]}")
+
+
+CHURN = """
+import socket, sys, time
+port, n, pause = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+for i in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(1)
+    time.sleep(pause)
+    s.close()
+    time.sleep(pause)
+print("done", flush=True)
+"""
+
+
+def check_stalled_watcher(wine, lorelayctl, pipe, guest, work, p46, body46):
+    """A watcher whose output nobody reads (lorelayctl.exe blocked on its
+    stdout, so it stops reading the named pipe) while a guest port opens
+    and closes 400 times (800 events, more than the pipes and the 64 KiB
+    queue hold): lorelayd.exe keeps forwarding, and once the output is read
+    the watcher says it dropped events. (The pace, 20 ms, is one Wine's
+    lorelayd.exe keeps up with; a 3 ms churn stalls forwarding under Wine
+    with or without a watcher.)"""
+    proc = subprocess.Popen(["wine", lorelayctl, "--socket", pipe, "watch", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=wine.env,
+                            start_new_session=True)
+    time.sleep(3)  # subscribed (lorelayctl.exe starts in well under a second here)
+    port = free_host_port()
+    script = os.path.join(work, "churn.py")
+    open(script, "w").write(CHURN)
+    churn = guest.spawn([sys.executable, script, str(port), "400", "0.02"], "churn")
+    t0 = time.time()
+    while churn.poll() is None:
+        if time.time() - t0 > 120:
+            raise AssertionError("guest churn did not finish within 120 s")
+        rc, out, _ = curl(f"http://127.0.0.1:{p46}/index.txt", timeout=5)
+        if rc != 0 or out != body46:
+            raise AssertionError(f"forwarding broken while a watcher stalls: rc={rc}")
+        time.sleep(0.5)
+    log(f"OK forwarding answered throughout {time.time() - t0:.1f}s of churn with a stalled watcher")
+    # Now read what the watcher got: events, and a "dropped" line with its count.
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = bytearray()
+    t1 = time.time()
+    while time.time() - t1 < 60:
+        if not sel.select(timeout=5):
+            break
+        b = os.read(proc.stdout.fileno(), 1 << 16)
+        if not b:
+            break
+        buf += b
+        if b'"event":"dropped"' in buf and time.time() - t1 > 3:
+            break
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    lines = [json.loads(l) for l in buf.decode(errors="replace").splitlines()
+             if l.strip().startswith("{")]
+    dropped = sum(e.get("count", 0) for e in lines if e.get("event") == "dropped")
+    got = sum(1 for e in lines if e.get("port", {}).get("guest") == f"0.0.0.0:{port}")
+    log(f"stalled watcher over the named pipe: {got} events received, {dropped} dropped "
+        f"(800 emitted if the agent saw every cycle)")
+    if not dropped:
+        raise AssertionError(f"a stalled watcher was never told it dropped events ({got} received)")
+
+
 def check_wsl_lookup_retries(wine, lorelayd, lorelayctl, work):
     """--vm-id wsl with no WSL VM (Wine has no HCS at all): lorelayd must stay
     up, say why in status, and keep looking, as a service started at boot
@@ -393,11 +493,35 @@ def main():
             text = open(logfile).read() if os.path.exists(logfile) else ""
             if "running in the console" not in text:
                 raise AssertionError(f"--log-file {logfile} lacks the start-up line: {text[-1000:]}")
+            # Watch over the named pipe: a new guest server is added (with
+            # its owner), a stopped one removed.
+            watch = None
+            if os.path.exists(lorelayctl):
+                watch, watch_out = start_watch(wine, lorelayctl, pipe, work)
+                pnew = free_host_port()
+                while pnew in (p4, p46, pign):
+                    pnew = free_host_port()
+                guest.start_http(pnew, "0.0.0.0", docroot4, "http-watch")
+                ev = wait_watch_event(watch_out, "port-added", f"0.0.0.0:{pnew}")
+                proc = ev["port"].get("process") or {}
+                srv = [p for p, name in guest.procs if name == "http-watch"][0]
+                if "http.server" not in proc.get("command", "") or not proc.get("pid"):
+                    raise AssertionError(f"port-added lacks the owner (ip netns exec pid {srv.pid}): {ev}")
+                if ev.get("guest") != "wine-e2e" or not re.match(r"^\d{4}-\d\d-\d\dT", ev.get("time", "")):
+                    raise AssertionError(f"watch event lacks guest/time: {ev}")
             # Guest listener gone -> stand-in gone.
             for p, name in guest.procs:
                 if name == "http4":
                     os.killpg(p.pid, signal.SIGTERM)
             expect_closed(p4)
+            if os.path.exists(lorelayctl):
+                check_stalled_watcher(wine, lorelayctl, pipe, guest, work, p46, body46)
+            if watch is not None:
+                wait_watch_event(watch_out, "port-removed", f"0.0.0.0:{p4}")
+                if watch.poll() is not None:
+                    raise AssertionError("lorelayctl.exe watch ended by itself")
+                os.killpg(watch.pid, signal.SIGTERM)
+                watch.wait(timeout=30)
             wait_fetch(f"http://127.0.0.1:{p46}/index.txt", body46)
             check_wsl_lookup_retries(wine, lorelayd, lorelayctl, work)
         else:
