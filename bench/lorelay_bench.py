@@ -459,6 +459,11 @@ class Bench:
                         t = time.monotonic()
                         gbps = self.iperf_once(in_ns, p, flags)
                         self.record(metric, v, gbps)
+                        if gbps == 0:
+                            # A relay that blocks on a write while its peer
+                            # blocks on one too: the two-way stall --bidir is for.
+                            self.extra.setdefault("stalled: no byte received", []).append(
+                                "%s %s round %d" % (metric, v, r + 1))
                         self.note_relay_cpu(metric, before, time.monotonic() - t, v)
                         log("iperf3 %-16s round %d %-12s %.2f Gbit/s" % (metric, r + 1, v, gbps))
                         self.pause(0.5)
@@ -571,8 +576,11 @@ class Bench:
             f = line.split()
             if line.startswith("Requests/sec:"):
                 rate = float(f[1])
-            elif line.strip().startswith(("Socket errors:", "Non-2xx")):
-                errors = (errors + "; " if errors else "") + line.strip()
+            elif line.strip().startswith("Non-2xx"):
+                # nginx serves one static file: anything but 200 is a broken set-up.
+                raise RuntimeError("wrk: nginx answered with errors: %s" % line.strip())
+            elif line.strip().startswith("Socket errors:"):
+                errors = line.strip()
         if rate is None:
             raise RuntimeError("wrk printed no rate: %s %s" % (out.stdout[-500:], out.stderr[-500:]))
         return rate / 1000, errors
@@ -661,10 +669,10 @@ class Bench:
                 "delta_kib": d, "fds_at_peak": fds, "kib_per_conn": per,
                 "kib_per_conn_split": [x / got for x in d] if got else None,
                 "kib_per_conn_from_before": (grew[0] + grew[1]) / got if got else None}
-            log("idle %s %-12s %d/%d open (status active %s), RSS lorelayd %d/%d->%d KiB, agent %d/%d->%d KiB "
-                "(fresh/before->held), %.2f KiB/conn" % (state, v, got, n, active, fresh[0], before[0], after[0],
-                                                         fresh[1], before[1], after[1],
-                                                         per if per is not None else -1))
+            log("idle %s %-12s %d/%d open (status active %s), RSS (fresh/before->held) lorelayd "
+                "%d/%d->%d KiB, agent %d/%d->%d KiB, %.2f KiB/conn"
+                % (state, v, got, n, active, fresh[0], before[0], after[0], fresh[1], before[1], after[1],
+                   per if per is not None else -1))
 
     def churn(self, port):
         """n connections opened through each lorelay variant, then closed."""
@@ -734,6 +742,7 @@ class Bench:
         log("load average at start: %s" % self.facts["loadavg_start"])
         only = set(self.a.only.split(",")) if self.a.only else None
         want = lambda m: only is None or m in only  # noqa: E731
+        self.wanted = {g for g in GROUPS if want(g)}
         ports = free_ports(10)  # five servers, and their two-hop twins
         p_iperf, p_redis, p_close, p_hold, p_nginx = ports[:5]
         self.twin = dict(zip(ports[:5], ports[5:]))
@@ -833,6 +842,17 @@ CHART_LABELS = {
 COLUMNS = (("socat", "socat 8 KiB"), ("socat-256k", "socat 256 KiB"),
            ("lorelay", "lorelay one-hop"), ("lorelay-2hop", "lorelay two-hop"))
 IDLE_STATES = ("fresh", "after throughput", "after churn")
+# --only group -> the rows it must produce (a group that ran and left a row
+# empty fails the run, as does a row without a number).
+GROUPS = {
+    "cpu": ["agent idle CPU"],
+    "throughput": [m for m in GOALS if m.startswith("throughput")],
+    "redis": ["ping_1", "set_50"],
+    "connrate": ["connrate"],
+    "wrk": ["connrate_wrk"],
+    "idle": ["idle memory, " + st for st in IDLE_STATES],
+    "detection": ["detection add", "detection remove"],
+}
 IDLE_GOAL_KIB = 8.0
 CPU_GOAL_PCT = 0.1
 DETECTION_GOAL_MS = 10.0
@@ -881,8 +901,11 @@ def report(b):
         r = res[m]
         add("| %s | %s | %s | %s |" % (label, unit, spread(r.get("direct")),
                                        " | ".join(spread(r.get(v)) for v, _ in COLUMNS)))
+        # A row added elsewhere may measure fewer variants; direct and
+        # one-hop it must have.
+        expected = b.expected_variants if m in CHART_LABELS else {"direct", "lorelay"}
         for v in ("direct",) + tuple(v for v, _ in COLUMNS):
-            if v in b.expected_variants and not r.get(v):
+            if v in expected and not r.get(v):
                 missing.append("%s: %s" % (label, v))
     add("")
     add("Ratios to direct (medians, same run):")
@@ -904,8 +927,8 @@ def report(b):
         for v, _ in COLUMNS:
             x = fmt(rr.get(v))
             cells.append("**%s**" % x if v.startswith("lorelay") and rr.get(v) is not None else x)
-        add("| %s | %s | %s | %s | %s |" % (label, " | ".join(cells),
-                                            "≥ %.1f × direct" % goal if goal else "—", yes(met), yes(ahead)))
+        add("| %s | %s | %s | %s | %s |" % (label, " | ".join(cells), "≥ %.1f × direct" % goal if goal else "—",
+                                            yes(met), yes(ahead)))
     add("")
     add("Rows without a direct figure (lorelay only):")
     add("")
@@ -939,9 +962,9 @@ def report(b):
             if not ok:
                 missing.append("detection %s" % what)
             summary["detection " + what] = {"p50": s["p50"], "p99": s["p99"]}
-            add("| detection %s, %d trials (%s): p50 / p99 | ms | **%s / %s** | same path | p99 ≤ %.0f ms | %s |"
-                % (what, det["trials"], det["detection"], fmt(s["p50"]), fmt(s["p99"]), DETECTION_GOAL_MS,
-                   yes(ok and s["p99"] <= DETECTION_GOAL_MS)))
+            add("| detection %s, %d trials (%s): p50 / p99 | ms | **%s / %s** | same path "
+                "| p99 ≤ %.0f ms | %s |" % (what, det["trials"], det["detection"], fmt(s["p50"]), fmt(s["p99"]),
+                                            DETECTION_GOAL_MS, yes(ok and s["p99"] <= DETECTION_GOAL_MS)))
     ic = getattr(b, "idle_cpu_all", None)
     if ic:
         cells = []
@@ -957,6 +980,16 @@ def report(b):
         summary["idle_cpu"] = {v: c["agent_pct"] for v, c in ic.items()}
         add("| agent idle CPU (%.0f s) | %% of a core | %s | ≤ %.1f %% | %s |"
             % (next(iter(ic.values()))["seconds"], " | ".join(cells), CPU_GOAL_PCT, yes(met)))
+    done = set(res) | {"idle memory, " + st for st in b.idle_mem}
+    if ic:
+        done.add("agent idle CPU")
+    if det:
+        done |= {"detection add", "detection remove"}
+    for g in sorted(getattr(b, "wanted", ())):
+        for row in GROUPS[g]:
+            # "after throughput" is measured only when throughput runs too
+            if row not in done and not (row == "idle memory, after throughput" and "throughput" not in b.wanted):
+                missing.append("%s (never measured)" % row)
     return "\n".join(lines), summary, missing
 
 
@@ -972,7 +1005,7 @@ def draw_chart(b, path, gnuplot="gnuplot"):
     with open(data, "w") as f:
         f.write("row\tdirect\t%s\n" % "\t".join(h for _, h in COLUMNS))
         for m, r in rr.items():
-            f.write('"%s"\t1\t%s\n' % (CHART_LABELS[m], "\t".join(
+            f.write('"%s"\t1\t%s\n' % (CHART_LABELS.get(m, m), "\t".join(
                 "NaN" if r.get(v) is None else "%.4f" % r[v] for v, _ in COLUMNS)))
     f_ = b.facts
     title = "lorelay benchmark: ratio to direct (same run; %s, %s rounds)" % (f_["cpu"], b.a.rounds)
