@@ -803,12 +803,21 @@ def machine_facts(bin_dir):
     with open("/proc/meminfo") as f:
         mem = int(f.readline().split()[1]) // 1024
     commit = first_line(["git", "-C", os.path.dirname(HERE), "log", "-1", "--format=%h %cs"])
+    build = "?"
+    try:
+        with open(os.path.join(bin_dir, "..", "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("CMAKE_BUILD_TYPE:"):
+                    build = line.split("=", 1)[1].strip() or "?"
+    except OSError:
+        pass
     return {
         "cpu": "%d x %s" % (os.cpu_count(), model),
         "kernel": platform.release(),
         "memory_mib": mem,
         "os": first_line(["sh", "-c", ". /etc/os-release; echo $PRETTY_NAME"]),
-        "lorelay": first_line([os.path.join(bin_dir, "lorelayd"), "--version"]) + " (" + commit + ")",
+        "lorelay": "%s (%s, %s build)" % (first_line([os.path.join(bin_dir, "lorelayd"), "--version"]),
+                                          commit, build),
         "iperf3": first_line(["iperf3", "--version"]),
         "redis": first_line(["redis-server", "--version"]),
         "socat": first_line(["sh", "-c", "socat -V | sed -n 2p"]),
