@@ -5,25 +5,35 @@ One topology for everything: the client on the host, the server in a guest
 network namespace that this script creates (through `lorelayd --netns`),
 so every peer is measured side by side in one run on the same machine:
 
-  direct     client and server both inside the namespace, on its loopback
-             (the limit: what the guest itself gets)
-  lorelay    host 127.0.0.1:P -> lorelayd -> Unix socket -> lorelay-agent -> server
-  socat      the chain WSL-like relays amount to: socat on the host
-             (TCP-LISTEN -> UNIX-CONNECT), socat in the namespace
-             (UNIX-LISTEN -> TCP:127.0.0.1:P), fork per connection; with
-             socat's default 8 KiB buffer, and with -b 262144 for throughput
+  direct        client and server both inside the namespace, on its loopback
+                (the limit: what the guest itself gets)
+  socat         the chain WSL-like relays amount to: socat on the host
+                (TCP-LISTEN -> UNIX-CONNECT), socat in the namespace
+                (UNIX-LISTEN -> TCP:127.0.0.1:P), fork per connection; with
+                socat's default 8 KiB buffer, and with -b 262144
+  lorelay       one hop, the path of a same-kernel guest: host 127.0.0.1:P ->
+                lorelayd -> server (the agent connects and passes the socket)
+  lorelay-2hop  two hops, the path VM guests use: a second lorelayd reaches an
+                agent in the same namespace with `--guest unix:PATH`, where
+                no descriptor is passed: lorelayd -> Unix socket -> agent -> server
 
-Metrics: iperf3 single-stream throughput, redis PING with 1 client, redis
-SET with 50 clients, new connections per second, RSS per idle relayed
-connection, and the idle CPU of lorelay-agent (and lorelayd).
+Rows (BRIEF section 6): iperf3 throughput host -> guest, guest -> host (-R),
+both at once (--bidir) and 4 streams (-P 4); redis PING with 1 client and
+SET with 50 clients; new connections per second with wrk + nginx
+(`Connection: close`) and with bench/loadgen.py; RSS per idle relayed
+connection on a fresh daemon, after the throughput runs and after the
+connections churned; detection latency (scripts/measure-detection.py);
+the idle CPU of the agents. The report is markdown tables with ratios to
+direct, and with --chart a gnuplot chart of those ratios.
 
 Traffic goes only to 127.0.0.1 on the host and to the namespace's own
 loopback. Every run and every wait is bounded; the whole script has an
 overall alarm. On any exit, processes it started are stopped by pid and the
-namespace is deleted.
+namespace is deleted. Exit 1 if any row produced no number.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -41,6 +51,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LOADGEN = os.path.join(HERE, "loadgen.py")
+MEASURE_DETECTION = os.path.join(HERE, "..", "scripts", "measure-detection.py")
 PYTHON = sys.executable or "python3"
 
 
@@ -56,7 +67,16 @@ T0 = time.monotonic()
 # Port picking is the e2e harness's (random, below the ephemeral range,
 # free on both loopbacks): one implementation for tests and benchmark.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
-from lrharness import free_ports, read_status  # noqa: E402
+from lrharness import GUESTSRV, Proc, _ephemeral_low, free_ports, port_is_free, read_status  # noqa: E402
+import lrci  # noqa: E402  (tests/, put on the path by lrharness)
+
+# The tools every row needs; scripts/deps.sh installs them (`bench` and `test`).
+TOOLS = ("ip", "ss", "iperf3", "redis-server", "redis-benchmark", "socat", "wrk", "nginx")
+
+
+def tool(name):
+    """Path of a tool; nginx lives in /usr/sbin, which a user's PATH may lack."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
 
 
 def wait_for(fn, timeout, what, interval=0.02):
@@ -147,6 +167,28 @@ def median(xs):
 
 # ------------------------------------------------------------------ the bench
 
+DET_BLOCK = 300  # ports in each variant's detection block
+
+
+def load_measure_detection():
+    """scripts/measure-detection.py as a module (its name has a dash)."""
+    spec = importlib.util.spec_from_file_location("measure_detection", MEASURE_DETECTION)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class Relay:
+    """One lorelayd under test and its agent: where a lorelay variant's CPU,
+    RSS and status come from. The Popen of lorelayd is in Bench.procs."""
+
+    def __init__(self, variant, daemon, agent, sock):
+        self.variant, self.daemon, self.agent, self.sock = variant, daemon, agent, sock
+
+
+LORELAY_VARIANTS = ("lorelay", "lorelay-2hop")
+
+
 class Bench:
     def __init__(self, args):
         self.a = args
@@ -154,9 +196,15 @@ class Bench:
         self.ns = "lrbench-%d" % os.getpid()
         self.tmp = tempfile.mkdtemp(prefix="lrbench-")
         self.procs = []          # (name, Popen) we started, stopped in reverse order
-        self.daemon = None
+        self.daemon = None       # the one-hop lorelayd (self.agent, self.sock: its agent, status)
+        self.relays = {}         # variant -> Relay, for "lorelay" and "lorelay-2hop"
+        self.twin = {}           # guest port of a server -> the port of its two-hop twin
+        self.det_ports = {}      # variant -> the block of ports its detection trials use
         self.results = {}        # metric -> variant -> [samples]
         self.extra = {}          # diagnostics
+        self.idle_mem = {}       # state -> variant -> idle-connection figures
+        self.rss_fresh = {}      # variant -> (lorelayd, agent) RSS before its first connection
+        self.expected_variants = {"direct", "socat", "socat-256k"} | set(LORELAY_VARIANTS)
         self.ns_created = False
 
     # ---- process management
@@ -211,12 +259,12 @@ class Bench:
 
     # ---- lorelayd
 
-    def status(self):
-        return read_status(self.sock)
+    def status(self, sock=None):
+        return read_status(sock or self.sock)
 
-    def port_entry(self, port):
+    def port_entry(self, port, sock=None):
         try:
-            st = self.status()
+            st = self.status(sock)
         except (OSError, ValueError):
             return None
         for g in st.get("guests", []):
@@ -225,38 +273,91 @@ class Bench:
                     return pe
         return None
 
-    def start_daemon(self):
-        self.sock = os.path.join(self.tmp, "status.sock")
-        cfg = os.path.join(self.tmp, "lorelay.ini")
+    def write_config(self, name, extra=""):
+        cfg = os.path.join(self.tmp, name)
         with open(cfg, "w") as f:
-            f.write("[lorelay]\nlogLevel = warn\n")
-        self.daemon = self.spawn("lorelayd", [os.path.join(self.bin, "lorelayd"), "--netns", self.ns,
-                                              "--name", self.ns, "--socket", self.sock, "-c", cfg])
-        self.ns_created = True
+            f.write("[lorelay]\nlogLevel = warn\n" + extra)
+        return cfg
 
+    def wait_connected(self, name, daemon, sock):
         def connected():
-            if self.daemon.poll() is not None:
-                raise RuntimeError("lorelayd exited (rc %s): %s"
-                                   % (self.daemon.returncode, self.logtext("lorelayd")[-2000:]))
+            if daemon.poll() is not None:
+                raise RuntimeError("%s exited (rc %s): %s"
+                                   % (name, daemon.returncode, self.logtext(name)[-2000:]))
             try:
-                st = self.status()
+                st = self.status(sock)
             except (OSError, ValueError):
                 return False
             return any(g.get("state") == "connected" for g in st.get("guests", []))
-        wait_for(connected, 10, "lorelayd to connect to its agent")
+        wait_for(connected, 10, "%s to connect to its agent" % name)
+
+    def start_daemon(self):
+        """The one-hop lorelayd (`--netns`). The ports of the two-hop twins
+        are ignored, so that the two-hop lorelayd can own them."""
+        self.sock = os.path.join(self.tmp, "status.sock")
+        cfg = self.write_config("lorelay.ini", "ignorePorts = %s\n" % self.two_hop_ports())
+        self.daemon = self.spawn("lorelayd", [os.path.join(self.bin, "lorelayd"), "--netns", self.ns,
+                                              "--name", self.ns, "--socket", self.sock, "-c", cfg])
+        self.ns_created = True
+        self.wait_connected("lorelayd", self.daemon, self.sock)
         agents = [p for p in descendants(self.daemon.pid) if comm(p) == "lorelay-agent"]
         if len(agents) != 1:
             raise RuntimeError("expected one lorelay-agent under lorelayd, found %r" % agents)
         self.agent = agents[0]
+        self.relays["lorelay"] = Relay("lorelay", self.daemon, self.agent, self.sock)
         log("lorelayd pid %d, agent pid %d, namespace %s" % (self.daemon.pid, self.agent, self.ns))
 
-    def wait_forwarding(self, port):
-        wait_for(lambda: (self.port_entry(port) or {}).get("state") == "forwarding", 10,
+    def start_two_hop(self):
+        """The two-hop path VM guests use, on the same namespace: an agent
+        serving `unix:PATH` in the namespace, and a second lorelayd that
+        reaches it with `--guest unix:PATH`. For --guest lorelayd accepts no
+        passed descriptor, so every byte goes lorelayd -> Unix socket ->
+        agent -> server. It may claim only the twin ports (forwardPorts);
+        the one-hop lorelayd ignores those, so the two never compete."""
+        path = os.path.join(self.tmp, "agent-2hop.sock")
+        sock = os.path.join(self.tmp, "status-2hop.sock")
+        acfg = self.write_config("agent-2hop.ini")
+        cfg = self.write_config("lorelay-2hop.ini", "forwardPorts = %s\n" % self.two_hop_ports())
+        # `ip netns exec` execs the agent, so the Popen's pid is the agent's.
+        agent = self.spawn("agent-2hop", [os.path.join(self.bin, "lorelay-agent"), "--listen",
+                                          "unix:" + path, "--name", self.ns + "-2hop", "-c", acfg], ns=True)
+        wait_for(lambda: os.path.exists(path) or agent.poll() is not None, 10, "the two-hop agent's socket")
+        if agent.poll() is not None or comm(agent.pid) != "lorelay-agent":
+            raise RuntimeError("two-hop agent did not start: %s" % self.logtext("agent-2hop")[-1500:])
+        daemon = self.spawn("lorelayd-2hop", [os.path.join(self.bin, "lorelayd"), "--guest", "unix:" + path,
+                                              "--name", self.ns + "-2hop", "--socket", sock, "-c", cfg])
+        self.wait_connected("lorelayd-2hop", daemon, sock)
+        self.relays["lorelay-2hop"] = Relay("lorelay-2hop", daemon, agent.pid, sock)
+        log("two-hop: lorelayd pid %d, agent pid %d on unix:%s" % (daemon.pid, agent.pid, path))
+
+    def plan_ports(self):
+        """Five server ports (direct, socat, one-hop), their two-hop twins,
+        and a block of ports for each variant's detection trials."""
+        ports = free_ports(10)
+        self.twin = dict(zip(ports[:5], ports[5:]))
+        hi = min(_ephemeral_low() - 1, 32000)  # the range free_port() picks from
+        blocks = []
+        while len(blocks) < 2:
+            lo = random.randint(12000, hi - DET_BLOCK)
+            b = range(lo, lo + DET_BLOCK)
+            if not any(p in b for p in ports) and not any(lo < o.stop and o.start < b.stop for o in blocks):
+                blocks.append(b)
+        self.det_ports = dict(zip(LORELAY_VARIANTS, blocks))
+        return ports[:5]
+
+    def two_hop_ports(self):
+        """What only the two-hop lorelayd forwards: its servers' twin ports
+        and its detection block (a forwardPorts / ignorePorts value)."""
+        b = self.det_ports["lorelay-2hop"]
+        return ", ".join([str(p) for p in sorted(self.twin.values())] + ["%d-%d" % (b.start, b.stop - 1)])
+
+    def wait_forwarding(self, port, sock=None):
+        wait_for(lambda: (self.port_entry(port, sock) or {}).get("state") == "forwarding", 10,
                  "lorelay to forward port %d" % port)
 
     # ---- guest servers and socat chains
 
-    def start_guest_server(self, name, argv, port):
+    def start_guest_server(self, name, argv, port, relay="lorelay"):
         p = self.spawn(name, argv, ns=True)
 
         def listening():
@@ -264,8 +365,18 @@ class Bench:
                 raise RuntimeError("%s exited: %s" % (name, self.logtext(name)[-1500:]))
             return tcp_listening(port, self.ns)
         wait_for(listening, 10, "%s to listen" % name)
-        self.wait_forwarding(port)
+        self.wait_forwarding(port, self.relays[relay].sock)
         return p
+
+    def start_guest_pair(self, name, argv_for, port):
+        """The same server twice in the namespace: on `port` for direct,
+        socat and one-hop, and on its twin port for two-hop (two lorelayd
+        cannot own one host port). argv_for(port) gives the command line."""
+        procs = [self.start_guest_server(name, argv_for(port), port)]
+        if "lorelay-2hop" in self.relays:
+            tw = self.twin[port]
+            procs.append(self.start_guest_server(name + "-2hop", argv_for(tw), tw, relay="lorelay-2hop"))
+        return procs
 
     def start_socat(self, target_port, host_port, bufsize):
         """Host 127.0.0.1:host_port -> Unix socket -> namespace 127.0.0.1:target_port."""
@@ -286,11 +397,18 @@ class Bench:
 
     # ---- variants
 
-    def variants(self, with_256k):
+    def variants(self, with_256k, two_hop=False):
         v = ["direct", "lorelay", "socat"]
         if with_256k:
             v.append("socat-256k")
+        if two_hop and "lorelay-2hop" in self.relays:
+            v.append("lorelay-2hop")
         return v
+
+    def all_variants(self):
+        """Every variant of the rows with a direct figure, in the order runs
+        interleave within a round."""
+        return self.variants(True, two_hop=True)
 
     def target(self, variant, port, socat_ports):
         """(in_namespace, port) a client uses for this variant."""
@@ -298,19 +416,29 @@ class Bench:
             return True, port
         if variant == "lorelay":
             return False, port
+        if variant == "lorelay-2hop":
+            return False, self.twin[port]
         return False, socat_ports[variant]
 
     def record(self, metric, variant, value):
         self.results.setdefault(metric, {}).setdefault(variant, []).append(value)
 
-    def cpu_snapshot(self):
-        return cpu_ns(self.daemon.pid), cpu_ns(self.agent)
+    def cpu_snapshot(self, variant="lorelay"):
+        r = self.relays.get(variant)
+        if r is None:
+            return None
+        return cpu_ns(r.daemon.pid), cpu_ns(r.agent)
 
-    def note_relay_cpu(self, metric, before, secs):
-        after = self.cpu_snapshot()
+    def note_relay_cpu(self, metric, before, secs, variant="lorelay"):
+        if before is None:
+            return
+        after = self.cpu_snapshot(variant)
         d = [(after[i] - before[i]) / 1e9 / secs * 100 for i in range(2)]
-        self.extra.setdefault(metric + " relay CPU % of a core (lorelayd, agent)", []).append(
+        self.extra.setdefault("%s %s CPU %% of a core (lorelayd, agent)" % (metric, variant), []).append(
             [round(d[0], 1), round(d[1], 1)])
+
+    def pause(self, secs):
+        time.sleep(secs * self.a.pause)
 
     def with_socat(self, target_port, names):
         ports = free_ports(len(names))
@@ -320,33 +448,57 @@ class Bench:
             socat_ports[name] = hp
         return chains, socat_ports
 
-    # ---- metric 1: iperf3
+    # ---- metric 1: iperf3, four ways
+
+    # metric -> extra iperf3 flags. host -> guest is the client sending (the
+    # default), guest -> host has the server send (-R); --bidir is the
+    # two-way load under which WSL's relay deadlocks (both directions summed).
+    IPERF_MODES = (("throughput", []), ("throughput_rev", ["-R"]),
+                   ("throughput_bidir", ["--bidir"]), ("throughput_p4", ["-P", "4"]))
+
+    def iperf_once(self, in_ns, port, flags):
+        """Gbit/s received, summed over both directions for --bidir."""
+        size = ["-t", str(self.a.iperf_secs)]
+        # -n with --bidir can hang at the end of the test (iperf 3.12, about
+        # 1 run in 6 through a socat chain): --bidir always runs for a time.
+        if self.a.iperf_bytes and "--bidir" not in flags:
+            size = ["-n", str(self.a.iperf_bytes)]
+        cmd = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-J", "--connect-timeout", "3000"] + size + flags
+        if in_ns:
+            cmd = ["ip", "netns", "exec", self.ns] + cmd
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=self.a.iperf_secs + 60)
+        try:
+            j = json.loads(out.stdout)
+        except ValueError:
+            raise RuntimeError("iperf3 %s printed no JSON: %s" % (" ".join(flags), out.stderr[-500:]))
+        if "error" in j:
+            raise RuntimeError("iperf3 %s: %s" % (" ".join(flags), j["error"]))
+        end = j["end"]
+        bps = end["sum_received"]["bits_per_second"]
+        if "sum_received_bidir_reverse" in end:
+            bps += end["sum_received_bidir_reverse"]["bits_per_second"]
+        return bps / 1e9
 
     def bench_iperf(self, port):
         names = ["socat", "socat-256k"]
         chains, sp = self.with_socat(port, names)
         try:
             for r in range(self.a.rounds):
-                for v in self.variants(True):
-                    in_ns, p = self.target(v, port, sp)
-                    cmd = ["iperf3", "-c", "127.0.0.1", "-p", str(p), "-t", str(self.a.iperf_secs),
-                           "-J", "--connect-timeout", "3000"]
-                    if in_ns:
-                        cmd = ["ip", "netns", "exec", self.ns] + cmd
-                    before = self.cpu_snapshot()
-                    t = time.monotonic()
-                    out = subprocess.run(cmd, capture_output=True, text=True,
-                                         timeout=self.a.iperf_secs + 20)
-                    dt = time.monotonic() - t
-                    j = json.loads(out.stdout)
-                    if "error" in j:
-                        raise RuntimeError("iperf3 %s: %s" % (v, j["error"]))
-                    gbps = j["end"]["sum_received"]["bits_per_second"] / 1e9
-                    self.record("throughput", v, gbps)
-                    if v == "lorelay":
-                        self.note_relay_cpu("throughput", before, dt)
-                    log("iperf3 round %d %-10s %.2f Gbit/s" % (r + 1, v, gbps))
-                    time.sleep(0.5)
+                for metric, flags in self.IPERF_MODES:
+                    for v in self.all_variants():
+                        in_ns, p = self.target(v, port, sp)
+                        before = self.cpu_snapshot(v)
+                        t = time.monotonic()
+                        gbps = self.iperf_once(in_ns, p, flags)
+                        self.record(metric, v, gbps)
+                        if gbps == 0:
+                            # A relay that blocks on a write while its peer
+                            # blocks on one too: the two-way stall --bidir is for.
+                            self.extra.setdefault("stalled: no byte received", []).append(
+                                "%s %s round %d" % (metric, v, r + 1))
+                        self.note_relay_cpu(metric, before, time.monotonic() - t, v)
+                        log("iperf3 %-16s round %d %-12s %.2f Gbit/s" % (metric, r + 1, v, gbps))
+                        self.pause(0.5)
         finally:
             self.stop_all(chains)
 
@@ -368,39 +520,38 @@ class Bench:
         return rows
 
     def bench_redis(self, port):
-        chains, sp = self.with_socat(port, ["socat"])
+        chains, sp = self.with_socat(port, ["socat", "socat-256k"])
         try:
             for metric, test, c, n, row in (("ping_1", "ping", 1, self.a.ping_n, "PING_MBULK"),
                                             ("set_50", "set", 50, self.a.set_n, "SET")):
                 for r in range(self.a.rounds):
-                    for v in self.variants(False):
+                    for v in self.all_variants():
                         in_ns, p = self.target(v, port, sp)
-                        before = self.cpu_snapshot()
+                        before = self.cpu_snapshot(v)
                         t = time.monotonic()
                         rows = self.redis_bench(in_ns, p, test, c, n)
                         dt = time.monotonic() - t
                         self.record(metric, v, rows[row] / 1000)
-                        if v == "lorelay":
-                            self.note_relay_cpu(metric, before, dt)
-                        log("redis %s round %d %-10s %s" % (metric, r + 1, v,
+                        self.note_relay_cpu(metric, before, dt, v)
+                        log("redis %s round %d %-12s %s" % (metric, r + 1, v,
                                                             ", ".join("%s %.1f k/s" % (k, x / 1000)
                                                                       for k, x in rows.items())))
-                        time.sleep(0.3)
+                        self.pause(0.3)
         finally:
             self.stop_all(chains)
 
-    # ---- metric 4: new connections per second
+    # ---- metric 4: new connections per second, with the load generator
 
     def bench_connrate(self, port):
-        chains, sp = self.with_socat(port, ["socat"])
+        chains, sp = self.with_socat(port, ["socat", "socat-256k"])
         try:
             for r in range(self.a.rounds):
-                for v in self.variants(False):
+                for v in self.all_variants():
                     in_ns, p = self.target(v, port, sp)
                     argv = [PYTHON, LOADGEN, "connrate", "127.0.0.1", str(p), str(self.a.conn_secs)]
                     if in_ns:
                         argv = ["ip", "netns", "exec", self.ns] + argv
-                    before = self.cpu_snapshot()
+                    before = self.cpu_snapshot(v)
                     t = time.monotonic()
                     cl = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
                           for _ in range(self.a.conn_clients)]
@@ -413,117 +564,272 @@ class Bench:
                     dt = time.monotonic() - t
                     rate = ok / self.a.conn_secs / 1000
                     self.record("connrate", v, rate)
-                    if v == "lorelay":
-                        self.note_relay_cpu("connrate", before, dt)
+                    self.note_relay_cpu("connrate", before, dt, v)
                     if err:
                         self.extra.setdefault("connrate errors", []).append("%s: %d" % (v, err))
-                    log("connrate round %d %-10s %.2f k/s (%d errors)" % (r + 1, v, rate, err))
-                    time.sleep(1.0)
+                    log("connrate round %d %-12s %.2f k/s (%d errors)" % (r + 1, v, rate, err))
+                    self.pause(1.0)
         finally:
             self.stop_all(chains)
 
-    # ---- metric 5: idle connections
+    # ---- metric 4b: new connections per second, wrk + nginx
 
-    def bench_idle(self, port):
-        n = self.a.idle_conns
-        srv = self.start_guest_server("holdsrv", [PYTHON, LOADGEN, "serve-hold", str(port), str(n)], port)
+    def nginx_argv(self, port):
+        """nginx serving one tiny file on 0.0.0.0:port, from a config in the
+        tmp dir: no system service, nothing written outside the tmp dir."""
+        d = os.path.join(self.tmp, "nginx-%d" % port)
+        www = os.path.join(self.tmp, "www")
+        os.makedirs(d, exist_ok=True)
+        os.makedirs(www, exist_ok=True)
+        with open(os.path.join(www, "tiny.txt"), "w") as f:
+            f.write("lorelay bench\n")
+        conf = os.path.join(d, "nginx.conf")
+        temps = "".join("    %s_temp_path %s/%s;\n" % (k, d, k)
+                        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        with open(conf, "w") as f:
+            f.write("daemon off;\nmaster_process on;\nworker_processes 1;\nuser root;\n"
+                    "pid %s/nginx.pid;\nerror_log %s/error.log warn;\n"
+                    "events { worker_connections 4096; }\n"
+                    "http {\n    access_log off;\n%s"
+                    "    server {\n        listen 0.0.0.0:%d backlog=4096;\n        root %s;\n    }\n}\n"
+                    % (d, d, temps, port, www))
+        return [tool("nginx"), "-c", conf, "-p", d + "/", "-e", os.path.join(d, "error.log")]
+
+    def wrk_once(self, in_ns, port):
+        """Requests (= connections: `Connection: close`) per second, in k/s."""
+        cmd = [tool("wrk"), "-t", str(self.a.wrk_threads), "-c", str(self.a.wrk_conns),
+               "-d", "%ds" % self.a.wrk_secs, "--timeout", "5s", "-H", "Connection: close",
+               "http://127.0.0.1:%d/tiny.txt" % port]
+        if in_ns:
+            cmd = ["ip", "netns", "exec", self.ns] + cmd
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=self.a.wrk_secs + 30)
+        rate = errors = None
+        for line in out.stdout.splitlines():
+            f = line.split()
+            if line.startswith("Requests/sec:"):
+                rate = float(f[1])
+            elif line.strip().startswith("Non-2xx"):
+                # nginx serves one static file: anything but 200 is a broken set-up.
+                raise RuntimeError("wrk: nginx answered with errors: %s" % line.strip())
+            elif line.strip().startswith("Socket errors:"):
+                errors = line.strip()
+        if rate is None:
+            raise RuntimeError("wrk printed no rate: %s %s" % (out.stdout[-500:], out.stderr[-500:]))
+        return rate / 1000, errors
+
+    def bench_wrk(self, port):
+        chains, sp = self.with_socat(port, ["socat", "socat-256k"])
         try:
-            time.sleep(0.5)
-            before = (rss_kib(self.daemon.pid), rss_kib(self.agent))
-            cl = subprocess.Popen([PYTHON, LOADGEN, "hold", "127.0.0.1", str(port), str(n),
-                                   str(self.a.idle_timeout)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                  start_new_session=True)
-            self.procs.append(("holdcli", cl))
-            lines = queue.Queue()
-            threading.Thread(target=lambda: [lines.put(x) for x in cl.stdout], daemon=True).start()
-            line, end = "", time.monotonic() + self.a.idle_timeout + 10
-            while not line.startswith("ready") and time.monotonic() < end:
-                try:
-                    line = lines.get(timeout=1.0)
-                except queue.Empty:
-                    continue
-                if line.startswith("error"):
-                    log("idle: " + line.strip())
-                    self.extra.setdefault("idle errors", []).append(line.strip())
-            got = int(line.split()[1]) if line.startswith("ready") else 0
-            time.sleep(1.0)
-            active = (self.port_entry(port) or {}).get("active")
-            after = (rss_kib(self.daemon.pid), rss_kib(self.agent))
-            fds = (len(os.listdir("/proc/%d/fd" % self.daemon.pid)),
-                   len(os.listdir("/proc/%d/fd" % self.agent)))
-            cl.stdin.close()
-            cl.wait(30)
-            self.procs = [(nm, q) for nm, q in self.procs if q is not cl]
-            time.sleep(1.0)
-            closed = (rss_kib(self.daemon.pid), rss_kib(self.agent))
-            d = [after[i] - before[i] for i in range(2)]
-            per = (d[0] + d[1]) / got if got else None
-            self.idle = {"requested": n, "opened": got, "active_in_status": active,
-                         "rss_before_kib": before, "rss_after_kib": after,
-                         "rss_after_close_kib": closed, "delta_kib": d,
-                         "fds_at_peak": fds,
-                         "kib_per_conn": per,
-                         "kib_per_conn_split": [x / got for x in d] if got else None}
-            log("idle: %d/%d open (status active %s), RSS lorelayd %d->%d KiB, agent %d->%d KiB, "
-                "%.2f KiB/conn" % (got, n, active, before[0], after[0], before[1], after[1], per or -1))
+            for r in range(self.a.rounds):
+                for v in self.all_variants():
+                    in_ns, p = self.target(v, port, sp)
+                    before = self.cpu_snapshot(v)
+                    t = time.monotonic()
+                    rate, errors = self.wrk_once(in_ns, p)
+                    self.record("connrate_wrk", v, rate)
+                    self.note_relay_cpu("connrate_wrk", before, time.monotonic() - t, v)
+                    if errors:
+                        self.extra.setdefault("wrk errors", []).append("%s: %s" % (v, errors))
+                    log("wrk+nginx round %d %-12s %.2f k conn/s%s" % (r + 1, v, rate,
+                                                                     " (%s)" % errors if errors else ""))
+                    self.pause(1.0)
         finally:
-            self.stop(srv)
+            self.stop_all(chains)
+
+    # ---- metric 5: idle connections, in three states
+
+    def hold(self, variant, port, n):
+        """n connections through `variant`, each proven relayed by a one-byte
+        echo, held open. Returns (client Popen, connections opened)."""
+        cl = subprocess.Popen([PYTHON, LOADGEN, "hold", "127.0.0.1", str(self.target(variant, port, {})[1]),
+                               str(n), str(self.a.idle_timeout)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+        self.procs.append(("holdcli", cl))
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in cl.stdout], daemon=True).start()
+        line, end = "", time.monotonic() + self.a.idle_timeout + 10
+        while not line.startswith("ready") and time.monotonic() < end:
+            try:
+                line = lines.get(timeout=1.0)
+            except queue.Empty:
+                if cl.poll() is not None:
+                    break
+                continue
+            if line.startswith("error"):
+                log("idle %s: %s" % (variant, line.strip()))
+                self.extra.setdefault("idle errors", []).append("%s: %s" % (variant, line.strip()))
+        return cl, (int(line.split()[1]) if line.startswith("ready") else 0)
+
+    def release(self, cl):
+        if cl.stdin:
+            cl.stdin.close()
+        cl.wait(30)
+        self.procs = [(nm, q) for nm, q in self.procs if q is not cl]
+
+    def rss(self, relay):
+        return rss_kib(relay.daemon.pid), rss_kib(relay.agent)
+
+    def measure_idle(self, state, port):
+        """RSS per held connection (lorelayd + agent) of each lorelay variant,
+        in `state`: 'fresh', 'after throughput' or 'after churn'. The figure
+        is (RSS with the connections held - RSS of the fresh daemon) / n, so
+        memory a daemon kept from its history counts against its connections;
+        the growth from just before they opened is in the detail too."""
+        n = self.a.idle_conns
+        for v in LORELAY_VARIANTS:
+            r = self.relays.get(v)
+            if r is None:
+                continue
+            self.pause(0.5)
+            before = self.rss(r)
+            fresh = self.rss_fresh.setdefault(v, before)
+            cl, got = self.hold(v, port, n)
+            self.pause(1.0)
+            active = (self.port_entry(self.target(v, port, {})[1], r.sock) or {}).get("active")
+            after = self.rss(r)
+            fds = (len(os.listdir("/proc/%d/fd" % r.daemon.pid)), len(os.listdir("/proc/%d/fd" % r.agent)))
+            self.release(cl)
+            self.pause(1.0)
+            closed = self.rss(r)
+            d = [after[i] - fresh[i] for i in range(2)]
+            grew = [after[i] - before[i] for i in range(2)]
+            per = (d[0] + d[1]) / got if got else None
+            self.idle_mem.setdefault(state, {})[v] = {
+                "requested": n, "opened": got, "active_in_status": active, "rss_fresh_kib": fresh,
+                "rss_before_kib": before, "rss_after_kib": after, "rss_after_close_kib": closed,
+                "delta_kib": d, "fds_at_peak": fds, "kib_per_conn": per,
+                "kib_per_conn_split": [x / got for x in d] if got else None,
+                "kib_per_conn_from_before": (grew[0] + grew[1]) / got if got else None}
+            log("idle %s %-12s %d/%d open (status active %s), RSS (fresh/before->held) lorelayd "
+                "%d/%d->%d KiB, agent %d/%d->%d KiB, %.2f KiB/conn"
+                % (state, v, got, n, active, fresh[0], before[0], after[0], fresh[1], before[1], after[1],
+                   per if per is not None else -1))
+
+    def churn(self, port):
+        """n connections opened through each lorelay variant, then closed."""
+        for v in LORELAY_VARIANTS:
+            if v in self.relays:
+                cl, got = self.hold(v, port, self.a.idle_conns)
+                self.release(cl)
+                log("churn %-12s %d connections opened and closed" % (v, got))
 
     # ---- metric 6: idle CPU
 
     def bench_idle_cpu(self):
+        """Every agent's (and lorelayd's) CPU over the same quiet window."""
         secs = self.a.cpu_secs
         time.sleep(1.0)
-        b_ns = self.cpu_snapshot()
-        b_tk = (cpu_ticks_s(self.daemon.pid), cpu_ticks_s(self.agent))
+        rel = list(self.relays.values())
+        b_ns = [self.cpu_snapshot(r.variant) for r in rel]
+        b_tk = [(cpu_ticks_s(r.daemon.pid), cpu_ticks_s(r.agent)) for r in rel]
         t = time.monotonic()
         time.sleep(secs)
         dt = time.monotonic() - t
-        a_ns = self.cpu_snapshot()
-        a_tk = (cpu_ticks_s(self.daemon.pid), cpu_ticks_s(self.agent))
-        self.idle_cpu = {
-            "seconds": round(dt, 2),
-            "agent_pct": (a_ns[1] - b_ns[1]) / 1e9 / dt * 100,
-            "lorelayd_pct": (a_ns[0] - b_ns[0]) / 1e9 / dt * 100,
-            "agent_pct_from_stat_ticks": (a_tk[1] - b_tk[1]) / dt * 100,
-            "lorelayd_pct_from_stat_ticks": (a_tk[0] - b_tk[0]) / dt * 100,
-        }
-        log("idle CPU over %.1f s: agent %.3f %%, lorelayd %.3f %% of a core"
-            % (dt, self.idle_cpu["agent_pct"], self.idle_cpu["lorelayd_pct"]))
+        a_ns = [self.cpu_snapshot(r.variant) for r in rel]
+        a_tk = [(cpu_ticks_s(r.daemon.pid), cpu_ticks_s(r.agent)) for r in rel]
+        self.idle_cpu_all = {}
+        for i, r in enumerate(rel):
+            self.idle_cpu_all[r.variant] = {
+                "seconds": round(dt, 2),
+                "agent_pct": (a_ns[i][1] - b_ns[i][1]) / 1e9 / dt * 100,
+                "lorelayd_pct": (a_ns[i][0] - b_ns[i][0]) / 1e9 / dt * 100,
+                "agent_pct_from_stat_ticks": (a_tk[i][1] - b_tk[i][1]) / dt * 100,
+                "lorelayd_pct_from_stat_ticks": (a_tk[i][0] - b_tk[i][0]) / dt * 100,
+            }
+            log("idle CPU %-12s over %.1f s: agent %.3f %%, lorelayd %.3f %% of a core"
+                % (r.variant, dt, self.idle_cpu_all[r.variant]["agent_pct"],
+                   self.idle_cpu_all[r.variant]["lorelayd_pct"]))
+        self.idle_cpu = self.idle_cpu_all.get("lorelay")
+
+    # ---- metric 7: detection latency
+
+    def bench_detection(self):
+        """scripts/measure-detection.py's trials, run against each lorelayd
+        here: a `guestsrv.py detect` helper in the namespace listens on and
+        closes a port of that variant's block (forwarded by that lorelayd
+        only), and the host times when 127.0.0.1:P connects and is refused."""
+        md = load_measure_detection()
+        self.detection = {}
+        for v in LORELAY_VARIANTS:
+            r = self.relays.get(v)
+            if r is None:
+                continue
+            helper = Proc(["ip", "netns", "exec", self.ns, PYTHON, "-u", GUESTSRV, "detect", "-", "0"],
+                          os.path.join(self.tmp, "detect-%s.log" % v), stdin=True)
+            self.procs.append(("detect-" + v, helper.p))
+            recent = []
+
+            def pick(block=self.det_ports[v]):
+                for _ in range(500):
+                    p = random.choice(block)
+                    if p not in recent and port_is_free(p):
+                        recent[:] = (recent + [p])[-20:]
+                        return p
+                raise RuntimeError("no free port left in %d-%d" % (block.start, block.stop - 1))
+            try:
+                helper.wait_event("ready", timeout=10.0)
+                add, rem, timeouts = md.run_trials(helper, self.a.detection_trials, "0.0.0.0", pick)
+                helper.send("quit")
+            finally:
+                self.stop(helper.p)
+            g = (self.status(r.sock).get("guests") or [{}])[0]
+            self.detection[v] = {"trials": self.a.detection_trials, "detection": g.get("detection"),
+                                 "add_ms": md.summary(add), "remove_ms": md.summary(rem), "timeouts": timeouts}
+            if timeouts:
+                self.extra.setdefault("detection timeouts", []).append("%s: %d" % (v, timeouts))
+            d = self.detection[v]
+            log("detection %-12s (%s), %d trials: add p50 %.2f p99 %.2f ms, remove p50 %.2f p99 %.2f ms"
+                % (v, d["detection"], d["trials"], d["add_ms"]["p50"], d["add_ms"]["p99"],
+                   d["remove_ms"]["p50"], d["remove_ms"]["p99"]))
 
     # ---- run everything
 
     def run(self):
         self.facts = machine_facts(self.bin)
         log("load average at start: %s" % self.facts["loadavg_start"])
-        self.start_daemon()
-        p_iperf, p_redis, p_close, p_hold = free_ports(4)
-        srv = []
-        srv.append(self.start_guest_server("iperf3", ["iperf3", "-s", "-B", "0.0.0.0", "-p", str(p_iperf)],
-                                           p_iperf))
-        srv.append(self.start_guest_server("redis", [
-            "redis-server", "--port", str(p_redis), "--bind", "0.0.0.0", "--save", "",
-            "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no",
-            "--dir", self.tmp, "--logfile", ""], p_redis))
-        srv.append(self.start_guest_server("closesrv", [PYTHON, LOADGEN, "serve-close", str(p_close)],
-                                           p_close))
         only = set(self.a.only.split(",")) if self.a.only else None
         want = lambda m: only is None or m in only  # noqa: E731
+        self.wanted = {g for g in GROUPS if want(g)}
+        p_iperf, p_redis, p_close, p_hold, p_nginx = self.plan_ports()
+        self.start_daemon()
+        self.start_two_hop()
+        srv = []
+        srv += self.start_guest_pair("iperf3", lambda p: ["iperf3", "-s", "-B", "0.0.0.0", "-p", str(p)],
+                                     p_iperf)
+        srv += self.start_guest_pair("redis", lambda p: [
+            "redis-server", "--port", str(p), "--bind", "0.0.0.0", "--save", "",
+            "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no",
+            "--dir", self.tmp, "--logfile", ""], p_redis)
+        srv += self.start_guest_pair("closesrv", lambda p: [PYTHON, LOADGEN, "serve-close", str(p)], p_close)
+        if want("wrk"):
+            srv += self.start_guest_pair("nginx", self.nginx_argv, p_nginx)
+        if want("idle"):
+            n = self.a.idle_conns
+            srv += self.start_guest_pair("holdsrv", lambda p: [PYTHON, LOADGEN, "serve-hold", str(p), str(n)],
+                                         p_hold)
         if want("cpu"):
             self.bench_idle_cpu()
+        if want("idle"):
+            self.measure_idle("fresh", p_hold)
         if want("throughput"):
             self.bench_iperf(p_iperf)
+            if want("idle"):
+                self.measure_idle("after throughput", p_hold)
         if want("redis"):
             self.bench_redis(p_redis)
         if want("connrate"):
             self.bench_connrate(p_close)
+        if want("wrk"):
+            self.bench_wrk(p_nginx)
         if want("idle"):
-            self.bench_idle(p_hold)
+            self.churn(p_hold)
+            self.measure_idle("after churn", p_hold)
         for p in srv:
             self.stop(p)
+        if want("detection"):
+            self.bench_detection()
         self.facts["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
-
 
 # ------------------------------------------------------------------ reporting
 
@@ -543,27 +849,69 @@ def machine_facts(bin_dir):
     with open("/proc/meminfo") as f:
         mem = int(f.readline().split()[1]) // 1024
     commit = first_line(["git", "-C", os.path.dirname(HERE), "log", "-1", "--format=%h %cs"])
+    build = "?"
+    try:
+        with open(os.path.join(bin_dir, "..", "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("CMAKE_BUILD_TYPE:"):
+                    build = line.split("=", 1)[1].strip() or "?"
+    except OSError:
+        pass
     return {
         "cpu": "%d x %s" % (os.cpu_count(), model),
         "kernel": platform.release(),
         "memory_mib": mem,
         "os": first_line(["sh", "-c", ". /etc/os-release; echo $PRETTY_NAME"]),
-        "lorelay": first_line([os.path.join(bin_dir, "lorelayd"), "--version"]) + " (" + commit + ")",
+        "lorelay": "%s (%s, %s build)" % (first_line([os.path.join(bin_dir, "lorelayd"), "--version"]),
+                                          commit, build),
         "iperf3": first_line(["iperf3", "--version"]),
         "redis": first_line(["redis-server", "--version"]),
         "socat": first_line(["sh", "-c", "socat -V | sed -n 2p"]),
+        "nginx": first_line([tool("nginx") or "nginx", "-v"]),
+        "wrk": " ".join(first_line([tool("wrk") or "wrk", "-v"]).split()[:2]),
         "python": platform.python_version(),
         "loadavg_start": open("/proc/loadavg").read().split()[:3],
     }
 
 
+# The rows with a direct figure: metric -> (label, unit, goal for lorelay
+# one-hop as a ratio to direct, or None where BRIEF section 6 sets none).
+# The two-hop goal is to be ahead of the socat chain on every row.
 GOALS = {
-    # metric: (label, unit, lorelay/direct must be >= this)
-    "throughput": ("single-stream throughput (iperf3)", "Gbit/s", 0.7),
+    "throughput": ("throughput host → guest (iperf3)", "Gbit/s", 0.7),
+    "throughput_rev": ("throughput guest → host (iperf3 -R)", "Gbit/s", 0.7),
+    "throughput_bidir": ("throughput both ways at once (iperf3 --bidir, sum)", "Gbit/s", None),
+    "throughput_p4": ("throughput, 4 streams (iperf3 -P 4)", "Gbit/s", None),
     "ping_1": ("request/response, 1 client (redis PING)", "k req/s", 0.5),
     "set_50": ("50 clients (redis SET)", "k req/s", 0.6),
-    "connrate": ("new connections per second", "k conn/s", 0.5),
+    "connrate_wrk": ("new connections (wrk + nginx, Connection: close)", "k conn/s", 0.5),
+    "connrate": ("new connections (bench/loadgen.py)", "k conn/s", 0.5),
 }
+# Short labels for the chart's x axis, in GOALS order.
+CHART_LABELS = {
+    "throughput": "iperf3 h→g", "throughput_rev": "iperf3 g→h", "throughput_bidir": "iperf3 --bidir",
+    "throughput_p4": "iperf3 -P 4", "ping_1": "PING 1 client", "set_50": "SET 50 clients",
+    "connrate_wrk": "conn/s wrk+nginx", "connrate": "conn/s loadgen",
+}
+# Columns, in table and chart order: variant -> heading.
+COLUMNS = (("socat", "socat 8 KiB"), ("socat-256k", "socat 256 KiB"),
+           ("lorelay", "lorelay one-hop"), ("lorelay-2hop", "lorelay two-hop"))
+IDLE_STATES = ("fresh", "after throughput", "after churn")
+# --only group -> the rows it must produce (a group that ran and left a row
+# empty fails the run, as does a row without a number).
+GROUPS = {
+    "cpu": ["agent idle CPU"],
+    "throughput": [m for m in GOALS if m.startswith("throughput")],
+    "redis": ["ping_1", "set_50"],
+    "connrate": ["connrate"],
+    "wrk": ["connrate_wrk"],
+    "idle": ["idle memory, " + st for st in IDLE_STATES],
+    "detection": ["detection add", "detection remove"],
+}
+IDLE_GOAL_KIB = 8.0
+CPU_GOAL_PCT = 0.1
+DETECTION_GOAL_MS = 10.0
+TWO_HOP_THROUGHPUT = 0.65
 
 
 def fmt(x, nd=2):
@@ -578,75 +926,233 @@ def spread(xs):
     return "%s (%s–%s)" % (fmt(median(xs)), fmt(min(xs)), fmt(max(xs)))
 
 
+def ratios(res):
+    """metric -> variant -> median / direct median, for the measured rows."""
+    out = {}
+    for m in GOALS:
+        r = res.get(m)
+        if not r:
+            continue
+        d = median(r.get("direct"))
+        out[m] = {v: (median(r[v]) / d if d and r.get(v) else None) for v, _ in COLUMNS}
+    return out
+
+
+def yes(ok):
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
 def report(b):
-    res, lines = b.results, []
+    """Markdown tables (figures; ratios to direct; the rows without a direct
+    figure), the summary of goals, and the list of rows that produced no number."""
+    res, lines, missing, summary = b.results, [], [], {}
     add = lines.append
-    add("| metric | unit | direct | lorelay | socat 8 KiB | socat 256 KiB | lorelay / direct "
-        "| socat / direct | goal | met |")
-    add("|---|---|---|---|---|---|---|---|---|---|")
-    summary = {}
-    for m, (label, unit, goal) in GOALS.items():
+    heads = " | ".join(h for _, h in COLUMNS)
+    add("| metric | unit | direct | %s |" % heads)
+    add("|---|---|---|---|---|---|---|")
+    for m, (label, unit, _goal) in GOALS.items():
         if m not in res:
             continue
         r = res[m]
-        d, lo = median(r.get("direct")), median(r.get("lorelay"))
-        s8, s256 = median(r.get("socat")), median(r.get("socat-256k"))
-        ratio = lo / d if d and lo is not None else None
-        sr = "/".join(fmt(x / d) for x in (s8, s256) if x is not None and d) or "—"
-        met = ratio is not None and ratio >= goal
-        summary[m] = {"ratio": ratio, "met": met}
-        add("| %s | %s | %s | %s | %s | %s | **%s** | %s | ≥ %.1f × direct | %s |"
-            % (label, unit, spread(r.get("direct")), spread(r.get("lorelay")), spread(r.get("socat")),
-               spread(r.get("socat-256k")), fmt(ratio), sr, goal, "yes" if met else "**no**"))
-    idle = getattr(b, "idle", None)
-    if idle:
-        per = idle["kib_per_conn"]
-        met = per is not None and per <= 8 and idle["opened"] == idle["requested"]
-        summary["idle"] = {"kib_per_conn": per, "met": met}
-        add("| idle connections (%d relayed) | KiB RSS / conn | — | **%s** (lorelayd %s + agent %s) "
-            "| — | — | — | — | ≤ 8 KiB, 5 000 conns | %s |"
-            % (idle["opened"], fmt(per), fmt(idle["kib_per_conn_split"][0]) if per else "—",
-               fmt(idle["kib_per_conn_split"][1]) if per else "—", "yes" if met else "**no**"))
-    ic = getattr(b, "idle_cpu", None)
+        add("| %s | %s | %s | %s |" % (label, unit, spread(r.get("direct")),
+                                       " | ".join(spread(r.get(v)) for v, _ in COLUMNS)))
+        # A row added elsewhere may measure fewer variants; direct and
+        # one-hop it must have.
+        expected = b.expected_variants if m in CHART_LABELS else {"direct", "lorelay"}
+        for v in ("direct",) + tuple(v for v, _ in COLUMNS):
+            if v in expected and not r.get(v):
+                missing.append("%s: %s" % (label, v))
+    add("")
+    add("Ratios to direct (medians, same run):")
+    add("")
+    add("| metric | %s | goal, one-hop | one-hop met | two-hop ahead of socat |" % heads)
+    add("|---|---|---|---|---|---|---|---|")
+    for m, rr in ratios(res).items():
+        label, _unit, goal = GOALS[m]
+        one, two = rr.get("lorelay"), rr.get("lorelay-2hop")
+        socats = [x for x in (rr.get("socat"), rr.get("socat-256k")) if x is not None]
+        met = None if goal is None or one is None else one >= goal
+        ahead = None
+        if two is not None and socats:
+            ahead = two > max(socats)
+            if m in ("throughput", "throughput_rev"):
+                ahead = ahead and two >= TWO_HOP_THROUGHPUT
+        summary[m] = {"ratios": rr, "one_hop_met": met, "two_hop_ahead": ahead}
+        cells = []
+        for v, _ in COLUMNS:
+            x = fmt(rr.get(v))
+            cells.append("**%s**" % x if v.startswith("lorelay") and rr.get(v) is not None else x)
+        add("| %s | %s | %s | %s | %s |" % (label, " | ".join(cells), "≥ %.1f × direct" % goal if goal else "—",
+                                            yes(met), yes(ahead)))
+    add("")
+    add("Rows without a direct figure (lorelay only):")
+    add("")
+    add("| metric | unit | lorelay one-hop | lorelay two-hop | goal, one-hop | one-hop met |")
+    add("|---|---|---|---|---|---|")
+    for state in IDLE_STATES:
+        st = b.idle_mem.get(state)
+        if st is None:
+            continue
+        cells, per1 = [], None
+        for v in LORELAY_VARIANTS:
+            i = st.get(v)
+            if i is None or i["kib_per_conn"] is None:
+                cells.append("—")
+                missing.append("idle memory %s: %s" % (state, v))
+                continue
+            sp = i["kib_per_conn_split"]
+            cells.append("**%s** (lorelayd %s + agent %s)" % (fmt(i["kib_per_conn"]), fmt(sp[0]), fmt(sp[1])))
+            if v == "lorelay":
+                per1 = i["kib_per_conn"] if i["opened"] == i["requested"] else None
+        n = max((i["opened"] for i in st.values()), default=0)
+        met = per1 is not None and per1 <= IDLE_GOAL_KIB
+        summary["idle " + state] = {v: i["kib_per_conn"] for v, i in st.items()}
+        add("| idle memory, %s (%d connections) | KiB RSS / conn | %s | ≤ %.0f KiB | %s |"
+            % (state, n, " | ".join(cells), IDLE_GOAL_KIB, yes(met)))
+    det = getattr(b, "detection", None)
+    if det:
+        for what, key in (("add", "add_ms"), ("remove", "remove_ms")):
+            cells, met, trials = [], None, 0
+            for v in LORELAY_VARIANTS:
+                d = det.get(v)
+                s = d[key] if d else None
+                if s is None or not s["n"] or s["p99"] != s["p99"]:  # NaN when no sample
+                    cells.append("—")
+                    missing.append("detection %s: %s" % (what, v))
+                    continue
+                trials = d["trials"]
+                cells.append("**%s / %s** (%s)" % (fmt(s["p50"]), fmt(s["p99"]), d["detection"]))
+                summary.setdefault("detection " + what, {})[v] = {"p50": s["p50"], "p99": s["p99"]}
+                if v == "lorelay":
+                    met = s["p99"] <= DETECTION_GOAL_MS
+            add("| detection %s, %d trials: p50 / p99 | ms | %s | p99 ≤ %.0f ms | %s |"
+                % (what, trials, " | ".join(cells), DETECTION_GOAL_MS, yes(met)))
+    ic = getattr(b, "idle_cpu_all", None)
     if ic:
-        met = ic["agent_pct"] <= 0.1
-        summary["idle_cpu"] = {"agent_pct": ic["agent_pct"], "met": met}
-        add("| agent idle CPU (%.0f s) | %% of a core | — | **%s** (lorelayd %s) | — | — | — | — "
-            "| ≤ 0.1 %% | %s |" % (ic["seconds"], fmt(ic["agent_pct"], 3), fmt(ic["lorelayd_pct"], 3),
-                                  "yes" if met else "**no**"))
-    return "\n".join(lines), summary
+        cells = []
+        for v in LORELAY_VARIANTS:
+            c = ic.get(v)
+            if c is None:
+                cells.append("—")
+                missing.append("agent idle CPU: %s" % v)
+            else:
+                cells.append("**%s** (lorelayd %s)" % (fmt(c["agent_pct"], 3), fmt(c["lorelayd_pct"], 3)))
+        one = ic.get("lorelay")
+        met = one is not None and one["agent_pct"] <= CPU_GOAL_PCT
+        summary["idle_cpu"] = {v: c["agent_pct"] for v, c in ic.items()}
+        add("| agent idle CPU (%.0f s) | %% of a core | %s | ≤ %.1f %% | %s |"
+            % (next(iter(ic.values()))["seconds"], " | ".join(cells), CPU_GOAL_PCT, yes(met)))
+    done = set(res) | {"idle memory, " + st for st in b.idle_mem}
+    if ic:
+        done.add("agent idle CPU")
+    if det:
+        done |= {"detection add", "detection remove"}
+    for g in sorted(getattr(b, "wanted", ())):
+        for row in GROUPS[g]:
+            # "after throughput" is measured only when throughput runs too
+            if row not in done and not (row == "idle memory, after throughput" and "throughput" not in b.wanted):
+                missing.append("%s (never measured)" % row)
+    return "\n".join(lines), summary, missing
+
+
+def draw_chart(b, path, gnuplot="gnuplot"):
+    """A clustered bar chart of the ratios to direct (direct = 1, the two
+    socat chains, lorelay one-hop and two-hop), one cluster per row, drawn
+    by gnuplot: SVG for a name ending in .svg, else PNG."""
+    rr = ratios(b.results)
+    if not rr:
+        raise RuntimeError("no row with a direct figure to chart")
+    data = os.path.join(b.tmp if os.path.isdir(b.tmp) else tempfile.gettempdir(),
+                        "ratios-%d.dat" % os.getpid())
+    with open(data, "w") as f:
+        f.write("row\tdirect\t%s\n" % "\t".join(h for _, h in COLUMNS))
+        for m, r in rr.items():
+            f.write('"%s"\t1\t%s\n' % (CHART_LABELS.get(m, m), "\t".join(
+                "NaN" if r.get(v) is None else "%.4f" % r[v] for v, _ in COLUMNS)))
+    f_ = b.facts
+    title = "lorelay benchmark: ratio to direct (same run; %s, %s rounds)" % (f_["cpu"], b.a.rounds)
+    term = ("set terminal svg size 1100,520 dynamic enhanced font 'sans,12' background rgb 'white'"
+            if path.endswith(".svg") else
+            "set terminal pngcairo size 1100,520 enhanced font 'sans,11' background rgb 'white'")
+    script = "\n".join([
+        term,
+        "set output '%s'" % path.replace("'", "''"),
+        "set datafile separator '\\t'",
+        "set datafile missing 'NaN'",
+        "set title '%s'" % title.replace("'", "''"),
+        "set style data histograms",
+        "set style histogram clustered gap 1.5",
+        "set style fill solid 0.85 border -1",
+        "set boxwidth 0.95",
+        "set key outside right top vertical",
+        "set ylabel 'ratio to direct (direct = 1)'",
+        "set yrange [0:1.1<*]",
+        "set grid ytics",
+        "set xtics rotate by -25 nomirror",
+        "set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dashtype 2 lw 1.5 lc rgb '#555555'",
+        "plot '%s' using 2:xtic(1) title columnheader(2) lc rgb '#b0b0b0', \\" % data,
+        "  '' using 3 title columnheader(3) lc rgb '#f4a261', \\",
+        "  '' using 4 title columnheader(4) lc rgb '#e76f51', \\",
+        "  '' using 5 title columnheader(5) lc rgb '#2a9d8f', \\",
+        "  '' using 6 title columnheader(6) lc rgb '#264653'",
+        ""])
+    r = subprocess.run([gnuplot], input=script, capture_output=True, text=True, timeout=60)
+    os.unlink(data)
+    if r.returncode != 0 or not os.path.exists(path) or os.path.getsize(path) == 0:
+        raise RuntimeError("gnuplot failed (rc %d): %s" % (r.returncode, r.stderr.strip()[-1000:]))
+
+
+SMOKE = {
+    # seconds-long: every row once, tiny sizes (the ctest bench_smoke)
+    "rounds": 1, "iperf_bytes": 20 << 20, "iperf_secs": 1, "ping_n": 300, "set_n": 2000, "conn_secs": 0.5,
+    "wrk_secs": 1, "wrk_conns": 4, "idle_conns": 200, "idle_timeout": 30.0, "cpu_secs": 1.0,
+    "detection_trials": 5, "pause": 0.1, "max_seconds": 180,
+}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin-dir", default=os.environ.get("LORELAY_BIN_DIR",
                                                         os.path.join(HERE, "..", "build", "linux", "bin")))
-    ap.add_argument("--rounds", type=int, default=2, help="runs of each throughput/rate metric (median shown)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each throughput/rate metric (median shown)")
     ap.add_argument("--iperf-secs", type=int, default=5)
+    ap.add_argument("--iperf-bytes", type=int, default=0, help="iperf3 -n BYTES instead of -t (smoke runs)")
     ap.add_argument("--ping-n", type=int, default=20000)
     ap.add_argument("--set-n", type=int, default=100000)
     ap.add_argument("--redis-timeout", type=int, default=120)
     ap.add_argument("--conn-secs", type=float, default=4.0)
     ap.add_argument("--conn-clients", type=int, default=2, help="concurrent connect-loop client processes")
+    ap.add_argument("--wrk-secs", type=int, default=4)
+    ap.add_argument("--wrk-threads", type=int, default=2)
+    ap.add_argument("--wrk-conns", type=int, default=10, help="wrk -c: connections kept busy")
     ap.add_argument("--idle-conns", type=int, default=5000)
     ap.add_argument("--idle-timeout", type=float, default=120.0)
     ap.add_argument("--cpu-secs", type=float, default=10.0)
-    ap.add_argument("--only", default="", help="comma list of: cpu,throughput,redis,connrate,idle")
+    ap.add_argument("--detection-trials", type=int, default=120)
+    ap.add_argument("--pause", type=float, default=1.0, help="scale of the settling pauses between runs")
+    ap.add_argument("--only", default="",
+                    help="comma list of: cpu,throughput,redis,connrate,wrk,idle,detection")
     ap.add_argument("--json", help="also write all samples and facts to this file")
-    ap.add_argument("--max-seconds", type=int, default=1200, help="overall limit")
+    ap.add_argument("--chart", help="draw the ratios to direct with gnuplot into FILE (.svg, else PNG)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds-long run of every row with tiny sizes (what ctest bench_smoke runs)")
+    ap.add_argument("--max-seconds", type=int, default=3600, help="overall limit")
     ap.add_argument("--keep-tmp", action="store_true")
+    if "--smoke" in sys.argv[1:]:
+        ap.set_defaults(**SMOKE)
     a = ap.parse_args()
     a.bin_dir = os.path.abspath(a.bin_dir)
     if os.geteuid() != 0:
-        sys.exit("bench: must run as root (it creates a network namespace)")
-    for tool in ("ip", "ss", "iperf3", "redis-server", "redis-benchmark", "socat"):
-        if shutil.which(tool) is None:
-            sys.exit("bench: %s is not installed (run scripts/deps.sh bench)" % tool)
+        lrci.exit_skip_or_fail("must run as root (it creates a network namespace)", "bench")
+    tools = list(TOOLS) + (["gnuplot"] if a.chart else [])
+    gone = [t for t in tools if tool(t) is None]
+    if gone:
+        lrci.exit_skip_or_fail("not installed: %s (run scripts/deps.sh bench)" % ", ".join(gone), "bench")
     for exe in ("lorelayd", "lorelay-init", "lorelay-agent"):
         if not os.access(os.path.join(a.bin_dir, exe), os.X_OK):
             sys.exit("bench: %s not built in %s (set LORELAY_BIN_DIR or --bin-dir)" % (exe, a.bin_dir))
-    if not 1 <= a.rounds <= 10 or not 1 <= a.idle_conns <= 9000:
-        sys.exit("bench: --rounds must be 1..10 and --idle-conns 1..9000")
+    if not 1 <= a.rounds <= 10 or not 1 <= a.idle_conns <= 9000 or not 1 <= a.detection_trials <= 1000:
+        sys.exit("bench: --rounds must be 1..10, --idle-conns 1..9000 and --detection-trials 1..1000")
 
     def on_signal(signum, _frame):
         raise SystemExit("bench: stopped by signal %d" % signum)
@@ -657,31 +1163,41 @@ def main():
     b = Bench(a)
     try:
         b.run()
+        if a.chart:
+            draw_chart(b, os.path.abspath(a.chart), tool("gnuplot"))
     finally:
         signal.alarm(0)
         b.cleanup()
-    table, summary = report(b)
+    table, summary, missing = report(b)
     f = b.facts
     print()
     print("Machine: %s, %d MiB, Linux %s, %s" % (f["cpu"], f["memory_mib"], f["kernel"], f["os"]))
-    print("Versions: %s; %s; %s; %s; python %s" % (f["lorelay"], f["iperf3"], f["redis"], f["socat"],
-                                                    f["python"]))
+    print("Versions: %s; %s; %s; %s; %s; %s; python %s" % (f["lorelay"], f["iperf3"], f["redis"], f["socat"],
+                                                           f["nginx"], f["wrk"], f["python"]))
     print("Load average at start %s, at end %s; rounds per metric: %d (median, range in brackets)"
           % (" ".join(f["loadavg_start"]), " ".join(f.get("loadavg_end", ["?"])), a.rounds))
+    print("Command: %s" % " ".join(["bench/run.sh"] + sys.argv[1:]))
     print()
     print(table)
     print()
     for k, v in b.extra.items():
         print("- %s: %s" % (k, v))
-    if getattr(b, "idle", None):
-        print("- idle detail: %s" % json.dumps(b.idle))
-    if getattr(b, "idle_cpu", None):
-        print("- idle CPU detail: %s" % json.dumps({k: round(v, 4) for k, v in b.idle_cpu.items()}))
+    for state, per in b.idle_mem.items():
+        print("- idle detail, %s: %s" % (state, json.dumps(per)))
+    if getattr(b, "idle_cpu_all", None):
+        print("- idle CPU detail: %s" % json.dumps({v: {k: round(x, 4) for k, x in c.items()}
+                                                    for v, c in b.idle_cpu_all.items()}))
+    if a.chart:
+        print("- chart: %s" % os.path.abspath(a.chart))
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"facts": f, "samples": b.results, "extra": b.extra, "summary": summary,
-                       "idle": getattr(b, "idle", None), "idle_cpu": getattr(b, "idle_cpu", None),
+                       "idle_memory": b.idle_mem, "idle_cpu": getattr(b, "idle_cpu_all", None),
+                       "detection": getattr(b, "detection", None), "missing": missing,
                        "args": vars(a)}, fh, indent=1)
+    if missing:
+        print("bench: FAIL: no number for %s" % "; ".join(missing), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Runs lorelay's benchmark (bench/lorelay_bench.py) against the peers a
-# user would otherwise pick: direct loopback in a namespace, lorelay, socat chains.
-# As root, after `scripts/deps.sh bench` and a build. Not part of ctest: it
-# takes minutes and wants an otherwise idle machine.
-#   bench/run.sh [--rounds N] [--only cpu,throughput,redis,connrate,idle] [--json FILE]
+# user would otherwise pick: direct loopback in a namespace, socat chains
+# (8 KiB and 256 KiB buffers), lorelay one-hop (--netns) and two-hop (the
+# path VM guests use). Every row of BRIEF section 6 in one run.
+# As root, after `scripts/deps.sh bench` and a build. The full run takes
+# about 15 minutes and wants an otherwise idle machine; ctest runs only the
+# seconds-long --smoke (bench_smoke).
+#   bench/run.sh [--rounds N] [--only cpu,throughput,redis,connrate,wrk,idle,detection]
+#                [--json FILE] [--chart FILE.svg|FILE.png] [--smoke]
 # Binaries: $LORELAY_BIN_DIR, else build/linux/bin (--bin-dir overrides).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -5,8 +5,10 @@
 #                          Debian sources of cmake/win32-deps.lock, fetched and
 #                          verified into build/_debsrc (LORELAY_DEBSRC_DIR)
 #   scripts/deps.sh test   everything the whole test suite needs (both
-#                          targets, Wine, lintian), sources included
-#   scripts/deps.sh bench  build, plus the peers bench/run.sh measures against
+#                          targets, Wine, lintian, the bench tools for
+#                          bench_smoke), sources included
+#   scripts/deps.sh bench  build, plus the peers and loads bench/run.sh
+#                          measures with
 # Debian's packages only; nothing is downloaded elsewhere.
 set -euo pipefail
 
@@ -24,13 +26,16 @@ win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 test_pkgs=(libcmocka-dev valgrind clang
            mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip
            systemd)
-bench_pkgs=(iperf3 redis-server redis-tools socat)
+# The benchmark's tools: the peers it measures against (socat) and the loads
+# (iperf3, redis, wrk + nginx), gnuplot for its chart. In `test` too, for
+# the ctest bench_smoke.
+bench_pkgs=(iperf3 redis-server redis-tools socat wrk nginx gnuplot-nox)
 
 sources=no
 case "$mode" in
   run) want=("${run_pkgs[@]}") ;;
   win64) want=("${win64_pkgs[@]}"); sources=yes ;;
-  test) want=("${run_pkgs[@]}" "${test_pkgs[@]}"); sources=yes ;;
+  test) want=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}"); sources=yes ;;
   bench) want=("${run_pkgs[@]}" "${bench_pkgs[@]}") ;;
   *) echo "usage: $0 run|win64|test|bench" >&2; exit 2 ;;
 esac

@@ -110,6 +110,43 @@ def fmt(name, s):
         name, s["n"], s["p50"], s["p90"], s["p99"], s["max"], s["min"])
 
 
+# ---------------------------------------------------------------- trials
+
+def run_trials(helper, trials, bind, pick_port=None):
+    """The add/remove trials against `helper`, a fresh `guestsrv.py detect`
+    process in the guest (it has printed "ready"). pick_port() gives each
+    trial's port (default: a random free host port). Returns (add_ms,
+    remove_ms, timeouts). bench/lorelay_bench.py runs it for its own
+    lorelayd, one-hop and two-hop."""
+    pick_port = pick_port or lrharness.free_port
+    add_ms, del_ms, timeouts = [], [], 0
+    for i in range(trials):
+        port = pick_port()
+        time.sleep(random.uniform(0.0, 0.25))
+        helper.send("listen %s %d" % (bind, port))
+        t_conn = connect_until(port, True, POLL_LIMIT_S)
+        ev = helper.wait_event("listening", timeout=5.0, count=i + 1)
+        if t_conn is None:
+            timeouts += 1
+            print("trial %d: port %d not connectable within %.0f s" % (i, port, POLL_LIMIT_S),
+                  file=sys.stderr)
+        else:
+            add_ms.append((t_conn - ev.get("t0", ev["t"])) * 1000.0)
+        # A fresh random delay, or the close would always land just
+        # after the scan that found the listener (phase-locked).
+        time.sleep(random.uniform(0.0, 0.25))
+        helper.send("close")
+        t_gone = connect_until(port, False, POLL_LIMIT_S)
+        ev = helper.wait_event("closed", timeout=5.0, count=i + 1)
+        if t_gone is None:
+            timeouts += 1
+            print("trial %d: stand-in %d still accepting %.0f s after close"
+                  % (i, port, POLL_LIMIT_S), file=sys.stderr)
+        else:
+            del_ms.append((t_gone - ev.get("t0", ev["t"])) * 1000.0)
+    return add_ms, del_ms, timeouts
+
+
 # ---------------------------------------------------------------- idle CPU
 
 def proc_ticks(pid):
@@ -232,30 +269,7 @@ def main():
         helper = lr.spawn([lrharness.PYTHON, "-u", lrharness.GUESTSRV, "detect", "-", "0"],
                           "detect", stdin=True)
         helper.wait_event("ready")
-        for i in range(args.trials):
-            port = lrharness.free_port()
-            time.sleep(random.uniform(0.0, 0.25))
-            helper.send("listen %s %d" % (args.bind, port))
-            t_conn = connect_until(port, True, POLL_LIMIT_S)
-            ev = helper.wait_event("listening", timeout=5.0, count=i + 1)
-            if t_conn is None:
-                timeouts += 1
-                print("trial %d: port %d not connectable within %.0f s" % (i, port, POLL_LIMIT_S),
-                      file=sys.stderr)
-            else:
-                add_ms.append((t_conn - ev.get("t0", ev["t"])) * 1000.0)
-            # A fresh random delay, or the close would always land just
-            # after the scan that found the listener (phase-locked).
-            time.sleep(random.uniform(0.0, 0.25))
-            helper.send("close")
-            t_gone = connect_until(port, False, POLL_LIMIT_S)
-            ev = helper.wait_event("closed", timeout=5.0, count=i + 1)
-            if t_gone is None:
-                timeouts += 1
-                print("trial %d: stand-in %d still accepting %.0f s after close"
-                      % (i, port, POLL_LIMIT_S), file=sys.stderr)
-            else:
-                del_ms.append((t_gone - ev.get("t0", ev["t"])) * 1000.0)
+        add_ms, del_ms, timeouts = run_trials(helper, args.trials, args.bind)
         helper.send("quit")
         if args.idle_cpu > 0:
             cpu = idle_cpu(lr, args.idle_cpu)
