@@ -25,11 +25,11 @@ struct lr_status_client_s {
   lr_status_client_t *next;
 };
 
-static void binding_addr(const lr_binding_t *b, char *out, size_t len) {
+static void binding_addr(const lr_guest_t *g, const lr_binding_t *b, char *out, size_t len) {
   uint16_t port = b->state == LR_BINDING_BOUND || b->state == LR_BINDING_REMAPPED
                       ? b->actual_port
                       : b->key.port;
-  snprintf(out, len, "%s:%u", lr_loopback_str(b->key.family), port);
+  snprintf(out, len, "%s:%u", lr_guest_host_str(g, b->key.family), port);
 }
 
 static const char *guest_state_name(const lr_guest_t *g) {
@@ -42,11 +42,11 @@ static int binding_shown(const lr_binding_t *b) {
   return b->state != LR_BINDING_UNAVAILABLE && b->state != LR_BINDING_BUDGET;
 }
 
-static void deny_reason(lr_host_t *h, const lr_port_entry_t *e, char *out, size_t len) {
+static void deny_reason(const lr_guest_t *g, const lr_port_entry_t *e, char *out, size_t len) {
   if (e->rule == LR_RULE_DENIED)
-    lr_rules_deny_reason(&e->listener, h->cfg, out, len);
+    lr_rules_deny_reason(&e->listener, &g->cfg, out, len);
   else
-    snprintf(out, len, "maxStandins (%u host sockets) reached", h->cfg->max_standins);
+    snprintf(out, len, "maxStandins (%u host sockets) reached", g->cfg.max_standins);
 }
 
 /* Listeners on specific non-loopback addresses are never forwarded and
@@ -78,6 +78,10 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
     lr_sbuf_json_str(out, g->transport);
     lr_sbuf_printf(out, ",\"state\":\"%s\"", guest_state_name(g));
     lr_sbuf_printf(out, ",\"detection\":\"%s\"", lr_detection_name(g->detection));
+    /* Where the stand-ins listen, when not on loopback (listenAddress is LAN exposure). */
+    if (g->cfg.host_address[0]) lr_sbuf_printf(out, ",\"host_address\":\"%s\"", g->cfg.host_address);
+    if (g->cfg.listen_address[0])
+      lr_sbuf_printf(out, ",\"listen_address\":\"%s\"", g->cfg.listen_address);
     if (g->state != LR_G_CONNECTED && g->last_err[0]) {
       lr_sbuf_puts(out, ",\"error\":");
       lr_sbuf_json_str(out, g->last_err);
@@ -94,7 +98,7 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
       int first = 1;
       for (int i = 0; i < e->nb; i++) {
         if (!binding_shown(e->b[i])) continue;
-        binding_addr(e->b[i], s, sizeof s);
+        binding_addr(g, e->b[i], s, sizeof s);
         lr_sbuf_printf(out, "%s\"%s\"", first ? "" : ",", s);
         first = 0;
       }
@@ -102,7 +106,7 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
       lr_sbuf_printf(out, "],\"state\":\"%s\"", lr_port_state_name(pst));
       if (pst == LR_PORT_DENIED) {
         char why[200];
-        deny_reason(h, e, why, sizeof why);
+        deny_reason(g, e, why, sizeof why);
         lr_sbuf_puts(out, ",\"reason\":");
         lr_sbuf_json_str(out, why);
       }
@@ -118,7 +122,7 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
       const lr_binding_t *b = g->rev[i];
       lr_sbuf_printf(out, "%s{\"proto\":\"tcp\",\"guest\":[\"127.0.0.1:%u\"", i ? "," : "",
                      b->key.port);
-      if (h->cfg->ipv6) lr_sbuf_printf(out, ",\"[::1]:%u\"", b->key.port);
+      if (g->cfg.ipv6) lr_sbuf_printf(out, ",\"[::1]:%u\"", b->key.port);
       lr_sbuf_printf(out,
                      "],\"host\":\"localhost:%u\",\"connections\":%llu,\"active\":%u,"
                      "\"bytes_to_guest\":%llu,\"bytes_to_host\":%llu}",
@@ -152,6 +156,11 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
                    guest_state_name(g), lr_detection_name(g->detection));
     if (g->state != LR_G_CONNECTED && g->last_err[0])
       lr_sbuf_printf(out, "  last error: %s\n", g->last_err);
+    if (g->cfg.listen_address[0])
+      lr_sbuf_printf(out, "  listenAddress %s: reachable from other machines\n",
+                     g->cfg.listen_address);
+    else if (g->cfg.host_address[0])
+      lr_sbuf_printf(out, "  hostAddress %s\n", g->cfg.host_address);
     for (size_t i = 0; i < g->nrev; i++) {
       const lr_binding_t *b = g->rev[i];
       human_bytes(b->bytes_to_guest, tg, sizeof tg);
@@ -173,7 +182,7 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
       hosts[0] = '\0';
       for (int i = 0; i < e->nb; i++) {
         if (!binding_shown(e->b[i])) continue;
-        binding_addr(e->b[i], s, sizeof s);
+        binding_addr(g, e->b[i], s, sizeof s);
         size_t l = strlen(hosts);
         snprintf(hosts + l, sizeof hosts - l, "%s%s", l ? "," : "", s);
       }
@@ -187,7 +196,7 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
                      (unsigned long long)st.active, tg, th);
       if (pst == LR_PORT_DENIED) {
         char why[200];
-        deny_reason(h, e, why, sizeof why);
+        deny_reason(g, e, why, sizeof why);
         lr_sbuf_printf(out, "        denied: %s\n", why);
       }
     }
