@@ -197,7 +197,7 @@ static int apply_key(parse_ctx_t *ctx, lr_config_t *c, const char *name, const c
               ctx->line);
       return 1;
     }
-    if (lr_config_check_address(value, host, err, sizeof err) != 0) {
+    if (*value && lr_config_check_address(value, host, err, sizeof err) != 0) {
       LR_ERROR("%s:%d: %s = '%s': %s", ctx->source, ctx->line, host ? "hostAddress" : "listenAddress",
                value, err);
       ctx->errors++;

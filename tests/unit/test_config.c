@@ -561,6 +561,9 @@ static void test_guest_sections(void **state) {
   assert_int_equal(lr_config_parse_string(&c, text, "g.ini"), 0);
   assert_int_equal(cap.n, 0);
   assert_string_equal(c.listen_address, "192.168.1.10");
+  /* An empty value is the default: loopback (the shipped file has one). */
+  assert_int_equal(lr_config_parse_string(&c, "[lorelay]\nlistenAddress=\n", "e.ini"), 0);
+  assert_string_equal(c.listen_address, "");
 }
 
 static void test_guest_section_errors(void **state) {
