@@ -153,13 +153,10 @@ def try_connect(host, port, timeout=1.0):
         s.close()
 
 
-def fetch(host, port, send=b"", timeout=5.0):
-    """Connects, sends, half-closes, reads until EOF. Returns the bytes.
-    Raises OSError (refused, reset, timeout)."""
-    s = socket.socket(fam_of(host), socket.SOCK_STREAM)
-    s.settimeout(timeout)
+def finish(s, send=b""):
+    """On a connected socket: sends, half-closes, reads until EOF, closes.
+    Returns the bytes read."""
     try:
-        s.connect((host, port))
         if send:
             s.sendall(send)
         s.shutdown(socket.SHUT_WR)
@@ -171,6 +168,19 @@ def fetch(host, port, send=b"", timeout=5.0):
             chunks.append(b)
     finally:
         s.close()
+
+
+def fetch(host, port, send=b"", timeout=5.0):
+    """Connects, sends, half-closes, reads until EOF. Returns the bytes.
+    Raises OSError (refused, reset, timeout)."""
+    s = socket.socket(fam_of(host), socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+    except OSError:
+        s.close()
+        raise
+    return finish(s, send)
 
 
 def curl(url, timeout=5.0):

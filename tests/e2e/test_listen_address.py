@@ -16,24 +16,18 @@ import random
 import subprocess
 import unittest
 
-from lrharness import PYTHON, LorelayTestCase, MultiLorelay, free_ports, poll
+from lrharness import HERE, PYTHON, LorelayTestCase, MultiLorelay, free_ports, poll
 
-CLIENT = r"""
-import socket, sys
-s = socket.socket()
-s.settimeout(3)
+# Runs in the client namespace: the harness's own client, one line of result.
+CLIENT = """
+import sys
+sys.path.insert(0, %r)
+from lrharness import fetch
 try:
-    s.connect((sys.argv[1], int(sys.argv[2])))
-    data = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        data += b
-    print("GOT " + data.decode().strip())
+    print("GOT " + fetch(sys.argv[1], int(sys.argv[2]), timeout=3.0).decode().strip())
 except OSError as e:
     print("ERR " + type(e).__name__)
-"""
+""" % HERE
 
 
 def run(*argv, check=True):

@@ -14,7 +14,7 @@ import socket
 import time
 import unittest
 
-from lrharness import (LorelayTestCase, MultiLorelay, free_ports, poll, try_connect,
+from lrharness import (LorelayTestCase, MultiLorelay, finish, free_ports, poll, try_connect,
                        wait_refused)
 
 
@@ -69,15 +69,7 @@ class Reload(LorelayTestCase):
         self.assertBanner("127.0.0.1", p3, b"guest:three\n")
 
         # The connection opened before both reloads still relays both ways.
-        c.sendall(b"b" * 1000)
-        c.shutdown(socket.SHUT_WR)
-        got = b""
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            got += b
-        c.close()
+        got = finish(c, b"b" * 1000)
         self.assertEqual(len(got), 4096)
         ev = bulk.wait_event("received")
         self.assertEqual(ev["bytes"], 2000)
@@ -176,14 +168,7 @@ class Reload(LorelayTestCase):
                      pred=lambda q: q["host"] == ["127.0.0.5:%d" % p])
         self.assertIsNotNone(wait_refused("127.0.0.1", p, 3.0))
         # The open connection does not care where the stand-in went.
-        c.shutdown(socket.SHUT_WR)
-        got = b""
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            got += b
-        c.close()
+        got = finish(c)
         self.assertEqual(len(got), 100)
         self.assertEqual(bulk.wait_event("received")["bytes"], 10)
 
