@@ -206,6 +206,10 @@ static int netns_open(void *data, const char *netns, char *addr, size_t addrlen,
     snprintf(err, errlen, "network namespace %s is given twice", netns);
     return -1;
   }
+  if (access(g_init, X_OK) != 0) {
+    snprintf(err, errlen, "%s: %s (set LORELAY_INIT to its path)", g_init, strerror(errno));
+    return -1;
+  }
   if (lr_netns_ensure(netns, err, errlen) != 0) return -1;
   lr_posix_run_dir(rundir, sizeof rundir);
   if (lr_posix_own_dir(rundir, err, errlen) != 0) return -1;
@@ -283,10 +287,6 @@ int main(int argc, char **argv) {
   uv_loop_t *loop = uv_default_loop();
   g_init = getenv("LORELAY_INIT");
   if (!g_init || !*g_init) g_init = sibling_path("lorelay-init", g_init_path, sizeof g_init_path);
-  if (access(g_init, X_OK) != 0 && g_opts.netns.n) {
-    LR_ERROR("%s: %s (set LORELAY_INIT to its path)", g_init, strerror(errno));
-    return 1;
-  }
   g_opts.netns_open = netns_open;
   g_opts.netns_close = netns_close;
 
