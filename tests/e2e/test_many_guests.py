@@ -59,6 +59,12 @@ class TwentyGuests(LorelayTestCase):
         print("lorelayd with %d idle guests: RSS %d KiB, CPU %.2f %% of one core "
               "(%d ticks of 1/%d s in %.0f s)"
               % (N, idle_rss, idle_cpu, c1 - c0, hz, w1 - w0), file=sys.stderr)
+        # For scale: the guest side of the same 20 guests (not bounded here).
+        agents = [p for ns in lr.names for p in lr.procs_named("lorelay-agent", ns)]
+        inits = [p for ns in lr.names for p in lr.procs_named("lorelay-init", ns)]
+        print("guest side: %d lorelay-agent, RSS %d KiB in all; %d lorelay-init, RSS %d KiB"
+              % (len(agents), sum(rss_kib(p) for p in agents), len(inits),
+                 sum(rss_kib(p) for p in inits)), file=sys.stderr)
 
         # One server per guest, each on its own port.
         ports = free_ports(N)
