@@ -189,6 +189,7 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr
   if (ncl + f.nguests == 0) {
     LR_ERROR("no guest given: use --guest ADDR or --netns NAME, or [guest NAME] sections in "
              "the config file (see --help)");
+    rc = -2;
     goto out;
   }
   if (f.nguests && (!(fg = calloc(f.nguests, sizeof *fg)) ||

@@ -90,7 +90,8 @@ typedef struct {
 /* Loads config (o->config or pal default), applies the log level, loads the
  * token, creates the host, adds the guests (--guest, --netns, [guest NAME]
  * sections: at least one) and serves status. o must outlive d. 0, or -1
- * after logging one line saying what was wrong. */
+ * after logging one line saying what was wrong (-2 when no guest was
+ * given at all: a usage error, exit status 2). */
 int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr_hostd_opts_t *o);
 /* Reads the config file again and applies it: guests added, removed or
  * changed, every guest's forwarding re-evaluated. A file with any error

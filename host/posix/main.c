@@ -306,13 +306,15 @@ int main(int argc, char **argv) {
   uv_signal_start(&g_sigchld, on_sigchld, SIGCHLD);
   uv_signal_start(&g_sighup, on_sighup, SIGHUP);
 
-  if (lr_hostd_start(&g_daemon, loop, lr_pal_host(), &g_opts) != 0) {
+  int rc = lr_hostd_start(&g_daemon, loop, lr_pal_host(), &g_opts);
+  if (rc != 0) {
     g_stopping = 1;
     lr_hostd_stop(&g_daemon, on_stopped, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     stop_children();
     if (g_daemon.host) lr_host_free(g_daemon.host);
-    return 1;
+    free(g_daemon.guests);
+    return rc == -2 ? 2 : 1;
   }
   LR_INFO("lorelayd %s running", LR_VERSION_STRING);
   uv_run(loop, UV_RUN_DEFAULT);

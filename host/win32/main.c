@@ -291,9 +291,9 @@ static int run(int as_service) {
   uv_unref((uv_handle_t *)&g_stop_timer);
   InterlockedExchange(&g_stop_ready, 1);
 
-  if (resolve_guest() != 0 ||
-      lr_hostd_start(&g_hostd, &loop, lr_pal_host(), &g_args.opts) != 0) {
-    g_exit_code = 1;
+  int rc = resolve_guest() != 0 ? -1 : lr_hostd_start(&g_hostd, &loop, lr_pal_host(), &g_args.opts);
+  if (rc != 0) {
+    g_exit_code = rc == -2 ? 2 : 1; /* 2: no guest at all, a usage error */
     InterlockedExchange(&g_stop_ready, 0);
     uv_walk(&loop, close_any, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -107,6 +107,11 @@ class ManyGuests(LorelayTestCase):
         log = lr.log()
         self.assertIn("lorelay.ini:3: hostAddress = '10.0.0.1'", log)
         self.assertIn("[guest y] needs exactly one of netns", log)
+        # A file without any guest, and no --guest/--netns: a usage error.
+        lr.write_config("[lorelay]\nipv6 = true\n")
+        lr.start(wait=False)
+        self.assertEqual(lr.daemon.p.wait(10), 2)
+        self.assertIn("no guest given", lr.log())
 
 
 if __name__ == "__main__":
