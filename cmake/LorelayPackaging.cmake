@@ -30,6 +30,7 @@ foreach(prog IN LISTS LORELAY_PROGRAMS)
 endforeach()
 
 install(FILES
+  ${LORELAY_PKG_DIR}/systemd/lorelayd.service
   ${LORELAY_PKG_DIR}/systemd/lorelayd@.service
   ${LORELAY_PKG_DIR}/systemd/lorelayd-netns@.service
   ${LORELAY_PKG_DIR}/systemd/lorelay-agent.service

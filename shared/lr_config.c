@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "lr_log.h"
 #include "lr_sbuf.h"
 
@@ -132,6 +134,7 @@ int lr_portset_contains(const lr_portset_t *s, uint16_t port) {
 
 typedef struct {
   lr_config_t *c;
+  lr_config_file_t *file; /* NULL: [guest NAME] sections are skipped */
   const char *source;
   int line;
   int errors;
@@ -150,14 +153,66 @@ static int parse_uint_range(const char *v, unsigned lo, unsigned hi, unsigned *o
   return 0;
 }
 
-static int handler(void *user, const char *section, const char *name, const char *value) {
-  parse_ctx_t *ctx = user;
-  lr_config_t *c = ctx->c;
+int lr_config_guest_name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n >= LR_GUEST_NAME_MAX || s[0] == '-' || s[0] == '.') return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+          *s == '.' || *s == '_' || *s == '-'))
+      return 0;
+  return 1;
+}
+
+int lr_config_check_address(const char *s, int loopback4, char *err, size_t errlen) {
+  unsigned char a[16];
+  if (strlen(s) >= LR_ADDRESS_MAX) {
+    snprintf(err, errlen, "too long");
+    return -1;
+  }
+  if (uv_inet_pton(AF_INET, s, a) == 0) {
+    if (loopback4 && a[0] != 127) {
+      snprintf(err, errlen,
+               "not an IPv4 loopback address (127.x.y.z); to expose a guest on another "
+               "address use listenAddress");
+      return -1;
+    }
+    return 0;
+  }
+  if (loopback4) {
+    snprintf(err, errlen, "expected an IPv4 loopback address such as 127.0.0.2");
+    return -1;
+  }
+  if (uv_inet_pton(AF_INET6, s, a) == 0) return 0;
+  snprintf(err, errlen, "not an IPv4 or IPv6 address (such as 0.0.0.0, 192.168.1.10 or ::)");
+  return -1;
+}
+
+/* One [lorelay] key into c: from the [lorelay] section, or (in_guest) a
+ * [guest NAME] section's override replayed over the guest's copy. */
+static int apply_key(parse_ctx_t *ctx, lr_config_t *c, const char *name, const char *value,
+                     int in_guest) {
   char err[160];
   int b;
-  if (!lr_streq_nocase(section, "lorelay")) {
-    LR_WARN("%s:%d: key '%s' in section [%s] ignored (lorelay reads [lorelay])",
-            ctx->source, ctx->line, name, section);
+  if (lr_streq_nocase(name, "listenAddress") || lr_streq_nocase(name, "hostAddress")) {
+    int host = lr_streq_nocase(name, "hostAddress");
+    if (host && !in_guest) {
+      LR_WARN("%s:%d: hostAddress belongs in a [guest NAME] section: ignored", ctx->source,
+              ctx->line);
+      return 1;
+    }
+    if (*value && lr_config_check_address(value, host, err, sizeof err) != 0) {
+      LR_ERROR("%s:%d: %s = '%s': %s", ctx->source, ctx->line, host ? "hostAddress" : "listenAddress",
+               value, err);
+      ctx->errors++;
+      return 1;
+    }
+    snprintf(host ? c->host_address : c->listen_address, sizeof c->listen_address, "%s", value);
+    return 1;
+  }
+  if (in_guest && (lr_streq_nocase(name, "logLevel") || lr_streq_nocase(name, "maxStatusClients") ||
+                   lr_streq_nocase(name, "statusIdleTimeoutMs"))) {
+    LR_WARN("%s:%d: %s is daemon-wide: set it in [lorelay] (ignored here)", ctx->source,
+            ctx->line, name);
     return 1;
   }
 #define BOOL_KEY(key, field)                                                                  \
@@ -238,6 +293,113 @@ static int handler(void *user, const char *section, const char *name, const char
   return 1;
 }
 
+static int prefix_nocase(const char *s, const char *prefix) {
+  for (; *prefix; s++, prefix++) {
+    char a = *s >= 'A' && *s <= 'Z' ? (char)(*s + 32) : *s;
+    if (a != *prefix) return 0;
+  }
+  return 1;
+}
+
+/* "guest NAME" -> NAME (trimmed), or NULL for any other section. */
+static const char *guest_section_name(const char *section, char *out, size_t len) {
+  if (!prefix_nocase(section, "guest") || (section[5] != ' ' && section[5] != '\t' &&
+                                                       section[5] != '\0'))
+    return NULL;
+  const char *p = skip_ws(section + 5);
+  size_t n = strlen(p);
+  while (n && (p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
+  snprintf(out, len, "%.*s", (int)n, p);
+  return out;
+}
+
+static lr_guest_conf_t *guest_get(parse_ctx_t *ctx, const char *name) {
+  lr_config_file_t *f = ctx->file;
+  for (size_t i = 0; i < f->nguests; i++)
+    if (!strcmp(f->guests[i].name, name)) return &f->guests[i];
+  if (f->nguests == LR_MAX_GUESTS) {
+    LR_ERROR("%s:%d: more than %d [guest] sections", ctx->source, ctx->line, LR_MAX_GUESTS);
+    ctx->errors++;
+    return NULL;
+  }
+  lr_guest_conf_t *g = realloc(f->guests, (f->nguests + 1) * sizeof *g);
+  if (!g) {
+    ctx->errors++;
+    return NULL;
+  }
+  f->guests = g;
+  g = &f->guests[f->nguests++];
+  memset(g, 0, sizeof *g);
+  snprintf(g->name, sizeof g->name, "%.*s", LR_GUEST_NAME_MAX - 1, name);
+  g->line = ctx->line;
+  return g;
+}
+
+/* A key of a [guest NAME] section: its identity keys are kept as they are,
+ * anything else is recorded and replayed over a copy of [lorelay] once the
+ * whole file is read (the [lorelay] section may come after it). */
+static int guest_key(parse_ctx_t *ctx, const char *gname, const char *name, const char *value) {
+  if (!lr_config_guest_name_ok(gname)) {
+    LR_ERROR("%s:%d: [guest %s]: a guest name is 1-%d letters, digits, '.', '_' or '-'",
+             ctx->source, ctx->line, gname, LR_GUEST_NAME_MAX - 1);
+    ctx->errors++;
+    return 1;
+  }
+  lr_guest_conf_t *g = guest_get(ctx, gname);
+  if (!g) return 1;
+  struct {
+    const char *key;
+    char *dst;
+    size_t len;
+  } ids[] = {{"netns", g->netns, sizeof g->netns},
+             {"transport", g->transport, sizeof g->transport},
+             {"tokenFile", g->token_file, sizeof g->token_file}};
+  for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+    if (!lr_streq_nocase(name, ids[i].key)) continue;
+    if (!*value || strlen(value) >= ids[i].len) {
+      LR_ERROR("%s:%d: [guest %s] %s: expected 1-%zu characters", ctx->source, ctx->line,
+               gname, ids[i].key, ids[i].len - 1);
+      ctx->errors++;
+    } else if (!strcmp(ids[i].key, "netns") && !lr_config_guest_name_ok(value)) {
+      LR_ERROR("%s:%d: [guest %s] netns = '%s' is not a namespace name (letters, digits, "
+               "'.', '_', '-')",
+               ctx->source, ctx->line, gname, value);
+      ctx->errors++;
+    } else {
+      snprintf(ids[i].dst, ids[i].len, "%s", value);
+    }
+    return 1;
+  }
+  lr_guest_override_t *o = realloc(g->overrides, (g->noverrides + 1) * sizeof *o);
+  if (!o || g->noverrides >= 256) {
+    if (o) g->overrides = o;
+    LR_ERROR("%s:%d: [guest %s]: too many keys", ctx->source, ctx->line, gname);
+    ctx->errors++;
+    return 1;
+  }
+  g->overrides = o;
+  o = &g->overrides[g->noverrides++];
+  o->key = strdup(name);
+  o->value = strdup(value);
+  o->line = ctx->line;
+  if (!o->key || !o->value) ctx->errors++;
+  return 1;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value) {
+  parse_ctx_t *ctx = user;
+  char gname[128];
+  if (lr_streq_nocase(section, "lorelay")) return apply_key(ctx, ctx->c, name, value, 0);
+  if (guest_section_name(section, gname, sizeof gname)) {
+    /* Read by lorelayd; a reader without a guest list (the agent) skips them. */
+    return ctx->file ? guest_key(ctx, gname, name, value) : 1;
+  }
+  LR_WARN("%s:%d: key '%s' in section [%s] ignored (lorelay reads [lorelay] and "
+          "[guest NAME])",
+          ctx->source, ctx->line, name, section);
+  return 1;
+}
+
 /* Every line passes through here on its way to inih:
  * - leading blanks go, so an indented key is a key (Debian's inih treats
  *   an indented line as the continuation of the previous value, which a
@@ -303,6 +465,73 @@ static int finish(parse_ctx_t *ctx, int rc) {
 int lr_config_parse_string(lr_config_t *c, const char *text, const char *source) {
   parse_ctx_t ctx = {.c = c, .source = source ? source : "config", .text = text};
   return finish(&ctx, ini_parse_stream(string_reader, &ctx, handler, &ctx));
+}
+
+/* After the whole file: each guest's effective configuration is [lorelay]
+ * with its section's keys replayed on top, checked with the same code and
+ * the same line numbers as [lorelay] itself. */
+static int finish_guests(parse_ctx_t *ctx, int rc) {
+  lr_config_file_t *f = ctx->file;
+  for (size_t i = 0; i < f->nguests; i++) {
+    lr_guest_conf_t *g = &f->guests[i];
+    g->cfg = f->base;
+    for (size_t k = 0; k < g->noverrides; k++) {
+      ctx->line = g->overrides[k].line;
+      if (g->overrides[k].key && g->overrides[k].value)
+        apply_key(ctx, &g->cfg, g->overrides[k].key, g->overrides[k].value, 1);
+    }
+    if (!!g->netns[0] == !!g->transport[0]) {
+      LR_ERROR("%s:%d: [guest %s] needs exactly one of netns = NAME or transport = ADDRESS",
+               ctx->source, g->line, g->name);
+      ctx->errors++;
+    }
+    /* hostAddress gives a guest its own IPv4 loopback address; IPv6 has
+     * only ::1, which every guest would share, so such a guest gets no
+     * IPv6 stand-ins unless its listenAddress is an IPv6 address. */
+    if (g->cfg.host_address[0] && !strchr(g->cfg.listen_address, ':')) g->cfg.ipv6 = 0;
+  }
+  return finish(ctx, rc);
+}
+
+int lr_config_file_parse_string(lr_config_file_t *f, const char *text, const char *source) {
+  memset(f, 0, sizeof *f);
+  lr_config_defaults(&f->base);
+  parse_ctx_t ctx = {.c = &f->base, .file = f, .source = source ? source : "config", .text = text};
+  return finish_guests(&ctx, ini_parse_stream(string_reader, &ctx, handler, &ctx));
+}
+
+int lr_config_file_load(lr_config_file_t *f, const char *path, int missing_ok) {
+  memset(f, 0, sizeof *f);
+  lr_config_defaults(&f->base);
+  FILE *fp = fopen(path, "r");
+  if (!fp) {
+    if (errno == ENOENT && missing_ok) return 0;
+    LR_ERROR("config %s: %s", path, strerror(errno));
+    return -1;
+  }
+  parse_ctx_t ctx = {.c = &f->base, .file = f, .source = path, .f = fp};
+  int rc = finish_guests(&ctx, ini_parse_stream(file_reader, &ctx, handler, &ctx));
+  fclose(fp);
+  return rc;
+}
+
+const lr_guest_conf_t *lr_config_file_guest(const lr_config_file_t *f, const char *name) {
+  for (size_t i = 0; i < f->nguests; i++)
+    if (!strcmp(f->guests[i].name, name)) return &f->guests[i];
+  return NULL;
+}
+
+void lr_config_file_free(lr_config_file_t *f) {
+  for (size_t i = 0; i < f->nguests; i++) {
+    for (size_t k = 0; k < f->guests[i].noverrides; k++) {
+      free(f->guests[i].overrides[k].key);
+      free(f->guests[i].overrides[k].value);
+    }
+    free(f->guests[i].overrides);
+  }
+  free(f->guests);
+  f->guests = NULL;
+  f->nguests = 0;
 }
 
 int lr_config_load_file(lr_config_t *c, const char *path, int missing_ok) {

@@ -1,4 +1,7 @@
-/* Configuration: an INI file in the style of .wslconfig, section [lorelay].
+/* Configuration: an INI file in the style of .wslconfig, section [lorelay],
+ * and for lorelayd any number of [guest NAME] sections (one per guest:
+ * netns or transport, tokenFile, hostAddress, and any [lorelay] key as
+ * that guest's own value).
  *
  * Parsed with inih; this module adds typed values, port lists with ranges,
  * and errors that name the file, line and key. Unknown keys are a warning
@@ -12,6 +15,9 @@
 #include <stdint.h>
 
 #define LR_PORTSET_MAX_RANGES 64
+#define LR_ADDRESS_MAX 64    /* an IP address as text */
+#define LR_GUEST_NAME_MAX 64 /* a [guest NAME] (also a netns name) */
+#define LR_MAX_GUESTS 256    /* [guest] sections in one file */
 
 typedef struct {
   uint16_t lo, hi; /* inclusive */
@@ -50,7 +56,36 @@ typedef struct {
                                      * over server sockets, default 1 */
   unsigned zero_copy_after;         /* zeroCopyAfter: one read this large (bytes)
                                      * switches a connection, default 65536 */
+  /* Where stand-ins listen. Empty: loopback. listenAddress is opt-in LAN
+   * exposure (an address of its family replaces that family's loopback);
+   * hostAddress (guest sections only) is a 127.x.y.z of the guest's own. */
+  char listen_address[LR_ADDRESS_MAX];
+  char host_address[LR_ADDRESS_MAX];
 } lr_config_t;
+
+typedef struct {
+  char *key, *value;
+  int line;
+} lr_guest_override_t;
+
+/* One [guest NAME] section. */
+typedef struct {
+  char name[LR_GUEST_NAME_MAX];
+  char netns[LR_GUEST_NAME_MAX]; /* netns = NAME, or */
+  char transport[300];           /* transport = ADDRESS */
+  char token_file[512];          /* tokenFile = PATH */
+  int line;                      /* its first key, for messages */
+  lr_config_t cfg;               /* [lorelay] with this section's keys on top */
+  lr_guest_override_t *overrides;
+  size_t noverrides;
+} lr_guest_conf_t;
+
+/* A whole file as lorelayd reads it. */
+typedef struct {
+  lr_config_t base; /* [lorelay] */
+  lr_guest_conf_t *guests;
+  size_t nguests;
+} lr_config_file_t;
 
 void lr_config_defaults(lr_config_t *c);
 
@@ -61,6 +96,21 @@ int lr_config_parse_string(lr_config_t *c, const char *text, const char *source)
 /* Reads and parses a file. missing_ok: a missing file is not an error.
  * Returns 0, -1 on bad values or unreadable file. */
 int lr_config_load_file(lr_config_t *c, const char *path, int missing_ok);
+
+/* Like lr_config_parse_string/lr_config_load_file, with [guest NAME]
+ * sections read into f->guests (the plain readers skip them). f is
+ * initialised here; free it with lr_config_file_free, also after -1. */
+int lr_config_file_parse_string(lr_config_file_t *f, const char *text, const char *source);
+int lr_config_file_load(lr_config_file_t *f, const char *path, int missing_ok);
+void lr_config_file_free(lr_config_file_t *f);
+const lr_guest_conf_t *lr_config_file_guest(const lr_config_file_t *f, const char *name);
+
+/* A guest (or namespace) name: 1-63 of [A-Za-z0-9._-], not starting with
+ * '-' or '.'. */
+int lr_config_guest_name_ok(const char *s);
+/* An address for listenAddress (any IPv4/IPv6 literal) or, loopback4,
+ * hostAddress (127.x.y.z). 0, or -1 with a reason in err. */
+int lr_config_check_address(const char *s, int loopback4, char *err, size_t errlen);
 
 /* "22,8000-8010". 0 or -1 with a reason in err. */
 int lr_portset_parse(lr_portset_t *s, const char *text, char *err, size_t errlen);

@@ -365,7 +365,7 @@ static void conn_open_transport(lr_conn_t *c) {
 
 /* Budgets: open connections per guest and per port. */
 static int conn_budget_left(lr_guest_t *g, const lr_binding_t *b) {
-  const lr_config_t *cfg = g->host->cfg;
+  const lr_config_t *cfg = &g->cfg;
   if (g->nconns >= cfg->max_connections) {
     lr_guest_warn(g, &g->conns_log, "maxConnections (%u) open: new connection refused",
                   cfg->max_connections);
@@ -404,7 +404,7 @@ static void reverse_start(lr_guest_t *g, lr_binding_t *b, uint32_t id, uint8_t f
 static void reverse_local_connected(uv_connect_t *req, int status) {
   lr_conn_t *c = req->data;
   if (c->relay.closing) return;
-  if (status == UV_ECONNREFUSED && !c->rev_tried_other && c->g->host->cfg->ipv6) {
+  if (status == UV_ECONNREFUSED && !c->rev_tried_other && c->g->cfg.ipv6) {
     /* "localhost" in the guest may be either family and the host server may
      * listen on only one: try the other before refusing. A new record takes
      * over (a libuv handle cannot be reused before it is closed). */
@@ -458,7 +458,7 @@ static lr_binding_t *reverse_find(lr_guest_t *g, uint16_t port) {
 
 void lr_conn_reverse_open(lr_guest_t *g, const lr_reverse_open_t *m) {
   lr_binding_t *b = reverse_find(g, m->port);
-  const lr_config_t *cfg = g->host->cfg;
+  const lr_config_t *cfg = &g->cfg;
   const char *why = NULL;
   if (!b) {
     /* Only ports the host's config publishes: a guest must not make the
@@ -481,20 +481,20 @@ void lr_conn_reverse_open(lr_guest_t *g, const lr_reverse_open_t *m) {
     lr_session_send(g, f, lr_encode_reverse_fail(f, sizeof f, m->id, LR_ERR_REFUSED, why));
     return;
   }
-  reverse_start(g, b, m->id, m->family == 6 && g->host->cfg->ipv6 ? 6 : 4, 0);
+  reverse_start(g, b, m->id, m->family == 6 && g->cfg.ipv6 ? 6 : 4, 0);
 }
 
 void lr_conn_reverse_send_set(lr_guest_t *g) {
   static lr_reverse_set_t m; /* 2 KiB: not on the stack */
   static uint8_t f[LR_FRAME_HDR_LEN + 3 + 2 * LR_REVERSE_MAX_PORTS];
   memset(&m, 0, sizeof m);
-  m.flags = g->host->cfg->ipv6 ? LR_REVERSE_IPV6 : 0;
+  m.flags = g->cfg.ipv6 ? LR_REVERSE_IPV6 : 0;
   for (size_t i = 0; i < g->nrev; i++) m.ports[m.n++] = g->rev[i]->key.port;
   lr_session_send(g, f, lr_encode_reverse_set(f, sizeof f, &m));
 }
 
 int lr_conn_reverse_init(lr_guest_t *g, char *err, size_t errlen) {
-  const lr_portset_t *ps = &g->host->cfg->reverse_ports;
+  const lr_portset_t *ps = &g->cfg.reverse_ports;
   size_t total = 0;
   for (size_t i = 0; i < ps->n; i++) total += (size_t)(ps->r[i].hi - ps->r[i].lo) + 1;
   if (total > LR_REVERSE_MAX_PORTS) {

@@ -39,15 +39,66 @@ void lr_host_closed(lr_host_t *h) {
   lr_host_maybe_done(h);
 }
 
+static int guest_busy(const lr_guest_t *g) {
+  return g->conns || g->ctl || g->state == LR_G_RESOLVING;
+}
+
 void lr_host_maybe_done(lr_host_t *h) {
   if (!h->stopping || h->closing_handles) return;
   for (lr_guest_t *g = h->guests; g; g = g->next)
-    if (g->conns || g->ctl || g->state == LR_G_RESOLVING) return;
+    if (guest_busy(g)) return;
+  for (lr_guest_t *g = h->removed; g; g = g->next)
+    if (guest_busy(g)) return;
   if (h->done) {
     void (*done)(void *) = h->done;
     h->done = NULL;
     done(h->done_data);
   }
+}
+
+const char *lr_guest_host_str(const lr_guest_t *g, int family) {
+  return g->bind_str[family == 6];
+}
+
+void lr_guest_sockaddr(const lr_guest_t *g, int family, uint16_t port,
+                       struct sockaddr_storage *ss) {
+  *ss = g->bind_sa[family == 6];
+  if (family == 6)
+    ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+  else
+    ((struct sockaddr_in *)ss)->sin_port = htons(port);
+}
+
+/* The stand-in addresses of g from its configuration: listenAddress for
+ * its own family, else hostAddress for IPv4, else loopback. Returns 1 when
+ * they changed. */
+static int guest_set_addresses(lr_guest_t *g) {
+  struct sockaddr_storage sa[2];
+  char str[2][sizeof g->bind_str[0]];
+  for (int i = 0; i < 2; i++) {
+    lr_loopback_sockaddr(i ? 6 : 4, 0, &sa[i]);
+    snprintf(str[i], sizeof str[i], "%s", lr_loopback_str(i ? 6 : 4));
+  }
+  const char *v4 = NULL, *v6 = NULL, *la = g->cfg.listen_address;
+  if (la[0]) *(strchr(la, ':') ? &v6 : &v4) = la;
+  if (!v4 && g->cfg.host_address[0]) v4 = g->cfg.host_address;
+  /* The config checked both, so these parse. */
+  if (v4 && uv_ip4_addr(v4, 0, (struct sockaddr_in *)&sa[0]) == 0)
+    snprintf(str[0], sizeof str[0], "%s", v4);
+  if (v6 && uv_ip6_addr(v6, 0, (struct sockaddr_in6 *)&sa[1]) == 0)
+    snprintf(str[1], sizeof str[1], "[%s]", v6);
+  int changed = memcmp(sa, g->bind_sa, sizeof sa) != 0;
+  memcpy(g->bind_sa, sa, sizeof sa);
+  memcpy(g->bind_str, str, sizeof str);
+  return changed;
+}
+
+/* LAN exposure is opt-in and said once, when it starts. */
+static void guest_warn_exposure(lr_guest_t *g) {
+  if (g->cfg.listen_address[0])
+    LR_WARN("%s: listenAddress = %s: this guest's ports are reachable from other machines "
+            "on that address, not only from this one",
+            g->name, g->cfg.listen_address);
 }
 
 lr_host_t *lr_host_new(uv_loop_t *loop, const lr_pal_t *pal, const lr_config_t *cfg) {
@@ -56,6 +107,8 @@ lr_host_t *lr_host_new(uv_loop_t *loop, const lr_pal_t *pal, const lr_config_t *
   h->loop = loop;
   h->pal = pal;
   h->cfg = cfg;
+  uv_timer_init(loop, &h->reaper);
+  h->reaper.data = h;
   size_t n = sizeof h->hostname;
   if (uv_os_gethostname(h->hostname, &n) != 0) snprintf(h->hostname, sizeof h->hostname, "host");
   return h;
@@ -82,6 +135,7 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
     return -1;
   }
   g->host = h;
+  g->cfg = o->cfg ? *o->cfg : *h->cfg;
   g->addr = a;
   g->resolve = o->resolve;
   g->resolve_data = o->resolve_data;
@@ -90,11 +144,17 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   else
     lr_taddr_format(&a, g->transport, sizeof g->transport);
   snprintf(g->name, sizeof g->name, "%s", o->name && *o->name ? o->name : g->transport);
+  if (lr_host_find_guest(h, g->name)) {
+    snprintf(err, errlen, "two guests named '%s': each needs its own name", g->name);
+    free(g);
+    return -1;
+  }
+  guest_set_addresses(g);
   if (o->token_len) memcpy(g->token, o->token, o->token_len);
   g->token_len = o->token_len;
   g->pass_fd = o->pass_fd && a.kind == LR_TADDR_UNIX && h->pal->adopt_passed_socket;
   lr_ports_ops_t ops = lr_standin_ops(g);
-  lr_ports_init(&g->ports, h->cfg, &ops);
+  lr_ports_init(&g->ports, &g->cfg, &ops);
   if (lr_conn_reverse_init(g, err, errlen) != 0) {
     lr_conn_reverse_free(g);
     free(g);
@@ -105,11 +165,52 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   uv_timer_init(h->loop, &g->tick_timer);
   g->retry_timer.data = g->conflict_timer.data = g->tick_timer.data = g;
   uv_timer_start(&g->tick_timer, lr_session_tick, TICK_MS, TICK_MS);
-  g->next = h->guests;
-  h->guests = g;
+  /* Appended: status lists guests in the order they were given. */
+  lr_guest_t **pp = &h->guests;
+  while (*pp) pp = &(*pp)->next;
+  *pp = g;
   LR_INFO("%s: guest agent at %s", g->name, g->transport);
+  if (g->cfg.host_address[0]) LR_INFO("%s: stand-ins on %s", g->name, g->cfg.host_address);
+  guest_warn_exposure(g);
   lr_session_start(g);
   return 0;
+}
+
+lr_guest_t *lr_host_last_guest(lr_host_t *h) {
+  lr_guest_t *g = h->guests;
+  while (g && g->next) g = g->next;
+  return g;
+}
+
+lr_guest_t *lr_host_find_guest(lr_host_t *h, const char *name) {
+  for (lr_guest_t *g = h->guests; g; g = g->next)
+    if (!strcmp(g->name, name)) return g;
+  return NULL;
+}
+
+void lr_host_configure_guest(lr_guest_t *g, const lr_config_t *cfg) {
+  char err[300];
+  int reverse_changed = memcmp(&cfg->reverse_ports, &g->cfg.reverse_ports,
+                               sizeof cfg->reverse_ports) != 0 ||
+                        cfg->ipv6 != g->cfg.ipv6;
+  int exposure_changed = strcmp(cfg->listen_address, g->cfg.listen_address) != 0;
+  g->cfg = *cfg;
+  if (exposure_changed) guest_warn_exposure(g);
+  if (guest_set_addresses(g)) {
+    LR_INFO("%s: stand-ins move to %s and %s", g->name, g->bind_str[0], g->bind_str[1]);
+    lr_ports_rebind(&g->ports);
+  }
+  int n = lr_ports_reconfigure(&g->ports);
+  if (n) LR_INFO("%s: %d listener%s forwarded differently now", g->name, n, n == 1 ? "" : "s");
+  if (reverse_changed) {
+    lr_conn_reverse_free(g);
+    if (lr_conn_reverse_init(g, err, sizeof err) != 0) {
+      LR_ERROR("%s: %s", g->name, err);
+      lr_conn_reverse_free(g);
+    }
+    if (g->state == LR_G_CONNECTED) lr_conn_reverse_send_set(g);
+  }
+  lr_standin_arm_retry(g);
 }
 
 static void guest_timer_closed(uv_handle_t *t) {
@@ -117,31 +218,80 @@ static void guest_timer_closed(uv_handle_t *t) {
   lr_host_closed(g->host);
 }
 
+/* Everything a guest holds starts closing; its record stays until the
+ * callbacks that name it have run. */
+static void guest_stop(lr_guest_t *g) {
+  lr_host_t *h = g->host;
+  g->stopping = 1;
+  uv_timer_t *timers[3] = {&g->retry_timer, &g->conflict_timer, &g->tick_timer};
+  for (int i = 0; i < 3; i++) {
+    lr_host_closing(h);
+    uv_close((uv_handle_t *)timers[i], guest_timer_closed);
+  }
+  lr_session_stop(g);
+  lr_ports_clear(&g->ports);
+  lr_conn_close_all(g);
+}
+
+static void guest_free(lr_guest_t *g) {
+  lr_conn_reverse_free(g);
+  free(g);
+}
+
+/* A removed guest's record goes once no connection, control stream or
+ * lookup of its own is left and no handle of the host is still closing
+ * (the close callbacks of its timers and streams name it). */
+static void reap(uv_timer_t *t) {
+  lr_host_t *h = t->data;
+  if (h->closing_handles) return;
+  for (lr_guest_t **pp = &h->removed; *pp;) {
+    lr_guest_t *g = *pp;
+    if (guest_busy(g)) {
+      pp = &g->next;
+      continue;
+    }
+    *pp = g->next;
+    guest_free(g);
+  }
+  if (!h->removed) uv_timer_stop(&h->reaper);
+}
+
+void lr_host_remove_guest(lr_guest_t *g) {
+  lr_host_t *h = g->host;
+  for (lr_guest_t **pp = &h->guests; *pp; pp = &(*pp)->next) {
+    if (*pp == g) {
+      *pp = g->next;
+      break;
+    }
+  }
+  LR_INFO("%s: guest removed", g->name);
+  g->removed = 1;
+  g->next = h->removed;
+  h->removed = g;
+  guest_stop(g);
+  if (!h->stopping) uv_timer_start(&h->reaper, reap, 100, 100);
+}
+
+static void reaper_closed(uv_handle_t *t) { lr_host_closed(t->data); }
+
 void lr_host_shutdown(lr_host_t *h, void (*done)(void *), void *data) {
   h->stopping = 1;
   h->done = done;
   h->done_data = data;
   lr_status_stop(h);
-  for (lr_guest_t *g = h->guests; g; g = g->next) {
-    g->stopping = 1;
-    uv_timer_t *timers[3] = {&g->retry_timer, &g->conflict_timer, &g->tick_timer};
-    for (int i = 0; i < 3; i++) {
-      lr_host_closing(h);
-      uv_close((uv_handle_t *)timers[i], guest_timer_closed);
-    }
-    lr_session_stop(g);
-    lr_ports_clear(&g->ports);
-    lr_conn_close_all(g);
-  }
+  lr_host_closing(h);
+  uv_close((uv_handle_t *)&h->reaper, reaper_closed);
+  for (lr_guest_t *g = h->guests; g; g = g->next) guest_stop(g);
   lr_host_maybe_done(h);
 }
 
 void lr_host_free(lr_host_t *h) {
-  while (h->guests) {
-    lr_guest_t *g = h->guests;
-    h->guests = g->next;
-    lr_conn_reverse_free(g);
-    free(g);
-  }
+  lr_guest_t *lists[2] = {h->guests, h->removed};
+  for (int i = 0; i < 2; i++)
+    while (lists[i]) {
+      lr_guest_t *g = lists[i];
+      lists[i] = g->next;
+      guest_free(g);
+    }
   free(h);
 }

@@ -40,12 +40,33 @@ typedef struct {
    * and the host then relays each connection in one hop. Honoured only
    * over unix: and where the platform can adopt a passed socket. */
   int pass_fd;
+  /* This guest's own configuration (its [guest NAME] section over
+   * [lorelay]); copied. NULL: the host's. */
+  const lr_config_t *cfg;
 } lr_guest_opts_t;
+
+typedef struct lr_guest_s lr_guest_t;
 
 /* cfg and pal must outlive the host. */
 lr_host_t *lr_host_new(uv_loop_t *loop, const lr_pal_t *pal, const lr_config_t *cfg);
-/* 0, or -1 with a one-line reason (bad address, tcp without token...). */
+/* 0, or -1 with a one-line reason (bad address, tcp without token, a
+ * name already taken...). */
 int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *opts, char *err, size_t errlen);
+/* The guest added last (for the shell's own bookkeeping). */
+lr_guest_t *lr_host_last_guest(lr_host_t *h);
+/* Many guests, live configuration. A guest is known by its name; names
+ * are unique in a host (lr_host_add_guest refuses a second one). */
+lr_guest_t *lr_host_find_guest(lr_host_t *h, const char *name);
+/* A reload: the guest's configuration becomes cfg (copied). Listeners
+ * whose forwarding changes (now allowed, ignored or denied) follow at
+ * once; stand-ins move if their address changed; everything else,
+ * connections included, is untouched. */
+void lr_host_configure_guest(lr_guest_t *g, const lr_config_t *cfg);
+/* Stops a guest and takes it out of status: its stand-ins close, its
+ * connections are closed, its record is freed once nothing of it is left
+ * (by lr_host_free at the latest). */
+void lr_host_remove_guest(lr_guest_t *g);
+
 /* Listens for lorelayctl on a Unix socket path or named pipe name. */
 int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errlen);
 

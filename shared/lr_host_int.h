@@ -95,10 +95,19 @@ typedef struct {
   uv_tcp_t tcp;
   lr_binding_t *b; /* NULL once unbound (the close is under way) */
   lr_guest_t *g;
+  lr_host_t *host; /* the close callback's: a removed guest may be gone by then */
 } lr_standin_t;
 
 struct lr_guest_s {
   lr_host_t *host;
+  /* This guest's own configuration: the host's, or its [guest NAME]
+   * section over it. Replaced in place by lr_host_configure_guest. */
+  lr_config_t cfg;
+  /* Where its stand-ins listen, per family (index 0: IPv4, 1: IPv6), from
+   * cfg's listenAddress/hostAddress; loopback by default. */
+  struct sockaddr_storage bind_sa[2];
+  char bind_str[2][LR_ADDRESS_MAX + 2]; /* "127.0.0.2", "[::1]" */
+  int removed; /* on the host's removed list until nothing of it is left */
   char name[300];
   char transport[300];
   lr_taddr_t addr;
@@ -140,6 +149,11 @@ struct lr_host_s {
   const lr_pal_t *pal;
   const lr_config_t *cfg;
   lr_guest_t *guests;
+  /* Guests taken away by a reload: stopped, out of status, freed by the
+   * reaper once no handle or connection of theirs is left. */
+  lr_guest_t *removed;
+  uv_timer_t reaper;
+  int reaper_active;
   uv_pipe_t status;
   int status_open;
   lr_status_client_t *clients;
@@ -157,6 +171,12 @@ struct lr_host_s {
 /* Logs one warning of a kind at most every LR_BUDGET_LOG_MS per guest,
  * saying how many were not logged since. */
 void lr_guest_warn(lr_guest_t *g, lr_ratelimit_t *gate, const char *fmt, ...) LR_PRINTF(3, 4);
+
+/* The host address of g's stand-ins of a family (4 or 6), as text for
+ * messages ("127.0.0.2", "[::1]") and as a socket address. */
+const char *lr_guest_host_str(const lr_guest_t *g, int family);
+void lr_guest_sockaddr(const lr_guest_t *g, int family, uint16_t port,
+                       struct sockaddr_storage *ss);
 
 /* lr_host.c: shutdown accounting. closing() before a uv_close whose callback
  * ends in closed(); closed() runs the done callback when nothing is left. */

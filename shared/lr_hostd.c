@@ -13,12 +13,15 @@
 
 const char *lr_hostd_common_usage(void) {
   return "  --guest ADDR        agent address: unix:PATH, tcp:HOST:PORT, vsock:CID:PORT,\n"
-         "                      fc:UDS_PATH:PORT or hvsock:VMID:PORT\n"
-         "  --name NAME         guest name shown in status (default: the address)\n"
+         "                      fc:UDS_PATH:PORT or hvsock:VMID:PORT; repeatable\n"
+         "  --name NAME         guest name shown in status (default: the address); one\n"
+         "                      guest only (name several in [guest NAME] sections)\n"
          "  --token-file FILE   shared key (at least 16 bytes); required for tcp:. Both\n"
          "                      sides prove they know it on every stream; it is never\n"
-         "                      sent\n"
-         "  -c, --config FILE   INI config, section [lorelay]\n"
+         "                      sent. For every --guest\n"
+         "  -c, --config FILE   INI config: section [lorelay], and one [guest NAME]\n"
+         "                      section per guest (netns or transport, tokenFile,\n"
+         "                      hostAddress, any [lorelay] key as its own value)\n"
          "  --socket PATH       status endpoint (default: platform path)\n"
          "  --log-level LEVEL   error, warn, info or debug (overrides logLevel)\n"
          "  -h, --help          this text\n"
@@ -30,7 +33,8 @@ int lr_hostd_parse_args(int argc, char **argv, lr_hostd_opts_t *o, lr_hostd_extr
   static const lr_opt_t table[] = {
       {"--help", "-h", LR_OPT_FLAG, offsetof(lr_hostd_opts_t, help)},
       {"--version", "-V", LR_OPT_FLAG, offsetof(lr_hostd_opts_t, version)},
-      {"--guest", NULL, LR_OPT_STRING, offsetof(lr_hostd_opts_t, guest)},
+      {"--guest", NULL, LR_OPT_LIST, offsetof(lr_hostd_opts_t, guests)},
+      {"--netns", NULL, LR_OPT_LIST, offsetof(lr_hostd_opts_t, netns)},
       {"--name", NULL, LR_OPT_STRING, offsetof(lr_hostd_opts_t, name)},
       {"--token-file", NULL, LR_OPT_STRING, offsetof(lr_hostd_opts_t, token_file)},
       {"--config", "-c", LR_OPT_STRING, offsetof(lr_hostd_opts_t, config)},
@@ -45,6 +49,20 @@ int lr_hostd_parse_args(int argc, char **argv, lr_hostd_opts_t *o, lr_hostd_extr
     snprintf(err, errlen, "--log-level '%s': expected error, warn, info or debug", o->log_level);
     return -1;
   }
+  for (size_t i = 0; i < o->netns.n; i++)
+    if (!lr_config_guest_name_ok(o->netns.v[i])) {
+      snprintf(err, errlen,
+               "--netns '%.100s': a namespace name is 1-%d letters, digits, '.', '_' or '-'",
+               o->netns.v[i], LR_GUEST_NAME_MAX - 1);
+      return -1;
+    }
+  if (o->name && o->guests.n + o->netns.n > 1) {
+    snprintf(err, errlen,
+             "--name names one guest; with several, name them in [guest NAME] sections of "
+             "the config file");
+    return -1;
+  }
+  o->guest = o->guests.n ? o->guests.v[0] : NULL;
   return 0;
 }
 
@@ -83,41 +101,142 @@ int lr_token_load_file(const char *path, uint8_t *tok, size_t *len, char *err, s
   return 0;
 }
 
+static lr_hostd_guest_t *guest_slot(lr_hostd_t *d) {
+  lr_hostd_guest_t *n = realloc(d->guests, (d->nguests + 1) * sizeof *n);
+  if (!n) return NULL;
+  d->guests = n;
+  n = &d->guests[d->nguests];
+  memset(n, 0, sizeof *n);
+  return n;
+}
+
+/* Starts the guest hg describes (its namespace first, for a netns guest)
+ * and keeps it in d's list. 0, or -1 with a reason in err. */
+static int guest_open(lr_hostd_t *d, lr_hostd_guest_t *hg, const lr_config_t *cfg,
+                      lr_guest_resolve_fn resolve, void *rdata, int pass_fd, char *err,
+                      size_t errlen) {
+  const lr_hostd_opts_t *o = d->opts;
+  if (hg->netns[0]) {
+    if (!o->netns_open) {
+      snprintf(err, errlen, "%s: network namespace guests (netns) need Linux", hg->name);
+      return -1;
+    }
+    if (o->netns_open(o->netns_data, hg->netns, hg->transport, sizeof hg->transport, err,
+                      errlen) != 0)
+      return -1;
+    pass_fd = cfg->one_hop; /* our own namespace: one hop per connection (oneHop) */
+  }
+  lr_guest_opts_t go = {hg->name, hg->transport, hg->token, hg->token_len,
+                        resolve,  rdata,         pass_fd,   cfg};
+  if (lr_host_add_guest(d->host, &go, err, errlen) != 0) {
+    if (hg->netns[0]) o->netns_close(o->netns_data, hg->netns);
+    return -1;
+  }
+  hg->g = lr_host_last_guest(d->host);
+  d->nguests++;
+  return 0;
+}
+
+/* The tokens of a file's guests, loaded before anything changes. */
+static int load_file_tokens(const lr_config_file_t *f, lr_hostd_guest_t *out, const char *path) {
+  char err[512];
+  for (size_t i = 0; i < f->nguests; i++) {
+    const lr_guest_conf_t *gc = &f->guests[i];
+    memset(&out[i], 0, sizeof out[i]);
+    snprintf(out[i].name, sizeof out[i].name, "%s", gc->name);
+    snprintf(out[i].netns, sizeof out[i].netns, "%s", gc->netns);
+    snprintf(out[i].transport, sizeof out[i].transport, "%s", gc->transport);
+    out[i].from_file = 1;
+    if (gc->token_file[0] &&
+        lr_token_load_file(gc->token_file, out[i].token, &out[i].token_len, err, sizeof err)) {
+      LR_ERROR("%s:%d: [guest %s]: %s", path, gc->line, gc->name, err);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr_hostd_opts_t *o) {
   char err[512], buf[512];
+  lr_config_file_t f;
+  lr_hostd_guest_t *fg = NULL;
+  int rc = -1;
   memset(d, 0, sizeof *d);
-  lr_config_defaults(&d->cfg);
+  d->opts = o;
   const char *cfg_path = o->config;
   int missing_ok = 0;
   if (!cfg_path && pal->default_config_path) {
     cfg_path = pal->default_config_path(buf, sizeof buf);
     missing_ok = 1;
   }
-  if (cfg_path && lr_config_load_file(&d->cfg, cfg_path, missing_ok) != 0) {
-    LR_ERROR("not starting: fix the configuration in %s", cfg_path);
-    return -1;
+  memset(&f, 0, sizeof f);
+  lr_config_defaults(&f.base);
+  if (cfg_path) {
+    snprintf(d->config_path, sizeof d->config_path, "%s", cfg_path);
+    d->config_missing_ok = missing_ok;
+    if (lr_config_file_load(&f, cfg_path, missing_ok) != 0) {
+      LR_ERROR("not starting: fix the configuration in %s", cfg_path);
+      goto out;
+    }
   }
+  d->cfg = f.base;
   lr_log_set_level(o->log_level ? lr_log_level_parse(o->log_level) : d->cfg.log_level);
   lr_relay_set_zero_copy(d->cfg.zero_copy, d->cfg.zero_copy_after);
   if (o->token_file &&
       lr_token_load_file(o->token_file, d->token, &d->token_len, err, sizeof err) != 0) {
     LR_ERROR("%s", err);
-    return -1;
+    goto out;
   }
-  if (!o->guest) {
-    LR_ERROR("no guest given: use --guest ADDR (see --help)");
-    return -1;
+  size_t ncl = (o->guest ? 1 : 0) + (o->guests.n > 1 ? o->guests.n - 1 : 0) + o->netns.n;
+  if (ncl + f.nguests == 0) {
+    LR_ERROR("no guest given: use --guest ADDR or --netns NAME, or [guest NAME] sections in "
+             "the config file (see --help)");
+    rc = -2;
+    goto out;
   }
+  if (f.nguests && (!(fg = calloc(f.nguests, sizeof *fg)) ||
+                    load_file_tokens(&f, fg, d->config_path) != 0))
+    goto out;
   d->host = lr_host_new(loop, pal, &d->cfg);
   if (!d->host) {
     LR_ERROR("out of memory");
-    return -1;
+    goto out;
   }
-  lr_guest_opts_t go = {o->name,   o->guest,          d->token,   d->token_len,
-                        o->resolve, o->resolve_data, o->pass_fd && d->cfg.one_hop};
-  if (lr_host_add_guest(d->host, &go, err, sizeof err) != 0) {
-    LR_ERROR("%s", err);
-    return -1;
+  /* The command line's guests, then the file's, in the order given. */
+  for (size_t i = 0; i < ncl + f.nguests; i++) {
+    lr_hostd_guest_t *hg = guest_slot(d);
+    const lr_config_t *cfg = &d->cfg;
+    lr_guest_resolve_fn resolve = NULL;
+    int pass_fd = 0;
+    if (!hg) {
+      LR_ERROR("out of memory");
+      goto out;
+    }
+    if (i < o->netns.n) {
+      snprintf(hg->netns, sizeof hg->netns, "%s", o->netns.v[i]);
+      snprintf(hg->name, sizeof hg->name, "%s", o->name ? o->name : o->netns.v[i]);
+    } else if (i < ncl) {
+      size_t k = i - o->netns.n; /* 0: o->guest, the one a platform may resolve */
+      const char *t = k == 0 && o->guest ? o->guest : o->guests.v[o->guest ? k : k + 1];
+      snprintf(hg->transport, sizeof hg->transport, "%s", t);
+      if (o->name) snprintf(hg->name, sizeof hg->name, "%s", o->name);
+      if (k == 0 && o->guest) {
+        resolve = o->resolve;
+        pass_fd = o->pass_fd;
+      }
+    } else {
+      *hg = fg[i - ncl];
+      cfg = &f.guests[i - ncl].cfg;
+    }
+    if (!hg->from_file && d->token_len) {
+      memcpy(hg->token, d->token, d->token_len);
+      hg->token_len = d->token_len;
+    }
+    if (guest_open(d, hg, cfg, resolve, resolve ? o->resolve_data : NULL, pass_fd, err,
+                   sizeof err) != 0) {
+      LR_ERROR("%s", err);
+      goto out;
+    }
   }
   const char *sp = o->socket;
   if (!sp && pal->default_status_path) sp = pal->default_status_path(buf, sizeof buf);
@@ -125,10 +244,95 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr
     snprintf(d->status_path, sizeof d->status_path, "%s", sp);
     if (lr_host_serve_status(d->host, d->status_path, err, sizeof err) != 0) {
       LR_ERROR("%s", err);
-      return -1;
+      goto out;
     }
   }
-  return 0;
+  rc = 0;
+out:
+  free(fg);
+  lr_config_file_free(&f);
+  return rc;
+}
+
+int lr_hostd_reload(lr_hostd_t *d) {
+  char err[512];
+  lr_config_file_t f;
+  const lr_hostd_opts_t *o = d->opts;
+  if (!d->host) return -1;
+  if (!d->config_path[0]) {
+    LR_WARN("reload: lorelayd runs without a configuration file: nothing to read");
+    return -1;
+  }
+  LR_INFO("reloading %s", d->config_path);
+  lr_hostd_guest_t *fg = NULL;
+  unsigned char *taken = NULL;
+  int rc = -1;
+  if (lr_config_file_load(&f, d->config_path, d->config_missing_ok) != 0) goto bad;
+  if (f.nguests && (!(fg = calloc(f.nguests, sizeof *fg)) ||
+                    !(taken = calloc(f.nguests, 1)) ||
+                    load_file_tokens(&f, fg, d->config_path) != 0))
+    goto bad;
+  for (size_t i = 0; i < f.nguests; i++)
+    for (size_t k = 0; k < d->nguests; k++)
+      if (!d->guests[k].from_file && lr_host_find_guest(d->host, fg[i].name) == d->guests[k].g) {
+        LR_ERROR("%s:%d: [guest %s]: a guest of the command line has that name", d->config_path,
+                 f.guests[i].line, fg[i].name);
+        goto bad;
+      }
+
+  d->cfg = f.base;
+  if (!o->log_level) lr_log_set_level(d->cfg.log_level);
+  /* Process-wide: connections that switch from now on follow it. */
+  lr_relay_set_zero_copy(d->cfg.zero_copy, d->cfg.zero_copy_after);
+  size_t keep = 0;
+  for (size_t k = 0; k < d->nguests; k++) {
+    lr_hostd_guest_t *hg = &d->guests[k];
+    lr_guest_t *g = hg->g;
+    if (!hg->from_file) {
+      if (g) lr_host_configure_guest(g, &d->cfg);
+      d->guests[keep++] = *hg;
+      continue;
+    }
+    size_t i = 0;
+    while (i < f.nguests && strcmp(fg[i].name, hg->name)) i++;
+    int same = i < f.nguests && !strcmp(fg[i].netns, hg->netns) &&
+               (hg->netns[0] || !strcmp(fg[i].transport, hg->transport)) &&
+               fg[i].token_len == hg->token_len &&
+               !memcmp(fg[i].token, hg->token, hg->token_len);
+    if (same && g) {
+      lr_host_configure_guest(g, &f.guests[i].cfg);
+      taken[i] = 1;
+      d->guests[keep++] = *hg;
+      continue;
+    }
+    /* Gone, or now a different guest under the same name: stop it (and
+     * start the new one below). */
+    if (g) lr_host_remove_guest(g);
+    if (hg->netns[0] && o->netns_close) o->netns_close(o->netns_data, hg->netns);
+  }
+  d->nguests = keep;
+  for (size_t i = 0; i < f.nguests; i++) {
+    if (taken[i]) continue;
+    lr_hostd_guest_t *hg = guest_slot(d);
+    if (!hg) {
+      LR_ERROR("[guest %s]: out of memory", fg[i].name);
+      continue;
+    }
+    *hg = fg[i];
+    if (guest_open(d, hg, &f.guests[i].cfg, NULL, NULL, 0, err, sizeof err) != 0)
+      LR_ERROR("%s:%d: [guest %s] not started: %s", d->config_path, f.guests[i].line,
+               fg[i].name, err);
+  }
+  LR_INFO("%s reloaded: %zu guest%s", d->config_path, d->nguests, d->nguests == 1 ? "" : "s");
+  rc = 0;
+  goto out;
+bad:
+  LR_ERROR("%s was not applied (see above): the running configuration stays", d->config_path);
+out:
+  free(fg);
+  free(taken);
+  lr_config_file_free(&f);
+  return rc;
 }
 
 void lr_hostd_stop(lr_hostd_t *d, void (*done)(void *), void *data) {
@@ -136,5 +340,8 @@ void lr_hostd_stop(lr_hostd_t *d, void (*done)(void *), void *data) {
     if (done) done(data);
     return;
   }
+  if (d->opts && d->opts->netns_close)
+    for (size_t i = 0; i < d->nguests; i++)
+      if (d->guests[i].netns[0]) d->opts->netns_close(d->opts->netns_data, d->guests[i].netns);
   lr_host_shutdown(d->host, done, data);
 }

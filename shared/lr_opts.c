@@ -42,7 +42,17 @@ int lr_opts_parse(int argc, char **argv, const lr_opt_t *table, size_t n, void *
         snprintf(err, errlen, "option %s needs a value", a);
         return -1;
       }
-      *(const char **)(void *)slot = inl ? inl : v;
+      if (table[k].kind == LR_OPT_LIST) {
+        lr_opt_list_t *l = (lr_opt_list_t *)(void *)slot;
+        if (l->n == LR_OPT_LIST_MAX) {
+          snprintf(err, errlen, "option %s given more than %d times", table[k].name,
+                   LR_OPT_LIST_MAX);
+          return -1;
+        }
+        l->v[l->n++] = inl ? inl : v;
+      } else {
+        *(const char **)(void *)slot = inl ? inl : v;
+      }
       if (!inl) i++;
       continue;
     }

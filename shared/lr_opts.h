@@ -10,13 +10,20 @@
 
 #include <stddef.h>
 
-typedef enum { LR_OPT_STRING, LR_OPT_FLAG } lr_opt_kind_t;
+typedef enum { LR_OPT_STRING, LR_OPT_FLAG, LR_OPT_LIST } lr_opt_kind_t;
+
+/* A repeatable option (LR_OPT_LIST): every value, in order. */
+#define LR_OPT_LIST_MAX 64
+typedef struct {
+  const char *v[LR_OPT_LIST_MAX];
+  size_t n;
+} lr_opt_list_t;
 
 typedef struct {
   const char *name;  /* "--guest" */
   const char *alias; /* "-c", or NULL */
   lr_opt_kind_t kind;
-  size_t off;        /* offsetof the const char * (STRING) or int (FLAG) in the options struct */
+  size_t off;        /* offsetof the const char * (STRING), int (FLAG) or lr_opt_list_t (LIST) */
 } lr_opt_t;
 
 /* Called for an option the table does not know. val is the next argv

@@ -43,7 +43,8 @@ typedef struct lr_pal_s {
    * uv_tcp_open failed, or whose connect finished after its deadline). */
   void (*sock_close)(uv_os_sock_t s);
 
-  /* Opens a stand-in listener on sa that no other host process can share,
+  /* Opens a stand-in listener on sa (loopback; or a guest's hostAddress or
+   * listenAddress) that no other host process can share,
    * and calls uv_listen(h, backlog, cb). h is always initialised on loop by
    * this call. Returns 0; or, with h already being closed with on_fail (free
    * its memory there): UV_EADDRINUSE or UV_EACCES for a port another socket

@@ -23,12 +23,42 @@ static lr_binding_t *find_binding(lr_ports_t *t, const lr_host_bind_t *k) {
 }
 
 
+static const char *host_str(const lr_ports_t *t, int family) {
+  return t->ops.host_str ? t->ops.host_str(family, t->ops.data) : lr_loopback_str(family);
+}
+
+/* A remapped binding asks for its wanted port again; when it gets it, the
+ * stand-in on the stand-by port closes (its open connections keep going). */
+static void try_unremap(lr_ports_t *t, lr_binding_t *b) {
+  void *old = b->io;
+  uint16_t old_port = b->actual_port;
+  b->io = NULL; /* the hook opens a second stand-in; the first closes after */
+  if (t->ops.bind(b, b->key.port, t->ops.data) != LR_BIND_OK) {
+    b->io = old;
+    b->actual_port = old_port;
+    return;
+  }
+  void *now = b->io;
+  b->io = old;
+  b->actual_port = old_port;
+  if (old) t->ops.unbind(b, t->ops.data);
+  b->io = now;
+  b->actual_port = b->key.port;
+  b->state = LR_BINDING_BOUND;
+  LR_INFO("host %s:%u is free again: moved back from port %u", host_str(t, b->key.family),
+          b->key.port, old_port);
+}
+
 /* Try to get a stand-in listening for b. */
 static void try_bind(lr_ports_t *t, lr_binding_t *b) {
+  if (b->state == LR_BINDING_REMAPPED) {
+    try_unremap(t, b);
+    return;
+  }
   int rc = t->ops.bind(b, b->key.port, t->ops.data);
   if (rc == LR_BIND_OK) {
     if (b->state == LR_BINDING_CONFLICT)
-      LR_INFO("host %s:%u is free again: forwarding", lr_loopback_str(b->key.family),
+      LR_INFO("host %s:%u is free again: forwarding", host_str(t, b->key.family),
               b->key.port);
     b->state = LR_BINDING_BOUND;
     b->actual_port = b->key.port;
@@ -47,14 +77,14 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   }
   /* In use (or another bind error, which we treat alike: retry). */
   if (t->cfg->remap_on_conflict && t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK) {
-    LR_WARN("host %s:%u is taken by another program: remapped to port %u",
-            lr_loopback_str(b->key.family), b->key.port, b->actual_port);
+    LR_WARN("host %s:%u is taken by another program or guest: remapped to port %u",
+            host_str(t, b->key.family), b->key.port, b->actual_port);
     b->state = LR_BINDING_REMAPPED;
     return;
   }
   if (b->state != LR_BINDING_CONFLICT)
-    LR_WARN("host %s:%u is taken by another program: conflict, retrying",
-            lr_loopback_str(b->key.family), b->key.port);
+    LR_WARN("host %s:%u is taken by another program or guest: conflict, retrying",
+            host_str(t, b->key.family), b->key.port);
   b->state = LR_BINDING_CONFLICT;
 }
 
@@ -235,15 +265,19 @@ int lr_ports_sync_end(lr_ports_t *t) {
   return removed;
 }
 
+static int waiting(const lr_binding_t *b) {
+  return b->state == LR_BINDING_CONFLICT || b->state == LR_BINDING_BUDGET ||
+         b->state == LR_BINDING_REMAPPED;
+}
+
 int lr_ports_retry_conflicts(lr_ports_t *t) {
   int left = 0, changed = 0;
   for (lr_binding_t *b = t->bindings; b; b = b->next) {
-    if (b->state != LR_BINDING_CONFLICT && b->state != LR_BINDING_BUDGET) continue;
+    if (!waiting(b)) continue;
+    lr_binding_state_t before = b->state;
     try_bind(t, b);
-    if (b->state == LR_BINDING_CONFLICT || b->state == LR_BINDING_BUDGET)
-      left++;
-    else
-      changed = 1;
+    if (waiting(b)) left++;
+    if (b->state != before) changed = 1;
   }
   if (changed)
     for (lr_port_entry_t *e = t->entries; e; e = e->next) notify(t, e);
@@ -252,9 +286,54 @@ int lr_ports_retry_conflicts(lr_ports_t *t) {
 
 int lr_ports_conflicts(const lr_ports_t *t) {
   int n = 0;
-  for (const lr_binding_t *b = t->bindings; b; b = b->next)
-    n += b->state == LR_BINDING_CONFLICT || b->state == LR_BINDING_BUDGET;
+  for (const lr_binding_t *b = t->bindings; b; b = b->next) n += waiting(b);
   return n;
+}
+
+static int same_bindings(const lr_port_entry_t *e, lr_rule_result_t rule,
+                         const lr_host_bind_t *want, int n) {
+  if (e->rule != rule || e->nb != n) return 0;
+  for (int i = 0; i < n; i++)
+    if (e->b[i]->key.family != want[i].family || e->b[i]->key.port != want[i].port) return 0;
+  return 1;
+}
+
+int lr_ports_reconfigure(lr_ports_t *t) {
+  int changed = 0;
+  for (lr_port_entry_t *e = t->entries; e; e = e->next) {
+    lr_host_bind_t want[2];
+    int n = 0;
+    lr_rule_result_t rule = lr_rules_map(&e->listener, t->cfg, want, &n);
+    if (same_bindings(e, rule, want, n)) continue;
+    /* New bindings first: one the entry keeps is then shared, not closed
+     * and reopened, and its connections never notice. */
+    lr_binding_t *nb[2];
+    int k = 0;
+    for (; k < n; k++)
+      if (!(nb[k] = binding_get(t, &want[k]))) break;
+    if (k < n) {
+      while (k--) binding_release(t, nb[k]);
+      continue; /* out of memory: the entry keeps what it had */
+    }
+    for (int i = 0; i < e->nb; i++) binding_release(t, e->b[i]);
+    for (int i = 0; i < n; i++) e->b[i] = nb[i];
+    e->nb = n;
+    e->rule = rule;
+    changed++;
+  }
+  for (lr_port_entry_t *e = t->entries; e; e = e->next) notify(t, e);
+  return changed;
+}
+
+void lr_ports_rebind(lr_ports_t *t) {
+  for (lr_binding_t *b = t->bindings; b; b = b->next) {
+    if (b->state == LR_BINDING_UNBOUND || b->state == LR_BINDING_CLOSED) continue;
+    if (b->io) t->ops.unbind(b, t->ops.data);
+    b->io = NULL;
+    b->state = LR_BINDING_UNBOUND;
+    try_bind(t, b);
+  }
+  for (lr_port_entry_t *e = t->entries; e; e = e->next) notify(t, e);
 }
 
 void lr_ports_clear(lr_ports_t *t) {

@@ -79,6 +79,9 @@ typedef struct {
   void (*added)(lr_port_entry_t *e, void *data);
   /* e is about to leave the table (del, resync sweep, clear). May be NULL. */
   void (*removed)(const lr_port_entry_t *e, void *data);
+  /* The host address of a family's stand-ins, for log lines. May be NULL
+   * (loopback). */
+  const char *(*host_str)(int family, void *data);
 } lr_ports_ops_t;
 
 struct lr_ports_s {
@@ -110,10 +113,22 @@ void lr_ports_sync_begin(lr_ports_t *t);
 /* Removes every entry not added since sync_begin. Returns how many. */
 int lr_ports_sync_end(lr_ports_t *t);
 
-/* Tries again to bind every binding in CONFLICT or over budget. Returns how
- * many are still waiting (the caller keeps its retry timer while > 0). */
+/* Tries again to bind every binding in CONFLICT or over budget, and every
+ * REMAPPED one on its wanted port (it moves back once that port frees).
+ * Returns how many are still waiting (the caller keeps its retry timer
+ * while > 0). */
 int lr_ports_retry_conflicts(lr_ports_t *t);
 int lr_ports_conflicts(const lr_ports_t *t);
+
+/* t->cfg changed (a reload): maps every listener again. An entry whose
+ * bindings stay the same is untouched (its stand-ins and connections too);
+ * one that now maps elsewhere, or to nothing (ignored, denied), gets its
+ * new bindings before the old ones are released. Returns how many entries
+ * changed. */
+int lr_ports_reconfigure(lr_ports_t *t);
+/* The stand-in address changed: closes every stand-in and opens it again
+ * (open connections are not stand-ins and keep going). */
+void lr_ports_rebind(lr_ports_t *t);
 
 /* The state shown in status and sent to the guest for e. */
 lr_port_state_t lr_ports_entry_state(const lr_port_entry_t *e);

@@ -36,12 +36,12 @@ void lr_session_send(lr_guest_t *g, const uint8_t *buf, size_t len) {
   /* Budget: an agent that sends requests (PING, REVERSE_OPEN) and never
    * reads the answers would otherwise make the host queue them forever. */
   size_t queued = uv_stream_get_write_queue_size(&g->ctl->ep.u.stream);
-  if (queued + len > g->host->cfg->control_queue_bytes) {
+  if (queued + len > g->cfg.control_queue_bytes) {
     char why[200];
     snprintf(why, sizeof why,
              "agent is not reading its control stream (%zu bytes queued, controlQueueBytes = "
              "%u): dropping the stream",
-             queued, g->host->cfg->control_queue_bytes);
+             queued, g->cfg.control_queue_bytes);
     session_drop(g, why);
     return;
   }
@@ -228,7 +228,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
         int added = lr_ports_count(&g->ports) > before;
         if (e && added && e->rule == LR_RULE_DENIED) {
           char why[200];
-          lr_rules_deny_reason(&l, g->host->cfg, why, sizeof why);
+          lr_rules_deny_reason(&l, &g->cfg, why, sizeof why);
           lr_guest_warn(g, &g->denied_log, "guest listener %s denied: %s", ls, why);
         }
         lr_standin_arm_retry(g);

@@ -18,7 +18,7 @@
 
 static void standin_free(uv_handle_t *h) {
   lr_standin_t *s = (lr_standin_t *)h;
-  lr_host_t *host = s->g->host;
+  lr_host_t *host = s->host;
   free(s);
   lr_host_closed(host);
 }
@@ -26,12 +26,12 @@ static void standin_free(uv_handle_t *h) {
 /* Budget: host listening sockets per guest, counted after de-duplication
  * (two guest listeners sharing a stand-in cost one). */
 static int standin_budget_left(lr_guest_t *g, const lr_binding_t *b, uint16_t port) {
-  unsigned max = g->host->cfg->max_standins;
+  unsigned max = g->cfg.max_standins;
   if (g->nstandins < max) return 1;
   lr_guest_warn(g, &g->standins_log,
                 "maxStandins (%u host sockets) reached: host %s:%u denied; retried when a "
                 "stand-in closes",
-                max, lr_loopback_str(b->key.family), port ? port : b->key.port);
+                max, lr_guest_host_str(g, b->key.family), port ? port : b->key.port);
   return 0;
 }
 
@@ -55,7 +55,8 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   lr_standin_t *s = calloc(1, sizeof *s);
   if (!s) return LR_BIND_INUSE;
   s->g = g;
-  lr_loopback_sockaddr(b->key.family, port, &ss);
+  s->host = h;
+  lr_guest_sockaddr(g, b->key.family, port, &ss);
   int rc = h->pal->listen_loopback(h->loop, &s->tcp, (struct sockaddr *)&ss, STANDIN_BACKLOG,
                                    on_client, standin_free);
   if (rc == 0) {
@@ -68,7 +69,7 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
     b->io = s;
     b->actual_port = port;
     g->nstandins++;
-    LR_INFO("%s: forwarding host %s:%u", g->name, lr_loopback_str(b->key.family),
+    LR_INFO("%s: forwarding host %s:%u", g->name, lr_guest_host_str(g, b->key.family),
             port);
     return LR_BIND_OK;
   }
@@ -77,7 +78,7 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   lr_host_closing(h);
   if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) return LR_BIND_UNAVAILABLE;
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
-    LR_WARN("%s: stand-in %s:%u: %s", g->name, lr_loopback_str(b->key.family), port,
+    LR_WARN("%s: stand-in %s:%u: %s", g->name, lr_guest_host_str(g, b->key.family), port,
             uv_strerror(rc));
   return LR_BIND_INUSE;
 }
@@ -90,7 +91,7 @@ static void standin_unbind(lr_binding_t *b, void *data) {
   b->io = NULL;
   g->nstandins--;
   LR_INFO("%s: stopped forwarding host %s:%u", g->name,
-          lr_loopback_str(b->key.family), b->actual_port);
+          lr_guest_host_str(g, b->key.family), b->actual_port);
   lr_host_closing(g->host);
   uv_close((uv_handle_t *)&s->tcp, standin_free);
 }
@@ -131,13 +132,18 @@ static void standin_removed(const lr_port_entry_t *e, void *data) {
   lr_host_event(g->host, &ev);
 }
 
+static const char *standin_host_str(int family, void *data) {
+  return lr_guest_host_str(data, family);
+}
+
 lr_ports_ops_t lr_standin_ops(lr_guest_t *g) {
   lr_ports_ops_t ops = {.bind = standin_bind,
                         .unbind = standin_unbind,
                         .state_changed = standin_state_changed,
                         .data = g,
                         .added = standin_added,
-                        .removed = standin_removed};
+                        .removed = standin_removed,
+                        .host_str = standin_host_str};
   return ops;
 }
 
@@ -147,7 +153,10 @@ static void conflict_tick(uv_timer_t *t) {
 }
 
 void lr_standin_arm_retry(lr_guest_t *g) {
-  unsigned ms = g->host->cfg->conflict_retry_ms;
-  if (lr_ports_conflicts(&g->ports) > 0 && !uv_is_active((uv_handle_t *)&g->conflict_timer))
+  unsigned ms = g->cfg.conflict_retry_ms;
+  if (g->stopping) return;
+  if (lr_ports_conflicts(&g->ports) > 0 &&
+      (!uv_is_active((uv_handle_t *)&g->conflict_timer) ||
+       uv_timer_get_repeat(&g->conflict_timer) != ms))
     uv_timer_start(&g->conflict_timer, conflict_tick, ms, ms);
 }

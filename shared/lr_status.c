@@ -19,11 +19,11 @@
 #include "lr_host_int.h"
 #include "lr_log.h"
 
-static void binding_addr(const lr_binding_t *b, char *out, size_t len) {
+static void binding_addr(const lr_guest_t *g, const lr_binding_t *b, char *out, size_t len) {
   uint16_t port = b->state == LR_BINDING_BOUND || b->state == LR_BINDING_REMAPPED
                       ? b->actual_port
                       : b->key.port;
-  snprintf(out, len, "%s:%u", lr_loopback_str(b->key.family), port);
+  snprintf(out, len, "%s:%u", lr_guest_host_str(g, b->key.family), port);
 }
 
 static const char *guest_state_name(const lr_guest_t *g) {
@@ -36,11 +36,11 @@ static int binding_shown(const lr_binding_t *b) {
   return b->state != LR_BINDING_UNAVAILABLE && b->state != LR_BINDING_BUDGET;
 }
 
-static void deny_reason(lr_host_t *h, const lr_port_entry_t *e, char *out, size_t len) {
+static void deny_reason(const lr_guest_t *g, const lr_port_entry_t *e, char *out, size_t len) {
   if (e->rule == LR_RULE_DENIED)
-    lr_rules_deny_reason(&e->listener, h->cfg, out, len);
+    lr_rules_deny_reason(&e->listener, &g->cfg, out, len);
   else
-    snprintf(out, len, "maxStandins (%u host sockets) reached", h->cfg->max_standins);
+    snprintf(out, len, "maxStandins (%u host sockets) reached", g->cfg.max_standins);
 }
 
 typedef struct {
@@ -84,7 +84,7 @@ static void json_str(cJSON *o, const char *name, const char *s) {
   cJSON_AddItemToObject(o, name, s ? cJSON_CreateString(s) : cJSON_CreateNull());
 }
 
-static cJSON *port_json(lr_host_t *h, const lr_port_entry_t *e) {
+static cJSON *port_json(const lr_guest_t *g, const lr_port_entry_t *e) {
   char s[80];
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
@@ -94,14 +94,14 @@ static cJSON *port_json(lr_host_t *h, const lr_port_entry_t *e) {
   cJSON *hosts = cJSON_AddArrayToObject(o, "host");
   for (int i = 0; i < e->nb; i++) {
     if (!binding_shown(e->b[i])) continue;
-    binding_addr(e->b[i], s, sizeof s);
+    binding_addr(g, e->b[i], s, sizeof s);
     cJSON_AddItemToArray(hosts, cJSON_CreateString(s));
   }
   lr_port_state_t pst = lr_ports_entry_state(e);
   json_str(o, "state", lr_port_state_name(pst));
   if (pst == LR_PORT_DENIED) {
     char why[200];
-    deny_reason(h, e, why, sizeof why);
+    deny_reason(g, e, why, sizeof why);
     json_str(o, "reason", why);
   }
   json_u64(o, "connections", st.conns);
@@ -117,7 +117,7 @@ static cJSON *port_json(lr_host_t *h, const lr_port_entry_t *e) {
 }
 
 /* Reverse forwarding: a host port published on the guest loopback. */
-static cJSON *reverse_json(lr_host_t *h, const lr_binding_t *b) {
+static cJSON *reverse_json(const lr_guest_t *g, const lr_binding_t *b) {
   char s[40];
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
@@ -125,7 +125,7 @@ static cJSON *reverse_json(lr_host_t *h, const lr_binding_t *b) {
   cJSON *guest = cJSON_AddArrayToObject(o, "guest");
   snprintf(s, sizeof s, "127.0.0.1:%u", b->key.port);
   cJSON_AddItemToArray(guest, cJSON_CreateString(s));
-  if (h->cfg->ipv6) {
+  if (g->cfg.ipv6) {
     snprintf(s, sizeof s, "[::1]:%u", b->key.port);
     cJSON_AddItemToArray(guest, cJSON_CreateString(s));
   }
@@ -138,7 +138,7 @@ static cJSON *reverse_json(lr_host_t *h, const lr_binding_t *b) {
   return o;
 }
 
-static cJSON *guest_json(lr_host_t *h, const lr_guest_t *g) {
+static cJSON *guest_json(const lr_guest_t *g) {
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
   json_str(o, "name", g->name);
@@ -146,13 +146,16 @@ static cJSON *guest_json(lr_host_t *h, const lr_guest_t *g) {
   json_str(o, "state", guest_state_name(g));
   json_str(o, "detection", lr_detection_name(g->detection));
   json_u64(o, "uptime_s", lr_guest_uptime_s(g));
+  /* Where the stand-ins listen, when not on loopback (listenAddress is LAN exposure). */
+  if (g->cfg.host_address[0]) json_str(o, "host_address", g->cfg.host_address);
+  if (g->cfg.listen_address[0]) json_str(o, "listen_address", g->cfg.listen_address);
   if (g->state != LR_G_CONNECTED && g->last_err[0]) json_str(o, "error", g->last_err);
   json_str(o, "last_error", guest_last_error(g));
   cJSON *ports = cJSON_AddArrayToObject(o, "ports");
   for (lr_port_entry_t *e = g->ports.entries; e; e = e->next)
-    if (lr_status_listed(e)) cJSON_AddItemToArray(ports, port_json(h, e));
+    if (lr_status_listed(e)) cJSON_AddItemToArray(ports, port_json(g, e));
   cJSON *rev = cJSON_AddArrayToObject(o, "reverse");
-  for (size_t i = 0; i < g->nrev; i++) cJSON_AddItemToArray(rev, reverse_json(h, g->rev[i]));
+  for (size_t i = 0; i < g->nrev; i++) cJSON_AddItemToArray(rev, reverse_json(g, g->rev[i]));
   return o;
 }
 
@@ -173,7 +176,7 @@ static void json_line(cJSON *doc, lr_sbuf_t *out) {
 void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
   cJSON *doc = cJSON_CreateObject();
   cJSON *guests = cJSON_AddArrayToObject(doc, "guests");
-  for (lr_guest_t *g = h->guests; g; g = g->next) cJSON_AddItemToArray(guests, guest_json(h, g));
+  for (lr_guest_t *g = h->guests; g; g = g->next) cJSON_AddItemToArray(guests, guest_json(g));
   json_line(doc, out);
 }
 
@@ -219,12 +222,12 @@ static void human_duration(uint64_t s, char *out, size_t len) {
              (unsigned long long)(s / 3600 % 24));
 }
 
-static void host_list(const lr_port_entry_t *e, char *hosts, size_t len) {
+static void host_list(const lr_guest_t *g, const lr_port_entry_t *e, char *hosts, size_t len) {
   char s[80];
   hosts[0] = '\0';
   for (int i = 0; i < e->nb; i++) {
     if (!binding_shown(e->b[i])) continue;
-    binding_addr(e->b[i], s, sizeof s);
+    binding_addr(g, e->b[i], s, sizeof s);
     size_t l = strlen(hosts);
     snprintf(hosts + l, len - l, "%s%s", l ? "," : "", s);
   }
@@ -243,10 +246,10 @@ static void process_text(const lr_port_entry_t *e, lr_sbuf_t *out) {
 
 #define PORT_ROW_FMT "  %-5s %-28s %-34s %-10s %6s %6s %10s %10s  %s\n"
 
-static void port_row(lr_host_t *h, const lr_port_entry_t *e, lr_sbuf_t *out) {
+static void port_row(const lr_guest_t *g, const lr_port_entry_t *e, lr_sbuf_t *out) {
   char s[80], hosts[200], tg[32], th[32], conns[24], open[24];
   entry_stats_t st = entry_stats(e);
-  host_list(e, hosts, sizeof hosts);
+  host_list(g, e, hosts, sizeof hosts);
   human_bytes(st.to_guest, tg, sizeof tg);
   human_bytes(st.to_host, th, sizeof th);
   snprintf(conns, sizeof conns, "%llu", (unsigned long long)st.conns);
@@ -260,15 +263,14 @@ static void port_row(lr_host_t *h, const lr_port_entry_t *e, lr_sbuf_t *out) {
   lr_sbuf_free(&proc);
   if (pst == LR_PORT_DENIED) {
     char why[200];
-    deny_reason(h, e, why, sizeof why);
+    deny_reason(g, e, why, sizeof why);
     lr_sbuf_printf(out, "        denied: %s\n", why);
   }
 }
 
 /* The guest's heading line, its error and its reverse ports. */
-static void guest_rows(lr_host_t *h, const lr_guest_t *g, lr_sbuf_t *out) {
+static void guest_rows(const lr_guest_t *g, lr_sbuf_t *out) {
   char tg[32], th[32], up[32];
-  (void)h;
   lr_sbuf_puts(out, "guest ");
   lr_text_escape(out, g->name);
   lr_sbuf_puts(out, "  ");
@@ -285,6 +287,11 @@ static void guest_rows(lr_host_t *h, const lr_guest_t *g, lr_sbuf_t *out) {
     lr_text_escape(out, err);
     lr_sbuf_puts(out, "\n");
   }
+  if (g->cfg.listen_address[0])
+    lr_sbuf_printf(out, "  listenAddress %s: reachable from other machines\n",
+                   g->cfg.listen_address);
+  else if (g->cfg.host_address[0])
+    lr_sbuf_printf(out, "  hostAddress %s\n", g->cfg.host_address);
   for (size_t i = 0; i < g->nrev; i++) {
     const lr_binding_t *b = g->rev[i];
     human_bytes(b->bytes_to_guest, tg, sizeof tg);
@@ -299,7 +306,7 @@ static void guest_rows(lr_host_t *h, const lr_guest_t *g, lr_sbuf_t *out) {
 void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
   if (!h->guests) lr_sbuf_puts(out, "no guests\n");
   for (lr_guest_t *g = h->guests; g; g = g->next) {
-    guest_rows(h, g, out);
+    guest_rows(g, out);
     if (!g->ports.entries) {
       lr_sbuf_puts(out, "  (no listening ports reported)\n");
       continue;
@@ -307,7 +314,7 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
     lr_sbuf_printf(out, PORT_ROW_FMT, "PROTO", "GUEST", "HOST", "STATE", "CONNS", "OPEN",
                    "TO GUEST", "TO HOST", "PROCESS");
     for (lr_port_entry_t *e = g->ports.entries; e; e = e->next)
-      if (lr_status_listed(e)) port_row(h, e, out);
+      if (lr_status_listed(e)) port_row(g, e, out);
   }
 }
 
@@ -364,7 +371,7 @@ void lr_status_event_json(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out) {
       /* fall through */
     case LR_EV_PORT_ADDED:
     case LR_EV_PORT_REMOVED:
-      cJSON_AddItemToObject(o, "port", port_json(h, ev->e));
+      cJSON_AddItemToObject(o, "port", port_json(ev->g, ev->e));
       break;
     case LR_EV_GUEST_CONNECTED:
       json_str(o, "transport", ev->g->transport);
@@ -388,7 +395,7 @@ void lr_status_event_text(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out) {
     case LR_EV_PORT_ADDED:
     case LR_EV_PORT_REMOVED:
     case LR_EV_PORT_STATE:
-      host_list(ev->e, hosts, sizeof hosts);
+      host_list(ev->g, ev->e, hosts, sizeof hosts);
       lr_sbuf_printf(out, "  tcp %s -> %s  %s", lr_listener_format(&ev->e->listener, s, sizeof s),
                      hosts, lr_port_state_name(lr_ports_entry_state(ev->e)));
       if (ev->kind == LR_EV_PORT_STATE)

@@ -21,36 +21,40 @@
 
 #define RESPAWN_MAX_MS 5000
 
-typedef struct {
-  const char *netns;
-} posix_opts_t;
+/* One namespace guest: its lorelay-init child and the lock that says this
+ * lorelayd serves the namespace. Records live until exit (a reload that
+ * removes a guest stops its child; adding it back reuses the record), so
+ * the bound is the number of namespace names ever configured. */
+typedef struct netns_child_s {
+  char name[LR_GUEST_NAME_MAX];
+  char sock[400], addr[420];
+  char *argv[16];
+  pid_t pid;
+  int active;  /* configured now: respawn when it exits */
+  int lock_fd; /* -1: not held */
+  uv_timer_t respawn;
+  unsigned respawn_ms;
+  uint64_t started;
+  struct netns_child_s *next;
+} netns_child_t;
 
 static lr_hostd_t g_daemon;
-static posix_opts_t g_popts;
-static uv_signal_t g_sigint, g_sigterm, g_sigchld;
-static uv_timer_t g_respawn;
+static lr_hostd_opts_t g_opts;
+static uv_signal_t g_sigint, g_sigterm, g_sigchld, g_sighup;
 static int g_stopping;
-static pid_t g_init_pid = -1;
-static char *g_init_argv[16];
-static unsigned g_respawn_ms = 100;
-static uint64_t g_init_started;
-
-static int extra_opt(const char *opt, const char *val, void *data) {
-  posix_opts_t *p = data;
-  if (!strcmp(opt, "--netns")) {
-    p->netns = val;
-    return 1;
-  }
-  return -1;
-}
+static netns_child_t *g_children;
+static char g_init_path[600];
+static const char *g_init;
 
 static void usage(void) {
-  printf("usage: lorelayd --netns NAME [options]\n"
-         "       lorelayd --guest ADDR [--token-file FILE] [options]\n"
-         "Mirrors a guest's listening TCP ports on this host's loopback and relays\n"
-         "every connection to the guest.\n\n"
+  printf("usage: lorelayd --netns NAME [--netns NAME...] [options]\n"
+         "       lorelayd --guest ADDR [--guest ADDR...] [--token-file FILE] [options]\n"
+         "       lorelayd -c FILE   (guests in [guest NAME] sections)\n"
+         "Mirrors guests' listening TCP ports on this host's loopback and relays\n"
+         "every connection to the guest. SIGHUP reads the config file again.\n\n"
          "  --netns NAME        create network namespace NAME if missing (as `ip netns add`),\n"
-         "                      start lorelay-init + lorelay-agent inside it, forward its ports\n"
+         "                      start lorelay-init + lorelay-agent inside it, forward its ports;\n"
+         "                      repeatable\n"
          "%s",
          lr_hostd_common_usage());
 }
@@ -60,7 +64,8 @@ static void on_stopped(void *data) {
   uv_close((uv_handle_t *)&g_sigint, NULL);
   uv_close((uv_handle_t *)&g_sigterm, NULL);
   uv_close((uv_handle_t *)&g_sigchld, NULL);
-  uv_close((uv_handle_t *)&g_respawn, NULL);
+  uv_close((uv_handle_t *)&g_sighup, NULL);
+  for (netns_child_t *c = g_children; c; c = c->next) uv_close((uv_handle_t *)&c->respawn, NULL);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -71,62 +76,87 @@ static void on_signal(uv_signal_t *s, int signum) {
   }
   LR_INFO("signal %d: shutting down", signum);
   g_stopping = 1;
-  uv_timer_stop(&g_respawn);
+  for (netns_child_t *c = g_children; c; c = c->next) uv_timer_stop(&c->respawn);
   lr_hostd_stop(&g_daemon, on_stopped, NULL);
 }
 
+static void on_sighup(uv_signal_t *s, int signum) {
+  (void)s;
+  (void)signum;
+  if (!g_stopping) lr_hostd_reload(&g_daemon);
+}
+
 static void spawn_init(uv_timer_t *t) {
+  netns_child_t *c = t->data;
   char err[256];
-  (void)t;
-  if (g_stopping || g_init_pid > 0) return;
-  g_init_pid = lr_netns_spawn(g_popts.netns, g_init_argv, err, sizeof err);
-  g_init_started = uv_now(uv_default_loop());
-  if (g_init_pid < 0) {
-    LR_ERROR("starting lorelay-init in %s: %s", g_popts.netns, err);
-    uv_timer_start(&g_respawn, spawn_init, g_respawn_ms, 0);
+  if (g_stopping || !c->active || c->pid > 0) return;
+  c->pid = lr_netns_spawn(c->name, c->argv, err, sizeof err);
+  c->started = uv_now(uv_default_loop());
+  if (c->pid < 0) {
+    LR_ERROR("starting lorelay-init in %s: %s", c->name, err);
+    uv_timer_start(&c->respawn, spawn_init, c->respawn_ms, 0);
   } else {
-    LR_INFO("%s: started %s (pid %d) in the namespace", g_popts.netns,
-            g_init_argv[0], (int)g_init_pid);
+    LR_INFO("%s: started %s (pid %d) in the namespace", c->name, c->argv[0], (int)c->pid);
   }
 }
 
-/* lorelay-init supervises the agent; we supervise lorelay-init, so the
- * namespace never stays without an agent while lorelayd runs. */
+/* lorelay-init supervises the agent; we supervise lorelay-init, so a
+ * namespace never stays without an agent while it is configured. */
 static void on_sigchld(uv_signal_t *s, int signum) {
   int st;
   pid_t pid;
   (void)s;
   (void)signum;
   while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-    if (pid != g_init_pid) continue;
-    g_init_pid = -1;
+    netns_child_t *c = g_children;
+    while (c && c->pid != pid) c = c->next;
+    if (!c) continue;
+    c->pid = -1;
+    if (!c->active) { /* removed by a reload: the namespace is free again */
+      if (c->lock_fd >= 0) close(c->lock_fd);
+      c->lock_fd = -1;
+      continue;
+    }
     if (g_stopping) continue;
     if (WIFSIGNALED(st))
-      LR_WARN("lorelay-init was killed by signal %d", WTERMSIG(st));
+      LR_WARN("%s: lorelay-init was killed by signal %d", c->name, WTERMSIG(st));
     else
-      LR_WARN("lorelay-init exited with status %d", WEXITSTATUS(st));
-    uint64_t ran = uv_now(uv_default_loop()) - g_init_started;
-    if (ran > 10000) g_respawn_ms = 100;
-    uv_timer_start(&g_respawn, spawn_init, g_respawn_ms, 0);
-    g_respawn_ms = g_respawn_ms * 2 > RESPAWN_MAX_MS ? RESPAWN_MAX_MS : g_respawn_ms * 2;
+      LR_WARN("%s: lorelay-init exited with status %d", c->name, WEXITSTATUS(st));
+    uint64_t ran = uv_now(uv_default_loop()) - c->started;
+    if (ran > 10000) c->respawn_ms = 100;
+    uv_timer_start(&c->respawn, spawn_init, c->respawn_ms, 0);
+    c->respawn_ms = c->respawn_ms * 2 > RESPAWN_MAX_MS ? RESPAWN_MAX_MS : c->respawn_ms * 2;
   }
 }
 
-static void stop_init(void) {
-  if (g_init_pid <= 0) return;
-  kill(g_init_pid, SIGTERM);
-  for (int i = 0; i < 300; i++) { /* lorelay-init stops the agent first: give it 3 s */
-    if (waitpid(g_init_pid, NULL, WNOHANG) == g_init_pid) return;
-    usleep(10000);
+/* At exit: every lorelay-init stops its agent first; give them 3 s
+ * together, then kill what is left. */
+static void stop_children(void) {
+  int left = 0;
+  for (netns_child_t *c = g_children; c; c = c->next)
+    if (c->pid > 0) left += kill(c->pid, SIGTERM) == 0;
+  for (int i = 0; i < 300 && left; i++) {
+    left = 0;
+    for (netns_child_t *c = g_children; c; c = c->next) {
+      if (c->pid <= 0) continue;
+      if (waitpid(c->pid, NULL, WNOHANG) == c->pid)
+        c->pid = -1;
+      else
+        left++;
+    }
+    if (left) usleep(10000);
   }
-  LR_WARN("lorelay-init did not stop within 3 s: killing it");
-  kill(g_init_pid, SIGKILL);
-  waitpid(g_init_pid, NULL, 0);
+  for (netns_child_t *c = g_children; c; c = c->next)
+    if (c->pid > 0) {
+      LR_WARN("%s: lorelay-init did not stop within 3 s: killing it", c->name);
+      kill(c->pid, SIGKILL);
+      waitpid(c->pid, NULL, 0);
+    }
 }
 
 /* One lorelayd per namespace: a second one would share the agent socket,
  * and stopping either would unlink it under the other. The lock is held
- * for the life of the process (the kernel drops it at exit, crash or not).
+ * while the namespace is configured (the kernel drops it at exit, crash or not).
  * A restart that overlaps the old instance's shutdown waits for it. */
 static int netns_lock(const char *rundir, const char *name, char *err, size_t errlen) {
   char path[400], pid[32];
@@ -153,7 +183,7 @@ static int netns_lock(const char *rundir, const char *name, char *err, size_t er
   int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
   if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
     LR_WARN("%s: cannot record our pid: %s", path, strerror(errno));
-  return 0; /* fd stays open: it is the lock */
+  return fd; /* stays open while we serve the namespace: it is the lock */
 }
 
 static const char *sibling_path(const char *prog, char *out, size_t len) {
@@ -165,80 +195,104 @@ static const char *sibling_path(const char *prog, char *out, size_t len) {
   return out;
 }
 
+/* lr_hostd's netns hooks: a namespace guest starts here. */
+static int netns_open(void *data, const char *netns, char *addr, size_t addrlen, char *err,
+                      size_t errlen) {
+  char rundir[256];
+  (void)data;
+  netns_child_t *c = g_children;
+  while (c && strcmp(c->name, netns)) c = c->next;
+  if (c && c->active) {
+    snprintf(err, errlen, "network namespace %s is given twice", netns);
+    return -1;
+  }
+  if (access(g_init, X_OK) != 0) {
+    snprintf(err, errlen, "%s: %s (set LORELAY_INIT to its path)", g_init, strerror(errno));
+    return -1;
+  }
+  if (lr_netns_ensure(netns, err, errlen) != 0) return -1;
+  lr_posix_run_dir(rundir, sizeof rundir);
+  if (lr_posix_own_dir(rundir, err, errlen) != 0) return -1;
+  if (!c) {
+    if (!(c = calloc(1, sizeof *c))) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    snprintf(c->name, sizeof c->name, "%s", netns);
+    c->pid = -1;
+    c->lock_fd = -1;
+    uv_timer_init(uv_default_loop(), &c->respawn);
+    c->respawn.data = c;
+    c->next = g_children;
+    g_children = c;
+  }
+  if (c->lock_fd < 0 && (c->lock_fd = netns_lock(rundir, netns, err, errlen)) < 0) return -1;
+  snprintf(c->sock, sizeof c->sock, "%s/netns-%s.sock", rundir, netns);
+  snprintf(c->addr, sizeof c->addr, "unix:%s", c->sock);
+  int k = 0;
+  c->argv[k++] = (char *)g_init;
+  c->argv[k++] = "--";
+  c->argv[k++] = "--listen";
+  c->argv[k++] = c->addr;
+  c->argv[k++] = "--name";
+  c->argv[k++] = c->name;
+  if (g_opts.config) {
+    c->argv[k++] = "-c";
+    c->argv[k++] = (char *)g_opts.config;
+  }
+  if (g_opts.log_level) {
+    c->argv[k++] = "--log-level";
+    c->argv[k++] = (char *)g_opts.log_level;
+  }
+  c->argv[k] = NULL;
+  c->active = 1;
+  c->respawn_ms = 100;
+  snprintf(addr, addrlen, "%s", c->addr);
+  if (c->pid <= 0) spawn_init(&c->respawn);
+  /* else: the old lorelay-init is still stopping; on_sigchld restarts it */
+  return 0;
+}
+
+static void netns_close(void *data, const char *netns) {
+  (void)data;
+  netns_child_t *c = g_children;
+  while (c && strcmp(c->name, netns)) c = c->next;
+  if (!c || !c->active) return;
+  c->active = 0;
+  uv_timer_stop(&c->respawn);
+  if (c->pid > 0) {
+    kill(c->pid, SIGTERM); /* reaped in on_sigchld, which then drops the lock */
+  } else if (c->lock_fd >= 0) {
+    close(c->lock_fd);
+    c->lock_fd = -1;
+  }
+}
+
 int main(int argc, char **argv) {
-  lr_hostd_opts_t o;
-  char err[512], rundir[256], agent_sock[400], guest_addr[420], init_path[600],
-      status_path[512];
+  char err[512], status_path[512];
   lr_log_set_ident("lorelayd");
   lr_posix_init();
-  if (lr_hostd_parse_args(argc, argv, &o, extra_opt, &g_popts, err, sizeof err) != 0) {
+  if (lr_hostd_parse_args(argc, argv, &g_opts, NULL, NULL, err, sizeof err) != 0) {
     fprintf(stderr, "lorelayd: %s\n", err);
     return 2;
   }
-  if (o.help) {
+  if (g_opts.help) {
     usage();
     return 0;
   }
-  if (o.version) {
+  if (g_opts.version) {
     printf("lorelayd %s (protocol %d)\n", LR_VERSION_STRING, LR_PROTO_VERSION);
     return 0;
   }
-  if (g_popts.netns && o.guest) {
-    fprintf(stderr, "lorelayd: use either --netns or --guest, not both\n");
-    return 2;
-  }
-  if (!g_popts.netns && !o.guest) {
-    fprintf(stderr, "lorelayd: no guest given: use --netns NAME or --guest ADDR (see --help)\n");
-    return 2;
-  }
   uv_loop_t *loop = uv_default_loop();
-  uv_timer_init(loop, &g_respawn);
+  g_init = getenv("LORELAY_INIT");
+  if (!g_init || !*g_init) g_init = sibling_path("lorelay-init", g_init_path, sizeof g_init_path);
+  g_opts.netns_open = netns_open;
+  g_opts.netns_close = netns_close;
 
-  if (g_popts.netns) {
-    if (lr_netns_ensure(g_popts.netns, err, sizeof err) != 0) {
-      LR_ERROR("%s", err);
-      return 1;
-    }
-    lr_posix_run_dir(rundir, sizeof rundir);
-    if (lr_posix_own_dir(rundir, err, sizeof err) != 0) {
-      LR_ERROR("%s", err);
-      return 1;
-    }
-    if (netns_lock(rundir, g_popts.netns, err, sizeof err) != 0) {
-      LR_ERROR("%s", err);
-      return 1;
-    }
-    snprintf(agent_sock, sizeof agent_sock, "%s/netns-%s.sock", rundir, g_popts.netns);
-    snprintf(guest_addr, sizeof guest_addr, "unix:%s", agent_sock);
-    o.guest = guest_addr;
-    o.pass_fd = 1; /* our own namespace: one hop per connection */
-    if (!o.name) o.name = g_popts.netns;
-    const char *init = getenv("LORELAY_INIT");
-    if (!init || !*init) init = sibling_path("lorelay-init", init_path, sizeof init_path);
-    int k = 0;
-    g_init_argv[k++] = (char *)init;
-    g_init_argv[k++] = "--";
-    g_init_argv[k++] = "--listen";
-    g_init_argv[k++] = guest_addr;
-    g_init_argv[k++] = "--name";
-    g_init_argv[k++] = (char *)g_popts.netns;
-    if (o.config) {
-      g_init_argv[k++] = "-c";
-      g_init_argv[k++] = (char *)o.config;
-    }
-    if (o.log_level) {
-      g_init_argv[k++] = "--log-level";
-      g_init_argv[k++] = (char *)o.log_level;
-    }
-    g_init_argv[k] = NULL;
-    if (access(init, X_OK) != 0) {
-      LR_ERROR("%s: %s (set LORELAY_INIT to its path)", init, strerror(errno));
-      return 1;
-    }
-  }
-
-  if (!o.socket) o.socket = lr_pal_host()->default_status_path(status_path, sizeof status_path);
-  if (lr_posix_claim_socket_path(o.socket, err, sizeof err) != 0) {
+  if (!g_opts.socket)
+    g_opts.socket = lr_pal_host()->default_status_path(status_path, sizeof status_path);
+  if (lr_posix_claim_socket_path(g_opts.socket, err, sizeof err) != 0) {
     LR_ERROR("status endpoint: %s", err);
     return 1;
   }
@@ -246,22 +300,27 @@ int main(int argc, char **argv) {
   uv_signal_init(loop, &g_sigint);
   uv_signal_init(loop, &g_sigterm);
   uv_signal_init(loop, &g_sigchld);
+  uv_signal_init(loop, &g_sighup);
   uv_signal_start(&g_sigint, on_signal, SIGINT);
   uv_signal_start(&g_sigterm, on_signal, SIGTERM);
   uv_signal_start(&g_sigchld, on_sigchld, SIGCHLD);
+  uv_signal_start(&g_sighup, on_sighup, SIGHUP);
 
-  if (lr_hostd_start(&g_daemon, loop, lr_pal_host(), &o) != 0) {
+  int rc = lr_hostd_start(&g_daemon, loop, lr_pal_host(), &g_opts);
+  if (rc != 0) {
     g_stopping = 1;
     lr_hostd_stop(&g_daemon, on_stopped, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
+    stop_children();
     if (g_daemon.host) lr_host_free(g_daemon.host);
-    return 1;
+    free(g_daemon.guests);
+    return rc == -2 ? 2 : 1;
   }
-  if (g_popts.netns) spawn_init(NULL);
   LR_INFO("lorelayd %s running", LR_VERSION_STRING);
   uv_run(loop, UV_RUN_DEFAULT);
-  stop_init();
+  stop_children();
   lr_host_free(g_daemon.host);
+  free(g_daemon.guests);
   uv_loop_close(loop);
   LR_INFO("stopped");
   return 0;

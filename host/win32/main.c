@@ -41,6 +41,9 @@ static lr_hostd_t g_hostd;
 static uv_async_t g_stop_async;
 static uv_timer_t g_stop_timer;
 static volatile LONG g_stop_ready; /* g_stop_async initialised and not closed */
+/* SERVICE_CONTROL_PARAMCHANGE arrives on the SCM's thread; the reload runs
+ * on the loop thread. Same life as g_stop_async. */
+static uv_async_t g_reload_async;
 static int g_stopping;
 static int g_exit_code;
 
@@ -74,10 +77,11 @@ static int extra_opt(const char *opt, const char *val, void *data) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: lorelayd.exe (--guest ADDR | --vm-id GUID|wsl) [options]\n"
-          "Relays the listening ports of a guest (Hyper-V/WSL VM over AF_HYPERV, or a\n"
-          "tcp: agent) to this host's loopback. Runs as a service when the Service\n"
-          "Control Manager starts it (sc.exe start lorelayd), in the console otherwise.\n"
+          "usage: lorelayd.exe (--guest ADDR... | --vm-id GUID|wsl | -c FILE) [options]\n"
+          "Relays the listening ports of guests (Hyper-V/WSL VMs over AF_HYPERV, or\n"
+          "tcp: agents) to this host's loopback. Runs as a service when the Service\n"
+          "Control Manager starts it (sc.exe start lorelayd), in the console otherwise;\n"
+          "sc.exe control lorelayd paramchange reads the config file again.\n"
           "Windows options:\n"
           "  --vm-id GUID       guest is lorelay-agent in VM GUID: hvsock:GUID:%u, or the\n"
           "                     port of an hvsock: --guest\n"
@@ -99,7 +103,9 @@ static void svc_report(DWORD state, int exit_code, DWORD wait_hint) {
   g_svc_status.dwServiceType = SERVICE_WIN32_OWN_PROCESS;
   g_svc_status.dwCurrentState = state;
   g_svc_status.dwControlsAccepted =
-      state == SERVICE_RUNNING ? SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_SHUTDOWN : 0;
+      state == SERVICE_RUNNING
+          ? SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_SHUTDOWN | SERVICE_ACCEPT_PARAMCHANGE
+          : 0;
   g_svc_status.dwWin32ExitCode = exit_code != 0 ? ERROR_SERVICE_SPECIFIC_ERROR : NO_ERROR;
   g_svc_status.dwServiceSpecificExitCode = (DWORD)exit_code;
   g_svc_status.dwWaitHint = wait_hint;
@@ -125,7 +131,15 @@ static void on_hostd_stopped(void *data) {
   (void)data;
   InterlockedExchange(&g_stop_ready, 0);
   uv_close((uv_handle_t *)&g_stop_async, NULL);
+  uv_close((uv_handle_t *)&g_reload_async, NULL);
   uv_close((uv_handle_t *)&g_stop_timer, NULL);
+}
+
+/* sc.exe control lorelayd paramchange: read the config file again. */
+static void on_reload_async(uv_async_t *a) {
+  (void)a;
+  if (!g_stopping)
+    lr_hostd_reload(&g_hostd);
 }
 
 static void on_stop_async(uv_async_t *a) {
@@ -160,6 +174,10 @@ static DWORD WINAPI svc_ctrl(DWORD ctrl, DWORD type, LPVOID event, LPVOID ctx) {
     svc_report(SERVICE_STOP_PENDING, 0, LR_STOP_GRACE_MS + 2000);
     request_stop();
     return NO_ERROR;
+  case SERVICE_CONTROL_PARAMCHANGE:
+    if (InterlockedCompareExchange(&g_stop_ready, 1, 1) == 1)
+      uv_async_send(&g_reload_async);
+    return NO_ERROR;
   case SERVICE_CONTROL_INTERROGATE:
     return NO_ERROR;
   default:
@@ -191,6 +209,8 @@ static int resolve_guest(void) {
   lr_guid_t vmid;
   const lr_guid_t *v = NULL;
   g_args.guest_arg = g_args.opts.guest;
+  if (g_args.opts.guest == NULL && g_args.vm_id == NULL)
+    return 0; /* guests from the config file's [guest NAME] sections */
   if (g_args.vm_id != NULL) {
     if (lr_streq_nocase(g_args.vm_id, "wsl")) {
       lr_guid_t zero;
@@ -266,13 +286,14 @@ static int run(int as_service) {
     return 1;
   }
   uv_async_init(&loop, &g_stop_async, on_stop_async);
+  uv_async_init(&loop, &g_reload_async, on_reload_async);
   uv_timer_init(&loop, &g_stop_timer);
   uv_unref((uv_handle_t *)&g_stop_timer);
   InterlockedExchange(&g_stop_ready, 1);
 
-  if (resolve_guest() != 0 ||
-      lr_hostd_start(&g_hostd, &loop, lr_pal_host(), &g_args.opts) != 0) {
-    g_exit_code = 1;
+  int rc = resolve_guest() != 0 ? -1 : lr_hostd_start(&g_hostd, &loop, lr_pal_host(), &g_args.opts);
+  if (rc != 0) {
+    g_exit_code = rc == -2 ? 2 : 1; /* 2: no guest at all, a usage error */
     InterlockedExchange(&g_stop_ready, 0);
     uv_walk(&loop, close_any, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -283,9 +304,9 @@ static int run(int as_service) {
     svc_report(SERVICE_RUNNING, 0, 0);
   else
     SetConsoleCtrlHandler(console_ctrl, TRUE);
-  LR_INFO("lorelayd %s running %s, guest %s, status %s", LR_VERSION_STRING,
-          as_service ? "as a service" : "in the console", g_args.opts.guest,
-          g_hostd.status_path);
+  LR_INFO("lorelayd %s running %s, %zu guest%s, status %s", LR_VERSION_STRING,
+          as_service ? "as a service" : "in the console", g_hostd.nguests,
+          g_hostd.nguests == 1 ? "" : "s", g_hostd.status_path);
 
   uv_run(&loop, UV_RUN_DEFAULT);
   if (!g_stopping) {
@@ -296,6 +317,7 @@ static int run(int as_service) {
   uv_run(&loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop) != 0)
     LR_DEBUG("loop closed with handles still open");
+  free(g_hostd.guests);
   LR_INFO("stopped");
   return g_exit_code;
 }
@@ -356,10 +378,6 @@ int main(int argc, char **argv) {
   if (g_args.opts.version) {
     printf("lorelayd %s (win32)\n", LR_VERSION_STRING);
     return 0;
-  }
-  if (g_args.opts.guest == NULL && g_args.vm_id == NULL) {
-    fprintf(stderr, "lorelayd: no guest: give --guest ADDR or --vm-id GUID|wsl (see --help)\n");
-    return 2;
   }
 
   InitializeCriticalSection(&g_svc_lock);

@@ -153,13 +153,10 @@ def try_connect(host, port, timeout=1.0):
         s.close()
 
 
-def fetch(host, port, send=b"", timeout=5.0):
-    """Connects, sends, half-closes, reads until EOF. Returns the bytes.
-    Raises OSError (refused, reset, timeout)."""
-    s = socket.socket(fam_of(host), socket.SOCK_STREAM)
-    s.settimeout(timeout)
+def finish(s, send=b""):
+    """On a connected socket: sends, half-closes, reads until EOF, closes.
+    Returns the bytes read."""
     try:
-        s.connect((host, port))
         if send:
             s.sendall(send)
         s.shutdown(socket.SHUT_WR)
@@ -171,6 +168,19 @@ def fetch(host, port, send=b"", timeout=5.0):
             chunks.append(b)
     finally:
         s.close()
+
+
+def fetch(host, port, send=b"", timeout=5.0):
+    """Connects, sends, half-closes, reads until EOF. Returns the bytes.
+    Raises OSError (refused, reset, timeout)."""
+    s = socket.socket(fam_of(host), socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+    except OSError:
+        s.close()
+        raise
+    return finish(s, send)
 
 
 def curl(url, timeout=5.0):
@@ -404,17 +414,20 @@ class Lorelay:
                                  % (r.returncode, r.stderr.strip()))
         return json.loads(r.stdout)
 
-    def guest(self, st=None):
+    def guest(self, st=None, name=None):
+        """The guest called name in the status document (default: the first)."""
         st = st if st is not None else self.status()
         gs = st.get("guests", [])
+        if name is not None:
+            gs = [g for g in gs if g.get("name") == name]
         return gs[0] if gs else None
 
-    def ports(self):
-        g = self.guest()
+    def ports(self, name=None):
+        g = self.guest(name=name)
         return g.get("ports", []) if g else []
 
-    def port(self, guest_addr):
-        for p in self.ports():
+    def port(self, guest_addr, name=None):
+        for p in self.ports(name):
             if p.get("guest") == guest_addr:
                 return p
         return None
@@ -442,14 +455,15 @@ class Lorelay:
             raise AssertionError("guest not connected within %.1fs; log:\n%s" % (timeout, self.log()))
         return el
 
-    def wait_port(self, guest_addr, state="forwarding", timeout=3.0, pred=None):
-        """Polls status every 10 ms until guest_addr has this state (and pred
-        holds). Returns (port dict, seconds)."""
+    def wait_port(self, guest_addr, state="forwarding", timeout=3.0, pred=None, name=None):
+        """Polls status every 10 ms until guest_addr of guest name (default:
+        the first) has this state (and pred holds). Returns (port dict,
+        seconds)."""
         def ok():
             st = self._status_or_none()
             if not st:
                 return None
-            g = self.guest(st)
+            g = self.guest(st, name)
             if not g or g.get("state") != "connected":
                 return None
             for p in g.get("ports", []):
@@ -463,12 +477,12 @@ class Lorelay:
                                  % (guest_addr, state, timeout, self._status_or_none()))
         return p, el
 
-    def wait_port_absent(self, guest_addr, timeout=3.0):
+    def wait_port_absent(self, guest_addr, timeout=3.0, name=None):
         def ok():
             st = self._status_or_none()
             if not st:
                 return None
-            g = self.guest(st)
+            g = self.guest(st, name)
             if not g:
                 return None
             return not any(p.get("guest") == guest_addr for p in g.get("ports", []))
@@ -480,21 +494,23 @@ class Lorelay:
 
     # -- the namespace
 
-    def netns_exec(self, *argv, timeout=10.0, check=True):
-        r = subprocess.run(["ip", "netns", "exec", self.netns] + list(argv),
+    def netns_exec(self, *argv, timeout=10.0, check=True, ns=None):
+        ns = ns or self.netns
+        r = subprocess.run(["ip", "netns", "exec", ns] + list(argv),
                            capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
             raise AssertionError("ip netns exec %s %s failed: %s"
-                                 % (self.netns, " ".join(argv), r.stderr.strip()))
+                                 % (ns, " ".join(argv), r.stderr.strip()))
         return r
 
-    def netns_pids(self):
-        r = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True)
+    def netns_pids(self, ns=None):
+        r = subprocess.run(["ip", "netns", "pids", ns or self.netns], capture_output=True,
+                           text=True)
         return [int(x) for x in r.stdout.split() if x.isdigit()]
 
-    def procs_named(self, comm):
+    def procs_named(self, comm, ns=None):
         out = []
-        for pid in self.netns_pids():
+        for pid in self.netns_pids(ns):
             try:
                 with open("/proc/%d/comm" % pid) as f:
                     if f.read().strip() == comm:
@@ -503,11 +519,11 @@ class Lorelay:
                 pass
         return out
 
-    def spawn(self, argv, name, stdin=False):
+    def spawn(self, argv, name, stdin=False, ns=None):
         """Starts argv inside the namespace (ip netns exec execs, so the pid
         is the program's own)."""
         path = os.path.join(self.tmpdir, "%s.%d.out" % (name, len(self.procs)))
-        p = Proc(["ip", "netns", "exec", self.netns] + list(argv), path, stdin=stdin)
+        p = Proc(["ip", "netns", "exec", ns or self.netns] + list(argv), path, stdin=stdin)
         self.procs.append(p)
         return p
 
@@ -517,10 +533,10 @@ class Lorelay:
         self.procs.append(p)
         return p
 
-    def guest_server(self, mode, host, port, *extra, stdin=False):
+    def guest_server(self, mode, host, port, *extra, stdin=False, ns=None):
         """Starts guestsrv.py MODE in the namespace and waits until it listens."""
         p = self.spawn([PYTHON, "-u", GUESTSRV, mode, host, str(port)] + list(extra),
-                       "guestsrv-%s-%d" % (mode, port), stdin=stdin)
+                       "guestsrv-%s-%d" % (mode, port), stdin=stdin, ns=ns)
         p.wait_event("ready", timeout=10.0)
         return p
 
@@ -578,10 +594,15 @@ class Lorelay:
             self.stop_daemon(timeout=5.0)
         except Exception:
             pass
+        self._remove_netns(self.netns)
+        if not keep_tmp:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def _remove_netns(self, ns):
         # Stragglers inside the namespace: only processes of the namespace
         # this test created, by pid.
         for _ in range(3):
-            pids = self.netns_pids()
+            pids = self.netns_pids(ns)
             if not pids:
                 break
             for pid in pids:
@@ -590,11 +611,80 @@ class Lorelay:
                 except ProcessLookupError:
                     pass
             time.sleep(0.1)
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
-        try:
-            os.unlink(self.agent_socket)
-        except OSError:
-            pass
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        for f in ("/run/lorelay/netns-%s.sock" % ns, "/run/lorelay/netns-%s.lock" % ns):
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+
+
+class MultiLorelay(Lorelay):
+    """One lorelayd serving several namespaces, named self.names[i]: given
+    with --netns (the first n_args of them) or in [guest NAME] sections of
+    a config the test writes (write_config) and may rewrite and reload
+    (SIGHUP) while the daemon runs. Cleanup removes every namespace."""
+
+    def __init__(self, n, n_args=None, tag="lrm"):
+        super().__init__(config=None, tag=tag)
+        self.names = ["%s-%d" % (self.netns, i) for i in range(n)]
+        self.n_args = n if n_args is None else n_args
+        self.config_path = os.path.join(self.tmpdir, "lorelay.ini")
+
+    def write_config(self, text):
+        tmp = self.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config_path)  # a reload never reads half a file
+
+    def start(self, wait=True, timeout=20.0, log_level="debug"):
+        self.daemon_runs += 1
+        log = os.path.join(self.tmpdir, "lorelayd.%d.log" % self.daemon_runs)
+        self.log_paths.append(log)
+        argv = [binary("lorelayd")]
+        for ns in self.names[:self.n_args]:
+            argv += ["--netns", ns]
+        argv += ["--socket", self.sock, "--log-level", log_level]
+        if os.path.exists(self.config_path):
+            argv += ["-c", self.config_path]
+        self.daemon = Proc(argv, log)
+        if wait:
+            self.wait_guests(timeout=timeout)
+        return self.daemon
+
+    def reload(self):
+        """SIGHUP: the daemon reads its config file again."""
+        mark = len(self.log())
+        os.kill(self.daemon.pid, signal.SIGHUP)
+        v, _ = poll(lambda: ("reloaded" in self.log()[mark:] or
+                             "was not applied" in self.log()[mark:]), 5.0)
+        if not v:
+            raise AssertionError("no reload line in the log after SIGHUP:\n" + self.log()[mark:])
+        return self.log()[mark:]
+
+    def wait_guests(self, names=None, timeout=20.0):
+        """Waits until every guest in names (default: all) is connected."""
+        names = self.names if names is None else names
+
+        def ok():
+            if self.daemon is not None and self.daemon.p.poll() is not None:
+                raise AssertionError("lorelayd exited with %s; log:\n%s"
+                                     % (self.daemon.p.returncode, self.log()))
+            st = self._status_or_none()
+            if not st:
+                return None
+            state = {g["name"]: g["state"] for g in st.get("guests", [])}
+            return all(state.get(n) == "connected" for n in names)
+        v, el = poll(ok, timeout, 0.05)
+        if not v:
+            raise AssertionError("guests %s not all connected within %.1fs: %s"
+                                 % (names, timeout, self._status_or_none()))
+        return el
+
+    def cleanup(self, keep_tmp=False):
+        super().cleanup(keep_tmp=True)
+        for ns in self.names:
+            self._remove_netns(ns)
         if not keep_tmp:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 

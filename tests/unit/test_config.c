@@ -16,6 +16,7 @@
 
 #include "lr_config.h"
 #include "lr_log.h"
+#include "lr_sbuf.h"
 
 /* ---- log capture ------------------------------------------------------- */
 
@@ -508,6 +509,113 @@ static void test_missing_file(void **state) {
   assert_memory_equal(&c, &d, sizeof c);
 }
 
+/* ---- [guest NAME] sections (lorelayd's reader) -------------------------- */
+
+static void test_guest_sections(void **state) {
+  (void)state;
+  lr_config_file_t f;
+  const char *text =
+      "[guest web]\n"               /* 1: before [lorelay]: overrides still win */
+      "netns = web\n"
+      "hostAddress = 127.0.0.2\n"
+      "ignorePorts = 22\n"
+      "[lorelay]\n"                 /* 5 */
+      "ignorePorts = 8000\n"
+      "remapOnConflict = true\n"
+      "listenAddress = 192.168.1.10\n"
+      "[guest vm1]\n"
+      "transport = vsock:3:5555\n"  /* 10 */
+      "tokenFile = /etc/lorelay/vm1.token\n"
+      "listenAddress = ::\n"
+      "ipv6 = false\n";
+  assert_int_equal(lr_config_file_parse_string(&f, text, "g.ini"), 0);
+  assert_int_equal(count_level(LR_LOG_ERROR), 0);
+  assert_int_equal(count_level(LR_LOG_WARN), 0);
+  assert_true(lr_portset_contains(&f.base.ignore_ports, 8000));
+  assert_int_equal(f.nguests, 2);
+  const lr_guest_conf_t *w = lr_config_file_guest(&f, "web");
+  assert_non_null(w);
+  assert_string_equal(w->netns, "web");
+  assert_string_equal(w->transport, "");
+  assert_string_equal(w->cfg.host_address, "127.0.0.2");
+  assert_true(lr_portset_contains(&w->cfg.ignore_ports, 22));
+  assert_false(lr_portset_contains(&w->cfg.ignore_ports, 8000));
+  assert_int_equal(w->cfg.remap_on_conflict, 1);     /* from [lorelay] */
+  assert_string_equal(w->cfg.listen_address, "192.168.1.10");
+  /* hostAddress (IPv4) under an IPv4 listenAddress: no IPv6 stand-ins */
+  assert_int_equal(w->cfg.ipv6, 0);
+  const lr_guest_conf_t *v = lr_config_file_guest(&f, "vm1");
+  assert_non_null(v);
+  assert_string_equal(v->transport, "vsock:3:5555");
+  assert_string_equal(v->token_file, "/etc/lorelay/vm1.token");
+  assert_string_equal(v->cfg.listen_address, "::");
+  assert_int_equal(v->cfg.host_address[0], '\0');
+  assert_true(lr_portset_contains(&v->cfg.ignore_ports, 8000));
+  assert_null(lr_config_file_guest(&f, "nope"));
+  lr_config_file_free(&f);
+
+  /* The plain reader (the agent's) skips guest sections quietly. */
+  lr_config_t c;
+  lr_config_defaults(&c);
+  cap.n = 0;
+  assert_int_equal(lr_config_parse_string(&c, text, "g.ini"), 0);
+  assert_int_equal(cap.n, 0);
+  assert_string_equal(c.listen_address, "192.168.1.10");
+  /* An empty value is the default: loopback (the shipped file has one). */
+  assert_int_equal(lr_config_parse_string(&c, "[lorelay]\nlistenAddress=\n", "e.ini"), 0);
+  assert_string_equal(c.listen_address, "");
+}
+
+static void test_guest_section_errors(void **state) {
+  (void)state;
+  lr_config_file_t f;
+  const char *text =
+      "[guest a]\n"
+      "netns = a\n"
+      "transport = unix:/x\n"        /* 3: both: error at the section's first key */
+      "[guest b]\n"
+      "hostAddress = 10.0.0.2\n"     /* 5: not loopback */
+      "[guest bad/name]\n"
+      "netns = x\n"                  /* 7 */
+      "[guest c]\n"
+      "netns = c\n"
+      "listenAddress = nowhere\n"    /* 10 */
+      "logLevel = debug\n"           /* 11: daemon-wide: warning */
+      "ipv6 = maybe\n"               /* 12: replayed with its own line */
+      "[lorelay]\n"
+      "hostAddress = 127.0.0.3\n";   /* 14: guest-only: warning */
+  assert_int_equal(lr_config_file_parse_string(&f, text, "e.ini"), -1);
+  expect_logged(LR_LOG_ERROR, "e.ini:2:", "[guest a] needs exactly one of", NULL);
+  expect_logged(LR_LOG_ERROR, "e.ini:5:", "hostAddress = '10.0.0.2'", "loopback");
+  expect_logged(LR_LOG_ERROR, "e.ini:7:", "[guest bad/name]", NULL);
+  expect_logged(LR_LOG_ERROR, "e.ini:10:", "listenAddress = 'nowhere'", NULL);
+  expect_logged(LR_LOG_WARN, "e.ini:11:", "logLevel is daemon-wide", NULL);
+  expect_logged(LR_LOG_ERROR, "e.ini:12:", "ipv6 = 'maybe'", NULL);
+  expect_logged(LR_LOG_WARN, "e.ini:14:", "hostAddress belongs in a [guest NAME]", NULL);
+  expect_logged(LR_LOG_ERROR, "e.ini:5:", "[guest b] needs exactly one of", NULL);
+  lr_config_file_free(&f);
+
+  /* A missing file with missing_ok is an empty configuration. */
+  assert_int_equal(lr_config_file_load(&f, "/nonexistent/lorelay.ini", 1), 0);
+  assert_int_equal(f.nguests, 0);
+  lr_config_file_free(&f);
+  assert_int_equal(lr_config_file_load(&f, "/nonexistent/lorelay.ini", 0), -1);
+  lr_config_file_free(&f);
+}
+
+static void test_guest_section_bound(void **state) {
+  (void)state;
+  lr_config_file_t f;
+  lr_sbuf_t b;
+  lr_sbuf_init(&b);
+  for (int i = 0; i <= LR_MAX_GUESTS; i++) lr_sbuf_printf(&b, "[guest g%d]\nnetns = g%d\n", i, i);
+  lr_log_set_sink(NULL, NULL); /* one error per extra key; not worth capturing */
+  assert_int_equal(lr_config_file_parse_string(&f, b.p, "many.ini"), -1);
+  assert_int_equal(f.nguests, LR_MAX_GUESTS);
+  lr_config_file_free(&f);
+  lr_sbuf_free(&b);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
@@ -529,6 +637,9 @@ int main(void) {
       T(test_key_case),
       T(test_load_file),
       T(test_missing_file),
+      T(test_guest_sections),
+      T(test_guest_section_errors),
+      T(test_guest_section_bound),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -359,12 +359,65 @@ static void test_remap_on_conflict(void **state) {
   assert_int_equal(e->b[0]->key.port, 8443);
   assert_int_equal(lr_ports_entry_state(e), LR_PORT_REMAPPED);
   assert_int_equal(changes_to(&l, LR_PORT_REMAPPED), 1);
-  assert_int_equal(lr_ports_conflicts(&fx.t), 0);
-  assert_int_equal(lr_ports_retry_conflicts(&fx.t), 0);
+  /* A remapped binding keeps asking for its wanted port... */
+  assert_int_equal(lr_ports_conflicts(&fx.t), 1);
+  assert_int_equal(lr_ports_retry_conflicts(&fx.t), 1);
+  assert_int_equal(e->b[0]->state, LR_BINDING_REMAPPED);
+  assert_int_equal(e->b[0]->actual_port, 40000);
+  assert_int_equal(fx.fake.nunbind, 0);
   release(&fx.fake, 4, 8443);
-  assert_int_equal(lr_ports_del(&fx.t, &l), 0);
+  /* ...and moves back once it frees: the stand-by stand-in closes. */
+  assert_int_equal(lr_ports_retry_conflicts(&fx.t), 0);
+  assert_int_equal(e->b[0]->state, LR_BINDING_BOUND);
+  assert_int_equal(e->b[0]->actual_port, 8443);
   assert_int_equal(fx.fake.nunbind, 1);
   assert_int_equal(fx.fake.unbinds[0].port, 40000); /* the port really bound */
+  assert_int_equal(fx.fake.open_standins, 1);
+  assert_int_equal(changes_to(&l, LR_PORT_FORWARDING), 1);
+  assert_int_equal(lr_ports_del(&fx.t, &l), 0);
+  assert_int_equal(fx.fake.nunbind, 2);
+  assert_int_equal(fx.fake.unbinds[1].port, 8443);
+  assert_int_equal(fx.fake.open_standins, 0);
+}
+
+/* A reload changes what a listener maps to: a binding the entry keeps is
+ * not touched, one it loses closes, one it gains opens; the guest hears of
+ * the new state. */
+static void test_reconfigure(void **state) {
+  (void)state;
+  lr_listener_t dual = v6(0, 7000, 0); /* [::]:7000 dual-stack: both families */
+  lr_listener_t v4 = lr_test_v4(0, 0, 0, 0, 7001);
+  lr_port_entry_t *e = lr_ports_add(&fx.t, &dual);
+  lr_ports_add(&fx.t, &v4);
+  assert_int_equal(e->nb, 2);
+  lr_binding_t *keep = e->b[0]->key.family == 4 ? e->b[0] : e->b[1];
+  assert_int_equal(fx.fake.open_standins, 3);
+  /* Nothing changed: nothing moves. */
+  assert_int_equal(lr_ports_reconfigure(&fx.t), 0);
+  assert_int_equal(fx.fake.nbind, 3);
+  /* IPv6 off, 7001 ignored. */
+  fx.cfg.ipv6 = 0;
+  char err[80];
+  assert_int_equal(lr_portset_parse(&fx.cfg.ignore_ports, "7001", err, sizeof err), 0);
+  assert_int_equal(lr_ports_reconfigure(&fx.t), 2);
+  assert_int_equal(e->nb, 1);
+  assert_ptr_equal(e->b[0], keep); /* the IPv4 stand-in stayed */
+  assert_int_equal(fx.fake.nbind, 3);
+  assert_int_equal(fx.fake.open_standins, 1);
+  assert_int_equal(lr_ports_entry_state(lr_ports_find(&fx.t, &v4)), LR_PORT_IGNORED);
+  assert_int_equal(changes_to(&v4, LR_PORT_IGNORED), 1);
+  /* And back. */
+  fx.cfg.ipv6 = 1;
+  fx.cfg.ignore_ports.n = 0;
+  assert_int_equal(lr_ports_reconfigure(&fx.t), 2);
+  assert_int_equal(fx.fake.open_standins, 3);
+  assert_int_equal(changes_to(&v4, LR_PORT_FORWARDING), 1);
+  /* A new address: every stand-in closes and opens again. */
+  lr_ports_rebind(&fx.t);
+  assert_int_equal(fx.fake.open_standins, 3);
+  assert_int_equal(fx.fake.nbind, 8);
+  lr_ports_clear(&fx.t);
+  assert_int_equal(fx.fake.open_standins, 0);
 }
 
 /* A host without IPv6 loopback: [::1] stand-ins are UNAVAILABLE and never
@@ -624,6 +677,7 @@ int main(void) {
       T(test_partial_conflict),
       T(test_remove_while_conflict),
       T(test_remap_on_conflict),
+      T(test_reconfigure),
       T(test_unavailable_not_retried),
       T(test_sync_sweep),
       T(test_sync_keeps_shared),

@@ -722,6 +722,50 @@ static void test_conflict_remapped(void **state) {
   fx_free(f);
 }
 
+/* A reload: a guest's configuration changes under a live connection, then
+ * the guest is removed while the connection is still open. The port
+ * follows the new rules, the connection outlives the reconfiguration, and
+ * the removed guest's record is freed once its last close has run (the
+ * valgrind twin checks nothing is touched after that). */
+static void test_reconfigure_and_remove_guest(void **state) {
+  (void)state;
+  char err[256], buf[16];
+  uint16_t port = free_port();
+  fx_t *f = fx_forwarding(AG_NORMAL, port);
+  lr_guest_t *g = lr_host_find_guest(f->host, "g");
+  assert_non_null(g);
+  lr_guest_opts_t dup = {.name = "g", .transport = "unix:/nonexistent"};
+  assert_int_equal(lr_host_add_guest(f->host, &dup, err, sizeof err), -1);
+  assert_non_null(strstr(err, "two guests named 'g'"));
+
+  int fd = client_connect(port);
+  assert_true(fd >= 0);
+  assert_int_equal(send(fd, "one", 3, 0), 3);
+  assert_int_equal(client_read(f, fd, buf, 3, 3000), 3);
+
+  lr_config_t c = f->cfg;
+  assert_int_equal(lr_portset_parse(&c.ignore_ports, "1-65535", err, sizeof err), 0);
+  lr_host_configure_guest(g, &c);
+  pump_until_status(f, "\"state\":\"ignored\"", 1000);
+  assert_int_equal(client_connect(port), -1); /* the stand-in is gone */
+  assert_int_equal(send(fd, "two", 3, 0), 3); /* the connection is not */
+  assert_int_equal(client_read(f, fd, buf, 3, 3000), 3);
+  assert_memory_equal(buf, "two", 3);
+
+  c.ignore_ports.n = 0;
+  lr_host_configure_guest(g, &c);
+  pump_until_status(f, "\"state\":\"forwarding\"", 1000);
+  echo_roundtrip(f, port);
+
+  lr_host_remove_guest(g);
+  pump_until_status(f, "{\"guests\":[]}", 1000);
+  assert_true(client_read(f, fd, buf, sizeof buf, 3000) <= 0); /* closed with the guest */
+  close(fd);
+  assert_int_equal(client_connect(port), -1);
+  pump(f, 300); /* the reaper frees the record */
+  fx_free(f);
+}
+
 /* AGENT_INFO: the guest's listener detection in status; an agent that
  * never sends one (an older agent) polls. */
 static void test_agent_info_detection(void **state) {
@@ -1206,6 +1250,7 @@ int main(void) {
       cmocka_unit_test(test_control_drop_keeps_connections),
       cmocka_unit_test(test_conflict_then_forwarding),
       cmocka_unit_test(test_conflict_remapped),
+      cmocka_unit_test(test_reconfigure_and_remove_guest),
       cmocka_unit_test(test_agent_info_detection),
       cmocka_unit_test(test_shutdown_with_live_connections),
       cmocka_unit_test(test_relay_peer_stops_reading),

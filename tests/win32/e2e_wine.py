@@ -17,7 +17,11 @@ Real clients only: python's http.server in the namespace on 0.0.0.0 and on
                   `sc.exe query` must say RUNNING, forwarding must work
                   through the service, uninstall.cmd must remove it; a
                   service whose ProgramData\\lorelay others may write must
-                  refuse to start and say why.
+                  refuse to start and say why; SERVICE_CONTROL_PARAMCHANGE
+                  (`sc.exe control lorelayd paramchange`; svc_control.exe
+                  here, as Wine's sc.exe has no "control") must make the
+                  running service apply a changed lorelay.ini, and keep
+                  the running configuration when the file is bad.
 
 Needs root (netns), Wine, curl and the Linux agent: without them it exits 77
 (skip), except in CI (tests/lrci.py), where a missing prerequisite is a
@@ -420,6 +424,55 @@ def check_untrusted_data_dir(wine, exe, guest_addr, data, lorelayd):
             os.remove(fallback)
 
 
+def check_paramchange(wine, svc_control, data, p4, pign, body4):
+    """The service re-reads lorelay.ini on SERVICE_CONTROL_PARAMCHANGE:
+    ports follow (p4 ignored now, pign forwarded); a bad file then changes
+    nothing and the log names its line."""
+    if not svc_control or not os.path.exists(svc_control):
+        raise AssertionError(f"svc_control.exe not built: {svc_control}")
+    ini = os.path.join(data, "lorelay.ini")
+    svc_log = os.path.join(data, "lorelayd.log")
+
+    def paramchange():
+        r = wine.cmd([svc_control, "lorelayd", "paramchange"], check=False)
+        log(f"svc_control lorelayd paramchange: rc={r.returncode} {r.stdout.strip()} {r.stderr.strip()}")
+        if r.returncode != 0:
+            raise AssertionError("SERVICE_CONTROL_PARAMCHANGE not accepted by the service")
+
+    with open(ini, "w") as f:
+        f.write(f"[lorelay]\r\nignorePorts={p4}\r\nlogLevel=debug\r\n")
+    paramchange()
+    expect_closed(p4)
+    wait_fetch(f"http://127.0.0.1:{pign}/index.txt", body4, deadline_s=20)
+    log(f"OK paramchange: port {p4} now ignored, {pign} forwarded")
+
+    with open(ini, "w") as f:
+        f.write(f"[lorelay]\r\nignorePorts={pign}\r\nipv6=flase\r\n")
+    paramchange()
+    t0 = time.time()
+    while True:
+        text = open(svc_log).read() if os.path.exists(svc_log) else ""
+        if "was not applied" in text:
+            break
+        if time.time() - t0 > 20:
+            raise AssertionError(f"no 'was not applied' line after a bad lorelay.ini: {text[-1500:]}")
+        time.sleep(0.3)
+    if "lorelay.ini:3: ipv6 = 'flase'" not in text:
+        raise AssertionError(f"the log does not name line 3 of the bad file: {text[-1500:]}")
+    wait_fetch(f"http://127.0.0.1:{pign}/index.txt", body4, deadline_s=5)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        if s.connect_ex(("127.0.0.1", p4)) == 0:
+            raise AssertionError(f"port {p4} forwarded again after a bad file")
+    log("OK bad lorelay.ini: the running configuration stays, the log names line 3")
+    # The rest of the test expects pign ignored again.
+    with open(ini, "w") as f:
+        f.write(f"[lorelay]\r\nignorePorts={pign}\r\nlogLevel=debug\r\n")
+    paramchange()
+    expect_closed(pign)
+    wait_fetch(f"http://127.0.0.1:{p4}/index.txt", body4, deadline_s=20)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=["console", "service"], required=True)
@@ -428,6 +481,7 @@ def main():
     ap.add_argument("--agent", required=True)
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--zip")
+    ap.add_argument("--svc-control")
     a = ap.parse_args()
 
     if os.geteuid() != 0:
@@ -595,6 +649,7 @@ def main():
                 if s.connect_ex(("127.0.0.1", pign)) == 0:
                     raise AssertionError(f"port {pign} is forwarded although lorelay.ini ignores it")
             log(f"OK port {pign} not forwarded (ignorePorts in ProgramData\\lorelay\\lorelay.ini)")
+            check_paramchange(wine, a.svc_control, data, p4, pign, body4)
             svc_log = os.path.join(data, "lorelayd.log")
             text = open(svc_log).read() if os.path.exists(svc_log) else ""
             if "running as a service" not in text:
