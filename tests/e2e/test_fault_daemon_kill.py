@@ -103,6 +103,10 @@ class DaemonKill(Checks, LorelayTestCase):
             def outcome():
                 if new.p.poll() is not None:
                     return "exited"
+                # Until the old daemon is gone, the status socket may still
+                # be its: a "connected" from there says nothing of the new one.
+                if old.alive():
+                    return None
                 st = lr._status_or_none()
                 g = lr.guest(st) if st else None
                 if g and g.get("state") == "connected" and new.alive():
