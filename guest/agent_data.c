@@ -141,6 +141,10 @@ void agent_data_open(conn_t *c, const lr_frame_t *f) {
     return;
   c->family = o.family;
   c->port = o.port;
+  if (o.flags & LR_OPEN_UDP) {
+    agent_udp_open(c);
+    return;
+  }
   /* Only over a Unix transport (the host shares our kernel); elsewhere the
    * request is ignored and the stream relays as usual. */
   c->pass_fd = (o.flags & LR_OPEN_PASS_FD) && c->relay.ep[1].kind == LR_EP_PIPE;

@@ -33,6 +33,11 @@ void lr_config_defaults(lr_config_t *c) {
   c->max_connections = 8192;
   c->max_connections_per_port = 6144;
   c->max_pending_reverse = 64;
+  c->udp = 1;
+  c->udp_idle_timeout_s = 60;
+  c->udp_scan_interval_ms = 100;
+  c->max_udp_flows = 4096;
+  c->max_udp_flows_per_port = 1024;
   c->control_queue_bytes = 1024 * 1024;
   c->max_status_clients = 32;
   c->status_idle_timeout_ms = 5000;
@@ -172,6 +177,7 @@ static int handler(void *user, const char *section, const char *name, const char
   BOOL_KEY("ipv6", ipv6)
   BOOL_KEY("remapOnConflict", remap_on_conflict)
   BOOL_KEY("ebpf", ebpf)
+  BOOL_KEY("udp", udp)
 #undef BOOL_KEY
   if (lr_streq_nocase(name, "ignorePorts") || lr_streq_nocase(name, "reversePorts") ||
       lr_streq_nocase(name, "forwardPorts")) {
@@ -210,6 +216,11 @@ static int handler(void *user, const char *section, const char *name, const char
       {"maxConnectionsPerPort", "connections", offsetof(lr_config_t, max_connections_per_port), 1,
        1000000},
       {"maxPendingReverse", "connections", offsetof(lr_config_t, max_pending_reverse), 1, 65536},
+      {"udpIdleTimeout", "seconds", offsetof(lr_config_t, udp_idle_timeout_s), 1, 86400},
+      {"udpScanIntervalMs", "milliseconds", offsetof(lr_config_t, udp_scan_interval_ms), 10,
+       10000},
+      {"maxUdpFlows", "flows", offsetof(lr_config_t, max_udp_flows), 1, 1000000},
+      {"maxUdpFlowsPerPort", "flows", offsetof(lr_config_t, max_udp_flows_per_port), 1, 1000000},
       {"controlQueueBytes", "bytes", offsetof(lr_config_t, control_queue_bytes), 65536,
        1024u * 1024 * 1024},
       {"maxStatusClients", "clients", offsetof(lr_config_t, max_status_clients), 1, 4096},

@@ -33,6 +33,7 @@ static void conn_destroy(lr_conn_t *c) {
   if (c->rev_pending) g->nreverse_pending--;
   g->nconns--;
   c->b->active--;
+  if (c->flow) lr_udp_flow_free(c);
   lr_binding_unref(c->b);
   free(c->rx);
   free(c);
@@ -114,7 +115,7 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     memset(&o, 0, sizeof o);
     o.family = c->b->key.family;
     o.port = c->b->key.port;
-    o.flags = c->want_fd ? LR_OPEN_PASS_FD : 0;
+    o.flags = c->flow ? LR_OPEN_UDP : c->want_fd ? LR_OPEN_PASS_FD : 0;
     if (keyed && rc == 0) rc = lr_auth_sign_open(&c->auth, &o);
     n += lr_encode_open(buf + n, sizeof buf - n, &o);
   }
@@ -276,6 +277,11 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   const uint8_t *rest = lr_rxbuf_rest(c->rx, &rest_len);
   lr_rxbuf_t *rx = c->rx;
   c->rx = NULL;
+  if (c->flow) { /* datagrams from here on, framed (lr_dgram.h) */
+    lr_udp_flow_ready(c, rest, rest_len);
+    free(rx);
+    return;
+  }
   if (c->rev_pending) {
     c->rev_pending = 0;
     c->g->nreverse_pending--;
@@ -326,7 +332,7 @@ static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err,
 }
 
 /* A connection record counted on b, with its relay initialised. */
-static lr_conn_t *conn_new(lr_guest_t *g, lr_binding_t *b) {
+lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b) {
   lr_host_t *h = g->host;
   lr_conn_t *c = calloc(1, sizeof *c);
   if (!c) return NULL;
@@ -344,8 +350,9 @@ static lr_conn_t *conn_new(lr_guest_t *g, lr_binding_t *b) {
   return c;
 }
 
-/* ep[0] is connected: open the transport stream that carries it. */
-static void conn_open_transport(lr_conn_t *c) {
+/* ep[0] is connected (or c is a UDP flow): open the transport stream that
+ * carries it. */
+void lr_conn_open_transport(lr_conn_t *c) {
   lr_host_t *h = c->g->host;
   char err[300];
   if (!c->rx) c->rx = malloc(sizeof *c->rx);
@@ -355,7 +362,7 @@ static void conn_open_transport(lr_conn_t *c) {
   }
   lr_rxbuf_init(c->rx);
   c->connecting = 1;
-  c->want_fd = !c->reverse && c->g->pass_fd;
+  c->want_fd = !c->reverse && !c->flow && c->g->pass_fd;
   if (lr_transport_connect(h->loop, h->pal, &c->g->addr, c->want_fd ? LR_TRANSPORT_IPC : 0,
                            &c->relay.ep[1], conn_transport_ready, c, err, sizeof err) != 0) {
     c->connecting = 0;
@@ -385,7 +392,7 @@ void lr_conn_accept(lr_guest_t *g, lr_standin_t *s) {
     lr_drop_pending((uv_stream_t *)&s->tcp);
     return;
   }
-  lr_conn_t *c = conn_new(g, s->b);
+  lr_conn_t *c = lr_conn_new(g, s->b);
   if (!c) return;
   uv_tcp_init(g->host->loop, &c->relay.ep[0].u.tcp);
   lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
@@ -393,7 +400,7 @@ void lr_conn_accept(lr_guest_t *g, lr_standin_t *s) {
     lr_relay_close(&c->relay, 0);
     return;
   }
-  conn_open_transport(c);
+  lr_conn_open_transport(c);
 }
 
 /* ---- reverse: guest client -> host server ------------------------------- */
@@ -421,13 +428,13 @@ static void reverse_local_connected(uv_connect_t *req, int status) {
               c->b->key.port, uv_strerror(status));
     return;
   }
-  conn_open_transport(c);
+  lr_conn_open_transport(c);
 }
 
 static void reverse_start(lr_guest_t *g, lr_binding_t *b, uint32_t id, uint8_t family,
                           int tried_other) {
   struct sockaddr_storage ss;
-  lr_conn_t *c = conn_new(g, b);
+  lr_conn_t *c = lr_conn_new(g, b);
   if (!c) return;
   c->reverse = 1;
   c->rev_pending = 1;
@@ -539,6 +546,7 @@ void lr_conn_tick(lr_guest_t *g, uint64_t now) {
   for (lr_conn_t *c = g->conns; c; c = c->next)
     if (c->rx && !c->connecting && !c->relay.closing && now - c->started > LR_HANDSHAKE_TIMEOUT_MS)
       conn_fail(c, 1, "agent did not answer OPEN within 5 s");
+  lr_udp_tick(g, now);
 }
 
 void lr_conn_close_all(lr_guest_t *g) {

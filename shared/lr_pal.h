@@ -51,6 +51,13 @@ typedef struct lr_pal_s {
   int (*listen_loopback)(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa,
                          int backlog, uv_connection_cb cb, uv_close_cb on_fail);
 
+  /* The same for a UDP stand-in: binds h (initialised on loop by this call)
+   * to sa so that no other host process can share the port, and starts
+   * nothing. 0; or, with h already being closed with on_fail, the errors
+   * listen_loopback gives. NULL: this host forwards no UDP. */
+  int (*udp_bind_loopback)(uv_loop_t *loop, uv_udp_t *h, const struct sockaddr *sa,
+                           uv_close_cb on_fail);
+
   /* After EOF on a socket without RST (Unix, VM sockets): 1 when the peer
    * closed both directions (our reading of a reset), 0 for a half-close.
    * Asked only while our own write side is still open. NULL: every EOF is a

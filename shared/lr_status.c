@@ -54,16 +54,21 @@ static void deny_reason(lr_host_t *h, const lr_port_entry_t *e, char *out, size_
 static int status_listed(const lr_port_entry_t *e) { return e->rule != LR_RULE_NOT_LOOPBACK; }
 
 typedef struct {
-  uint64_t conns, active, to_guest, to_host;
+  uint64_t conns, active, to_guest, to_host, drops;
 } entry_stats_t;
 
+static const char *entry_proto(const lr_port_entry_t *e) {
+  return e->listener.flags & LR_LISTENER_UDP ? "udp" : "tcp";
+}
+
 static entry_stats_t entry_stats(const lr_port_entry_t *e) {
-  entry_stats_t s = {0, 0, 0, 0};
+  entry_stats_t s = {0, 0, 0, 0, 0};
   for (int i = 0; i < e->nb; i++) {
     s.conns += e->b[i]->connections;
     s.active += e->b[i]->active;
     s.to_guest += e->b[i]->bytes_to_guest;
     s.to_host += e->b[i]->bytes_to_host;
+    s.drops += e->b[i]->drops;
   }
   return s;
 }
@@ -89,7 +94,7 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
       entry_stats_t st = entry_stats(e);
       if (!first_entry) lr_sbuf_puts(out, ",");
       first_entry = 0;
-      lr_sbuf_printf(out, "{\"proto\":\"tcp\",\"guest\":\"%s\",\"host\":[",
+      lr_sbuf_printf(out, "{\"proto\":\"%s\",\"guest\":\"%s\",\"host\":[", entry_proto(e),
                      lr_listener_format(&e->listener, s, sizeof s));
       int first = 1;
       for (int i = 0; i < e->nb; i++) {
@@ -108,9 +113,14 @@ void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
       }
       lr_sbuf_printf(out,
                      ",\"connections\":%llu,\"active\":%llu,"
-                     "\"bytes_to_guest\":%llu,\"bytes_to_host\":%llu}",
+                     "\"bytes_to_guest\":%llu,\"bytes_to_host\":%llu",
                      (unsigned long long)st.conns, (unsigned long long)st.active,
                      (unsigned long long)st.to_guest, (unsigned long long)st.to_host);
+      /* UDP: flows are the connections; drops are datagrams a flow that
+       * fell behind did not carry. */
+      if (e->listener.flags & LR_LISTENER_UDP)
+        lr_sbuf_printf(out, ",\"drops\":%llu", (unsigned long long)st.drops);
+      lr_sbuf_puts(out, "}");
     }
     /* Reverse forwarding: host ports published on the guest loopback. */
     lr_sbuf_puts(out, "],\"reverse\":[");
@@ -181,7 +191,7 @@ void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
       human_bytes(st.to_guest, tg, sizeof tg);
       human_bytes(st.to_host, th, sizeof th);
       lr_port_state_t pst = lr_ports_entry_state(e);
-      lr_sbuf_printf(out, "  %-5s %-28s %-34s %-10s %6llu %6llu %10s %10s\n", "tcp",
+      lr_sbuf_printf(out, "  %-5s %-28s %-34s %-10s %6llu %6llu %10s %10s\n", entry_proto(e),
                      lr_listener_format(&e->listener, s, sizeof s), hosts,
                      lr_port_state_name(pst), (unsigned long long)st.conns,
                      (unsigned long long)st.active, tg, th);

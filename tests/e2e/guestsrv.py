@@ -204,6 +204,44 @@ def mode_detect(_ls, opts):
             return
 
 
+def listen_udp(host, port, opts):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6 and "v6only" in opts:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(opts["v6only"]))
+    if opts.get("reuse") == "1":  # share the port with a server that sets it too
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind((host, port))
+    return s
+
+
+def mode_udpecho(s, opts):
+    """Echoes every datagram to its sender, byte for byte; "peers" on stdin
+    (or quit) reports how many distinct sender addresses it saw."""
+    peers = set()
+    s.setblocking(False)
+    while True:
+        r, _, _ = select.select([s, sys.stdin], [], [], TIMEOUT)
+        if sys.stdin in r:
+            line = sys.stdin.readline()
+            if not line or line.strip() == "quit":
+                return
+            if line.strip() == "peers":
+                emit(event="peers", n=len(peers))
+            continue
+        while True:
+            try:
+                data, peer = s.recvfrom(65536)
+            except BlockingIOError:
+                break
+            peers.add(peer)
+            try:
+                s.sendto(data, peer)
+            except OSError as e:
+                emit(event="send-error", error=str(e))
+
+
 MODES = {
     "banner": mode_banner,
     "bulk": mode_bulk,
@@ -213,6 +251,7 @@ MODES = {
     "recvreport": mode_recvreport,
     "closable": mode_closable,
     "detect": mode_detect,
+    "udpecho": mode_udpecho,
 }
 
 
@@ -223,7 +262,10 @@ def main():
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     opts = dict(a.split("=", 1) for a in sys.argv[4:])
     ls = None
-    if mode != "detect":
+    if mode.startswith("udp"):
+        ls = listen_udp(host, port, opts)
+        emit(event="ready", host=host, port=ls.getsockname()[1])
+    elif mode != "detect":
         ls = listen(host, port, opts)
         emit(event="ready", host=host, port=ls.getsockname()[1])
     else:

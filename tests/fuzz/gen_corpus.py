@@ -283,8 +283,26 @@ def hcs_seeds():
     }
 
 
+def dgram_seeds():
+    """Bytes 0-1: chunking seed; the rest: a UDP flow's framed datagrams."""
+    def d(payload):
+        return struct.pack(">H", len(payload)) + payload
+
+    def seed(chunking, stream):
+        return struct.pack(">H", chunking) + stream
+
+    return {
+        "dns-like": seed(1, d(b"\x12\x34\x01\x00" + b"q" * 30) + d(b"")),
+        "many-small": seed(5, b"".join(d(bytes([i]) * i) for i in range(40))),
+        "max": seed(3, d(b"m" * 65507) + d(b"after")),
+        "oversized": seed(2, struct.pack(">H", 65508) + b"x" * 16),
+        "truncated": seed(7, d(b"whole") + struct.pack(">H", 900) + b"part"),
+        "half-header": seed(1, d(b"a") + b"\x01"),
+    }
+
+
 TARGETS = {
-    "frames": frames_seeds, "auth": auth_seeds, "rxbuf": rxbuf_seeds, "addr": addr_seeds, "fc": fc_seeds,
+    "frames": frames_seeds, "auth": auth_seeds, "rxbuf": rxbuf_seeds, "dgram": dgram_seeds, "addr": addr_seeds, "fc": fc_seeds,
     "config": config_seeds, "status": status_seeds, "hcs": hcs_seeds,
 }
 
