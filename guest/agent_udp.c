@@ -149,6 +149,7 @@ void agent_udp_open(conn_t *c) {
                            text, 1);
     return;
   }
+  lr_dgram_sockbufs(&f->udp);
   agent_send_open_result(c, LR_OK, "", 0);
   if (c->phase == PH_CLOSED) return;
   c->phase = PH_RELAY;

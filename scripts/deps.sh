@@ -20,10 +20,13 @@ run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev ipr
 win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 # libcjson-dev: the HCS fuzz target on Linux; systemd: systemd-analyze checks
 # the shipped units (pkg_deb), it does not become the init system.
+# dnsmasq-base (the binary, no system service), bind9-dnsutils (dig),
+# iperf3: the UDP e2e tests' real server and clients.
 test_pkgs=(libcmocka-dev valgrind clang
            mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip
-           libcjson-dev systemd)
-bench_pkgs=(iperf3 redis-server redis-tools socat)
+           libcjson-dev systemd dnsmasq-base bind9-dnsutils iperf3)
+# dnsperf: DNS queries per second through a UDP forward (bench_udp).
+bench_pkgs=(iperf3 redis-server redis-tools socat dnsperf dnsmasq-base)
 
 sources=no
 case "$mode" in

@@ -127,6 +127,13 @@ int lr_dgram_send(uv_stream_t *s, lr_dgram_tx_t *tx, const uint8_t *p, size_t n)
   return 0;
 }
 
+void lr_dgram_sockbufs(uv_udp_t *h) {
+  int v = LR_DGRAM_SOCKBUF;
+  uv_recv_buffer_size((uv_handle_t *)h, &v);
+  v = LR_DGRAM_SOCKBUF;
+  uv_send_buffer_size((uv_handle_t *)h, &v);
+}
+
 void lr_dgram_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
   (void)suggested;

@@ -73,6 +73,15 @@ typedef struct {
  * (the stream is broken). n must be <= LR_DGRAM_MAX. */
 int lr_dgram_send(uv_stream_t *s, lr_dgram_tx_t *tx, const uint8_t *p, size_t n);
 
+/* Socket buffers for the UDP sockets on either end of a flow (the host's
+ * stand-in, the agent's connected socket). The kernel's default (about
+ * 200 KiB, some 50 datagrams of 3 KB) drops a burst a direct path would
+ * carry: the relay sits between two sockets that each buffer, so its own
+ * must hold what the client's and the server's would. Capped by the OS
+ * (net.core.rmem_max on Linux); best effort. */
+#define LR_DGRAM_SOCKBUF (4 * 1024 * 1024)
+void lr_dgram_sockbufs(uv_udp_t *h);
+
 /* A read buffer for a flow's stream (malloc'd, big enough for several
  * datagrams); the read callback frees buf->base. */
 void lr_dgram_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);

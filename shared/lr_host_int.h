@@ -133,7 +133,8 @@ struct lr_guest_s {
   unsigned nconns;           /* open relayed connections (maxConnections) */
   unsigned nreverse_pending; /* REVERSE_OPENs not yet relaying (maxPendingReverse) */
   unsigned nflows;           /* open UDP flows (maxUdpFlows) */
-  lr_ratelimit_t flows_log;  /* UDP flow budgets and bad datagram frames */
+  lr_ratelimit_t flows_log;  /* UDP flow budgets */
+  lr_ratelimit_t dgram_log, trunc_log; /* oversized and truncated datagram frames */
   /* one log gate per kind of line a guest can provoke at will */
   lr_ratelimit_t accept_log, denied_log, standins_log, tracked_log, conns_log, reverse_log,
       control_log;

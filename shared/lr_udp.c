@@ -148,7 +148,7 @@ static void flow_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     if (rc == LR_DGRAM_STOPPED) {
       flow_close(f);
     } else if (rc != LR_PROTO_OK) {
-      lr_guest_warn(f->c->g, &f->c->g->flows_log,
+      lr_guest_warn(f->c->g, &f->c->g->dgram_log,
                     "UDP flow from guest port %u: bad datagram frame from the agent (%s): "
                     "flow closed",
                     f->c->b->key.port,
@@ -157,7 +157,7 @@ static void flow_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     }
   } else if (n < 0 && f && !f->c->relay.closing) {
     if (lr_dgram_rx_partial(&f->rx))
-      lr_guest_warn(f->c->g, &f->c->g->flows_log,
+      lr_guest_warn(f->c->g, &f->c->g->trunc_log,
                     "UDP flow from guest port %u: the agent's stream ended inside a datagram "
                     "(truncated frame): flow closed",
                     f->c->b->key.port);
@@ -320,6 +320,7 @@ int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
     int len = sizeof got;
     if (uv_udp_getsockname(&s->udp, (struct sockaddr *)&got, &len) == 0)
       port = ntohs(((struct sockaddr_in *)&got)->sin_port);
+    lr_dgram_sockbufs(&s->udp);
     rc = uv_udp_recv_start(&s->udp, on_alloc, on_datagram);
     if (rc) {
       lr_host_closing(h);

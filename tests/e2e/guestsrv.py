@@ -169,7 +169,8 @@ def mode_closable(ls, opts):
 def mode_detect(_ls, opts):
     """Detection benchmark: one long-lived process. Commands on stdin:
     "listen HOST PORT" -> listen, print the CLOCK_MONOTONIC times right
-    before (t0) and right after (t) listen(); "close" -> close every
+    before (t0) and right after (t) listen(); "bind HOST PORT" -> the same
+    for a UDP socket's bind(); "close" -> close every
     listener, with the times before (t0) and after (t) the close() calls;
     "quit". CLOCK_MONOTONIC is shared across network namespaces, so host and
     guest times compare."""
@@ -191,6 +192,15 @@ def mode_detect(_ls, opts):
             s.bind((host, port))
             t0 = time.clock_gettime(time.CLOCK_MONOTONIC)
             s.listen(16)
+            t = time.clock_gettime(time.CLOCK_MONOTONIC)
+            listeners.append(s)
+            emit(event="listening", port=port, t=t, t0=t0)
+        elif parts[0] == "bind":  # a UDP server's socket: bind() is all it does
+            host, port = parts[1], int(parts[2])
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            t0 = time.clock_gettime(time.CLOCK_MONOTONIC)
+            s.bind((host, port))
             t = time.clock_gettime(time.CLOCK_MONOTONIC)
             listeners.append(s)
             emit(event="listening", port=port, t=t, t0=t0)
