@@ -228,11 +228,13 @@ def listen_udp(host, port, opts):
 
 def mode_udpecho(s, opts):
     """Echoes every datagram to its sender, byte for byte; "peers" on stdin
-    (or quit) reports how many distinct sender addresses it saw."""
+    (or quit) reports how many distinct sender addresses it saw. stdin=0:
+    no commands, serve until killed."""
     peers = set()
     s.setblocking(False)
+    watch = [s] if opts.get("stdin") == "0" else [s, sys.stdin]
     while True:
-        r, _, _ = select.select([s, sys.stdin], [], [], TIMEOUT)
+        r, _, _ = select.select(watch, [], [], TIMEOUT)
         if sys.stdin in r:
             line = sys.stdin.readline()
             if not line or line.strip() == "quit":
