@@ -3,7 +3,7 @@
 # user would otherwise pick: direct loopback in a namespace, lorelay, socat chains.
 # As root, after `scripts/deps.sh bench` and a build. Not part of ctest: it
 # takes minutes and wants an otherwise idle machine.
-#   bench/run.sh [--rounds N] [--only cpu,throughput,redis,connrate,idle] [--json FILE]
+#   bench/run.sh [--rounds N] [--only cpu,throughput,redis,connrate,idle,udp] [--json FILE]
 # Binaries: $LORELAY_BIN_DIR, else build/linux/bin (--bin-dir overrides).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
