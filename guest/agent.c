@@ -458,7 +458,7 @@ lr_agent_t *lr_agent_new(uv_loop_t *loop, const lr_agent_opts_t *o, char *err, s
   a->scan_timer.data = a;
   a->scan_timer_open = 1;
   a->udp_enabled = !o->no_udp;
-  a->udp_scan_ms = o->udp_scan_interval_ms ? o->udp_scan_interval_ms : 100;
+  a->udp_scan_ms = o->udp_scan_interval_ms ? o->udp_scan_interval_ms : 250;
   uv_timer_init(loop, &a->udp_timer);
   a->udp_timer.data = a;
   a->udp_timer_open = 1;

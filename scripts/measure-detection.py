@@ -29,7 +29,7 @@ The status document says how the agent detects listeners ("detection":
 --udp measures UDP instead: the guest bind()s a UDP socket (and closes
 it), and the host sees its UDP stand-in appear and go in /proc/net/udp.
 The eBPF trigger does not see UDP binds, so UDP is polled every
-udpScanIntervalMs (100 ms) either way.
+udpScanIntervalMs (250 ms) either way.
 
 --ebpf off runs the agent with `ebpf = false` (polling every scanIntervalMs,
 the behaviour before the eBPF trigger). --idle-cpu S measures the agent's

@@ -35,7 +35,7 @@ void lr_config_defaults(lr_config_t *c) {
   c->max_pending_reverse = 64;
   c->udp = 1;
   c->udp_idle_timeout_s = 60;
-  c->udp_scan_interval_ms = 100;
+  c->udp_scan_interval_ms = 250;
   c->max_udp_flows = 4096;
   c->max_udp_flows_per_port = 1024;
   c->control_queue_bytes = 1024 * 1024;
