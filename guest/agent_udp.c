@@ -29,11 +29,6 @@ typedef struct agent_flow_s {
   int closing;
 } agent_flow_t;
 
-/* One receive buffer for every flow socket: libuv fills it and calls back
- * before it reads another, and the datagram is framed onto the stream (or
- * copied into its queue) before the callback returns. */
-static uint8_t recv_buf[LR_DGRAM_MAX + 1];
-
 static void on_flow_closed(uv_handle_t *h) {
   agent_flow_t *f = h->data;
   conn_t *c = f->c;
@@ -88,13 +83,6 @@ static void on_stream_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     agent_conn_close(c);
   }
   free(buf->base);
-}
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h;
-  (void)suggested;
-  buf->base = (char *)recv_buf;
-  buf->len = sizeof recv_buf;
 }
 
 /* Server -> host: one datagram onto the stream. */
@@ -166,7 +154,7 @@ void agent_udp_open(conn_t *c) {
   }
   LR_DEBUG("data stream from %s: UDP flow to %s:%u", c->peer, lr_loopback_str(c->family),
            c->port);
-  rc = uv_udp_recv_start(&f->udp, on_alloc, on_datagram);
+  rc = uv_udp_recv_start(&f->udp, lr_dgram_udp_alloc, on_datagram);
   uv_read_stop(agent_transport(c)); /* the handshake's reader gives way */
   if (rc == 0) rc = uv_read_start(agent_transport(c), lr_dgram_alloc, on_stream_read);
   if (rc != 0) {

@@ -134,6 +134,14 @@ void lr_dgram_sockbufs(uv_udp_t *h) {
   uv_send_buffer_size((uv_handle_t *)h, &v);
 }
 
+void lr_dgram_udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  static char recv_buf[LR_DGRAM_MAX + 1];
+  (void)h;
+  (void)suggested;
+  buf->base = recv_buf;
+  buf->len = sizeof recv_buf;
+}
+
 void lr_dgram_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
   (void)suggested;

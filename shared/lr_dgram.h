@@ -82,6 +82,13 @@ int lr_dgram_send(uv_stream_t *s, lr_dgram_tx_t *tx, const uint8_t *p, size_t n)
 #define LR_DGRAM_SOCKBUF (4 * 1024 * 1024)
 void lr_dgram_sockbufs(uv_udp_t *h);
 
+/* The receive buffer for the UDP sockets of both ends (uv_udp_recv_start's
+ * alloc callback): one static buffer of LR_DGRAM_MAX + 1 bytes for every
+ * socket, since libuv fills it and calls back before it reads another
+ * socket, and each datagram is passed on (framed onto a stream, or copied
+ * into a queue) before the callback returns. Loop thread only. */
+void lr_dgram_udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
 /* A read buffer for a flow's stream (malloc'd, big enough for several
  * datagrams); the read callback frees buf->base. */
 void lr_dgram_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);

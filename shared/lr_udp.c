@@ -60,12 +60,6 @@ struct lr_udpsrv_s {
   lr_flow_t *flows;
 };
 
-/* One receive buffer for every stand-in: libuv fills it and calls back
- * before it reads another socket, and each datagram is passed on (framed
- * onto a stream, or copied into a pending queue) before the callback
- * returns. */
-static uint8_t recv_buf[LR_DGRAM_MAX + 1];
-
 static int same_addr(const struct sockaddr_storage *a, const struct sockaddr *b) {
   if (a->ss_family != b->sa_family) return 0;
   if (b->sa_family == AF_INET) {
@@ -262,13 +256,6 @@ static void flow_pend(lr_flow_t *f, const uint8_t *p, size_t n) {
   f->npend++;
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h;
-  (void)suggested;
-  buf->base = (char *)recv_buf;
-  buf->len = sizeof recv_buf;
-}
-
 static void on_datagram(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
                         unsigned flags) {
   lr_udpsrv_t *s = h->data;
@@ -321,7 +308,7 @@ int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
     if (uv_udp_getsockname(&s->udp, (struct sockaddr *)&got, &len) == 0)
       port = ntohs(((struct sockaddr_in *)&got)->sin_port);
     lr_dgram_sockbufs(&s->udp);
-    rc = uv_udp_recv_start(&s->udp, on_alloc, on_datagram);
+    rc = uv_udp_recv_start(&s->udp, lr_dgram_udp_alloc, on_datagram);
     if (rc) {
       lr_host_closing(h);
       uv_close((uv_handle_t *)&s->udp, udpsrv_free);
