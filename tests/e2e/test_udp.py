@@ -226,6 +226,40 @@ class UdpIdle(LorelayTestCase):
         self.assertEqual((p["connections"], p["active"]), (2, 1), p)
 
 
+class UdpBudget(LorelayTestCase):
+    CONFIG = "[lorelay]\nmaxUdpFlowsPerPort = 5\n"
+
+    def test_flows_per_port_capped(self):
+        """Past maxUdpFlowsPerPort new clients' datagrams are dropped (one
+        log line), the flows inside the budget keep working, and a client
+        gets in once a flow is gone."""
+        port = free_port()
+        self.lr.guest_server("udpecho", "0.0.0.0", port, stdin=True)
+        guest = "0.0.0.0:%d" % port
+        udp_port(self.lr, guest)
+        socks = [client() for _ in range(8)]
+        try:
+            answered = []
+            for i, s in enumerate(socks):
+                s.settimeout(1.0)
+                s.sendto(b"c%d" % i, ("127.0.0.1", port))
+                try:
+                    answered.append(s.recvfrom(100)[0] == b"c%d" % i)
+                except socket.timeout:
+                    answered.append(False)
+            self.assertEqual(answered, [True] * 5 + [False] * 3)
+            p = udp_entry(self.lr, guest)
+            self.assertEqual(p["active"], 5, p)
+            self.assertGreaterEqual(p["drops"], 3, p)
+            self.assertIn("maxUdpFlowsPerPort (5)", self.lr.log())
+            for s in socks[:5]:  # the admitted flows still work
+                s.sendto(b"again", ("127.0.0.1", port))
+                self.assertEqual(s.recvfrom(100)[0], b"again")
+        finally:
+            for s in socks:
+                s.close()
+
+
 class UdpOff(LorelayTestCase):
     CONFIG = "[lorelay]\nudp = false\n"
 
