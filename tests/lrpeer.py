@@ -886,11 +886,12 @@ class FakeHost:
         st.recv_preamble(timeout)
         return st, st.recv_msg(want=WELCOME, timeout=timeout)
 
-    def open_data(self, family, port, timeout=5.0):
-        """Preamble + OPEN; returns (stream, OPEN_RESULT dict). After a 0
-        status the stream carries raw bytes."""
+    def open_data(self, family, port, timeout=5.0, flags=0):
+        """Preamble + OPEN (flags: OPEN_UDP for a UDP flow); returns
+        (stream, OPEN_RESULT dict). After a 0 status the stream carries raw
+        bytes (framed datagrams for a UDP flow)."""
         st = self.stream(KIND_DATA)
-        st.send(frame(OPEN, enc_open(family, port, self.token)))
+        st.send(frame(OPEN, enc_open(family, port, self.token) + (bytes([flags]) if flags else b"")))
         st.recv_preamble(timeout)
         return st, st.recv_frame(timeout).msg()
 

@@ -1,4 +1,5 @@
-"""A hostile agent on UDP flows (lrpeer FakeAgent against a real lorelayd):
+"""A hostile agent on UDP flows (lrpeer FakeAgent against a real lorelayd),
+and a hostile host (FakeHost against a real agent):
 a datagram frame longer than 65 507 bytes, a frame cut off by the end of
 the stream, and a flow whose agent stops reading. Each must close (or
 drop datagrams on) that one flow, with one log line naming it, and
@@ -11,7 +12,7 @@ import time
 import unittest
 
 from lrhostile import HostileTestCase
-from lrharness import free_port, poll
+from lrharness import LorelayTestCase, free_port, poll
 import lrpeer
 
 
@@ -117,6 +118,48 @@ class UdpHostileAgent(HostileTestCase):
         self.assertGreater(p["drops"], 0, "a stalled flow's stream, yet no drops: %r" % p)
         for s in (good, s1, s2, s3, s4):
             s.close()
+
+
+class UdpHostileHost(LorelayTestCase):
+    """The other way round: a fake host against the real agent's UDP flows."""
+
+    def flow(self, host, port):
+        st, res = host.open_data(4, port, flags=lrpeer.OPEN_UDP)
+        self.assertEqual(res["code"], 0, res)
+        st.sock.settimeout(3.0)
+        return st
+
+    def echo(self, st, payload):
+        st.sock.sendall(lrpeer.enc_dgram(payload))
+        buf = bytearray(st.parser.buf)
+        st.parser.buf.clear()
+        while True:
+            got = lrpeer.dgram_split(buf)
+            if got:
+                return got[0]
+            b = st.sock.recv(1 << 16)
+            self.assertTrue(b, "agent closed a good UDP flow")
+            buf += b
+
+    def test_bad_frames_to_agent(self):
+        port = free_port()
+        self.lr.guest_server("udpecho", "127.0.0.1", port, stdin=True)
+        host = lrpeer.FakeHost(self.lr.agent_socket)
+        good = self.flow(host, port)
+        self.assertEqual(self.echo(good, b"x" * 65507), b"x" * 65507)
+        bad = self.flow(host, port)
+        bad.sock.sendall(struct.pack(">H", 65535) + b"y" * 50)
+        self.assertEqual(bad.sock.recv(100), b"", "agent kept a flow with an oversized frame")
+        cut = self.flow(host, port)
+        cut.sock.sendall(struct.pack(">H", 500) + b"z" * 20)
+        cut.sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(cut.sock.recv(100), b"")
+        self.assertEqual(self.echo(good, b"still"), b"still")
+        v, _ = poll(lambda: ("length over 65507" in self.lr.log() and
+                             "truncated frame" in self.lr.log()) or None, 3.0, 0.05)
+        self.assertTrue(v, "agent did not log the bad frames")
+        for st in (good, bad, cut):
+            st.close()
 
 
 if __name__ == "__main__":
