@@ -237,6 +237,9 @@ void agent_control_report(lr_agent_t *a);
 /* agent_data.c */
 void agent_data_open(conn_t *c, const lr_frame_t *f); /* PH_OPEN */
 void agent_data_timeout(conn_t *c);                   /* handshake timer in PH_CONNECTING */
+/* One hop: OPEN_RESULT goes with the connected server socket (TCP or UDP)
+ * over the Unix transport; then c closes (the host keeps its copy). */
+void agent_data_pass(conn_t *c, uv_handle_t *server);
 /* The transport stream becomes a relay: the bytes already read past the
  * handshake go to ep[0] first. what names the stream in log lines. */
 void agent_data_start_relay(conn_t *c, const char *what);

@@ -10,6 +10,10 @@
  * datagrams both ways (lr_dgram.h); a stream that falls behind drops
  * datagrams rather than queueing them without bound.
  *
+ * One hop (OPEN also asks for LR_OPEN_PASS_FD, over a Unix transport): the
+ * connected socket goes to the host with OPEN_RESULT, as agent_data.c does
+ * for TCP, and the agent leaves the flow's data path.
+ *
  * The flow lives in its stream's conn_t record: the socket is closed with
  * the stream (agent_udp_close, from agent_conn_close) and the record waits
  * for that close before it is freed. */
@@ -138,6 +142,11 @@ void agent_udp_open(conn_t *c) {
     return;
   }
   lr_dgram_sockbufs(&f->udp);
+  if (c->pass_fd) { /* one hop: the host sends to the server itself */
+    uv_read_stop(agent_transport(c));
+    agent_data_pass(c, (uv_handle_t *)&f->udp);
+    return;
+  }
   agent_send_open_result(c, LR_OK, "", 0);
   if (c->phase == PH_CLOSED) return;
   c->phase = PH_RELAY;

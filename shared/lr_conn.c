@@ -115,7 +115,7 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     memset(&o, 0, sizeof o);
     o.family = c->b->key.family;
     o.port = c->b->key.port;
-    o.flags = c->flow ? LR_OPEN_UDP : c->want_fd ? LR_OPEN_PASS_FD : 0;
+    o.flags = (uint8_t)((c->flow ? LR_OPEN_UDP : 0) | (c->want_fd ? LR_OPEN_PASS_FD : 0));
     if (keyed && rc == 0) rc = lr_auth_sign_open(&c->auth, &o);
     n += lr_encode_open(buf + n, sizeof buf - n, &o);
   }
@@ -149,6 +149,10 @@ static void conn_swap_closed(uv_handle_t *h) {
     conn_destroy(c);
     return;
   }
+  if (c->flow) { /* a UDP flow: the host sends to the server socket itself */
+    lr_udp_flow_adopted(c);
+    return;
+  }
   uv_tcp_init(c->g->host->loop, &c->relay.ep[1].u.tcp);
   lr_relay_mark_open(&c->relay, 1, LR_EP_TCP);
   int rc = uv_tcp_open(&c->relay.ep[1].u.tcp, c->passed);
@@ -172,7 +176,8 @@ static void conn_adopt(lr_conn_t *c) {
     conn_fail(c, 1, "the agent sent bytes after OPEN_RESULT on a one-hop stream");
     return;
   }
-  if (uv_pipe_pending_count(pipe) < 1 || uv_pipe_pending_type(pipe) != UV_TCP) {
+  if (uv_pipe_pending_count(pipe) < 1 ||
+      uv_pipe_pending_type(pipe) != (c->flow ? UV_UDP : UV_TCP)) {
     conn_fail(c, 1, "the agent answered without passing the server socket");
     return;
   }
@@ -189,7 +194,8 @@ static void conn_adopt(lr_conn_t *c) {
   if (rc == 0) rc = uv_fileno((uv_handle_t *)tmp, &fd);
   if (rc != 0)
     snprintf(err, sizeof err, "cannot receive it: %s", uv_strerror(rc));
-  else if (pal->adopt_passed_socket((uv_os_sock_t)fd, &c->passed, err, sizeof err) != 0)
+  else if ((c->flow ? pal->adopt_passed_udp : pal->adopt_passed_socket)(
+               (uv_os_sock_t)fd, &c->passed, err, sizeof err) != 0)
     rc = -1;
   uv_close((uv_handle_t *)tmp, tmp_closed);
   if (rc != 0) {
@@ -362,7 +368,7 @@ void lr_conn_open_transport(lr_conn_t *c) {
   }
   lr_rxbuf_init(c->rx);
   c->connecting = 1;
-  c->want_fd = !c->reverse && !c->flow && c->g->pass_fd;
+  c->want_fd = !c->reverse && c->g->pass_fd && (!c->flow || c->g->host->pal->adopt_passed_udp);
   if (lr_transport_connect(h->loop, h->pal, &c->g->addr, c->want_fd ? LR_TRANSPORT_IPC : 0,
                            &c->relay.ep[1], conn_transport_ready, c, err, sizeof err) != 0) {
     c->connecting = 0;
@@ -550,5 +556,9 @@ void lr_conn_tick(lr_guest_t *g, uint64_t now) {
 }
 
 void lr_conn_close_all(lr_guest_t *g) {
-  for (lr_conn_t *c = g->conns; c; c = c->next) lr_relay_close(&c->relay, 0);
+  /* A record with no handle open (a one-hop UDP flow) goes at once. */
+  for (lr_conn_t *c = g->conns, *next; c; c = next) {
+    next = c->next;
+    lr_relay_close(&c->relay, 0);
+  }
 }

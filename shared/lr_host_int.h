@@ -207,6 +207,8 @@ void lr_conn_open_transport(lr_conn_t *c);
 int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port);
 void lr_udp_unbind(lr_guest_t *g, lr_binding_t *b);
 void lr_udp_flow_ready(lr_conn_t *c, const uint8_t *rest, size_t rest_len);
+/* One hop: the agent passed the connected server socket (c->passed). */
+void lr_udp_flow_adopted(lr_conn_t *c);
 void lr_udp_flow_free(lr_conn_t *c);
 void lr_udp_tick(lr_guest_t *g, uint64_t now);
 

@@ -37,6 +37,9 @@ typedef struct lr_pal_s {
    * owns (the handle that received s is then closed). 0, or -1 with a
    * one-line reason in err. NULL: no descriptor passing on this platform. */
   int (*adopt_passed_socket)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
+  /* The same for a UDP flow: a connected UDP socket. NULL: UDP flows keep
+   * the two-hop path. */
+  int (*adopt_passed_udp)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
 
   /* Closes a raw socket that no libuv handle owns yet (a VM socket whose
    * uv_tcp_open failed, or whose connect finished after its deadline). */

@@ -18,6 +18,12 @@
  * kernel's (one connected socket per flow), and the stream machinery, the
  * key's handshake included, is the TCP one unchanged.
  *
+ * One hop: for a guest that shares the host's kernel (--netns) OPEN asks
+ * for the agent's connected UDP socket itself (LR_OPEN_PASS_FD, as for
+ * TCP), and the flow sends to and reads from that socket directly: the
+ * stream and the agent leave the data path, and a datagram costs two
+ * system calls each way instead of six.
+ *
  * A flow ends after udpIdleTimeout seconds without a datagram either way,
  * when its stream ends (the agent's socket saw the server go), and with
  * its stand-in (the guest socket closed). Datagrams that arrive while the
@@ -47,7 +53,10 @@ struct lr_flow_s {
   lr_dgram_rx_t rx;
   lr_dgram_tx_t tx;
   uint64_t last;  /* last datagram either way (uv_now) */
-  int ready;      /* OPEN_RESULT said yes: datagrams go on the stream */
+  int ready;      /* OPEN_RESULT said yes: datagrams go on the stream (or direct) */
+  uv_udp_t *direct; /* one hop: the guest server's connected socket; its own
+                       allocation, closed by lr_udp_flow_free, freed in its
+                       close callback */
   pend_t *pend, *pend_tail;
   unsigned npend;
   lr_flow_t *prev, *next; /* in s->flows */
@@ -87,9 +96,20 @@ static void flow_close(lr_flow_t *f) {
   lr_relay_close(&f->c->relay, 0);
 }
 
+static void direct_closed(uv_handle_t *h) {
+  lr_host_t *host = h->data;
+  free(h);
+  lr_host_closed(host);
+}
+
 void lr_udp_flow_free(lr_conn_t *c) {
   lr_flow_t *f = c->flow;
   flow_unlink(f);
+  if (f->direct) { /* outlives f until its close callback */
+    f->direct->data = c->g->host;
+    lr_host_closing(c->g->host);
+    uv_close((uv_handle_t *)f->direct, direct_closed);
+  }
   while (f->pend) {
     pend_t *p = f->pend;
     f->pend = p->next;
@@ -106,6 +126,20 @@ static uv_stream_t *flow_stream(lr_flow_t *f) { return &f->c->relay.ep[1].u.stre
 /* Client -> guest: one datagram onto the flow's stream. 0, or -1 when the
  * flow was closed. */
 static int flow_to_guest(lr_flow_t *f, const uint8_t *p, size_t n) {
+  if (f->direct) {
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int rc = uv_udp_try_send(f->direct, &b, 1, NULL);
+    if (rc >= 0) {
+      f->c->b->bytes_to_guest += n;
+    } else if (rc == UV_ECONNREFUSED) { /* the server's socket is gone */
+      flow_close(f);
+      return -1;
+    } else {
+      f->tx.dropped++;
+      f->c->b->drops++;
+    }
+    return 0;
+  }
   int rc = lr_dgram_send(flow_stream(f), &f->tx, p, n);
   if (rc < 0) {
     LR_DEBUG("%s: UDP flow to guest port %u: %s", f->c->g->name, f->c->b->key.port,
@@ -179,6 +213,7 @@ void lr_udp_flow_ready(lr_conn_t *c, const uint8_t *rest, size_t rest_len) {
       return;
     }
   }
+  if (f->direct) return; /* one hop: no stream to read */
   int rc = uv_read_start(flow_stream(f), lr_dgram_alloc, flow_read);
   if (rc) {
     LR_WARN("%s: UDP flow: reading the stream: %s", c->g->name, uv_strerror(rc));
@@ -187,6 +222,52 @@ void lr_udp_flow_ready(lr_conn_t *c, const uint8_t *rest, size_t rest_len) {
 }
 
 static void drop_datagram(lr_binding_t *b) { b->drops++; }
+
+/* One hop: the server's reply, straight from its connected socket. */
+static void on_direct(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
+                      unsigned flags) {
+  lr_conn_t *c = h->data;
+  (void)addr;
+  if (!c || !c->flow || c->relay.closing) return;
+  lr_flow_t *f = c->flow;
+  if (n < 0) { /* ECONNREFUSED: the server's socket went */
+    flow_close(f);
+    return;
+  }
+  if (n == 0 && !addr) return;
+  if (flags & UV_UDP_PARTIAL) {
+    drop_datagram(c->b);
+    return;
+  }
+  f->last = uv_now(h->loop);
+  if (flow_deliver(f, (const uint8_t *)buf->base, (size_t)n)) flow_close(f);
+}
+
+void lr_udp_flow_adopted(lr_conn_t *c) {
+  lr_flow_t *f = c->flow;
+  lr_host_t *h = c->g->host;
+  int rc = UV_ENOMEM;
+  f->direct = malloc(sizeof *f->direct);
+  if (f->direct) {
+    uv_udp_init(h->loop, f->direct);
+    f->direct->data = c;
+    rc = uv_udp_open(f->direct, c->passed);
+    if (rc) h->pal->sock_close(c->passed); /* the handle does not own it */
+    if (rc == 0) {
+      lr_dgram_sockbufs(f->direct);
+      rc = uv_udp_recv_start(f->direct, lr_dgram_udp_alloc, on_direct);
+    }
+  } else {
+    h->pal->sock_close(c->passed);
+  }
+  if (rc) {
+    LR_WARN("%s: UDP flow: cannot use the socket the agent passed: %s", c->g->name,
+            uv_strerror(rc));
+    flow_close(f);
+    return;
+  }
+  lr_udp_flow_ready(c, NULL, 0);
+}
 
 /* Budgets: UDP flows per guest and per port (and the guest's open
  * connections, since each flow holds a transport stream). */
@@ -349,7 +430,8 @@ void lr_udp_unbind(lr_guest_t *g, lr_binding_t *b) {
 
 void lr_udp_tick(lr_guest_t *g, uint64_t now) {
   uint64_t idle_ms = (uint64_t)g->host->cfg->udp_idle_timeout_s * 1000;
-  for (lr_conn_t *c = g->conns; c; c = c->next) {
+  for (lr_conn_t *c = g->conns, *next; c; c = next) {
+    next = c->next; /* a one-hop flow's record may go at once */
     lr_flow_t *f = c->flow;
     if (!f || !f->ready || c->relay.closing || now - f->last < idle_ms) continue;
     LR_DEBUG("%s: UDP flow on port %u idle for %u s: closed", g->name, c->b->key.port,

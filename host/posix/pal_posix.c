@@ -93,6 +93,7 @@ const lr_pal_t lr_pal_posix = {
     .sock_close = lr_linux_sock_close,
     .fds_exhausted = lr_linux_fds_exhausted,
     .adopt_passed_socket = lr_linux_adopt_passed_socket,
+    .adopt_passed_udp = lr_linux_adopt_passed_udp,
     .listen_loopback = listen_loopback,
     .udp_bind_loopback = udp_bind_loopback,
     .peer_closed = lr_linux_peer_closed,

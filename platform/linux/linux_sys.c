@@ -26,7 +26,10 @@ int lr_linux_peer_closed(const lr_endpoint_t *ep) {
 
 void lr_linux_sock_close(uv_os_sock_t s) { close(s); }
 
-int lr_linux_adopt_passed_socket(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen) {
+/* A passed socket of the wanted kind (SOCK_STREAM/IPPROTO_TCP or
+ * SOCK_DGRAM/IPPROTO_UDP), IPv4 or IPv6, connected; then a duplicate. */
+static int adopt_passed(uv_os_sock_t s, int want_type, int want_proto, const char *what,
+                        uv_os_sock_t *out, char *err, size_t errlen) {
   int type = 0, proto = 0, domain = 0;
   socklen_t l1 = sizeof type, l2 = sizeof proto, l3 = sizeof domain;
   struct sockaddr_storage peer;
@@ -37,14 +40,13 @@ int lr_linux_adopt_passed_socket(uv_os_sock_t s, uv_os_sock_t *out, char *err, s
     snprintf(err, errlen, "the passed descriptor is not a socket (%s)", strerror(errno));
     return -1;
   }
-  if (type != SOCK_STREAM || proto != IPPROTO_TCP || (domain != AF_INET && domain != AF_INET6)) {
-    snprintf(err, errlen,
-             "the passed socket is not a TCP stream (domain %d, type %d, protocol %d)", domain,
-             type, proto);
+  if (type != want_type || proto != want_proto || (domain != AF_INET && domain != AF_INET6)) {
+    snprintf(err, errlen, "the passed socket is not a %s (domain %d, type %d, protocol %d)",
+             what, domain, type, proto);
     return -1;
   }
   if (getpeername(s, (struct sockaddr *)&peer, &plen) != 0) {
-    snprintf(err, errlen, "the passed TCP socket is not connected (%s)", strerror(errno));
+    snprintf(err, errlen, "the passed %s is not connected (%s)", what, strerror(errno));
     return -1;
   }
   int fd = fcntl(s, F_DUPFD_CLOEXEC, 0);
@@ -54,6 +56,14 @@ int lr_linux_adopt_passed_socket(uv_os_sock_t s, uv_os_sock_t *out, char *err, s
   }
   *out = fd;
   return 0;
+}
+
+int lr_linux_adopt_passed_socket(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen) {
+  return adopt_passed(s, SOCK_STREAM, IPPROTO_TCP, "TCP stream", out, err, errlen);
+}
+
+int lr_linux_adopt_passed_udp(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen) {
+  return adopt_passed(s, SOCK_DGRAM, IPPROTO_UDP, "UDP socket", out, err, errlen);
 }
 
 int lr_linux_fds_exhausted(uv_loop_t *loop) {

@@ -112,6 +112,11 @@ class Udp(LorelayTestCase):
         p = udp_entry(self.lr, guest)
         self.assertEqual(p["active"], 1, "one client address is one flow: %r" % p)
         self.assertEqual(p["drops"], 0)
+        # One hop (a --netns guest): lorelayd itself holds the flow's
+        # socket connected to the guest server; the agent holds none.
+        ss = self.lr.netns_exec("ss", "-uanpH", "dport = :%d" % port).stdout
+        self.assertIn("lorelayd", ss, "no one-hop flow socket: " + ss)
+        self.assertNotIn("lorelay-agent", ss, "the agent is still in the data path: " + ss)
 
     def test_ipv6_dualstack(self):
         port, _, guest, p = self.echo_server("::", None, "v6only=0")
