@@ -23,7 +23,9 @@ SET with 50 clients; new connections per second with wrk + nginx
 (`Connection: close`) and with bench/loadgen.py; RSS per idle relayed
 connection on a fresh daemon, after the throughput runs and after the
 connections churned; detection latency (scripts/measure-detection.py);
-the idle CPU of the agents. The report is markdown tables with ratios to
+the idle CPU of the agents; UDP (udp): iperf3 -u received rate and loss
+at a fixed offered load both ways, and DNS queries per second (dnsperf
+against dnsmasq), direct against lorelay one-hop. The report is markdown tables with ratios to
 direct, and with --chart a gnuplot chart of those ratios.
 
 Traffic goes only to 127.0.0.1 on the host and to the namespace's own
@@ -785,6 +787,102 @@ class Bench:
 
     # ---- run everything
 
+    # ---- UDP: iperf3 -u at a fixed offered load, DNS queries/s (dnsperf)
+
+    def udp_forwarding(self, port):
+        """Waits for lorelay to forward the guest UDP socket on port."""
+        def ok():
+            try:
+                st = self.status()
+            except (OSError, ValueError):
+                return False
+            return any(pe.get("proto") == "udp" and pe.get("state") == "forwarding" and
+                       pe.get("guest", "").endswith(":%d" % port)
+                       for g in st.get("guests", []) for pe in g.get("ports", []))
+        wait_for(ok, 10, "lorelay to forward UDP port %d" % port)
+
+    def bench_udp(self):
+        """UDP against direct: iperf3 -u at a fixed offered load both ways
+        (received rate and loss), and DNS queries per second from dnsperf
+        against dnsmasq in the guest (the flows are dnsperf's sockets).
+        There is no socat row: a socat UDP chain keeps no per-client flows.
+
+        iperf3 3.12 binds its UDP socket only once a test starts and its
+        client's first datagram has no retry, so it would race the agent's
+        UDP scan; a second [::]:P UDP socket (SO_REUSEADDR, as iperf3's own)
+        keeps the stand-in up, as any long-lived UDP server would."""
+        for tool in ("dnsmasq", "dnsperf"):
+            if shutil.which(tool) is None:
+                sys.exit("bench: %s is not installed (run scripts/deps.sh bench)" % tool)
+        pu, pd = free_ports(2)
+        rate = self.a.udp_rate
+        keep = self.spawn("udp-keeper", [PYTHON, "-c",
+                                         "import socket,time\n"
+                                         "s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n"
+                                         "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                                         "s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\n"
+                                         "s.bind(('::',%d))\ntime.sleep(3600)" % pu], ns=True)
+        srv = self.start_guest_server("iperf3-udp", ["iperf3", "-s", "-p", str(pu)], pu)
+        self.udp_forwarding(pu)
+        dns = self.spawn("dnsmasq", ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+                                     "--no-resolv", "--no-hosts", "--user=root", "--pid-file=",
+                                     "--port=%d" % pd, "--address=/bench.test/10.0.0.1",
+                                     "--listen-address=127.0.0.1", "--bind-interfaces",
+                                     "--dns-forward-max=1000"], ns=True)
+        self.udp_forwarding(pd)
+        qfile = os.path.join(self.tmp, "queries.txt")
+        with open(qfile, "w") as f:
+            f.write("bench.test A\n" * 100)
+        try:
+            for r in range(self.a.rounds):
+                for rev in ([], ["-R"]):
+                    tag = "udp_rate_rev" if rev else "udp_rate"
+                    for v in ("direct", "lorelay"):
+                        cmd = ["iperf3", "-c", "127.0.0.1", "-p", str(pu), "-u", "-b", rate,
+                               "-l", "1400", "-t", str(self.a.iperf_secs), "-J"] + rev
+                        if v == "direct":
+                            cmd = ["ip", "netns", "exec", self.ns] + cmd
+                        before = self.cpu_snapshot()
+                        t = time.monotonic()
+                        out = subprocess.run(cmd, capture_output=True, text=True,
+                                             timeout=self.a.iperf_secs + 20)
+                        dt = time.monotonic() - t
+                        j = json.loads(out.stdout)
+                        if "error" in j:
+                            raise RuntimeError("iperf3 -u %s: %s" % (v, j["error"]))
+                        sm = j["end"]["sum"]
+                        got = sm["bits_per_second"] * (1 - sm["lost_percent"] / 100.0) / 1e9
+                        self.record(tag, v, got)
+                        self.record(tag + "_loss", v, sm["lost_percent"])
+                        if v == "lorelay":
+                            self.note_relay_cpu(tag, before, dt)
+                        log("iperf3 -u %s round %d %-8s offered %s: %.3f Gbit/s received, "
+                            "%.2f %% lost" % (" ".join(rev) or "to guest", r + 1, v, rate, got,
+                                              sm["lost_percent"]))
+                        time.sleep(0.5)
+                for v in ("direct", "lorelay"):
+                    cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(pd), "-d", qfile,
+                           "-l", str(self.a.iperf_secs), "-c", "8", "-q", "200"]
+                    if v == "direct":
+                        cmd = ["ip", "netns", "exec", self.ns] + cmd
+                    out = subprocess.run(cmd, capture_output=True, text=True,
+                                         timeout=self.a.iperf_secs + 30)
+                    qps = None
+                    for line in out.stdout.splitlines():
+                        if "Queries per second" in line:
+                            qps = float(line.split()[-1]) / 1000.0
+                        if "Queries lost" in line:
+                            self.extra.setdefault("dns queries lost (%s)" % v, []).append(
+                                line.split(":", 1)[1].strip())
+                    if qps is None:
+                        raise RuntimeError("dnsperf %s: no result: %s" % (v, out.stdout[-800:]
+                                                                         + out.stderr[-400:]))
+                    self.record("dns_qps", v, qps)
+                    log("dnsperf round %d %-8s %.1f k queries/s" % (r + 1, v, qps))
+                    time.sleep(0.5)
+        finally:
+            self.stop_all([dns, srv, keep])
+
     def run(self):
         self.facts = machine_facts(self.bin)
         log("load average at start: %s" % self.facts["loadavg_start"])
@@ -825,6 +923,8 @@ class Bench:
         if want("idle"):
             self.churn(p_hold)
             self.measure_idle("after churn", p_hold)
+        if want("udp"):
+            self.bench_udp()
         for p in srv:
             self.stop(p)
         if want("detection"):
@@ -886,6 +986,10 @@ GOALS = {
     "set_50": ("50 clients (redis SET)", "k req/s", 0.6),
     "connrate_wrk": ("new connections (wrk + nginx, Connection: close)", "k conn/s", 0.5),
     "connrate": ("new connections (bench/loadgen.py)", "k conn/s", 0.5),
+    "connrate": ("new connections per second", "k conn/s", 0.5),
+    "udp_rate": ("UDP iperf3 -u to guest, received at a fixed offered load", "Gbit/s", 0.5),
+    "udp_rate_rev": ("UDP iperf3 -u -R (from guest), received", "Gbit/s", 0.5),
+    "dns_qps": ("DNS queries/s (dnsperf, dnsmasq, 8 flows)", "k q/s", 0.5),
 }
 # Short labels for the chart's x axis, in GOALS order.
 CHART_LABELS = {
@@ -984,6 +1088,20 @@ def report(b):
             cells.append("**%s**" % x if v.startswith("lorelay") and rr.get(v) is not None else x)
         add("| %s | %s | %s | %s | %s |" % (label, " | ".join(cells), "≥ %.1f × direct" % goal if goal else "—",
                                             yes(met), yes(ahead)))
+    for m, label in (("udp_rate_loss", "UDP loss, to guest"), ("udp_rate_rev_loss", "UDP loss, from guest")):
+        if m not in res:
+            continue
+        if m == "udp_rate_loss":
+            add("")
+            add("UDP loss at the fixed offered load (goal: no loss above the direct path's):")
+            add("")
+            add("| metric | direct | lorelay one-hop | met |")
+            add("|---|---|---|---|")
+        d, lo = median(res[m].get("direct")), median(res[m].get("lorelay"))
+        met = d is not None and lo is not None and lo <= max(d, 0.01)
+        summary[m] = {"direct": d, "lorelay": lo, "met": met}
+        add("| %s | %s %% | %s %% | %s |" % (label, spread(res[m].get("direct")),
+                                           spread(res[m].get("lorelay")), yes(met)))
     add("")
     add("Rows without a direct figure (lorelay only):")
     add("")
@@ -1131,7 +1249,8 @@ def main():
     ap.add_argument("--detection-trials", type=int, default=120)
     ap.add_argument("--pause", type=float, default=1.0, help="scale of the settling pauses between runs")
     ap.add_argument("--only", default="",
-                    help="comma list of: cpu,throughput,redis,connrate,wrk,idle,detection")
+                    help="comma list of: cpu,throughput,redis,connrate,wrk,idle,detection,udp")
+    ap.add_argument("--udp-rate", default="300M", help="iperf3 -u offered load (-b) for the udp rows")
     ap.add_argument("--json", help="also write all samples and facts to this file")
     ap.add_argument("--chart", help="draw the ratios to direct with gnuplot into FILE (.svg, else PNG)")
     ap.add_argument("--smoke", action="store_true",

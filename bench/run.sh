@@ -6,7 +6,7 @@
 # As root, after `scripts/deps.sh bench` and a build. The full run takes
 # about 15 minutes and wants an otherwise idle machine; ctest runs only the
 # seconds-long --smoke (bench_smoke).
-#   bench/run.sh [--rounds N] [--only cpu,throughput,redis,connrate,wrk,idle,detection]
+#   bench/run.sh [--rounds N] [--only cpu,throughput,redis,connrate,wrk,idle,detection,udp]
 #                [--json FILE] [--chart FILE.svg|FILE.png] [--smoke]
 # Binaries: $LORELAY_BIN_DIR, else build/linux/bin (--bin-dir overrides).
 set -euo pipefail

@@ -136,7 +136,7 @@ void agent_bad_frame(conn_t *c, const lr_frame_t *f, int rc) {
 /* ---- stream lifecycle -------------------------------------------------- */
 
 static void conn_maybe_free(conn_t *c) {
-  if (c->timer_open || c->relay_open) return;
+  if (c->timer_open || c->relay_open || c->flow) return;
   lr_agent_t *a = c->agent;
   if (c->prev)
     c->prev->next = c->next;
@@ -147,6 +147,8 @@ static void conn_maybe_free(conn_t *c) {
   free(c->rx);
   free(c);
 }
+
+void agent_conn_release(conn_t *c) { conn_maybe_free(c); }
 
 static void on_timer_closed(uv_handle_t *h) {
   conn_t *c = h->data;
@@ -166,6 +168,7 @@ static void on_relay_closed(lr_relay_t *r) {
     c->phase = PH_CLOSED;
     agent_close_timer(c);
   }
+  agent_udp_close(c);
   conn_maybe_free(c);
 }
 
@@ -190,6 +193,7 @@ void agent_conn_close(conn_t *c) {
   agent_control_stop(c);
   c->phase = PH_CLOSED;
   agent_close_timer(c);
+  agent_udp_close(c);
   lr_relay_close(&c->relay, 0);
 }
 
@@ -475,6 +479,11 @@ lr_agent_t *lr_agent_new(uv_loop_t *loop, const lr_agent_opts_t *o, char *err, s
   uv_timer_init(loop, &a->scan_timer);
   a->scan_timer.data = a;
   a->scan_timer_open = 1;
+  a->udp_enabled = !o->no_udp;
+  a->udp_scan_ms = o->udp_scan_interval_ms ? o->udp_scan_interval_ms : 250;
+  uv_timer_init(loop, &a->udp_timer);
+  a->udp_timer.data = a;
+  a->udp_timer_open = 1;
   agent_scan_events_start(a, o);
   return a;
 }
@@ -519,6 +528,8 @@ void lr_agent_shutdown(lr_agent_t *a) {
   if (a->lsn_open && !uv_is_closing(&a->lsn.handle)) uv_close(&a->lsn.handle, NULL);
   if (a->scan_timer_open && !uv_is_closing((uv_handle_t *)&a->scan_timer))
     uv_close((uv_handle_t *)&a->scan_timer, NULL);
+  if (a->udp_timer_open && !uv_is_closing((uv_handle_t *)&a->udp_timer))
+    uv_close((uv_handle_t *)&a->udp_timer, NULL);
   agent_scan_events_stop(a);
   for (conn_t *c = a->conns, *next; c; c = next) {
     next = c->next;

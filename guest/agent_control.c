@@ -86,6 +86,17 @@ static void on_scan_timer(uv_timer_t *t) {
   agent_control_report(a);
 }
 
+/* While the eBPF trigger watches TCP, UDP sockets are polled on their own
+ * (the trigger cannot see a bind): a UDP-only dump, the TCP part of the set
+ * kept from the last full scan. */
+static void on_udp_timer(uv_timer_t *t) { agent_control_report_udp(t->data); }
+
+void agent_control_report_udp(lr_agent_t *a) {
+  a->scan.udp_only = 1;
+  agent_control_report(a);
+  a->scan.udp_only = 0;
+}
+
 /* The periodic scan's and the eBPF trigger's (agent_scan.c) report. */
 void agent_control_report(lr_agent_t *a) {
   if (!a->control) return;
@@ -121,6 +132,7 @@ void agent_control_stop(conn_t *c) {
   if (a->control != c) return;
   a->control = NULL;
   if (a->scan_timer_open) uv_timer_stop(&a->scan_timer);
+  if (a->udp_timer_open) uv_timer_stop(&a->udp_timer);
   /* Nobody could serve a guest client of a published port now: refused
    * is the honest answer until the host is back and publishes again. */
   agent_reverse_close_all(a);
@@ -177,9 +189,17 @@ void agent_control_hello(conn_t *c, const lr_frame_t *f) {
   c->phase = PH_CONTROL;
   c->last_rx = now;
   uv_timer_stop(&c->timer);
+  /* UDP sockets are reported only to a host that forwards them. */
+  a->report_udp = a->udp_enabled && (h.caps & LR_CAP_UDP);
+  a->scan.udp = a->report_udp;
   send_full_listing(a, c);
   if (c->phase == PH_CONTROL && a->scan_timer_open)
     uv_timer_start(&a->scan_timer, on_scan_timer, a->scan_ms, a->scan_ms);
+  /* The eBPF trigger sees TCP only: UDP gets its own scan while it works
+   * (without it the periodic scan covers both). */
+  if (c->phase == PH_CONTROL && a->report_udp && a->udp_timer_open &&
+      a->scan_ms > a->udp_scan_ms)
+    uv_timer_start(&a->udp_timer, on_udp_timer, a->udp_scan_ms, a->udp_scan_ms);
 }
 
 static void log_port_state(const lr_port_state_msg_t *m) {

@@ -80,7 +80,7 @@ static void on_passed(uv_write_t *req, int status) {
 /* The host shares our kernel and asked for the connected server socket
  * itself: it goes with OPEN_RESULT (SCM_RIGHTS over the Unix transport),
  * and the host relays client <-> server in one hop. */
-static void pass_server(conn_t *c) {
+void agent_data_pass(conn_t *c, uv_handle_t *server) {
   size_t rest;
   lr_rxbuf_rest(c->rx, &rest);
   pass_write_t *w = rest ? NULL : malloc(sizeof *w);
@@ -103,7 +103,7 @@ static void pass_server(conn_t *c) {
   c->phase = PH_DRAIN;
   agent_close_timer(c);
   uv_buf_t b = uv_buf_init((char *)w->frame, (unsigned)n);
-  int rc = uv_write2(&w->req, agent_transport(c), &b, 1, &c->relay.ep[0].u.stream, on_passed);
+  int rc = uv_write2(&w->req, agent_transport(c), &b, 1, (uv_stream_t *)server, on_passed);
   if (rc != 0) {
     free(w);
     LR_INFO("data stream from %s: cannot pass the server socket: %s", c->peer, uv_strerror(rc));
@@ -124,7 +124,7 @@ static void on_connected(uv_connect_t *req, int status) {
     return;
   }
   if (c->pass_fd) {
-    pass_server(c);
+    agent_data_pass(c, &c->relay.ep[0].u.handle);
     return;
   }
   agent_send_open_result(c, LR_OK, "", 0);
@@ -150,6 +150,10 @@ void agent_data_open(conn_t *c, const lr_frame_t *f) {
   /* Only over a Unix transport (the host shares our kernel); elsewhere the
    * request is ignored and the stream relays as usual. */
   c->pass_fd = (o.flags & LR_OPEN_PASS_FD) && c->relay.ep[1].kind == LR_EP_PIPE;
+  if (o.flags & LR_OPEN_UDP) {
+    agent_udp_open(c);
+    return;
+  }
   /* Stop reading: anything further belongs to the server, and the relay
    * reads it once the server connection exists. */
   uv_read_stop(agent_transport(c));

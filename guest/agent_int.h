@@ -10,6 +10,8 @@
  *   agent_data.c     data streams: OPEN, connect to the guest server,
  *                    OPEN_RESULT, hand-over to the relay
  *   agent_reverse.c  published listeners, REVERSE_OPEN, ATTACH
+ *   agent_udp.c      UDP flows: OPEN with LR_OPEN_UDP, a connected UDP socket
+ *                    to the guest server, framed datagrams both ways
  *   agent_auth.c     who may open a stream: Unix peer credentials, the
  *                    key's challenge-response, the failure rate limit
  *
@@ -56,7 +58,10 @@ typedef enum {
  *   closed through lr_relay_close (agent_conn_close), never directly.
  *   timer        the record's own; closed by agent_close_timer
  *   rx           the record's own; freed when the relay starts or with
- *                the record, so an idle relayed stream holds no 4 KiB */
+ *                the record, so an idle relayed stream holds no 4 KiB
+ *   flow         UDP flows only: allocated by agent_udp.c, its socket
+ *                closed with the stream (agent_udp_close) and freed in that
+ *                close callback; the record waits for it (agent_conn_release) */
 typedef struct conn_s {
   lr_relay_t relay; /* first: the relay's close callback hands back the conn */
   lr_agent_t *agent;
@@ -75,6 +80,7 @@ typedef struct conn_s {
   uint8_t preamble_owed; /* a data stream's preamble (this kind) goes out with
                           * its first frame: one write, one wakeup of the host */
   int authed;      /* with a key: the host's request proved it; replies carry our MAC */
+  struct agent_flow_s *flow; /* UDP flows (agent_udp.c): the socket to the guest server */
   int pass_fd;     /* one hop: hand the server socket to the host with OPEN_RESULT */
   lr_auth_ctx_t auth;
   uint64_t last_rx; /* PH_CONTROL: when the host was last heard from */
@@ -114,6 +120,9 @@ typedef struct {
   size_t nowners;
   const char *proc_root; /* "/proc"; tests point it at a fake tree */
   unsigned long owner_walks; /* /proc walks so far (a test checks they follow new listeners) */
+  int udp;            /* dump UDP sockets too (the host forwards UDP) */
+  int udp_only;       /* this scan: UDP only, the TCP part kept from the last full one */
+  size_t ntcp;        /* TCP entries at the front of raw after the last full dump */
 } agent_scan_t;
 
 struct lr_agent_s {
@@ -150,6 +159,14 @@ struct lr_agent_s {
    * started and stopped by agent_control.c with the control stream. */
   uv_timer_t scan_timer;
   int scan_timer_open;
+  /* UDP: udp_enabled from the agent's config, report_udp from the current
+   * host's HELLO. The eBPF trigger sees only TCP, so while it works UDP
+   * sockets have their own, cheaper scan every udp_scan_ms (udp_timer,
+   * initialised and closed like scan_timer, run by agent_control.c). */
+  int udp_enabled, report_udp;
+  unsigned udp_scan_ms;
+  uv_timer_t udp_timer;
+  int udp_timer_open;
   agent_scan_t scan;
   conn_t *control; /* the active control stream, also linked in conns */
   conn_t *conns;
@@ -236,9 +253,23 @@ void agent_control_report(lr_agent_t *a);
 /* agent_data.c */
 void agent_data_open(conn_t *c, const lr_frame_t *f); /* PH_OPEN */
 void agent_data_timeout(conn_t *c);                   /* handshake timer in PH_CONNECTING */
+/* One hop: OPEN_RESULT goes with the connected server socket (TCP or UDP)
+ * over the Unix transport; then c closes (the host keeps its copy). */
+void agent_data_pass(conn_t *c, uv_handle_t *server);
 /* The transport stream becomes a relay: the bytes already read past the
  * handshake go to ep[0] first. what names the stream in log lines. */
 void agent_data_start_relay(conn_t *c, const char *what);
+
+/* agent.c: frees c once its timer, relay and flow are all closed. */
+void agent_conn_release(conn_t *c);
+
+/* agent_udp.c */
+void agent_udp_open(conn_t *c);  /* an authorised OPEN with LR_OPEN_UDP */
+void agent_udp_close(conn_t *c); /* c is closing: its flow socket too (no-op without) */
+
+/* agent_control.c: a UDP-only scan and report (the eBPF trigger's
+ * companion), and the timer that runs it. */
+void agent_control_report_udp(lr_agent_t *a);
 
 /* agent_reverse.c */
 void agent_reverse_set(lr_agent_t *a, const lr_reverse_set_t *m);

@@ -251,6 +251,8 @@ int main(int argc, char **argv) {
   ao.n_allow_uids = o.n_allow_uids;
   ao.ebpf = cfg.ebpf;
   ao.ebpf_scan_interval_ms = cfg.ebpf_scan_interval_ms;
+  ao.no_udp = !cfg.udp;
+  ao.udp_scan_interval_ms = cfg.udp_scan_interval_ms;
   g_agent = lr_agent_new(loop, &ao, err, sizeof err);
   if (!g_agent) {
     LR_ERROR("%s", err);

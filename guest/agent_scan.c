@@ -83,9 +83,18 @@ void agent_scan_free(lr_agent_t *a) {
  * The error is logged once per distinct message, not every 100 ms. */
 static long scan_now(agent_scan_t *s) {
   char err[256] = "";
-  s->raw.n = 0;
-  if (lr_sockdiag_dump(&s->sd, &s->raw, err, sizeof err) != 0 ||
+  /* A UDP-only scan keeps the TCP part of the last full one (at the front
+   * of raw); a scan without UDP (the host does not forward it) has none. */
+  if (s->udp_only && s->udp) {
+    s->raw.n = s->ntcp;
+  } else {
+    s->raw.n = 0;
+    if (lr_sockdiag_dump(&s->sd, &s->raw, err, sizeof err) != 0) goto fail;
+    s->ntcp = s->raw.n;
+  }
+  if ((s->udp && lr_sockdiag_dump_udp(&s->sd, &s->raw, err, sizeof err) != 0) ||
       ensure_cap(s, s->raw.n > s->ncur ? s->raw.n : s->ncur) != 0) {
+  fail:
     if (!err[0]) snprintf(err, sizeof err, "out of memory");
     if (strcmp(err, s->last_err) != 0) {
       LR_ERROR("listener scan failed: %s", err);

@@ -1,6 +1,7 @@
 /* Listening-socket detection through NETLINK_SOCK_DIAG.
  *
- * The agent asks the kernel for every TCP socket in state LISTEN, once for
+ * The agent asks the kernel for every TCP socket in state LISTEN (and,
+ * when UDP is forwarded, every bound unconnected UDP socket), once for
  * AF_INET and once for AF_INET6, instead of reading /proc/net/tcp*: the
  * netlink dump is binary, cheap enough to repeat every 100 ms, and carries
  * INET_DIAG_SKV6ONLY, the one bit that tells a dual-stack [::] listener from
@@ -46,6 +47,10 @@ int lr_sockdiag_list_push(lr_sockdiag_list_t *l, const lr_sockdiag_entry_t *e);
  * to out. On an error, err gets a one-line reason. */
 int lr_sockdiag_parse(const uint8_t *buf, size_t len, uint32_t seq, lr_sockdiag_list_t *out,
                       int *kerr, char *err, size_t errlen);
+/* The same for a UDP dump (udp = 1): sockets in state CLOSE (bound, not
+ * connected) with a port, reported with LR_LISTENER_UDP. */
+int lr_sockdiag_parse_proto(const uint8_t *buf, size_t len, uint32_t seq, int udp,
+                            lr_sockdiag_list_t *out, int *kerr, char *err, size_t errlen);
 
 /* A NETLINK_SOCK_DIAG socket, kept open across scans. */
 typedef struct {
@@ -62,5 +67,8 @@ void lr_sockdiag_close(lr_sockdiag_t *sd);
 /* Dumps TCP LISTEN sockets of both families and appends them to out (which
  * the caller cleared). 0, or -1 with a reason in err. */
 int lr_sockdiag_dump(lr_sockdiag_t *sd, lr_sockdiag_list_t *out, char *err, size_t errlen);
+/* Appends bound, unconnected UDP sockets of both families (V6ONLY as for
+ * TCP). 0, or -1 with a reason in err. */
+int lr_sockdiag_dump_udp(lr_sockdiag_t *sd, lr_sockdiag_list_t *out, char *err, size_t errlen);
 
 #endif

@@ -21,6 +21,7 @@
 #include <linux/inet_diag.h>
 
 #define LR_TCP_LISTEN 10 /* TCP_LISTEN in the kernel's tcp_states.h */
+#define LR_TCP_CLOSE 7   /* an unconnected UDP socket's state (connected: ESTABLISHED) */
 #define LR_SOCKDIAG_BUF (64 * 1024)
 
 void lr_sockdiag_list_init(lr_sockdiag_list_t *l) {
@@ -46,8 +47,8 @@ int lr_sockdiag_list_push(lr_sockdiag_list_t *l, const lr_sockdiag_entry_t *e) {
 }
 
 /* One SOCK_DIAG_BY_FAMILY message: struct inet_diag_msg + attributes. */
-static int parse_diag_msg(const uint8_t *p, size_t plen, lr_sockdiag_list_t *out, char *err,
-                          size_t errlen) {
+static int parse_diag_msg(const uint8_t *p, size_t plen, int udp, lr_sockdiag_list_t *out,
+                          char *err, size_t errlen) {
   struct inet_diag_msg m;
   if (plen < sizeof m) {
     snprintf(err, errlen, "sock_diag message payload is %zu bytes, inet_diag_msg needs %zu", plen,
@@ -77,9 +78,13 @@ static int parse_diag_msg(const uint8_t *p, size_t plen, lr_sockdiag_list_t *out
     off += step;
   }
 
-  if (m.idiag_state != LR_TCP_LISTEN) return 0;
+  /* UDP: a bound, unconnected socket is a server's (a connected one
+   * talks to one peer; port 0 is not bound yet). */
+  if (m.idiag_state != (udp ? LR_TCP_CLOSE : LR_TCP_LISTEN)) return 0;
+  if (udp && m.id.idiag_sport == 0) return 0;
   lr_sockdiag_entry_t e;
   memset(&e, 0, sizeof e);
+  if (udp) e.l.flags |= LR_LISTENER_UDP;
   if (m.idiag_family == AF_INET) {
     e.l.family = 4;
     memcpy(e.l.addr, m.id.idiag_src, 4);
@@ -101,6 +106,11 @@ static int parse_diag_msg(const uint8_t *p, size_t plen, lr_sockdiag_list_t *out
 
 int lr_sockdiag_parse(const uint8_t *buf, size_t len, uint32_t seq, lr_sockdiag_list_t *out,
                       int *kerr, char *err, size_t errlen) {
+  return lr_sockdiag_parse_proto(buf, len, seq, 0, out, kerr, err, errlen);
+}
+
+int lr_sockdiag_parse_proto(const uint8_t *buf, size_t len, uint32_t seq, int udp,
+                            lr_sockdiag_list_t *out, int *kerr, char *err, size_t errlen) {
   size_t off = 0;
   if (kerr) *kerr = 0;
   while (off < len) {
@@ -150,7 +160,7 @@ int lr_sockdiag_parse(const uint8_t *buf, size_t len, uint32_t seq, lr_sockdiag_
         snprintf(err, errlen, "netlink reported an overrun: listener data was lost");
         return LR_SOCKDIAG_EPROTO;
       case SOCK_DIAG_BY_FAMILY: {
-        int rc = parse_diag_msg(p, plen, out, err, errlen);
+        int rc = parse_diag_msg(p, plen, udp, out, err, errlen);
         if (rc < 0) return rc;
         break;
       }
@@ -191,8 +201,8 @@ void lr_sockdiag_close(lr_sockdiag_t *sd) {
   sd->buf = NULL;
 }
 
-static int dump_family(lr_sockdiag_t *sd, int family, lr_sockdiag_list_t *out, int *kerr,
-                       char *err, size_t errlen) {
+static int dump_family(lr_sockdiag_t *sd, int family, int udp, lr_sockdiag_list_t *out,
+                       int *kerr, char *err, size_t errlen) {
   *kerr = 0;
   struct {
     struct nlmsghdr nlh;
@@ -204,8 +214,8 @@ static int dump_family(lr_sockdiag_t *sd, int family, lr_sockdiag_list_t *out, i
   req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
   req.nlh.nlmsg_seq = ++sd->seq;
   req.r.sdiag_family = (uint8_t)family;
-  req.r.sdiag_protocol = IPPROTO_TCP;
-  req.r.idiag_states = 1u << LR_TCP_LISTEN;
+  req.r.sdiag_protocol = udp ? IPPROTO_UDP : IPPROTO_TCP;
+  req.r.idiag_states = 1u << (udp ? LR_TCP_CLOSE : LR_TCP_LISTEN);
 
   struct sockaddr_nl kernel;
   memset(&kernel, 0, sizeof kernel);
@@ -241,21 +251,31 @@ static int dump_family(lr_sockdiag_t *sd, int family, lr_sockdiag_list_t *out, i
       snprintf(err, errlen, "sock_diag reply larger than %zu bytes was truncated", sd->cap);
       return -1;
     }
-    int rc = lr_sockdiag_parse(sd->buf, (size_t)n, sd->seq, out, kerr, err, errlen);
+    int rc = lr_sockdiag_parse_proto(sd->buf, (size_t)n, sd->seq, udp, out, kerr, err, errlen);
     if (rc == LR_SOCKDIAG_DONE) return 0;
     if (rc < 0) return -1;
   }
 }
 
-int lr_sockdiag_dump(lr_sockdiag_t *sd, lr_sockdiag_list_t *out, char *err, size_t errlen) {
+static int dump_proto(lr_sockdiag_t *sd, int udp, lr_sockdiag_list_t *out, char *err,
+                      size_t errlen) {
   int kerr;
-  if (dump_family(sd, AF_INET, out, &kerr, err, errlen) != 0) return -1;
+  if (dump_family(sd, AF_INET, udp, out, &kerr, err, errlen) != 0) return -1;
   /* A kernel without IPv6 answers ENOENT (no sock_diag handler for the
-   * family): it simply has no AF_INET6 listeners to report. */
+   * family): it simply has no AF_INET6 listeners to report. So does one
+   * without UDP sock_diag (CONFIG_INET_UDP_DIAG) for UDP. */
   size_t before = out->n;
-  if (dump_family(sd, AF_INET6, out, &kerr, err, errlen) != 0) {
+  if (dump_family(sd, AF_INET6, udp, out, &kerr, err, errlen) != 0) {
     out->n = before;
     return kerr == ENOENT || kerr == EAFNOSUPPORT ? 0 : -1;
   }
   return 0;
+}
+
+int lr_sockdiag_dump(lr_sockdiag_t *sd, lr_sockdiag_list_t *out, char *err, size_t errlen) {
+  return dump_proto(sd, 0, out, err, errlen);
+}
+
+int lr_sockdiag_dump_udp(lr_sockdiag_t *sd, lr_sockdiag_list_t *out, char *err, size_t errlen) {
+  return dump_proto(sd, 1, out, err, errlen);
 }

@@ -23,13 +23,15 @@ run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev lib
 win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 # systemd: systemd-analyze checks
 # the shipped units (pkg_deb), it does not become the init system.
+# dnsmasq-base (the binary, no system service), bind9-dnsutils (dig),
+# iperf3: the UDP e2e tests' real server and clients.
 test_pkgs=(libcmocka-dev valgrind clang
            mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip
-           systemd)
+           systemd dnsmasq-base bind9-dnsutils iperf3)
 # The benchmark's tools: the peers it measures against (socat) and the loads
-# (iperf3, redis, wrk + nginx), gnuplot for its chart. In `test` too, for
-# the ctest bench_smoke.
-bench_pkgs=(iperf3 redis-server redis-tools socat wrk nginx gnuplot-nox)
+# (iperf3, redis, wrk + nginx, dnsperf against dnsmasq for UDP), gnuplot for
+# its chart. In `test` too, for the ctest bench_smoke.
+bench_pkgs=(iperf3 redis-server redis-tools socat wrk nginx gnuplot-nox dnsperf dnsmasq-base)
 
 sources=no
 case "$mode" in

@@ -22,9 +22,14 @@ The status document says how the agent detects listeners ("detection":
 "ebpf" or "poll", docs/protocol.md); the script prints it and, with
 --expect, insists on it.
 
-    scripts/measure-detection.py [--trials 100] [--max-p99-ms MS]
+    scripts/measure-detection.py [--trials 100] [--max-p99-ms MS] [--udp]
                                  [--ebpf auto|off] [--expect any|ebpf|poll]
                                  [--idle-cpu SECONDS] [--bin-dir DIR] [--json]
+
+--udp measures UDP instead: the guest bind()s a UDP socket (and closes
+it), and the host sees its UDP stand-in appear and go in /proc/net/udp.
+The eBPF trigger does not see UDP binds, so UDP is polled every
+udpScanIntervalMs (250 ms) either way.
 
 --ebpf off runs the agent with `ebpf = false` (polling every scanIntervalMs,
 the behaviour before the eBPF trigger). --idle-cpu S measures the agent's
@@ -90,6 +95,29 @@ def connect_until(port, want_connect, limit):
         time.sleep(POLL_SLEEP_S)
 
 
+def udp_bound(port):
+    """Is 127.0.0.1:port bound by a UDP socket of the host (the stand-in)?"""
+    want = ":%04X " % port
+    with open("/proc/net/udp") as f:
+        return any(l.split()[1].startswith("0100007F" + want.strip()) for l in f.readlines()[1:])
+
+
+def udp_until(port, want_bound, limit):
+    """The UDP twin of connect_until: a UDP stand-in cannot be probed by
+    connecting, so the host's own socket table is read (/proc/net/udp)
+    until 127.0.0.1:port is bound (or no longer is). Reading it neither
+    binds the port nor sends the guest anything."""
+    deadline = now() + limit
+    while True:
+        state = udp_bound(port)
+        t = now()
+        if state == want_bound:
+            return t
+        if t > deadline:
+            return None
+        time.sleep(POLL_SLEEP_S)
+
+
 def percentile(sorted_vals, q):
     """Nearest-rank percentile (q in 0..100)."""
     if not sorted_vals:
@@ -112,10 +140,11 @@ def fmt(name, s):
 
 # ---------------------------------------------------------------- trials
 
-def run_trials(helper, trials, bind, pick_port=None):
+def run_trials(helper, trials, bind, pick_port=None, udp=False):
     """The add/remove trials against `helper`, a fresh `guestsrv.py detect`
     process in the guest (it has printed "ready"). pick_port() gives each
-    trial's port (default: a random free host port). Returns (add_ms,
+    trial's port (default: a random free host port). udp: the guest binds a
+    UDP socket and the host waits for the UDP stand-in. Returns (add_ms,
     remove_ms, timeouts). bench/lorelay_bench.py runs it for its own
     lorelayd, one-hop and two-hop."""
     pick_port = pick_port or lrharness.free_port
@@ -123,8 +152,9 @@ def run_trials(helper, trials, bind, pick_port=None):
     for i in range(trials):
         port = pick_port()
         time.sleep(random.uniform(0.0, 0.25))
-        helper.send("listen %s %d" % (bind, port))
-        t_conn = connect_until(port, True, POLL_LIMIT_S)
+        helper.send("%s %s %d" % ("bind" if udp else "listen", bind, port))
+        t_conn = (udp_until(port, True, POLL_LIMIT_S) if udp
+                  else connect_until(port, True, POLL_LIMIT_S))
         ev = helper.wait_event("listening", timeout=5.0, count=i + 1)
         if t_conn is None:
             timeouts += 1
@@ -136,7 +166,8 @@ def run_trials(helper, trials, bind, pick_port=None):
         # after the scan that found the listener (phase-locked).
         time.sleep(random.uniform(0.0, 0.25))
         helper.send("close")
-        t_gone = connect_until(port, False, POLL_LIMIT_S)
+        t_gone = (udp_until(port, False, POLL_LIMIT_S) if udp
+                  else connect_until(port, False, POLL_LIMIT_S))
         ev = helper.wait_event("closed", timeout=5.0, count=i + 1)
         if t_gone is None:
             timeouts += 1
@@ -232,6 +263,9 @@ def main():
                     help="also measure the agent's idle CPU over this many seconds")
     ap.add_argument("--max-idle-cpu-pct", type=float, default=None)
     ap.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    ap.add_argument("--udp", action="store_true",
+                    help="measure UDP: the guest bind()s a UDP socket and closes it; the host "
+                         "stand-in is seen in /proc/net/udp")
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args()
     if args.trials < 0 or args.trials > 10000:
@@ -269,7 +303,7 @@ def main():
         helper = lr.spawn([lrharness.PYTHON, "-u", lrharness.GUESTSRV, "detect", "-", "0"],
                           "detect", stdin=True)
         helper.wait_event("ready")
-        add_ms, del_ms, timeouts = run_trials(helper, args.trials, args.bind)
+        add_ms, del_ms, timeouts = run_trials(helper, args.trials, args.bind, udp=args.udp)
         helper.send("quit")
         if args.idle_cpu > 0:
             cpu = idle_cpu(lr, args.idle_cpu)
@@ -284,8 +318,13 @@ def main():
     failed = bool(timeouts)
     add_s, del_s = summary(add_ms), summary(del_ms)
     if args.trials:
-        print("detection latency (detection: %s), guest %s listen()/close() -> host 127.0.0.1 "
-              "connectable/refused, %d trials:" % (detection, args.bind, args.trials))
+        if args.udp:
+            print("UDP detection latency (detection: %s), guest %s UDP bind()/close() -> host "
+                  "127.0.0.1 UDP stand-in bound/gone, %d trials:"
+                  % (detection, args.bind, args.trials))
+        else:
+            print("detection latency (detection: %s), guest %s listen()/close() -> host 127.0.0.1 "
+                  "connectable/refused, %d trials:" % (detection, args.bind, args.trials))
         print(fmt("add", add_s))
         print(fmt("remove", del_s))
     if timeouts:
@@ -297,6 +336,7 @@ def main():
                  cpu["ticks"], cpu["hz"]))
     if args.json:
         print(json.dumps({"trials": args.trials, "bind": args.bind, "detection": detection,
+                          "proto": "udp" if args.udp else "tcp",
                           "add_ms": add_s, "remove_ms": del_s, "timeouts": timeouts,
                           "idle_cpu": cpu,
                           "add_samples": [round(v, 3) for v in add_ms],

@@ -35,6 +35,11 @@ void lr_config_defaults(lr_config_t *c) {
   c->max_connections = 8192;
   c->max_connections_per_port = 6144;
   c->max_pending_reverse = 64;
+  c->udp = 1;
+  c->udp_idle_timeout_s = 60;
+  c->udp_scan_interval_ms = 250;
+  c->max_udp_flows = 4096;
+  c->max_udp_flows_per_port = 1024;
   c->control_queue_bytes = 1024 * 1024;
   c->max_status_clients = 32;
   c->status_idle_timeout_ms = 5000;
@@ -232,6 +237,7 @@ static int apply_key(parse_ctx_t *ctx, lr_config_t *c, const char *name, const c
   BOOL_KEY("ebpf", ebpf)
   BOOL_KEY("zeroCopy", zero_copy)
   BOOL_KEY("oneHop", one_hop)
+  BOOL_KEY("udp", udp)
 #undef BOOL_KEY
   if (lr_streq_nocase(name, "ignorePorts") || lr_streq_nocase(name, "reversePorts") ||
       lr_streq_nocase(name, "forwardPorts")) {
@@ -270,6 +276,11 @@ static int apply_key(parse_ctx_t *ctx, lr_config_t *c, const char *name, const c
       {"maxConnectionsPerPort", "connections", offsetof(lr_config_t, max_connections_per_port), 1,
        1000000},
       {"maxPendingReverse", "connections", offsetof(lr_config_t, max_pending_reverse), 1, 65536},
+      {"udpIdleTimeout", "seconds", offsetof(lr_config_t, udp_idle_timeout_s), 1, 86400},
+      {"udpScanIntervalMs", "milliseconds", offsetof(lr_config_t, udp_scan_interval_ms), 10,
+       10000},
+      {"maxUdpFlows", "flows", offsetof(lr_config_t, max_udp_flows), 1, 1000000},
+      {"maxUdpFlowsPerPort", "flows", offsetof(lr_config_t, max_udp_flows_per_port), 1, 1000000},
       {"controlQueueBytes", "bytes", offsetof(lr_config_t, control_queue_bytes), 65536,
        1024u * 1024 * 1024},
       {"maxStatusClients", "clients", offsetof(lr_config_t, max_status_clients), 1, 4096},

@@ -40,6 +40,9 @@ typedef struct {
   unsigned ebpf_scan_interval_ms; /* ebpfScanIntervalMs (agent): safety-net scan, default 2000 */
   unsigned conflict_retry_ms;  /* conflictRetryMs (host): default 1000, 100..60000 */
   lr_portset_t forward_ports;  /* forwardPorts: ports a guest may claim, default 1024-65535 */
+  int udp;                     /* udp: forward guest UDP sockets too, default 1 */
+  unsigned udp_idle_timeout_s; /* udpIdleTimeout: seconds a UDP flow may be silent, default 60 */
+  unsigned udp_scan_interval_ms; /* udpScanIntervalMs (agent): UDP scan while eBPF watches TCP */
   /* Budgets: everything one guest, or the local users, can make the host
    * hold is bounded. Past a budget the excess is refused with one
    * rate-limited log line and everything else keeps working. */
@@ -47,6 +50,8 @@ typedef struct {
   unsigned max_connections;         /* maxConnections: open relayed connections per guest */
   unsigned max_connections_per_port; /* maxConnectionsPerPort */
   unsigned max_pending_reverse;     /* maxPendingReverse: REVERSE_OPENs being served at once */
+  unsigned max_udp_flows;           /* maxUdpFlows: open UDP flows per guest */
+  unsigned max_udp_flows_per_port;  /* maxUdpFlowsPerPort */
   unsigned control_queue_bytes;     /* controlQueueBytes: unsent control bytes, then drop */
   unsigned max_status_clients;      /* maxStatusClients: status connections at once */
   unsigned status_idle_timeout_ms;  /* statusIdleTimeoutMs: a status client's whole budget */

@@ -33,6 +33,7 @@ static void conn_destroy(lr_conn_t *c) {
   if (c->rev_pending) g->nreverse_pending--;
   g->nconns--;
   c->b->active--;
+  if (c->flow) lr_udp_flow_free(c);
   lr_binding_unref(c->b);
   free(c->rx);
   free(c);
@@ -114,7 +115,7 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     memset(&o, 0, sizeof o);
     o.family = c->b->key.family;
     o.port = c->b->key.port;
-    o.flags = c->want_fd ? LR_OPEN_PASS_FD : 0;
+    o.flags = (uint8_t)((c->flow ? LR_OPEN_UDP : 0) | (c->want_fd ? LR_OPEN_PASS_FD : 0));
     if (keyed && rc == 0) rc = lr_auth_sign_open(&c->auth, &o);
     n += lr_encode_open(buf + n, sizeof buf - n, &o);
   }
@@ -148,6 +149,10 @@ static void conn_swap_closed(uv_handle_t *h) {
     conn_destroy(c);
     return;
   }
+  if (c->flow) { /* a UDP flow: the host sends to the server socket itself */
+    lr_udp_flow_adopted(c);
+    return;
+  }
   uv_tcp_init(c->g->host->loop, &c->relay.ep[1].u.tcp);
   lr_relay_mark_open(&c->relay, 1, LR_EP_TCP);
   int rc = uv_tcp_open(&c->relay.ep[1].u.tcp, c->passed);
@@ -171,7 +176,8 @@ static void conn_adopt(lr_conn_t *c) {
     conn_fail(c, 1, "the agent sent bytes after OPEN_RESULT on a one-hop stream");
     return;
   }
-  if (uv_pipe_pending_count(pipe) < 1 || uv_pipe_pending_type(pipe) != UV_TCP) {
+  if (uv_pipe_pending_count(pipe) < 1 ||
+      uv_pipe_pending_type(pipe) != (c->flow ? UV_UDP : UV_TCP)) {
     conn_fail(c, 1, "the agent answered without passing the server socket");
     return;
   }
@@ -188,7 +194,8 @@ static void conn_adopt(lr_conn_t *c) {
   if (rc == 0) rc = uv_fileno((uv_handle_t *)tmp, &fd);
   if (rc != 0)
     snprintf(err, sizeof err, "cannot receive it: %s", uv_strerror(rc));
-  else if (pal->adopt_passed_socket((uv_os_sock_t)fd, &c->passed, err, sizeof err) != 0)
+  else if ((c->flow ? pal->adopt_passed_udp : pal->adopt_passed_socket)(
+               (uv_os_sock_t)fd, &c->passed, err, sizeof err) != 0)
     rc = -1;
   uv_close((uv_handle_t *)tmp, tmp_closed);
   if (rc != 0) {
@@ -276,6 +283,11 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   const uint8_t *rest = lr_rxbuf_rest(c->rx, &rest_len);
   lr_rxbuf_t *rx = c->rx;
   c->rx = NULL;
+  if (c->flow) { /* datagrams from here on, framed (lr_dgram.h) */
+    lr_udp_flow_ready(c, rest, rest_len);
+    free(rx);
+    return;
+  }
   if (c->rev_pending) {
     c->rev_pending = 0;
     c->g->nreverse_pending--;
@@ -326,7 +338,7 @@ static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err,
 }
 
 /* A connection record counted on b, with its relay initialised. */
-static lr_conn_t *conn_new(lr_guest_t *g, lr_binding_t *b) {
+lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b) {
   lr_host_t *h = g->host;
   lr_conn_t *c = calloc(1, sizeof *c);
   if (!c) return NULL;
@@ -344,8 +356,9 @@ static lr_conn_t *conn_new(lr_guest_t *g, lr_binding_t *b) {
   return c;
 }
 
-/* ep[0] is connected: open the transport stream that carries it. */
-static void conn_open_transport(lr_conn_t *c) {
+/* ep[0] is connected (or c is a UDP flow): open the transport stream that
+ * carries it. */
+void lr_conn_open_transport(lr_conn_t *c) {
   lr_host_t *h = c->g->host;
   char err[300];
   if (!c->rx) c->rx = malloc(sizeof *c->rx);
@@ -355,7 +368,7 @@ static void conn_open_transport(lr_conn_t *c) {
   }
   lr_rxbuf_init(c->rx);
   c->connecting = 1;
-  c->want_fd = !c->reverse && c->g->pass_fd;
+  c->want_fd = !c->reverse && c->g->pass_fd && (!c->flow || c->g->host->pal->adopt_passed_udp);
   if (lr_transport_connect(h->loop, h->pal, &c->g->addr, c->want_fd ? LR_TRANSPORT_IPC : 0,
                            &c->relay.ep[1], conn_transport_ready, c, err, sizeof err) != 0) {
     c->connecting = 0;
@@ -385,7 +398,7 @@ void lr_conn_accept(lr_guest_t *g, lr_standin_t *s) {
     lr_drop_pending((uv_stream_t *)&s->tcp);
     return;
   }
-  lr_conn_t *c = conn_new(g, s->b);
+  lr_conn_t *c = lr_conn_new(g, s->b);
   if (!c) return;
   uv_tcp_init(g->host->loop, &c->relay.ep[0].u.tcp);
   lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
@@ -393,7 +406,7 @@ void lr_conn_accept(lr_guest_t *g, lr_standin_t *s) {
     lr_relay_close(&c->relay, 0);
     return;
   }
-  conn_open_transport(c);
+  lr_conn_open_transport(c);
 }
 
 /* ---- reverse: guest client -> host server ------------------------------- */
@@ -421,13 +434,13 @@ static void reverse_local_connected(uv_connect_t *req, int status) {
               c->b->key.port, uv_strerror(status));
     return;
   }
-  conn_open_transport(c);
+  lr_conn_open_transport(c);
 }
 
 static void reverse_start(lr_guest_t *g, lr_binding_t *b, uint32_t id, uint8_t family,
                           int tried_other) {
   struct sockaddr_storage ss;
-  lr_conn_t *c = conn_new(g, b);
+  lr_conn_t *c = lr_conn_new(g, b);
   if (!c) return;
   c->reverse = 1;
   c->rev_pending = 1;
@@ -539,8 +552,13 @@ void lr_conn_tick(lr_guest_t *g, uint64_t now) {
   for (lr_conn_t *c = g->conns; c; c = c->next)
     if (c->rx && !c->connecting && !c->relay.closing && now - c->started > LR_HANDSHAKE_TIMEOUT_MS)
       conn_fail(c, 1, "agent did not answer OPEN within 5 s");
+  lr_udp_tick(g, now);
 }
 
 void lr_conn_close_all(lr_guest_t *g) {
-  for (lr_conn_t *c = g->conns; c; c = c->next) lr_relay_close(&c->relay, 0);
+  /* A record with no handle open (a one-hop UDP flow) goes at once. */
+  for (lr_conn_t *c = g->conns, *next; c; c = next) {
+    next = c->next;
+    lr_relay_close(&c->relay, 0);
+  }
 }

@@ -7,6 +7,7 @@
  *                 conflict retry, accepting clients
  *   lr_conn.c     relayed connections, forward (host client -> guest
  *                 server) and reverse (guest client -> host server)
+ *   lr_udp.c      UDP stand-ins and their flows (one lr_conn_t each)
  *   lr_status.c   status documents and watch event lines
  *   lr_ctlsrv.c   the endpoint lorelayctl talks to: status requests and
  *                 watch subscriptions, fed by lr_host_event
@@ -30,6 +31,13 @@
  *                 two handles from lr_relay_mark_open on, and the record is
  *                 freed only in the relay's close callback (or after a
  *                 transport attempt it lent ep[1] to has called back).
+ *                 A UDP flow is an lr_conn_t whose ep[0] is never opened
+ *                 (its client is an address on the stand-in's socket); its
+ *                 lr_flow_t is allocated by lr_udp.c and freed with the
+ *                 record (lr_udp_flow_free from the record's destroy).
+ *   lr_udpsrv_t   a UDP stand-in: allocated by the bind hook (lr_udp_bind),
+ *                 its socket closed by the unbind hook, which first closes
+ *                 every flow it carries; freed in the socket's close callback.
  *
  * Every handle closed while the host stops is counted in closing_handles
  * (lr_host_closing / lr_host_closed), so the done callback runs exactly
@@ -56,6 +64,7 @@
 #define LR_HANDSHAKE_TIMEOUT_MS 5000
 
 typedef struct lr_guest_s lr_guest_t;
+typedef struct lr_flow_s lr_flow_t;
 
 typedef enum { LR_G_IDLE, LR_G_RESOLVING, LR_G_CONNECTING, LR_G_HANDSHAKE, LR_G_CONNECTED } lr_guest_state_t;
 
@@ -88,6 +97,7 @@ typedef struct lr_conn_s {
   int want_fd;        /* one hop: OPEN asked for the server socket */
   uv_os_sock_t passed; /* the adopted server socket while ep[1] is swapped */
   uv_connect_t creq;  /* the local connect to the host server */
+  lr_flow_t *flow;    /* UDP flows only (lr_udp.c) */
   struct lr_conn_s *prev, *next;
 } lr_conn_t;
 
@@ -135,6 +145,9 @@ struct lr_guest_s {
   unsigned nstandins;        /* open stand-in listeners (the maxStandins budget) */
   unsigned nconns;           /* open relayed connections (maxConnections) */
   unsigned nreverse_pending; /* REVERSE_OPENs not yet relaying (maxPendingReverse) */
+  unsigned nflows;           /* open UDP flows (maxUdpFlows) */
+  lr_ratelimit_t flows_log;  /* UDP flow budgets */
+  lr_ratelimit_t dgram_log, trunc_log; /* oversized and truncated datagram frames */
   /* one log gate per kind of line a guest can provoke at will */
   lr_ratelimit_t accept_log, denied_log, standins_log, tracked_log, conns_log, reverse_log,
       control_log;
@@ -206,6 +219,23 @@ void lr_conn_reverse_free(lr_guest_t *g);
 /* Fails connections whose agent has not answered OPEN in time. */
 void lr_conn_tick(lr_guest_t *g, uint64_t now);
 void lr_conn_close_all(lr_guest_t *g);
+
+/* lr_conn.c, for lr_udp.c: a forward record counted on b, and opening its
+ * transport stream (OPEN carries LR_OPEN_UDP when c->flow is set). */
+lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b);
+void lr_conn_open_transport(lr_conn_t *c);
+
+/* lr_udp.c: the bind/unbind hooks for UDP bindings (LR_BIND_* results),
+ * the flow's data path once OPEN_RESULT said yes (rest: bytes read past
+ * it), the flow's part of the record's destruction, and closing the flows
+ * idle for udpIdleTimeout. */
+int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port);
+void lr_udp_unbind(lr_guest_t *g, lr_binding_t *b);
+void lr_udp_flow_ready(lr_conn_t *c, const uint8_t *rest, size_t rest_len);
+/* One hop: the agent passed the connected server socket (c->passed). */
+void lr_udp_flow_adopted(lr_conn_t *c);
+void lr_udp_flow_free(lr_conn_t *c);
+void lr_udp_tick(lr_guest_t *g, uint64_t now);
 
 /* ---- events (lorelayctl watch) -----------------------------------------------
  * The host core calls lr_host_event where what status shows changes: a port

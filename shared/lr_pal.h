@@ -38,6 +38,9 @@ typedef struct lr_pal_s {
    * owns (the handle that received s is then closed). 0, or -1 with a
    * one-line reason in err. NULL: no descriptor passing on this platform. */
   int (*adopt_passed_socket)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
+  /* The same for a UDP flow: a connected UDP socket. NULL: UDP flows keep
+   * the two-hop path. */
+  int (*adopt_passed_udp)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
 
   /* Closes a raw socket that no libuv handle owns yet (a VM socket whose
    * uv_tcp_open failed, or whose connect finished after its deadline). */
@@ -52,6 +55,13 @@ typedef struct lr_pal_s {
    * address, or another uv error. */
   int (*listen_loopback)(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa,
                          int backlog, uv_connection_cb cb, uv_close_cb on_fail);
+
+  /* The same for a UDP stand-in: binds h (initialised on loop by this call)
+   * to sa so that no other host process can share the port, and starts
+   * nothing. 0; or, with h already being closed with on_fail, the errors
+   * listen_loopback gives. NULL: this host forwards no UDP. */
+  int (*udp_bind_loopback)(uv_loop_t *loop, uv_udp_t *h, const struct sockaddr *sa,
+                           uv_close_cb on_fail);
 
   /* After EOF on a socket without RST (Unix, VM sockets): 1 when the peer
    * closed both directions (our reading of a reset), 0 for a half-close.

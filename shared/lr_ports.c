@@ -18,7 +18,7 @@ void lr_ports_init(lr_ports_t *t, const lr_config_t *cfg, const lr_ports_ops_t *
 
 static lr_binding_t *find_binding(lr_ports_t *t, const lr_host_bind_t *k) {
   for (lr_binding_t *b = t->bindings; b; b = b->next)
-    if (b->key.family == k->family && b->key.port == k->port) return b;
+    if (b->key.family == k->family && b->key.port == k->port && b->key.udp == k->udp) return b;
   return NULL;
 }
 

@@ -209,6 +209,7 @@ size_t lr_encode_hello(uint8_t *out, size_t cap, uint16_t type, const lr_hello_t
   w_auth(&w, &m->auth);
   w_str8(&w, m->name, sizeof m->name - 1);
   w_str8(&w, m->version, sizeof m->version - 1);
+  if (m->caps) w_u8(&w, m->caps); /* older peers stop reading before it */
   return frame_end(&w);
 }
 
@@ -364,6 +365,7 @@ int lr_decode_hello(const lr_frame_t *f, lr_hello_t *out) {
   if ((rc = r_auth(&r, &out->auth))) return rc;
   if ((rc = r_str(&r, 1, out->name, sizeof out->name))) return rc;
   if ((rc = r_str(&r, 1, out->version, sizeof out->version))) return rc;
+  if (r.off < r.len) out->caps = r_u8(&r);
   return LR_PROTO_OK;
 }
 
@@ -576,6 +578,7 @@ const char *lr_proto_strerror(int rc) {
     case LR_PROTO_ETOOBIG: return "frame too large";
     case LR_PROTO_ESHORT: return "frame payload too short";
     case LR_PROTO_EINVAL: return "invalid field value";
+    case LR_PROTO_ENOMEM: return "out of memory";
     default: return "unknown protocol error";
   }
 }
@@ -682,6 +685,9 @@ size_t lr_auth_fields_open(uint8_t *out, size_t cap, const lr_open_t *m) {
   wcur_t w = {out, cap, 0, 0};
   w_u8(&w, m->family);
   w_u16(&w, m->port);
+  /* Only for UDP, so that what older peers sign stays as it was (they
+   * never see a UDP OPEN: they report no UDP sockets). */
+  if (m->flags & LR_OPEN_UDP) w_u8(&w, m->flags);
   return w.bad ? 0 : w.len;
 }
 

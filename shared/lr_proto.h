@@ -88,6 +88,7 @@ typedef enum {
 #define LR_PROTO_ETOOBIG (-3)
 #define LR_PROTO_ESHORT (-4)    /* payload shorter than the message needs */
 #define LR_PROTO_EINVAL (-5)    /* a field holds an impossible value */
+#define LR_PROTO_ENOMEM (-6)    /* no memory to hold what arrived */
 
 typedef struct {
   uint8_t version;
@@ -104,9 +105,12 @@ typedef struct {
 
 /* A guest listening socket as the guest sees it. */
 #define LR_LISTENER_V6ONLY 0x01
+/* A bound, unconnected UDP socket rather than a TCP listener. Only sent to a
+ * host whose HELLO carries LR_CAP_UDP, so older hosts never see it. */
+#define LR_LISTENER_UDP 0x02
 typedef struct {
   uint8_t family;  /* 4 or 6 */
-  uint8_t flags;   /* LR_LISTENER_V6ONLY */
+  uint8_t flags;   /* LR_LISTENER_V6ONLY, LR_LISTENER_UDP */
   uint16_t port;
   uint8_t addr[16]; /* network order; IPv4 in the first 4 bytes, rest zero */
 } lr_listener_t;
@@ -154,7 +158,14 @@ typedef struct {
   lr_auth_t auth;
   char name[128];      /* NUL-terminated: host name (HELLO) or guest name (WELCOME) */
   char version[32];    /* NUL-terminated software version */
+  uint8_t caps;        /* LR_CAP_*; optional on the wire (absent: 0) */
 } lr_hello_t;
+
+/* HELLO/WELCOME capabilities, appended after the version by peers that
+ * have any (older peers stop reading before it). LR_CAP_UDP in HELLO: the
+ * host forwards UDP, so the agent reports UDP sockets and accepts UDP
+ * flows. */
+#define LR_CAP_UDP 0x01
 
 typedef struct {
   lr_auth_t auth;
@@ -168,6 +179,11 @@ typedef struct {
  * sent with OPEN_RESULT over the Unix transport (SCM_RIGHTS), so that it
  * relays client <-> server in one hop and the agent leaves the data path. */
 #define LR_OPEN_PASS_FD 0x01
+/* UDP: the stream is one UDP flow (one host client address). The agent
+ * connects a UDP socket to the guest port, and after OPEN_RESULT both
+ * directions carry datagrams, each framed as u16 length + bytes (see
+ * lr_dgram.h), instead of raw bytes. Covered by OPEN's MAC. */
+#define LR_OPEN_UDP 0x02
 
 typedef struct {
   uint32_t code;       /* lr_err_t */
@@ -293,7 +309,7 @@ size_t lr_auth_input(uint8_t *out, size_t cap, lr_role_t role, uint8_t kind, uin
                      size_t flen);
 /* The fields each message's MAC covers, as on the wire:
  *   HELLO, WELCOME  u8 nlen, name, u8 vlen, version
- *   OPEN            u8 family, u16 port
+ *   OPEN            u8 family, u16 port [, u8 flags when LR_OPEN_UDP is set]
  *   ATTACH          u32 id
  *   OPEN_RESULT     u32 status
  * Each returns the length written, or 0 if cap is too small. */

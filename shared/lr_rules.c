@@ -27,23 +27,26 @@ lr_rule_result_t lr_rules_map(const lr_listener_t *l, const lr_config_t *cfg,
     /* Only the two addresses a local client reaches as "localhost": other
      * 127/8 addresses are deliberate choices (127.0.0.53 is a resolver). */
     if (is_v4(l->addr, 0, 0, 0, 0) || is_v4(l->addr, 127, 0, 0, 1))
-      want[nw++] = (lr_host_bind_t){4, l->port};
+      want[nw++] = (lr_host_bind_t){4, l->port, 0};
   } else if (l->family == 6) {
     if (is_v6_loopback(l->addr)) {
-      want[nw++] = (lr_host_bind_t){6, l->port};
+      want[nw++] = (lr_host_bind_t){6, l->port, 0};
     } else if (is_v6_any(l->addr)) {
-      if (!(l->flags & LR_LISTENER_V6ONLY)) want[nw++] = (lr_host_bind_t){4, l->port};
-      want[nw++] = (lr_host_bind_t){6, l->port};
+      if (!(l->flags & LR_LISTENER_V6ONLY)) want[nw++] = (lr_host_bind_t){4, l->port, 0};
+      want[nw++] = (lr_host_bind_t){6, l->port, 0};
     }
   }
   if (nw == 0) return LR_RULE_NOT_LOOPBACK;
   if (l->port == 0 || !lr_portset_contains(&cfg->forward_ports, l->port) ||
       lr_portset_contains(&cfg->reverse_ports, l->port))
     return LR_RULE_DENIED;
-  if (!cfg->localhost_forwarding || lr_portset_contains(&cfg->ignore_ports, l->port))
+  int udp = (l->flags & LR_LISTENER_UDP) != 0;
+  if (!cfg->localhost_forwarding || lr_portset_contains(&cfg->ignore_ports, l->port) ||
+      (udp && !cfg->udp))
     return LR_RULE_IGNORED;
   for (int i = 0; i < nw; i++) {
     if (want[i].family == 6 && !cfg->ipv6) continue;
+    want[i].udp = (uint8_t)udp;
     out[(*n)++] = want[i];
   }
   return *n ? LR_RULE_FORWARD : LR_RULE_IGNORED;

@@ -7,6 +7,9 @@
  *   guest [::]:P dual-stack        -> host 127.0.0.1:P and [::1]:P
  *   guest [::]:P V6ONLY            -> host [::1]:P
  *   anything else (127.0.0.2, 10.x, a v4-mapped address...) -> nothing
+ *
+ * UDP sockets (LR_LISTENER_UDP) follow the same table and policy onto UDP
+ * stand-ins; with udp = false they are IGNORED.
  */
 #ifndef LR_RULES_H
 #define LR_RULES_H
@@ -17,6 +20,7 @@
 typedef struct {
   uint8_t family; /* 4 -> 127.0.0.1, 6 -> ::1 */
   uint16_t port;
+  uint8_t udp;    /* 1: a UDP stand-in (the listener carried LR_LISTENER_UDP) */
 } lr_host_bind_t;
 
 typedef enum {

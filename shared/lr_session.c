@@ -89,6 +89,7 @@ static int send_hello(lr_guest_t *g, int with_preamble) {
   memset(&hello, 0, sizeof hello);
   snprintf(hello.name, sizeof hello.name, "%s", g->host->hostname);
   snprintf(hello.version, sizeof hello.version, "%s", LR_VERSION_STRING);
+  if (g->cfg.udp) hello.caps |= LR_CAP_UDP; /* report UDP sockets too */
   if (g->token_len && (lr_auth_new_nonce(&ctl->auth, LR_ROLE_HOST) != 0 ||
                        lr_auth_sign_hello(&ctl->auth, LR_ROLE_HOST, LR_MSG_HELLO, &hello) != 0)) {
     session_drop(g, "cannot compute the handshake's MAC (no random bytes or no HMAC)");

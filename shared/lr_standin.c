@@ -52,6 +52,7 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   lr_host_t *h = g->host;
   struct sockaddr_storage ss;
   if (!standin_budget_left(g, b, port)) return LR_BIND_BUDGET;
+  if (b->key.udp) return lr_udp_bind(g, b, port);
   lr_standin_t *s = calloc(1, sizeof *s);
   if (!s) return LR_BIND_INUSE;
   s->g = g;
@@ -87,6 +88,10 @@ static void standin_unbind(lr_binding_t *b, void *data) {
   lr_guest_t *g = data;
   lr_standin_t *s = b->io;
   if (!s) return;
+  if (b->key.udp) {
+    lr_udp_unbind(g, b);
+    return;
+  }
   s->b = NULL;
   b->io = NULL;
   g->nstandins--;

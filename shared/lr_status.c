@@ -44,16 +44,21 @@ static void deny_reason(const lr_guest_t *g, const lr_port_entry_t *e, char *out
 }
 
 typedef struct {
-  uint64_t conns, active, to_guest, to_host;
+  uint64_t conns, active, to_guest, to_host, drops;
 } entry_stats_t;
 
+static const char *entry_proto(const lr_port_entry_t *e) {
+  return e->listener.flags & LR_LISTENER_UDP ? "udp" : "tcp";
+}
+
 static entry_stats_t entry_stats(const lr_port_entry_t *e) {
-  entry_stats_t s = {0, 0, 0, 0};
+  entry_stats_t s = {0, 0, 0, 0, 0};
   for (int i = 0; i < e->nb; i++) {
     s.conns += e->b[i]->connections;
     s.active += e->b[i]->active;
     s.to_guest += e->b[i]->bytes_to_guest;
     s.to_host += e->b[i]->bytes_to_host;
+    s.drops += e->b[i]->drops;
   }
   return s;
 }
@@ -89,7 +94,7 @@ static cJSON *port_json(const lr_guest_t *g, const lr_port_entry_t *e) {
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
   entry_stats_t st = entry_stats(e);
-  json_str(o, "proto", "tcp");
+  json_str(o, "proto", entry_proto(e));
   json_str(o, "guest", lr_listener_format(&e->listener, s, sizeof s));
   cJSON *hosts = cJSON_AddArrayToObject(o, "host");
   for (int i = 0; i < e->nb; i++) {
@@ -108,6 +113,9 @@ static cJSON *port_json(const lr_guest_t *g, const lr_port_entry_t *e) {
   json_u64(o, "active", st.active);
   json_u64(o, "bytes_to_guest", st.to_guest);
   json_u64(o, "bytes_to_host", st.to_host);
+  /* UDP: flows are the connections; drops are datagrams a flow that fell
+   * behind did not carry. */
+  if (e->listener.flags & LR_LISTENER_UDP) json_u64(o, "drops", st.drops);
   if (e->owner) {
     cJSON *p = cJSON_AddObjectToObject(o, "process");
     json_u64(p, "pid", e->owner->pid);
@@ -258,7 +266,7 @@ static void port_row(const lr_guest_t *g, const lr_port_entry_t *e, lr_sbuf_t *o
   lr_sbuf_t proc;
   lr_sbuf_init(&proc);
   process_text(e, &proc);
-  lr_sbuf_printf(out, PORT_ROW_FMT, "tcp", lr_listener_format(&e->listener, s, sizeof s), hosts,
+  lr_sbuf_printf(out, PORT_ROW_FMT, entry_proto(e), lr_listener_format(&e->listener, s, sizeof s), hosts,
                  lr_port_state_name(pst), conns, open, tg, th, proc.err ? "?" : proc.p);
   lr_sbuf_free(&proc);
   if (pst == LR_PORT_DENIED) {

@@ -80,6 +80,11 @@ ERR_OK, ERR_REFUSED, ERR_UNREACHABLE, ERR_TIMEOUT, ERR_AUTH, ERR_VERSION, ERR_PR
     ERR_INTERNAL, ERR_BUSY = range(9)
 
 LISTENER_V6ONLY = 0x01
+LISTENER_UDP = 0x02        # a bound UDP socket (only sent to a host whose HELLO has CAP_UDP)
+CAP_UDP = 0x01             # HELLO/WELCOME caps byte, after the version: forwards UDP
+OPEN_PASS_FD = 0x01        # OPEN flags (optional byte after the port)
+OPEN_UDP = 0x02            # the stream is a UDP flow: framed datagrams after OPEN_RESULT
+DGRAM_MAX = 65507
 REVERSE_IPV6 = 0x01
 PORT_STATES = {0: "forwarding", 1: "conflict", 2: "remapped", 3: "ignored", 4: "denied"}
 
@@ -197,6 +202,24 @@ def enc_ping(nonce):
 
 def enc_open(family, port, token=b""):
     return _str8(token) + struct.pack(">BH", family, port & 0xFFFF)
+
+
+def enc_dgram(payload, length=None):
+    """One datagram on a UDP flow's stream: u16 length, bytes. length
+    overrides the header (a lie: oversized or truncated frames)."""
+    return struct.pack(">H", (len(payload) if length is None else length) & 0xFFFF) + bytes(payload)
+
+
+def dgram_split(buf):
+    """Complete datagrams at the front of buf (bytearray, consumed)."""
+    out = []
+    while len(buf) >= 2:
+        n = struct.unpack(">H", bytes(buf[:2]))[0]
+        if len(buf) < 2 + n:
+            break
+        out.append(bytes(buf[2:2 + n]))
+        del buf[:2 + n]
+    return out
 
 
 def enc_attach(rid, token=b""):
@@ -323,6 +346,7 @@ def decode(ftype, payload, strict=False):
     if ftype in (HELLO, WELCOME):
         m.update(token=c.auth(), guest_or_host_name=c.str8(NAME_CAP),
                  version=c.str8(VERSION_CAP))
+        m.update(caps=0 if c.at_end() else c.u8())
     elif ftype == ERROR:
         m.update(code=c.u32(), text=c.text16())
     elif ftype == OPEN_RESULT:
@@ -362,6 +386,7 @@ def decode(ftype, payload, strict=False):
     elif ftype == OPEN:
         m.update(token=c.auth())
         m.update(_family_port(c, "OPEN"))
+        m.update(flags=0 if c.at_end() else c.u8())
     elif ftype == ATTACH:
         m.update(token=c.auth(), id=c.u32())
     else:
@@ -874,11 +899,12 @@ class FakeHost:
         st.recv_preamble(timeout)
         return st, st.recv_msg(want=WELCOME, timeout=timeout)
 
-    def open_data(self, family, port, timeout=5.0):
-        """Preamble + OPEN; returns (stream, OPEN_RESULT dict). After a 0
-        status the stream carries raw bytes."""
+    def open_data(self, family, port, timeout=5.0, flags=0):
+        """Preamble + OPEN (flags: OPEN_UDP for a UDP flow); returns
+        (stream, OPEN_RESULT dict). After a 0 status the stream carries raw
+        bytes (framed datagrams for a UDP flow)."""
         st = self.stream(KIND_DATA)
-        st.send(frame(OPEN, enc_open(family, port, self.token)))
+        st.send(frame(OPEN, enc_open(family, port, self.token) + (bytes([flags]) if flags else b"")))
         st.recv_preamble(timeout)
         return st, st.recv_frame(timeout).msg()
 

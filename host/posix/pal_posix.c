@@ -38,6 +38,23 @@ static int listen_loopback(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *
   return rc;
 }
 
+/* Linux lets a second UDP socket share a port only when both set
+ * SO_REUSEADDR (or SO_REUSEPORT): a stand-in sets neither, so it is as
+ * exclusive as a listener. */
+static int udp_bind_loopback(uv_loop_t *loop, uv_udp_t *h, const struct sockaddr *sa,
+                             uv_close_cb on_fail) {
+  int rc = uv_udp_init_ex(loop, h, sa->sa_family);
+  if (rc) {
+    int rc2 = uv_udp_init(loop, h);
+    if (rc2) return rc2;
+    uv_close((uv_handle_t *)h, on_fail);
+    return rc;
+  }
+  rc = uv_udp_bind(h, sa, sa->sa_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
+  if (rc) uv_close((uv_handle_t *)h, on_fail);
+  return rc;
+}
+
 const char *lr_posix_run_dir(char *buf, size_t len) {
   const char *xdg = getenv("XDG_RUNTIME_DIR");
   if (geteuid() == 0 || !xdg || !*xdg)
@@ -76,7 +93,9 @@ const lr_pal_t lr_pal_posix = {
     .sock_close = lr_linux_sock_close,
     .fds_exhausted = lr_linux_fds_exhausted,
     .adopt_passed_socket = lr_linux_adopt_passed_socket,
+    .adopt_passed_udp = lr_linux_adopt_passed_udp,
     .listen_loopback = listen_loopback,
+    .udp_bind_loopback = udp_bind_loopback,
     .peer_closed = lr_linux_peer_closed,
     .run_dir = run_dir,
     .secure_endpoint = secure_endpoint,

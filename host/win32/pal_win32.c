@@ -89,47 +89,70 @@ static int win32_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *er
   return 0;
 }
 
+/* A socket of type on sa that no other process can share the port with
+ * (SO_EXCLUSIVEADDRUSE: Windows otherwise lets a later SO_REUSEADDR socket
+ * take the port over), bound. INVALID_SOCKET with *err a uv error. */
+static SOCKET exclusive_bound_socket(const struct sockaddr *sa, int type, int proto, int *err) {
+  BOOL on = TRUE;
+  int salen = sa->sa_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6)
+                                        : (int)sizeof(struct sockaddr_in);
+  SOCKET sock = WSASocketW(sa->sa_family, type, proto, NULL, 0,
+                           WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  if (sock == INVALID_SOCKET) {
+    *err = uv_translate_sys_error(WSAGetLastError());
+    return INVALID_SOCKET;
+  }
+  if (setsockopt(sock, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char *)&on, sizeof on) != 0 ||
+      /* A [::1] stand-in stands in for [::1] only; 127.0.0.1 gets its own. */
+      (sa->sa_family == AF_INET6 &&
+       setsockopt(sock, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&on, sizeof on) != 0) ||
+      bind(sock, sa, salen) != 0) {
+    *err = uv_translate_sys_error(WSAGetLastError());
+    closesocket(sock);
+    return INVALID_SOCKET;
+  }
+  return sock;
+}
+
 static int win32_listen_loopback(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa,
                                  int backlog, uv_connection_cb cb, uv_close_cb on_fail) {
   SOCKET sock;
-  BOOL on = TRUE;
-  int salen, r;
-
-  r = uv_tcp_init(loop, h);
+  int r = uv_tcp_init(loop, h);
   if (r != 0)
     return r; /* h is not a live handle: nothing to close */
-  salen = sa->sa_family == AF_INET6 ? (int)sizeof(struct sockaddr_in6) : (int)sizeof(struct sockaddr_in);
-  sock = WSASocketW(sa->sa_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
-                    WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
-  if (sock == INVALID_SOCKET) {
-    r = uv_translate_sys_error(WSAGetLastError());
+  sock = exclusive_bound_socket(sa, SOCK_STREAM, IPPROTO_TCP, &r);
+  if (sock == INVALID_SOCKET)
+    goto fail;
+  r = uv_tcp_open(h, (uv_os_sock_t)sock);
+  if (r != 0) {
+    closesocket(sock);
     goto fail;
   }
-  if (setsockopt(sock, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char *)&on, sizeof on) != 0) {
-    r = uv_translate_sys_error(WSAGetLastError());
-    goto fail_sock;
-  }
-  /* A [::1] stand-in stands in for [::1] only; 127.0.0.1 gets its own. */
-  if (sa->sa_family == AF_INET6 &&
-      setsockopt(sock, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&on, sizeof on) != 0) {
-    r = uv_translate_sys_error(WSAGetLastError());
-    goto fail_sock;
-  }
-  if (bind(sock, sa, salen) != 0) {
-    r = uv_translate_sys_error(WSAGetLastError());
-    goto fail_sock;
-  }
-  r = uv_tcp_open(h, (uv_os_sock_t)sock);
-  if (r != 0)
-    goto fail_sock;
   /* From here the handle owns the socket: closing h closes it. */
   r = uv_listen((uv_stream_t *)h, backlog, cb);
   if (r != 0)
     goto fail;
   return 0;
+fail:
+  uv_close((uv_handle_t *)h, on_fail);
+  return r;
+}
 
-fail_sock:
-  closesocket(sock);
+static int win32_udp_bind_loopback(uv_loop_t *loop, uv_udp_t *h, const struct sockaddr *sa,
+                                   uv_close_cb on_fail) {
+  SOCKET sock;
+  int r = uv_udp_init(loop, h);
+  if (r != 0)
+    return r;
+  sock = exclusive_bound_socket(sa, SOCK_DGRAM, IPPROTO_UDP, &r);
+  if (sock == INVALID_SOCKET)
+    goto fail;
+  r = uv_udp_open(h, (uv_os_sock_t)sock);
+  if (r != 0) {
+    closesocket(sock);
+    goto fail;
+  }
+  return 0;
 fail:
   uv_close((uv_handle_t *)h, on_fail);
   return r;
@@ -283,6 +306,7 @@ static const lr_pal_t win32_pal = {
   .vmsock_connect = win32_vmsock_connect,
   .sock_close = win32_sock_close,
   .listen_loopback = win32_listen_loopback,
+  .udp_bind_loopback = win32_udp_bind_loopback,
   .secure_endpoint = win32_secure_endpoint,
   .default_status_path = win32_default_status_path,
   .default_config_path = win32_default_config_path,

@@ -169,7 +169,8 @@ def mode_closable(ls, opts):
 def mode_detect(_ls, opts):
     """Detection benchmark: one long-lived process. Commands on stdin:
     "listen HOST PORT" -> listen, print the CLOCK_MONOTONIC times right
-    before (t0) and right after (t) listen(); "close" -> close every
+    before (t0) and right after (t) listen(); "bind HOST PORT" -> the same
+    for a UDP socket's bind(); "close" -> close every
     listener, with the times before (t0) and after (t) the close() calls;
     "quit". CLOCK_MONOTONIC is shared across network namespaces, so host and
     guest times compare."""
@@ -194,6 +195,15 @@ def mode_detect(_ls, opts):
             t = time.clock_gettime(time.CLOCK_MONOTONIC)
             listeners.append(s)
             emit(event="listening", port=port, t=t, t0=t0)
+        elif parts[0] == "bind":  # a UDP server's socket: bind() is all it does
+            host, port = parts[1], int(parts[2])
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            t0 = time.clock_gettime(time.CLOCK_MONOTONIC)
+            s.bind((host, port))
+            t = time.clock_gettime(time.CLOCK_MONOTONIC)
+            listeners.append(s)
+            emit(event="listening", port=port, t=t, t0=t0)
         elif parts[0] == "close":
             t0 = time.clock_gettime(time.CLOCK_MONOTONIC)
             for s in listeners:
@@ -202,6 +212,46 @@ def mode_detect(_ls, opts):
             emit(event="closed", t=time.clock_gettime(time.CLOCK_MONOTONIC), t0=t0)
         elif parts[0] == "quit":
             return
+
+
+def listen_udp(host, port, opts):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6 and "v6only" in opts:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(opts["v6only"]))
+    if opts.get("reuse") == "1":  # share the port with a server that sets it too
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind((host, port))
+    return s
+
+
+def mode_udpecho(s, opts):
+    """Echoes every datagram to its sender, byte for byte; "peers" on stdin
+    (or quit) reports how many distinct sender addresses it saw. stdin=0:
+    no commands, serve until killed."""
+    peers = set()
+    s.setblocking(False)
+    watch = [s] if opts.get("stdin") == "0" else [s, sys.stdin]
+    while True:
+        r, _, _ = select.select(watch, [], [], TIMEOUT)
+        if sys.stdin in r:
+            line = sys.stdin.readline()
+            if not line or line.strip() == "quit":
+                return
+            if line.strip() == "peers":
+                emit(event="peers", n=len(peers))
+            continue
+        while True:
+            try:
+                data, peer = s.recvfrom(65536)
+            except BlockingIOError:
+                break
+            peers.add(peer)
+            try:
+                s.sendto(data, peer)
+            except OSError as e:
+                emit(event="send-error", error=str(e))
 
 
 MODES = {
@@ -213,6 +263,7 @@ MODES = {
     "recvreport": mode_recvreport,
     "closable": mode_closable,
     "detect": mode_detect,
+    "udpecho": mode_udpecho,
 }
 
 
@@ -223,7 +274,10 @@ def main():
     mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     opts = dict(a.split("=", 1) for a in sys.argv[4:])
     ls = None
-    if mode != "detect":
+    if mode.startswith("udp"):
+        ls = listen_udp(host, port, opts)
+        emit(event="ready", host=host, port=ls.getsockname()[1])
+    elif mode != "detect":
         ls = listen(host, port, opts)
         emit(event="ready", host=host, port=ls.getsockname()[1])
     else:

@@ -158,11 +158,13 @@ static void honest_open(const lr_auth_ctx_t *host, const lr_auth_ctx_t *agent,
   a = *agent;
   a.kind = (uint8_t)(a.kind % 3 + 1);
   FZ_CHECK(lr_auth_verify_open(&a, &d) == 0);
-  size_t at = pick(k, LR_AUTH_HOST_LEN + 2);
+  size_t at = pick(k, LR_AUTH_HOST_LEN + 3);
   if (at < LR_AUTH_HOST_LEN) {
     d.auth.data[at] ^= (uint8_t)(pick(k, 255) + 1);
   } else if (at == LR_AUTH_HOST_LEN) {
     d.family = d.family == 4 ? 6 : 4;
+  } else if (at == LR_AUTH_HOST_LEN + 2) {
+    d.flags ^= LR_OPEN_UDP; /* TCP passed off as UDP, or the other way */
   } else {
     d.port = (uint16_t)(d.port == 1 ? 2 : d.port - 1);
   }
@@ -315,7 +317,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lr_open_t open;
     if (lr_decode_open(&f, &open) == LR_PROTO_OK) {
       flen = lr_auth_fields_open(fields, sizeof fields, &open);
-      FZ_CHECK(flen == 3);
+      FZ_CHECK(flen == ((open.flags & LR_OPEN_UDP) ? 4u : 3u)); /* + flags for UDP */
       a = check_agent;
       got = lr_auth_verify_open(&a, &open);
       FZ_CHECK(got == expected(check_agent, LR_ROLE_HOST, LR_MSG_OPEN, fields, flen, &open.auth));

@@ -89,6 +89,9 @@ def frames_seeds():
         "pong": f(P.PONG, P.enc_ping(1)),
         "open": f(P.OPEN, P.enc_open(4, 8000)),
         "open-keyed-v6": f(P.OPEN, P.enc_open(6, 3000, HOST_AUTH)),
+        "open-udp": f(P.OPEN, P.enc_open(4, 5353) + bytes([P.OPEN_UDP])),
+        "hello-caps-udp": f(P.HELLO, P.enc_hello(b"", "host", "0.1.0") + bytes([P.CAP_UDP])),
+        "listener-udp": f(P.LISTENER_ADD, P.enc_listener("::", 5353, flags=P.LISTENER_UDP)),
         "open-result-ok": open_result(0),
         "open-result-no-auth-block": f(P.OPEN_RESULT, P.enc_open_result(0, "", None)),
         "open-result-keyed": open_result(0, "", AGENT_AUTH),
@@ -153,6 +156,9 @@ def auth_seeds():
     return {
         "control-keyed": seed(P.KIND_CONTROL, 0, challenge, hello(HOST_AUTH, "host"),
                               hello(AGENT_AUTH, "guest", ftype=P.WELCOME)),
+        "data-keyed-udp": seed(P.KIND_DATA, 0, challenge,
+                               f(P.OPEN, P.enc_open(4, 5353, HOST_AUTH) + bytes([P.OPEN_UDP])),
+                               open_result(0, "", AGENT_AUTH)),
         "data-keyed": seed(P.KIND_DATA, 0, challenge, f(P.OPEN, P.enc_open(4, 8000, HOST_AUTH)),
                            open_result(0, "", AGENT_AUTH)),
         "reverse-keyed": seed(P.KIND_REVERSE, 0, challenge,
@@ -285,8 +291,26 @@ def hcs_seeds():
     }
 
 
+def dgram_seeds():
+    """Bytes 0-1: chunking seed; the rest: a UDP flow's framed datagrams."""
+    def d(payload):
+        return struct.pack(">H", len(payload)) + payload
+
+    def seed(chunking, stream):
+        return struct.pack(">H", chunking) + stream
+
+    return {
+        "dns-like": seed(1, d(b"\x12\x34\x01\x00" + b"q" * 30) + d(b"")),
+        "many-small": seed(5, b"".join(d(bytes([i]) * i) for i in range(40))),
+        "max": seed(3, d(b"m" * 65507) + d(b"after")),
+        "oversized": seed(2, struct.pack(">H", 65508) + b"x" * 16),
+        "truncated": seed(7, d(b"whole") + struct.pack(">H", 900) + b"part"),
+        "half-header": seed(1, d(b"a") + b"\x01"),
+    }
+
+
 TARGETS = {
-    "frames": frames_seeds, "auth": auth_seeds, "rxbuf": rxbuf_seeds, "addr": addr_seeds, "fc": fc_seeds,
+    "frames": frames_seeds, "auth": auth_seeds, "rxbuf": rxbuf_seeds, "dgram": dgram_seeds, "addr": addr_seeds, "fc": fc_seeds,
     "config": config_seeds, "status": status_seeds, "hcs": hcs_seeds,
 }
 

@@ -128,6 +128,38 @@ static void test_single_datagram_dump(void **state) {
   lr_sockdiag_list_free(&l);
 }
 
+/* A UDP dump: bound unconnected sockets (state CLOSE) are reported with
+ * LR_LISTENER_UDP; connected ones (ESTABLISHED) and unbound ones (port 0)
+ * are not servers and are left out. */
+static void test_udp_dump_parse(void **state) {
+  (void)state;
+  buf_t b = {.len = 0};
+  put_sock(&b, SEQ, AF_INET, 7, any4, 5353, 2001, -1);
+  put_sock(&b, SEQ, AF_INET, 1, lo4, 5354, 2002, -1);  /* connected */
+  put_sock(&b, SEQ, AF_INET, 7, any4, 0, 2003, -1);    /* not bound */
+  put_sock(&b, SEQ, AF_INET6, 7, any6, 5355, 2004, 1); /* V6ONLY */
+  put_sock(&b, SEQ, AF_INET, 10, any4, 5356, 2005, -1); /* a TCP state: not UDP's */
+  put_done(&b, SEQ, 0);
+  lr_sockdiag_list_t l;
+  lr_sockdiag_list_init(&l);
+  int kerr;
+  char err[256];
+  assert_int_equal(lr_sockdiag_parse_proto(b.b, b.len, SEQ, 1, &l, &kerr, err, sizeof err),
+                   LR_SOCKDIAG_DONE);
+  assert_int_equal(l.n, 2);
+  assert_int_equal(l.v[0].l.port, 5353);
+  assert_int_equal(l.v[0].l.flags, LR_LISTENER_UDP);
+  assert_int_equal(l.v[1].l.port, 5355);
+  assert_int_equal(l.v[1].l.flags, LR_LISTENER_UDP | LR_LISTENER_V6ONLY);
+  /* The same bytes as a TCP dump: only the LISTEN one. */
+  l.n = 0;
+  assert_int_equal(parse(&b, &l, &kerr, err), LR_SOCKDIAG_DONE);
+  assert_int_equal(l.n, 1);
+  assert_int_equal(l.v[0].l.port, 5356);
+  assert_int_equal(l.v[0].l.flags, 0);
+  lr_sockdiag_list_free(&l);
+}
+
 static void test_multipart_over_datagrams(void **state) {
   (void)state;
   buf_t d1 = {.len = 0}, d2 = {.len = 0};
@@ -345,6 +377,25 @@ static void test_live_dump(void **state) {
     assert_int_equal(e->l.flags & LR_LISTENER_V6ONLY, LR_LISTENER_V6ONLY);
   }
 
+  /* A bound UDP socket is in the UDP dump, marked, and not in the TCP one. */
+  int u = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in us;
+  memset(&us, 0, sizeof us);
+  us.sin_family = AF_INET;
+  us.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t ulen = sizeof us;
+  assert_int_equal(bind(u, (struct sockaddr *)&us, sizeof us), 0);
+  getsockname(u, (struct sockaddr *)&us, &ulen);
+  struct stat ust;
+  fstat(u, &ust);
+  assert_null(find(&l, (uint32_t)ust.st_ino));
+  assert_int_equal(lr_sockdiag_dump_udp(&sd, &l, err, sizeof err), 0);
+  e = find(&l, (uint32_t)ust.st_ino);
+  assert_non_null(e);
+  assert_int_equal(e->l.port, ntohs(us.sin_port));
+  assert_int_equal(e->l.flags, LR_LISTENER_UDP);
+  close(u);
+
   /* A closed listener is gone from the next dump. */
   close(f4);
   l.n = 0;
@@ -360,6 +411,7 @@ static void test_live_dump(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_single_datagram_dump),
+      cmocka_unit_test(test_udp_dump_parse),
       cmocka_unit_test(test_multipart_over_datagrams),
       cmocka_unit_test(test_skips_other_seq_states_and_types),
       cmocka_unit_test(test_kernel_errors),

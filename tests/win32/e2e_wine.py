@@ -5,7 +5,9 @@ The guest is a network namespace this test creates, joined to the host by a
 veth pair with a /30 the test assigns itself; the agent serves tcp: on the
 guest end (Wine has no AF_HYPERV, so tcp: with a token stands in for it).
 Real clients only: python's http.server in the namespace on 0.0.0.0 and on
-[::] (dual-stack), fetched with curl on the host at 127.0.0.1 and [::1].
+[::] (dual-stack), fetched with curl on the host at 127.0.0.1 and [::1]; and
+(console mode) a guest UDP echo server forwarded through lorelayd.exe's UDP
+stand-in.
 
   --mode console  lorelayd.exe started by hand (console mode), also checks
                   lorelayctl.exe over the named pipe (status, and watch --json
@@ -348,6 +350,62 @@ def check_stalled_watcher(wine, lorelayctl, pipe, guest, work, p46, body46):
         f"(800 emitted if the agent saw every cycle)")
     if not dropped:
         raise AssertionError(f"a stalled watcher was never told it dropped events ({got} received)")
+GUESTSRV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e",
+                        "guestsrv.py")
+
+
+def udp_echo(port, payload, timeout=1.0, fam=socket.AF_INET, host="127.0.0.1"):
+    """One datagram to host:port and its echo, or None."""
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(payload, (host, port))
+            return s.recvfrom(70000)[0]
+        except OSError:
+            return None
+
+
+def check_udp(guest, wine, lorelayctl, pipe, pu):
+    """A guest UDP server through lorelayd.exe: the UDP stand-in (the win32
+    layer's SO_EXCLUSIVEADDRUSE UDP bind), datagrams of 1 to 65 507 bytes
+    whole, several client flows, and the stand-in gone with the server."""
+    t0 = time.time()
+    while udp_echo(pu, b"ping") != b"ping":
+        if time.time() - t0 > 60:
+            raise AssertionError(f"no UDP echo through lorelayd.exe on 127.0.0.1:{pu}")
+        time.sleep(0.2)
+    for n in (1, 2, 100, 1400, 1473, 9000, 32768, 65507):
+        payload = bytes(random.getrandbits(8) for _ in range(min(n, 64))) * (n // 64 + 1)
+        payload = payload[:n]
+        got = udp_echo(pu, payload, timeout=3.0)
+        if got != payload:
+            raise AssertionError(f"UDP datagram of {n} bytes came back as "
+                                 f"{None if got is None else len(got)} bytes")
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(20)]
+    try:
+        for i, s in enumerate(socks):
+            s.sendto(b"flow-%d" % i, ("127.0.0.1", pu))
+        for i, s in enumerate(socks):
+            s.settimeout(3.0)
+            if s.recvfrom(100)[0] != b"flow-%d" % i:
+                raise AssertionError(f"UDP flow {i} got another flow's reply")
+    finally:
+        for s in socks:
+            s.close()
+    log(f"OK UDP through lorelayd.exe: 127.0.0.1:{pu}, sizes 1..65507, 20 flows")
+    if os.path.exists(lorelayctl):
+        r = wine.cmd([lorelayctl, "--socket", pipe, "status", "--json"], check=False)
+        doc = r.stdout.replace(" ", "")
+        if f'"proto":"udp","guest":"0.0.0.0:{pu}"' not in doc:
+            raise AssertionError(f"lorelayctl.exe status does not show UDP 0.0.0.0:{pu}: {r.stdout}")
+    for p, name in guest.procs:
+        if name == "udpecho":
+            os.killpg(p.pid, signal.SIGTERM)
+    t0 = time.time()
+    while udp_echo(pu, b"gone?", timeout=0.3) is not None:
+        if time.time() - t0 > 20:
+            raise AssertionError(f"UDP stand-in 127.0.0.1:{pu} still echoes after the server went")
+    log(f"OK UDP stand-in 127.0.0.1:{pu} gone with the guest socket")
 
 
 def check_wsl_lookup_retries(wine, lorelayd, lorelayctl, work):
@@ -519,6 +577,9 @@ def main():
         while len({p4, p46, pign}) < 3:
             p46, pign = free_host_port(), free_host_port()
         guest.start_agent(token)
+        pu = free_host_port()
+        guest.spawn([sys.executable, "-u", GUESTSRV, "udpecho", "0.0.0.0", str(pu), "stdin=0"],
+                    "udpecho")
         guest.start_http(p4, "0.0.0.0", docroot4, "http4")
         guest.start_http(p46, "::", docroot46, "http46")
         if a.mode == "service":
@@ -563,6 +624,7 @@ def main():
                     raise AssertionError(f"port-added lacks the owner (ip netns exec pid {srv.pid}): {ev}")
                 if ev.get("guest") != "wine-e2e" or not re.match(r"^\d{4}-\d\d-\d\dT", ev.get("time", "")):
                     raise AssertionError(f"watch event lacks guest/time: {ev}")
+            check_udp(guest, wine, lorelayctl, pipe, pu)
             # Guest listener gone -> stand-in gone.
             for p, name in guest.procs:
                 if name == "http4":

@@ -227,6 +227,55 @@ static void test_exclusive_loopback_listener(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static void udp_fail_closed(uv_handle_t *h) { *(int *)h->data = 1; }
+
+/* A UDP stand-in: SO_EXCLUSIVEADDRUSE too, a second one on its port fails
+ * (and is closed for us), and it carries a datagram. */
+static void test_exclusive_udp_standin(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_udp_t u, u2;
+  int closed2 = 0;
+  struct sockaddr_in sa;
+  struct sockaddr_storage got;
+  int len = sizeof got;
+  const lr_pal_t *pal = lr_pal_win32();
+  assert_non_null(pal->udp_bind_loopback);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  uv_ip4_addr("127.0.0.1", 0, &sa);
+  assert_int_equal(pal->udp_bind_loopback(&loop, &u, (const struct sockaddr *)&sa, NULL), 0);
+  assert_int_equal(uv_udp_getsockname(&u, (struct sockaddr *)&got, &len), 0);
+  uint16_t port = ntohs(((struct sockaddr_in *)&got)->sin_port);
+  assert_true(port != 0);
+  sa.sin_port = htons(port);
+  uv_os_fd_t fd;
+  BOOL v = FALSE;
+  int vlen = sizeof v;
+  assert_int_equal(uv_fileno((uv_handle_t *)&u, &fd), 0);
+  assert_int_equal(getsockopt((SOCKET)fd, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (char *)&v, &vlen), 0);
+  if (!v) fail_msg("the UDP stand-in's socket does not have SO_EXCLUSIVEADDRUSE set");
+  u2.data = &closed2;
+  int r = pal->udp_bind_loopback(&loop, &u2, (const struct sockaddr *)&sa, udp_fail_closed);
+  if (r != UV_EADDRINUSE && r != UV_EACCES)
+    fail_msg("second UDP stand-in on port %u: %s, expected EADDRINUSE or EACCES", port,
+             uv_err_name(r));
+  SOCKET c = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+  assert_true(c != INVALID_SOCKET);
+  assert_int_equal(sendto(c, "dgram", 5, 0, (const struct sockaddr *)&sa, sizeof sa), 5);
+  char buf[16];
+  struct sockaddr_storage from;
+  /* A blocking read of the one datagram, through the handle's socket. */
+  int fromlen = sizeof from;
+  int n = recvfrom((SOCKET)fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fromlen);
+  assert_int_equal(n, 5);
+  assert_memory_equal(buf, "dgram", 5);
+  closesocket(c);
+  uv_close((uv_handle_t *)&u, NULL);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_true(closed2);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* Whether this host can bind [::1] at all, asked of Winsock directly (not
  * through the code under test). */
 static int host_has_ipv6_loopback(void) {
@@ -648,6 +697,7 @@ int main(void) {
       cmocka_unit_test(test_vm_id_option),
       cmocka_unit_test(test_default_paths),
       cmocka_unit_test(test_exclusive_loopback_listener),
+      cmocka_unit_test(test_exclusive_udp_standin),
       cmocka_unit_test(test_listener_on_ipv6_loopback),
       cmocka_unit_test(test_log_file_sink),
       cmocka_unit_test(test_status_pipe_dacl),
