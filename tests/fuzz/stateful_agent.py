@@ -209,6 +209,13 @@ class Stream:
         self.echo = False          # relay phase: echo what arrives
 
     def send(self, data, now=None, delay=0.0):
+        immediate = not (delay and now is not None) and not self.later
+        if immediate and len(self.out) >= (1 << 20):
+            # lorelayd is not reading: this send is dropped whole, before
+            # the shadow sees it. Dropping it after would cut the stream in
+            # the middle of a frame, and lorelayd would frame what follows
+            # differently from the shadow.
+            return
         if self.shadow is not None:
             data = self.shadow.filter(data)
         if delay and now is not None:
@@ -216,7 +223,7 @@ class Stream:
         elif self.later:
             # keep order behind pieces still waiting
             self.later.append((self.later[-1][0], data))
-        elif len(self.out) < (1 << 20):
+        else:
             self.out += data
 
     def fileno(self):
@@ -289,7 +296,9 @@ class Fuzz:
             self.stats["port_states"] += 1
             key = listener_key(d["listener"])
             if key not in self.announced:
-                self.fail("PORT_STATE for a listener never reported: %r" % (key,))
+                near = sorted(k for k in self.announced if k[2] == key[2])[:6]
+                self.fail("PORT_STATE for a listener never reported: %r (state %s; reported on "
+                          "that port: %r)" % (key, d.get("state_name"), near))
         elif t == P.REVERSE_SET:
             if set(d["ports"]) != set(self.rev_ports) or len(d["ports"]) != len(self.rev_ports):
                 self.fail("REVERSE_SET %r, configured %r" % (d["ports"], self.rev_ports))
@@ -800,7 +809,7 @@ class Fuzz:
             "print_stacktrace=1", "halt_on_error=1"]))
         self.daemon_log = open(os.path.join(self.dir, "lorelayd.log"), "wb")
         cmd = [os.path.join(self.args.bin_dir, "lorelayd"), "--guest", "unix:" + self.agent_path,
-               "--socket", self.status_path, "-c", cfg, "--log-level", "warn", "--name", "fuzz"]
+               "--socket", self.status_path, "-c", cfg, "--log-level", os.environ.get("LORELAY_FUZZ_LOG_LEVEL", "warn"), "--name", "fuzz"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.daemon_log,
                                      stderr=subprocess.STDOUT, env=env)
         log("ports %d-%d (listeners %d-%d, reversePorts %s, host server on %d), ipv6 %s, dir %s"
