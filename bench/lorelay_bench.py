@@ -264,14 +264,16 @@ class Bench:
     def status(self, sock=None):
         return read_status(sock or self.sock)
 
-    def port_entry(self, port, sock=None):
+    def port_entry(self, port, sock=None, proto="tcp"):
+        """The status entry of a guest port (TCP unless told: a UDP socket on
+        the same port number is another entry)."""
         try:
             st = self.status(sock)
         except (OSError, ValueError):
             return None
         for g in st.get("guests", []):
             for pe in g.get("ports", []):
-                if pe.get("guest", "").endswith(":%d" % port):
+                if pe.get("guest", "").endswith(":%d" % port) and pe.get("proto", "tcp") == proto:
                     return pe
         return None
 
@@ -854,6 +856,11 @@ class Bench:
                                "-l", "1400", "-t", str(self.a.iperf_secs), "-J"] + rev
                         if v == "direct":
                             cmd = ["ip", "netns", "exec", self.ns] + cmd
+                        else:
+                            # iperf3 -s reopens its TCP control listener after
+                            # each test: wait for the stand-in to be back.
+                            wait_for(lambda: tcp_listening(pu, self.ns), 10, "iperf3 to listen again")
+                            self.wait_forwarding(pu)
                         before = self.cpu_snapshot()
                         t = time.monotonic()
                         out = subprocess.run(cmd, capture_output=True, text=True,
