@@ -36,7 +36,12 @@ static void conn_process(conn_t *c);
 
 /* ---- writing ----------------------------------------------------------- */
 
-static int send_preamble(conn_t *c, uint8_t kind);
+size_t agent_take_preamble(conn_t *c, uint8_t out[LR_PREAMBLE_LEN]) {
+  if (!c->preamble_owed) return 0;
+  lr_preamble_encode(out, c->preamble_owed);
+  c->preamble_owed = 0;
+  return LR_PREAMBLE_LEN;
+}
 
 int agent_conn_send(conn_t *c, const void *buf, size_t len) {
   if (c->phase == PH_CLOSED) return -1;
@@ -53,15 +58,14 @@ int agent_conn_send(conn_t *c, const void *buf, size_t len) {
    * being read while it sends), which closes the stream. */
   uint8_t with_preamble[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + 4 + 2 + LR_TEXT_MAX + 1 + LR_MAC_LEN];
   if (c->preamble_owed) {
-    uint8_t kind = c->preamble_owed;
-    c->preamble_owed = 0;
     if (len > sizeof with_preamble - LR_PREAMBLE_LEN) { /* not a data stream's answer */
-      if (send_preamble(c, kind) != 0) return -1;
+      uint8_t p[LR_PREAMBLE_LEN];
+      if (agent_conn_send(c, p, agent_take_preamble(c, p)) != 0) return -1;
     } else {
-      lr_preamble_encode(with_preamble, kind);
-      memcpy(with_preamble + LR_PREAMBLE_LEN, buf, len);
+      size_t n = agent_take_preamble(c, with_preamble);
+      memcpy(with_preamble + n, buf, len);
       buf = with_preamble;
-      len += LR_PREAMBLE_LEN;
+      len += n;
     }
   }
   int rc = lr_write_copy(agent_transport(c), buf, len);

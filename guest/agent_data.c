@@ -92,12 +92,7 @@ void agent_data_pass(conn_t *c, uv_handle_t *server) {
   lr_auth_t auth;
   auth.len = 0;
   if (c->authed && lr_auth_sign_result(&c->auth, LR_OK, &auth) != 0) auth.len = 0;
-  size_t n = 0;
-  if (c->preamble_owed) {
-    lr_preamble_encode(w->frame, c->preamble_owed);
-    c->preamble_owed = 0;
-    n = LR_PREAMBLE_LEN;
-  }
+  size_t n = agent_take_preamble(c, w->frame);
   n += lr_encode_open_result(w->frame + n, sizeof w->frame - n, LR_OK, "", &auth);
   w->c = c;
   c->phase = PH_DRAIN;

@@ -190,6 +190,10 @@ void agent_conn_finish(conn_t *c);     /* after the last reply: shut, drain, clo
 void agent_close_timer(conn_t *c);
 /* Queues a copy of buf on the transport. 0, or -1 after closing c. */
 int agent_conn_send(conn_t *c, const void *buf, size_t len);
+/* A data stream's owed preamble (preamble_owed), encoded into out and no
+ * longer owed: its length, or 0 when none was owed. Whatever the agent
+ * sends first on the stream starts with it. */
+size_t agent_take_preamble(conn_t *c, uint8_t out[LR_PREAMBLE_LEN]);
 void agent_fail_stream(conn_t *c, uint32_t code, const char *text); /* ERROR, then finish */
 void agent_send_open_result(conn_t *c, uint32_t status, const char *text, int finish);
 /* A known frame whose payload did not decode (rc): one log line, ERROR, end. */

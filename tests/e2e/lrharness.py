@@ -221,11 +221,16 @@ def poll(fn, timeout, interval=0.01):
 
 # ---------------------------------------------------------------- processes
 
+def relay_path_variant():
+    """This run's relay-path variant (LORELAY_E2E_CONFIG_EXTRA, set by ctest),
+    normalised for matching: "onehop=false,zerocopy=false"; "" by default."""
+    return os.environ.get("LORELAY_E2E_CONFIG_EXTRA", "").replace(" ", "").lower()
+
+
 def one_hop_expected():
     """False when this run's relay-path variant turned one hop off, so a
     --netns guest's connections go through the agent as a VM guest's do."""
-    extra = os.environ.get("LORELAY_E2E_CONFIG_EXTRA", "")
-    return "onehop=false" not in extra.replace(" ", "").lower()
+    return "onehop=false" not in relay_path_variant()
 
 
 def read_status(sock_path, timeout=2.0):
@@ -717,7 +722,7 @@ class LorelayTestCase(unittest.TestCase):
     def _check_relay_path(self):
         """In a relay-path variant, the logs must show the path was taken:
         otherwise the variant would pass by testing the default path again."""
-        extra = os.environ.get("LORELAY_E2E_CONFIG_EXTRA", "").replace(" ", "").lower()
+        extra = relay_path_variant()
         if not extra or getattr(self, "relay_path_unchecked", None):
             return
         log = self.lr.log()
