@@ -93,9 +93,21 @@ static int guest_set_addresses(lr_guest_t *g) {
   return changed;
 }
 
-/* LAN exposure is opt-in and said once, when it starts. */
+/* LAN exposure is opt-in and said once, when it starts. A loopback
+ * listenAddress (127.0.0.3, say) exposes nothing, so it is not warned of. */
 static void guest_warn_exposure(lr_guest_t *g) {
-  if (g->cfg.listen_address[0])
+  const char *la = g->cfg.listen_address;
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  if (!la[0]) return;
+  if (strchr(la, ':'))
+    uv_ip6_addr(la, 0, (struct sockaddr_in6 *)&ss);
+  else
+    uv_ip4_addr(la, 0, (struct sockaddr_in *)&ss);
+  if (lr_sockaddr_is_loopback(&ss))
+    LR_INFO("%s: listenAddress = %s: stand-ins listen there (a loopback address, "
+            "reachable from this machine only)", g->name, la);
+  else
     LR_WARN("%s: listenAddress = %s: this guest's ports are reachable from other machines "
             "on that address, not only from this one",
             g->name, g->cfg.listen_address);

@@ -33,6 +33,16 @@ static void copy_written(uv_write_t *req, int status) {
   free(req);
 }
 
+int lr_sockaddr_is_loopback(const struct sockaddr_storage *ss) {
+  static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (ss->ss_family == AF_INET)
+    return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+  if (ss->ss_family != AF_INET6) return 0;
+  const uint8_t *a = ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
+  static const uint8_t one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return memcmp(a, one, 16) == 0 || (memcmp(a, v4mapped, 12) == 0 && a[12] == 127);
+}
+
 int lr_write_copy(uv_stream_t *s, const void *buf, size_t len) {
   if (!len) return 0;
   copy_write_t *w = malloc(sizeof *w + len);

@@ -17,6 +17,9 @@
 const char *lr_loopback_str(int family);
 /* 127.0.0.1:port or [::1]:port. */
 void lr_loopback_sockaddr(int family, uint16_t port, struct sockaddr_storage *ss);
+/* 1 for an address only this machine reaches: 127.0.0.0/8 or ::1 (and
+ * ::ffff:127.x, the same address seen through an IPv6 socket). */
+int lr_sockaddr_is_loopback(const struct sockaddr_storage *ss);
 
 /* Copies buf and queues it on s; the copy is freed when the write ends.
  * 0, or a uv error (nothing queued). A failed write later shows up on the

@@ -1074,6 +1074,38 @@ static void test_fd_exhaustion_is_logged(void **state) {
   fx_free(f);
 }
 
+static int exposure_lines;
+static void count_exposure_lines(lr_log_level_t level, const char *line, void *data) {
+  (void)data;
+  if (level == LR_LOG_WARN && strstr(line, "reachable from other machines")) exposure_lines++;
+}
+
+/* listenAddress: a LAN address is warned of once per guest; a loopback one
+ * (127.0.0.3, ::1, ::ffff:127.0.0.1) is not, as it exposes nothing. */
+static void test_listen_address_warning(void **state) {
+  (void)state;
+  static const struct {
+    const char *addr;
+    int warned;
+  } cases[] = {{"0.0.0.0", 1}, {"192.168.1.10", 1}, {"::", 1}, {"fe80::1", 1},
+               {"127.0.0.3", 0}, {"127.255.0.1", 0}, {"::1", 0}, {"::ffff:127.0.0.1", 0},
+               {"128.0.0.1", 1}, {"::2", 1}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    fx_t *f = fx_new();
+    snprintf(f->cfg.listen_address, sizeof f->cfg.listen_address, "%s", cases[i].addr);
+    lr_log_set_level(LR_LOG_INFO);
+    lr_log_set_sink(count_exposure_lines, NULL);
+    exposure_lines = 0;
+    fx_host(f, "unix:/tmp/lr-hostcore-nobody-here.sock");
+    lr_log_set_sink(NULL, NULL);
+    lr_log_set_level(LR_LOG_ERROR);
+    if (exposure_lines != cases[i].warned)
+      fail_msg("listenAddress %s: %d warning(s), want %d", cases[i].addr, exposure_lines,
+               cases[i].warned);
+    fx_free(f);
+  }
+}
+
 /* ---- the shared key ----------------------------------------------------------------- */
 
 /* The agent challenges first; the host proves the key in HELLO and OPEN
@@ -1261,6 +1293,7 @@ int main(void) {
       cmocka_unit_test(test_reverse_pending_budget),
       cmocka_unit_test(test_status_client_budget),
       cmocka_unit_test(test_fd_exhaustion_is_logged),
+      cmocka_unit_test(test_listen_address_warning),
       cmocka_unit_test(test_one_hop_relays_passed_socket),
       cmocka_unit_test(test_one_hop_refuses_other_sockets),
       cmocka_unit_test(test_keyed_handshake_relays),
