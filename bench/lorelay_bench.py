@@ -452,6 +452,92 @@ class Bench:
             socat_ports[name] = hp
         return chains, socat_ports
 
+    # ---- --profile: where the relays' CPU goes, by perf
+
+    # The kernel functions that are each system call's body, with the name a
+    # reader knows it by. Their "children" share is the time spent in that
+    # call, the TCP work it does on the peer's behalf on loopback included.
+    SYSCALL_SYMBOLS = (("ksys_write", "write"), ("ksys_read", "read"),
+                       ("do_epoll_wait", "epoll_wait"), ("do_epoll_ctl", "epoll_ctl"),
+                       ("__sys_connect", "connect"), ("__sys_accept4", "accept4"),
+                       ("__sys_shutdown", "shutdown"), ("__x64_sys_close", "close"),
+                       ("__sys_socket", "socket"), ("__sys_sendmsg", "sendmsg"),
+                       ("__sys_recvmsg", "recvmsg"), ("__x64_sys_splice", "splice"),
+                       ("__x64_sys_getsockopt", "getsockopt"), ("__x64_sys_setsockopt", "setsockopt"))
+
+    def profile(self, metric, run_once):
+        """One more run of a row through lorelay one-hop, under `perf record`
+        on lorelayd and its agent, not counted in the results (perf slows
+        what it watches): per process, the share of its CPU in the kernel and
+        in each system call."""
+        r = self.relays.get("lorelay")
+        if not self.a.profile or r is None:
+            return
+        data = os.path.join(self.tmp, "perf-%s.data" % metric)
+        perf = subprocess.Popen([tool("perf"), "record", "-q", "-g", "-o", data, "-p",
+                                 "%d,%d" % (r.daemon.pid, r.agent)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        before, t = self.cpu_snapshot("lorelay"), time.monotonic()
+        try:
+            run_once()
+        finally:
+            perf.send_signal(signal.SIGINT)
+            try:
+                _, err = perf.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                perf.kill()
+                _, err = perf.communicate()
+        dt = time.monotonic() - t
+        after = self.cpu_snapshot("lorelay")
+        if perf.returncode not in (0, -signal.SIGINT) or not os.path.exists(data):
+            self.extra.setdefault("profile errors", []).append("%s: perf: %s" % (metric, err.strip()[-200:]))
+            return
+        out = {}
+        for i, comm in enumerate(("lorelayd", "lorelay-agent")):
+            out[comm] = self.perf_split(data, comm)
+            out[comm]["cpu_pct"] = round((after[i] - before[i]) / 1e9 / dt * 100, 1)
+        self.profiles = getattr(self, "profiles", {})
+        self.profiles[metric] = out
+        for comm, o in out.items():
+            log("profile %s %s: %s %% of a core, kernel %s %%, %s"
+                % (metric, comm, o["cpu_pct"], o.get("kernel_pct"),
+                   ", ".join("%s %s %%" % kv for kv in o.get("syscalls", []))))
+
+    def perf_split(self, data, comm):
+        """{kernel_pct, syscalls: [(name, pct)...]} for one process of a perf
+        file, as shares of that process's own samples. Each sample's kernel
+        call chain is walked from the leaf up to the first system call body
+        it passes through (perf report's own "children" totals lose frames
+        when libuv's user stack cannot be unwound)."""
+        names = dict(self.SYSCALL_SYMBOLS)
+        try:
+            out = subprocess.run([tool("perf"), "script", "-i", data, "--comms", comm,
+                                  "-F", "comm,ip,sym,dso"],
+                                 capture_output=True, text=True, timeout=300).stdout
+        except subprocess.TimeoutExpired:
+            return {}
+        total = kernel = 0
+        counts = {}
+        for block in out.split("\n\n"):
+            frames = [ln.strip() for ln in block.strip().splitlines()[1:]]
+            if not frames:
+                continue
+            total += 1
+            if frames[0].endswith("([kernel.kallsyms])"):
+                kernel += 1
+            for fr in frames:  # "ADDRESS SYMBOL (DSO)"
+                f = fr.split()
+                sym = f[1] if len(f) > 1 else ""
+                if sym in names:
+                    counts[names[sym]] = counts.get(names[sym], 0) + 1
+                    break
+        if not total:
+            return {}
+        pct = lambda n: round(n / total * 100, 1)  # noqa: E731
+        return {"kernel_pct": pct(kernel), "samples": total,
+                "syscalls": sorted(((k, pct(v)) for k, v in counts.items()), key=lambda kv: -kv[1])[:10]}
+
     # ---- metric 1: iperf3, four ways
 
     # metric -> extra iperf3 flags. host -> guest is the client sending (the
@@ -553,6 +639,8 @@ class Bench:
                                                             ", ".join("%s %.1f k/s" % (k, x / 1000)
                                                                       for k, x in rows.items())))
                         self.pause(0.3)
+                in_ns, p = self.target("lorelay", port, sp)
+                self.profile(metric, lambda: self.redis_bench(in_ns, p, test, c, n))
         finally:
             self.stop_all(chains)
 
@@ -649,6 +737,8 @@ class Bench:
                     log("wrk+nginx round %d %-12s %.2f k conn/s%s" % (r + 1, v, rate,
                                                                      " (%s)" % errors if errors else ""))
                     self.pause(1.0)
+            in_ns, p = self.target("lorelay", port, sp)
+            self.profile("connrate_wrk", lambda: self.wrk_once(in_ns, p))
         finally:
             self.stop_all(chains)
 
@@ -1276,13 +1366,16 @@ def main():
                     help="seconds-long run of every row with tiny sizes (what ctest bench_smoke runs)")
     ap.add_argument("--max-seconds", type=int, default=3600, help="overall limit")
     ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="one extra lorelay one-hop run of PING, SET and wrk under perf record: "
+                         "the relays' kernel share and system calls (not counted in the results)")
     if "--smoke" in sys.argv[1:]:
         ap.set_defaults(**SMOKE)
     a = ap.parse_args()
     a.bin_dir = os.path.abspath(a.bin_dir)
     if os.geteuid() != 0:
         lrci.exit_skip_or_fail("must run as root (it creates a network namespace)", "bench")
-    tools = list(TOOLS) + (["gnuplot"] if a.chart else [])
+    tools = list(TOOLS) + (["gnuplot"] if a.chart else []) + (["perf"] if a.profile else [])
     gone = [t for t in tools if tool(t) is None]
     if gone:
         lrci.exit_skip_or_fail("not installed: %s (run scripts/deps.sh bench)" % ", ".join(gone), "bench")
@@ -1325,6 +1418,12 @@ def main():
     if getattr(b, "idle_cpu_all", None):
         print("- idle CPU detail: %s" % json.dumps({v: {k: round(x, 4) for k, x in c.items()}
                                                     for v, c in b.idle_cpu_all.items()}))
+    for metric, per in getattr(b, "profiles", {}).items():
+        for comm, o in per.items():
+            print("- profile, %s, %s (under perf): %s %% of a core; in the kernel %s %% of its "
+                  "samples; in each system call, with the TCP work it does on loopback: %s"
+                  % (metric, comm, o["cpu_pct"], o.get("kernel_pct"),
+                     ", ".join("%s %s %%" % kv for kv in o.get("syscalls", []))))
     if a.chart:
         print("- chart: %s" % os.path.abspath(a.chart))
     if a.json:
@@ -1332,6 +1431,7 @@ def main():
             json.dump({"facts": f, "samples": b.results, "extra": b.extra, "summary": summary,
                        "idle_memory": b.idle_mem, "idle_cpu": getattr(b, "idle_cpu_all", None),
                        "detection": getattr(b, "detection", None), "missing": missing,
+                       "profiles": getattr(b, "profiles", None),
                        "args": vars(a)}, fh, indent=1)
     if missing:
         print("bench: FAIL: no number for %s" % "; ".join(missing), file=sys.stderr)
