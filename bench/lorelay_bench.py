@@ -1400,6 +1400,13 @@ def main():
         signal.alarm(0)
         b.cleanup()
     table, summary, missing = report(b)
+    if a.profile:
+        rows = ([m for m in ("ping_1", "set_50") if "redis" in b.wanted] +
+                (["connrate_wrk"] if "wrk" in b.wanted else []))
+        for m in rows:
+            for comm in ("lorelayd", "lorelay-agent"):
+                if not getattr(b, "profiles", {}).get(m, {}).get(comm, {}).get("samples"):
+                    missing.append("profile of %s: %s" % (m, comm))
     f = b.facts
     print()
     print("Machine: %s, %d MiB, Linux %s, %s" % (f["cpu"], f["memory_mib"], f["kernel"], f["os"]))

@@ -32,14 +32,15 @@ test_pkgs=(libcmocka-dev valgrind clang
 # (iperf3, redis, wrk + nginx, dnsperf against dnsmasq for UDP), gnuplot for
 # its chart. In `test` too, for the ctest bench_smoke.
 bench_pkgs=(iperf3 redis-server redis-tools socat wrk nginx gnuplot-nox dnsperf dnsmasq-base)
-# perf, for `bench/run.sh --profile` only (where the relays' CPU goes).
+# perf, for `bench/run.sh --profile` (where the relays' CPU goes; bench_smoke
+# runs it too).
 profile_pkgs=(linux-perf)
 
 sources=no
 case "$mode" in
   run) want=("${run_pkgs[@]}") ;;
   win64) want=("${win64_pkgs[@]}"); sources=yes ;;
-  test) want=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}"); sources=yes ;;
+  test) want=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}" "${profile_pkgs[@]}"); sources=yes ;;
   bench) want=("${run_pkgs[@]}" "${bench_pkgs[@]}" "${profile_pkgs[@]}") ;;
   *) echo "usage: $0 run|win64|test|bench" >&2; exit 2 ;;
 esac
