@@ -128,7 +128,14 @@ static int win32_listen_loopback(uv_loop_t *loop, uv_tcp_t *h, const struct sock
     closesocket(sock);
     goto fail;
   }
-  /* From here the handle owns the socket: closing h closes it. */
+  /* From here the handle owns the socket: closing h closes it.
+   * One AcceptEx at a time, not libuv's default of 32: each pending accept
+   * holds a socket made in advance, so a default listener costs 32 sockets
+   * before its first client, and a guest port that comes and goes costs 32
+   * socket creations and closes each time (under Wine a port churning every
+   * 3 ms stalled every other stand-in for seconds). Clients arriving while
+   * the one accept is re-posted wait in the listen backlog. */
+  uv_tcp_simultaneous_accepts(h, 0);
   r = uv_listen((uv_stream_t *)h, backlog, cb);
   if (r != 0)
     goto fail;

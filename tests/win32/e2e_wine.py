@@ -300,14 +300,19 @@ print("done", flush=True)
 """
 
 
+CHURN_CYCLES = 1500
+
+
 def check_stalled_watcher(wine, lorelayctl, pipe, guest, work, p46, body46):
     """A watcher whose output nobody reads (lorelayctl.exe blocked on its
     stdout, so it stops reading the named pipe) while a guest port opens
-    and closes 400 times (800 events, more than the pipes and the 64 KiB
-    queue hold): lorelayd.exe keeps forwarding, and once the output is read
-    the watcher says it dropped events. (The pace, 20 ms, is one Wine's
-    lorelayd.exe keeps up with; a 3 ms churn stalls forwarding under Wine
-    with or without a watcher.)"""
+    and closes every 3 ms, CHURN_CYCLES times (far more events than the
+    pipes and the 64 KiB queue hold): lorelayd.exe keeps forwarding another
+    port throughout, and once the output is read the watcher says it
+    dropped events. Each cycle binds and closes a stand-in; with libuv's
+    default of 32 AcceptEx sockets made in advance per listener, that pace
+    stalled forwarding under Wine for 5 s and more (stand-ins now post one
+    accept at a time)."""
     proc = subprocess.Popen(["wine", lorelayctl, "--socket", pipe, "watch", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=wine.env,
                             start_new_session=True)
@@ -315,7 +320,7 @@ def check_stalled_watcher(wine, lorelayctl, pipe, guest, work, p46, body46):
     port = free_host_port()
     script = os.path.join(work, "churn.py")
     open(script, "w").write(CHURN)
-    churn = guest.spawn([sys.executable, script, str(port), "400", "0.02"], "churn")
+    churn = guest.spawn([sys.executable, script, str(port), str(CHURN_CYCLES), "0.003"], "churn")
     t0 = time.time()
     while churn.poll() is None:
         if time.time() - t0 > 120:
@@ -347,7 +352,7 @@ def check_stalled_watcher(wine, lorelayctl, pipe, guest, work, p46, body46):
     dropped = sum(e.get("count", 0) for e in lines if e.get("event") == "dropped")
     got = sum(1 for e in lines if e.get("port", {}).get("guest") == f"0.0.0.0:{port}")
     log(f"stalled watcher over the named pipe: {got} events received, {dropped} dropped "
-        f"(800 emitted if the agent saw every cycle)")
+        f"({2 * CHURN_CYCLES} emitted if the agent saw every cycle)")
     if not dropped:
         raise AssertionError(f"a stalled watcher was never told it dropped events ({got} received)")
 GUESTSRV = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e",
