@@ -373,7 +373,12 @@ static void describe_peer(conn_t *c) {
   snprintf(c->peer, sizeof c->peer, "unknown peer");
   if (uv_fileno(&c->relay.ep[1].u.handle, &fd) != 0) return;
   memset(&ss, 0, sizeof ss);
-  if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0) return;
+  /* A Unix listener's peers are Unix sockets: one call fewer per stream,
+   * which on the one-hop path is one per relayed connection. */
+  if (c->agent->conn_kind == LR_EP_PIPE)
+    ss.ss_family = AF_UNIX;
+  else if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+    return;
   if (ss.ss_family == AF_INET) {
     struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
     char ip[INET_ADDRSTRLEN] = "?";

@@ -122,7 +122,8 @@ enum {
   AG_BAD_WELCOME_MAC, /* keyed: WELCOME's MAC made with another key */
   AG_BAD_RESULT_MAC,  /* keyed: OPEN_RESULT's MAC made with another key */
   AG_PASS_TCP,        /* one hop: passes a connected TCP socket with OPEN_RESULT */
-  AG_PASS_UNIX,       /* one hop, hostile: passes a Unix socket instead */
+  AG_PASS_UNIX,       /* one hop, hostile: passes a Unix socket, a UDP socket, a
+                       * pipe or an unconnected TCP socket instead, in turn */
 };
 
 /* The shared key of the keyed tests, and a key the host does not have. */
@@ -226,10 +227,21 @@ static void agent_pass(astream_t *s, const uint8_t *frame, size_t len) {
     assert_int_equal(connect(fd, (struct sockaddr *)&ss, sl), 0);
     ag->peer_fd = accept4(ag->peer_lsn, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     assert_true(ag->peer_fd >= 0);
-  } else {
+  } else if (ag->passes % 4 == 0) { /* a Unix stream socket */
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     close(sv[1]);
     fd = sv[0];
+  } else if (ag->passes % 4 == 1) { /* a connected UDP socket (nothing is sent) */
+    struct sockaddr_storage ss;
+    lr_loopback_sockaddr(4, 9, &ss);
+    fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+  } else if (ag->passes % 4 == 2) { /* not a socket at all */
+    assert_int_equal(pipe2(sv, O_CLOEXEC), 0);
+    close(sv[1]);
+    fd = sv[0];
+  } else { /* a TCP socket that is not connected */
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   }
   /* libuv sends a handle, not a descriptor: wrap it, send, close ours. */
   uv_stream_t *h;
@@ -1062,6 +1074,7 @@ static void test_fd_exhaustion_is_logged(void **state) {
   close(probe);
   tight = was;
   tight.rlim_cur = (rlim_t)probe; /* every descriptor from here on is refused */
+  lr_log_level_t level_was = lr_log_get_level();
   lr_log_set_level(LR_LOG_WARN);
   lr_log_set_sink(count_fd_lines, NULL);
   fd_lines = 0;
@@ -1069,7 +1082,7 @@ static void test_fd_exhaustion_is_logged(void **state) {
   pump(f, 2500);
   assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
   lr_log_set_sink(NULL, NULL);
-  lr_log_set_level(LR_LOG_ERROR);
+  lr_log_set_level(level_was);
   assert_int_equal(fd_lines, 1); /* said, and said once */
   fx_free(f);
 }
@@ -1093,12 +1106,13 @@ static void test_listen_address_warning(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     fx_t *f = fx_new();
     snprintf(f->cfg.listen_address, sizeof f->cfg.listen_address, "%s", cases[i].addr);
+    lr_log_level_t was = lr_log_get_level();
     lr_log_set_level(LR_LOG_INFO);
     lr_log_set_sink(count_exposure_lines, NULL);
     exposure_lines = 0;
     fx_host(f, "unix:/tmp/lr-hostcore-nobody-here.sock");
     lr_log_set_sink(NULL, NULL);
-    lr_log_set_level(LR_LOG_ERROR);
+    lr_log_set_level(was);
     if (exposure_lines != cases[i].warned)
       fail_msg("listenAddress %s: %d warning(s), want %d", cases[i].addr, exposure_lines,
                cases[i].warned);
@@ -1244,18 +1258,32 @@ static void test_one_hop_relays_passed_socket(void **state) {
 
 /* A hostile agent passes something that is not a connected TCP socket:
  * the host refuses it, resets the client, and keeps serving. */
+static int refusal_lines;
+static void count_refusals(lr_log_level_t level, const char *line, void *data) {
+  (void)level;
+  (void)data;
+  if (strstr(line, "refused the socket the agent passed: the passed")) refusal_lines++;
+}
+
 static void test_one_hop_refuses_other_sockets(void **state) {
   (void)state;
   uint16_t port = free_port();
   fx_t *f = fx_forwarding(AG_PASS_UNIX, port);
   char buf[4];
-  for (int i = 0; i < 2; i++) {
+  lr_log_level_t level_was = lr_log_get_level();
+  lr_log_set_level(LR_LOG_INFO);
+  lr_log_set_sink(count_refusals, NULL);
+  refusal_lines = 0;
+  for (int i = 0; i < 8; i++) { /* each of the four kinds twice */
     int fd = client_connect(port);
     assert_true(fd >= 0);
     assert_true(client_read(f, fd, buf, 1, 3000) <= 0); /* reset, not served */
     close(fd);
   }
-  assert_int_equal(f->agent.passes, 2);
+  assert_int_equal(f->agent.passes, 8);
+  lr_log_set_sink(NULL, NULL);
+  lr_log_set_level(level_was);
+  assert_int_equal(refusal_lines, 8); /* each refused by the check, with its reason */
   pump_until_status(f, "\"active\":0", 2000);
   fx_free(f);
 }
