@@ -160,9 +160,10 @@ struct lr_agent_s {
   uv_timer_t scan_timer;
   int scan_timer_open;
   /* UDP: udp_enabled from the agent's config, report_udp from the current
-   * host's HELLO. The eBPF trigger sees only TCP, so while it works UDP
-   * sockets have their own, cheaper scan every udp_scan_ms (udp_timer,
-   * initialised and closed like scan_timer, run by agent_control.c). */
+   * host's HELLO. While the eBPF trigger works for TCP but its UDP hooks
+   * did not attach, UDP sockets have their own, cheaper scan every
+   * udp_scan_ms (udp_timer, initialised and closed like scan_timer, run by
+   * agent_control.c). */
   int udp_enabled, report_udp;
   unsigned udp_scan_ms;
   uv_timer_t udp_timer;
@@ -244,6 +245,8 @@ void agent_scan_own_rebuild(lr_agent_t *a);
  * when it fails, one log line and polling), and stops it at shutdown. */
 void agent_scan_events_start(lr_agent_t *a, const lr_agent_opts_t *o);
 void agent_scan_events_stop(lr_agent_t *a);
+/* 1 while the trigger's UDP hooks work: UDP needs no poll of its own. */
+int agent_scan_udp_events(const lr_agent_t *a);
 /* The AGENT_INFO frame (how listeners are detected) into out; its length. */
 size_t agent_scan_info_frame(const lr_agent_t *a, uint8_t *out, size_t cap);
 

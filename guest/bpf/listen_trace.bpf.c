@@ -22,8 +22,6 @@
 
 #include "listen_trace.h"
 
-#define LT_IPPROTO_TCP 6
-
 /* The inode number of the agent's network namespace (/proc/self/ns/net),
  * written by the agent into the read-only data before the load. */
 const volatile __u32 target_netns_ino = 0;
@@ -66,9 +64,69 @@ int BPF_PROG(lt_set_state, struct sock *sk, int oldstate, int newstate)
   e->port = BPF_CORE_READ(sk, __sk_common.skc_num);
   e->oldstate = (unsigned char)oldstate;
   e->newstate = (unsigned char)newstate;
-  e->pad[0] = e->pad[1] = 0;
+  e->proto = LT_IPPROTO_TCP;
+  e->pad = 0;
   bpf_ringbuf_submit(e, 0);
   return 0;
+}
+
+/* ---- UDP: cgroup socket hooks ----------------------------------------- */
+
+/* The agent's network namespace as bpf_get_netns_cookie names it (the
+ * agent reads it with SO_NETNS_COOKIE). The cgroup hooks see every socket
+ * of every process below the cgroup they are attached to, whatever its
+ * namespace, so this is their namespace filter. */
+const volatile __u64 target_netns_cookie = 0;
+
+static __always_inline void udp_event(struct bpf_sock *sk, __u16 port, unsigned char what)
+{
+  if (port == 0 || bpf_get_netns_cookie(sk) != target_netns_cookie) return;
+  struct lt_event *e = bpf_ringbuf_reserve(&events, sizeof *e, 0);
+  if (!e) {
+    __sync_fetch_and_add(&dropped, 1);
+    return;
+  }
+  e->family = (unsigned short)sk->family;
+  e->port = port;
+  e->oldstate = 0;
+  e->newstate = what;
+  e->proto = LT_IPPROTO_UDP;
+  e->pad = 0;
+  bpf_ringbuf_submit(e, 0);
+}
+
+/* bind() of a UDP socket, after the port was taken (the socket is in the
+ * kernel's UDP hash already). A post_bind program's verdict could undo the
+ * bind: these only watch, and always allow (1). An automatic port (the
+ * first sendto() of an unbound socket) passes no hook; the safety-net
+ * scan finds those. */
+SEC("cgroup/post_bind4")
+int lt_udp_bind4(struct bpf_sock *sk)
+{
+  if (sk->protocol == LT_IPPROTO_UDP) udp_event(sk, (__u16)sk->src_port, LT_UDP_BOUND);
+  return 1;
+}
+
+SEC("cgroup/post_bind6")
+int lt_udp_bind6(struct bpf_sock *sk)
+{
+  if (sk->protocol == LT_IPPROTO_UDP) udp_event(sk, (__u16)sk->src_port, LT_UDP_BOUND);
+  return 1;
+}
+
+/* The last close of an inet socket (close(), or the process exiting),
+ * before the socket leaves the hash. Only an unconnected one was a UDP
+ * server to the agent (sock_diag state CLOSE); a connected UDP socket, such
+ * as every DNS client's, is not worth a wake-up. */
+SEC("cgroup/sock_release")
+int lt_udp_release(struct bpf_sock *sk)
+{
+  /* src_port is not in this hook's view of the socket (the verifier
+   * allows it only after a bind), but the context is the kernel's struct
+   * sock: its port is read from there, placed by CO-RE. */
+  if (sk->protocol == LT_IPPROTO_UDP && sk->state == LT_TCP_CLOSE)
+    udp_event(sk, BPF_CORE_READ((struct sock *)sk, __sk_common.skc_num), LT_UDP_RELEASED);
+  return 1;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
