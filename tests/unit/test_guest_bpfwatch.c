@@ -280,8 +280,9 @@ static void test_other_namespace_filtered(void **state) {
 }
 
 /* A UDP server's socket: bind() and close() are one record each, both
- * families, and only UDP records. A connected UDP socket (a client's: its
- * port comes from connect, not bind) and UDP-lite wake nobody. */
+ * families, whether bind() named the port or let the kernel choose it, and
+ * only UDP records. A client's UDP socket (its port comes from connect()
+ * or the first sendto(), not bind()) and UDP-lite wake nobody. */
 static void test_udp_bind_release(void **state) {
   (void)state;
   fx_t *f = fx_start_udp();
@@ -300,6 +301,14 @@ static void test_udp_bind_release(void **state) {
   assert_int_equal(getsockname(c, (struct sockaddr *)&sin, &len), 0);
   uint16_t client = ntohs(sin.sin_port);
   close(c);
+  /* an unconnected client: its port comes with its first sendto() */
+  int uc = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sin.sin_port = htons(p4);
+  assert_int_equal(sendto(uc, "x", 1, 0, (struct sockaddr *)&sin, sizeof sin), 1);
+  len = sizeof sin;
+  assert_int_equal(getsockname(uc, (struct sockaddr *)&sin, &len), 0);
+  uint16_t sender = ntohs(sin.sin_port);
+  close(uc);
   uint16_t plite = 0;
   int lite = bound_socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE, &plite);
   if (lite >= 0) close(lite); /* a kernel without UDP-lite has nothing to show */
@@ -309,17 +318,27 @@ static void test_udp_bind_release(void **state) {
   if (j < 0) fail_msg("no UDP record for close() of 127.0.0.1:%u", p4);
   /* the close record of u4 came after the client's and UDP-lite's would have */
   assert_int_equal(count_port(f, client), 0);
+  assert_int_equal(count_port(f, sender), 0);
   if (lite >= 0) assert_int_equal(count_port(f, plite), 0);
   assert_int_equal(count_port(f, p4), 2);
   assert_int_equal(wait_event(f, 0, 4, p4, 1, 0), -1); /* not taken for a TCP listener */
 
+  /* [::1]: first on a port the kernel chooses, then on that port named in
+   * bind(); each bound and closed, in order */
   uint16_t p6 = 0;
-  int u6 = bound_socket(AF_INET6, SOCK_DGRAM, 0, &p6);
-  if (u6 >= 0) {
-    if (wait_proto_event(f, 0, 1, 6, p6, 1, 2000) < 0)
-      fail_msg("no UDP record for bind() on [::1]:%u", p6);
+  int probe = bound_socket(AF_INET6, SOCK_DGRAM, 0, &p6);
+  if (probe >= 0) { /* a kernel without IPv6 has nothing to report here */
+    long b = wait_proto_event(f, 0, 1, 6, p6, 1, 2000);
+    if (b < 0) fail_msg("no UDP record for bind() on [::1] (port %u chosen)", p6);
+    close(probe);
+    long r = wait_proto_event(f, (size_t)b + 1, 1, 6, p6, 0, 2000);
+    if (r < 0) fail_msg("no UDP record for close() of [::1]:%u (port chosen)", p6);
+    int u6 = bound_socket(AF_INET6, SOCK_DGRAM, 0, &p6);
+    assert_true(u6 >= 0);
+    b = wait_proto_event(f, (size_t)r + 1, 1, 6, p6, 1, 2000);
+    if (b < 0) fail_msg("no UDP record for bind() on [::1]:%u", p6);
     close(u6);
-    if (wait_proto_event(f, 0, 1, 6, p6, 0, 2000) < 0)
+    if (wait_proto_event(f, (size_t)b + 1, 1, 6, p6, 0, 2000) < 0)
       fail_msg("no UDP record for close() of [::1]:%u", p6);
   }
   assert_false(f->failed);
