@@ -1,6 +1,13 @@
 /* The eBPF listener trigger: a raw tracepoint on sock/inet_sock_set_state
  * that sends one small record (listen_trace.h) to the agent whenever a TCP
- * socket of the agent's own network namespace starts or stops listening.
+ * socket of the agent's own network namespace starts or stops listening,
+ * and three cgroup socket hooks (post_bind4, post_bind6, sock_release)
+ * that do the same for a UDP socket bind() gives a port and for its close:
+ * a UDP server never changes TCP state, so the tracepoint never sees it.
+ * The hooks are optional (lr_bpfwatch.c loads the object without them
+ * when they cannot work); they see every socket below the cgroup they are
+ * attached to, so they filter on the namespace cookie, and the post-bind
+ * ones always allow the bind.
  *
  * Everything else is filtered here, in the kernel, so the agent is woken
  * only for what it reports: every connection's handshake and teardown
