@@ -108,18 +108,26 @@ static int on_libbpf_print(enum libbpf_print_level level, const char *fmt, va_li
   return 0;
 }
 
-/* "what failed: strerror", with a hint for the usual causes, or libbpf's
- * own first complaint. */
-static void say_why(char *err, size_t errlen, const char *what, int e) {
+/* "what failed: strerror", with a hint for the usual causes (caps: the
+ * capabilities it needs), or libbpf's own first complaint. EACCES is also
+ * how the verifier refuses a program, and then libbpf has said more. */
+static void say_why_caps(char *err, size_t errlen, const char *what, int e, const char *caps) {
   if (e < 0) e = -e;
-  if (e == EPERM || e == EACCES)
-    snprintf(err, errlen, "%s failed: %s (needs root, or CAP_BPF and CAP_PERFMON)", what,
-             strerror(e));
+  if (e == EPERM || (e == EACCES && !libbpf_why[0]))
+    snprintf(err, errlen, "%s failed: %s (needs root, or %s)", what, strerror(e), caps);
   else if (libbpf_why[0])
     snprintf(err, errlen, "%s failed: %s; libbpf: %s", what, strerror(e), libbpf_why);
   else
     snprintf(err, errlen, "%s failed: %s", what, strerror(e));
 }
+
+static void say_why(char *err, size_t errlen, const char *what, int e) {
+  say_why_caps(err, errlen, what, e, "CAP_BPF and CAP_PERFMON");
+}
+
+/* The cgroup socket hooks are network programs: loading and attaching
+ * them takes CAP_NET_ADMIN as well. */
+#define UDP_CAPS "CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"
 
 /* ---- the ring buffer in the loop --------------------------------------- */
 
@@ -269,7 +277,7 @@ static void udp_attach(lr_bpfwatch_t *w, const char *path) {
     if (!w->udp_links[i]) {
       char what[320];
       snprintf(what, sizeof what, "attaching the cgroup %s hook to %s", names[i], path);
-      say_why(w->udp_why, sizeof w->udp_why, what, errno);
+      say_why_caps(w->udp_why, sizeof w->udp_why, what, errno, UDP_CAPS);
       udp_detach(w);
       break;
     }
@@ -312,7 +320,7 @@ lr_bpfwatch_t *lr_bpfwatch_start(uv_loop_t *loop, lr_bpfwatch_event_fn on_event,
   if ((rc = open_and_load(w, (uint32_t)st.st_ino, cookie, udp)) != 0 && udp) {
     /* An older kernel may refuse the cgroup hooks (no sock_release attach
      * type, no bpf_get_netns_cookie for them): once more without. */
-    say_why(w->udp_why, sizeof w->udp_why, "loading the cgroup socket hooks", rc);
+    say_why_caps(w->udp_why, sizeof w->udp_why, "loading the cgroup socket hooks", rc, UDP_CAPS);
     libbpf_why[0] = 0; /* that complaint was about the hooks */
     listen_trace_bpf__destroy(w->skel);
     udp = 0;

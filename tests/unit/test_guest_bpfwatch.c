@@ -6,7 +6,8 @@
  * LISTEN) wake nobody; a UDP socket's bind() and its close arrive as one
  * UDP record each, while a connected UDP socket and UDP-lite wake nobody;
  * and a listener or UDP socket in another network namespace is filtered
- * out in the kernel. The UDP hooks also need a cgroup2 mount. Loading needs root (CAP_BPF, CAP_PERFMON),
+ * out in the kernel. The UDP hooks also need a cgroup2 mount and
+ * CAP_NET_ADMIN; without either the TCP trigger works alone and says why. Loading needs root (CAP_BPF, CAP_PERFMON),
  * the other namespace CAP_SYS_ADMIN, and the program a build with clang,
  * bpftool and libbpf: without them the tests are skipped outside CI and
  * fail in CI, as every scenario that cannot run. */
@@ -21,7 +22,9 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -389,17 +392,30 @@ static int hide_cgroup2(void) {
   return -1;
 }
 
-/* Without a cgroup2 mount the UDP hooks cannot attach: the TCP trigger
- * still loads and works, and lr_bpfwatch_udp says why (the agent then
- * polls UDP sockets). Run in a child, which hides cgroup2 from itself. */
-static void test_udp_without_cgroup2(void **state) {
-  (void)state;
+/* Drops CAP_NET_ADMIN and CAP_SYS_ADMIN (which stands in for it) from this
+ * (child) process, keeping CAP_BPF and CAP_PERFMON; 0 or -1. */
+static int drop_net_admin(void) {
+  struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+  struct __user_cap_data_struct d[2];
+  if (syscall(SYS_capget, &h, d) != 0) return -1;
+  const int drop[] = {CAP_NET_ADMIN, CAP_SYS_ADMIN};
+  for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) {
+    d[drop[i] / 32].effective &= ~(1u << (drop[i] % 32));
+    d[drop[i] / 32].permitted &= ~(1u << (drop[i] % 32));
+  }
+  return (int)syscall(SYS_capset, &h, d);
+}
+
+/* In a child that prep() (0 or -1) has deprived of what the UDP hooks
+ * need: the TCP trigger still loads and reports a listener, and
+ * lr_bpfwatch_udp says why the hooks are not there, naming `expect`. */
+static void check_tcp_only(int (*prep)(void), const char *expect, const char *cannot) {
   fx_t *f = fx_start_udp(); /* this machine has the hooks: the child shows their absence */
   fx_stop(f);
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    if (hide_cgroup2() != 0) _exit(2);
+    if (prep() != 0) _exit(2);
     fx_t c;
     char err[512];
     memset(&c, 0, sizeof c);
@@ -412,7 +428,7 @@ static void test_udp_without_cgroup2(void **state) {
     const char *why;
     int udp = lr_bpfwatch_udp(c.w, &why);
     fprintf(stderr, "child: UDP hooks %s: %s\n", udp ? "attached" : "not attached", why);
-    int rc = udp || !strstr(why, "cgroup2") ? 5 : 0;
+    int rc = udp || !strstr(why, expect) ? 5 : 0;
     uint16_t port = 0;
     int l = listen_on(AF_INET, &port);
     if (rc == 0 && (l < 0 || wait_event(&c, 0, 4, port, 1, 2000) < 0)) rc = 6;
@@ -425,10 +441,23 @@ static void test_udp_without_cgroup2(void **state) {
   int st;
   assert_int_equal(waitpid(pid, &st, 0), pid);
   assert_true(WIFEXITED(st));
-  if (WEXITSTATUS(st) == 2) LR_SKIP_OR_FAIL("cannot hide cgroup2 in a mount namespace");
+  if (WEXITSTATUS(st) == 2) LR_SKIP_OR_FAIL(cannot);
   if (WEXITSTATUS(st) != 0)
     fail_msg("child exited %d (4: TCP trigger not loaded, 5: UDP hooks attached or the "
-             "reason does not name cgroup2, 6: no TCP record)", WEXITSTATUS(st));
+             "reason does not name %s, 6: no TCP record)", WEXITSTATUS(st), expect);
+}
+
+/* Without a cgroup2 mount there is nothing to attach the UDP hooks to. */
+static void test_udp_without_cgroup2(void **state) {
+  (void)state;
+  check_tcp_only(hide_cgroup2, "cgroup2", "cannot hide cgroup2 in a mount namespace");
+}
+
+/* Without CAP_NET_ADMIN the kernel refuses to load the hooks: the object
+ * is loaded again without them. */
+static void test_udp_not_permitted(void **state) {
+  (void)state;
+  check_tcp_only(drop_net_admin, "CAP_NET_ADMIN", "cannot drop CAP_NET_ADMIN (capset)");
 }
 
 /* Many listeners at once: every one is seen (the ring buffer holds about a
@@ -458,6 +487,7 @@ int main(void) {
       cmocka_unit_test(test_udp_bind_release),
       cmocka_unit_test(test_udp_other_namespace_filtered),
       cmocka_unit_test(test_udp_without_cgroup2),
+      cmocka_unit_test(test_udp_not_permitted),
       cmocka_unit_test(test_burst),
   };
   return lr_test_exit_code(cmocka_run_group_tests(tests, NULL, NULL));
