@@ -138,19 +138,27 @@ int agent_scan_diff(lr_agent_t *a, size_t *nadds, size_t *ndels) {
 
 /* ---- listener owners -------------------------------------------------- */
 
+/* The order of raw once sorted: TCP before UDP, so that the TCP part of a
+ * full dump stays at the front, where a UDP-only scan (scan_now) keeps it;
+ * then by listener. */
+static int raw_order(const lr_listener_t *a, const lr_listener_t *b) {
+  int ua = (a->flags & LR_LISTENER_UDP) != 0, ub = (b->flags & LR_LISTENER_UDP) != 0;
+  return ua != ub ? ua - ub : lr_listener_cmp(a, b);
+}
+
 static int cmp_raw(const void *x, const void *y) {
   const lr_sockdiag_entry_t *a = x, *b = y;
-  int c = lr_listener_cmp(&a->l, &b->l);
+  int c = raw_order(&a->l, &b->l);
   return c ? c : (a->inode > b->inode) - (a->inode < b->inode);
 }
 
 /* The inode sock_diag reported for l in the last dump (the lowest of an
- * SO_REUSEPORT group), or 0. raw is sorted by listener (cmp_raw). */
+ * SO_REUSEPORT group), or 0. raw is sorted by cmp_raw. */
 static uint32_t raw_inode(const agent_scan_t *s, const lr_listener_t *l) {
   size_t lo = 0, hi = s->raw.n;
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
-    if (lr_listener_cmp(&s->raw.v[mid].l, l) < 0)
+    if (raw_order(&s->raw.v[mid].l, l) < 0)
       lo = mid + 1;
     else
       hi = mid;

@@ -8,7 +8,10 @@ test creates, never reach the agent (no trigger line for their ports).
 The hooks are attached to the cgroup v2 root, so they see every process on
 the machine: only the kernel-side namespace filter keeps the rest out. An
 agent whose hooks did not attach (its log says why) cannot show any of
-this: a failure in CI, a skip outside (tests/lrci.py)."""
+this: a failure in CI, a skip outside (tests/lrci.py).
+
+And on either path, a UDP-only scan keeps the TCP listeners it did not
+dump."""
 
 import socket
 import subprocess
@@ -91,6 +94,38 @@ class UdpDetectionNamespace(LorelayTestCase):
             for what in ("bound", "released"):
                 self.assertNotIn(trigger_line(port, what), log,
                                  "a UDP socket in %s reached the agent" % where)
+
+    def test_udp_scans_keep_tcp_listeners(self):
+        """A UDP-only scan (a UDP event's, or the UDP poll's) keeps the TCP
+        part of the last full dump: a TCP listener sorting after the new UDP
+        socket must not be reported gone when the UDP socket comes or goes.
+        Either detection path: no eBPF needed."""
+        udp_port = free_port()
+        tcp_port = free_port(exclude=(udp_port,))
+        if tcp_port < udp_port:
+            udp_port, tcp_port = tcp_port, udp_port
+        helper = self.lr.spawn([PYTHON, "-u", GUESTSRV, "detect", "-", "0"], "tcp", stdin=True)
+        helper.wait_event("ready")
+        helper.send("listen 0.0.0.0 %d" % tcp_port)
+        helper.wait_event("listening")
+        self.lr.wait_port("0.0.0.0:%d" % tcp_port, "forwarding", timeout=3.0)
+        udp = self.lr.spawn([PYTHON, "-u", GUESTSRV, "detect", "-", "0"], "udp", stdin=True)
+        udp.wait_event("ready")
+        for i in range(3):
+            udp.send("bind 0.0.0.0 %d" % udp_port)
+            udp.wait_event("listening", count=i + 1)
+            self.lr.wait_port("0.0.0.0:%d" % udp_port, "forwarding", timeout=3.0,
+                              pred=lambda p: p.get("proto") == "udp")
+            udp.send("close")
+            udp.wait_event("closed", count=i + 1)
+            self.lr.wait_port_absent("0.0.0.0:%d" % udp_port, timeout=3.0)
+        time.sleep(0.6)  # the UDP poll's period twice, when there is one
+        gone = [l for l in self.lr.log().splitlines()
+                if "listener gone: 0.0.0.0:%d" % tcp_port in l]
+        self.assertEqual(gone, [], "the TCP listener was reported gone by a UDP scan")
+        self.lr.wait_port("0.0.0.0:%d" % tcp_port, "forwarding", timeout=0.1)
+        helper.send("quit")
+        udp.send("quit")
 
 
 if __name__ == "__main__":
