@@ -259,27 +259,36 @@ static void test_listen_close_and_connections(void **state) {
   fx_stop(f);
 }
 
-/* A listener in another network namespace never reaches this one's agent:
- * the kernel program compares the socket's namespace with ours. */
-static void test_other_namespace_filtered(void **state) {
-  (void)state;
-  fx_t *f = fx_start();
-  uint16_t other = other_namespace_socket(SOCK_STREAM);
+/* A socket of type (SOCK_STREAM: a listener; SOCK_DGRAM: a bound UDP
+ * socket) in another network namespace never reaches this one's agent,
+ * while one here does; f is stopped. */
+static void check_other_namespace(fx_t *f, int type) {
+  int udp = type == SOCK_DGRAM;
+  uint16_t other = other_namespace_socket(type);
   if (other == 0) {
     fx_stop(f);
     LR_SKIP_OR_FAIL("cannot create a network namespace (unshare CLONE_NEWNET)");
   }
-  /* A listener here afterwards: once its record is in, the other one's
+  /* A socket here afterwards: once its record is in, the other one's
    * would have been too. */
   uint16_t mine = 0;
-  int l = listen_on(AF_INET, &mine);
-  assert_true(l >= 0);
-  if (wait_event(f, 0, 4, mine, 1, 2000) < 0) fail_msg("no record for our own listener");
+  int fd = udp ? bound_socket(AF_INET, SOCK_DGRAM, 0, &mine) : listen_on(AF_INET, &mine);
+  assert_true(fd >= 0);
+  if (wait_proto_event(f, 0, udp, 4, mine, 1, 2000) < 0)
+    fail_msg("no record for our own %s socket", udp ? "UDP" : "TCP");
   pump(f, 50);
   if (mine != other && count_port(f, other) != 0)
-    fail_msg("a listener on port %u in another namespace reached this one", other);
-  close(l);
+    fail_msg("a %s socket on port %u in another namespace reached this one", udp ? "UDP" : "TCP",
+             other);
+  close(fd);
   fx_stop(f);
+}
+
+/* A listener in another network namespace: the kernel program compares
+ * the socket's namespace with ours. */
+static void test_other_namespace_filtered(void **state) {
+  (void)state;
+  check_other_namespace(fx_start(), SOCK_STREAM);
 }
 
 /* A UDP server's socket: bind() and close() are one record each, both
@@ -348,26 +357,12 @@ static void test_udp_bind_release(void **state) {
   fx_stop(f);
 }
 
-/* A UDP socket bound in another network namespace never reaches this one's
- * agent: the cgroup hooks see every socket below the cgroup root, and the
- * program compares the socket's namespace cookie with ours. */
+/* A UDP socket bound in another network namespace: the cgroup hooks see
+ * every socket below the cgroup root, and the program compares the
+ * socket's namespace cookie with ours. */
 static void test_udp_other_namespace_filtered(void **state) {
   (void)state;
-  fx_t *f = fx_start_udp();
-  uint16_t other = other_namespace_socket(SOCK_DGRAM);
-  if (other == 0) {
-    fx_stop(f);
-    LR_SKIP_OR_FAIL("cannot create a network namespace (unshare CLONE_NEWNET)");
-  }
-  uint16_t mine = 0;
-  int u = bound_socket(AF_INET, SOCK_DGRAM, 0, &mine);
-  assert_true(u >= 0);
-  if (wait_proto_event(f, 0, 1, 4, mine, 1, 2000) < 0) fail_msg("no record for our own UDP socket");
-  pump(f, 50);
-  if (mine != other && count_port(f, other) != 0)
-    fail_msg("a UDP socket on port %u in another namespace reached this one", other);
-  close(u);
-  fx_stop(f);
+  check_other_namespace(fx_start_udp(), SOCK_DGRAM);
 }
 
 /* Unmounts every cgroup2 file system this (child) process sees, in a mount
