@@ -196,12 +196,20 @@ void agent_control_hello(conn_t *c, const lr_frame_t *f) {
   send_full_listing(a, c);
   if (c->phase == PH_CONTROL && a->scan_timer_open)
     uv_timer_start(&a->scan_timer, on_scan_timer, a->scan_ms, a->scan_ms);
+  if (c->phase == PH_CONTROL) agent_control_udp_poll(a);
+}
+
+void agent_control_udp_poll(lr_agent_t *a) {
+  if (!a->udp_timer_open) return;
   /* UDP gets its own scan while the eBPF trigger watches TCP without its
-   * UDP hooks (without the trigger the periodic scan covers both; with the
-   * hooks UDP events do). */
-  if (c->phase == PH_CONTROL && a->report_udp && a->udp_timer_open &&
-      a->scan_ms > a->udp_scan_ms && !agent_scan_udp_events(a))
-    uv_timer_start(&a->udp_timer, on_udp_timer, a->udp_scan_ms, a->udp_scan_ms);
+   * UDP hooks (without the trigger the periodic scan covers both, unless
+   * scanIntervalMs is the slower; with the hooks UDP events do). */
+  if (a->control && a->report_udp && a->scan_ms > a->udp_scan_ms && !agent_scan_udp_events(a)) {
+    if (!uv_is_active((uv_handle_t *)&a->udp_timer))
+      uv_timer_start(&a->udp_timer, on_udp_timer, a->udp_scan_ms, a->udp_scan_ms);
+  } else {
+    uv_timer_stop(&a->udp_timer);
+  }
 }
 
 static void log_port_state(const lr_port_state_msg_t *m) {

@@ -277,6 +277,9 @@ void agent_udp_close(conn_t *c); /* c is closing: its flow socket too (no-op wit
 /* agent_control.c: a UDP-only scan and report (the eBPF trigger's
  * companion), and the timer that runs it. */
 void agent_control_report_udp(lr_agent_t *a);
+/* Starts or stops that timer as the detection in use needs it (after
+ * HELLO, and when the eBPF trigger fails). */
+void agent_control_udp_poll(lr_agent_t *a);
 
 /* agent_reverse.c */
 void agent_reverse_set(lr_agent_t *a, const lr_reverse_set_t *m);

@@ -383,14 +383,14 @@ static void on_fail(void *data, const char *why) {
   e->bw = NULL;
   uv_timer_stop(&e->kick);
   want_clear(e);
-  /* UDP comes with every full scan again: scanIntervalMs is not slower
-   * than udpScanIntervalMs unless configured so, and then the UDP timer
-   * takes over once the next control stream starts. */
   a->scan_ms = e->poll_ms;
   if (a->scan_timer_open && uv_is_active((uv_handle_t *)&a->scan_timer)) {
     uv_timer_set_repeat(&a->scan_timer, a->scan_ms);
     uv_timer_again(&a->scan_timer);
   }
+  /* UDP comes with every full scan again, or, when scanIntervalMs is the
+   * slower, with the UDP poll. */
+  agent_control_udp_poll(a);
   send_info(a);
 }
 
