@@ -86,9 +86,10 @@ static void on_scan_timer(uv_timer_t *t) {
   agent_control_report(a);
 }
 
-/* While the eBPF trigger watches TCP, UDP sockets are polled on their own
- * (the trigger cannot see a bind): a UDP-only dump, the TCP part of the set
- * kept from the last full scan. */
+/* While the eBPF trigger watches TCP but its UDP hooks could not attach,
+ * UDP sockets are polled on their own: a UDP-only dump, the TCP part of the
+ * set kept from the last full scan. With the hooks, a UDP event runs the
+ * same dump (agent_scan.c) and the safety-net scan covers the rest. */
 static void on_udp_timer(uv_timer_t *t) { agent_control_report_udp(t->data); }
 
 void agent_control_report_udp(lr_agent_t *a) {
@@ -195,11 +196,20 @@ void agent_control_hello(conn_t *c, const lr_frame_t *f) {
   send_full_listing(a, c);
   if (c->phase == PH_CONTROL && a->scan_timer_open)
     uv_timer_start(&a->scan_timer, on_scan_timer, a->scan_ms, a->scan_ms);
-  /* The eBPF trigger sees TCP only: UDP gets its own scan while it works
-   * (without it the periodic scan covers both). */
-  if (c->phase == PH_CONTROL && a->report_udp && a->udp_timer_open &&
-      a->scan_ms > a->udp_scan_ms)
-    uv_timer_start(&a->udp_timer, on_udp_timer, a->udp_scan_ms, a->udp_scan_ms);
+  if (c->phase == PH_CONTROL) agent_control_udp_poll(a);
+}
+
+void agent_control_udp_poll(lr_agent_t *a) {
+  if (!a->udp_timer_open) return;
+  /* UDP gets its own scan while the eBPF trigger watches TCP without its
+   * UDP hooks (without the trigger the periodic scan covers both, unless
+   * scanIntervalMs is the slower; with the hooks UDP events do). */
+  if (a->control && a->report_udp && a->scan_ms > a->udp_scan_ms && !agent_scan_udp_events(a)) {
+    if (!uv_is_active((uv_handle_t *)&a->udp_timer))
+      uv_timer_start(&a->udp_timer, on_udp_timer, a->udp_scan_ms, a->udp_scan_ms);
+  } else {
+    uv_timer_stop(&a->udp_timer);
+  }
 }
 
 static void log_port_state(const lr_port_state_msg_t *m) {

@@ -160,9 +160,10 @@ struct lr_agent_s {
   uv_timer_t scan_timer;
   int scan_timer_open;
   /* UDP: udp_enabled from the agent's config, report_udp from the current
-   * host's HELLO. The eBPF trigger sees only TCP, so while it works UDP
-   * sockets have their own, cheaper scan every udp_scan_ms (udp_timer,
-   * initialised and closed like scan_timer, run by agent_control.c). */
+   * host's HELLO. While the eBPF trigger works for TCP but its UDP hooks
+   * did not attach, UDP sockets have their own, cheaper scan every
+   * udp_scan_ms (udp_timer, initialised and closed like scan_timer, run by
+   * agent_control.c). */
   int udp_enabled, report_udp;
   unsigned udp_scan_ms;
   uv_timer_t udp_timer;
@@ -244,6 +245,8 @@ void agent_scan_own_rebuild(lr_agent_t *a);
  * when it fails, one log line and polling), and stops it at shutdown. */
 void agent_scan_events_start(lr_agent_t *a, const lr_agent_opts_t *o);
 void agent_scan_events_stop(lr_agent_t *a);
+/* 1 while the trigger's UDP hooks work: UDP needs no poll of its own. */
+int agent_scan_udp_events(const lr_agent_t *a);
 /* The AGENT_INFO frame (how listeners are detected) into out; its length. */
 size_t agent_scan_info_frame(const lr_agent_t *a, uint8_t *out, size_t cap);
 
@@ -274,6 +277,9 @@ void agent_udp_close(conn_t *c); /* c is closing: its flow socket too (no-op wit
 /* agent_control.c: a UDP-only scan and report (the eBPF trigger's
  * companion), and the timer that runs it. */
 void agent_control_report_udp(lr_agent_t *a);
+/* Starts or stops that timer as the detection in use needs it (after
+ * HELLO, and when the eBPF trigger fails). */
+void agent_control_udp_poll(lr_agent_t *a);
 
 /* agent_reverse.c */
 void agent_reverse_set(lr_agent_t *a, const lr_reverse_set_t *m);

@@ -14,11 +14,17 @@
  * this namespace entering or leaving LISTEN wakes the agent, which scans in
  * the next loop turn (however many events arrived in this one) and reports
  * through the same diff as the periodic scan, so additions and removals
- * travel the same path at the same speed. The periodic scan goes on, slower
- * (ebpfScanIntervalMs), as a safety net. The tracepoint fires a moment
- * before the socket is (un)hashed, so a scan that does not yet show what an
- * event announced is repeated after 1, 2, 4, 8 and 16 ms. Without the
- * trigger the periodic scan runs every scanIntervalMs, as before. */
+ * travel the same path at the same speed. When the trigger's UDP hooks
+ * attached too, a UDP socket bound or released does the same, answered by
+ * a UDP-only dump (the UDP hash is the expensive walk; the TCP part is
+ * kept from the last full one) unless a TCP change waits as well; the
+ * periodic UDP poll (udpScanIntervalMs) is then not run at all. The
+ * periodic full scan goes on, slower (ebpfScanIntervalMs), as a safety net
+ * for both. The hooks fire a moment before the socket is (un)hashed, so a
+ * scan that does not yet show what an event announced is repeated after 1,
+ * 2, 4, 8 and 16 ms. Without the trigger the periodic scan runs every
+ * scanIntervalMs, as before, and without the UDP hooks UDP sockets are
+ * polled every udpScanIntervalMs. */
 #include "agent_int.h"
 
 #include <stdio.h>
@@ -132,19 +138,27 @@ int agent_scan_diff(lr_agent_t *a, size_t *nadds, size_t *ndels) {
 
 /* ---- listener owners -------------------------------------------------- */
 
+/* The order of raw once sorted: TCP before UDP, so that the TCP part of a
+ * full dump stays at the front, where a UDP-only scan (scan_now) keeps it;
+ * then by listener. */
+static int raw_order(const lr_listener_t *a, const lr_listener_t *b) {
+  int ua = (a->flags & LR_LISTENER_UDP) != 0, ub = (b->flags & LR_LISTENER_UDP) != 0;
+  return ua != ub ? ua - ub : lr_listener_cmp(a, b);
+}
+
 static int cmp_raw(const void *x, const void *y) {
   const lr_sockdiag_entry_t *a = x, *b = y;
-  int c = lr_listener_cmp(&a->l, &b->l);
+  int c = raw_order(&a->l, &b->l);
   return c ? c : (a->inode > b->inode) - (a->inode < b->inode);
 }
 
 /* The inode sock_diag reported for l in the last dump (the lowest of an
- * SO_REUSEPORT group), or 0. raw is sorted by listener (cmp_raw). */
+ * SO_REUSEPORT group), or 0. raw is sorted by cmp_raw. */
 static uint32_t raw_inode(const agent_scan_t *s, const lr_listener_t *l) {
   size_t lo = 0, hi = s->raw.n;
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
-    if (lr_listener_cmp(&s->raw.v[mid].l, l) < 0)
+    if (raw_order(&s->raw.v[mid].l, l) < 0)
       lo = mid + 1;
     else
       hi = mid;
@@ -240,6 +254,7 @@ typedef struct agent_events_s {
   unsigned tries;
   unsigned poll_ms;  /* the interval to poll at without the trigger */
   int left;          /* a listener closed since the last kick */
+  int full;          /* a TCP event since the last kick: the next scan dumps TCP too */
   size_t nwant;
   int want_overflow;
   lr_bpfwatch_event_t want[WANT_MAX];
@@ -247,7 +262,9 @@ typedef struct agent_events_s {
 
 /* Does the last dump show what ev announced? Leaving LISTEN is traced
  * after the socket left the hash, entering it before the socket is hashed,
- * so only an entry can be early. An unbound socket's listen() reports port
+ * so only an entry can be early. For UDP it is the other way round (a
+ * bind is announced once hashed, a release before the unhash), which the
+ * same test covers. An unbound socket's listen() reports port
  * 0 (the port is chosen after the tracepoint), and a socket that releases
  * an automatic port at close has it zeroed by then: an entry on port 0 is
  * never confirmed and gets the whole retry series, an exit on port 0
@@ -257,13 +274,23 @@ static int want_seen(const agent_scan_t *s, const lr_bpfwatch_event_t *ev) {
   if (ev->port == 0) return !ev->listening;
   int found = 0;
   for (size_t i = 0; i < s->raw.n && !found; i++)
-    found = s->raw.v[i].l.family == ev->family && s->raw.v[i].l.port == ev->port;
+    found = s->raw.v[i].l.family == ev->family && s->raw.v[i].l.port == ev->port &&
+            !(s->raw.v[i].l.flags & LR_LISTENER_UDP) == !ev->udp;
   return found == ev->listening;
+}
+
+/* A TCP change still awaited needs a full dump: a UDP-only one keeps the
+ * TCP part of the last, which cannot confirm it. */
+static int want_tcp(const agent_events_t *e) {
+  for (size_t i = 0; i < e->nwant; i++)
+    if (!e->want[i].udp) return 1;
+  return e->want_overflow;
 }
 
 static void want_note(agent_events_t *e, const lr_bpfwatch_event_t *ev) {
   for (size_t i = 0; i < e->nwant; i++)
-    if (e->want[i].family == ev->family && e->want[i].port == ev->port) {
+    if (e->want[i].family == ev->family && e->want[i].port == ev->port &&
+        e->want[i].udp == ev->udp) {
       e->want[i].listening = ev->listening; /* the latest transition counts */
       return;
     }
@@ -303,7 +330,11 @@ static void on_kick(uv_timer_t *t) {
     e->left = 0;
     agent_reverse_retry(a);
   }
-  agent_control_report(a);
+  if (e->full || want_tcp(e) || !a->report_udp)
+    agent_control_report(a);
+  else
+    agent_control_report_udp(a);
+  e->full = 0;
   if (!want_settle(e)) return;
   if (++e->tries >= KICK_TRIES) {
     LR_DEBUG("eBPF trigger: %zu announced change(s) still not confirmed after %u scans "
@@ -317,11 +348,17 @@ static void on_kick(uv_timer_t *t) {
 
 static void on_event(void *data, const lr_bpfwatch_event_t *ev) {
   agent_events_t *e = data;
-  LR_DEBUG("eBPF trigger: IPv%u port %u %s LISTEN", ev->family, ev->port,
-           ev->listening ? "entered" : "left");
+  if (ev->udp)
+    LR_DEBUG("eBPF trigger: UDP IPv%u port %u %s", ev->family, ev->port,
+             ev->listening ? "bound" : "released");
+  else
+    LR_DEBUG("eBPF trigger: IPv%u port %u %s LISTEN", ev->family, ev->port,
+             ev->listening ? "entered" : "left");
   if (!e->a->control) return;
+  if (ev->udp && !e->a->report_udp) return; /* this host does not forward UDP */
   want_note(e, ev);
-  if (!ev->listening) e->left = 1;
+  if (!ev->listening && !ev->udp) e->left = 1;
+  if (!ev->udp) e->full = 1;
   /* A timeout of 0 runs in the next loop turn, after every record this
    * turn delivers: a burst costs one scan. A retry still pending is
    * brought forward the same way. */
@@ -351,6 +388,9 @@ static void on_fail(void *data, const char *why) {
     uv_timer_set_repeat(&a->scan_timer, a->scan_ms);
     uv_timer_again(&a->scan_timer);
   }
+  /* UDP comes with every full scan again, or, when scanIntervalMs is the
+   * slower, with the UDP poll. */
+  agent_control_udp_poll(a);
   send_info(a);
 }
 
@@ -380,6 +420,17 @@ void agent_scan_events_start(lr_agent_t *a, const lr_agent_opts_t *o) {
   a->scan_ms = o->ebpf_scan_interval_ms ? o->ebpf_scan_interval_ms : EVENTS_SAFETY_MS;
   LR_INFO("listener detection: eBPF trigger (inet_sock_set_state), "
           "with a safety-net scan every %u ms", a->scan_ms);
+  const char *how;
+  if (lr_bpfwatch_udp(e->bw, &how))
+    LR_INFO("listener detection: UDP is event-driven too (eBPF %s)", how);
+  else
+    LR_WARN("listener detection: UDP sockets are polled every %u ms; eBPF UDP hooks "
+            "unavailable: %s", a->udp_scan_ms, how);
+}
+
+int agent_scan_udp_events(const lr_agent_t *a) {
+  const agent_events_t *e = a->scan.events;
+  return e && e->bw && lr_bpfwatch_udp(e->bw, NULL);
 }
 
 void agent_scan_events_stop(lr_agent_t *a) {

@@ -42,7 +42,8 @@ typedef struct {
   int ebpf;
   unsigned ebpf_scan_interval_ms; /* 0 = 2000 */
   int no_udp;                    /* udp = false: report no UDP sockets, refuse UDP flows */
-  unsigned udp_scan_interval_ms; /* UDP scan while the eBPF trigger watches TCP; 0 = 250 */
+  unsigned udp_scan_interval_ms; /* UDP scan while the eBPF trigger watches TCP only
+                                  * (its UDP hooks did not attach); 0 = 250 */
   unsigned handshake_timeout_ms; /* 0 = LR_AGENT_HANDSHAKE_MS */
   const lr_pal_t *pal;     /* NULL: lr_guest_pal */
   /* Unix transports: peer uids accepted besides root and the agent's own. */

@@ -42,7 +42,7 @@ typedef struct {
   lr_portset_t forward_ports;  /* forwardPorts: ports a guest may claim, default 1024-65535 */
   int udp;                     /* udp: forward guest UDP sockets too, default 1 */
   unsigned udp_idle_timeout_s; /* udpIdleTimeout: seconds a UDP flow may be silent, default 60 */
-  unsigned udp_scan_interval_ms; /* udpScanIntervalMs (agent): UDP scan while eBPF watches TCP */
+  unsigned udp_scan_interval_ms; /* udpScanIntervalMs (agent): UDP scan while eBPF watches TCP only */
   /* Budgets: everything one guest, or the local users, can make the host
    * hold is bounded. Past a budget the excess is refused with one
    * rate-limited log line and everything else keeps working. */
