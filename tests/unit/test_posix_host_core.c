@@ -1053,11 +1053,32 @@ static void test_status_client_budget(void **state) {
   unlink(path);
 }
 
-static int fd_lines;
-static void count_fd_lines(lr_log_level_t level, const char *line, void *data) {
+/* Counts the log lines that contain a needle, from log_count_start (which
+ * also sets the level) to log_count_stop (which puts the level back). */
+typedef struct {
+  const char *needle;
+  int n;
+  lr_log_level_t level_was;
+} log_count_t;
+
+static void log_count_line(lr_log_level_t level, const char *line, void *data) {
+  log_count_t *lc = data;
   (void)level;
-  (void)data;
-  if (strstr(line, "out of file descriptors")) fd_lines++;
+  if (strstr(line, lc->needle)) lc->n++;
+}
+
+static void log_count_start(log_count_t *lc, const char *needle, lr_log_level_t level) {
+  lc->needle = needle;
+  lc->n = 0;
+  lc->level_was = lr_log_get_level();
+  lr_log_set_level(level);
+  lr_log_set_sink(log_count_line, lc);
+}
+
+static int log_count_stop(log_count_t *lc) {
+  lr_log_set_sink(NULL, NULL);
+  lr_log_set_level(lc->level_was);
+  return lc->n;
 }
 
 /* EMFILE: libuv drops clients silently when accept fails so; the host
@@ -1074,23 +1095,13 @@ static void test_fd_exhaustion_is_logged(void **state) {
   close(probe);
   tight = was;
   tight.rlim_cur = (rlim_t)probe; /* every descriptor from here on is refused */
-  lr_log_level_t level_was = lr_log_get_level();
-  lr_log_set_level(LR_LOG_WARN);
-  lr_log_set_sink(count_fd_lines, NULL);
-  fd_lines = 0;
+  log_count_t lc;
+  log_count_start(&lc, "out of file descriptors", LR_LOG_WARN);
   assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
   pump(f, 2500);
   assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
-  lr_log_set_sink(NULL, NULL);
-  lr_log_set_level(level_was);
-  assert_int_equal(fd_lines, 1); /* said, and said once */
+  assert_int_equal(log_count_stop(&lc), 1); /* said, and said once */
   fx_free(f);
-}
-
-static int exposure_lines;
-static void count_exposure_lines(lr_log_level_t level, const char *line, void *data) {
-  (void)data;
-  if (level == LR_LOG_WARN && strstr(line, "reachable from other machines")) exposure_lines++;
 }
 
 /* listenAddress: a LAN address is warned of once per guest; a loopback one
@@ -1106,15 +1117,12 @@ static void test_listen_address_warning(void **state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     fx_t *f = fx_new();
     snprintf(f->cfg.listen_address, sizeof f->cfg.listen_address, "%s", cases[i].addr);
-    lr_log_level_t was = lr_log_get_level();
-    lr_log_set_level(LR_LOG_INFO);
-    lr_log_set_sink(count_exposure_lines, NULL);
-    exposure_lines = 0;
+    log_count_t lc; /* the warning's words; the loopback case's info line has others */
+    log_count_start(&lc, "reachable from other machines", LR_LOG_INFO);
     fx_host(f, "unix:/tmp/lr-hostcore-nobody-here.sock");
-    lr_log_set_sink(NULL, NULL);
-    lr_log_set_level(was);
-    if (exposure_lines != cases[i].warned)
-      fail_msg("listenAddress %s: %d warning(s), want %d", cases[i].addr, exposure_lines,
+    int warned = log_count_stop(&lc);
+    if (warned != cases[i].warned)
+      fail_msg("listenAddress %s: %d warning(s), want %d", cases[i].addr, warned,
                cases[i].warned);
     fx_free(f);
   }
@@ -1258,22 +1266,13 @@ static void test_one_hop_relays_passed_socket(void **state) {
 
 /* A hostile agent passes something that is not a connected TCP socket:
  * the host refuses it, resets the client, and keeps serving. */
-static int refusal_lines;
-static void count_refusals(lr_log_level_t level, const char *line, void *data) {
-  (void)level;
-  (void)data;
-  if (strstr(line, "refused the socket the agent passed: the passed")) refusal_lines++;
-}
-
 static void test_one_hop_refuses_other_sockets(void **state) {
   (void)state;
   uint16_t port = free_port();
   fx_t *f = fx_forwarding(AG_PASS_UNIX, port);
   char buf[4];
-  lr_log_level_t level_was = lr_log_get_level();
-  lr_log_set_level(LR_LOG_INFO);
-  lr_log_set_sink(count_refusals, NULL);
-  refusal_lines = 0;
+  log_count_t lc;
+  log_count_start(&lc, "refused the socket the agent passed: the passed", LR_LOG_INFO);
   for (int i = 0; i < 8; i++) { /* each of the four kinds twice */
     int fd = client_connect(port);
     assert_true(fd >= 0);
@@ -1281,9 +1280,7 @@ static void test_one_hop_refuses_other_sockets(void **state) {
     close(fd);
   }
   assert_int_equal(f->agent.passes, 8);
-  lr_log_set_sink(NULL, NULL);
-  lr_log_set_level(level_was);
-  assert_int_equal(refusal_lines, 8); /* each refused by the check, with its reason */
+  assert_int_equal(log_count_stop(&lc), 8); /* each refused by the check, with its reason */
   pump_until_status(f, "\"active\":0", 2000);
   fx_free(f);
 }
