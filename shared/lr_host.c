@@ -94,17 +94,12 @@ static int guest_set_addresses(lr_guest_t *g) {
 }
 
 /* LAN exposure is opt-in and said once, when it starts. A loopback
- * listenAddress (127.0.0.3, say) exposes nothing, so it is not warned of. */
+ * listenAddress (127.0.0.3, say) exposes nothing, so it is not warned of.
+ * Reads the address guest_set_addresses parsed into bind_sa. */
 static void guest_warn_exposure(lr_guest_t *g) {
   const char *la = g->cfg.listen_address;
-  struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
   if (!la[0]) return;
-  if (strchr(la, ':'))
-    uv_ip6_addr(la, 0, (struct sockaddr_in6 *)&ss);
-  else
-    uv_ip4_addr(la, 0, (struct sockaddr_in *)&ss);
-  if (lr_sockaddr_is_loopback(&ss))
+  if (lr_sockaddr_is_loopback(&g->bind_sa[strchr(la, ':') != NULL]))
     LR_INFO("%s: listenAddress = %s: stand-ins listen there (a loopback address, "
             "reachable from this machine only)", g->name, la);
   else
@@ -207,8 +202,9 @@ void lr_host_configure_guest(lr_guest_t *g, const lr_config_t *cfg) {
                         cfg->ipv6 != g->cfg.ipv6;
   int exposure_changed = strcmp(cfg->listen_address, g->cfg.listen_address) != 0;
   g->cfg = *cfg;
+  int moved = guest_set_addresses(g);
   if (exposure_changed) guest_warn_exposure(g);
-  if (guest_set_addresses(g)) {
+  if (moved) {
     LR_INFO("%s: stand-ins move to %s and %s", g->name, g->bind_str[0], g->bind_str[1]);
     lr_ports_rebind(&g->ports);
   }
