@@ -244,6 +244,13 @@ static int netns_cookie(uint64_t *cookie, char *why, size_t whylen) {
   return rc;
 }
 
+/* The UDP hooks, in udp_links order: post_bind4, post_bind6, sock_release. */
+static void udp_progs(const lr_bpfwatch_t *w, struct bpf_program *progs[3]) {
+  progs[0] = w->skel->progs.lt_udp_bind4;
+  progs[1] = w->skel->progs.lt_udp_bind6;
+  progs[2] = w->skel->progs.lt_udp_release;
+}
+
 /* Opens and loads the skeleton into w->skel, the UDP hooks included only
  * when udp is set; 0 or a negative errno (w->skel may be set either way). */
 static int open_and_load(lr_bpfwatch_t *w, uint32_t ino, uint64_t cookie, int udp) {
@@ -251,8 +258,8 @@ static int open_and_load(lr_bpfwatch_t *w, uint32_t ino, uint64_t cookie, int ud
   if (!w->skel) return -errno;
   w->skel->rodata->target_netns_ino = ino;
   w->skel->rodata->target_netns_cookie = cookie;
-  struct bpf_program *progs[3] = {w->skel->progs.lt_udp_bind4, w->skel->progs.lt_udp_bind6,
-                                  w->skel->progs.lt_udp_release};
+  struct bpf_program *progs[3];
+  udp_progs(w, progs);
   for (int i = 0; i < 3; i++) {
     bpf_program__set_autoload(progs[i], udp != 0);
     bpf_program__set_autoattach(progs[i], false); /* udp_attach does it, with the cgroup */
@@ -269,8 +276,8 @@ static void udp_attach(lr_bpfwatch_t *w, const char *path) {
              strerror(errno));
     return;
   }
-  struct bpf_program *progs[3] = {w->skel->progs.lt_udp_bind4, w->skel->progs.lt_udp_bind6,
-                                  w->skel->progs.lt_udp_release};
+  struct bpf_program *progs[3];
+  udp_progs(w, progs);
   static const char *const names[3] = {"post_bind4", "post_bind6", "sock_release"};
   for (int i = 0; i < 3; i++) {
     w->udp_links[i] = bpf_program__attach_cgroup(progs[i], fd);
