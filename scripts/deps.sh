@@ -28,10 +28,12 @@ win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 test_pkgs=(libcmocka-dev valgrind clang
            mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip
            systemd dnsmasq-base bind9-dnsutils iperf3)
-# The benchmark's tools: the peers it measures against (socat) and the loads
-# (iperf3, redis, wrk + nginx, dnsperf against dnsmasq for UDP), gnuplot for
-# its chart. In `test` too, for the ctest bench_smoke.
-bench_pkgs=(iperf3 redis-server redis-tools socat wrk nginx gnuplot-nox dnsperf dnsmasq-base)
+# The benchmark's tools: the peers it measures against (socat; pasta from
+# passt; RootlessKit with slirp4netns) and the loads (iperf3, redis, wrk +
+# nginx, dnsperf against dnsmasq for UDP), gnuplot for its chart. In `test`
+# too, for the ctest bench_smoke.
+bench_pkgs=(iperf3 redis-server redis-tools socat wrk nginx gnuplot-nox dnsperf dnsmasq-base
+            passt rootlesskit slirp4netns)
 # perf, for `bench/run.sh --profile` (where the relays' CPU goes; bench_smoke
 # runs it too).
 profile_pkgs=(linux-perf)
