@@ -25,7 +25,7 @@ so every peer is measured side by side in one run on the same machine:
                 namespace itself, so its servers are a second copy of each
                 server, started in that namespace with nsenter
 
-Rows (BRIEF section 6): iperf3 throughput host -> guest, guest -> host (-R),
+Rows (the goals in docs/benchmarks.md): iperf3 throughput host -> guest, guest -> host (-R),
 both at once (--bidir) and 4 streams (-P 4); redis PING with 1 client and
 SET with 50 clients; new connections per second with wrk + nginx
 (`Connection: close`) and with bench/loadgen.py; RSS per idle relayed
@@ -234,7 +234,7 @@ class Relay:
 
 
 LORELAY_VARIANTS = ("lorelay", "lorelay-2hop")
-# The peers a namespace user would otherwise pick (BRIEF section 6).
+# The peers a namespace user would otherwise pick.
 PEER_VARIANTS = ("pasta", "rootlesskit")
 
 
@@ -1268,7 +1268,7 @@ def machine_facts(bin_dir):
 
 
 # The rows with a direct figure: metric -> (label, unit, goal for lorelay
-# one-hop as a ratio to direct, or None where BRIEF section 6 sets none).
+# one-hop as a ratio to direct, or None where the goals set none).
 # The two-hop goal is to be ahead of the socat chain on every row; the
 # one-hop goal on the rows in PEER_ROWS is also 1.05 x every peer.
 GOALS = {
