@@ -23,7 +23,7 @@
 #include "lr_agent.h"
 #include "lr_config.h"
 #include "lr_glisten.h"
-#include "lr_hostd.h"
+#include "lr_token.h"
 #include "lr_log.h"
 #include "lr_opts.h"
 #include "lr_relay.h"

@@ -15,7 +15,7 @@
 #include <uv.h>
 
 #include "lr_opts.h"
-#include "lr_pal.h"
+#include "lr_paths.h"
 #include "lr_sbuf.h"
 #include "lr_version.h"
 
@@ -195,7 +195,7 @@ int main(int argc, char **argv) {
   }
   if (!sock) {
     /* The daemon's own default, from the same platform layer. */
-    sock = lr_pal_host()->default_status_path(defpath, sizeof defpath);
+    sock = lr_paths_default_status(defpath, sizeof defpath);
   }
   ctl_t c;
   memset(&c, 0, sizeof c);

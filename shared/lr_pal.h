@@ -1,67 +1,32 @@
-/* The platform abstraction layer: the few things the portable core cannot
- * do through libuv alone, as a struct of function pointers (the shape of
- * SQLite's VFS). The core never asks which OS it runs on; host/posix,
- * host/win32 and guest/ each fill one of these and hand it to the core.
+/* The platform abstraction layer both sides share: the few things the
+ * relay engine and the handshake cannot do through libuv alone, as a
+ * struct of function pointers (the shape of SQLite's VFS). The portable
+ * code never asks which OS it runs on; guest/ fills one of these, and each
+ * host platform fills one inside its lr_host_pal_t (host/core/
+ * lr_host_pal.h), which adds what only the daemon needs (VM-socket
+ * connects, stand-in listeners, where things live).
  *
- * Kept deliberately small: VM-socket connects (libuv cannot create AF_VSOCK
- * or AF_HYPERV sockets) and closing such a raw socket, exclusive loopback
- * listeners (SO_EXCLUSIVEADDRUSE on Windows), the relay's peer-closed probe
- * (how a reset looks on sockets without RST), where things live (run
- * directory, status endpoint, config file), and the two cryptographic
- * primitives the handshake needs (HMAC-SHA256, the OS's random bytes), so
- * the core never includes OpenSSL or BCrypt, and the zero-copy relay's
- * kernel calls (splice through a pipe on Linux). A member a side does not need
- * is NULL (the guest makes no VM-socket connects), and the core says so
- * rather than guessing. */
+ * Kept deliberately small: closing a raw socket, the relay's peer-closed
+ * probe (how a reset looks on sockets without RST), running out of
+ * descriptors, the two cryptographic primitives the handshake needs
+ * (HMAC-SHA256, the OS's random bytes), so no portable code includes
+ * OpenSSL or BCrypt, and the zero-copy relay's kernel calls (splice
+ * through a pipe on Linux). A member a platform lacks is NULL, and the
+ * code says so rather than guessing. */
 #ifndef LR_PAL_H
 #define LR_PAL_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
-#include "lr_addr.h"
 #include "lr_endpoint.h"
 
 typedef struct lr_pal_s {
   const char *name; /* "posix", "win32", "guest" */
 
-  /* Blocking connect of a VM socket (vsock, hvsock) with the platform's own
-   * connect timeout. Runs on a libuv worker thread. On success *out is a
-   * connected socket ready for uv_tcp_open and 0 is returned; otherwise a
-   * negative uv error code and a one-line reason in err. NULL when the
-   * platform has no VM sockets: such addresses are then refused. */
-  int (*vmsock_connect)(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen);
-
-  /* One hop for same-kernel guests: s is a socket an agent passed over the
-   * Unix transport, still owned by a libuv handle. Checks that it is a
-   * connected TCP stream socket and returns in *out a duplicate the caller
-   * owns (the handle that received s is then closed). 0, or -1 with a
-   * one-line reason in err. NULL: no descriptor passing on this platform. */
-  int (*adopt_passed_socket)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
-  /* The same for a UDP flow: a connected UDP socket. NULL: UDP flows keep
-   * the two-hop path. */
-  int (*adopt_passed_udp)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
-
   /* Closes a raw socket that no libuv handle owns yet (a VM socket whose
    * uv_tcp_open failed, or whose connect finished after its deadline). */
   void (*sock_close)(uv_os_sock_t s);
-
-  /* Opens a stand-in listener on sa (loopback; or a guest's hostAddress or
-   * listenAddress) that no other host process can share,
-   * and calls uv_listen(h, backlog, cb). h is always initialised on loop by
-   * this call. Returns 0; or, with h already being closed with on_fail (free
-   * its memory there): UV_EADDRINUSE or UV_EACCES for a port another socket
-   * holds, UV_EADDRNOTAVAIL or UV_EAFNOSUPPORT when this host has no such
-   * address, or another uv error. */
-  int (*listen_loopback)(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa,
-                         int backlog, uv_connection_cb cb, uv_close_cb on_fail);
-
-  /* The same for a UDP stand-in: binds h (initialised on loop by this call)
-   * to sa so that no other host process can share the port, and starts
-   * nothing. 0; or, with h already being closed with on_fail, the errors
-   * listen_loopback gives. NULL: this host forwards no UDP. */
-  int (*udp_bind_loopback)(uv_loop_t *loop, uv_udp_t *h, const struct sockaddr *sa,
-                           uv_close_cb on_fail);
 
   /* After EOF on a socket without RST (Unix, VM sockets): 1 when the peer
    * closed both directions (our reading of a reset), 0 for a half-close.
@@ -74,19 +39,6 @@ typedef struct lr_pal_s {
    * clients without telling us, so the core asks once a second and logs.
    * NULL where the platform cannot tell. */
   int (*fds_exhausted)(uv_loop_t *loop);
-
-  /* Directory for the daemon's sockets (Linux: /run/lorelay as root,
-   * $XDG_RUNTIME_DIR/lorelay otherwise); NULL where there is none. */
-  const char *(*run_dir)(char *buf, size_t len);
-  /* Narrows who may connect to the bound status endpoint h at path: Linux
-   * mode 0660 in a directory only the daemon's user may write; Windows a
-   * DACL for SYSTEM and Administrators. 0, or -1 with err (the daemon then
-   * refuses to start rather than serve an open endpoint). */
-  int (*secure_endpoint)(uv_pipe_t *h, const char *path, char *err, size_t errlen);
-  /* Default status endpoint (Unix socket path or named pipe name). */
-  const char *(*default_status_path)(char *buf, size_t len);
-  /* Default config file path. */
-  const char *(*default_config_path)(char *buf, size_t len);
 
   /* HMAC-SHA256 of msg under key, from a maintained implementation (Linux:
    * OpenSSL's libcrypto; Windows: BCrypt). 0, or -1 on failure. NULL: no
@@ -115,9 +67,5 @@ typedef struct lr_pal_s {
   /* Half-closes a socket the relay drives itself (shutdown SHUT_WR). */
   int (*zc_shutdown_write)(uv_os_fd_t fd);
 } lr_pal_t;
-
-/* The host platform layer linked into this program (host/posix or
- * host/win32): what lorelayd and lorelayctl start from. */
-const lr_pal_t *lr_pal_host(void);
 
 #endif

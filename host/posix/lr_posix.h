@@ -1,4 +1,4 @@
-/* The POSIX host platform: the lr_pal_t for Linux and the helpers the
+/* The POSIX host platform: the lr_host_pal_t for Linux and the helpers the
  * lorelayd main needs around it (run directory, socket paths, netns). */
 #ifndef LR_POSIX_H
 #define LR_POSIX_H
@@ -7,9 +7,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "lr_pal.h"
+#include "lr_host_pal.h"
+#include "paths_posix.h"
 
-extern const lr_pal_t lr_pal_posix;
+extern const lr_host_pal_t lr_pal_posix;
 
 /* Ignores SIGPIPE and raises the
  * soft open-files limit to the hard one: every relayed connection costs two
@@ -17,8 +18,6 @@ extern const lr_pal_t lr_pal_posix;
  * a daemon at about 500 connections (the benchmark holds 5 000). */
 void lr_posix_init(void);
 
-/* /run/lorelay as root, else $XDG_RUNTIME_DIR/lorelay (or /tmp/lorelay-UID). */
-const char *lr_posix_run_dir(char *buf, size_t len);
 int lr_posix_mkdir_p(const char *path, mode_t mode);
 
 /* Creates dir (mode 0750) if missing, then refuses it unless it is a real

@@ -19,6 +19,7 @@
 
 #include "lr_linux.h"
 #include "lr_log.h"
+#include "lr_paths.h"
 #include "vmsock_posix.h"
 
 static int listen_loopback(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa, int backlog,
@@ -55,28 +56,6 @@ static int udp_bind_loopback(uv_loop_t *loop, uv_udp_t *h, const struct sockaddr
   return rc;
 }
 
-const char *lr_posix_run_dir(char *buf, size_t len) {
-  const char *xdg = getenv("XDG_RUNTIME_DIR");
-  if (geteuid() == 0 || !xdg || !*xdg)
-    snprintf(buf, len, geteuid() == 0 ? "/run/lorelay" : "/tmp/lorelay-%u", (unsigned)geteuid());
-  else
-    snprintf(buf, len, "%s/lorelay", xdg);
-  return buf;
-}
-
-static const char *run_dir(char *buf, size_t len) { return lr_posix_run_dir(buf, len); }
-
-static const char *default_status_path(char *buf, size_t len) {
-  char dir[400];
-  snprintf(buf, len, "%s/lorelayd.sock", lr_posix_run_dir(dir, sizeof dir));
-  return buf;
-}
-
-static const char *default_config_path(char *buf, size_t len) {
-  snprintf(buf, len, "/etc/lorelay/lorelay.ini");
-  return buf;
-}
-
 /* The status socket: owner and group may connect, nobody else. */
 static int secure_endpoint(uv_pipe_t *h, const char *path, char *err, size_t errlen) {
   (void)h;
@@ -87,29 +66,32 @@ static int secure_endpoint(uv_pipe_t *h, const char *path, char *err, size_t err
   return 0;
 }
 
-const lr_pal_t lr_pal_posix = {
-    .name = "posix",
+const lr_host_pal_t lr_pal_posix = {
+    .base =
+        {
+            .name = "posix",
+            .sock_close = lr_linux_sock_close,
+            .fds_exhausted = lr_linux_fds_exhausted,
+            .peer_closed = lr_linux_peer_closed,
+            .hmac_sha256 = lr_linux_hmac_sha256,
+            .random_bytes = lr_linux_random_bytes,
+            .zc_pipe_open = lr_linux_zc_pipe_open,
+            .zc_pipe_close = lr_linux_zc_pipe_close,
+            .zc_move = lr_linux_zc_move,
+            .zc_shutdown_write = lr_linux_zc_shutdown_write,
+        },
     .vmsock_connect = lr_posix_vmsock_connect,
-    .sock_close = lr_linux_sock_close,
-    .fds_exhausted = lr_linux_fds_exhausted,
     .adopt_passed_socket = lr_linux_adopt_passed_socket,
     .adopt_passed_udp = lr_linux_adopt_passed_udp,
     .listen_loopback = listen_loopback,
     .udp_bind_loopback = udp_bind_loopback,
-    .peer_closed = lr_linux_peer_closed,
-    .run_dir = run_dir,
+    .run_dir = lr_posix_run_dir,
     .secure_endpoint = secure_endpoint,
-    .default_status_path = default_status_path,
-    .default_config_path = default_config_path,
-    .hmac_sha256 = lr_linux_hmac_sha256,
-    .random_bytes = lr_linux_random_bytes,
-    .zc_pipe_open = lr_linux_zc_pipe_open,
-    .zc_pipe_close = lr_linux_zc_pipe_close,
-    .zc_move = lr_linux_zc_move,
-    .zc_shutdown_write = lr_linux_zc_shutdown_write,
+    .default_status_path = lr_paths_default_status,
+    .default_config_path = lr_paths_default_config,
 };
 
-const lr_pal_t *lr_pal_host(void) { return &lr_pal_posix; }
+const lr_host_pal_t *lr_pal_host(void) { return &lr_pal_posix; }
 
 void lr_posix_init(void) {
   signal(SIGPIPE, SIG_IGN);

@@ -26,7 +26,7 @@
  * kind of address. */
 int lr_posix_vsock_sockaddr(const lr_taddr_t *a, struct sockaddr_vm *out, char *err, size_t errlen);
 
-/* The lr_pal_t.vmsock_connect hook: blocking connect of an AF_VSOCK stream
+/* The lr_host_pal_t.vmsock_connect hook: blocking connect of an AF_VSOCK stream
  * socket (SOCK_CLOEXEC, kernel connect timeout as above). Runs on a libuv
  * worker thread. 0 with *out a connected socket for uv_tcp_open, or a
  * negative uv error code and a one-line reason. Refuses, before creating

@@ -18,7 +18,8 @@
 
 #include "lr_addr.h"
 #include "lr_log.h"
-#include "lr_pal.h"
+#include "lr_host_pal.h"
+#include "lr_paths.h"
 
 /* ---- AF_HYPERV (pal_win32.c) ------------------------------------------- */
 
@@ -32,7 +33,7 @@
 #define LR_WIN32_DEFAULT_HVSOCK_PORT 50505u
 
 /* The platform table handed to lr_hostd_start. */
-const lr_pal_t *lr_pal_win32(void);
+const lr_host_pal_t *lr_pal_win32(void);
 
 /* Fills the hvsock address for a (kind LR_TADDR_HVSOCK) transport address:
  * VmId from the address, ServiceId = the vsock template with Data1 = port.

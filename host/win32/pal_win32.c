@@ -1,4 +1,4 @@
-/* lr_pal_t for Windows: AF_HYPERV connects, exclusive loopback stand-ins,
+/* lr_host_pal_t for Windows: AF_HYPERV connects, exclusive loopback stand-ins,
  * the default paths, and the handshake's HMAC-SHA256 and nonces (BCrypt).
  *
  * libuv cannot create AF_HYPERV sockets, so the connect is done here with
@@ -260,12 +260,12 @@ static int win32_secure_endpoint(uv_pipe_t *h, const char *path, char *err, size
   return 0;
 }
 
-static const char *win32_default_status_path(char *buf, size_t len) {
+const char *lr_paths_default_status(char *buf, size_t len) {
   snprintf(buf, len, "\\\\.\\pipe\\lorelayd");
   return buf;
 }
 
-static const char *win32_default_config_path(char *buf, size_t len) {
+const char *lr_paths_default_config(char *buf, size_t len) {
   return lr_win32_programdata_path("lorelay.ini", buf, len);
 }
 
@@ -308,23 +308,26 @@ static int win32_random_bytes(uint8_t *buf, size_t n) {
  * socket's state, so over hvsock a guest-side reset arrives as a close
  * (docs/windows.md); over tcp: it is a real RST anyway. No run directory:
  * the status endpoint is a named pipe, secured by win32_secure_endpoint. */
-static const lr_pal_t win32_pal = {
-  .name = "win32",
+static const lr_host_pal_t win32_pal = {
+  .base =
+      {
+          .name = "win32",
+          .sock_close = win32_sock_close,
+          .hmac_sha256 = win32_hmac_sha256,
+          .random_bytes = win32_random_bytes,
+      },
   .vmsock_connect = win32_vmsock_connect,
-  .sock_close = win32_sock_close,
   .listen_loopback = win32_listen_loopback,
   .udp_bind_loopback = win32_udp_bind_loopback,
   .secure_endpoint = win32_secure_endpoint,
-  .default_status_path = win32_default_status_path,
-  .default_config_path = win32_default_config_path,
-  .hmac_sha256 = win32_hmac_sha256,
-  .random_bytes = win32_random_bytes,
+  .default_status_path = lr_paths_default_status,
+  .default_config_path = lr_paths_default_config,
 };
 
-const lr_pal_t *lr_pal_win32(void) {
+const lr_host_pal_t *lr_pal_win32(void) {
   return &win32_pal;
 }
 
-const lr_pal_t *lr_pal_host(void) {
+const lr_host_pal_t *lr_pal_host(void) {
   return &win32_pal;
 }

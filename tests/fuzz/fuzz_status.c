@@ -33,7 +33,7 @@
 static uv_loop_t g_loop;
 static lr_host_t *g_host;
 static lr_config_t g_cfg;
-static lr_pal_t g_pal; /* no member is needed: no stand-ins, no VM sockets */
+static lr_host_pal_t g_pal; /* no member is needed: no stand-ins, no VM sockets */
 static char g_dir[64], g_path[128];
 
 typedef struct {
@@ -74,7 +74,7 @@ static void setup(void) {
   FZ_CHECK(uv_loop_init(&g_loop) == 0);
   lr_config_defaults(&g_cfg);
   FZ_CHECK(lr_portset_parse(&g_cfg.reverse_ports, "20001-20003, 20010", err, sizeof err) == 0);
-  g_pal.name = "fuzz";
+  g_pal.base.name = "fuzz";
   g_host = lr_host_new(&g_loop, &g_pal, &g_cfg);
   FZ_CHECK(g_host != NULL);
   char transport[160];

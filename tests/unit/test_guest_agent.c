@@ -38,7 +38,7 @@
 #include "lr_auth.h"
 #include "lr_glisten.h"
 #include "lr_guest_pal.h"
-#include "lr_hostd.h"
+#include "lr_token.h"
 #include "lr_proto.h"
 #include "lr_testutil.h"
 

@@ -1,5 +1,5 @@
 /* The host core (lr_host and its rooms, lr_transport, lr_relay) in one
- * process: a real lr_host_t on a libuv loop, a fake lr_pal_t that counts
+ * process: a real lr_host_t on a libuv loop, a fake lr_host_pal_t that counts
  * what the core asks of the platform, and a scripted fake agent on a Unix
  * socket in the same loop. Clients are plain sockets of the test.
  *
@@ -42,7 +42,7 @@
 #include "lr_host.h"
 #include "lr_log.h"
 #include "lr_net.h"
-#include "lr_pal.h"
+#include "lr_host_pal.h"
 #include "lr_posix.h"
 #include "lr_proto.h"
 #include "lr_relay.h"
@@ -99,14 +99,14 @@ static int fake_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err
   return UV_ECONNREFUSED;
 }
 
-static lr_pal_t fake_pal;
+static lr_host_pal_t fake_pal;
 
 static void fake_pal_init(void) {
   memset(&fake, 0, sizeof fake);
   fake_pal = lr_pal_posix;
-  fake_pal.name = "fake";
+  fake_pal.base.name = "fake";
   fake_pal.listen_loopback = fake_listen;
-  fake_pal.sock_close = fake_sock_close;
+  fake_pal.base.sock_close = fake_sock_close;
   fake_pal.vmsock_connect = fake_vmsock_connect;
 }
 
@@ -390,7 +390,7 @@ static void agent_on_conn(uv_stream_t *server, int status) {
   if (ag->keyed) {
     /* The agent speaks first: its preamble and a fresh nonce. */
     uint8_t out[LR_PREAMBLE_LEN + LR_FRAME_HDR_LEN + LR_NONCE_LEN];
-    lr_auth_init(&s->auth, &lr_pal_posix, KEY, KEY_LEN, LR_STREAM_ANY);
+    lr_auth_init(&s->auth, &lr_pal_posix.base, KEY, KEY_LEN, LR_STREAM_ANY);
     assert_int_equal(lr_auth_new_nonce(&s->auth, LR_ROLE_AGENT), 0);
     lr_preamble_encode_flags(out, LR_STREAM_ANY, LR_PREAMBLE_KEYED);
     size_t n = lr_encode_challenge(out + LR_PREAMBLE_LEN, sizeof out - LR_PREAMBLE_LEN,
@@ -1204,7 +1204,7 @@ static void test_agent_bad_result_mac_relays_nothing(void **state) {
 /* The posix layer's handshake crypto (platform/linux: libcrypto, getrandom). */
 static void test_posix_pal_crypto(void **state) {
   (void)state;
-  lr_test_pal_crypto(&lr_pal_posix);
+  lr_test_pal_crypto(&lr_pal_posix.base);
 }
 
 /* Keys shorter than 16 bytes are refused when the guest is added. */

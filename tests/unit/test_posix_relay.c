@@ -21,7 +21,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
-#include "lr_pal.h"
+#include "lr_host_pal.h"
 #include "lr_relay.h"
 #include "lr_testutil.h"
 
@@ -71,7 +71,7 @@ static void fx_start(fx_t *f, path_t path, lr_ep_kind_t kind) {
   memset(f, 0, sizeof *f);
   cur = f;
   assert_int_equal(uv_loop_init(&f->loop), 0);
-  f->pal = *lr_pal_host();
+  f->pal = lr_pal_host()->base;
   if (path == PATH_ZC_REFUSED) f->pal.zc_move = refusing_zc_move;
   lr_relay_set_zero_copy(path != PATH_COPY, 0);
   lr_relay_init(&f->relay, &f->pal, on_relay_closed, f);

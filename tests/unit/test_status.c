@@ -30,7 +30,7 @@
 typedef struct {
   uv_loop_t loop;
   lr_config_t cfg;
-  lr_pal_t pal;
+  lr_host_pal_t pal;
   lr_host_t *h;
   lr_guest_t *g;
   int done;
@@ -45,7 +45,7 @@ static int setup(void **state) {
   assert_int_equal(uv_loop_init(&fx.loop), 0);
   lr_config_defaults(&fx.cfg);
   assert_int_equal(lr_portset_parse(&fx.cfg.ignore_ports, "5000", err, sizeof err), 0);
-  fx.pal.name = "test";
+  fx.pal.base.name = "test";
   fx.h = lr_host_new(&fx.loop, &fx.pal, &fx.cfg);
   assert_non_null(fx.h);
   lr_guest_opts_t go = {.name = HOSTILE_NAME, .transport = "unix:/nonexistent/agent.sock"};

@@ -318,7 +318,7 @@ static void on_connected(lr_endpoint_t *ep, int status, const char *err, void *d
     finish(c);
 }
 
-static const lr_pal_t test_pal = {.name = "test"}; /* fc: needs no platform hook */
+static const lr_host_pal_t test_pal = {.base = {.name = "test"}}; /* fc: needs no platform hook */
 
 /* Runs one connect against p; returns when the callback ran (or the guard
  * timer proved a hang). */

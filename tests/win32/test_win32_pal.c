@@ -118,8 +118,8 @@ static void test_vm_id_option(void **state) {
 static void test_default_paths(void **state) {
   (void)state;
   char buf[512], want[512];
-  const lr_pal_t *pal = lr_pal_win32();
-  assert_string_equal(pal->name, "win32");
+  const lr_host_pal_t *pal = lr_pal_win32();
+  assert_string_equal(pal->base.name, "win32");
   assert_string_equal(pal->default_status_path(buf, sizeof buf), "\\\\.\\pipe\\lorelayd");
   /* The common application data folder, whatever %ProgramData% says. */
   assert_int_equal(SHGetFolderPathA(NULL, CSIDL_COMMON_APPDATA, NULL, SHGFP_TYPE_CURRENT, want), S_OK);
@@ -180,7 +180,7 @@ static void test_exclusive_loopback_listener(void **state) {
   struct sockaddr_in sa;
   struct sockaddr_storage got;
   int len = sizeof got;
-  const lr_pal_t *pal = lr_pal_win32();
+  const lr_host_pal_t *pal = lr_pal_win32();
 
   memset(&c, 0, sizeof c);
   memset(&c2, 0, sizeof c2);
@@ -239,7 +239,7 @@ static void test_exclusive_udp_standin(void **state) {
   struct sockaddr_in sa;
   struct sockaddr_storage got;
   int len = sizeof got;
-  const lr_pal_t *pal = lr_pal_win32();
+  const lr_host_pal_t *pal = lr_pal_win32();
   assert_non_null(pal->udp_bind_loopback);
   assert_int_equal(uv_loop_init(&loop), 0);
   uv_ip4_addr("127.0.0.1", 0, &sa);
@@ -297,7 +297,7 @@ static void test_listener_on_ipv6_loopback(void **state) {
   struct sockaddr_in6 sa6;
   struct sockaddr_storage got;
   int len = sizeof got;
-  const lr_pal_t *pal = lr_pal_win32();
+  const lr_host_pal_t *pal = lr_pal_win32();
 
   memset(&c, 0, sizeof c);
   memset(&c2, 0, sizeof c2);
@@ -425,7 +425,7 @@ static void test_status_pipe_dacl(void **state) {
   uv_pipe_t server, squatter;
   char name[128], err[512] = "";
   int accepted = 0;
-  const lr_pal_t *pal = lr_pal_win32();
+  const lr_host_pal_t *pal = lr_pal_win32();
 
   assert_non_null(pal->secure_endpoint);
   snprintf(name, sizeof name, "\\\\.\\pipe\\lorelay-test-dacl-%lu", (unsigned long)GetCurrentProcessId());
@@ -686,7 +686,7 @@ static void test_log_file_sink(void **state) {
  * against the same vectors as the Linux layers. */
 static void test_bcrypt_hmac_and_random(void **state) {
   (void)state;
-  lr_test_pal_crypto(lr_pal_win32());
+  lr_test_pal_crypto(&lr_pal_win32()->base);
 }
 
 int main(void) {

@@ -15,7 +15,7 @@
 #include "lr_config.h"
 #include "lr_host.h"
 #include "lr_opts.h"
-#include "lr_pal.h"
+#include "lr_host_pal.h"
 #include "lr_proto.h"
 
 /* A namespace guest (--netns NAME, netns = NAME): the platform creates or
@@ -59,10 +59,6 @@ int lr_hostd_parse_args(int argc, char **argv, lr_hostd_opts_t *o, lr_hostd_extr
 /* Usage lines for the common flags, to print after the platform's own. */
 const char *lr_hostd_common_usage(void);
 
-/* Reads a token file (the shared key): surrounding whitespace trimmed,
- * LR_KEY_MIN..LR_TOKEN_MAX bytes. 0, or -1 with a one-line reason in err. */
-int lr_token_load_file(const char *path, uint8_t *tok, size_t *len, char *err, size_t errlen);
-
 /* One guest the daemon runs, and where it came from. */
 typedef struct {
   char name[300];
@@ -92,7 +88,7 @@ typedef struct {
  * sections: at least one) and serves status. o must outlive d. 0, or -1
  * after logging one line saying what was wrong (-2 when no guest was
  * given at all: a usage error, exit status 2). */
-int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr_hostd_opts_t *o);
+int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_host_pal_t *pal, const lr_hostd_opts_t *o);
 /* Reads the config file again and applies it: guests added, removed or
  * changed, every guest's forwarding re-evaluated. A file with any error
  * changes nothing (the errors were logged with their lines). 0 or -1. */

@@ -4,7 +4,7 @@
  * resync, listener add/remove), a port table whose bindings are stand-in
  * listeners on the host loopback, and for each accepted client a data
  * stream to the guest and a relay. It also serves the status endpoint.
- * Platform specifics arrive through lr_pal_t; the process shell (argument
+ * Platform specifics arrive through lr_host_pal_t; the process shell (argument
  * parsing, service or daemon, signals, netns setup) lives in host/posix and
  * host/win32 and only calls this API. */
 #ifndef LR_HOST_H
@@ -15,7 +15,7 @@
 #include <uv.h>
 #include "lr_addr.h"
 #include "lr_config.h"
-#include "lr_pal.h"
+#include "lr_host_pal.h"
 #include "lr_sbuf.h"
 
 typedef struct lr_host_s lr_host_t;
@@ -48,7 +48,7 @@ typedef struct {
 typedef struct lr_guest_s lr_guest_t;
 
 /* cfg and pal must outlive the host. */
-lr_host_t *lr_host_new(uv_loop_t *loop, const lr_pal_t *pal, const lr_config_t *cfg);
+lr_host_t *lr_host_new(uv_loop_t *loop, const lr_host_pal_t *pal, const lr_config_t *cfg);
 /* 0, or -1 with a one-line reason (bad address, tcp without token, a
  * name already taken...). */
 int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *opts, char *err, size_t errlen);

@@ -159,7 +159,7 @@ typedef struct lr_status_client_s lr_status_client_t;
 
 struct lr_host_s {
   uv_loop_t *loop;
-  const lr_pal_t *pal;
+  const lr_host_pal_t *pal;
   const lr_config_t *cfg;
   lr_guest_t *guests;
   /* Guests taken away by a reload: stopped, out of status, freed by the

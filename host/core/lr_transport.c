@@ -19,7 +19,7 @@
 
 typedef struct {
   uv_loop_t *loop;
-  const lr_pal_t *pal;
+  const lr_host_pal_t *pal;
   lr_taddr_t addr;
   lr_endpoint_t *ep;
   lr_transport_cb cb;
@@ -209,7 +209,7 @@ static void vm_after(uv_work_t *w, int status) {
   if (a->finished) {
     /* The deadline passed first and the caller has moved on: a socket that
      * connected late is nobody's, so close it here. */
-    if (rc == 0) a->pal->sock_close(a->sock);
+    if (rc == 0) a->pal->base.sock_close(a->sock);
     attempt_unref(a);
     return;
   }
@@ -227,21 +227,21 @@ static void vm_after(uv_work_t *w, int status) {
   if (rc) {
     /* uv_tcp_open fails only for a socket libuv cannot poll; the handle
      * does not own it, so it is closed here. */
-    a->pal->sock_close(a->sock);
+    a->pal->base.sock_close(a->sock);
     finish(a, rc, "wrapping the VM socket: %s", uv_strerror(rc));
     return;
   }
   finish(a, 0, NULL);
 }
 
-int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t *addr,
+int lr_transport_connect(uv_loop_t *loop, const lr_host_pal_t *pal, const lr_taddr_t *addr,
                          unsigned flags, lr_endpoint_t *ep, lr_transport_cb cb, void *data,
                          char *err, size_t errlen) {
   char as[300];
   int rc = 0;
   memset(ep, 0, sizeof *ep);
   if ((addr->kind == LR_TADDR_VSOCK || addr->kind == LR_TADDR_HVSOCK) &&
-      (!pal || !pal->vmsock_connect || !pal->sock_close)) {
+      (!pal || !pal->vmsock_connect || !pal->base.sock_close)) {
     snprintf(err, errlen, "%s: this platform has no %s sockets",
              lr_taddr_format(addr, as, sizeof as),
              addr->kind == LR_TADDR_VSOCK ? "AF_VSOCK" : "AF_HYPERV");

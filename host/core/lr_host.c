@@ -108,7 +108,7 @@ static void guest_warn_exposure(lr_guest_t *g) {
             g->name, g->cfg.listen_address);
 }
 
-lr_host_t *lr_host_new(uv_loop_t *loop, const lr_pal_t *pal, const lr_config_t *cfg) {
+lr_host_t *lr_host_new(uv_loop_t *loop, const lr_host_pal_t *pal, const lr_config_t *cfg) {
   lr_host_t *h = calloc(1, sizeof *h);
   if (!h) return NULL;
   h->loop = loop;
@@ -135,7 +135,7 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
              o->transport);
     return -1;
   }
-  if (lr_auth_key_check(h->pal, o->token_len, err, errlen) != 0) return -1;
+  if (lr_auth_key_check(&h->pal->base, o->token_len, err, errlen) != 0) return -1;
   lr_guest_t *g = calloc(1, sizeof *g);
   if (!g) {
     snprintf(err, errlen, "out of memory");

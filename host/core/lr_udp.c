@@ -252,13 +252,13 @@ void lr_udp_flow_adopted(lr_conn_t *c) {
     uv_udp_init(h->loop, f->direct);
     f->direct->data = c;
     rc = uv_udp_open(f->direct, c->passed);
-    if (rc) h->pal->sock_close(c->passed); /* the handle does not own it */
+    if (rc) h->pal->base.sock_close(c->passed); /* the handle does not own it */
     if (rc == 0) {
       lr_dgram_sockbufs(f->direct);
       rc = uv_udp_recv_start(f->direct, lr_dgram_udp_alloc, on_direct);
     }
   } else {
-    h->pal->sock_close(c->passed);
+    h->pal->base.sock_close(c->passed);
   }
   if (rc) {
     LR_WARN("%s: UDP flow: cannot use the socket the agent passed: %s", c->g->name,

@@ -142,10 +142,10 @@ static void tmp_closed(uv_handle_t *h) { free(h); }
  * socket, and the host relays client <-> server itself. */
 static void conn_swap_closed(uv_handle_t *h) {
   lr_conn_t *c = h->data;
-  const lr_pal_t *pal = c->g->host->pal;
+  const lr_host_pal_t *pal = c->g->host->pal;
   c->connecting = 0;
   if (c->dead) { /* the client went meanwhile */
-    pal->sock_close(c->passed);
+    pal->base.sock_close(c->passed);
     conn_destroy(c);
     return;
   }
@@ -157,7 +157,7 @@ static void conn_swap_closed(uv_handle_t *h) {
   lr_relay_mark_open(&c->relay, 1, LR_EP_TCP);
   int rc = uv_tcp_open(&c->relay.ep[1].u.tcp, c->passed);
   if (rc) {
-    pal->sock_close(c->passed); /* the handle does not own it */
+    pal->base.sock_close(c->passed); /* the handle does not own it */
     conn_fail(c, 1, "cannot relay the server socket the agent passed: %s", uv_strerror(rc));
     return;
   }
@@ -168,7 +168,7 @@ static void conn_swap_closed(uv_handle_t *h) {
  * keep a duplicate, and swap it in for the transport stream. */
 static void conn_adopt(lr_conn_t *c) {
   uv_pipe_t *pipe = &c->relay.ep[1].u.pipe;
-  const lr_pal_t *pal = c->g->host->pal;
+  const lr_host_pal_t *pal = c->g->host->pal;
   char err[200] = "";
   size_t rest_len;
   lr_rxbuf_rest(c->rx, &rest_len);
@@ -324,7 +324,7 @@ static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err,
   }
   c->relay.ep[1].u.handle.data = c;
   uint8_t kind = c->reverse ? LR_STREAM_REVERSE : LR_STREAM_DATA;
-  lr_auth_init(&c->auth, c->g->host->pal, c->g->token, c->g->token_len, kind);
+  lr_auth_init(&c->auth, &c->g->host->pal->base, c->g->token, c->g->token_len, kind);
   c->req_sent = 0;
   if (c->g->token_len) {
     /* With a key the agent speaks first (CHALLENGE): the preamble now, the
@@ -354,7 +354,7 @@ lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b) {
   c->next = g->conns;
   if (g->conns) g->conns->prev = c;
   g->conns = c;
-  lr_relay_init(&c->relay, h->pal, conn_closed, c);
+  lr_relay_init(&c->relay, &h->pal->base, conn_closed, c);
   return c;
 }
 

@@ -390,7 +390,7 @@ static void ctl_connected(lr_endpoint_t *ep, int status, const char *err, void *
   }
   g->state = LR_G_HANDSHAKE;
   ctl->ep.u.handle.data = ctl;
-  lr_auth_init(&ctl->auth, g->host->pal, g->token, g->token_len, LR_STREAM_CONTROL);
+  lr_auth_init(&ctl->auth, &g->host->pal->base, g->token, g->token_len, LR_STREAM_CONTROL);
   if (g->token_len) {
     /* With a key the agent speaks first (CHALLENGE): only the preamble now,
      * flagged, so that an agent without a key can say so at once. */
@@ -501,8 +501,8 @@ void lr_session_tick(uv_timer_t *t) {
   lr_guest_t *g = t->data;
   uint64_t now = uv_now(g->host->loop);
   uint8_t buf[32];
-  const lr_pal_t *pal = g->host->pal;
-  if (pal->fds_exhausted && pal->fds_exhausted(g->host->loop))
+  const lr_host_pal_t *pal = g->host->pal;
+  if (pal->base.fds_exhausted && pal->base.fds_exhausted(g->host->loop))
     lr_guest_warn(g, &g->accept_log,
                   "out of file descriptors: clients are being dropped as they connect "
                   "(raise LimitNOFILE= / ulimit -n, or lower maxConnections)");

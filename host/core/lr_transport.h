@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include "lr_addr.h"
 #include "lr_endpoint.h"
-#include "lr_pal.h"
+#include "lr_host_pal.h"
 
 /* Ownership of ep: the caller allocates it (inside its own record) and must
  * keep that memory valid until cb has run. While the attempt runs, the
@@ -33,7 +33,7 @@ typedef void (*lr_transport_cb)(lr_endpoint_t *ep, int status, const char *err, 
  * success and failure alike. Returns a uv error only when nothing was
  * started (bad address kind, no VM sockets on this platform, out of memory):
  * ep's handle was never initialised, cb will not run, err says why. */
-int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t *a,
+int lr_transport_connect(uv_loop_t *loop, const lr_host_pal_t *pal, const lr_taddr_t *a,
                          unsigned flags, lr_endpoint_t *ep, lr_transport_cb cb, void *data,
                          char *err, size_t errlen);
 /* flags: LR_TRANSPORT_IPC opens a unix: stream as a libuv IPC pipe, which

@@ -10,6 +10,7 @@
 #include "lr_log.h"
 #include "lr_opts.h"
 #include "lr_relay.h"
+#include "lr_token.h"
 
 const char *lr_hostd_common_usage(void) {
   return "  --guest ADDR        agent address: unix:PATH, tcp:HOST:PORT, vsock:CID:PORT,\n"
@@ -63,41 +64,6 @@ int lr_hostd_parse_args(int argc, char **argv, lr_hostd_opts_t *o, lr_hostd_extr
     return -1;
   }
   o->guest = o->guests.n ? o->guests.v[0] : NULL;
-  return 0;
-}
-
-int lr_token_load_file(const char *path, uint8_t *tok, size_t *len, char *err, size_t errlen) {
-  uint8_t buf[LR_TOKEN_MAX + 64];
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "token file %s: %s", path, strerror(errno));
-    return -1;
-  }
-  size_t n = fread(buf, 1, sizeof buf, f);
-  int too_long = n == sizeof buf || (n > 0 && !feof(f) && fgetc(f) != EOF);
-  fclose(f);
-  size_t a = 0, b = n;
-  while (a < b && (buf[a] == ' ' || buf[a] == '\t' || buf[a] == '\r' || buf[a] == '\n')) a++;
-  while (b > a && (buf[b - 1] == ' ' || buf[b - 1] == '\t' || buf[b - 1] == '\r' ||
-                   buf[b - 1] == '\n'))
-    b--;
-  if (too_long || b - a > LR_TOKEN_MAX) {
-    snprintf(err, errlen, "token file %s: token longer than %d bytes", path, LR_TOKEN_MAX);
-    return -1;
-  }
-  if (b == a) {
-    snprintf(err, errlen, "token file %s is empty", path);
-    return -1;
-  }
-  if (b - a < LR_KEY_MIN) {
-    snprintf(err, errlen,
-             "token file %s: the key is %zu bytes, at least %d are required "
-             "(make one with: head -c 32 /dev/urandom | base64 > %s)",
-             path, b - a, LR_KEY_MIN, path);
-    return -1;
-  }
-  memcpy(tok, buf + a, b - a);
-  *len = b - a;
   return 0;
 }
 
@@ -156,7 +122,7 @@ static int load_file_tokens(const lr_config_file_t *f, lr_hostd_guest_t *out, co
   return 0;
 }
 
-int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr_hostd_opts_t *o) {
+int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_host_pal_t *pal, const lr_hostd_opts_t *o) {
   char err[512], buf[512];
   lr_config_file_t f;
   lr_hostd_guest_t *fg = NULL;
