@@ -41,7 +41,8 @@ typedef struct lr_pal_s {
    * ever comes from the agent and a connection costs no round trip to it.
    * All three NULL where there are no namespaces (Windows).
    *
-   * nsock_open: a pool for namespace NAME (/run/netns/NAME); ready(data)
+   * nsock_open: a pool for namespace NAME (/run/netns/NAME; a name that
+   * starts with '/' is a namespace file's path, as tests use); ready(data)
    * runs on the loop thread when sockets came after nsock_take found a kind
    * empty. The guest owns the pool and ends it with nsock_close. NULL with
    * a one-line reason in err (no such namespace, cannot enter it). */
