@@ -35,6 +35,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,7 @@ struct lr_nsock_s {
     int want;        /* asked for at least once: keep it filled */
     int n;
     int err;         /* the last socket()'s error (negative), 0 after one worked */
+    uint64_t retry_at; /* after an error: not before this (ms, CLOCK_MONOTONIC) */
     int fds[POOL_MAX];
   } k[NKINDS];
 };
@@ -76,13 +78,25 @@ static int kind_family(int k) { return k & 1 ? AF_INET6 : AF_INET; }
 
 static int kind_type(int k) { return k & 2 ? SOCK_DGRAM : SOCK_STREAM; }
 
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* A kind the thread should add to now (or -1): the emptiest wanted one,
- * unless its last try failed and the retry time has not come. */
-static int next_kind(lr_nsock_t *p, int retry_due) {
+ * unless its last try failed and its retry time has not come; *wake_at
+ * gets the earliest such retry time (0: none). A deadline, not a flag: the
+ * loop's signals must not postpone a retry for ever under steady load. */
+static int next_kind(lr_nsock_t *p, uint64_t now, uint64_t *wake_at) {
   int best = -1;
+  *wake_at = 0;
   for (int k = 0; k < NKINDS; k++) {
     if (!p->k[k].want || p->k[k].n >= POOL_MAX) continue;
-    if (p->k[k].err && !retry_due) continue;
+    if (p->k[k].err && now < p->k[k].retry_at) {
+      if (!*wake_at || p->k[k].retry_at < *wake_at) *wake_at = p->k[k].retry_at;
+      continue;
+    }
     if (best < 0 || p->k[k].n < p->k[best].n) best = k;
   }
   return best;
@@ -96,26 +110,21 @@ static void *pool_thread(void *arg) {
   p->nsfd = -1;
   p->entered = entered;
   pthread_cond_broadcast(&p->cv);
-  int retry_due = 1;
   while (!p->stop && p->entered == 1) {
-    int k = next_kind(p, retry_due);
+    uint64_t wake_at, now = now_ms();
+    int k = next_kind(p, now, &wake_at);
     if (k < 0) {
       /* Nothing to make: sleep until the loop takes a kind to POOL_LOW,
        * or, with a failed kind, until its retry time. */
-      int failed = 0;
-      for (int i = 0; i < NKINDS; i++) failed |= p->k[i].want && p->k[i].err && p->k[i].n < POOL_MAX;
-      if (failed) {
+      if (wake_at) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += RETRY_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-          ts.tv_sec++;
-          ts.tv_nsec -= 1000000000L;
-        }
-        retry_due = pthread_cond_timedwait(&p->cv, &p->mu, &ts) == ETIMEDOUT;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (wake_at - now) * 1000000ULL;
+        ts.tv_sec += (time_t)(ns / 1000000000ULL);
+        ts.tv_nsec = (long)(ns % 1000000000ULL);
+        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
       } else {
         pthread_cond_wait(&p->cv, &p->mu);
-        retry_due = 1;
       }
       continue;
     }
@@ -132,7 +141,7 @@ static void *pool_thread(void *arg) {
       p->missed = 0;
       uv_async_send(&p->async);
     }
-    if (err) retry_due = 0;
+    if (err) p->k[k].retry_at = now_ms() + RETRY_MS;
   }
   pthread_mutex_unlock(&p->mu);
   return NULL;
@@ -165,7 +174,11 @@ lr_nsock_t *lr_posix_nsock_open(uv_loop_t *loop, const char *netns, void (*ready
   p->ready = ready;
   p->data = data;
   pthread_mutex_init(&p->mu, NULL);
-  pthread_cond_init(&p->cv, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* retry times survive clock steps */
+  pthread_cond_init(&p->cv, &ca);
+  pthread_condattr_destroy(&ca);
   int rc = uv_async_init(loop, &p->async, on_async);
   if (rc) {
     snprintf(err, errlen, "uv_async_init: %s", uv_strerror(rc));

@@ -1294,6 +1294,31 @@ static void test_one_hop_connects_in_namespace(void **state) {
   nsguest_stop(&n);
 }
 
+static void nop_ready(void *data) { (void)data; }
+
+/* A namespace that is missing or cannot be entered is an error at once,
+ * naming it, and leaves nothing behind (no thread, descriptor or memory:
+ * the valgrind twin checks); so is a guest whose namespace it is. */
+static void test_nsock_open_errors(void **state) {
+  (void)state;
+  char err[256] = "";
+  fx_t *f = fx_new();
+  int before = lr_test_count_fds();
+  assert_null(lr_posix_nsock_open(&f->loop, "/nonexistent/lr-ns", nop_ready, NULL, err,
+                                  sizeof err));
+  assert_non_null(strstr(err, "/nonexistent/lr-ns"));
+  assert_null(lr_posix_nsock_open(&f->loop, "/dev/null", nop_ready, NULL, err, sizeof err));
+  assert_non_null(strstr(err, "cannot enter network namespace /dev/null"));
+  f->host = lr_host_new(&f->loop, &fake_pal, &f->cfg);
+  lr_guest_opts_t o = {.name = "g", .transport = "unix:/nonexistent.sock",
+                       .one_hop_netns = "/dev/null"};
+  assert_int_equal(lr_host_add_guest(f->host, &o, err, sizeof err), -1);
+  assert_non_null(strstr(err, "cannot enter network namespace"));
+  pump(f, 20); /* the pools' loop handles close */
+  assert_int_equal(lr_test_count_fds(), before);
+  fx_free(f);
+}
+
 /* A hostile agent sends descriptors on the control stream, one byte per
  * sendmsg with 64 each: the host closes every one and drops the stream
  * with one line, its fd count comes back, and it keeps serving. */
@@ -1359,6 +1384,7 @@ int main(void) {
       cmocka_unit_test(test_listen_address_warning),
       cmocka_unit_test(test_one_hop_connects_in_namespace),
       cmocka_unit_test(test_agent_descriptors_refused),
+      cmocka_unit_test(test_nsock_open_errors),
       cmocka_unit_test(test_keyed_handshake_relays),
       cmocka_unit_test(test_agent_bad_welcome_mac_refused),
       cmocka_unit_test(test_agent_bad_result_mac_relays_nothing),
