@@ -11,7 +11,9 @@ to hand lorelayd a descriptor:
     guest port), HOSTILE_HOSTONLY a socket made in the host's namespace
     connected to the host-only service on HOSTILE_HOSTONLY_TO, and
     HOSTILE_FLOOD an OPEN_RESULT sent one byte per sendmsg with 64
-    descriptors each;
+    descriptors each, and a UDP flow to HOSTILE_UDP (reported as a UDP
+    listener) a UDP socket connected to the agent's own UDP server on
+    HOSTILE_UDP_WRONG_TO, which answers b"wrong-udp";
   * on the first control stream, after the listing: a PING sent one byte
     per sendmsg with 64 descriptors each.
 
@@ -27,8 +29,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import lrpeer  # noqa: E402
-from lrpeer import (ERR_OK, OPEN_RESULT, PING, PONG, FakeAgent, enc_open_result,  # noqa: E402
-                    frame)
+from lrpeer import (ERR_OK, LISTENER_ADD, OPEN_RESULT, OPEN_UDP, PING, PONG,  # noqa: E402
+                    FakeAgent, enc_listener, enc_open_result, frame)
 
 LOG = os.environ.get("HOSTILE_LOG", "/dev/null")
 PORTS = [int(p) for p in os.environ.get("HOSTILE_PORTS", "").split(",") if p]
@@ -38,6 +40,8 @@ WRONG_TO = int(os.environ.get("HOSTILE_WRONG_TO", "0"))
 HOSTONLY = int(os.environ.get("HOSTILE_HOSTONLY", "0"))
 HOSTONLY_TO = int(os.environ.get("HOSTILE_HOSTONLY_TO", "0"))
 FLOOD = int(os.environ.get("HOSTILE_FLOOD", "0"))
+UDP = int(os.environ.get("HOSTILE_UDP", "0"))
+UDP_WRONG_TO = int(os.environ.get("HOSTILE_UDP_WRONG_TO", "0"))
 HOST_NS = "/proc/%d/ns/net" % os.getppid()  # lorelayd's: the host's namespace
 CLONE_NEWNET = 0x40000000
 
@@ -96,6 +100,15 @@ def hostile_data(st, m):
             log("OPEN %s without PASS_FD: refused" % port)
             st.close()
             return
+        if flags & OPEN_UDP:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect(("127.0.0.1", UDP_WRONG_TO))
+            send_with_fds(st.sock, result, [s.fileno()])
+            log("passed a UDP socket for port %s" % port)
+            s.close()
+            time.sleep(5)
+            st.close()
+            return
         if port == FLOOD:
             flood(st.sock, result)
             time.sleep(5)
@@ -122,6 +135,8 @@ def hostile_data(st, m):
 def serve_control(agent, st, first):
     listeners = [("0.0.0.0", p) for p in PORTS]
     agent.send_listing(st, listeners)
+    if UDP:
+        st.send(frame(LISTENER_ADD, enc_listener("0.0.0.0", UDP, flags=2)))
     log("control stream %s" % ("1 (hostile)" if first else "again"))
     if first:
         try:
@@ -140,8 +155,18 @@ def serve_control(agent, st, first):
                 return
 
 
+def wrong_udp_server():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", UDP_WRONG_TO))
+    while True:
+        _, peer = s.recvfrom(65536)
+        s.sendto(b"wrong-udp", peer)
+
+
 def main():
     args = sys.argv[1:]
+    if UDP_WRONG_TO:
+        threading.Thread(target=wrong_udp_server, daemon=True).start()
     path = args[args.index("--listen") + 1][len("unix:"):]
     agent = FakeAgent(path, data=hostile_data).start()
     first = True

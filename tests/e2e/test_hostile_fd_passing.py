@@ -3,10 +3,11 @@ and 3). A real `lorelayd --netns NAME` runs against hostile_ns_agent.py in
 place of lorelay-init + the agent. The agent passes, where lorelayd asks
 for a server socket, a SOCK_RAW socket, a socket connected to another
 guest port, a socket made in the host's namespace connected to a
-host-only service, and OPEN_RESULT one byte per sendmsg with 64
-descriptors each; on its first control stream it sends a PING the same
-way. lorelayd must relay none of them: every client gets its own guest
-server's banner (lorelayd connects inside the namespace itself), its
+host-only service, OPEN_RESULT one byte per sendmsg with 64 descriptors
+each, and for a UDP flow a UDP socket connected to another server; on its
+first control stream it sends a PING the same way as the flood. lorelayd
+must relay none of them: every client gets its own guest server's banner
+or echo (lorelayd connects inside the namespace itself), its
 descriptor count stays flat, the control stream carrying descriptors is
 dropped with one line, other ports keep working and status answers."""
 
@@ -61,8 +62,9 @@ class FdPassing(Checks, LorelayTestCase):
 
     def test_no_descriptor_from_a_guest(self):
         lr = self.lr
-        raw, wrong, wrong_to, hostonly, flood, good = free_ports(6)
-        hostonly_to = free_port(exclude=(raw, wrong, wrong_to, hostonly, flood, good))
+        raw, wrong, wrong_to, hostonly, flood, good, udp, udp_wrong = free_ports(8)
+        hostonly_to = free_port(exclude=(raw, wrong, wrong_to, hostonly, flood, good, udp,
+                                         udp_wrong))
         svc = HostOnlyService(hostonly_to)
         self.addCleanup(svc.close)
         agent_log = os.path.join(lr.tmpdir, "hostile-agent.log")
@@ -75,7 +77,8 @@ class FdPassing(Checks, LorelayTestCase):
                "HOSTILE_PORTS": ",".join(str(p) for p in (raw, wrong, hostonly, flood, good)),
                "HOSTILE_RAW": str(raw), "HOSTILE_WRONG": str(wrong),
                "HOSTILE_WRONG_TO": str(wrong_to), "HOSTILE_HOSTONLY": str(hostonly),
-               "HOSTILE_HOSTONLY_TO": str(hostonly_to), "HOSTILE_FLOOD": str(flood)}
+               "HOSTILE_HOSTONLY_TO": str(hostonly_to), "HOSTILE_FLOOD": str(flood),
+               "HOSTILE_UDP": str(udp), "HOSTILE_UDP_WRONG_TO": str(udp_wrong)}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
@@ -89,8 +92,11 @@ class FdPassing(Checks, LorelayTestCase):
         for p in (raw, wrong, hostonly, flood, good):
             lr.guest_server("banner", "0.0.0.0", p, "tag=%d" % p)
         lr.guest_server("banner", "127.0.0.1", wrong_to, "tag=wrong")
+        lr.guest_server("udpecho", "0.0.0.0", udp, "stdin=0")
         for p in (raw, wrong, hostonly, flood, good):
             lr.wait_port("0.0.0.0:%d" % p, "forwarding", timeout=10.0)
+        lr.wait_port("0.0.0.0:%d" % udp, "forwarding", timeout=10.0,
+                     pred=lambda e: e.get("proto") == "udp")
         pid = lr.daemon.pid
         # The hostile control stream has come and gone (the first one floods).
         poll(lambda: "control stream again" in open(agent_log).read()
@@ -100,6 +106,18 @@ class FdPassing(Checks, LorelayTestCase):
         # most 16 per kind) fills after the first connection, not before.
         for _ in range(3):
             self._fetch(good)
+        # The UDP flow first: its pool (UDP, IPv4) fills after it, and the
+        # flow itself stays open (udpIdleTimeout) in the baseline.
+        us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        us.settimeout(3.0)
+        try:
+            us.sendto(b"udp-ping", ("127.0.0.1", udp))
+            reply = us.recv(65536)
+        except OSError as e:
+            reply = repr(e).encode()
+        us.close()
+        self.check(reply == b"udp-ping", "UDP port %d: client got %r, want its own guest "
+                   "server's echo" % (udp, reply[:80]))
         time.sleep(0.5)
         before = fd_count(pid)
         # The peak matters too: a flood held only until its stream closes
