@@ -35,6 +35,11 @@
  *                 (its client is an address on the stand-in's socket); its
  *                 lr_flow_t is allocated by lr_udp.c and freed with the
  *                 record (lr_udp_flow_free from the record's destroy).
+ *   lr_nsock_t    one hop: the pool of sockets made in a namespace guest's
+ *                 network namespace (lr_pal_t.nsock_*), opened by
+ *                 lr_host_add_guest and closed by guest_stop after the
+ *                 guest's connections; a socket it hands out is the taker's
+ *                 (a relay handle's once uv_tcp_open/uv_udp_open took it).
  *   lr_udpsrv_t   a UDP stand-in: allocated by the bind hook (lr_udp_bind),
  *                 its socket closed by the unbind hook, which first closes
  *                 every flow it carries; freed in the socket's close callback.
