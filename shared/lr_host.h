@@ -35,11 +35,12 @@ typedef struct {
   size_t token_len;
   lr_guest_resolve_fn resolve; /* optional */
   void *resolve_data;
-  /* The guest shares this host's kernel and was started by this process
-   * (lorelayd --netns): its agent may hand over connected server sockets,
-   * and the host then relays each connection in one hop. Honoured only
-   * over unix: and where the platform can adopt a passed socket. */
-  int pass_fd;
+  /* The guest is network namespace NAME, started by this process
+   * (lorelayd --netns, oneHop on): the host connects to the guest's servers
+   * itself, with sockets made in that namespace (lr_pal_t.nsock_*), and
+   * relays each forward connection and UDP flow in one hop, without the
+   * agent. NULL: every connection through the agent. */
+  const char *one_hop_netns;
   /* This guest's own configuration (its [guest NAME] section over
    * [lorelay]); copied. NULL: the host's. */
   const lr_config_t *cfg;

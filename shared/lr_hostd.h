@@ -41,7 +41,6 @@ typedef struct {
    * `guest` is only a description (see lr_guest_resolve_fn). */
   lr_guest_resolve_fn resolve;
   void *resolve_data;
-  int pass_fd; /* see lr_guest_opts_t.pass_fd; for the first --guest */
   /* Namespace guests; NULL where the platform has none (then refused). */
   lr_hostd_netns_open_fn netns_open;
   lr_hostd_netns_close_fn netns_close;

@@ -205,6 +205,15 @@ static void forward(lr_relay_t *r, int d, char *base, size_t len) {
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   lr_relay_t *r = s->data;
   int d = side_of(r, s);
+  /* Nothing a relay carries comes with descriptors: a peer that sends some
+   * (libuv IPC pipes receive them) is cut, and closing its handle closes
+   * them. A plain pipe's count is always 0. */
+  if (r->ep[d].kind == LR_EP_PIPE && uv_pipe_pending_count(&r->ep[d].u.pipe) > 0) {
+    pool_put(buf->base);
+    r->fds_refused = 1;
+    relay_reset(r, d, UV_EPROTO);
+    return;
+  }
   if (nread > 0) {
     if (r->closing) {
       pool_put(buf->base);

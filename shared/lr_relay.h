@@ -62,6 +62,8 @@ struct lr_relay_s {
   unsigned shut_done[2];    /* ... and that shutdown completed */
   unsigned open[2];         /* ep[d] handle initialised and not closed */
   unsigned closing;
+  unsigned fds_refused;     /* a pipe side received descriptors: reset (the
+                             * handle's close closes them); the owner may log */
   unsigned zc_refused;      /* the zero-copy path was tried and is not for us */
   unsigned zc_wanted;       /* a read showed bulk data: switch when nothing is queued */
   lr_relay_zc_t *zc;        /* zero-copy state, allocated on the switch, freed

@@ -286,6 +286,10 @@ static void ctl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   lr_guest_t *g = ctl->g;
   (void)buf;
   if (!g || g->ctl != ctl) return;
+  if (lr_guest_refuse_fds(g, &ctl->ep, "the control stream")) {
+    session_drop(g, "the agent sent file descriptors on the control stream");
+    return;
+  }
   if (n < 0) {
     char why[200];
     snprintf(why, sizeof why, "control stream closed by the agent (%s)", uv_strerror((int)n));
@@ -416,8 +420,9 @@ static void session_connect(lr_guest_t *g) {
   lr_rxbuf_init(&ctl->rx);
   g->ctl = ctl;
   g->state = LR_G_CONNECTING;
-  if (lr_transport_connect(g->host->loop, g->host->pal, &g->addr, 0, &ctl->ep, ctl_connected,
-                           ctl, err, sizeof err) != 0) {
+  if (lr_transport_connect(g->host->loop, g->host->pal, &g->addr,
+                           g->ipc_reads ? LR_TRANSPORT_IPC : 0, &ctl->ep, ctl_connected, ctl,
+                           err, sizeof err) != 0) {
     /* Nothing was started, so nothing refers to ctl. */
     g->ctl = NULL;
     free(ctl);
