@@ -17,6 +17,7 @@
 #include "lr_hostd.h"
 #include "lr_log.h"
 #include "lr_posix.h"
+#include "lr_sdnotify.h"
 #include "lr_version.h"
 
 #define RESPAWN_MAX_MS 5000
@@ -76,6 +77,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   }
   LR_INFO("signal %d: shutting down", signum);
   g_stopping = 1;
+  lr_sd_stopping();
   for (netns_child_t *c = g_children; c; c = c->next) uv_timer_stop(&c->respawn);
   lr_hostd_stop(&g_daemon, on_stopped, NULL);
 }
@@ -83,7 +85,10 @@ static void on_signal(uv_signal_t *s, int signum) {
 static void on_sighup(uv_signal_t *s, int signum) {
   (void)s;
   (void)signum;
-  if (!g_stopping) lr_hostd_reload(&g_daemon);
+  if (g_stopping) return;
+  lr_sd_reloading();
+  lr_hostd_reload(&g_daemon);
+  lr_sd_reloaded();
 }
 
 static void spawn_init(uv_timer_t *t) {
@@ -271,6 +276,7 @@ static void netns_close(void *data, const char *netns) {
 int main(int argc, char **argv) {
   char err[512], status_path[512];
   lr_log_set_ident("lorelayd");
+  lr_log_set_journal(lr_sd_stderr_is_journal());
   lr_posix_init();
   if (lr_hostd_parse_args(argc, argv, &g_opts, NULL, NULL, err, sizeof err) != 0) {
     fprintf(stderr, "lorelayd: %s\n", err);
@@ -317,6 +323,7 @@ int main(int argc, char **argv) {
     return rc == -2 ? 2 : 1;
   }
   LR_INFO("lorelayd %s running", LR_VERSION_STRING);
+  lr_sd_ready(loop, &g_daemon);
   uv_run(loop, UV_RUN_DEFAULT);
   stop_children();
   lr_host_free(g_daemon.host);
