@@ -12,16 +12,13 @@
 #include "lr_relay.h"
 
 const char *lr_hostd_common_usage(void) {
-  return "  --guest ADDR        agent address: unix:PATH, tcp:HOST:PORT, vsock:CID:PORT,\n"
-         "                      fc:UDS_PATH:PORT or hvsock:VMID:PORT; repeatable\n"
-         "  --name NAME         guest name shown in status (default: the address); one\n"
+  /* --guest and -c are the platform's to describe: each lists only the
+   * transports (and guest keys) it has. */
+  return "  --name NAME         guest name shown in status (default: the address); one\n"
          "                      guest only (name several in [guest NAME] sections)\n"
          "  --token-file FILE   shared key (at least 16 bytes); required for tcp:. Both\n"
          "                      sides prove they know it on every stream; it is never\n"
          "                      sent. For every --guest\n"
-         "  -c, --config FILE   INI config: section [lorelay], and one [guest NAME]\n"
-         "                      section per guest (netns or transport, tokenFile,\n"
-         "                      hostAddress, any [lorelay] key as its own value)\n"
          "  --socket PATH       status endpoint (default: platform path)\n"
          "  --log-level LEVEL   error, warn, info or debug (overrides logLevel)\n"
          "  -h, --help          this text\n"
@@ -125,6 +122,9 @@ static int guest_open(lr_hostd_t *d, lr_hostd_guest_t *hg, const lr_config_t *cf
                       errlen) != 0)
       return -1;
     pass_fd = cfg->one_hop; /* our own namespace: one hop per connection (oneHop) */
+  } else if (!resolve && o->transport_check &&
+             o->transport_check(hg->transport, err, errlen) != 0) {
+    return -1;
   }
   lr_guest_opts_t go = {hg->name, hg->transport, hg->token, hg->token_len,
                         resolve,  rdata,         pass_fd,   cfg};

@@ -57,8 +57,28 @@ static void usage(void) {
          "  --netns NAME        create network namespace NAME if missing (as `ip netns add`),\n"
          "                      start lorelay-init + lorelay-agent inside it, forward its ports;\n"
          "                      repeatable\n"
+         "  --guest ADDR        agent address: unix:PATH, tcp:HOST:PORT, vsock:CID:PORT or\n"
+         "                      fc:UDS_PATH:PORT (Firecracker, Cloud Hypervisor); repeatable\n"
+         "  -c, --config FILE   INI config: section [lorelay], and one [guest NAME]\n"
+         "                      section per guest (netns or transport, tokenFile,\n"
+         "                      hostAddress, any [lorelay] key as its own value)\n"
          "%s",
          lr_hostd_common_usage());
+}
+
+/* hvsock: is Hyper-V's socket family, which only a Windows host has: such a
+ * guest is refused at start (and in a reloaded section) rather than
+ * retried forever. An address that does not parse is left to the core,
+ * which says what is wrong with it. */
+static int transport_check(const char *addr, char *err, size_t errlen) {
+  lr_taddr_t a;
+  char why[256];
+  if (lr_taddr_parse(addr, &a, why, sizeof why) != 0 || a.kind != LR_TADDR_HVSOCK) return 0;
+  snprintf(err, errlen,
+           "%s: hvsock: guests need lorelayd.exe on Windows; on Linux a guest is unix:PATH, "
+           "tcp:HOST:PORT, vsock:CID:PORT or fc:UDS_PATH:PORT",
+           addr);
+  return -1;
 }
 
 static void on_stopped(void *data) {
@@ -291,6 +311,12 @@ int main(int argc, char **argv) {
     printf("lorelayd %s (protocol %d)\n", LR_VERSION_STRING, LR_PROTO_VERSION);
     return 0;
   }
+  for (size_t i = 0; i < g_opts.guests.n; i++)
+    if (transport_check(g_opts.guests.v[i], err, sizeof err) != 0) {
+      fprintf(stderr, "lorelayd: --guest %s\n", err);
+      return 2;
+    }
+  g_opts.transport_check = transport_check;
   uv_loop_t *loop = uv_default_loop();
   g_init = getenv("LORELAY_INIT");
   if (!g_init || !*g_init) g_init = sibling_path("lorelay-init", g_init_path, sizeof g_init_path);
