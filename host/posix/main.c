@@ -349,7 +349,9 @@ int main(int argc, char **argv) {
     free(g_daemon.guests);
     return rc == -2 ? 2 : 1;
   }
-  LR_INFO("lorelayd %s running", LR_VERSION_STRING);
+  /* The pid, for a SIGHUP by hand (kill -HUP PID) without pidof, which
+   * would hit every lorelayd on the machine. */
+  LR_INFO("lorelayd %s running (pid %ld)", LR_VERSION_STRING, (long)getpid());
   lr_sd_ready(loop, &g_daemon);
   uv_run(loop, UV_RUN_DEFAULT);
   stop_children();
