@@ -19,7 +19,7 @@ import socket
 import time
 import unittest
 
-from lrharness import LorelayTestCase, Proc, binary, poll, read_status
+from lrharness import LorelayTestCase, Proc, binary, free_ports, poll, read_status
 
 TS_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} lorelayd ")
 JOURNAL_LINE = re.compile(r"^<([0-7])>(error|warn|info|debug): ")
@@ -76,6 +76,11 @@ class Systemd(LorelayTestCase):
         # One guest configured; connected or not yet, the count is there.
         self.assertRegex(msg.get("STATUS", ""), r"^1 guest \(\d connected\), \d+ ports? forwarding")
         self.lr.wait_connected()
+        # A forwarded port, counted in the STATUS= that comes with the
+        # READY=1 after the reload.
+        port = free_ports(1)[0]
+        self.lr.guest_server("banner", "0.0.0.0", port, "tag=sd")
+        self.lr.wait_port("0.0.0.0:%d" % port, "forwarding")
 
         os.kill(d.pid, signal.SIGHUP)
         msg, _ = self.recv(s)
@@ -89,6 +94,7 @@ class Systemd(LorelayTestCase):
         while "READY" not in msg and "STATUS" in msg:  # a STATUS= refresh in between
             msg, _ = self.recv(s)
         self.assertEqual(msg.get("READY"), "1", msg)
+        self.assertEqual(msg.get("STATUS"), "1 guest (1 connected), 1 port forwarding", msg)
 
         os.kill(d.pid, signal.SIGTERM)
         msg, _ = self.recv(s)
