@@ -113,6 +113,10 @@ static int guest_open(lr_hostd_t *d, lr_hostd_guest_t *hg, const lr_config_t *cf
                       lr_guest_resolve_fn resolve, void *rdata, int pass_fd, char *err,
                       size_t errlen) {
   const lr_hostd_opts_t *o = d->opts;
+  /* An address the platform cannot reach fails here, not at every retry. */
+  if (!hg->netns[0] && !resolve && o->transport_check &&
+      o->transport_check(hg->transport, err, errlen) != 0)
+    return -1;
   if (hg->netns[0]) {
     if (!o->netns_open) {
       snprintf(err, errlen, "%s: network namespace guests (netns) need Linux", hg->name);
@@ -122,9 +126,6 @@ static int guest_open(lr_hostd_t *d, lr_hostd_guest_t *hg, const lr_config_t *cf
                       errlen) != 0)
       return -1;
     pass_fd = cfg->one_hop; /* our own namespace: one hop per connection (oneHop) */
-  } else if (!resolve && o->transport_check &&
-             o->transport_check(hg->transport, err, errlen) != 0) {
-    return -1;
   }
   lr_guest_opts_t go = {hg->name, hg->transport, hg->token, hg->token_len,
                         resolve,  rdata,         pass_fd,   cfg};
