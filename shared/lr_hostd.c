@@ -12,16 +12,13 @@
 #include "lr_relay.h"
 
 const char *lr_hostd_common_usage(void) {
-  return "  --guest ADDR        agent address: unix:PATH, tcp:HOST:PORT, vsock:CID:PORT,\n"
-         "                      fc:UDS_PATH:PORT or hvsock:VMID:PORT; repeatable\n"
-         "  --name NAME         guest name shown in status (default: the address); one\n"
+  /* --guest and -c are the platform's to describe: each lists only the
+   * transports (and guest keys) it has. */
+  return "  --name NAME         guest name shown in status (default: the address); one\n"
          "                      guest only (name several in [guest NAME] sections)\n"
          "  --token-file FILE   shared key (at least 16 bytes); required for tcp:. Both\n"
          "                      sides prove they know it on every stream; it is never\n"
          "                      sent. For every --guest\n"
-         "  -c, --config FILE   INI config: section [lorelay], and one [guest NAME]\n"
-         "                      section per guest (netns or transport, tokenFile,\n"
-         "                      hostAddress, any [lorelay] key as its own value)\n"
          "  --socket PATH       status endpoint (default: platform path)\n"
          "  --log-level LEVEL   error, warn, info or debug (overrides logLevel)\n"
          "  -h, --help          this text\n"
@@ -116,6 +113,10 @@ static int guest_open(lr_hostd_t *d, lr_hostd_guest_t *hg, const lr_config_t *cf
                       lr_guest_resolve_fn resolve, void *rdata, char *err, size_t errlen) {
   const lr_hostd_opts_t *o = d->opts;
   const char *one_hop = NULL;
+  /* An address the platform cannot reach fails here, not at every retry. */
+  if (!hg->netns[0] && !resolve && o->transport_check &&
+      o->transport_check(hg->transport, err, errlen) != 0)
+    return -1;
   if (hg->netns[0]) {
     if (!o->netns_open) {
       snprintf(err, errlen, "%s: network namespace guests (netns) need Linux", hg->name);
