@@ -15,7 +15,7 @@ set -euo pipefail
 mode=${1:-test}
 root=$(cd "$(dirname "$0")/.." && pwd)
 # clang, bpftool, libbpf-dev: the agent's eBPF listener trigger (cmake/LorelayBpf.cmake);
-# without them the agent builds with polling only. libssl-dev: HMAC-SHA256.
+# the configure fails without them (-DLORELAY_EBPF=OFF: an agent that polls only). libssl-dev: HMAC-SHA256.
 # libcjson-dev: the status and watch documents.
 run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev libcjson-dev
           iproute2 python3 curl clang bpftool libbpf-dev)
