@@ -166,7 +166,6 @@ struct lr_host_s {
    * reaper once no handle or connection of theirs is left. */
   lr_guest_t *removed;
   uv_timer_t reaper;
-  int reaper_active;
   uv_pipe_t status;
   int status_open;
   lr_status_client_t *clients;
