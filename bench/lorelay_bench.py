@@ -17,7 +17,7 @@ so every peer is measured side by side in one run on the same machine:
                 agent in the same namespace with `--guest unix:PATH`, where
                 no descriptor is passed: lorelayd -> Unix socket -> agent -> server
 
-Rows (BRIEF section 6): iperf3 throughput host -> guest, guest -> host (-R),
+Rows (lorelay's performance goals, GOALS below): iperf3 throughput host -> guest, guest -> host (-R),
 both at once (--bidir) and 4 streams (-P 4); redis PING with 1 client and
 SET with 50 clients; new connections per second with wrk + nginx
 (`Connection: close`) and with bench/loadgen.py; RSS per idle relayed
@@ -1084,7 +1084,7 @@ def machine_facts(bin_dir):
 
 
 # The rows with a direct figure: metric -> (label, unit, goal for lorelay
-# one-hop as a ratio to direct, or None where BRIEF section 6 sets none).
+# one-hop as a ratio to direct, or None where lorelay sets none).
 # The two-hop goal is to be ahead of the socat chain on every row.
 GOALS = {
     "throughput": ("throughput host → guest (iperf3)", "Gbit/s", 0.7),
