@@ -16,8 +16,12 @@
 # polling only (lr_bpfwatch.c without the skeleton), for those who choose
 # it. A cross build (the Windows one) has no agent and is always OFF.
 #
-# Sets LORELAY_EBPF_BUILT (ON/OFF) and LORELAY_EBPF_MISSING (why not), and
-# defines lorelay_bpf_enable(target).
+# tests/bpf checks the object: rebuilt with the kernel BTF hidden it is the
+# same byte for byte, and its CO-RE relocations resolve on this kernel.
+#
+# Sets LORELAY_EBPF_BUILT (ON/OFF) and LORELAY_EBPF_MISSING (why not), also
+# as global properties of those names for the tests, and defines
+# lorelay_bpf_enable(target).
 include_guard(GLOBAL)
 
 option(LORELAY_EBPF "Build the agent's eBPF listener trigger (OFF: the agent polls only)" ON)
@@ -25,6 +29,7 @@ option(LORELAY_EBPF "Build the agent's eBPF listener trigger (OFF: the agent pol
 set(LORELAY_EBPF_BUILT OFF)
 set(LORELAY_EBPF_MISSING "")
 
+set_property(GLOBAL PROPERTY LORELAY_EBPF_BUILT OFF)
 if(CMAKE_CROSSCOMPILING)
   set(LORELAY_EBPF_MISSING "not built in a cross build")
   function(lorelay_bpf_enable target)
@@ -33,6 +38,7 @@ if(CMAKE_CROSSCOMPILING)
 endif()
 if(NOT LORELAY_EBPF)
   set(LORELAY_EBPF_MISSING "disabled (LORELAY_EBPF=${LORELAY_EBPF})")
+  set_property(GLOBAL PROPERTY LORELAY_EBPF_MISSING "${LORELAY_EBPF_MISSING}")
   message(STATUS "lorelay: eBPF listener trigger disabled (LORELAY_EBPF=${LORELAY_EBPF}): "
                  "lorelay-agent polls only")
   function(lorelay_bpf_enable target)
@@ -68,6 +74,7 @@ if(_lr_missing)
 endif()
 
 set(LORELAY_EBPF_BUILT ON)
+set_property(GLOBAL PROPERTY LORELAY_EBPF_BUILT ON)
 message(STATUS "lorelay: eBPF listener trigger enabled (${LORELAY_CLANG}, ${LORELAY_BPFTOOL}, "
                "libbpf ${LIBBPF_VERSION})")
 
@@ -97,11 +104,12 @@ foreach(_d IN LISTS LIBBPF_INCLUDE_DIRS)
 endforeach()
 
 # -Werror: every header it reads is committed (vmlinux_min.h) or libbpf's.
+set(LORELAY_BPF_CFLAGS -target bpf -g -O2 -Wall -Werror -D__TARGET_ARCH_${_lr_arch}
+    -I${LORELAY_BPF_SRC} ${_lr_incs})
 add_custom_command(
   OUTPUT ${LORELAY_BPF_OUT}/listen_trace.bpf.o
   COMMAND ${CMAKE_COMMAND} -E make_directory ${LORELAY_BPF_OUT}
-  COMMAND ${LORELAY_CLANG} -target bpf -g -O2 -Wall -Werror -D__TARGET_ARCH_${_lr_arch}
-          -I${LORELAY_BPF_SRC} ${_lr_incs}
+  COMMAND ${LORELAY_CLANG} ${LORELAY_BPF_CFLAGS}
           -c ${LORELAY_BPF_SRC}/listen_trace.bpf.c -o ${LORELAY_BPF_OUT}/listen_trace.clang.o
   # Links the one object through bpftool, which drops the DWARF (the BTF stays).
   COMMAND ${LORELAY_BPFTOOL} gen object ${LORELAY_BPF_OUT}/listen_trace.bpf.o
@@ -119,6 +127,12 @@ add_custom_command(
   DEPENDS ${LORELAY_BPF_OUT}/listen_trace.bpf.o
   COMMENT "Generating the eBPF skeleton listen_trace.skel.h"
   VERBATIM)
+
+# For tests/bpf (another directory scope): how the object was made.
+set_property(GLOBAL PROPERTY LORELAY_BPF_OBJECT ${LORELAY_BPF_OUT}/listen_trace.bpf.o)
+set_property(GLOBAL PROPERTY LORELAY_BPF_BUILD_COMMAND
+             ${LORELAY_CLANG} ${LORELAY_BPF_CFLAGS} -c ${LORELAY_BPF_SRC}/listen_trace.bpf.c)
+set_property(GLOBAL PROPERTY LORELAY_BPFTOOL ${LORELAY_BPFTOOL})
 
 # lorelay_bpf_enable(target): target compiles lr_bpfwatch.c with the
 # skeleton (LR_HAVE_BPF) and links libbpf. Call it from the directory the
