@@ -15,8 +15,8 @@ set -euo pipefail
 mode=${1:-test}
 root=$(cd "$(dirname "$0")/.." && pwd)
 # clang, bpftool, libbpf-dev: the agent's eBPF listener trigger (cmake/LorelayBpf.cmake);
-# the configure fails without them (-DLORELAY_EBPF=OFF: an agent that polls only). libssl-dev: HMAC-SHA256.
-# libcjson-dev: the status and watch documents.
+# the configure fails without them (-DLORELAY_EBPF=OFF: an agent that polls only).
+# libssl-dev: HMAC-SHA256. libcjson-dev: the status and watch documents.
 run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev libcjson-dev
           iproute2 python3 curl clang bpftool libbpf-dev)
 # dpkg-dev: dpkg-source unpacks and checks the Debian sources.
