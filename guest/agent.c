@@ -552,5 +552,3 @@ void lr_agent_free(lr_agent_t *a) {
   agent_scan_free(a);
   free(a);
 }
-
-size_t lr_agent_stream_count(const lr_agent_t *a) { return a->nconns; }

@@ -71,7 +71,9 @@ void lr_host_remove_guest(lr_guest_t *g);
 /* Listens for lorelayctl on a Unix socket path or named pipe name. */
 int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errlen);
 
-/* Status documents (the JSON shape is fixed by the brief). */
+/* Status documents (the JSON shape is the one docs/protocol.md documents
+ * for lorelayctl status --json; scripts read it, so it changes only by
+ * adding fields). */
 void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out);
 void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out);
 

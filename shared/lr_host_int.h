@@ -16,7 +16,10 @@
  *   lr_host_t     allocated by lr_host_new, freed by lr_host_free after
  *                 lr_host_shutdown's done callback. Owns the guests and the
  *                 status server (lr_ctlsrv.c closes it, with its clients).
- *   lr_guest_t    allocated by lr_host_add_guest, freed by lr_host_free.
+ *   lr_guest_t    allocated by lr_host_add_guest, freed by lr_host_free;
+ *                 one removed by a reload (lr_host_remove_guest) is freed
+ *                 earlier by the host's reaper timer (reap in lr_host.c),
+ *                 once nothing of it is left.
  *                 Owns its three timers (closed by lr_host_shutdown), its
  *                 control session and its connections.
  *   lr_ctl_t      allocated by the session when a connect starts; the
@@ -182,7 +185,6 @@ struct lr_host_s {
    * reaper once no handle or connection of theirs is left. */
   lr_guest_t *removed;
   uv_timer_t reaper;
-  int reaper_active;
   uv_pipe_t status;
   int status_open;
   lr_status_client_t *clients;

@@ -93,7 +93,8 @@ typedef struct lr_pal_s {
   int (*fds_exhausted)(uv_loop_t *loop);
 
   /* Directory for the daemon's sockets (Linux: /run/lorelay as root,
-   * $XDG_RUNTIME_DIR/lorelay otherwise); NULL where there is none. */
+   * $XDG_RUNTIME_DIR/lorelay otherwise, /tmp/lorelay-UID when that is
+   * unset); NULL where there is none. */
   const char *(*run_dir)(char *buf, size_t len);
   /* Narrows who may connect to the bound status endpoint h at path: Linux
    * mode 0660 in a directory only the daemon's user may write; Windows a

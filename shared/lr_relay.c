@@ -52,7 +52,6 @@ static void pool_put(char *p) {
 }
 
 size_t lr_relay_pool_in_use(void) { return pool_in_use; }
-size_t lr_relay_pool_cached(void) { return pool_cached; }
 
 /* The zero-copy setting (see lr_relay_set_zero_copy). */
 static int zc_on = 1;
@@ -170,7 +169,10 @@ static void on_write(uv_write_t *req, int status) {
   else if (uv_read_start(&r->ep[d].u.stream, on_alloc, on_read) != 0)
     relay_reset(r, d, UV_EIO);
   maybe_finish(r);
-  if (r->zc_wanted) zc_try_switch(r);
+  /* No zero-copy switch here even when one is wanted: libuv stops watching
+   * ep[o]'s descriptor for writability only after this callback returns,
+   * so a poll on it now would be a second watcher (see zc_try_switch). The
+   * read just restarted switches at its next callback. */
 }
 
 /* Sends base[0..len) to ep[o] on behalf of direction d, taking ownership
@@ -270,7 +272,6 @@ static lr_zc_pipe_t *zc_pipe_free;
 static size_t zc_pipes_cached, zc_pipes_in_use, zc_active;
 
 size_t lr_relay_zc_pipes_in_use(void) { return zc_pipes_in_use; }
-size_t lr_relay_zc_pipes_cached(void) { return zc_pipes_cached; }
 size_t lr_relay_zc_active(void) { return zc_active; }
 
 struct lr_relay_zc_s {
@@ -445,9 +446,11 @@ static void zc_on_poll(uv_poll_t *p, int status, int events) {
   if ((events & UV_READABLE) && !r->closing && !z->dead) zc_pump(r, i);
 }
 
-/* The descriptor is still watched by its stream (a write libuv queued
- * itself), or the kernel cannot splice these sockets: the connection goes
- * back to the copy path for good. Only while no byte is in a pipe. */
+/* libuv refused the poll (UV_EEXIST: another handle still watches the
+ * descriptor, which zc_try_switch's callers rule out), or the kernel
+ * cannot splice these sockets: the connection goes back to the copy path
+ * for good. Only while no byte is in a pipe. The polls are closed before
+ * the streams read again, so the descriptors change owner at once. */
 static void zc_back_to_copy(lr_relay_t *r) {
   lr_relay_zc_t *z = r->zc;
   r->zc_refused = 1;
@@ -468,7 +471,18 @@ static void zc_back_to_copy(lr_relay_t *r) {
 
 /* Moves a connection that has proved to carry bulk data onto the zero-copy
  * path. Only between messages: nothing queued either way, no end of stream
- * yet, so the copy path has nothing in flight to hand over. */
+ * yet, so the copy path has nothing in flight to hand over.
+ *
+ * One watcher per descriptor: libuv watches a descriptor through exactly
+ * one handle (uv_poll_init says UV_EEXIST while another handle's watcher is
+ * on it). So each socket changes hands here: its stream handle stops
+ * reading and, with no write, shutdown or connect pending, watches nothing;
+ * from then until the poll is closed the stream handle is not used for any
+ * I/O (the zero-copy path half-closes with the platform's shutdown, not
+ * uv_shutdown), and the poll is always closed before the stream reads
+ * again (zc_back_to_copy) or is closed itself (close_side). Called from
+ * a read callback or lr_relay_start only, never from a write callback
+ * (see on_write). */
 static void zc_try_switch(lr_relay_t *r) {
   const lr_pal_t *pal = r->pal;
   if (!zc_on || r->zc || r->zc_refused || r->closing || !pal || !pal->zc_move) return;

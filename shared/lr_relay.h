@@ -45,7 +45,10 @@ typedef struct {
  * connection record) and initialises the two handles in ep[]; from
  * lr_relay_mark_open on, the relay closes them (lr_relay_close, or by
  * itself at the end of the stream) and calls close_cb once both are closed.
- * The owner frees the record in close_cb and nowhere else. */
+ * The owner frees the record in close_cb and nowhere else. Each socket is
+ * watched by one libuv handle at a time: its stream handle in ep[i], or,
+ * on the zero-copy path, the relay's own uv_poll_t while that stream is
+ * stopped; the poll is closed before the stream is used again. */
 struct lr_relay_s {
   const lr_pal_t *pal;      /* for the peer-closed probe; may be NULL */
   lr_endpoint_t ep[2];
@@ -92,11 +95,9 @@ void lr_relay_set_zero_copy(int on, uint64_t after);
 
 /* Pool statistics, for tests and status. */
 size_t lr_relay_pool_in_use(void);
-size_t lr_relay_pool_cached(void);
-/* Zero-copy pipes holding bytes now, and cached idle ones; relays that are
- * on the zero-copy path now. */
+/* Zero-copy pipes holding bytes now; relays that are on the zero-copy path
+ * now. */
 size_t lr_relay_zc_pipes_in_use(void);
-size_t lr_relay_zc_pipes_cached(void);
 size_t lr_relay_zc_active(void);
 #define LR_RELAY_BUF_SIZE (256 * 1024)
 

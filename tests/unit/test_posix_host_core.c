@@ -59,7 +59,12 @@
 static struct {
   int listens, busy_port, sock_closes, vm_calls;
   int listened_on[65536]; /* binds asked for, per port */
-  int vm_mode; /* 0: refuse, 1: hand back a socket libuv cannot open, 2: answer late */
+  int vm_mode; /* 0: refuse, 1: hand back a socket libuv cannot open, 2: answer late,
+                * 3: answer in time while the loop is held past the deadline */
+  /* Mode 3, written by the worker thread: when it entered, the socket it
+   * returns, and that it is about to return. */
+  _Atomic uint64_t vm_entered_ns;
+  _Atomic int vm_late_fd, vm_returning;
 } fake;
 
 static int fake_listen(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa, int backlog,
@@ -96,6 +101,19 @@ static int fake_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return UV_EIO;
     close(sv[1]);
     *out = sv[0];
+    return 0;
+  }
+  if (fake.vm_mode == 3) {
+    /* Connects within the bound, but the test holds the loop until the
+     * deadline has passed too (test_vmsock_answer_at_deadline_not_leaked). */
+    fake.vm_entered_ns = uv_hrtime();
+    usleep((LR_TRANSPORT_TIMEOUT_MS - 500) * 1000);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return UV_EIO;
+    close(sv[1]);
+    *out = sv[0];
+    fake.vm_late_fd = sv[0];
+    fake.vm_returning = 1;
     return 0;
   }
   snprintf(err, len, "fake: no such VM");
@@ -611,6 +629,37 @@ static void test_vmsock_late_answer_is_closed(void **state) {
   assert_int_equal(fake.sock_closes, 1);
   fake.vm_mode = 0; /* later attempts fail at once */
   fx_free(f);
+}
+
+/* The VM connect succeeds on the worker thread, but the loop only gets to
+ * it after the 5 s deadline has fired too (a loop busy elsewhere): on this
+ * libuv the timer runs first. Whichever wins, the socket the worker made is
+ * either handed to the session or closed, never leaked. (The worker's
+ * result used to share the attempt's status with the timeout, which
+ * overwrote it: the late success was read as a failure and its socket
+ * left open.) */
+static void test_vmsock_answer_at_deadline_not_leaked(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  fake.vm_late_fd = -1;
+  fake.vm_mode = 3;
+  fx_host(f, "vsock:3:50505");
+  uint64_t end = uv_now(&f->loop) + 3000;
+  while (fake.vm_entered_ns == 0 && uv_now(&f->loop) < end) pump(f, 5);
+  assert_true(fake.vm_entered_ns != 0);
+  /* Hold the loop: the worker returns, and the deadline passes. */
+  while (!fake.vm_returning ||
+         uv_hrtime() - fake.vm_entered_ns < (uint64_t)(LR_TRANSPORT_TIMEOUT_MS + 300) * 1000000u)
+    usleep(10 * 1000);
+  usleep(50 * 1000);
+  fake.vm_mode = 0; /* later attempts fail at once */
+  pump(f, 300);
+  int fd = fake.vm_late_fd;
+  assert_true(fd >= 0);
+  fx_free(f);
+  errno = 0;
+  assert_int_equal(fcntl(fd, F_GETFD), -1);
+  assert_int_equal(errno, EBADF);
 }
 
 /* The agent hangs up right after HELLO: the host retries and keeps no
@@ -1366,6 +1415,7 @@ int main(void) {
       cmocka_unit_test(test_connect_fails_asynchronously),
       cmocka_unit_test(test_vmsock_wrap_failure_closes_socket),
       cmocka_unit_test(test_vmsock_late_answer_is_closed),
+      cmocka_unit_test(test_vmsock_answer_at_deadline_not_leaked),
       cmocka_unit_test(test_agent_closes_mid_handshake),
       cmocka_unit_test(test_control_drop_keeps_connections),
       cmocka_unit_test(test_conflict_then_forwarding),

@@ -296,6 +296,84 @@ static void test_switch_threshold(void **s) {
   fx_finish(&f);
 }
 
+/* The switch must not happen inside the callback of the write that
+ * unblocked it: libuv still watches that stream's descriptor for
+ * writability until the callback returns, and a poll on the same
+ * descriptor then is a second watcher (libuv refuses it with UV_EEXIST,
+ * and the relay gave up zero copy on that connection for good). Here one
+ * direction queues a write (its reader is full) after bulk data was seen,
+ * the reader drains, the other direction talks, and bulk both ways must
+ * then run on the zero-copy path. */
+static void run_switch_after_queued_write(lr_ep_kind_t kind) {
+  fx_t f;
+  fx_start(&f, PATH_COPY, kind);
+  lr_relay_set_zero_copy(1, 16384);
+  /* Small socket buffers towards peer[1], so a bulk read does not fit. */
+  uv_os_fd_t fd1;
+  int small = 16384;
+  assert_int_equal(uv_fileno(&f.relay.ep[1].u.handle, &fd1), 0);
+  assert_int_equal(setsockopt(fd1, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+  assert_int_equal(setsockopt(f.peer[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+  static uint8_t buf[65536];
+  memset(buf, 'q', sizeof buf);
+  /* peer[1] does not read: small messages (no bulk yet) until the relay
+   * has a write queued to ep[1] and has stopped reading ep[0]. */
+  for (int i = 0; i < 100000 && !f.relay.wr[0].buf; i++) {
+    (void)send(f.peer[0], buf, 1000, MSG_NOSIGNAL);
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+  }
+  assert_non_null(f.relay.wr[0].buf);
+  assert_false(f.relay.zc_wanted);
+  /* Bulk waits in ep[0]; peer[1] makes room a little at a time, so the
+   * bulk read finds ep[1] nearly full and queues a write again. */
+  size_t bulk = 0;
+  for (int i = 0; i < 64 && bulk < (1u << 20); i++) {
+    ssize_t w = send(f.peer[0], buf, sizeof buf, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    bulk += (size_t)w;
+  }
+  assert_true(bulk >= sizeof buf);
+  for (int i = 0; i < 100000 && !(f.relay.zc_wanted && f.relay.wr[0].buf); i++) {
+    (void)recv(f.peer[1], buf, 4096, 0);
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+  }
+  assert_true(f.relay.zc_wanted);
+  assert_non_null(f.relay.wr[0].buf);
+  assert_null(f.relay.zc);
+  /* peer[1] drains everything; the queued write completes. */
+  int idle = 0;
+  for (int i = 0; i < 2000000 && idle < 2000; i++) {
+    ssize_t r = recv(f.peer[1], buf, sizeof buf, 0);
+    idle = r > 0 || f.relay.wr[0].buf ? 0 : idle + 1;
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+  }
+  assert_null(f.relay.wr[0].buf);
+  /* Now the other way: a short message from peer[1] must reach peer[0]. */
+  const char msg[] = "the other way";
+  assert_int_equal(send(f.peer[1], msg, sizeof msg, 0), (ssize_t)sizeof msg);
+  char b[64];
+  ssize_t r = -1;
+  for (int i = 0; i < 200000 && r <= 0; i++) {
+    uv_run(&f.loop, UV_RUN_NOWAIT);
+    r = recv(f.peer[0], b, sizeof b, 0);
+    if (r <= 0) usleep(10);
+  }
+  assert_int_equal(r, (ssize_t)sizeof msg);
+  assert_memory_equal(b, msg, sizeof msg);
+  /* Bulk both ways still flows, on the zero-copy path. */
+  stream_both_ways(&f, 1u << 20);
+  assert_non_null(f.relay.zc);
+  fx_finish(&f);
+}
+
+/* Unix sockets only: their buffers can be made small enough for a bulk
+ * read not to fit (loopback TCP's 64 KiB segments and window rules make
+ * that state a matter of timing); the relay code under test is the same. */
+static void test_switch_after_queued_write_unix(void **s) {
+  (void)s;
+  run_switch_after_queued_write(LR_EP_PIPE);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bytes_copy_tcp),        cmocka_unit_test(test_bytes_copy_unix),
@@ -307,6 +385,7 @@ int main(void) {
       cmocka_unit_test(test_backpressure_zc_tcp),   cmocka_unit_test(test_backpressure_zc_unix),
       cmocka_unit_test(test_reset_copy),            cmocka_unit_test(test_reset_zc),
       cmocka_unit_test(test_switch_threshold),
+      cmocka_unit_test(test_switch_after_queued_write_unix),
   };
   return lr_test_exit_code(cmocka_run_group_tests(tests, NULL, NULL));
 }
