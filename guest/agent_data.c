@@ -44,6 +44,18 @@ static int data_notice(lr_relay_t *r, uint8_t kind, uint64_t bytes) {
   return agent_conn_send(ctl, f, lr_encode_stream_close(f, sizeof f, &m));
 }
 
+void agent_data_number(conn_t *c, uint32_t stream_id) {
+  /* Registered before OPEN_RESULT goes out, so that any notice the host
+   * sends (only once it has that answer) finds the stream. An id already
+   * in use gets no notices; the stream relays as before. */
+  if (!stream_id) return;
+  c->relay.id = stream_id;
+  if (lr_relay_ids_add(&c->agent->stream_ids, &c->relay) == 0)
+    c->relay.notice = data_notice;
+  else
+    c->relay.id = 0;
+}
+
 void agent_data_stream_close(lr_agent_t *a, const lr_stream_close_t *m) {
   lr_relay_t *r = lr_relay_ids_find(&a->stream_ids, m->id);
   if (r) lr_relay_peer_notice(r, m->kind, m->bytes);
@@ -175,16 +187,7 @@ void agent_data_open(conn_t *c, const lr_frame_t *f) {
     agent_udp_open(c);
     return;
   }
-  /* Registered before OPEN_RESULT goes out, so that any notice the host
-   * sends (only once it has that answer) finds the stream. An id already
-   * in use gets no notices; the stream relays as before. */
-  if (o.stream_id && !c->pass_fd) {
-    c->relay.id = o.stream_id;
-    if (lr_relay_ids_add(&a->stream_ids, &c->relay) == 0)
-      c->relay.notice = data_notice;
-    else
-      c->relay.id = 0;
-  }
+  if (!c->pass_fd) agent_data_number(c, o.stream_id);
   /* Stop reading: anything further belongs to the server, and the relay
    * reads it once the server connection exists. */
   uv_read_stop(agent_transport(c));

@@ -106,13 +106,13 @@ static int conn_notice(lr_relay_t *r, uint8_t kind, uint64_t bytes) {
   return g->ctl ? 0 : -1; /* the send may have dropped an agent that does not read */
 }
 
-/* A relayed TCP stream of an agent that takes close notices gets an id for
- * them. Over hybrid vsock our FIN then goes as a notice alone: the device
+/* A relayed TCP stream (forward or reverse) of an agent that takes close
+ * notices gets an id for them. Over hybrid vsock our FIN then goes as a notice alone: the device
  * would turn a shutdown of its Unix stream into a full close of the guest's
  * socket, and the guest server could no longer answer. */
 static uint32_t conn_number(lr_conn_t *c) {
   lr_guest_t *g = c->g;
-  if (c->reverse || c->flow || c->want_fd || !(g->agent_caps & LR_CAP_CLOSE_NOTICE)) return 0;
+  if (c->flow || c->want_fd || !(g->agent_caps & LR_CAP_CLOSE_NOTICE)) return 0;
   if (!c->relay.id) {
     /* Skips 0 and, after a wrap, ids still in use. */
     for (int tries = 0; tries < 16 && !c->relay.id; tries++) {
@@ -146,6 +146,7 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     lr_attach_t at;
     memset(&at, 0, sizeof at);
     at.id = c->rev_id;
+    at.stream_id = conn_number(c);
     if (keyed && rc == 0) rc = lr_auth_sign_attach(&c->auth, &at);
     n += lr_encode_attach(buf + n, sizeof buf - n, &at);
   } else {

@@ -14,7 +14,7 @@
  *   REVERSE_SET      u8 flags, u16 n, u16 port[n]
  *   REVERSE_OPEN     u32 id, u8 family, u16 port
  *   REVERSE_FAIL     u32 id, u32 code, u16 len, text[len]
- *   ATTACH           u8 alen, auth[alen], u32 id
+ *   ATTACH           u8 alen, auth[alen], u32 id [, u32 stream id]
  *   AGENT_INFO       u8 detection (0 poll, 1 ebpf); newer agents append
  *   STREAM_CLOSE     u32 stream id, u8 kind (1 FIN, 2 RESET), u64 bytes  (13 bytes)
  * Writers use a cursor that refuses to run past the end; readers use one
@@ -340,6 +340,7 @@ size_t lr_encode_attach(uint8_t *out, size_t cap, const lr_attach_t *m) {
   frame_begin(&w, out, cap, LR_MSG_ATTACH);
   w_auth(&w, &m->auth);
   w_u32(&w, m->id);
+  if (m->stream_id) w_u32(&w, m->stream_id); /* older agents stop reading before it */
   return frame_end(&w);
 }
 
@@ -572,6 +573,7 @@ int lr_decode_attach(const lr_frame_t *f, lr_attach_t *out) {
   memset(out, 0, sizeof *out);
   if ((rc = r_auth(&r, &out->auth))) return rc;
   out->id = r_u32(&r);
+  if (!r.bad && r.len - r.off >= 4) out->stream_id = r_u32(&r);
   return r.bad ? LR_PROTO_ESHORT : LR_PROTO_OK;
 }
 

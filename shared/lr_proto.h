@@ -216,6 +216,7 @@ typedef struct {
 typedef struct {
   lr_auth_t auth;
   uint32_t id;
+  uint32_t stream_id;  /* as OPEN's: optional (absent: 0), not covered by the MAC */
 } lr_attach_t;
 
 /* AGENT_INFO: sent by the agent after WELCOME and again whenever it

@@ -236,8 +236,11 @@ def dgram_split(buf):
     return out
 
 
-def enc_attach(rid, token=b""):
-    return _str8(token) + struct.pack(">I", rid & 0xFFFFFFFF)
+def enc_attach(rid, token=b"", stream_id=None):
+    b = _str8(token) + struct.pack(">I", rid & 0xFFFFFFFF)
+    if stream_id is not None:
+        b += struct.pack(">I", stream_id & 0xFFFFFFFF)
+    return b
 
 
 # Whole frames for the common messages.
@@ -407,6 +410,7 @@ def decode(ftype, payload, strict=False):
         c.check(m["id"] != 0, "STREAM_CLOSE for stream 0")
     elif ftype == ATTACH:
         m.update(token=c.auth(), id=c.u32())
+        m.update(stream_id=c.u32() if len(c.b) - c.o >= 4 else 0)
     else:
         m.update(raw=bytes(payload))
     return m

@@ -15,6 +15,8 @@ LORELAY_CLOSE_TRANSPORT picks the transport (one ctest each):
 The fc case fails without close notices (STREAM_CLOSE): the guest's FIN
 never reaches the host, and the host's FIN resets the guest server."""
 
+import hashlib
+import json
 import os
 import random
 import secrets
@@ -22,6 +24,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -46,8 +49,8 @@ def run(*argv, check=True):
 class GuestLorelay(Lorelay):
     """lorelayd --guest ADDR to an agent the test runs in its own namespace."""
 
-    def __init__(self, transport):
-        super().__init__(tag="lrc")
+    def __init__(self, transport, config=None):
+        super().__init__(config=config, tag="lrc")
         self.transport = transport
         self.mux = None
         self.veth = None
@@ -86,6 +89,8 @@ class GuestLorelay(Lorelay):
         self.log_paths.append(log)
         argv = [binary("lorelayd"), "--guest", guest, "--name", "close", "--socket", self.sock,
                 "--log-level", "debug"] + extra
+        if self.config_path:
+            argv += ["-c", self.config_path]
         self.daemon = Proc(argv, log)
         if wait:
             self.wait_connected(timeout)
@@ -129,10 +134,13 @@ class ClosePropagation(LorelayTestCase):
     START = False
 
     def setUp(self):
+        # reversePorts: the guest -> host cases (streams the host still opens).
+        self.rev_port = free_port()
+        config = "[lorelay]\nreversePorts = %d\n" % self.rev_port
         if TRANSPORT == "onehop":
-            self.lr = Lorelay(tag="lrc")
+            self.lr = Lorelay(config=config, tag="lrc")
         else:
-            self.lr = GuestLorelay(TRANSPORT)
+            self.lr = GuestLorelay(TRANSPORT, config)
         self.addCleanup(self._teardown_lorelay)
         self.lr.start()
 
@@ -189,14 +197,12 @@ class ClosePropagation(LorelayTestCase):
             s.sendall(payload)
             s.shutdown(socket.SHUT_WR)
             ev = srv.wait_event("received", timeout=10)
-            import hashlib
             self.assertEqual((ev["bytes"], ev["sha256"]), (len(payload), hashlib.sha256(payload).hexdigest()))
             self.read_to_eof(s, b"", EOF_WITHIN, "the guest server's close after its half-close")
 
     def test_host_client_half_close(self):
         """The client shuts its write side: the server sees EOF and can still
         answer; the client gets the answer, then EOF."""
-        import hashlib
         port, srv = self.serve("halfreply")
         payload = pattern(9, 150000)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -255,6 +261,102 @@ class ClosePropagation(LorelayTestCase):
             ok, _ = poll(lambda: fds() <= before or None, 3.0, 0.05)
             self.assertTrue(ok, "the agent holds %d descriptors, %d before the connections"
                             % (fds(), before))
+
+    # -- guest client -> host server (reversePorts): the same over reverse streams
+
+    def host_server(self, mode, n=0):
+        """One connection on host 127.0.0.1:rev_port, served in a thread."""
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.rev_port))
+        ls.listen(4)
+        ls.settimeout(15)
+        out = {}
+
+        def serve():
+            try:
+                c, _ = ls.accept()
+                c.settimeout(15)
+                if mode == "sendclose":
+                    c.sendall(pattern(11, n))
+                    c.close()
+                else:  # halfreply: read to EOF, answer, then close
+                    got = bytearray()
+                    while True:
+                        b = c.recv(1 << 20)
+                        if not b:
+                            break
+                        got += b
+                    out["received"] = len(got)
+                    c.sendall(b"got %d\n" % len(got))
+                    c.shutdown(socket.SHUT_WR)
+                    c.recv(1)
+                    c.close()
+            except OSError as e:
+                out["error"] = repr(e)
+            finally:
+                ls.close()
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        self.addCleanup(ls.close)
+        return t, out
+
+    def guest_client(self, send=0):
+        """Connects from the guest to its localhost:rev_port, sends `send`
+        bytes and shuts its write side if send, reads to EOF; its report."""
+        r = subprocess.run(["ip", "netns", "exec", self.lr.netns, PYTHON, "-c", GUEST_CLIENT,
+                            str(self.rev_port), str(send)],
+                           capture_output=True, text=True, timeout=40)
+        self.assertEqual(r.returncode, 0, "guest client failed: %s" % r.stderr)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def test_reverse_host_server_close(self):
+        n = 200000
+        t, out = self.host_server("sendclose", n)
+        rep = self.guest_client()
+        t.join(10)
+        self.assertEqual(rep["bytes"], n, "guest client got %r" % rep)
+        self.assertEqual(rep["sha256"], hashlib.sha256(pattern(11, n)).hexdigest())
+        print("%s: reverse, the host server's close: EOF %.1f ms after the last byte"
+              % (TRANSPORT, rep["eof_ms"]), file=sys.stderr)
+        self.assertLessEqual(rep["eof_ms"], EOF_WITHIN * 1000, "no EOF within 1 s: %r" % rep)
+
+    def test_reverse_guest_client_half_close(self):
+        t, out = self.host_server("halfreply")
+        rep = self.guest_client(send=120000)
+        t.join(10)
+        self.assertEqual(out.get("received"), 120000, "host server: %r" % out)
+        self.assertEqual(rep["data"], "got 120000\n", "guest client got %r" % rep)
+        self.assertLessEqual(rep["eof_ms"], EOF_WITHIN * 1000, "no EOF within 1 s: %r" % rep)
+
+
+GUEST_CLIENT = r"""
+import json, hashlib, socket, sys, time
+port, send = int(sys.argv[1]), int(sys.argv[2])
+deadline = time.monotonic() + 10
+while True:  # the published listener appears once the agent has REVERSE_SET
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+if send:
+    s.sendall(b"r" * send)
+    s.shutdown(socket.SHUT_WR)
+got, last = bytearray(), time.monotonic()
+while True:
+    b = s.recv(1 << 20)
+    if not b:
+        break
+    got += b
+    last = time.monotonic()
+eof_ms = (time.monotonic() - last) * 1000
+print(json.dumps({"bytes": len(got), "sha256": hashlib.sha256(got).hexdigest(), "eof_ms": eof_ms,
+                  "data": got[:64].decode("latin-1")}))
+"""
+
 
 if __name__ == "__main__":
     unittest.main()

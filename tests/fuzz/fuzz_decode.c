@@ -322,7 +322,7 @@ void fz_decode_all(const lr_frame_t *f) {
     if (rc == LR_PROTO_OK) {
       reencode(enc_attach, LR_MSG_ATTACH, &m, f, &g);
       FZ_CHECK(lr_decode_attach(&g, &d) == LR_PROTO_OK);
-      FZ_CHECK(auth_same(&m.auth, &d.auth) && m.id == d.id);
+      FZ_CHECK(auth_same(&m.auth, &d.auth) && m.id == d.id && m.stream_id == d.stream_id);
     }
   }
   /* SYNC_DONE carries nothing: any payload is a longer one from a newer

@@ -100,6 +100,7 @@ def frames_seeds():
         "open-result-keyed": open_result(0, "", AGENT_AUTH),
         "open-result-refused": open_result(P.ERR_REFUSED, "connection refused"),
         "attach": f(P.ATTACH, P.enc_attach(42)),
+        "attach-stream-id": f(P.ATTACH, P.enc_attach(44, stream_id=9)),
         "attach-keyed": f(P.ATTACH, P.enc_attach(43, HOST_AUTH)),
         # a newer peer's longer payloads, which are accepted
         "unknown-type": f(999, b"future"),

@@ -480,6 +480,21 @@ static void test_open_stream_id(void **state) {
   o.stream_id = 0;
   o.flags = 0;
   assert_int_equal(lr_encode_open(buf, sizeof buf, &o), LR_FRAME_HDR_LEN + 1 + 3);
+  /* ATTACH carries one the same way, after the agent's id. */
+  lr_attach_t at = {.id = 5, .stream_id = 6}, ad;
+  n = lr_encode_attach(buf, sizeof buf, &at);
+  const uint8_t want_at[] = {0, 32, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 5, 0, 0, 0, 6};
+  assert_int_equal(n, sizeof want_at);
+  assert_memory_equal(buf, want_at, sizeof want_at);
+  f = frame_of(buf, n, LR_MSG_ATTACH);
+  assert_int_equal(lr_decode_attach(&f, &ad), LR_PROTO_OK);
+  assert_int_equal(ad.id, 5);
+  assert_int_equal(ad.stream_id, 6);
+  f.len -= 1;
+  assert_int_equal(lr_decode_attach(&f, &ad), LR_PROTO_OK);
+  assert_int_equal(ad.stream_id, 0);
+  at.stream_id = 0;
+  assert_int_equal(lr_encode_attach(buf, sizeof buf, &at), LR_FRAME_HDR_LEN + 1 + 4);
   /* The id is not part of what OPEN's MAC covers. */
   uint8_t a[LR_AUTH_FIELDS_MAX], b[LR_AUTH_FIELDS_MAX];
   size_t na = lr_auth_fields_open(a, sizeof a, &o);
