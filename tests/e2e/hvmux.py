@@ -21,7 +21,11 @@ docs/protocol.md, "Transports that lose a half-close"):
 
 So a relay that relies on half-closes travelling through the device hangs
 (the guest's FIN never arrives) or loses the guest's answer (the host's
-FIN closes the guest's socket). Stdlib only, one thread per direction;
+FIN closes the guest's socket).
+
+deaf=True is a harsher device that passes on no close at all, either way:
+each side's socket is closed only once both ends have closed theirs, so
+the relays must end every connection by themselves. Stdlib only, one thread per direction;
 bounded by the test's own connections."""
 
 import os
@@ -33,7 +37,8 @@ OK_PORT = 1073741824  # what vhost-device-vsock's first local port looks like
 
 
 class HybridVsockMux:
-    def __init__(self, path, agent_path):
+    def __init__(self, path, agent_path, deaf=False):
+        self.deaf = deaf
         self.path = path
         self.agent_path = agent_path
         self.stopping = False
@@ -64,6 +69,15 @@ class HybridVsockMux:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(h,), daemon=True).start()
+
+    def _wait_hup(self, sock):
+        """Until the peer of sock has closed (not merely shut its write side)."""
+        p = select.poll()
+        p.register(sock, 0)
+        while not self.stopping:
+            ev = p.poll(100)
+            if ev and ev[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                return
 
     def _serve(self, h):
         h.settimeout(5.0)
@@ -112,11 +126,14 @@ class HybridVsockMux:
                     g.sendall(b)
                 except OSError:
                     break
-            # SHUTDOWN(RCV|SEND) to the guest, answered by its reset.
-            try:
-                g.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            if self.deaf:
+                self._wait_hup(h)
+            else:
+                # SHUTDOWN(RCV|SEND) to the guest, answered by its reset.
+                try:
+                    g.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             finished()
 
         def guest_to_host():
@@ -133,16 +150,12 @@ class HybridVsockMux:
                     break
             # End of file from the guest: a half-close is dropped; only a full
             # close (POLLHUP) drops the connection and closes the host's stream.
-            p = select.poll()
-            p.register(g, 0)
-            while not self.stopping:
-                ev = p.poll(100)
-                if ev and ev[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                    break
-            try:
-                h.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            self._wait_hup(g)
+            if not self.deaf:
+                try:
+                    h.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             finished()
 
         threading.Thread(target=host_to_guest, daemon=True).start()

@@ -12,6 +12,7 @@ LORELAY_CLOSE_TRANSPORT picks the transport (one ctest each):
           scripted hybrid-vsock device that drops half-closes and turns the
           host's end of file into a full close of the guest's socket, as
           vhost-device-vsock and Firecracker do
+  fcdeaf  the same with a device that passes on no close at all
 The fc case fails without close notices (STREAM_CLOSE): the guest's FIN
 never reaches the host, and the host's FIN resets the guest server."""
 
@@ -80,9 +81,9 @@ class GuestLorelay(Lorelay):
             ready = lambda: os.path.exists(agent_path) or None  # noqa: E731
         if poll(ready, 10.0)[0] is None:
             raise AssertionError("agent not listening within 10 s:\n" + self.agent.output())
-        if self.transport == "fc":
+        if self.transport in ("fc", "fcdeaf"):
             mux_path = os.path.join(self.tmpdir, "vsock.sock")
-            self.mux = HybridVsockMux(mux_path, agent_path)
+            self.mux = HybridVsockMux(mux_path, agent_path, deaf=self.transport == "fcdeaf")
             guest = "fc:%s:5000" % mux_path
         self.daemon_runs += 1
         log = os.path.join(self.tmpdir, "lorelayd.%d.log" % self.daemon_runs)
