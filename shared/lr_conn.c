@@ -28,6 +28,7 @@ static void ns_wait_unlink(lr_conn_t *c);
 
 static void conn_destroy(lr_conn_t *c) {
   lr_guest_t *g = c->g;
+  lr_relay_ids_del(&g->stream_ids, &c->relay);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -101,6 +102,43 @@ static int conn_write(lr_conn_t *c, const uint8_t *p, size_t n, const char *what
   return 0;
 }
 
+/* Close notices for this connection, sent on the guest's control stream;
+ * -1 while there is none (the relay then shuts the stream down itself). */
+static int conn_notice(lr_relay_t *r, uint8_t kind, uint64_t bytes) {
+  lr_conn_t *c = (lr_conn_t *)r;
+  lr_guest_t *g = c->g;
+  if (!g->ctl || g->state != LR_G_CONNECTED) return -1;
+  lr_stream_close_t m = {r->id, kind, bytes};
+  uint8_t f[LR_FRAME_HDR_LEN + 13];
+  lr_session_send(g, f, lr_encode_stream_close(f, sizeof f, &m));
+  return g->ctl ? 0 : -1; /* the send may have dropped an agent that does not read */
+}
+
+/* A relayed TCP stream (forward or reverse) of an agent that takes close
+ * notices gets an id for them. Over hybrid vsock our FIN then goes as a notice alone: the device
+ * would turn a shutdown of its Unix stream into a full close of the guest's
+ * socket, and the guest server could no longer answer. */
+static uint32_t conn_number(lr_conn_t *c) {
+  lr_guest_t *g = c->g;
+  if (c->flow || !(g->agent_caps & LR_CAP_CLOSE_NOTICE)) return 0;
+  if (!c->relay.id) {
+    /* Skips 0 and, after a wrap, ids still in use. */
+    for (int tries = 0; tries < 16 && !c->relay.id; tries++) {
+      c->relay.id = ++g->next_stream_id ? g->next_stream_id : ++g->next_stream_id;
+      if (lr_relay_ids_add(&g->stream_ids, &c->relay) != 0) c->relay.id = 0;
+    }
+    if (!c->relay.id) return 0;
+    c->relay.notice = conn_notice;
+    c->relay.notice_only = g->addr.kind == LR_TADDR_FC;
+  }
+  return c->relay.id;
+}
+
+void lr_conn_stream_close(lr_guest_t *g, const lr_stream_close_t *m) {
+  lr_relay_t *r = lr_relay_ids_find(&g->stream_ids, m->id);
+  if (r) lr_relay_peer_notice(r, m->kind, m->bytes);
+}
+
 /* OPEN or ATTACH, with the preamble in front unless it went out already
  * (with a key it goes first, and the request waits for CHALLENGE). */
 static int conn_send_request(lr_conn_t *c, int with_preamble) {
@@ -116,6 +154,7 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     lr_attach_t at;
     memset(&at, 0, sizeof at);
     at.id = c->rev_id;
+    at.stream_id = conn_number(c);
     if (keyed && rc == 0) rc = lr_auth_sign_attach(&c->auth, &at);
     n += lr_encode_attach(buf + n, sizeof buf - n, &at);
   } else {
@@ -124,6 +163,7 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     o.family = c->b->key.family;
     o.port = c->b->key.port;
     o.flags = c->flow ? LR_OPEN_UDP : 0;
+    o.stream_id = conn_number(c);
     if (keyed && rc == 0) rc = lr_auth_sign_open(&c->auth, &o);
     n += lr_encode_open(buf + n, sizeof buf - n, &o);
   }

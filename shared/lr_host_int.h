@@ -143,6 +143,11 @@ struct lr_guest_s {
   size_t nrev;
   lr_guest_state_t state;
   uint8_t detection; /* LR_DETECT_*: from the agent's AGENT_INFO; poll until one arrives */
+  uint8_t agent_caps; /* LR_CAP_*: from the agent's last WELCOME */
+  /* Close notices: forward data streams by the id their OPEN carried
+   * (lr_conn.c adds and removes them; the session looks notices up). */
+  lr_relay_ids_t stream_ids;
+  uint32_t next_stream_id;
   lr_ctl_t *ctl;
   uv_timer_t retry_timer, conflict_timer, tick_timer;
   unsigned backoff_ms;
@@ -235,6 +240,9 @@ void lr_standin_arm_retry(lr_guest_t *g);
 
 /* lr_conn.c */
 void lr_conn_accept(lr_guest_t *g, lr_standin_t *s);
+/* A STREAM_CLOSE from the agent: applied to the stream it names, ignored
+ * for any other id (closed already, never ours). */
+void lr_conn_stream_close(lr_guest_t *g, const lr_stream_close_t *m);
 void lr_conn_reverse_open(lr_guest_t *g, const lr_reverse_open_t *m);
 void lr_conn_reverse_send_set(lr_guest_t *g);
 int lr_conn_reverse_init(lr_guest_t *g, char *err, size_t errlen);

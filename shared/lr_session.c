@@ -90,6 +90,7 @@ static int send_hello(lr_guest_t *g, int with_preamble) {
   snprintf(hello.name, sizeof hello.name, "%s", g->host->hostname);
   snprintf(hello.version, sizeof hello.version, "%s", LR_VERSION_STRING);
   if (g->cfg.udp) hello.caps |= LR_CAP_UDP; /* report UDP sockets too */
+  hello.caps |= LR_CAP_CLOSE_NOTICE;
   if (g->token_len && (lr_auth_new_nonce(&ctl->auth, LR_ROLE_HOST) != 0 ||
                        lr_auth_sign_hello(&ctl->auth, LR_ROLE_HOST, LR_MSG_HELLO, &hello) != 0)) {
     session_drop(g, "cannot compute the handshake's MAC (no random bytes or no HMAC)");
@@ -170,6 +171,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       }
       g->state = LR_G_CONNECTED;
       g->detection = LR_DETECT_POLL; /* agents without AGENT_INFO poll */
+      g->agent_caps = hello.caps;
       g->backoff_ms = RETRY_MIN_MS;
       g->connected_at = uv_now(g->host->loop);
       /* last_error keeps what ended the previous connection; the retries
@@ -253,6 +255,12 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       lr_reverse_open_t ro;
       if ((rc = lr_decode_reverse_open(f, &ro))) break;
       lr_conn_reverse_open(g, &ro);
+      return;
+    }
+    case LR_MSG_STREAM_CLOSE: {
+      lr_stream_close_t sc;
+      if ((rc = lr_decode_stream_close(f, &sc))) break;
+      lr_conn_stream_close(g, &sc);
       return;
     }
     case LR_MSG_AGENT_INFO: {

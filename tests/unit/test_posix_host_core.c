@@ -158,6 +158,10 @@ typedef struct astream_s {
   lr_rxbuf_t rx;
   int got_preamble, kind, relaying;
   lr_auth_ctx_t auth; /* keyed agents: this stream's nonces */
+  uint32_t stream_id; /* what OPEN named it (close notices) */
+  uint64_t echoed;    /* relayed bytes written back to the host */
+  int fin_sent;       /* the test sent our FIN notice: echo nothing more */
+  int eof;            /* the host shut the data stream down */
   struct astream_s *next;
 } astream_t;
 
@@ -174,6 +178,9 @@ struct agent_s {
   int bad_macs;        /* host MACs that did not verify */
   size_t relayed;      /* bytes the echo relays received */
   int info; /* > 0: sends AGENT_INFO{detection = info - 1} after WELCOME */
+  int close_notices;  /* says so in WELCOME (caps) */
+  lr_stream_close_t notices[4]; /* STREAM_CLOSE frames from the host */
+  int nnotices;
   astream_t *control; /* the live control stream */
   astream_t *streams;
 };
@@ -277,6 +284,7 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
     memset(&w, 0, sizeof w);
     snprintf(w.name, sizeof w.name, "fake-agent");
     snprintf(w.version, sizeof w.version, "test");
+    if (ag->close_notices) w.caps = LR_CAP_CLOSE_NOTICE;
     if (ag->keyed) {
       lr_auth_ctx_t a = as_signer(s, ag->mode == AG_BAD_WELCOME_MAC);
       assert_int_equal(lr_auth_sign_hello(&a, LR_ROLE_AGENT, LR_MSG_WELCOME, &w), 0);
@@ -307,6 +315,7 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
     lr_open_t o;
     lr_auth_t auth = {0};
     assert_int_equal(lr_decode_open(f, &o), LR_PROTO_OK);
+    s->stream_id = o.stream_id;
     if (ag->keyed) {
       if (!lr_auth_verify_open(&s->auth, &o)) {
         ag->bad_macs++;
@@ -325,6 +334,11 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
     ag->attaches++; /* AG_HOLD_ATTACH: the guest client "waits" forever */
   } else if (f->type == LR_MSG_REVERSE_FAIL) {
     ag->rev_fails++;
+  } else if (f->type == LR_MSG_STREAM_CLOSE) {
+    lr_stream_close_t m;
+    assert_int_equal(lr_decode_stream_close(f, &m), LR_PROTO_OK);
+    if (ag->nnotices < 4) ag->notices[ag->nnotices] = m;
+    ag->nnotices++;
   } else if (f->type == LR_MSG_PING) {
     uint64_t nonce;
     if (lr_decode_ping(f, &nonce) == LR_PROTO_OK)
@@ -334,13 +348,20 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
 
 static void as_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   astream_t *s = st->data;
+  if (n == UV_EOF && s->relaying && s->stream_id) {
+    s->eof = 1; /* a relay with close notices: keep the stream until the host closes */
+    return;
+  }
   if (n < 0) {
     as_close(s);
     return;
   }
   if (s->relaying) { /* echo server */
     s->ag->relayed += (size_t)n;
-    if (n > 0) as_send(s, buf->base, (size_t)n);
+    if (n > 0 && !s->fin_sent) {
+      as_send(s, buf->base, (size_t)n);
+      s->echoed += (uint64_t)n;
+    }
     return;
   }
   lr_rxbuf_commit(&s->rx, (size_t)n);
@@ -819,6 +840,66 @@ static void test_agent_info_detection(void **state) {
     lr_sbuf_free(&s);
     fx_free(f);
   }
+}
+
+static void agent_send_control(agent_t *ag, const uint8_t *buf, size_t len);
+
+/* Close notices: an agent that announces them gets a stream id in OPEN;
+ * its FIN notice ends the host client's read side after exactly the bytes
+ * it counts, though the data stream stays open; notices for ids that name
+ * no stream (a flood of them, with any kind and count) change nothing;
+ * the client's half-close comes to the agent as a notice with its count,
+ * and both directions done, the host closes the connection. */
+static void test_close_notices(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  uint16_t port = free_port();
+  agent_start(&f->agent, &f->loop, AG_NORMAL);
+  f->agent.close_notices = 1;
+  agent_listens(&f->agent, port);
+  fx_host_agent(f);
+  pump_until_status(f, "\"state\":\"forwarding\"", 3000);
+  char buf[64];
+  int fd = client_connect(port);
+  assert_true(fd >= 0);
+  assert_int_equal(send(fd, "hello", 5, 0), 5);
+  assert_int_equal(client_read(f, fd, buf, 5, 3000), 5);
+  astream_t *ds = NULL;
+  for (astream_t *s = f->agent.streams; s; s = s->next)
+    if (s->relaying) ds = s;
+  assert_non_null(ds);
+  assert_true(ds->stream_id != 0);
+
+  /* Unknown ids: ignored, whatever they say. */
+  uint8_t fr[64];
+  for (uint32_t i = 1; i <= 20000; i++) {
+    lr_stream_close_t m = {ds->stream_id + i, (uint8_t)(i % 3 + 1), (uint64_t)i << 40};
+    agent_send_control(&f->agent, fr, lr_encode_stream_close(fr, sizeof fr, &m));
+  }
+  pump(f, 100);
+  assert_int_equal(send(fd, "again", 5, 0), 5);
+  assert_int_equal(client_read(f, fd, buf, 5, 3000), 5);
+  assert_memory_equal(buf, "again", 5);
+
+  /* The agent's FIN, counted: the client reads EOF; the stream is still open. */
+  ds->fin_sent = 1;
+  lr_stream_close_t fin = {ds->stream_id, LR_CLOSE_FIN, ds->echoed};
+  agent_send_control(&f->agent, fr, lr_encode_stream_close(fr, sizeof fr, &fin));
+  assert_int_equal(client_read(f, fd, buf, sizeof buf, 3000), 0);
+  assert_false(ds->eof);
+
+  /* The client's half-close: the notice counts its 10 bytes; the unix
+   * transport carries the shutdown too; then the connection closes. */
+  assert_int_equal(shutdown(fd, SHUT_WR), 0);
+  uint64_t end = uv_now(&f->loop) + 3000;
+  while (!f->agent.nnotices && uv_now(&f->loop) < end) pump(f, 5);
+  assert_int_equal(f->agent.nnotices, 1);
+  assert_int_equal(f->agent.notices[0].id, ds->stream_id);
+  assert_int_equal(f->agent.notices[0].kind, LR_CLOSE_FIN);
+  assert_true(f->agent.notices[0].bytes == 10);
+  pump_until_status(f, "\"active\":0", 3000);
+  close(fd);
+  fx_free(f);
 }
 
 /* Shutdown while connections are open: done runs, clients see the end. */
@@ -1422,6 +1503,7 @@ int main(void) {
       cmocka_unit_test(test_conflict_remapped),
       cmocka_unit_test(test_reconfigure_and_remove_guest),
       cmocka_unit_test(test_agent_info_detection),
+      cmocka_unit_test(test_close_notices),
       cmocka_unit_test(test_shutdown_with_live_connections),
       cmocka_unit_test(test_relay_peer_stops_reading),
       cmocka_unit_test(test_control_queue_budget),
