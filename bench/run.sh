@@ -3,7 +3,8 @@
 # user would otherwise pick: direct loopback in a namespace, socat chains
 # (8 KiB and 256 KiB buffers), pasta (passt), RootlessKit's builtin port
 # driver, lorelay one-hop (--netns) and two-hop (the path VM guests use).
-# Every row of the performance goals in one run, as ratios to direct.
+# Every row of lorelay's performance goals (GOALS in lorelay_bench.py, the
+# "goal" columns of docs/benchmarks.md) in one run, as ratios to direct.
 # As root, after `scripts/deps.sh bench` and a build. The full run takes
 # about 15 minutes and wants an otherwise idle machine; ctest runs only the
 # seconds-long --smoke (bench_smoke).

@@ -15,10 +15,15 @@ set -euo pipefail
 mode=${1:-test}
 root=$(cd "$(dirname "$0")/.." && pwd)
 # clang, bpftool, libbpf-dev: the agent's eBPF listener trigger (cmake/LorelayBpf.cmake);
-# without them the agent builds with polling only. libssl-dev: HMAC-SHA256.
-# libcjson-dev: the status and watch documents.
+# the configure fails without them (-DLORELAY_EBPF=OFF: an agent that polls only).
+# libssl-dev: HMAC-SHA256. libcjson-dev: the status and watch documents.
+# libsystemd-dev: lorelayd's sd_notify (Type=notify). The README's tour runs
+# ip (iproute2), python3, curl, jq, dnsmasq (dnsmasq-base: the binary, no
+# system service) and dig (bind9-dnsutils); e2e_run_script checks that list
+# against the tour.
 run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev libcjson-dev
-          iproute2 python3 curl clang bpftool libbpf-dev)
+          libsystemd-dev iproute2 python3 curl jq dnsmasq-base bind9-dnsutils
+          clang bpftool libbpf-dev)
 # dpkg-dev: dpkg-source unpacks and checks the Debian sources.
 win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 # systemd: systemd-analyze checks

@@ -57,8 +57,8 @@ typedef struct {
   unsigned status_idle_timeout_ms;  /* statusIdleTimeoutMs: a status client's whole budget */
   /* The relay's zero-copy path (Linux splice), both sides. */
   int zero_copy;                    /* zeroCopy, default 1 */
-  int one_hop;                      /* oneHop (host, --netns guests): the agent hands
-                                     * over server sockets, default 1 */
+  int one_hop;                      /* oneHop (host, --netns guests): lorelayd connects
+                                     * inside the namespace itself, default 1 */
   unsigned zero_copy_after;         /* zeroCopyAfter: one read this large (bytes)
                                      * switches a connection, default 65536 */
   /* Where stand-ins listen. Empty: loopback. listenAddress is opt-in LAN

@@ -32,6 +32,13 @@ void lr_guest_warn(lr_guest_t *g, lr_ratelimit_t *gate, const char *fmt, ...) {
     LR_WARN("%s: %s", g->name, line);
 }
 
+int lr_guest_refuse_fds(lr_guest_t *g, lr_endpoint_t *ep, const char *what) {
+  if (ep->kind != LR_EP_PIPE || uv_pipe_pending_count(&ep->u.pipe) <= 0) return 0;
+  lr_guest_warn(g, &g->fds_log, "the agent sent file descriptors on %s: closed them and dropped "
+                "the stream (lorelayd takes no descriptor from a guest)", what);
+  return 1;
+}
+
 void lr_host_closing(lr_host_t *h) { h->closing_handles++; }
 
 void lr_host_closed(lr_host_t *h) {
@@ -159,11 +166,19 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   guest_set_addresses(g);
   if (o->token_len) memcpy(g->token, o->token, o->token_len);
   g->token_len = o->token_len;
-  g->pass_fd = o->pass_fd && a.kind == LR_TADDR_UNIX && h->pal->adopt_passed_socket;
+  g->ipc_reads = o->one_hop_netns && a.kind == LR_TADDR_UNIX;
+  if (o->one_hop_netns && h->pal->nsock_open) {
+    g->nsock = h->pal->nsock_open(h->loop, o->one_hop_netns, lr_conn_ns_ready, g, err, errlen);
+    if (!g->nsock) {
+      free(g);
+      return -1;
+    }
+  }
   lr_ports_ops_t ops = lr_standin_ops(g);
   lr_ports_init(&g->ports, &g->cfg, &ops);
   if (lr_conn_reverse_init(g, err, errlen) != 0) {
     lr_conn_reverse_free(g);
+    if (g->nsock) h->pal->nsock_close(g->nsock);
     free(g);
     return -1;
   }
@@ -239,6 +254,10 @@ static void guest_stop(lr_guest_t *g) {
   lr_session_stop(g);
   lr_ports_clear(&g->ports);
   lr_conn_close_all(g);
+  if (g->nsock) { /* no record waits for it any more: close_all closed them */
+    h->pal->nsock_close(g->nsock);
+    g->nsock = NULL;
+  }
 }
 
 static void guest_free(lr_guest_t *g) {

@@ -35,11 +35,12 @@ typedef struct {
   size_t token_len;
   lr_guest_resolve_fn resolve; /* optional */
   void *resolve_data;
-  /* The guest shares this host's kernel and was started by this process
-   * (lorelayd --netns): its agent may hand over connected server sockets,
-   * and the host then relays each connection in one hop. Honoured only
-   * over unix: and where the platform can adopt a passed socket. */
-  int pass_fd;
+  /* The guest is network namespace NAME, started by this process
+   * (lorelayd --netns, oneHop on): the host connects to the guest's servers
+   * itself, with sockets made in that namespace (lr_pal_t.nsock_*), and
+   * relays each forward connection and UDP flow in one hop, without the
+   * agent. NULL: every connection through the agent. */
+  const char *one_hop_netns;
   /* This guest's own configuration (its [guest NAME] section over
    * [lorelay]); copied. NULL: the host's. */
   const lr_config_t *cfg;
@@ -70,7 +71,9 @@ void lr_host_remove_guest(lr_guest_t *g);
 /* Listens for lorelayctl on a Unix socket path or named pipe name. */
 int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errlen);
 
-/* Status documents (the JSON shape is fixed by the brief). */
+/* Status documents (the JSON shape is the one docs/protocol.md documents
+ * for lorelayctl status --json; scripts read it, so it changes only by
+ * adding fields). */
 void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out);
 void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out);
 

@@ -12,6 +12,8 @@
 #include "lr_addr.h"
 #include "lr_pal.h"
 
+typedef struct lr_nsock_s lr_nsock_t; /* host/posix/nsock.c */
+
 typedef struct lr_host_pal_s {
   lr_pal_t base; /* the relay's and the handshake's calls, as on the guest */
 
@@ -22,15 +24,29 @@ typedef struct lr_host_pal_s {
    * platform has no VM sockets: such addresses are then refused. */
   int (*vmsock_connect)(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen);
 
-  /* One hop for same-kernel guests: s is a socket an agent passed over the
-   * Unix transport, still owned by a libuv handle. Checks that it is a
-   * connected TCP stream socket and returns in *out a duplicate the caller
-   * owns (the handle that received s is then closed). 0, or -1 with a
-   * one-line reason in err. NULL: no descriptor passing on this platform. */
-  int (*adopt_passed_socket)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
-  /* The same for a UDP flow: a connected UDP socket. NULL: UDP flows keep
-   * the two-hop path. */
-  int (*adopt_passed_udp)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
+  /* One hop for namespace guests (lorelayd --netns): lorelayd connects to
+   * the guest's server itself, with sockets made inside the guest's network
+   * namespace by a thread of its own (host/posix/nsock.c), so no descriptor
+   * ever comes from the agent and a connection costs no round trip to it.
+   * All three NULL where there are no namespaces (Windows).
+   *
+   * nsock_open: a pool for namespace NAME (/run/netns/NAME; a name that
+   * starts with '/' is a namespace file's path, as tests use); ready(data)
+   * runs on the loop thread when sockets came after nsock_take found a kind
+   * empty. The guest owns the pool and ends it with nsock_close. NULL with
+   * a one-line reason in err (no such namespace, cannot enter it). */
+  lr_nsock_t *(*nsock_open)(uv_loop_t *loop, const char *netns, void (*ready)(void *data),
+                            void *data, char *err, size_t errlen);
+  /* Takes a pooled socket (TCP, or UDP when udp is set) of sa's family and
+   * connects it to sa, without blocking: 0 (connected) or 1 (TCP, the
+   * connect still under way), with *out now the caller's to uv_tcp_open /
+   * uv_udp_open or sock_close; UV_EAGAIN: none pooled, ready() follows;
+   * another negative uv error: making or connecting one failed
+   * (UV_ECONNREFUSED: nothing listens on sa in the namespace). */
+  int (*nsock_take)(lr_nsock_t *p, const struct sockaddr *sa, int udp, uv_os_sock_t *out);
+  /* Stops the pool's thread and closes the sockets it still holds; p is
+   * freed once its loop handle has closed. */
+  void (*nsock_close)(lr_nsock_t *p);
 
   /* Opens a stand-in listener on sa (loopback; or a guest's hostAddress or
    * listenAddress) that no other host process can share,
@@ -50,7 +66,8 @@ typedef struct lr_host_pal_s {
                            uv_close_cb on_fail);
 
   /* Directory for the daemon's sockets (Linux: /run/lorelay as root,
-   * $XDG_RUNTIME_DIR/lorelay otherwise); NULL where there is none. */
+   * $XDG_RUNTIME_DIR/lorelay otherwise, /tmp/lorelay-UID when that is
+   * unset); NULL where there is none. */
   const char *(*run_dir)(char *buf, size_t len);
   /* Narrows who may connect to the bound status endpoint h at path: Linux
    * mode 0660 in a directory only the daemon's user may write; Windows a

@@ -13,16 +13,13 @@
 #include "lr_token.h"
 
 const char *lr_hostd_common_usage(void) {
-  return "  --guest ADDR        agent address: unix:PATH, tcp:HOST:PORT, vsock:CID:PORT,\n"
-         "                      fc:UDS_PATH:PORT or hvsock:VMID:PORT; repeatable\n"
-         "  --name NAME         guest name shown in status (default: the address); one\n"
+  /* --guest and -c are the platform's to describe: each lists only the
+   * transports (and guest keys) it has. */
+  return "  --name NAME         guest name shown in status (default: the address); one\n"
          "                      guest only (name several in [guest NAME] sections)\n"
          "  --token-file FILE   shared key (at least 16 bytes); required for tcp:. Both\n"
          "                      sides prove they know it on every stream; it is never\n"
          "                      sent. For every --guest\n"
-         "  -c, --config FILE   INI config: section [lorelay], and one [guest NAME]\n"
-         "                      section per guest (netns or transport, tokenFile,\n"
-         "                      hostAddress, any [lorelay] key as its own value)\n"
          "  --socket PATH       status endpoint (default: platform path)\n"
          "  --log-level LEVEL   error, warn, info or debug (overrides logLevel)\n"
          "  -h, --help          this text\n"
@@ -79,9 +76,13 @@ static lr_hostd_guest_t *guest_slot(lr_hostd_t *d) {
 /* Starts the guest hg describes (its namespace first, for a netns guest)
  * and keeps it in d's list. 0, or -1 with a reason in err. */
 static int guest_open(lr_hostd_t *d, lr_hostd_guest_t *hg, const lr_config_t *cfg,
-                      lr_guest_resolve_fn resolve, void *rdata, int pass_fd, char *err,
-                      size_t errlen) {
+                      lr_guest_resolve_fn resolve, void *rdata, char *err, size_t errlen) {
   const lr_hostd_opts_t *o = d->opts;
+  const char *one_hop = NULL;
+  /* An address the platform cannot reach fails here, not at every retry. */
+  if (!hg->netns[0] && !resolve && o->transport_check &&
+      o->transport_check(hg->transport, err, errlen) != 0)
+    return -1;
   if (hg->netns[0]) {
     if (!o->netns_open) {
       snprintf(err, errlen, "%s: network namespace guests (netns) need Linux", hg->name);
@@ -90,10 +91,10 @@ static int guest_open(lr_hostd_t *d, lr_hostd_guest_t *hg, const lr_config_t *cf
     if (o->netns_open(o->netns_data, hg->netns, hg->transport, sizeof hg->transport, err,
                       errlen) != 0)
       return -1;
-    pass_fd = cfg->one_hop; /* our own namespace: one hop per connection (oneHop) */
+    if (cfg->one_hop) one_hop = hg->netns; /* our own namespace: one hop (oneHop) */
   }
   lr_guest_opts_t go = {hg->name, hg->transport, hg->token, hg->token_len,
-                        resolve,  rdata,         pass_fd,   cfg};
+                        resolve,  rdata,         one_hop,   cfg};
   if (lr_host_add_guest(d->host, &go, err, errlen) != 0) {
     if (hg->netns[0]) o->netns_close(o->netns_data, hg->netns);
     return -1;
@@ -173,7 +174,6 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_host_pal_t *pal, con
     lr_hostd_guest_t *hg = guest_slot(d);
     const lr_config_t *cfg = &d->cfg;
     lr_guest_resolve_fn resolve = NULL;
-    int pass_fd = 0;
     if (!hg) {
       LR_ERROR("out of memory");
       goto out;
@@ -186,10 +186,7 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_host_pal_t *pal, con
       const char *t = k == 0 && o->guest ? o->guest : o->guests.v[o->guest ? k : k + 1];
       snprintf(hg->transport, sizeof hg->transport, "%s", t);
       if (o->name) snprintf(hg->name, sizeof hg->name, "%s", o->name);
-      if (k == 0 && o->guest) {
-        resolve = o->resolve;
-        pass_fd = o->pass_fd;
-      }
+      if (k == 0 && o->guest) resolve = o->resolve;
     } else {
       *hg = fg[i - ncl];
       cfg = &f.guests[i - ncl].cfg;
@@ -198,8 +195,7 @@ int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_host_pal_t *pal, con
       memcpy(hg->token, d->token, d->token_len);
       hg->token_len = d->token_len;
     }
-    if (guest_open(d, hg, cfg, resolve, resolve ? o->resolve_data : NULL, pass_fd, err,
-                   sizeof err) != 0) {
+    if (guest_open(d, hg, cfg, resolve, resolve ? o->resolve_data : NULL, err, sizeof err) != 0) {
       LR_ERROR("%s", err);
       goto out;
     }
@@ -285,7 +281,7 @@ int lr_hostd_reload(lr_hostd_t *d) {
       continue;
     }
     *hg = fg[i];
-    if (guest_open(d, hg, &f.guests[i].cfg, NULL, NULL, 0, err, sizeof err) != 0)
+    if (guest_open(d, hg, &f.guests[i].cfg, NULL, NULL, err, sizeof err) != 0)
       LR_ERROR("%s:%d: [guest %s] not started: %s", d->config_path, f.guests[i].line,
                fg[i].name, err);
   }

@@ -41,11 +41,15 @@ typedef struct {
    * `guest` is only a description (see lr_guest_resolve_fn). */
   lr_guest_resolve_fn resolve;
   void *resolve_data;
-  int pass_fd; /* see lr_guest_opts_t.pass_fd; for the first --guest */
   /* Namespace guests; NULL where the platform has none (then refused). */
   lr_hostd_netns_open_fn netns_open;
   lr_hostd_netns_close_fn netns_close;
   void *netns_data;
+  /* Refuses a guest address this platform cannot connect to (Windows:
+   * unix:, vsock:, fc:; Linux: hvsock:), so a [guest NAME] section naming
+   * one fails at start or reload instead of retrying forever. 0, or -1
+   * with a one-line reason. NULL: every address is tried. */
+  int (*transport_check)(const char *addr, char *err, size_t errlen);
 } lr_hostd_opts_t;
 
 /* Platform flags the common table does not know: see lr_opt_extra_fn. */
@@ -56,7 +60,8 @@ typedef lr_opt_extra_fn lr_hostd_extra_fn;
 int lr_hostd_parse_args(int argc, char **argv, lr_hostd_opts_t *o, lr_hostd_extra_fn extra,
                         void *data, char *err, size_t errlen);
 
-/* Usage lines for the common flags, to print after the platform's own. */
+/* Usage lines for the common flags, to print after the platform's own
+ * (which include --guest and -c: what they accept differs). */
 const char *lr_hostd_common_usage(void);
 
 /* One guest the daemon runs, and where it came from. */

@@ -555,6 +555,20 @@ class Lorelay:
         self.wait_port("0.0.0.0:%d" % pb, "forwarding")
         return pa, pb, srv_b
 
+    def settle(self, ns=None, name=None):
+        """The positive event an absence check waits for: two fresh banner
+        listeners in the guest, the second started once the host reports
+        the first. The agent reports in order on one stream, so when the
+        host shows the second, everything the agent saw before this call
+        (and every scan it made then) has reached the host: a listener that
+        is still missing was not reported, however slowly the machine runs.
+        Returns the two servers (stop them if their ports matter)."""
+        servers = []
+        for port in free_ports(2):
+            servers.append(self.guest_server("banner", "0.0.0.0", port, "tag=settle", ns=ns))
+            self.wait_port("0.0.0.0:%d" % port, "forwarding", timeout=10.0, name=name)
+        return servers
+
     def http_server(self, directory, bind, port, where="guest"):
         """python3 -m http.server: a real client-facing server, not our own."""
         argv = [PYTHON, "-u", "-m", "http.server", str(port), "--bind", bind,

@@ -1,4 +1,5 @@
-"""Many guests in one lorelayd (BRIEF "Many guests, one host").
+"""Many guests in one lorelayd: one host daemon serves every guest its
+configuration names.
 
 - `lorelayd -c FILE` with only [guest NAME] sections starts every guest;
   each has its own status entry, and its section's keys override [lorelay]
