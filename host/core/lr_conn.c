@@ -184,7 +184,7 @@ static void conn_start_relay(lr_conn_t *c, const uint8_t *rest, size_t rest_len)
 
 /* ---- one hop: lorelayd connects inside the guest's namespace -------------
  * A namespace guest's forward connections and UDP flows never touch the
- * agent: a socket made in the guest's namespace in advance (lr_pal_t.nsock_*)
+ * agent: a socket made in the guest's namespace in advance (lr_host_pal_t.nsock_*)
  * is connected to the guest's server and relayed to the client in the same
  * loop turn as the accept. When the pool of such sockets is empty the
  * record waits, in order, on g->ns_wait until the pool's thread has made

@@ -37,7 +37,7 @@ typedef struct {
   void *resolve_data;
   /* The guest is network namespace NAME, started by this process
    * (lorelayd --netns, oneHop on): the host connects to the guest's servers
-   * itself, with sockets made in that namespace (lr_pal_t.nsock_*), and
+   * itself, with sockets made in that namespace (lr_host_pal_t.nsock_*), and
    * relays each forward connection and UDP flow in one hop, without the
    * agent. NULL: every connection through the agent. */
   const char *one_hop_netns;

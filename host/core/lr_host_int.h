@@ -39,7 +39,7 @@
  *                 lr_flow_t is allocated by lr_udp.c and freed with the
  *                 record (lr_udp_flow_free from the record's destroy).
  *   lr_nsock_t    one hop: the pool of sockets made in a namespace guest's
- *                 network namespace (lr_pal_t.nsock_*), opened by
+ *                 network namespace (lr_host_pal_t.nsock_*), opened by
  *                 lr_host_add_guest and closed by guest_stop after the
  *                 guest's connections; a socket it hands out is the taker's
  *                 (a relay handle's once uv_tcp_open/uv_udp_open took it).
@@ -158,7 +158,7 @@ struct lr_guest_s {
   int stopping;
   /* One hop (a namespace guest, oneHop on): sockets made in its namespace,
    * owned by the guest from lr_host_add_guest to guest_stop, which closes
-   * it (lr_pal_t.nsock_close). NULL: every connection through the agent. */
+   * it (lr_host_pal_t.nsock_close). NULL: every connection through the agent. */
   lr_nsock_t *nsock;
   lr_conn_t *ns_wait, *ns_wait_tail; /* records waiting for a socket, oldest first */
   /* A namespace guest's unix: streams are libuv IPC pipes, read with a
@@ -251,7 +251,7 @@ void lr_conn_reverse_free(lr_guest_t *g);
 void lr_conn_tick(lr_guest_t *g, uint64_t now);
 void lr_conn_close_all(lr_guest_t *g);
 
-/* One hop: the pool has sockets again (lr_pal_t.nsock_open's ready). */
+/* One hop: the pool has sockets again (lr_host_pal_t.nsock_open's ready). */
 void lr_conn_ns_ready(void *data);
 
 /* lr_conn.c, for lr_udp.c: a forward record counted on b, and opening its

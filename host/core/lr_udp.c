@@ -20,7 +20,7 @@
  *
  * One hop: for a namespace guest (--netns, oneHop) there is no stream and
  * no OPEN: lorelayd takes a UDP socket made inside the guest's namespace
- * (lr_pal_t.nsock_*), connects it to the guest server, and the flow sends
+ * (lr_host_pal_t.nsock_*), connects it to the guest server, and the flow sends
  * to and reads from that socket directly: the agent is not in the data
  * path, and a datagram costs two system calls each way instead of six.
  *

@@ -38,7 +38,7 @@ int lr_netns_ensure(const char *name, char *err, size_t errlen);
  * The child gets SIGTERM if lorelayd dies. Returns the pid or -1 with err. */
 pid_t lr_netns_spawn(const char *name, char *const argv[], char *err, size_t errlen);
 
-/* lr_pal_t.nsock_open/take/close (nsock.c): sockets made inside a
+/* lr_host_pal_t.nsock_open/take/close (nsock.c): sockets made inside a
  * namespace guest's network namespace. */
 lr_nsock_t *lr_posix_nsock_open(uv_loop_t *loop, const char *netns, void (*ready)(void *),
                                 void *data, char *err, size_t errlen);

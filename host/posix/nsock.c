@@ -1,5 +1,5 @@
 /* Sockets made inside a namespace guest's network namespace, for one hop
- * without the agent (lr_pal_t.nsock_*).
+ * without the agent (lr_host_pal_t.nsock_*).
  *
  * lorelayd connects to a --netns guest's server itself: a socket belongs to
  * the network namespace of the thread that created it, for life, so a
