@@ -52,6 +52,10 @@ lr_host_t *lr_host_new(uv_loop_t *loop, const lr_pal_t *pal, const lr_config_t *
 /* 0, or -1 with a one-line reason (bad address, tcp without token, a
  * name already taken...). */
 int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *opts, char *err, size_t errlen);
+/* The checks lr_host_add_guest makes before it changes anything (the
+ * address, a token where the transport needs one, the key's length), so a
+ * reload can refuse a file before it touches a running guest. 0 or -1. */
+int lr_host_check_guest(lr_host_t *h, const lr_guest_opts_t *opts, char *err, size_t errlen);
 /* The guest added last (for the shell's own bookkeeping). */
 lr_guest_t *lr_host_last_guest(lr_host_t *h);
 /* Many guests, live configuration. A guest is known by its name; names
@@ -66,6 +70,12 @@ void lr_host_configure_guest(lr_guest_t *g, const lr_config_t *cfg);
  * connections are closed, its record is freed once nothing of it is left
  * (by lr_host_free at the latest). */
 void lr_host_remove_guest(lr_guest_t *g);
+
+/* What status says of the configuration: the file in effect (NULL: none,
+ * the defaults), when it was read (Unix time), and the last reload's result
+ * (reload_time 0: none yet; error NULL when it was applied). Copied. */
+void lr_host_set_config_info(lr_host_t *h, const char *path, int64_t loaded_at,
+                             int64_t reload_time, int reload_ok, const char *reload_error);
 
 /* Listens for lorelayctl on a Unix socket path or named pipe name. */
 int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errlen);

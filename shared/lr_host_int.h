@@ -142,6 +142,7 @@ struct lr_guest_s {
   char prev_err[300];    /* the error that ended the previous connection (last_error) */
   int stopping;
   int pass_fd;               /* one hop: the agent hands over server sockets */
+  int pass_fd_capable;       /* it could (our namespace, unix:): pass_fd follows oneHop */
   unsigned nstandins;        /* open stand-in listeners (the maxStandins budget) */
   unsigned nconns;           /* open relayed connections (maxConnections) */
   unsigned nreverse_pending; /* REVERSE_OPENs not yet relaying (maxPendingReverse) */
@@ -174,6 +175,13 @@ struct lr_host_s {
   unsigned nwatchers;  /* clients that subscribed to events (counted in nclients too) */
   lr_ratelimit_t status_accept_log, status_budget_log;
   char hostname[128];
+  /* status "config": the file in effect and the last reload */
+  struct {
+    char path[512]; /* empty: none */
+    int64_t loaded_at, reload_time;
+    int reload_ok;
+    char reload_error[400];
+  } config_info;
   /* shutdown */
   int stopping;
   unsigned closing_handles;

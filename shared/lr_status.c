@@ -181,8 +181,34 @@ static void json_line(cJSON *doc, lr_sbuf_t *out) {
   cJSON_free(txt);
 }
 
+static void time_or_null(cJSON *o, const char *name, int64_t t) {
+  char s[40];
+  if (!t) {
+    json_str(o, name, NULL);
+    return;
+  }
+  lr_status_time(t, 0, s, sizeof s);
+  json_str(o, name, s);
+}
+
+/* Which file is in effect, and whether the last reload took. */
+static cJSON *config_json(const lr_host_t *h) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  json_str(o, "path", h->config_info.path[0] ? h->config_info.path : NULL);
+  time_or_null(o, "loaded_at", h->config_info.loaded_at);
+  cJSON *r = cJSON_AddObjectToObject(o, "last_reload");
+  if (r) {
+    cJSON_AddItemToObject(r, "ok", cJSON_CreateBool(h->config_info.reload_ok));
+    json_str(r, "error", h->config_info.reload_error[0] ? h->config_info.reload_error : NULL);
+    time_or_null(r, "time", h->config_info.reload_time);
+  }
+  return o;
+}
+
 void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
   cJSON *doc = cJSON_CreateObject();
+  cJSON_AddItemToObject(doc, "config", config_json(h));
   cJSON *guests = cJSON_AddArrayToObject(doc, "guests");
   for (lr_guest_t *g = h->guests; g; g = g->next) cJSON_AddItemToArray(guests, guest_json(g));
   json_line(doc, out);
@@ -311,7 +337,33 @@ static void guest_rows(const lr_guest_t *g, lr_sbuf_t *out) {
   }
 }
 
+static void config_rows(const lr_host_t *h, lr_sbuf_t *out) {
+  char t[40];
+  lr_sbuf_puts(out, "config ");
+  if (h->config_info.path[0]) {
+    lr_text_escape(out, h->config_info.path);
+    if (h->config_info.loaded_at) {
+      lr_status_time(h->config_info.loaded_at, 0, t, sizeof t);
+      lr_sbuf_printf(out, "  loaded %s", t);
+    }
+  } else {
+    lr_sbuf_puts(out, "(none: defaults)");
+  }
+  if (h->config_info.reload_time) {
+    lr_status_time(h->config_info.reload_time, 0, t, sizeof t);
+    lr_sbuf_printf(out, "  last reload %s ", t);
+    if (h->config_info.reload_ok) {
+      lr_sbuf_puts(out, "ok");
+    } else {
+      lr_sbuf_puts(out, "FAILED: ");
+      lr_text_escape(out, h->config_info.reload_error);
+    }
+  }
+  lr_sbuf_puts(out, "\n");
+}
+
 void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
+  config_rows(h, out);
   if (!h->guests) lr_sbuf_puts(out, "no guests\n");
   for (lr_guest_t *g = h->guests; g; g = g->next) {
     guest_rows(g, out);

@@ -143,8 +143,8 @@ static void test_table_hostile(void **state) {
   lr_host_status_table(fx.h, &s);
   assert_false(s.err);
   assert_terminal_safe(s.p);
-  /* guest line, last error, header, two rows, the denied row's reason */
-  if (count_lines(s.p) != 6) fail_msg("forged lines?\n%s", s.p);
+  /* config line, guest line, last error, header, two rows, the denied row's reason */
+  if (count_lines(s.p) != 7) fail_msg("forged lines?\n%s", s.p);
   assert_non_null(strstr(s.p, "31337 evil\\x0a  tcp   0.0.0.0:1  forged\\x0d\\x1b]0;t\\x07"));
   assert_non_null(strstr(s.p, "\\u009b \\\\x41\n"));
   assert_non_null(strstr(s.p, "guest web \"1\" \\\\ \\x09\\x0a\\x1b[2J\\x01\\x7f caf\xc3\xa9"));
