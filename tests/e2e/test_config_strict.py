@@ -159,6 +159,33 @@ class Reload(LorelayTestCase):
         self.assertIn("reloaded", out)
         self.assertTrue(lr.status()["config"]["last_reload"]["ok"])
 
+    def test_one_hop_follows_reload(self):
+        p = free_ports(1)[0]
+        lr = self.lr = MultiLorelay(1, n_args=0, tag="lrs")
+        ns = lr.names[0]
+        lr.write_config(section("g", ns))
+        lr.start(wait=False)
+        lr.wait_guests(["g"])
+        lr.guest_server("banner", "0.0.0.0", p, "tag=g", ns=ns)
+        lr.wait_port("0.0.0.0:%d" % p, "forwarding", name="g")
+        self.assertBanner("127.0.0.1", p, b"guest:g\n")
+        ok, _ = poll(lambda: "handed to the host" in lr.log(), 3.0)
+        self.assertTrue(ok, "the first connection did not take one hop:\n" + lr.log())
+        lr.write_config(section("g", ns, "oneHop = false"))
+        out = lr.reload()
+        self.assertIn("oneHop = false for new connections", out)
+        mark = len(lr.log())
+        for _ in range(3):
+            self.assertBanner("127.0.0.1", p, b"guest:g\n")
+        self.assertNotIn("handed to the host", lr.log()[mark:])
+        lr.write_config(section("g", ns))
+        lr.reload()
+        mark = len(lr.log())
+        self.assertBanner("127.0.0.1", p, b"guest:g\n")
+        ok, _ = poll(lambda: "handed to the host" in lr.log()[mark:], 3.0)
+        self.assertTrue(ok, "oneHop back on: no connection took one hop")
+
+
 
 if __name__ == "__main__":
     unittest.main()
