@@ -114,7 +114,7 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     lr_open_t o;
     memset(&o, 0, sizeof o);
     o.family = c->b->key.family;
-    o.port = c->b->key.port;
+    o.port = c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port; /* portMap */
     o.flags = (uint8_t)((c->flow ? LR_OPEN_UDP : 0) | (c->want_fd ? LR_OPEN_PASS_FD : 0));
     if (keyed && rc == 0) rc = lr_auth_sign_open(&c->auth, &o);
     n += lr_encode_open(buf + n, sizeof buf - n, &o);
@@ -265,7 +265,19 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   if (f.type == LR_MSG_ERROR || em.code != LR_OK) {
     /* A refusal reaches the client as a reset, exactly as a direct
-     * connection to a closed port would. */
+     * connection to a closed port would. A forward connection the guest
+     * could not make (its server unreachable while status says
+     * forwarding) is worth a warning, and counted on the port. */
+    if (!c->reverse && c->b) {
+      c->b->connect_failures++;
+      lr_guest_warn(c->g, &c->g->connect_log,
+                    "guest port %u: the guest could not connect to its server: %s%s%s",
+                    c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port, lr_err_name(em.code), em.text[0] ? ": " : "", em.text);
+      free(c->rx);
+      c->rx = NULL;
+      lr_relay_close(&c->relay, 1);
+      return;
+    }
     conn_fail(c, 1, "%s%s%s", lr_err_name(em.code), em.text[0] ? ": " : "", em.text);
     return;
   }

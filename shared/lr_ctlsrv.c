@@ -332,6 +332,14 @@ int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errle
       lr_status_stop(h);
       return -1;
     }
+    if (rc == 0 && h->pal->endpoint_group && h->cfg->status_group[0]) {
+      char msg[700];
+      int g = h->pal->endpoint_group(path, h->cfg->status_group, msg, sizeof msg);
+      if (g == 0)
+        LR_INFO("%s", msg);
+      else
+        LR_WARN("%s", msg);
+    }
     if (rc == 0) rc = uv_listen((uv_stream_t *)&h->status, 64, status_conn);
   }
   if (rc) {

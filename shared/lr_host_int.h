@@ -152,6 +152,7 @@ struct lr_guest_s {
   /* one log gate per kind of line a guest can provoke at will */
   lr_ratelimit_t accept_log, denied_log, standins_log, tracked_log, conns_log, reverse_log,
       control_log;
+  lr_ratelimit_t connect_log; /* the guest's server unreachable (connect_failures) */
   lr_conn_t *conns;
   lr_guest_t *next;
 };
@@ -264,6 +265,7 @@ typedef struct {
   const lr_port_entry_t *e;  /* port events: the entry (still in its table) */
   lr_port_state_t previous;  /* LR_EV_PORT_STATE: the state before */
   const char *reason;        /* LR_EV_GUEST_DISCONNECTED: why, or NULL */
+  int snapshot;              /* a watch's opening state, not a change */
 } lr_event_t;
 
 void lr_host_event(lr_host_t *h, const lr_event_t *ev);

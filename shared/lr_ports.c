@@ -49,6 +49,20 @@ static void try_unremap(lr_ports_t *t, lr_binding_t *b) {
           b->key.port, old_port);
 }
 
+/* remapOnConflict: the next free port above the wanted one (predictable:
+ * 8080 taken gives 8081), within a few tries; then any port the system
+ * gives. Ports published to the guest (reversePorts) are skipped. */
+#define REMAP_TRIES 16
+static int remap(lr_ports_t *t, lr_binding_t *b) {
+  for (unsigned p = b->key.port + 1u; p <= 65535u && p <= b->key.port + (unsigned)REMAP_TRIES; p++) {
+    if (lr_portset_contains(&t->cfg->reverse_ports, (uint16_t)p)) continue;
+    int rc = t->ops.bind(b, (uint16_t)p, t->ops.data);
+    if (rc == LR_BIND_OK) return 1;
+    if (rc != LR_BIND_INUSE) return 0;
+  }
+  return t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK;
+}
+
 /* Try to get a stand-in listening for b. */
 static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   if (b->state == LR_BINDING_REMAPPED) {
@@ -76,7 +90,7 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
     return;
   }
   /* In use (or another bind error, which we treat alike: retry). */
-  if (t->cfg->remap_on_conflict && t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK) {
+  if (t->cfg->remap_on_conflict && remap(t, b)) {
     LR_WARN("host %s:%u is taken by another program or guest: remapped to port %u",
             host_str(t, b->key.family), b->key.port, b->actual_port);
     b->state = LR_BINDING_REMAPPED;
@@ -294,7 +308,9 @@ static int same_bindings(const lr_port_entry_t *e, lr_rule_result_t rule,
                          const lr_host_bind_t *want, int n) {
   if (e->rule != rule || e->nb != n) return 0;
   for (int i = 0; i < n; i++)
-    if (e->b[i]->key.family != want[i].family || e->b[i]->key.port != want[i].port) return 0;
+    if (e->b[i]->key.family != want[i].family || e->b[i]->key.port != want[i].port ||
+        e->b[i]->key.guest_port != want[i].guest_port)
+      return 0;
   return 1;
 }
 

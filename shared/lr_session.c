@@ -179,7 +179,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       LR_INFO("%s: connected to agent \"%s\" (version %s) over %s", g->name,
               hello.name, hello.version, g->transport);
       {
-        lr_event_t ev = {LR_EV_GUEST_CONNECTED, g, NULL, LR_PORT_FORWARDING, NULL};
+        lr_event_t ev = {LR_EV_GUEST_CONNECTED, g, NULL, LR_PORT_FORWARDING, NULL, 0};
         lr_host_event(g->host, &ev);
       }
       lr_ports_sync_begin(&g->ports);
@@ -350,7 +350,7 @@ static void session_drop(lr_guest_t *g, const char *why) {
   if (g->state == LR_G_CONNECTED) {
     g->lost_at = uv_now(g->host->loop);
     lr_event_t ev = {LR_EV_GUEST_DISCONNECTED, g, NULL, LR_PORT_FORWARDING,
-                     why ? why : g->last_err};
+                     why ? why : g->last_err, 0};
     lr_host_event(g->host, &ev);
   }
   if (g->ports.syncing) g->ports.syncing = 0; /* an unfinished resync sweeps nothing */

@@ -106,7 +106,7 @@ static void standin_state_changed(const lr_port_entry_t *e, lr_port_state_t st, 
   /* Before the added hook this is the entry's first state: port-added
    * shows it. */
   if (e->announced && lr_status_listed(e)) {
-    lr_event_t ev = {LR_EV_PORT_STATE, g, e, e->previous, NULL};
+    lr_event_t ev = {LR_EV_PORT_STATE, g, e, e->previous, NULL, 0};
     lr_host_event(g->host, &ev);
   }
   lr_port_state_msg_t m;
@@ -126,14 +126,14 @@ static void standin_added(lr_port_entry_t *e, void *data) {
   lr_guest_t *g = data;
   e->announced = 1;
   if (!lr_status_listed(e)) return;
-  lr_event_t ev = {LR_EV_PORT_ADDED, g, e, LR_PORT_FORWARDING, NULL};
+  lr_event_t ev = {LR_EV_PORT_ADDED, g, e, LR_PORT_FORWARDING, NULL, 0};
   lr_host_event(g->host, &ev);
 }
 
 static void standin_removed(const lr_port_entry_t *e, void *data) {
   lr_guest_t *g = data;
   if (!e->announced || !lr_status_listed(e)) return;
-  lr_event_t ev = {LR_EV_PORT_REMOVED, g, e, LR_PORT_FORWARDING, NULL};
+  lr_event_t ev = {LR_EV_PORT_REMOVED, g, e, LR_PORT_FORWARDING, NULL, 0};
   lr_host_event(g->host, &ev);
 }
 

@@ -156,11 +156,11 @@ static void test_events(void **state) {
   (void)state;
   lr_port_entry_t *e = add_port(5000, HOSTILE_CMD);
   lr_event_t evs[] = {
-      {LR_EV_PORT_ADDED, fx.g, e, LR_PORT_FORWARDING, NULL},
-      {LR_EV_PORT_STATE, fx.g, e, LR_PORT_CONFLICT, NULL},
-      {LR_EV_PORT_REMOVED, fx.g, e, LR_PORT_FORWARDING, NULL},
-      {LR_EV_GUEST_CONNECTED, fx.g, NULL, LR_PORT_FORWARDING, NULL},
-      {LR_EV_GUEST_DISCONNECTED, fx.g, NULL, LR_PORT_FORWARDING, "agent said: " HOSTILE_CMD},
+      {LR_EV_PORT_ADDED, fx.g, e, LR_PORT_FORWARDING, NULL, 0},
+      {LR_EV_PORT_STATE, fx.g, e, LR_PORT_CONFLICT, NULL, 0},
+      {LR_EV_PORT_REMOVED, fx.g, e, LR_PORT_FORWARDING, NULL, 0},
+      {LR_EV_GUEST_CONNECTED, fx.g, NULL, LR_PORT_FORWARDING, NULL, 0},
+      {LR_EV_GUEST_DISCONNECTED, fx.g, NULL, LR_PORT_FORWARDING, "agent said: " HOSTILE_CMD, 0},
   };
   for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
     lr_sbuf_t j, t;
