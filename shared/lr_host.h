@@ -83,6 +83,10 @@ int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errle
 /* Status documents (the JSON shape is fixed by the brief). */
 void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out);
 void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out);
+/* The same for one guest (guest NULL: all), the table fitted to width
+ * columns (0: no limit). -1 when no guest has that name. */
+int lr_host_status_json_for(lr_host_t *h, const char *guest, lr_sbuf_t *out);
+int lr_host_status_table_for(lr_host_t *h, const char *guest, unsigned width, lr_sbuf_t *out);
 
 /* Closes everything (stand-ins, connections, status endpoint); done runs
  * when every handle is closed, then the caller frees with lr_host_free. */

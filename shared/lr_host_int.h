@@ -282,6 +282,8 @@ const char *lr_event_name(lr_event_kind_t k);
 void lr_status_event_json(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out);
 void lr_status_event_text(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out);
 void lr_status_dropped(uint64_t count, int json, lr_sbuf_t *out);
+/* The line that ends a watch's opening snapshot. */
+void lr_status_snapshot_end(int json, lr_sbuf_t *out);
 /* RFC 3339 UTC with milliseconds, from Unix time. */
 void lr_status_time(int64_t sec, int32_t usec, char *out, size_t len);
 /* Guest text for a terminal: control characters (C0, DEL, C1) as \xNN /

@@ -93,6 +93,12 @@ typedef struct lr_pal_s {
    * permission error: "members of group lorelay"). NULL: none. */
   const char *(*system_status_path)(char *buf, size_t len);
   const char *(*endpoint_access_hint)(const char *path, char *buf, size_t len);
+  /* Who listens on (or has bound, udp) the host address sa: for a
+   * stand-in in conflict. 0 with *pid and command filled (from the host's
+   * socket table and process list), or -1 when nobody visible to us does.
+   * NULL where the platform cannot tell. */
+  int (*port_holder)(const struct sockaddr *sa, int udp, uint32_t *pid, char *command,
+                     size_t len);
   /* Default status endpoint (Unix socket path or named pipe name). */
   const char *(*default_status_path)(char *buf, size_t len);
   /* Default config file path. */

@@ -47,6 +47,49 @@ static void on_client(uv_stream_t *server, int status) {
   lr_conn_accept(s->g, s);
 }
 
+/* Who holds the host port b wanted: another guest of ours first (its
+ * stand-in on the same address), else the platform's socket table. Looked
+ * up once, when the port first turns out to be taken. */
+static void find_holder(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
+  lr_host_t *h = g->host;
+  lr_holder_t *hd = calloc(1, sizeof *hd);
+  if (!hd) return;
+  for (lr_guest_t *o = h->guests; o && !hd->guest[0]; o = o->next) {
+    if (o == g || strcmp(lr_guest_host_str(o, b->key.family), lr_guest_host_str(g, b->key.family)))
+      continue;
+    for (lr_binding_t *ob = o->ports.bindings; ob; ob = ob->next)
+      if (ob->io && ob->key.family == b->key.family && ob->key.udp == b->key.udp &&
+          ob->actual_port == port) {
+        snprintf(hd->guest, sizeof hd->guest, "%s", o->name);
+        break;
+      }
+  }
+  if (!hd->guest[0]) {
+    struct sockaddr_storage ss;
+    lr_guest_sockaddr(g, b->key.family, port, &ss);
+    if (!h->pal->port_holder ||
+        h->pal->port_holder((struct sockaddr *)&ss, b->key.udp, &hd->pid, hd->command,
+                            sizeof hd->command) != 0) {
+      free(hd);
+      hd = NULL;
+    }
+  }
+  free(b->holder);
+  b->holder = hd;
+}
+
+static const char *standin_name(void *data) { return ((lr_guest_t *)data)->name; }
+
+static const char *standin_holder_str(const lr_binding_t *b, char *buf, size_t len, void *data) {
+  (void)data;
+  if (!b->holder) return NULL;
+  if (b->holder->guest[0])
+    snprintf(buf, len, "guest %s", b->holder->guest);
+  else
+    snprintf(buf, len, "pid %lu (%s)", (unsigned long)b->holder->pid, b->holder->command);
+  return buf;
+}
+
 static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   lr_guest_t *g = data;
   lr_host_t *h = g->host;
@@ -81,6 +124,11 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
     LR_WARN("%s: stand-in %s:%u: %s", g->name, lr_guest_host_str(g, b->key.family), port,
             uv_strerror(rc));
+  /* The wanted port, the first time it is found taken (a retry or a remap
+   * attempt on another port does not look again). */
+  if (rc == UV_EADDRINUSE && port == b->key.port && b->state != LR_BINDING_CONFLICT &&
+      b->state != LR_BINDING_REMAPPED)
+    find_holder(g, b, port);
   return LR_BIND_INUSE;
 }
 
@@ -148,7 +196,9 @@ lr_ports_ops_t lr_standin_ops(lr_guest_t *g) {
                         .data = g,
                         .added = standin_added,
                         .removed = standin_removed,
-                        .host_str = standin_host_str};
+                        .host_str = standin_host_str,
+                        .name = standin_name,
+                        .holder_str = standin_holder_str};
   return ops;
 }
 
