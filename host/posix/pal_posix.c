@@ -235,11 +235,20 @@ static const char *endpoint_access_hint(const char *path, char *out, size_t len)
   struct group gr, *g = NULL;
   struct passwd pw, *u = NULL;
   if (stat(path, &st) != 0) {
-    if (errno == EACCES)
+    if (errno != EACCES) return NULL;
+    /* The run directory is closed to us: its group is the statusGroup. */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) *slash = '\0';
+    if (stat(dir, &st) == 0 && st.st_gid != 0 &&
+        getgrgid_r(st.st_gid, &gr, buf, sizeof buf, &g) == 0 && g)
+      snprintf(out, len, "members of group %s may use it (%s is %04o, group %s); add this user "
+                         "to it (usermod -aG %s USER, then log in again)",
+               g->gr_name, dir, (unsigned)(st.st_mode & 07777), g->gr_name, g->gr_name);
+    else
       snprintf(out, len, "its directory is closed to this user: the daemon's statusGroup "
                          "(default lorelay) grants access to its members");
-    else
-      return NULL;
     return out;
   }
   if (getgrgid_r(st.st_gid, &gr, buf, sizeof buf, &g) != 0) g = NULL;
