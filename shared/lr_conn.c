@@ -65,7 +65,9 @@ static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) {
       lr_session_send(c->g, f, lr_encode_reverse_fail(f, sizeof f, c->rev_id, LR_ERR_REFUSED, msg));
     }
   } else {
-    LR_INFO("%s: connection to guest port %u: %s", c->g->name, c->b->key.port, msg);
+    LR_INFO("%s: connection to guest port %u: %s", c->g->name,
+            c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port,
+            lr_guest_err_text(c->g, msg));
   }
   free(c->rx);
   c->rx = NULL;
@@ -326,7 +328,7 @@ static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err,
   if (status < 0) {
     if (c->relay.closing)
       return; /* the relay's close callback frees c */
-    conn_fail(c, 1, "cannot reach the agent: %s", err ? err : uv_strerror(status));
+    conn_fail(c, 1, "cannot reach the agent: %s", err ? lr_guest_err_text(c->g, err) : uv_strerror(status));
     return;
   }
   lr_relay_mark_open(&c->relay, 1, c->relay.ep[1].kind);
@@ -386,7 +388,7 @@ void lr_conn_open_transport(lr_conn_t *c) {
   if (lr_transport_connect(h->loop, h->pal, &c->g->addr, c->want_fd ? LR_TRANSPORT_IPC : 0,
                            &c->relay.ep[1], conn_transport_ready, c, err, sizeof err) != 0) {
     c->connecting = 0;
-    conn_fail(c, 1, "cannot reach the agent: %s", err);
+    conn_fail(c, 1, "cannot reach the agent: %s", lr_guest_err_text(c->g, err));
   }
 }
 

@@ -421,6 +421,8 @@ int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errle
       int g = h->pal->endpoint_group(path, h->cfg->status_group, msg, sizeof msg);
       if (g == 0)
         LR_INFO("%s", msg);
+      else if (g == 2)
+        LR_DEBUG("%s", msg);
       else
         LR_WARN("%s", msg);
     }

@@ -32,6 +32,14 @@ void lr_guest_warn(lr_guest_t *g, lr_ratelimit_t *gate, const char *fmt, ...) {
     LR_WARN("%s: %s", g->name, line);
 }
 
+const char *lr_guest_err_text(const lr_guest_t *g, const char *err) {
+  size_t n = strlen(g->transport);
+  if (err && !strcmp(g->name, g->transport) && !strncmp(err, g->transport, n) && err[n] == ':' &&
+      err[n + 1] == ' ')
+    return err + n + 2;
+  return err;
+}
+
 void lr_host_closing(lr_host_t *h) { h->closing_handles++; }
 
 void lr_host_closed(lr_host_t *h) {
@@ -194,6 +202,7 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   uv_timer_init(h->loop, &g->tick_timer);
   g->retry_timer.data = g->conflict_timer.data = g->tick_timer.data = g;
   uv_timer_start(&g->tick_timer, lr_session_tick, TICK_MS, TICK_MS);
+  g->added_at = uv_now(h->loop);
   /* Appended: status lists guests in the order they were given. */
   lr_guest_t **pp = &h->guests;
   while (*pp) pp = &(*pp)->next;

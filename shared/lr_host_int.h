@@ -143,6 +143,8 @@ struct lr_guest_s {
   int stopping;
   int pass_fd;               /* one hop: the agent hands over server sockets */
   int pass_fd_capable;       /* it could (our namespace, unix:): pass_fd follows oneHop */
+  uint64_t added_at;         /* loop time lr_host_add_guest ran */
+  int err_quiet;             /* last_err was logged at debug only (a namespace still starting) */
   unsigned nstandins;        /* open stand-in listeners (the maxStandins budget) */
   unsigned nconns;           /* open relayed connections (maxConnections) */
   unsigned nreverse_pending; /* REVERSE_OPENs not yet relaying (maxPendingReverse) */
@@ -193,6 +195,10 @@ struct lr_host_s {
 /* Logs one warning of a kind at most every LR_BUDGET_LOG_MS per guest,
  * saying how many were not logged since. */
 void lr_guest_warn(lr_guest_t *g, lr_ratelimit_t *gate, const char *fmt, ...) LR_PRINTF(3, 4);
+
+/* err without its leading "ADDRESS: " when g is named by that address
+ * (no --name), so a line says the address once. */
+const char *lr_guest_err_text(const lr_guest_t *g, const char *err);
 
 /* The host address of g's stand-ins of a family (4 or 6), as text for
  * messages ("127.0.0.2", "[::1]") and as a socket address. */

@@ -85,8 +85,9 @@ typedef struct lr_pal_s {
   int (*secure_endpoint)(uv_pipe_t *h, const char *path, char *err, size_t errlen);
   /* statusGroup: lets a group connect to the status endpoint at path (Linux:
    * the socket, and the daemon's own run directory, become group-owned).
-   * 0 applied, 1 the group does not exist, -1 failed; msg says which, for
-   * the log. NULL where the endpoint has no groups (Windows). */
+   * 0 applied, 1 the group does not exist, -1 failed, 2 not applicable (a
+   * user's own daemon without the group); msg says which, for the log.
+   * NULL where the endpoint has no groups (Windows). */
   int (*endpoint_group)(const char *path, const char *group, char *msg, size_t msglen);
   /* lorelayctl: the system daemon's endpoint, to fall back to when this
    * user's own default does not exist, and who may connect to path (for a

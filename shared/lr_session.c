@@ -48,10 +48,24 @@ void lr_session_send(lr_guest_t *g, const uint8_t *buf, size_t len) {
   lr_write_copy(&g->ctl->ep.u.stream, buf, len); /* a failed write shows up as a read error */
 }
 
-/* Logs a connect failure once, not at every retry, and shows it in status. */
+/* A namespace guest's agent socket appears a few tens of milliseconds
+ * after lorelay-init starts: failing to reach it in that window is the
+ * normal start, not worth a warning. */
+#define NETNS_START_GRACE_MS 3000
+
+/* Logs a connect failure once, not at every retry, and shows it in status.
+ * One that was only a debug line (a namespace still starting) is warned of
+ * once the grace period is over. */
 static void session_note_error(lr_guest_t *g, const char *err) {
-  if (strcmp(g->last_err, err) == 0) return;
-  LR_WARN("%s: %s (retrying)", g->name, err);
+  if (strcmp(g->last_err, err) == 0 && !g->err_quiet) return;
+  int starting = g->pass_fd_capable && !g->connected_at &&
+                 uv_now(g->host->loop) - g->added_at < NETNS_START_GRACE_MS;
+  if (strcmp(g->last_err, err) == 0 && starting) return;
+  if (starting)
+    LR_DEBUG("%s: agent not up yet: %s (retrying)", g->name, lr_guest_err_text(g, err));
+  else
+    LR_WARN("%s: %s (retrying)", g->name, lr_guest_err_text(g, err));
+  g->err_quiet = starting;
   snprintf(g->last_err, sizeof g->last_err, "%s", err);
 }
 

@@ -195,6 +195,11 @@ static int endpoint_group(const char *path, const char *group, char *msg, size_t
   char buf[4096], dir[512], run[400];
   struct group gr, *found = NULL;
   if (getgrnam_r(group, &gr, buf, sizeof buf, &found) != 0 || !found) {
+    if (geteuid() != 0) { /* a user's own daemon: its socket is the user's */
+      snprintf(msg, msglen, "statusGroup '%s' does not exist: the status endpoint %s is this "
+                            "user's only", group, path);
+      return 2;
+    }
     snprintf(msg, msglen,
              "statusGroup '%s' does not exist: only %s may use the status endpoint %s (create "
              "the group, e.g. groupadd --system %s, and restart lorelayd to let its members "

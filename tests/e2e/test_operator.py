@@ -313,5 +313,35 @@ class StatusGroup(LorelayTestCase):
         self.assertEqual(os.stat(lr.sock).st_mode & 0o777, 0o660)
 
 
+class Logs(LorelayTestCase):
+
+    def test_netns_start_and_planned_stop(self):
+        lr = self.lr
+        warns = [l for l in lr.log().splitlines() if "lorelayd warn" in l and "retrying" in l]
+        self.assertEqual(warns, [], "a normal --netns start warned:\n" + lr.log())
+        # lorelay-init stopped on purpose: a line, not a warning; it comes back.
+        pids = lr.procs_named("lorelay-init")
+        self.assertTrue(pids)
+        mark = len(lr.log())
+        os.kill(pids[0], 15)
+        ok, _ = poll(lambda: "lorelay-init stopped" in lr.log()[mark:], 5.0)
+        self.assertTrue(ok, lr.log()[mark:])
+        self.assertNotRegex(lr.log()[mark:], r"warn: .*lorelay-init")
+        lr.wait_connected(10.0)
+
+    def test_address_said_once(self):
+        path = "/nonexistent/lorelay-%d.sock" % os.getpid()
+        sock = os.path.join(self.lr.tmpdir, "a.sock")
+        p = Proc([binary("lorelayd"), "--guest", "unix:" + path, "--socket", sock],
+                 os.path.join(self.lr.tmpdir, "addr.log"))
+        self.lr.procs.append(p)
+        ok, _ = poll(lambda: "retrying" in p.output(), 5.0)
+        self.assertTrue(ok, p.output())
+        line = [l for l in p.output().splitlines() if "retrying" in l][0]
+        self.assertEqual(line.count(path), 1, line)
+        self.assertIn("warn", line)
+
+
+
 if __name__ == "__main__":
     unittest.main()
