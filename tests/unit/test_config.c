@@ -707,6 +707,104 @@ static void test_guest_section_bound(void **state) {
   lr_sbuf_free(&b);
 }
 
+/* ---- the shipped samples ------------------------------------------------- */
+
+#ifdef LORELAY_SOURCE_DIR
+static char *slurp(const char *rel) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", LORELAY_SOURCE_DIR, rel);
+  FILE *f = fopen(path, "rb");
+  if (!f) fail_msg("cannot open %s", path);
+  lr_sbuf_t b;
+  lr_sbuf_init(&b);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) lr_sbuf_append(&b, buf, n);
+  fclose(f);
+  assert_false(b.err);
+  return b.p;
+}
+
+/* A sample lists every key, commented or not ("key=value" or ";key=value"),
+ * with the value the code really defaults to, and no key the code does not
+ * know: adding a key without documenting it fails here. Keys of [guest
+ * NAME] only appear in its commented example. */
+static void check_sample(const char *rel) {
+  char *text = slurp(rel);
+  lr_sbuf_t uncommented;
+  lr_sbuf_init(&uncommented);
+  int in_lorelay = 0, seen[64] = {0};
+  assert_true(lr_config_nkeys <= 64);
+  for (char *line = text; line && *line;) {
+    char *nl = strchr(line, '\n');
+    size_t len = nl ? (size_t)(nl - line) : strlen(line);
+    char l[600];
+    snprintf(l, sizeof l, "%.*s", (int)len, line);
+    line = nl ? nl + 1 : NULL;
+    size_t e = strlen(l);
+    while (e && (l[e - 1] == '\r' || l[e - 1] == ' ')) l[--e] = '\0';
+    const char *p = l;
+    int commented = 0;
+    while (*p == ';' || *p == '#' || *p == ' ') commented |= *p == ';' || *p == '#', p++;
+    if (*p == '[') {
+      in_lorelay = !strncmp(p, "[lorelay]", 9);
+      if (!commented) lr_sbuf_printf(&uncommented, "%s\n", p);
+      continue;
+    }
+    const char *eq = strchr(p, '=');
+    if (!eq) continue;
+    char key[64], val[300];
+    size_t kl = strcspn(p, " =");
+    if (kl == 0 || kl >= sizeof key) continue;
+    snprintf(key, sizeof key, "%.*s", (int)kl, p);
+    int known = -1;
+    for (size_t i = 0; i < lr_config_nkeys; i++)
+      if (!strcmp(lr_config_keys[i].name, key)) known = (int)i;
+    const char *v = eq + 1;
+    while (*v == ' ') v++;
+    snprintf(val, sizeof val, "%s", v);
+    /* prose that happens to hold an '=' ("e.g. ignorePorts=22, ...") is
+     * not a key line: a key line is the key alone, at the start */
+    if (known < 0) {
+      int word = 1;
+      for (const char *q = key; *q; q++)
+        word &= (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z');
+      if (word && p == l + (commented ? 1 : 0) && in_lorelay)
+        fail_msg("%s: '%s' is not a key lorelay knows", rel, key);
+      continue;
+    }
+    seen[known] = 1;
+    if (!in_lorelay) continue; /* the [guest NAME] example */
+    char def[300];
+    lr_config_key_default(&lr_config_keys[known], def, sizeof def);
+    if (strcmp(val, def) != 0)
+      fail_msg("%s: %s=%s, but the default is '%s'", rel, key, val, def);
+    lr_sbuf_printf(&uncommented, "%s=%s\n", key, val);
+  }
+  for (size_t i = 0; i < lr_config_nkeys; i++)
+    if (!seen[i]) fail_msg("%s does not list the key %s", rel, lr_config_keys[i].name);
+  /* Uncommented, the [lorelay] part parses cleanly to exactly the defaults. */
+  lr_config_t c, d;
+  lr_config_defaults(&c);
+  lr_config_defaults(&d);
+  assert_int_equal(lr_config_parse_string(&c, uncommented.p, rel), 0);
+  assert_memory_equal(&c, &d, sizeof c);
+  /* And the file as shipped is valid for lorelayd. */
+  lr_config_file_t f;
+  if (lr_config_file_parse_string(&f, text, rel) != 0) fail_msg("%s does not parse", rel);
+  lr_config_file_free(&f);
+  lr_sbuf_free(&uncommented);
+  free(text);
+}
+
+static void test_samples_list_every_key(void **state) {
+  (void)state;
+  check_sample("packaging/config/lorelay.ini");
+  check_sample("installer/lorelay.ini");
+  assert_int_equal(count_level(LR_LOG_ERROR), 0);
+}
+#endif
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
@@ -735,6 +833,9 @@ int main(void) {
       T(test_guest_sections),
       T(test_guest_section_errors),
       T(test_guest_section_bound),
+#ifdef LORELAY_SOURCE_DIR
+      T(test_samples_list_every_key),
+#endif
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
