@@ -423,9 +423,9 @@ static int apply_key(parse_ctx_t *ctx, lr_config_t *c, const char *name, const c
   int b;
   const lr_config_key_t *k = key_find(name);
   if (!k) {
-    const char *near = lr_config_suggest(name);
-    if (near)
-      cerr(ctx, ctx->line, "unknown key '%s': did you mean `%s`?", name, near);
+    const char *nearest = lr_config_suggest(name);
+    if (nearest)
+      cerr(ctx, ctx->line, "unknown key '%s': did you mean `%s`?", name, nearest);
     else
       cerr(ctx, ctx->line, "unknown key '%s' (the keys are listed in the sample lorelay.ini)",
            name);
