@@ -224,6 +224,10 @@ void lr_session_tick(uv_timer_t *t);
 /* lr_standin.c */
 lr_ports_ops_t lr_standin_ops(lr_guest_t *g);
 void lr_standin_arm_retry(lr_guest_t *g);
+/* A bind of b's wanted port found it taken (EADDRINUSE): who holds it,
+ * another guest's stand-in first, else the platform's socket table, into
+ * b->holder. Looked up once, when the port first turns out to be taken. */
+void lr_standin_find_holder(lr_guest_t *g, lr_binding_t *b, uint16_t port);
 
 /* lr_conn.c */
 void lr_conn_accept(lr_guest_t *g, lr_standin_t *s);

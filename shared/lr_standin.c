@@ -47,11 +47,13 @@ static void on_client(uv_stream_t *server, int status) {
   lr_conn_accept(s->g, s);
 }
 
-/* Who holds the host port b wanted: another guest of ours first (its
- * stand-in on the same address), else the platform's socket table. Looked
- * up once, when the port first turns out to be taken. */
-static void find_holder(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
+/* See lr_host_int.h. */
+void lr_standin_find_holder(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
   lr_host_t *h = g->host;
+  /* The wanted port, the first time it is found taken (a retry or a remap
+   * attempt on another port does not look again). */
+  if (port != b->key.port || b->state == LR_BINDING_CONFLICT || b->state == LR_BINDING_REMAPPED)
+    return;
   lr_holder_t *hd = calloc(1, sizeof *hd);
   if (!hd) return;
   for (lr_guest_t *o = h->guests; o && !hd->guest[0]; o = o->next) {
@@ -124,11 +126,7 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
     LR_WARN("%s: stand-in %s:%u: %s", g->name, lr_guest_host_str(g, b->key.family), port,
             uv_strerror(rc));
-  /* The wanted port, the first time it is found taken (a retry or a remap
-   * attempt on another port does not look again). */
-  if (rc == UV_EADDRINUSE && port == b->key.port && b->state != LR_BINDING_CONFLICT &&
-      b->state != LR_BINDING_REMAPPED)
-    find_holder(g, b, port);
+  if (rc == UV_EADDRINUSE) lr_standin_find_holder(g, b, port);
   return LR_BIND_INUSE;
 }
 

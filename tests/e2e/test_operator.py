@@ -70,6 +70,17 @@ class Conflicts(LorelayTestCase):
         p, _ = lr.wait_port("0.0.0.0:%d" % port, "forwarding")
         self.assertNotIn("holder", p)
 
+    def test_udp_holder(self):
+        lr = self.lr
+        port = free_port()
+        squat = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        squat.bind(("127.0.0.1", port))
+        self.addCleanup(squat.close)
+        lr.guest_server("udpecho", "0.0.0.0", port, stdin=True)
+        p, _ = lr.wait_port("0.0.0.0:%d" % port, "conflict",
+                            pred=lambda q: q.get("proto") == "udp")
+        self.assertEqual(p["holder"]["pid"], os.getpid(), p)
+
     def test_remap_takes_the_next_port(self):
         lr = self.lr
         lr.cleanup()
