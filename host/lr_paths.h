@@ -14,5 +14,12 @@
 const char *lr_paths_default_status(char *buf, size_t len);
 /* Default config file, written into buf; returns buf. */
 const char *lr_paths_default_config(char *buf, size_t len);
+/* The system daemon's status endpoint, which a user without a daemon of
+ * their own falls back to; NULL where there is no such thing. */
+const char *lr_paths_system_status(char *buf, size_t len);
+/* After EACCES on the endpoint at path: one line saying who may use it and
+ * how to join (the socket's or its directory's group), in buf; NULL when
+ * nothing useful can be said. */
+const char *lr_paths_access_hint(const char *path, char *buf, size_t len);
 
 #endif

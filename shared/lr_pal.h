@@ -5,7 +5,7 @@
  * host platform fills one inside its lr_host_pal_t (host/core/
  * lr_host_pal.h), which adds what only the daemon needs (VM-socket
  * connects, sockets made in a namespace guest's network namespace,
- * stand-in listeners, where things live).
+ * stand-in listeners, the status endpoint, where things live).
  *
  * Kept deliberately small: closing a raw socket, the relay's peer-closed
  * probe (how a reset looks on sockets without RST), running out of

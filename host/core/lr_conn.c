@@ -74,7 +74,9 @@ static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) {
       lr_session_send(c->g, f, lr_encode_reverse_fail(f, sizeof f, c->rev_id, LR_ERR_REFUSED, msg));
     }
   } else {
-    LR_INFO("%s: connection to guest port %u: %s", c->g->name, c->b->key.port, msg);
+    LR_INFO("%s: connection to guest port %u: %s", c->g->name,
+            c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port,
+            lr_guest_err_text(c->g, msg));
   }
   free(c->rx);
   c->rx = NULL;
@@ -161,7 +163,7 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     lr_open_t o;
     memset(&o, 0, sizeof o);
     o.family = c->b->key.family;
-    o.port = c->b->key.port;
+    o.port = c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port; /* portMap */
     o.flags = c->flow ? LR_OPEN_UDP : 0;
     o.stream_id = conn_number(c);
     if (keyed && rc == 0) rc = lr_auth_sign_open(&c->auth, &o);
@@ -212,12 +214,13 @@ static int conn_ns_connect(lr_conn_t *c) {
   uv_os_sock_t s;
   /* The guest's loopback of the listener's family: where the agent would
    * have connected (a wildcard listener answers there too). */
-  lr_loopback_sockaddr(c->b->key.family, c->b->key.port, &ss);
+  uint16_t port = c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port; /* portMap */
+  lr_loopback_sockaddr(c->b->key.family, port, &ss);
   int rc = pal->nsock_take(g->nsock, (struct sockaddr *)&ss, c->flow != NULL, &s);
   if (rc == UV_EAGAIN) return 0;
   if (rc < 0) {
     conn_fail(c, 1, "%sconnect to %s:%u in the namespace: %s", c->flow ? "UDP " : "",
-              lr_loopback_str(c->b->key.family), c->b->key.port, uv_strerror(rc));
+              lr_loopback_str(c->b->key.family), port, uv_strerror(rc));
     return 1;
   }
   if (c->flow) { /* the host sends to the server's socket itself */
@@ -317,7 +320,19 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   if (f.type == LR_MSG_ERROR || em.code != LR_OK) {
     /* A refusal reaches the client as a reset, exactly as a direct
-     * connection to a closed port would. */
+     * connection to a closed port would. A forward connection the guest
+     * could not make (its server unreachable while status says
+     * forwarding) is worth a warning, and counted on the port. */
+    if (!c->reverse && c->b) {
+      c->b->connect_failures++;
+      lr_guest_warn(c->g, &c->g->connect_log,
+                    "guest port %u: the guest could not connect to its server: %s%s%s",
+                    c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port, lr_err_name(em.code), em.text[0] ? ": " : "", em.text);
+      free(c->rx);
+      c->rx = NULL;
+      lr_relay_close(&c->relay, 1);
+      return;
+    }
     conn_fail(c, 1, "%s%s%s", lr_err_name(em.code), em.text[0] ? ": " : "", em.text);
     return;
   }
@@ -362,7 +377,7 @@ static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err,
   if (status < 0) {
     if (c->relay.closing)
       return; /* the relay's close callback frees c */
-    conn_fail(c, 1, "cannot reach the agent: %s", err ? err : uv_strerror(status));
+    conn_fail(c, 1, "cannot reach the agent: %s", err ? lr_guest_err_text(c->g, err) : uv_strerror(status));
     return;
   }
   lr_relay_mark_open(&c->relay, 1, c->relay.ep[1].kind);
@@ -411,7 +426,7 @@ lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b) {
 void lr_conn_open_transport(lr_conn_t *c) {
   lr_host_t *h = c->g->host;
   char err[300];
-  if (!c->reverse && c->g->nsock) { /* one hop: no stream at all */
+  if (!c->reverse && c->g->one_hop) { /* one hop: no stream at all */
     if (!conn_ns_connect(c)) {
       c->ns_waiting = 1;
       if (c->g->ns_wait_tail)
@@ -433,7 +448,7 @@ void lr_conn_open_transport(lr_conn_t *c) {
                            c->g->ipc_reads ? LR_TRANSPORT_IPC : 0,
                            &c->relay.ep[1], conn_transport_ready, c, err, sizeof err) != 0) {
     c->connecting = 0;
-    conn_fail(c, 1, "cannot reach the agent: %s", err);
+    conn_fail(c, 1, "cannot reach the agent: %s", lr_guest_err_text(c->g, err));
   }
 }
 

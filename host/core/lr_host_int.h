@@ -166,6 +166,10 @@ struct lr_guest_s {
    * stream dropped (lr_guest_refuse_fds); fds_log gates that line. */
   int ipc_reads;
   lr_ratelimit_t fds_log;
+  int one_hop;               /* new connections go one hop (nsock, and oneHop on): a
+                              * reload may turn it either way */
+  uint64_t added_at;         /* loop time lr_host_add_guest ran */
+  int err_quiet;             /* last_err was logged at debug only (a namespace still starting) */
   unsigned nstandins;        /* open stand-in listeners (the maxStandins budget) */
   unsigned nconns;           /* open relayed connections (maxConnections) */
   unsigned nreverse_pending; /* REVERSE_OPENs not yet relaying (maxPendingReverse) */
@@ -175,6 +179,7 @@ struct lr_guest_s {
   /* one log gate per kind of line a guest can provoke at will */
   lr_ratelimit_t accept_log, denied_log, standins_log, tracked_log, conns_log, reverse_log,
       control_log;
+  lr_ratelimit_t connect_log; /* the guest's server unreachable (connect_failures) */
   lr_conn_t *conns;
   lr_guest_t *next;
 };
@@ -197,6 +202,13 @@ struct lr_host_s {
   unsigned nwatchers;  /* clients that subscribed to events (counted in nclients too) */
   lr_ratelimit_t status_accept_log, status_budget_log;
   char hostname[128];
+  /* status "config": the file in effect and the last reload */
+  struct {
+    char path[512]; /* empty: none */
+    int64_t loaded_at, reload_time;
+    int reload_ok;
+    char reload_error[400];
+  } config_info;
   /* shutdown */
   int stopping;
   unsigned closing_handles;
@@ -212,6 +224,9 @@ void lr_guest_warn(lr_guest_t *g, lr_ratelimit_t *gate, const char *fmt, ...) LR
  * rate-limited line naming what; the caller then drops the stream, whose
  * close closes them. lorelayd never keeps a guest's descriptor. */
 int lr_guest_refuse_fds(lr_guest_t *g, lr_endpoint_t *ep, const char *what);
+/* err without its leading "ADDRESS: " when g is named by that address
+ * (no --name), so a line says the address once. */
+const char *lr_guest_err_text(const lr_guest_t *g, const char *err);
 
 /* The host address of g's stand-ins of a family (4 or 6), as text for
  * messages ("127.0.0.2", "[::1]") and as a socket address. */
@@ -237,6 +252,10 @@ void lr_session_tick(uv_timer_t *t);
 /* lr_standin.c */
 lr_ports_ops_t lr_standin_ops(lr_guest_t *g);
 void lr_standin_arm_retry(lr_guest_t *g);
+/* A bind of b's wanted port found it taken (EADDRINUSE): who holds it,
+ * another guest's stand-in first, else the platform's socket table, into
+ * b->holder. Looked up once, when the port first turns out to be taken. */
+void lr_standin_find_holder(lr_guest_t *g, lr_binding_t *b, uint16_t port);
 
 /* lr_conn.c */
 void lr_conn_accept(lr_guest_t *g, lr_standin_t *s);
@@ -291,6 +310,7 @@ typedef struct {
   const lr_port_entry_t *e;  /* port events: the entry (still in its table) */
   lr_port_state_t previous;  /* LR_EV_PORT_STATE: the state before */
   const char *reason;        /* LR_EV_GUEST_DISCONNECTED: why, or NULL */
+  int snapshot;              /* a watch's opening state, not a change */
 } lr_event_t;
 
 void lr_host_event(lr_host_t *h, const lr_event_t *ev);
@@ -307,6 +327,8 @@ const char *lr_event_name(lr_event_kind_t k);
 void lr_status_event_json(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out);
 void lr_status_event_text(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out);
 void lr_status_dropped(uint64_t count, int json, lr_sbuf_t *out);
+/* The line that ends a watch's opening snapshot. */
+void lr_status_snapshot_end(int json, lr_sbuf_t *out);
 /* RFC 3339 UTC with milliseconds, from Unix time. */
 void lr_status_time(int64_t sec, int32_t usec, char *out, size_t len);
 /* Guest text for a terminal: control characters (C0, DEL, C1) as \xNN /

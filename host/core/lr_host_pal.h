@@ -23,7 +23,6 @@ typedef struct lr_host_pal_s {
    * negative uv error code and a one-line reason in err. NULL when the
    * platform has no VM sockets: such addresses are then refused. */
   int (*vmsock_connect)(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen);
-
   /* One hop for namespace guests (lorelayd --netns): lorelayd connects to
    * the guest's server itself, with sockets made inside the guest's network
    * namespace by a thread of its own (host/posix/nsock.c), so no descriptor
@@ -74,6 +73,18 @@ typedef struct lr_host_pal_s {
    * DACL for SYSTEM and Administrators. 0, or -1 with err (the daemon then
    * refuses to start rather than serve an open endpoint). */
   int (*secure_endpoint)(uv_pipe_t *h, const char *path, char *err, size_t errlen);
+  /* statusGroup: lets a group connect to the status endpoint at path (Linux:
+   * the socket, and the daemon's own run directory, become group-owned).
+   * 0 applied, 1 the group does not exist, -1 failed, 2 not applicable (a
+   * user's own daemon without the group); msg says which, for the log.
+   * NULL where the endpoint has no groups (Windows). */
+  int (*endpoint_group)(const char *path, const char *group, char *msg, size_t msglen);
+  /* Who listens on (or has bound, udp) the host address sa: for a
+   * stand-in in conflict. 0 with *pid and command filled (from the host's
+   * socket table and process list), or -1 when nobody visible to us does.
+   * NULL where the platform cannot tell. */
+  int (*port_holder)(const struct sockaddr *sa, int udp, uint32_t *pid, char *command,
+                     size_t len);
   /* Default status endpoint (Unix socket path or named pipe name). */
   const char *(*default_status_path)(char *buf, size_t len);
   /* Default config file path. */

@@ -86,17 +86,24 @@ typedef struct {
   const lr_hostd_opts_t *opts;
   lr_hostd_guest_t *guests;
   size_t nguests;
+  char loaded_path[512]; /* the file in effect (empty: defaults) */
+  int64_t loaded_at;     /* when it was read, Unix time */
 } lr_hostd_t;
 
 /* Loads config (o->config or pal default), applies the log level, loads the
  * token, creates the host, adds the guests (--guest, --netns, [guest NAME]
- * sections: at least one) and serves status. o must outlive d. 0, or -1
- * after logging one line saying what was wrong (-2 when no guest was
- * given at all: a usage error, exit status 2). */
+ * sections; none is fine: it waits for a reload to add some) and serves
+ * status. o must outlive d. 0, or -1 after logging one line saying what
+ * was wrong (-2 for a bad configuration file: a usage error, exit
+ * status 2). */
 int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_host_pal_t *pal, const lr_hostd_opts_t *o);
-/* Reads the config file again and applies it: guests added, removed or
- * changed, every guest's forwarding re-evaluated. A file with any error
- * changes nothing (the errors were logged with their lines). 0 or -1. */
+/* Reads the config file again and applies it, all or nothing: the whole
+ * file is parsed, checked and resolved first (values, transports, token
+ * files, namespaces opened for new guests), and only then are guests
+ * added, removed or changed and every guest's forwarding re-evaluated. A
+ * file with any error changes nothing (the errors were logged with their
+ * lines, and status shows the first); a failure while applying puts back
+ * what it had changed. 0 or -1. */
 int lr_hostd_reload(lr_hostd_t *d);
 /* Graceful stop: closes everything, then done(data). */
 void lr_hostd_stop(lr_hostd_t *d, void (*done)(void *), void *data);

@@ -48,10 +48,24 @@ void lr_session_send(lr_guest_t *g, const uint8_t *buf, size_t len) {
   lr_write_copy(&g->ctl->ep.u.stream, buf, len); /* a failed write shows up as a read error */
 }
 
-/* Logs a connect failure once, not at every retry, and shows it in status. */
+/* A namespace guest's agent socket appears a few tens of milliseconds
+ * after lorelay-init starts: failing to reach it in that window is the
+ * normal start, not worth a warning. */
+#define NETNS_START_GRACE_MS 3000
+
+/* Logs a connect failure once, not at every retry, and shows it in status.
+ * One that was only a debug line (a namespace still starting) is warned of
+ * once the grace period is over. */
 static void session_note_error(lr_guest_t *g, const char *err) {
-  if (strcmp(g->last_err, err) == 0) return;
-  LR_WARN("%s: %s (retrying)", g->name, err);
+  if (strcmp(g->last_err, err) == 0 && !g->err_quiet) return;
+  int starting = g->nsock && !g->connected_at &&
+                 uv_now(g->host->loop) - g->added_at < NETNS_START_GRACE_MS;
+  if (strcmp(g->last_err, err) == 0 && starting) return;
+  if (starting)
+    LR_DEBUG("%s: agent not up yet: %s (retrying)", g->name, lr_guest_err_text(g, err));
+  else
+    LR_WARN("%s: %s (retrying)", g->name, lr_guest_err_text(g, err));
+  g->err_quiet = starting;
   snprintf(g->last_err, sizeof g->last_err, "%s", err);
 }
 
@@ -181,7 +195,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       LR_INFO("%s: connected to agent \"%s\" (version %s) over %s", g->name,
               hello.name, hello.version, g->transport);
       {
-        lr_event_t ev = {LR_EV_GUEST_CONNECTED, g, NULL, LR_PORT_FORWARDING, NULL};
+        lr_event_t ev = {LR_EV_GUEST_CONNECTED, g, NULL, LR_PORT_FORWARDING, NULL, 0};
         lr_host_event(g->host, &ev);
       }
       lr_ports_sync_begin(&g->ports);
@@ -362,7 +376,7 @@ static void session_drop(lr_guest_t *g, const char *why) {
   if (g->state == LR_G_CONNECTED) {
     g->lost_at = uv_now(g->host->loop);
     lr_event_t ev = {LR_EV_GUEST_DISCONNECTED, g, NULL, LR_PORT_FORWARDING,
-                     why ? why : g->last_err};
+                     why ? why : g->last_err, 0};
     lr_host_event(g->host, &ev);
   }
   if (g->ports.syncing) g->ports.syncing = 0; /* an unfinished resync sweeps nothing */

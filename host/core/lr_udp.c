@@ -415,6 +415,7 @@ int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
     LR_WARN("%s: UDP stand-in %s:%u: %s", g->name, lr_guest_host_str(g, b->key.family), port,
             uv_strerror(rc));
+  if (rc == UV_EADDRINUSE) lr_standin_find_holder(g, b, port);
   return LR_BIND_INUSE;
 }
 

@@ -144,10 +144,17 @@ static void on_sigchld(uv_signal_t *s, int signum) {
       continue;
     }
     if (g_stopping) continue;
-    if (WIFSIGNALED(st))
-      LR_WARN("%s: lorelay-init was killed by signal %d", c->name, WTERMSIG(st));
+    /* Stopped on purpose (status 0, or SIGTERM/SIGINT: someone stopped it)
+     * is a fact worth a line, not a warning; a crash or an error is. */
+    if (WIFSIGNALED(st) && WTERMSIG(st) != SIGTERM && WTERMSIG(st) != SIGINT)
+      LR_WARN("%s: lorelay-init was killed by signal %d: starting it again", c->name,
+              WTERMSIG(st));
+    else if (WIFEXITED(st) && WEXITSTATUS(st) != 0)
+      LR_WARN("%s: lorelay-init exited with status %d: starting it again", c->name,
+              WEXITSTATUS(st));
     else
-      LR_WARN("%s: lorelay-init exited with status %d", c->name, WEXITSTATUS(st));
+      LR_INFO("%s: lorelay-init stopped (%s): starting it again", c->name,
+              WIFSIGNALED(st) ? "signal" : "status 0");
     uint64_t ran = uv_now(uv_default_loop()) - c->started;
     if (ran > 10000) c->respawn_ms = 100;
     uv_timer_start(&c->respawn, spawn_init, c->respawn_ms, 0);

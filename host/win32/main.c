@@ -298,7 +298,7 @@ static int run(int as_service) {
 
   int rc = resolve_guest() != 0 ? -1 : lr_hostd_start(&g_hostd, &loop, lr_pal_host(), &g_args.opts);
   if (rc != 0) {
-    g_exit_code = rc == -2 ? 2 : 1; /* 2: no guest at all, a usage error */
+    g_exit_code = rc == -2 ? 2 : 1; /* 2: a bad config file, a usage error */
     InterlockedExchange(&g_stop_ready, 0);
     uv_walk(&loop, close_any, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -269,6 +269,20 @@ const char *lr_paths_default_config(char *buf, size_t len) {
   return lr_win32_programdata_path("lorelay.ini", buf, len);
 }
 
+/* One daemon per machine, one pipe name: nothing to fall back to. */
+const char *lr_paths_system_status(char *buf, size_t len) {
+  (void)buf;
+  (void)len;
+  return NULL;
+}
+
+/* The pipe's DACL admits SYSTEM and Administrators: an elevated prompt. */
+const char *lr_paths_access_hint(const char *path, char *buf, size_t len) {
+  snprintf(buf, len, "%s admits SYSTEM and Administrators: run lorelayctl from an elevated prompt",
+           path);
+  return buf;
+}
+
 static void win32_sock_close(uv_os_sock_t s) { closesocket(s); }
 
 /* HMAC-SHA256 from the system's CNG provider (bcrypt.dll). A provider per

@@ -328,6 +328,30 @@ class Proc:
 
 # ---------------------------------------------------------------- lorelayd + netns
 
+def merge_lorelay_keys(config, keys):
+    """config with "key=value" lines in its [lorelay] section, replacing the
+    same keys there (the file is strict: a key or a section twice is an
+    error)."""
+    names = {k.split("=", 1)[0].strip().lower() for k in keys if "=" in k}
+    out, section, placed = [], None, False
+    for line in config.splitlines():
+        t = line.strip()
+        if t.startswith("["):
+            section = t.strip("[]").strip().lower()
+            out.append(line)
+            if section == "lorelay" and not placed:
+                out.extend(keys)
+                placed = True
+            continue
+        if section == "lorelay" and "=" in t and not t.startswith((";", "#")) \
+                and t.split("=", 1)[0].strip().lower() in names:
+            continue
+        out.append(line)
+    if not placed:
+        out = ["[lorelay]"] + list(keys) + [""] + out
+    return "\n".join(out) + "\n"
+
+
 class Lorelay:
     """One lorelayd --netns NAME with everything it and the test started."""
 
@@ -343,7 +367,7 @@ class Lorelay:
         # separated by commas, come after the scenario's own, so they win.
         extra = os.environ.get("LORELAY_E2E_CONFIG_EXTRA")
         if extra:
-            config = (config or "") + "\n[lorelay]\n" + extra.replace(",", "\n") + "\n"
+            config = merge_lorelay_keys(config or "", extra.split(","))
         if config is not None:
             self.config_path = os.path.join(self.tmpdir, "lorelay.ini")
             with open(self.config_path, "w") as f:

@@ -811,7 +811,7 @@ static void test_reconfigure_and_remove_guest(void **state) {
   echo_roundtrip(f, port);
 
   lr_host_remove_guest(g);
-  pump_until_status(f, "{\"guests\":[]}", 1000);
+  pump_until_status(f, "\"guests\":[]}", 1000);
   assert_true(client_read(f, fd, buf, sizeof buf, 3000) <= 0); /* closed with the guest */
   close(fd);
   assert_int_equal(client_connect(port), -1);
@@ -1142,7 +1142,7 @@ static void test_status_client_budget(void **state) {
   ssize_t n = client_read(f, d, buf, sizeof buf - 1, 2000);
   assert_true(n > 0);
   buf[n] = '\0';
-  assert_non_null(strstr(buf, "{\"guests\":["));
+  assert_non_null(strstr(buf, ",\"guests\":["));
   assert_true(uv_now(&f->loop) - t0 < 200); /* answered at once, not after the idle ones */
   t0 = uv_now(&f->loop);
   assert_int_equal(client_read(f, b, buf, 1, 3000), 0); /* idle: cut */
