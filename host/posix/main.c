@@ -187,10 +187,17 @@ static void stop_children(void) {
     }
 }
 
+/* Set once the event loop serves: from then on nothing here may wait. */
+static int g_serving;
+
 /* One lorelayd per namespace: a second one would share the agent socket,
  * and stopping either would unlink it under the other. The lock is held
  * while the namespace is configured (the kernel drops it at exit, crash or not).
- * A restart that overlaps the old instance's shutdown waits for it. */
+ * A restart that overlaps the old instance's shutdown waits for it, up to
+ * 3 s, but only at start, before the loop serves anyone. Once it does (a
+ * reload adding the namespace), the lock is tried once: a namespace another
+ * lorelayd holds fails that reload at once, and every other guest's
+ * connections never wait on it. */
 static int netns_lock(const char *rundir, const char *name, char *err, size_t errlen) {
   char path[400], pid[32];
   snprintf(path, sizeof path, "%.300s/netns-%.64s.lock", rundir, name);
@@ -199,8 +206,9 @@ static int netns_lock(const char *rundir, const char *name, char *err, size_t er
     snprintf(err, errlen, "%.400s: %s", path, strerror(errno));
     return -1;
   }
+  int tries = g_serving ? 0 : 60; /* 60 x 50 ms: 3 s */
   for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) != 0; i++) {
-    if (errno != EWOULDBLOCK || i >= 60) { /* 3 s */
+    if (errno != EWOULDBLOCK || i >= tries) {
       ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
       pid[n > 0 ? n : 0] = '\0';
       pid[strcspn(pid, "\n")] = '\0';
@@ -359,6 +367,7 @@ int main(int argc, char **argv) {
   /* The pid, for a SIGHUP by hand (kill -HUP PID) without pidof, which
    * would hit every lorelayd on the machine. */
   LR_INFO("lorelayd %s running (pid %ld)", LR_VERSION_STRING, (long)getpid());
+  g_serving = 1;
   lr_sd_ready(loop, &g_daemon);
   uv_run(loop, UV_RUN_DEFAULT);
   stop_children();
