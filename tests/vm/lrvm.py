@@ -222,12 +222,32 @@ class VM:
         if self.accel is None:
             self.accel, why = self.choose_accel()
             log("accelerator: %s (%s)" % (self.accel, why))
-        t0 = time.monotonic()
+        t0 = self.t_boot = time.monotonic()
         self._start_qemu(self.accel)
         self._wait_ready(timeout)
         self.boot_s = time.monotonic() - t0
-        self.t_boot = t0
         return self.boot_s
+
+    def agent_answers(self, timeout=1.0):
+        """True if CONNECT to the agent's port over the hybrid-vsock socket
+        gets "OK": something in the VM listens on vsock port 50505."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(self.uds)
+            s.sendall(b"CONNECT %d\n" % AGENT_PORT)
+            return s.recv(64).startswith(b"OK ")
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def wait_agent(self, timeout=BOOT_TIMEOUT):
+        """Seconds from QEMU's start until the agent's vsock port answers."""
+        v, _ = poll(lambda: self.agent_answers(), timeout, 0.05)
+        if not v:
+            raise AssertionError("the agent's vsock port never answered")
+        return time.monotonic() - self.t_boot
 
     def _wait_ready(self, timeout):
         t0 = time.monotonic()
@@ -410,7 +430,9 @@ class VMTestCase(unittest.TestCase):
             cls.vm.build_image()
             cls.vm.start_backend()
             took = cls.vm.boot()
-            log("VM booted (control shell answering) in %.2f s" % took)
+            ready = cls.vm.wait_agent()
+            log("VM booted: control server answering %.2f s, agent's vsock port %.2f s after "
+                "QEMU started" % (took, ready))
         except Exception:
             cls.vm.dump()
             cls.vm.stop()
