@@ -103,6 +103,10 @@ class GuestError(AssertionError):
     pass
 
 
+class NotAttached(Exception):
+    """QEMU exited at once: the backend's socket was not there."""
+
+
 class VM:
     """One test VM: its image, its vhost-device-vsock backend, its QEMU."""
 
@@ -171,6 +175,26 @@ class VM:
         self.boots += 1
         self.qemu = Proc(self._qemu_argv(accel), os.path.join(self.dir, "qemu.%d.log" % self.boots))
 
+    def _boot_attached(self, accel, timeout):
+        """Starts QEMU and waits for its control server. A backend whose
+        previous QEMU went away unlinks and binds its socket again, so a QEMU
+        started in between finds no socket and exits at once; it is started
+        again (that is not a failed boot)."""
+        t0 = time.monotonic()
+        while True:
+            if not self.backend.alive():
+                raise AssertionError("%s exited: %s" % (BACKEND, self.backend.output()))
+            poll(lambda: os.path.exists(self.vhost), 5.0, 0.02)
+            self._start_qemu(accel)
+            try:
+                return self._wait_ready(timeout - (time.monotonic() - t0))
+            except NotAttached:
+                if time.monotonic() - t0 > min(15.0, timeout):
+                    raise AssertionError("QEMU could not attach to %s: %s"
+                                         % (self.vhost, self.qemu.output()))
+                self.boots -= 1
+                time.sleep(0.2)
+
     def _save_console(self):
         try:
             with open(self.console_path, "rb") as f:
@@ -200,9 +224,8 @@ class VM:
         except (OSError, ValueError):
             pass
         log("probing KVM: booting once under it with a %.0f s deadline" % KVM_PROBE_TIMEOUT)
-        self._start_qemu("kvm")
         try:
-            self._wait_ready(KVM_PROBE_TIMEOUT)
+            self._boot_attached("kvm", KVM_PROBE_TIMEOUT)
             verdict = "kvm"
         except AssertionError:
             verdict = "tcg"
@@ -223,8 +246,7 @@ class VM:
             self.accel, why = self.choose_accel()
             log("accelerator: %s (%s)" % (self.accel, why))
         t0 = self.t_boot = time.monotonic()
-        self._start_qemu(self.accel)
-        self._wait_ready(timeout)
+        self._boot_attached(self.accel, timeout)
         self.boot_s = time.monotonic() - t0
         return self.boot_s
 
@@ -254,6 +276,8 @@ class VM:
         self.ctl = None
         while self.ctl is None:
             if not self.qemu.alive():
+                if "Failed to connect" in self.qemu.output():
+                    raise NotAttached()
                 raise AssertionError("QEMU exited (rc %s): %s" % (self.qemu.p.returncode,
                                                                   self.qemu.output()))
             if time.monotonic() - t0 > timeout:
@@ -275,9 +299,12 @@ class VM:
             try:
                 self.sh("true", timeout=min(0.5, left))
                 return
-            except GuestError:
+            except (GuestError, OSError):
                 if not self.qemu.alive():
-                    raise AssertionError("QEMU exited during boot (rc %s)" % self.qemu.p.returncode)
+                    if "Failed to connect" in self.qemu.output():
+                        raise NotAttached()
+                    raise AssertionError("QEMU exited during boot (rc %s): %s"
+                                         % (self.qemu.p.returncode, self.qemu.output()))
 
     def sh(self, cmd, timeout=20.0):
         """Runs one command line in the VM's control shell. Returns (exit
