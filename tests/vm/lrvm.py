@@ -9,11 +9,11 @@ side is a Unix socket speaking Firecracker's hybrid-vsock handshake: the
 host's lorelayd reaches the agent as fc:UDS:50505. The machine's own
 AF_VSOCK is never used: the vsock exists only inside the VM.
 
-The host drives the VM through a shell on the VM's second serial port (a
-Unix-socket chardev): a command line followed by `echo @@@N:$?` whose
-marker ends the answer. Every wait has a deadline; the guest console (the
-first serial port, a file) is printed whenever a test fails, with the
-lorelayd log.
+The host drives the VM through its second serial port (a Unix-socket
+chardev), where `lorelay-vmtestsrv ctl` runs each line "@@@N COMMAND" with
+its own sh and answers with the output and "@@@N:STATUS". Every wait has a
+deadline; the guest console (the first serial port, a file) is printed
+whenever a test fails, with the lorelayd log.
 
 KVM is used only where it really boots this kernel: the first boot on a
 machine with /dev/kvm tries it with a short deadline and falls back to TCG
@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 import lrharness as H  # noqa: E402
-from lrharness import Lorelay, Proc, poll, free_port, free_ports, fetch  # noqa: E402,F401
+from lrharness import Lorelay, Proc, poll, free_port, free_ports  # noqa: E402,F401
 import lrci  # noqa: E402
 
 AGENT_PORT = 50505

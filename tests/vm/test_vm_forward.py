@@ -2,15 +2,15 @@
 """VM tier: forwarding through a real VM's virtio-vsock, over fc:.
 
 One VM for the file. Servers in the VM are lorelay-vmtestsrv (echo, UDP
-echo, send-then-close, answer-after-EOF, reset) and busybox's httpd and
-wget; the clients on the host are python sockets and curl. Each case says
-which behaviour of issue 16 it holds.
+echo, send-then-close, answer-after-EOF, reset) and busybox nc; the host's
+clients are python sockets, and a host python http.server answers busybox
+nc in the VM through reversePorts. Each case's docstring says which
+behaviour of issue 16 it holds.
 """
 
 import hashlib
 import os
 import socket
-import threading
 import time
 
 import lrvm

@@ -8,6 +8,7 @@ drop the stand-ins of listeners that were only in the old VM and forward
 the new VM's listeners.
 """
 
+import socket
 import time
 
 import lrvm
@@ -41,7 +42,7 @@ class Restart(VMTestCase):
         self.assertNotIn("0.0.0.0:%d" % pa, ports, "the old VM's listener is still forwarded")
         self.assertIsInstance(lrvm.H.try_connect("127.0.0.1", pa), ConnectionRefusedError,
                               "stale stand-in for the old VM's listener")
-        s = lrvm.H.socket.create_connection(("::1", pb), timeout=10)
+        s = socket.create_connection(("::1", pb), timeout=10)
         s.sendall(b"new vm")
         self.assertEqual(s.recv(100), b"new vm")
         s.close()
