@@ -80,12 +80,14 @@ class Forward(VMTestCase):
         self.assertIn("lorelay-vmtestsrv", r.stdout, r.stdout)
 
     def test_udp_families(self):
+        """UDP: 0.0.0.0 -> 127.0.0.1; [::] dual-stack -> both; owners shown."""
         p4, pd = free_ports(2)
-        self.serve("uecho", "0.0.0.0", p4)
-        self.serve("uecho", "::", pd)
-        udp = lambda p: p.get("proto") == "udp"  # noqa: E731
-        self.lr.wait_port("0.0.0.0:%d" % p4, pred=udp, timeout=5.0)
-        p, _ = self.lr.wait_port("[::]:%d" % pd, pred=udp, timeout=5.0)
+        pid4 = self.serve("uecho", "0.0.0.0", p4)
+        pidd = self.serve("uecho", "::", pd)
+        self.lr.wait_port("0.0.0.0:%d" % p4, timeout=5.0,
+                          pred=lambda p: p.get("proto") == "udp" and owner_ok(p, pid4))
+        p, _ = self.lr.wait_port("[::]:%d" % pd, timeout=5.0,
+                                 pred=lambda p: p.get("proto") == "udp" and owner_ok(p, pidd))
         self.assertEqual(sorted(p["host"]), sorted(["127.0.0.1:%d" % pd, "[::1]:%d" % pd]))
         for fam, host, port in ((socket.AF_INET, "127.0.0.1", p4), (socket.AF_INET, "127.0.0.1", pd),
                                 (socket.AF_INET6, "::1", pd)):
