@@ -140,6 +140,9 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 hostname lrvm
 ip link set lo up
+# The VM's own client sockets (the agent's connections to guest servers)
+# take their ports from 50000 up, away from the ports the tests bind in it.
+echo "50000 60999" >/proc/sys/net/ipv4/ip_local_port_range
 while read -r m; do
   insmod /lib/modules/\$m || echo "lrvm-init: insmod \$m failed"
 done </lib/modules/order

@@ -19,7 +19,9 @@
  *                            each connection's end is appended to
  *                            /tmp/answer-PORT.log ("eof N" or "error E N")
  *   reset   ADDR PORT        per connection: read one byte, then RST
- *   listen  ADDR PORT        listen and accept nothing
+ *   listen  ADDR PORT [1]    listen and accept nothing; with 1, return at
+ *                            once and listen only on SIGUSR1 (the detection
+ *                            timing starts a listener with one kill)
  *   flood   ADDR PORT N      N listeners on PORT..PORT+N-1, accept nothing
  * and the VM's control server, started by the image's /init:
  *   ctl     TTY              runs each line "TAG COMMAND" read from TTY with
@@ -126,6 +128,7 @@ static void serving(void) {
   if (null >= 0) {
     dup2(null, 0);
     dup2(null, 1);
+    dup2(null, 2);
     if (null > 2) close(null);
   }
   (void)!write(ready_fd, "r", 1);
@@ -307,7 +310,7 @@ static int run_command(int tty, const char *tag, const char *cmd) {
   time_t deadline = time(NULL) + 120;
   while (!done) {
     struct pollfd pf = {p[0], POLLIN, 0};
-    poll(&pf, 1, 50);
+    poll(&pf, 1, 5);
     ssize_t r;
     while ((r = read(p[0], buf, sizeof buf)) > 0) write_all(tty, buf, (size_t)r);
     if (waitpid(pid, &status, WNOHANG) == pid) done = 1;
@@ -386,6 +389,17 @@ int main(int argc, char **argv) {
     int fd = open_socket(addr, port, SOCK_DGRAM);
     serving();
     uecho_loop(fd);
+  }
+  if (strcmp(mode, "listen") == 0 && n == 1) {
+    sigset_t set;
+    int sig;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    serving();
+    sigwait(&set, &sig);
+    open_socket(addr, port, SOCK_STREAM);
+    for (;;) pause();
   }
   int lfd = open_socket(addr, port, SOCK_STREAM);
   if (strcmp(mode, "echo") == 0) {
