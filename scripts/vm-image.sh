@@ -9,7 +9,7 @@
 # so the image always holds exactly the build tree under test and takes a
 # second to make. /init mounts what the agent needs (proc, sys, devtmpfs,
 # cgroup2 for its UDP hooks, bpffs and tracefs for its eBPF trigger), brings
-# lo up, inserts the modules, starts a control shell on the second serial
+# lo up, inserts the modules, starts a control server on the second serial
 # port (the host test drives the VM through it), and then becomes
 # `lorelay-init -- --listen vsock:any:PORT`: the VM's PID 1 is lorelay's own
 # supervisor, the "VM whose init is lorelay-init" of docs/setups.md.
@@ -19,9 +19,11 @@
 #   OUT_DIR         gets initramfs.cpio (uncompressed: under TCG the kernel
 #                   would spend longer inflating it than cpio takes to write)
 #                   and vmlinuz (a symlink to the kernel to boot)
-#   KERNEL_RELEASE  default: the newest /boot/vmlinuz-* with a matching
-#                   /lib/modules/RELEASE
-#   EXTRA_FILE      more executables for /bin (lorelay-vmtestsrv)
+#   KERNEL_RELEASE  "" (or left out): the newest /boot/vmlinuz-* with a
+#                   matching /lib/modules/RELEASE
+#   EXTRA_FILE      more executables for /bin, as absolute paths
+#                   (lorelay-vmtestsrv: the test servers, and the control
+#                   server /init starts on the second serial port)
 # Environment: LORELAY_VM_AGENT_PORT (default 50505), LORELAY_VM_AGENT_ARGS
 # (more agent arguments, default "--log-level debug").
 set -eu
