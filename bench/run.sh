@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs lorelay's benchmark (bench/lorelay_bench.py) against the peers a
 # user would otherwise pick: direct loopback in a namespace, socat chains
-# (8 KiB and 256 KiB buffers), lorelay one-hop (--netns) and two-hop (the
-# path VM guests use). Every row of BRIEF section 6 in one run.
+# (8 KiB and 256 KiB buffers), pasta (passt), RootlessKit's builtin port
+# driver, lorelay one-hop (--netns) and two-hop (the path VM guests use).
+# Every row of lorelay's performance goals (GOALS in lorelay_bench.py, the
+# "goal" columns of docs/benchmarks.md) in one run, as ratios to direct.
 # As root, after `scripts/deps.sh bench` and a build. The full run takes
 # about 15 minutes and wants an otherwise idle machine; ctest runs only the
 # seconds-long --smoke (bench_smoke).

@@ -1,34 +1,44 @@
 # The agent's eBPF listener trigger (guest/bpf/listen_trace.bpf.c), built
-# into lorelay-agent whenever the tools are here:
+# into lorelay-agent:
 #   clang       compiles the program: clang -target bpf -g -O2
-#   bpftool     vmlinux.h from this machine's kernel BTF (/sys/kernel/btf/vmlinux),
-#               the DWARF-free object (gen object) and the skeleton header
+#   bpftool     the DWARF-free object (gen object) and the skeleton header
 #               (gen skeleton) that embeds it
 #   libbpf      loads it at run time (Debian: libbpf-dev to build, libbpf1 to run)
-# The program reads kernel structures through CO-RE relocations, so the
-# vmlinux.h of the build machine only has to name the fields; the running
-# kernel's own BTF places them.
+# The kernel types come from guest/bpf/vmlinux_min.h, committed with the
+# source, not from the build machine's /sys/kernel/btf/vmlinux: the object
+# is the same whatever kernel builds it (a container, a kernel without BTF),
+# and its CO-RE relocations are resolved by libbpf against the running
+# kernel's BTF when the agent loads it.
 #
-# LORELAY_EBPF: AUTO (default: build it when everything is found), ON (fail
-# the configure when something is missing) or OFF. Without it the agent
-# polls only, and the configure says so; e2e_detection_latency then fails in
-# CI and is skipped outside (tests/e2e/CMakeLists.txt).
+# LORELAY_EBPF: ON (default) fails the configure, naming what is missing,
+# when clang, bpftool or libbpf-dev is not here, so a CI or release build
+# can never ship an agent without eBPF by accident; OFF builds the agent
+# polling only (lr_bpfwatch.c without the skeleton), for those who choose
+# it. A cross build (the Windows one) has no agent and is always OFF.
 #
-# Sets LORELAY_EBPF_BUILT (ON/OFF) and LORELAY_EBPF_MISSING (what was not
-# found), and defines lorelay_bpf_enable(target).
+# tests/bpf checks the object: rebuilt with the kernel BTF hidden it is the
+# same byte for byte, and its CO-RE relocations resolve on this kernel.
+#
+# Sets LORELAY_EBPF_BUILT (ON/OFF) and LORELAY_EBPF_MISSING (why not), also
+# as global properties of those names for the tests, and defines
+# lorelay_bpf_enable(target).
 include_guard(GLOBAL)
 
-set(LORELAY_EBPF AUTO CACHE STRING "Build the agent's eBPF listener trigger: AUTO, ON or OFF")
-set_property(CACHE LORELAY_EBPF PROPERTY STRINGS AUTO ON OFF)
-set(LORELAY_VMLINUX_BTF /sys/kernel/btf/vmlinux CACHE FILEPATH
-    "Kernel BTF that vmlinux.h is generated from")
+option(LORELAY_EBPF "Build the agent's eBPF listener trigger (OFF: the agent polls only)" ON)
 
 set(LORELAY_EBPF_BUILT OFF)
 set(LORELAY_EBPF_MISSING "")
 
-string(TOUPPER "${LORELAY_EBPF}" _lr_ebpf)
-if(_lr_ebpf STREQUAL "OFF" OR CMAKE_CROSSCOMPILING)
+set_property(GLOBAL PROPERTY LORELAY_EBPF_BUILT OFF)
+if(CMAKE_CROSSCOMPILING)
+  set(LORELAY_EBPF_MISSING "not built in a cross build")
+  function(lorelay_bpf_enable target)
+  endfunction()
+  return()
+endif()
+if(NOT LORELAY_EBPF)
   set(LORELAY_EBPF_MISSING "disabled (LORELAY_EBPF=${LORELAY_EBPF})")
+  set_property(GLOBAL PROPERTY LORELAY_EBPF_MISSING "${LORELAY_EBPF_MISSING}")
   message(STATUS "lorelay: eBPF listener trigger disabled (LORELAY_EBPF=${LORELAY_EBPF}): "
                  "lorelay-agent polls only")
   function(lorelay_bpf_enable target)
@@ -54,25 +64,17 @@ endif()
 if(NOT LIBBPF_FOUND)
   list(APPEND _lr_missing "libbpf (apt-get install libbpf-dev)")
 endif()
-if(NOT EXISTS "${LORELAY_VMLINUX_BTF}")
-  list(APPEND _lr_missing "kernel BTF ${LORELAY_VMLINUX_BTF} (a kernel built with CONFIG_DEBUG_INFO_BTF)")
-endif()
 
 if(_lr_missing)
   list(JOIN _lr_missing ", " LORELAY_EBPF_MISSING)
   set(LORELAY_EBPF_MISSING "missing ${LORELAY_EBPF_MISSING}")
-  if(_lr_ebpf STREQUAL "ON")
-    message(FATAL_ERROR "lorelay: LORELAY_EBPF=ON but the eBPF listener trigger cannot be built: "
-                        "${LORELAY_EBPF_MISSING}")
-  endif()
-  message(WARNING "lorelay: eBPF listener trigger NOT built (${LORELAY_EBPF_MISSING}): "
-                  "lorelay-agent will poll only (scanIntervalMs)")
-  function(lorelay_bpf_enable target)
-  endfunction()
-  return()
+  message(FATAL_ERROR "lorelay: the agent's eBPF listener trigger cannot be built: "
+                      "${LORELAY_EBPF_MISSING}. Install them (scripts/deps.sh run), or "
+                      "configure with -DLORELAY_EBPF=OFF for an agent that polls only.")
 endif()
 
 set(LORELAY_EBPF_BUILT ON)
+set_property(GLOBAL PROPERTY LORELAY_EBPF_BUILT ON)
 message(STATUS "lorelay: eBPF listener trigger enabled (${LORELAY_CLANG}, ${LORELAY_BPFTOOL}, "
                "libbpf ${LIBBPF_VERSION})")
 
@@ -101,26 +103,19 @@ foreach(_d IN LISTS LIBBPF_INCLUDE_DIRS)
   list(APPEND _lr_incs "-I${_d}")
 endforeach()
 
-add_custom_command(
-  OUTPUT ${LORELAY_BPF_OUT}/vmlinux.h
-  COMMAND ${CMAKE_COMMAND} -E make_directory ${LORELAY_BPF_OUT}
-  COMMAND sh -c "\"$0\" btf dump file \"$1\" format c > \"$2.tmp\" && mv \"$2.tmp\" \"$2\""
-          ${LORELAY_BPFTOOL} ${LORELAY_VMLINUX_BTF} ${LORELAY_BPF_OUT}/vmlinux.h
-  COMMENT "Generating vmlinux.h from ${LORELAY_VMLINUX_BTF}"
-  VERBATIM)
-
-# -Wall without -Werror here: vmlinux.h is generated from whatever kernel
-# the build machine runs, and a warning in it must not fail the build.
+# -Werror: every header it reads is committed (vmlinux_min.h) or libbpf's.
+set(LORELAY_BPF_CFLAGS -target bpf -g -O2 -Wall -Werror -D__TARGET_ARCH_${_lr_arch}
+    -I${LORELAY_BPF_SRC} ${_lr_incs})
 add_custom_command(
   OUTPUT ${LORELAY_BPF_OUT}/listen_trace.bpf.o
-  COMMAND ${LORELAY_CLANG} -target bpf -g -O2 -Wall -D__TARGET_ARCH_${_lr_arch}
-          -I${LORELAY_BPF_OUT} -I${LORELAY_BPF_SRC} ${_lr_incs}
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${LORELAY_BPF_OUT}
+  COMMAND ${LORELAY_CLANG} ${LORELAY_BPF_CFLAGS}
           -c ${LORELAY_BPF_SRC}/listen_trace.bpf.c -o ${LORELAY_BPF_OUT}/listen_trace.clang.o
   # Links the one object through bpftool, which drops the DWARF (the BTF stays).
   COMMAND ${LORELAY_BPFTOOL} gen object ${LORELAY_BPF_OUT}/listen_trace.bpf.o
           ${LORELAY_BPF_OUT}/listen_trace.clang.o
   DEPENDS ${LORELAY_BPF_SRC}/listen_trace.bpf.c ${LORELAY_BPF_SRC}/listen_trace.h
-          ${LORELAY_BPF_OUT}/vmlinux.h
+          ${LORELAY_BPF_SRC}/vmlinux_min.h
   COMMENT "Compiling the eBPF listener trigger"
   VERBATIM)
 
@@ -132,6 +127,12 @@ add_custom_command(
   DEPENDS ${LORELAY_BPF_OUT}/listen_trace.bpf.o
   COMMENT "Generating the eBPF skeleton listen_trace.skel.h"
   VERBATIM)
+
+# For tests/bpf (another directory scope): how the object was made.
+set_property(GLOBAL PROPERTY LORELAY_BPF_OBJECT ${LORELAY_BPF_OUT}/listen_trace.bpf.o)
+set_property(GLOBAL PROPERTY LORELAY_BPF_BUILD_COMMAND
+             ${LORELAY_CLANG} ${LORELAY_BPF_CFLAGS} -c ${LORELAY_BPF_SRC}/listen_trace.bpf.c)
+set_property(GLOBAL PROPERTY LORELAY_BPFTOOL ${LORELAY_BPFTOOL})
 
 # lorelay_bpf_enable(target): target compiles lr_bpfwatch.c with the
 # skeleton (LR_HAVE_BPF) and links libbpf. Call it from the directory the

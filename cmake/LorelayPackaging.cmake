@@ -115,12 +115,12 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
 # Lines within 72 columns: dpkg shows the description as written, and
 # lintian wants every line of it within 80.
 set(CPACK_PACKAGE_DESCRIPTION
-    "lorelay forwards the TCP ports a guest listens on to the host's\n"
-    "loopback, the way WSL2 does for its distributions, for QEMU/KVM\n"
-    "(vsock), Firecracker and Cloud Hypervisor (hybrid vsock), containers\n"
-    "and network namespaces. Contains the host daemon lorelayd, the guest\n"
-    "agent lorelay-agent with its supervisor lorelay-init, the status\n"
-    "client lorelayctl and systemd units for both sides.")
+    "lorelay forwards the TCP and UDP ports a guest listens on to the\n"
+    "host's loopback, the way WSL2 does for its distributions, for\n"
+    "QEMU/KVM (vsock), Firecracker and Cloud Hypervisor (hybrid vsock),\n"
+    "containers and network namespaces. Contains the host daemon lorelayd,\n"
+    "the guest agent lorelay-agent with its supervisor lorelay-init, the\n"
+    "status client lorelayctl and systemd units for both sides.")
 string(REPLACE ";" "" CPACK_PACKAGE_DESCRIPTION "${CPACK_PACKAGE_DESCRIPTION}")
 set(CPACK_GENERATOR "TGZ;DEB")
 set(CPACK_SET_DESTDIR ON)
@@ -150,11 +150,12 @@ find_program(LORELAY_DPKG_SHLIBDEPS dpkg-shlibdeps)
 if(LORELAY_DPKG_SHLIBDEPS)
   set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 else()
-  set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6, libuv1 (>= 1.44), libinih1, libcjson1")
+  set(CPACK_DEBIAN_PACKAGE_DEPENDS "libc6, libuv1 (>= 1.44), libinih1, libcjson1, libssl3, libsystemd0")
 endif()
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${LORELAY_PKG_DIR}/deb/conffiles
     ${LORELAY_PKG_DIR}/deb/postinst
+    ${LORELAY_PKG_DIR}/deb/prerm
     ${LORELAY_PKG_DIR}/deb/postrm)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 

@@ -168,6 +168,7 @@ void agent_close_timer(conn_t *c) {
 static void on_relay_closed(lr_relay_t *r) {
   conn_t *c = (conn_t *)r;
   c->relay_open = 0;
+  lr_relay_ids_del(&c->agent->stream_ids, r);
   if (c->phase != PH_CLOSED) {
     c->phase = PH_CLOSED;
     agent_close_timer(c);
@@ -552,5 +553,3 @@ void lr_agent_free(lr_agent_t *a) {
   agent_scan_free(a);
   free(a);
 }
-
-size_t lr_agent_stream_count(const lr_agent_t *a) { return a->nconns; }

@@ -169,6 +169,7 @@ void agent_control_hello(conn_t *c, const lr_frame_t *f) {
   memset(&w, 0, sizeof w);
   snprintf(w.name, sizeof w.name, "%s", a->name);
   snprintf(w.version, sizeof w.version, "%s", LR_VERSION_STRING);
+  w.caps = LR_CAP_CLOSE_NOTICE; /* not covered by the MAC, as HELLO's caps are not */
   if (c->authed && lr_auth_sign_hello(&c->auth, LR_ROLE_AGENT, LR_MSG_WELCOME, &w) != 0) {
     LR_ERROR("control stream from %s: cannot compute the handshake's MAC; closing", c->peer);
     agent_fail_stream(c, LR_ERR_INTERNAL, "cannot compute the handshake's MAC");
@@ -270,6 +271,12 @@ void agent_control_frame(conn_t *c, const lr_frame_t *f) {
       static lr_reverse_set_t m; /* 2 KiB; the loop is single-threaded */
       if ((rc = lr_decode_reverse_set(f, &m)) != LR_PROTO_OK) break;
       agent_reverse_set(a, &m);
+      return;
+    }
+    case LR_MSG_STREAM_CLOSE: {
+      lr_stream_close_t m;
+      if ((rc = lr_decode_stream_close(f, &m)) != LR_PROTO_OK) break;
+      agent_data_stream_close(a, &m);
       return;
     }
     case LR_MSG_REVERSE_FAIL: {

@@ -31,6 +31,36 @@ static uint32_t map_connect_error(int status) {
   }
 }
 
+/* Close notices for this stream, on the active control stream; -1 while
+ * there is none. The relay shuts the transport down as well, always: the
+ * agent cannot tell which VMM is on the far side, and a hybrid-vsock device
+ * merely drops the guest's half-close, where the notice then carries it. */
+static int data_notice(lr_relay_t *r, uint8_t kind, uint64_t bytes) {
+  conn_t *c = (conn_t *)r;
+  conn_t *ctl = c->agent->control;
+  if (!ctl || ctl->phase != PH_CONTROL) return -1;
+  lr_stream_close_t m = {r->id, kind, bytes};
+  uint8_t f[LR_FRAME_HDR_LEN + 13];
+  return agent_conn_send(ctl, f, lr_encode_stream_close(f, sizeof f, &m));
+}
+
+void agent_data_number(conn_t *c, uint32_t stream_id) {
+  /* Registered before OPEN_RESULT goes out, so that any notice the host
+   * sends (only once it has that answer) finds the stream. An id already
+   * in use gets no notices; the stream relays as before. */
+  if (!stream_id) return;
+  c->relay.id = stream_id;
+  if (lr_relay_ids_add(&c->agent->stream_ids, &c->relay) == 0)
+    c->relay.notice = data_notice;
+  else
+    c->relay.id = 0;
+}
+
+void agent_data_stream_close(lr_agent_t *a, const lr_stream_close_t *m) {
+  lr_relay_t *r = lr_relay_ids_find(&a->stream_ids, m->id);
+  if (r) lr_relay_peer_notice(r, m->kind, m->bytes);
+}
+
 void agent_data_start_relay(conn_t *c, const char *what) {
   c->phase = PH_RELAY;
   uv_timer_stop(&c->timer);
@@ -157,6 +187,7 @@ void agent_data_open(conn_t *c, const lr_frame_t *f) {
     agent_udp_open(c);
     return;
   }
+  if (!c->pass_fd) agent_data_number(c, o.stream_id);
   /* Stop reading: anything further belongs to the server, and the relay
    * reads it once the server connection exists. */
   uv_read_stop(agent_transport(c));

@@ -171,6 +171,10 @@ struct lr_agent_s {
   agent_scan_t scan;
   conn_t *control; /* the active control stream, also linked in conns */
   conn_t *conns;
+  /* Close notices: relayed data streams by the id the host's OPEN gave
+   * (agent_data.c adds them, agent.c removes them when their relay has
+   * closed, agent_control.c looks the host's notices up). */
+  lr_relay_ids_t stream_ids;
   size_t nconns;
   int shutting_down;
   struct {
@@ -266,6 +270,12 @@ void agent_data_pass(conn_t *c, uv_handle_t *server);
 /* The transport stream becomes a relay: the bytes already read past the
  * handshake go to ep[0] first. what names the stream in log lines. */
 void agent_data_start_relay(conn_t *c, const char *what);
+/* The stream id the host's OPEN or ATTACH gave (0: none): c's relay takes
+ * close notices under it. Before OPEN_RESULT goes out. */
+void agent_data_number(conn_t *c, uint32_t stream_id);
+/* A STREAM_CLOSE from the host: applied to the stream it names, ignored
+ * for any other id. */
+void agent_data_stream_close(lr_agent_t *a, const lr_stream_close_t *m);
 
 /* agent.c: frees c once its timer, relay and flow are all closed. */
 void agent_conn_release(conn_t *c);

@@ -34,9 +34,9 @@
 static const char usage_text[] =
     "Usage: lorelay-agent --listen ADDR [options]\n"
     "\n"
-    "Guest side of lorelay: reports this system's listening TCP sockets to the\n"
-    "lorelay host (lorelayd) and connects the host's relayed connections to the\n"
-    "real servers on this system's loopback.\n"
+    "Guest side of lorelay: reports this system's listening TCP and bound UDP\n"
+    "sockets to the lorelay host (lorelayd) and connects the host's relayed\n"
+    "connections and datagrams to the real servers on this system's loopback.\n"
     "\n"
     "Options:\n"
     "  --listen ADDR       transport address to serve on:\n"

@@ -213,6 +213,7 @@ void agent_reverse_attach(conn_t *c, const lr_frame_t *f) {
   p->phase = PH_CLOSED;
   agent_close_timer(p);
   lr_relay_close(&p->relay, 0); /* closes our copy only: the client stays connected */
+  agent_data_number(c, at.stream_id);
   agent_send_open_result(c, LR_OK, "", 0);
   if (c->phase == PH_CLOSED) return;
   LR_DEBUG("reverse stream from %s: relaying guest client of localhost:%u", c->peer, c->port);

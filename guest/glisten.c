@@ -224,7 +224,7 @@ const char *lr_guest_find_listen_arg(int argc, char *const *argv, int *missing_v
       found = argv[i] + 9;
     } else if (argv[i][0] == '-' && strchr(argv[i], '=') == NULL &&
                strcmp(argv[i], "--help") != 0 && strcmp(argv[i], "-h") != 0 &&
-               strcmp(argv[i], "--version") != 0) {
+               strcmp(argv[i], "--version") != 0 && strcmp(argv[i], "-V") != 0) {
       i++; /* every other agent option takes a value, as in agent_main.c */
     }
   }

@@ -49,7 +49,7 @@ static const char usage_text[] =
     "\n"
     "Options (only before any agent argument):\n"
     "  -h, --help     show this help and exit\n"
-    "  --version      print the version and exit\n"
+    "  -V, --version  print the version and exit\n"
     "\n"
     "Environment:\n"
     "  LORELAY_AGENT  path of the agent (default: lorelay-agent beside this program)\n";
@@ -144,7 +144,7 @@ int main(int argc, char **argv) {
     fputs(usage_text, stdout);
     return 0;
   }
-  if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+  if (argc > 1 && (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "--version") == 0)) {
     printf("lorelay-init %s\n", LR_VERSION_STRING);
     return 0;
   }

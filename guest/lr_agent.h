@@ -69,7 +69,4 @@ int lr_agent_serve_fd(lr_agent_t *a, int fd, char *err, size_t errlen);
 void lr_agent_shutdown(lr_agent_t *a);
 void lr_agent_free(lr_agent_t *a);
 
-/* Number of streams currently open (control + data), for tests and logs. */
-size_t lr_agent_stream_count(const lr_agent_t *a);
-
 #endif

@@ -25,7 +25,7 @@ typedef struct {
   uv_write_t wreq;
   uv_timer_t timer;
   const char *path;
-  const char *request;
+  char request[512];
   lr_sbuf_t out;
   int status;
   int watch;      /* watching: lines go to stdout as they come */
@@ -34,13 +34,18 @@ typedef struct {
 } ctl_t;
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: lorelayctl [--socket PATH] status [--json]\n"
-             "       lorelayctl [--socket PATH] watch [--json]\n"
-             "status: lorelayd's guests, forwarded ports, owners, connections and bytes.\n"
-             "watch:  one line per event (port added, removed or changing state, guest\n"
-             "        connected or disconnected) as it happens, until interrupted.\n\n"
-             "  --socket PATH   lorelayd's status endpoint (default: the daemon's default)\n"
+  fprintf(f, "usage: lorelayctl [--socket PATH] status [--json] [--wide] [GUEST]\n"
+             "       lorelayctl [--socket PATH] watch [--json] [--guest GUEST]\n"
+             "status: lorelayd's configuration file, guests, forwarded ports, owners,\n"
+             "        connections and bytes; with GUEST, that guest only.\n"
+             "watch:  the current ports first (marked snapshot, then a snapshot-end line),\n"
+             "        then one line per event (port added, removed or changing state,\n"
+             "        guest connected or disconnected) as it happens, until interrupted.\n\n"
+             "  --socket PATH   lorelayd's status endpoint (default: this user's daemon's,\n"
+             "                  else the system daemon's)\n"
              "  --json          machine-readable output (watch: one JSON object a line)\n"
+             "  --wide          status: do not fit the table to the terminal's width\n"
+             "  --guest GUEST   watch: only this guest's events\n"
              "  -h, --help      this text\n"
              "  -V, --version   print the version\n");
 }
@@ -126,12 +131,20 @@ static void on_write(uv_write_t *w, int status) {
 static void on_connect(uv_connect_t *req, int status) {
   ctl_t *c = req->data;
   if (status < 0) {
-    fprintf(stderr, "lorelayctl: cannot reach lorelayd at %s: %s (is it running? --socket?)\n",
-            c->path, uv_strerror(status));
+    char hint[400];
+    const lr_pal_t *pal = lr_pal_host();
+    if (status == UV_EACCES && pal->endpoint_access_hint &&
+        pal->endpoint_access_hint(c->path, hint, sizeof hint))
+      fprintf(stderr, "lorelayctl: cannot reach lorelayd at %s: permission denied: %s\n",
+              c->path, hint);
+    else
+      fprintf(stderr,
+              "lorelayctl: cannot reach lorelayd at %s: %s (is it running? --socket?)\n",
+              c->path, uv_strerror(status));
     finish(c, 1);
     return;
   }
-  uv_buf_t b = uv_buf_init((char *)c->request, (unsigned)strlen(c->request));
+  uv_buf_t b = uv_buf_init(c->request, (unsigned)strlen(c->request));
   c->wreq.data = c;
   if (uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_write) != 0 ||
       uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) != 0)
@@ -146,17 +159,49 @@ static void on_timeout(uv_timer_t *t) {
 
 typedef struct {
   const char *socket;
-  int json, help, version;
+  int json, help, version, wide;
+  const char *guest; /* --guest NAME (watch) */
   const char *cmd;
+  const char *name; /* status NAME */
 } ctl_opts_t;
 
-/* The command word is the one positional argument. */
+/* The command word, and for status a guest name: the positional arguments. */
 static int take_command(const char *opt, const char *val, void *data) {
   ctl_opts_t *o = data;
   (void)val;
-  if (opt[0] == '-' || o->cmd) return -1;
-  o->cmd = opt;
-  return 0;
+  if (opt[0] == '-') return -1;
+  if (!o->cmd) {
+    o->cmd = opt;
+    return 0;
+  }
+  if (!o->name && !strcmp(o->cmd, "status")) {
+    o->name = opt;
+    return 0;
+  }
+  return -1;
+}
+
+/* Whether a file is there (a socket path). */
+static int exists(const char *path) {
+  uv_fs_t req;
+  int rc = uv_fs_stat(NULL, &req, path, NULL);
+  uv_fs_req_cleanup(&req);
+  return rc == 0 || rc == UV_EACCES;
+}
+
+/* The terminal's width when stdout is one (or $COLUMNS), else 0: a pipe
+ * gets whole lines. */
+static unsigned term_width(uv_loop_t *loop) {
+  const char *cols = getenv("COLUMNS");
+  if (cols && atoi(cols) > 0) return (unsigned)atoi(cols);
+  if (uv_guess_handle(1) != UV_TTY) return 0;
+  uv_tty_t tty;
+  int w = 0, h = 0;
+  if (uv_tty_init(loop, &tty, 1, 0) != 0) return 0;
+  if (uv_tty_get_winsize(&tty, &w, &h) != 0) w = 0;
+  uv_close((uv_handle_t *)&tty, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return w > 0 ? (unsigned)w : 0;
 }
 
 int main(int argc, char **argv) {
@@ -165,6 +210,8 @@ int main(int argc, char **argv) {
       {"--version", "-V", LR_OPT_FLAG, offsetof(ctl_opts_t, version)},
       {"--socket", NULL, LR_OPT_STRING, offsetof(ctl_opts_t, socket)},
       {"--json", NULL, LR_OPT_FLAG, offsetof(ctl_opts_t, json)},
+      {"--wide", NULL, LR_OPT_FLAG, offsetof(ctl_opts_t, wide)},
+      {"--guest", NULL, LR_OPT_STRING, offsetof(ctl_opts_t, guest)},
   };
   ctl_opts_t o;
   char defpath[512], err[256];
@@ -193,20 +240,43 @@ int main(int argc, char **argv) {
     fprintf(stderr, "lorelayctl: unknown command '%s' (known: status, watch)\n", cmd);
     return 2;
   }
+  if (o.guest && !watch) {
+    fprintf(stderr, "lorelayctl: --guest is for watch (status takes the name: status GUEST)\n");
+    return 2;
+  }
+  const char *only = watch ? o.guest : o.name;
+  if (only && (!*only || strlen(only) > 256 || strpbrk(only, " \t\r\n"))) {
+    fprintf(stderr, "lorelayctl: '%s' is not a guest name\n", only);
+    return 2;
+  }
+  char syspath[512];
   if (!sock) {
-    /* The daemon's own default, from the same platform layer. */
-    sock = lr_pal_host()->default_status_path(defpath, sizeof defpath);
+    /* The daemon's own default, from the same platform layer; a user who
+     * runs no daemon of their own means the system's (a member of its
+     * statusGroup may use it). */
+    const lr_pal_t *pal = lr_pal_host();
+    sock = pal->default_status_path(defpath, sizeof defpath);
+    if (!exists(sock) && pal->system_status_path &&
+        strcmp(pal->system_status_path(syspath, sizeof syspath), sock) != 0)
+      sock = syspath;
   }
   ctl_t c;
   memset(&c, 0, sizeof c);
   c.path = sock;
   c.watch = watch;
-  if (watch)
-    c.request = json ? "watch json\n" : "watch table\n";
-  else
-    c.request = json ? "status json\n" : "status table\n";
-  lr_sbuf_init(&c.out);
   uv_loop_t *loop = uv_default_loop();
+  unsigned width = !watch && !json && !o.wide ? term_width(loop) : 0;
+  snprintf(c.request, sizeof c.request, "%s %s%s%s", watch ? "watch" : "status",
+           json ? "json" : "table", only ? " guest=" : "", only ? only : "");
+  if (width) {
+    size_t l = strlen(c.request);
+    snprintf(c.request + l, sizeof c.request - l, " width=%u", width);
+  }
+  {
+    size_t l = strlen(c.request);
+    snprintf(c.request + l, sizeof c.request - l, "\n");
+  }
+  lr_sbuf_init(&c.out);
   uv_pipe_init(loop, &c.pipe, 0);
   uv_timer_init(loop, &c.timer);
   c.pipe.data = c.timer.data = c.creq.data = &c;
@@ -214,8 +284,12 @@ int main(int argc, char **argv) {
   uv_pipe_connect(&c.creq, &c.pipe, sock, on_connect);
   uv_run(loop, UV_RUN_DEFAULT);
   if (c.status == 0 && c.out.len && !watch) {
-    fwrite(c.out.p, 1, c.out.len, stdout);
-    if (strncmp(c.out.p, "error:", 6) == 0) c.status = 1;
+    if (strncmp(c.out.p, "error:", 6) == 0) { /* "error: no guest named 'x' (guests: ...)" */
+      fprintf(stderr, "lorelayctl: %.*s", (int)c.out.len, c.out.p);
+      c.status = 1;
+    } else {
+      fwrite(c.out.p, 1, c.out.len, stdout);
+    }
   }
   lr_sbuf_free(&c.out);
   uv_loop_close(loop);

@@ -3,7 +3,8 @@ rem Installs lorelayd as a Windows service from this unpacked zip.
 rem   install.cmd                  relay the running WSL 2 VM (--vm-id wsl)
 rem   install.cmd LORELAYD-ARGS    e.g. --vm-id 1234abcd-... or
 rem                                --guest tcp:192.0.2.10:50505 --token-file C:\ProgramData\lorelay\token
-rem Run from an elevated prompt. Copies the programs to %ProgramFiles%\lorelay,
+rem Run from an elevated prompt (it checks, and stops if not). Copies the
+rem programs to %ProgramFiles%\lorelay,
 rem the sample config to %ProgramData%\lorelay\lorelay.ini (kept if present),
 rem registers the service (auto start, restart on failure) under the least
 rem privileged account that its guest allows, and starts it.
@@ -17,6 +18,10 @@ rem   anything else (tcp:)         NT SERVICE\lorelayd
 rem   set LORELAY_ACCOUNT=LocalSystem (or another account) before running
 rem   install.cmd to override.
 setlocal EnableExtensions
+rem "net session" needs an administrator's token: without one every step
+rem below would fail on its own, less clearly.
+net session >nul 2>&1
+if errorlevel 1 goto :fail_elevation
 set "SRC=%~dp0"
 set "DEST=%ProgramFiles%\lorelay"
 set "DATA=%ProgramData%\lorelay"
@@ -120,7 +125,13 @@ reg add "HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\%SVC%" /v T
 
 sc.exe start %SVC%
 if errorlevel 1 goto :fail_start
-echo lorelay: installed and started; log: %DATA%\lorelayd.log, status (elevated): "%DEST%\lorelayctl.exe" status
+echo lorelay: installed and started; log: %DATA%\lorelayd.log
+echo lorelay: apply an edited %DATA%\lorelay.ini with: sc.exe control %SVC% paramchange
+echo lorelay: lorelayctl is on PATH in this prompt: lorelayctl status; in another elevated prompt first run:
+echo     set "PATH=%DEST%;%%PATH%%"
+rem endlocal ends this script's variables; the set on the same line is
+rem parsed before it, so PATH outlives it in the prompt that ran this.
+endlocal & set "PATH=%DEST%;%PATH%"
 exit /b 0
 
 :classify
@@ -140,6 +151,9 @@ for /l %%i in (1,1,15) do (
 )
 exit /b 0
 
+:fail_elevation
+echo lorelay: install.cmd needs an elevated prompt: open Command Prompt with "Run as administrator" and run it again 1>&2
+exit /b 1
 :fail_delete
 echo lorelay: could not remove the previous service (run as administrator?) 1>&2
 exit /b 1

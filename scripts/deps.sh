@@ -17,27 +17,34 @@ set -euo pipefail
 mode=${1:-test}
 root=$(cd "$(dirname "$0")/.." && pwd)
 # clang, bpftool, libbpf-dev: the agent's eBPF listener trigger (cmake/LorelayBpf.cmake);
-# without them the agent builds with polling only. libssl-dev: HMAC-SHA256.
-# libcjson-dev: the status and watch documents.
+# the configure fails without them (-DLORELAY_EBPF=OFF: an agent that polls only).
+# libssl-dev: HMAC-SHA256. libcjson-dev: the status and watch documents.
+# libsystemd-dev: lorelayd's sd_notify (Type=notify). The README's tour runs
+# ip (iproute2), python3, curl, jq, dnsmasq (dnsmasq-base: the binary, no
+# system service) and dig (bind9-dnsutils); e2e_run_script checks that list
+# against the tour.
 run_pkgs=(build-essential cmake pkg-config libuv1-dev libinih-dev libssl-dev libcjson-dev
-          iproute2 python3 curl clang bpftool libbpf-dev)
+          libsystemd-dev iproute2 python3 curl jq dnsmasq-base bind9-dnsutils
+          clang bpftool libbpf-dev)
 # dpkg-dev: dpkg-source unpacks and checks the Debian sources.
 win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 # systemd: systemd-analyze checks
 # the shipped units (pkg_deb), it does not become the init system.
 # dnsmasq-base (the binary, no system service), bind9-dnsutils (dig),
 # iperf3: the UDP e2e tests' real server and clients.
-# qemu-system-x86, linux-image-amd64, busybox-static, xz-utils: the VM tier
+# qemu-system-x86, linux-image-amd64, busybox-static, xz-utils, cpio: the VM tier
 # (tests/vm): QEMU runs Debian's kernel with an initramfs of busybox and
-# lorelay's binaries (scripts/vm-image.sh; xz decompresses the modules).
+# lorelay's binaries (scripts/vm-image.sh: cpio packs it, xz decompresses modules).
 test_pkgs=(libcmocka-dev valgrind clang
            mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip
            systemd dnsmasq-base bind9-dnsutils iperf3
            qemu-system-x86 linux-image-amd64 busybox-static xz-utils cpio)
-# The benchmark's tools: the peers it measures against (socat) and the loads
-# (iperf3, redis, wrk + nginx, dnsperf against dnsmasq for UDP), gnuplot for
-# its chart. In `test` too, for the ctest bench_smoke.
-bench_pkgs=(iperf3 redis-server redis-tools socat wrk nginx gnuplot-nox dnsperf dnsmasq-base)
+# The benchmark's tools: the peers it measures against (socat; pasta from
+# passt; RootlessKit with slirp4netns) and the loads (iperf3, redis, wrk +
+# nginx, dnsperf against dnsmasq for UDP), gnuplot for its chart. In `test`
+# too, for the ctest bench_smoke.
+bench_pkgs=(iperf3 redis-server redis-tools socat wrk nginx gnuplot-nox dnsperf dnsmasq-base
+            passt rootlesskit slirp4netns)
 # perf, for `bench/run.sh --profile` (where the relays' CPU goes; bench_smoke
 # runs it too).
 profile_pkgs=(linux-perf)

@@ -7,6 +7,7 @@
 #include "lr_config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <ini.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 #include <uv.h>
 
+#include "lr_addr.h"
 #include "lr_log.h"
 #include "lr_sbuf.h"
 
@@ -46,6 +48,7 @@ void lr_config_defaults(lr_config_t *c) {
   c->zero_copy = 1;
   c->one_hop = 1;
   c->zero_copy_after = 65536;
+  snprintf(c->status_group, sizeof c->status_group, "lorelay");
 }
 
 char *lr_portset_format(const lr_portset_t *s, char *out, size_t len) {
@@ -137,17 +140,120 @@ int lr_portset_contains(const lr_portset_t *s, uint16_t port) {
   return 0;
 }
 
+int lr_portmap_parse(lr_portmap_t *m, const char *text, char *err, size_t errlen) {
+  const char *p = skip_ws(text);
+  m->n = 0;
+  if (*p == '\0') return 0;
+  for (;;) {
+    const char *item = p, *q;
+    int gp = parse_port(p, &q), hp;
+    if (gp < 0) goto bad;
+    p = skip_ws(q);
+    if (*p != ':') goto bad;
+    p = skip_ws(p + 1);
+    hp = parse_port(p, &q);
+    if (hp < 0) goto bad;
+    p = skip_ws(q);
+    for (size_t i = 0; i < m->n; i++) {
+      if (m->m[i].guest == gp) {
+        snprintf(err, errlen, "guest port %d is mapped twice", gp);
+        return -1;
+      }
+      if (m->m[i].host == hp) {
+        snprintf(err, errlen, "host port %d is the target of two guest ports", hp);
+        return -1;
+      }
+    }
+    if (m->n == LR_PORTMAP_MAX) {
+      snprintf(err, errlen, "more than %d entries", LR_PORTMAP_MAX);
+      return -1;
+    }
+    m->m[m->n].guest = (uint16_t)gp;
+    m->m[m->n].host = (uint16_t)hp;
+    m->n++;
+    if (*p == '\0') return 0;
+    if (*p != ',') goto bad;
+    p = skip_ws(p + 1);
+    continue;
+  bad : {
+    size_t n = strcspn(item, ",");
+    snprintf(err, errlen, "'%.*s' is not GUEST:HOST (two ports 1-65535)", (int)n, item);
+    return -1;
+  }
+  }
+}
+
+int lr_portmap_has(const lr_portmap_t *m, uint16_t guest_port) {
+  for (size_t i = 0; i < m->n; i++)
+    if (m->m[i].guest == guest_port) return 1;
+  return 0;
+}
+
+uint16_t lr_portmap_host(const lr_portmap_t *m, uint16_t guest_port) {
+  for (size_t i = 0; i < m->n; i++)
+    if (m->m[i].guest == guest_port) return m->m[i].host;
+  return guest_port;
+}
+
+char *lr_portmap_format(const lr_portmap_t *m, char *out, size_t len) {
+  size_t off = 0;
+  out[0] = '\0';
+  for (size_t i = 0; i < m->n && off < len; i++) {
+    int n = snprintf(out + off, len - off, "%s%u:%u", i ? ", " : "", m->m[i].guest, m->m[i].host);
+    if (n < 0) break;
+    off += (size_t)n;
+  }
+  return out;
+}
+
+typedef struct {
+  char name[140]; /* "lorelay", "guest NAME" */
+  int line, nkeys;
+} section_seen_t;
+
+typedef struct {
+  int section; /* index in sections */
+  char key[64];
+  int line;
+} key_seen_t;
+
 typedef struct {
   lr_config_t *c;
   lr_config_file_t *file; /* NULL: [guest NAME] sections are skipped */
   const char *source;
   int line;
   int errors;
+  char first_error[400];
+  /* what the file held so far: duplicates and empty sections are errors */
+  section_seen_t *sections;
+  size_t nsections;
+  key_seen_t *keys;
+  size_t nkeys;
   /* string reader state */
   const char *text;
   /* file reader state */
   FILE *f;
 } parse_ctx_t;
+
+/* One error line naming the source and line; the first is kept for status. */
+static void LR_PRINTF(3, 4) cerr(parse_ctx_t *ctx, int line, const char *fmt, ...) {
+  char msg[300];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (line > 0)
+    LR_ERROR("%s:%d: %s", ctx->source, line, msg);
+  else
+    LR_ERROR("%s: %s", ctx->source, msg);
+  if (!ctx->errors) {
+    if (line > 0)
+      snprintf(ctx->first_error, sizeof ctx->first_error, "%.80s:%d: %s", ctx->source, line, msg);
+    else
+      snprintf(ctx->first_error, sizeof ctx->first_error, "%.80s: %s", ctx->source, msg);
+  }
+  ctx->errors++;
+}
 
 static int parse_uint_range(const char *v, unsigned lo, unsigned hi, unsigned *out) {
   char *end;
@@ -192,116 +298,205 @@ int lr_config_check_address(const char *s, int loopback4, char *err, size_t errl
   return -1;
 }
 
-/* One [lorelay] key into c: from the [lorelay] section, or (in_guest) a
- * [guest NAME] section's override replayed over the guest's copy. */
+enum { K_BOOL, K_UINT, K_PORTS, K_LEVEL, K_ADDR, K_HOSTADDR, K_PORTMAP, K_GROUP, K_IDENT };
+
+#define OFF(f) offsetof(lr_config_t, f)
+/* Every key, in the order the sample files list them. */
+const lr_config_key_t lr_config_keys[] = {
+    {"localhostForwarding", K_BOOL, LR_KEY_ANY, OFF(localhost_forwarding), 0, 0, NULL},
+    {"ipv6", K_BOOL, LR_KEY_ANY, OFF(ipv6), 0, 0, NULL},
+    {"ignorePorts", K_PORTS, LR_KEY_ANY, OFF(ignore_ports), 0, 0, NULL},
+    {"reversePorts", K_PORTS, LR_KEY_ANY, OFF(reverse_ports), 0, 0, NULL},
+    {"forwardPorts", K_PORTS, LR_KEY_ANY, OFF(forward_ports), 0, 0, NULL},
+    {"portMap", K_PORTMAP, LR_KEY_ANY, OFF(port_map), 0, 0, NULL},
+    {"remapOnConflict", K_BOOL, LR_KEY_ANY, OFF(remap_on_conflict), 0, 0, NULL},
+    {"logLevel", K_LEVEL, LR_KEY_DAEMON, OFF(log_level), 0, 0, NULL},
+    {"conflictRetryMs", K_UINT, LR_KEY_ANY, OFF(conflict_retry_ms), 100, 60000, "milliseconds"},
+    {"listenAddress", K_ADDR, LR_KEY_ANY, OFF(listen_address), 0, 0, NULL},
+    {"udp", K_BOOL, LR_KEY_ANY, OFF(udp), 0, 0, NULL},
+    {"udpIdleTimeout", K_UINT, LR_KEY_ANY, OFF(udp_idle_timeout_s), 1, 86400, "seconds"},
+    {"oneHop", K_BOOL, LR_KEY_ANY, OFF(one_hop), 0, 0, NULL},
+    {"zeroCopy", K_BOOL, LR_KEY_DAEMON, OFF(zero_copy), 0, 0, NULL},
+    {"zeroCopyAfter", K_UINT, LR_KEY_DAEMON, OFF(zero_copy_after), 0, 1024u * 1024 * 1024,
+     "bytes"},
+    {"statusGroup", K_GROUP, LR_KEY_DAEMON, OFF(status_group), 0, 0, NULL},
+    {"maxStandins", K_UINT, LR_KEY_ANY, OFF(max_standins), 1, 131072, "sockets"},
+    {"maxConnections", K_UINT, LR_KEY_ANY, OFF(max_connections), 1, 1000000, "connections"},
+    {"maxConnectionsPerPort", K_UINT, LR_KEY_ANY, OFF(max_connections_per_port), 1, 1000000,
+     "connections"},
+    {"maxPendingReverse", K_UINT, LR_KEY_ANY, OFF(max_pending_reverse), 1, 65536,
+     "connections"},
+    {"maxUdpFlows", K_UINT, LR_KEY_ANY, OFF(max_udp_flows), 1, 1000000, "flows"},
+    {"maxUdpFlowsPerPort", K_UINT, LR_KEY_ANY, OFF(max_udp_flows_per_port), 1, 1000000, "flows"},
+    {"controlQueueBytes", K_UINT, LR_KEY_ANY, OFF(control_queue_bytes), 65536,
+     1024u * 1024 * 1024, "bytes"},
+    {"maxStatusClients", K_UINT, LR_KEY_DAEMON, OFF(max_status_clients), 1, 4096, "clients"},
+    {"statusIdleTimeoutMs", K_UINT, LR_KEY_DAEMON, OFF(status_idle_timeout_ms), 100, 600000,
+     "milliseconds"},
+    {"scanIntervalMs", K_UINT, LR_KEY_AGENT, OFF(scan_interval_ms), 10, 10000, "milliseconds"},
+    {"ebpf", K_BOOL, LR_KEY_AGENT, OFF(ebpf), 0, 0, NULL},
+    {"ebpfScanIntervalMs", K_UINT, LR_KEY_AGENT, OFF(ebpf_scan_interval_ms), 100, 600000,
+     "milliseconds"},
+    {"udpScanIntervalMs", K_UINT, LR_KEY_AGENT, OFF(udp_scan_interval_ms), 10, 10000,
+     "milliseconds"},
+    {"netns", K_IDENT, LR_KEY_GUEST, 0, 0, 0, NULL},
+    {"transport", K_IDENT, LR_KEY_GUEST, 0, 0, 0, NULL},
+    {"tokenFile", K_IDENT, LR_KEY_GUEST, 0, 0, 0, NULL},
+    {"hostAddress", K_HOSTADDR, LR_KEY_GUEST, OFF(host_address), 0, 0, NULL},
+};
+#undef OFF
+const size_t lr_config_nkeys = sizeof lr_config_keys / sizeof lr_config_keys[0];
+
+static const lr_config_key_t *key_find(const char *name) {
+  for (size_t i = 0; i < lr_config_nkeys; i++)
+    if (lr_streq_nocase(name, lr_config_keys[i].name)) return &lr_config_keys[i];
+  return NULL;
+}
+
+void lr_config_key_default(const lr_config_key_t *k, char *out, size_t len) {
+  lr_config_t d;
+  lr_config_defaults(&d);
+  const char *f = (const char *)&d + k->off;
+  out[0] = '\0';
+  switch (k->kind) {
+    case K_BOOL: snprintf(out, len, "%s", *(const int *)(const void *)f ? "true" : "false"); break;
+    case K_UINT: snprintf(out, len, "%u", *(const unsigned *)(const void *)f); break;
+    case K_PORTS: {
+      const lr_portset_t *ps = (const void *)f;
+      if (ps->n) lr_portset_format(ps, out, len);
+      break;
+    }
+    case K_PORTMAP: lr_portmap_format((const void *)f, out, len); break;
+    case K_LEVEL: snprintf(out, len, "%s", lr_log_level_name(*(const int *)(const void *)f)); break;
+    case K_ADDR:
+    case K_GROUP: snprintf(out, len, "%s", f); break;
+    default: break;
+  }
+}
+
+/* Case-insensitive Levenshtein distance, for "did you mean". */
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b), row[64], i, j;
+  if (la >= 63 || lb >= 63) return 99;
+  for (j = 0; j <= lb; j++) row[j] = j;
+  for (i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (j = 1; j <= lb; j++) {
+      char x = a[i - 1], y = b[j - 1];
+      if (x >= 'A' && x <= 'Z') x = (char)(x + 32);
+      if (y >= 'A' && y <= 'Z') y = (char)(y + 32);
+      size_t up = row[j], best = diag + (x != y);
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      diag = up;
+      row[j] = best;
+    }
+  }
+  return row[lb];
+}
+
+const char *lr_config_suggest(const char *name) {
+  const char *best = NULL;
+  size_t bd = 99, n = strlen(name);
+  for (size_t i = 0; i < lr_config_nkeys; i++) {
+    size_t d = edit_distance(name, lr_config_keys[i].name);
+    if (d < bd) bd = d, best = lr_config_keys[i].name;
+  }
+  /* a near miss: a typo or two, or a third of the word at most */
+  return best && (bd <= 2 || bd * 3 <= n) ? best : NULL;
+}
+
+static const char *scope_where(int scope) {
+  switch (scope) {
+    case LR_KEY_DAEMON: return "it is one value for the whole lorelayd: set it in [lorelay]";
+    case LR_KEY_AGENT: return "it is read by lorelay-agent from its own config's [lorelay]";
+    default: return "it belongs in a [guest NAME] section";
+  }
+}
+
+/* One key into c: from the [lorelay] section, or (in_guest) a [guest NAME]
+ * section's key replayed over the guest's copy of [lorelay]. */
 static int apply_key(parse_ctx_t *ctx, lr_config_t *c, const char *name, const char *value,
                      int in_guest) {
   char err[160];
   int b;
-  if (lr_streq_nocase(name, "listenAddress") || lr_streq_nocase(name, "hostAddress")) {
-    int host = lr_streq_nocase(name, "hostAddress");
-    if (host && !in_guest) {
-      LR_WARN("%s:%d: hostAddress belongs in a [guest NAME] section: ignored", ctx->source,
-              ctx->line);
+  const lr_config_key_t *k = key_find(name);
+  if (!k) {
+    const char *nearest = lr_config_suggest(name);
+    if (nearest)
+      cerr(ctx, ctx->line, "unknown key '%s': did you mean `%s`?", name, nearest);
+    else
+      cerr(ctx, ctx->line, "unknown key '%s' (the keys are listed in the sample lorelay.ini)",
+           name);
+    return 1;
+  }
+  if ((in_guest && (k->scope == LR_KEY_DAEMON || k->scope == LR_KEY_AGENT)) ||
+      (!in_guest && k->scope == LR_KEY_GUEST)) {
+    cerr(ctx, ctx->line, "%s cannot be set in %s: %s", k->name,
+         in_guest ? "a [guest NAME] section" : "[lorelay]", scope_where(k->scope));
+    return 1;
+  }
+  char *f = (char *)c + k->off;
+  switch (k->kind) {
+    case K_ADDR:
+    case K_HOSTADDR:
+      if (*value && lr_config_check_address(value, k->kind == K_HOSTADDR, err, sizeof err) != 0) {
+        cerr(ctx, ctx->line, "%s = '%s': %s", k->name, value, err);
+        return 1;
+      }
+      snprintf(f, LR_ADDRESS_MAX, "%s", value);
+      return 1;
+    case K_BOOL:
+      if ((b = lr_parse_bool(value)) < 0)
+        cerr(ctx, ctx->line, "%s = '%s' is not a boolean (true/false)", k->name, value);
+      else
+        *(int *)(void *)f = b;
+      return 1;
+    case K_PORTS:
+      if (lr_portset_parse((lr_portset_t *)(void *)f, value, err, sizeof err)) {
+        cerr(ctx, ctx->line, "%s: %s", k->name, err);
+        ((lr_portset_t *)(void *)f)->n = 0;
+      }
+      return 1;
+    case K_PORTMAP:
+      if (lr_portmap_parse((lr_portmap_t *)(void *)f, value, err, sizeof err)) {
+        cerr(ctx, ctx->line, "%s: %s", k->name, err);
+        ((lr_portmap_t *)(void *)f)->n = 0;
+      }
+      return 1;
+    case K_LEVEL: {
+      int lvl = lr_log_level_parse(value);
+      if (lvl < 0)
+        cerr(ctx, ctx->line, "logLevel = '%s' is not one of error, warn, info, debug", value);
+      else
+        *(int *)(void *)f = lvl;
       return 1;
     }
-    if (*value && lr_config_check_address(value, host, err, sizeof err) != 0) {
-      LR_ERROR("%s:%d: %s = '%s': %s", ctx->source, ctx->line, host ? "hostAddress" : "listenAddress",
-               value, err);
-      ctx->errors++;
+    case K_GROUP: {
+      size_t n = strlen(value);
+      int ok = n > 0 && n < LR_GROUP_MAX && value[0] != '-';
+      for (const char *p = value; ok && *p; p++)
+        ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+             *p == '_' || *p == '-' || *p == '.';
+      if (!ok)
+        cerr(ctx, ctx->line, "%s = '%s' is not a group name (1-%d letters, digits, '_', '-', '.')",
+             k->name, value, LR_GROUP_MAX - 1);
+      else
+        snprintf(f, LR_GROUP_MAX, "%s", value);
       return 1;
     }
-    snprintf(host ? c->host_address : c->listen_address, sizeof c->listen_address, "%s", value);
-    return 1;
-  }
-  if (in_guest && (lr_streq_nocase(name, "logLevel") || lr_streq_nocase(name, "maxStatusClients") ||
-                   lr_streq_nocase(name, "statusIdleTimeoutMs"))) {
-    LR_WARN("%s:%d: %s is daemon-wide: set it in [lorelay] (ignored here)", ctx->source,
-            ctx->line, name);
-    return 1;
-  }
-#define BOOL_KEY(key, field)                                                                  \
-  if (lr_streq_nocase(name, key)) {                                                                       \
-    if ((b = lr_parse_bool(value)) < 0) {                                                     \
-      LR_ERROR("%s:%d: %s = '%s' is not a boolean (true/false)", ctx->source,    \
-               ctx->line, key, value);                                                          \
-      ctx->errors++;                                                                          \
-    } else {                                                                                  \
-      c->field = b;                                                                           \
-    }                                                                                         \
-    return 1;                                                                                 \
-  }
-  BOOL_KEY("localhostForwarding", localhost_forwarding)
-  BOOL_KEY("ipv6", ipv6)
-  BOOL_KEY("remapOnConflict", remap_on_conflict)
-  BOOL_KEY("ebpf", ebpf)
-  BOOL_KEY("zeroCopy", zero_copy)
-  BOOL_KEY("oneHop", one_hop)
-  BOOL_KEY("udp", udp)
-#undef BOOL_KEY
-  if (lr_streq_nocase(name, "ignorePorts") || lr_streq_nocase(name, "reversePorts") ||
-      lr_streq_nocase(name, "forwardPorts")) {
-    lr_portset_t *s = lr_streq_nocase(name, "ignorePorts")    ? &c->ignore_ports
-                      : lr_streq_nocase(name, "reversePorts") ? &c->reverse_ports
-                                                              : &c->forward_ports;
-    if (lr_portset_parse(s, value, err, sizeof err)) {
-      LR_ERROR("%s:%d: %s: %s", ctx->source, ctx->line, name, err);
-      s->n = 0;
-      ctx->errors++;
+    case K_UINT: {
+      unsigned v;
+      if (parse_uint_range(value, k->lo, k->hi, &v))
+        cerr(ctx, ctx->line, "%s = '%s' is not a number of %s in %u..%u", k->name, value, k->what,
+             k->lo, k->hi);
+      else
+        *(unsigned *)(void *)f = v;
+      return 1;
     }
-    return 1;
+    default: return 1; /* K_IDENT: guest_key keeps those */
   }
-  if (lr_streq_nocase(name, "logLevel")) {
-    int lvl = lr_log_level_parse(value);
-    if (lvl < 0) {
-      LR_ERROR("%s:%d: logLevel = '%s' is not one of error, warn, info, debug",
-               ctx->source, ctx->line, value);
-      ctx->errors++;
-    } else {
-      c->log_level = lvl;
-    }
-    return 1;
-  }
-  static const struct {
-    const char *key, *what;
-    size_t off;
-    unsigned lo, hi;
-  } numbers[] = {
-      {"scanIntervalMs", "milliseconds", offsetof(lr_config_t, scan_interval_ms), 10, 10000},
-      {"ebpfScanIntervalMs", "milliseconds", offsetof(lr_config_t, ebpf_scan_interval_ms), 100,
-       600000},
-      {"conflictRetryMs", "milliseconds", offsetof(lr_config_t, conflict_retry_ms), 100, 60000},
-      {"maxStandins", "sockets", offsetof(lr_config_t, max_standins), 1, 131072},
-      {"maxConnections", "connections", offsetof(lr_config_t, max_connections), 1, 1000000},
-      {"maxConnectionsPerPort", "connections", offsetof(lr_config_t, max_connections_per_port), 1,
-       1000000},
-      {"maxPendingReverse", "connections", offsetof(lr_config_t, max_pending_reverse), 1, 65536},
-      {"udpIdleTimeout", "seconds", offsetof(lr_config_t, udp_idle_timeout_s), 1, 86400},
-      {"udpScanIntervalMs", "milliseconds", offsetof(lr_config_t, udp_scan_interval_ms), 10,
-       10000},
-      {"maxUdpFlows", "flows", offsetof(lr_config_t, max_udp_flows), 1, 1000000},
-      {"maxUdpFlowsPerPort", "flows", offsetof(lr_config_t, max_udp_flows_per_port), 1, 1000000},
-      {"controlQueueBytes", "bytes", offsetof(lr_config_t, control_queue_bytes), 65536,
-       1024u * 1024 * 1024},
-      {"maxStatusClients", "clients", offsetof(lr_config_t, max_status_clients), 1, 4096},
-      {"statusIdleTimeoutMs", "milliseconds", offsetof(lr_config_t, status_idle_timeout_ms), 100,
-       600000},
-      {"zeroCopyAfter", "bytes", offsetof(lr_config_t, zero_copy_after), 0, 1024u * 1024 * 1024},
-  };
-  for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
-    unsigned v;
-    if (!lr_streq_nocase(name, numbers[i].key)) continue;
-    if (parse_uint_range(value, numbers[i].lo, numbers[i].hi, &v)) {
-      LR_ERROR("%s:%d: %s = '%s' is not a number of %s in %u..%u", ctx->source, ctx->line,
-               numbers[i].key, value, numbers[i].what, numbers[i].lo, numbers[i].hi);
-      ctx->errors++;
-    } else {
-      *(unsigned *)(void *)((char *)c + numbers[i].off) = v;
-    }
-    return 1;
-  }
-  LR_WARN("%s:%d: unknown key '%s' ignored", ctx->source, ctx->line, name);
-  return 1;
 }
 
 static int prefix_nocase(const char *s, const char *prefix) {
@@ -329,13 +524,12 @@ static lr_guest_conf_t *guest_get(parse_ctx_t *ctx, const char *name) {
   for (size_t i = 0; i < f->nguests; i++)
     if (!strcmp(f->guests[i].name, name)) return &f->guests[i];
   if (f->nguests == LR_MAX_GUESTS) {
-    LR_ERROR("%s:%d: more than %d [guest] sections", ctx->source, ctx->line, LR_MAX_GUESTS);
-    ctx->errors++;
+    cerr(ctx, ctx->line, "more than %d [guest] sections", LR_MAX_GUESTS);
     return NULL;
   }
   lr_guest_conf_t *g = realloc(f->guests, (f->nguests + 1) * sizeof *g);
   if (!g) {
-    ctx->errors++;
+    cerr(ctx, ctx->line, "out of memory");
     return NULL;
   }
   f->guests = g;
@@ -351,9 +545,8 @@ static lr_guest_conf_t *guest_get(parse_ctx_t *ctx, const char *name) {
  * whole file is read (the [lorelay] section may come after it). */
 static int guest_key(parse_ctx_t *ctx, const char *gname, const char *name, const char *value) {
   if (!lr_config_guest_name_ok(gname)) {
-    LR_ERROR("%s:%d: [guest %s]: a guest name is 1-%d letters, digits, '.', '_' or '-'",
-             ctx->source, ctx->line, gname, LR_GUEST_NAME_MAX - 1);
-    ctx->errors++;
+    cerr(ctx, ctx->line, "[guest %s]: a guest name is 1-%d letters, digits, '.', '_' or '-'",
+         gname, LR_GUEST_NAME_MAX - 1);
     return 1;
   }
   lr_guest_conf_t *g = guest_get(ctx, gname);
@@ -368,14 +561,12 @@ static int guest_key(parse_ctx_t *ctx, const char *gname, const char *name, cons
   for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
     if (!lr_streq_nocase(name, ids[i].key)) continue;
     if (!*value || strlen(value) >= ids[i].len) {
-      LR_ERROR("%s:%d: [guest %s] %s: expected 1-%zu characters", ctx->source, ctx->line,
-               gname, ids[i].key, ids[i].len - 1);
-      ctx->errors++;
+      cerr(ctx, ctx->line, "[guest %s] %s: expected 1-%zu characters", gname, ids[i].key,
+           ids[i].len - 1);
     } else if (!strcmp(ids[i].key, "netns") && !lr_config_guest_name_ok(value)) {
-      LR_ERROR("%s:%d: [guest %s] netns = '%s' is not a namespace name (letters, digits, "
-               "'.', '_', '-')",
-               ctx->source, ctx->line, gname, value);
-      ctx->errors++;
+      cerr(ctx, ctx->line,
+           "[guest %s] netns = '%s' is not a namespace name (letters, digits, '.', '_', '-')",
+           gname, value);
     } else {
       snprintf(ids[i].dst, ids[i].len, "%s", value);
     }
@@ -384,8 +575,7 @@ static int guest_key(parse_ctx_t *ctx, const char *gname, const char *name, cons
   lr_guest_override_t *o = realloc(g->overrides, (g->noverrides + 1) * sizeof *o);
   if (!o || g->noverrides >= 256) {
     if (o) g->overrides = o;
-    LR_ERROR("%s:%d: [guest %s]: too many keys", ctx->source, ctx->line, gname);
-    ctx->errors++;
+    cerr(ctx, ctx->line, "[guest %s]: too many keys", gname);
     return 1;
   }
   g->overrides = o;
@@ -393,22 +583,91 @@ static int guest_key(parse_ctx_t *ctx, const char *gname, const char *name, cons
   o->key = strdup(name);
   o->value = strdup(value);
   o->line = ctx->line;
-  if (!o->key || !o->value) ctx->errors++;
+  if (!o->key || !o->value) cerr(ctx, ctx->line, "out of memory");
   return 1;
+}
+
+/* A key seen twice in one section is an error naming both lines (last
+ * wins would hide which one is in effect). 0: first time. */
+static int key_duplicate(parse_ctx_t *ctx, const char *name) {
+  if (!ctx->nsections) return 0;
+  int sec = (int)ctx->nsections - 1;
+  ctx->sections[sec].nkeys++;
+  for (size_t i = 0; i < ctx->nkeys; i++)
+    if (ctx->keys[i].section == sec && lr_streq_nocase(ctx->keys[i].key, name)) {
+      cerr(ctx, ctx->line, "%s is set twice in [%s] (first on line %d)", name,
+           ctx->sections[sec].name, ctx->keys[i].line);
+      return 1;
+    }
+  key_seen_t *k = realloc(ctx->keys, (ctx->nkeys + 1) * sizeof *k);
+  if (!k) return 0;
+  ctx->keys = k;
+  k = &ctx->keys[ctx->nkeys++];
+  k->section = sec;
+  k->line = ctx->line;
+  snprintf(k->key, sizeof k->key, "%s", name);
+  return 0;
 }
 
 static int handler(void *user, const char *section, const char *name, const char *value) {
   parse_ctx_t *ctx = user;
   char gname[128];
+  if (!section[0]) {
+    cerr(ctx, ctx->line, "key '%s' before any section: put it under [lorelay]", name);
+    return 1;
+  }
+  if (key_duplicate(ctx, name)) return 1;
   if (lr_streq_nocase(section, "lorelay")) return apply_key(ctx, ctx->c, name, value, 0);
   if (guest_section_name(section, gname, sizeof gname)) {
     /* Read by lorelayd; a reader without a guest list (the agent) skips them. */
     return ctx->file ? guest_key(ctx, gname, name, value) : 1;
   }
-  LR_WARN("%s:%d: key '%s' in section [%s] ignored (lorelay reads [lorelay] and "
-          "[guest NAME])",
-          ctx->source, ctx->line, name, section);
-  return 1;
+  return 1; /* an unknown section: said once, at its header */
+}
+
+/* A section header: a duplicate or an unknown section is an error at its
+ * line; an empty one is found when the next header or the end comes. */
+static void section_begin(parse_ctx_t *ctx, const char *line) {
+  char raw[140], canon[140], gname[128];
+  const char *end = strchr(line + 1, ']');
+  if (!end) return; /* inih reports the line */
+  snprintf(raw, sizeof raw, "%.*s", (int)(end - line - 1), line + 1);
+  if (guest_section_name(raw, gname, sizeof gname))
+    snprintf(canon, sizeof canon, "guest %s", gname);
+  else if (lr_streq_nocase(raw, "lorelay"))
+    snprintf(canon, sizeof canon, "lorelay");
+  else {
+    snprintf(canon, sizeof canon, "%s", raw);
+    cerr(ctx, ctx->line, "unknown section [%s] (lorelay reads [lorelay] and [guest NAME])", raw);
+  }
+  for (size_t i = 0; i < ctx->nsections; i++)
+    if (!strcmp(ctx->sections[i].name, canon)) {
+      cerr(ctx, ctx->line, "section [%s] appears twice (first on line %d): merge them", canon,
+           ctx->sections[i].line);
+      break;
+    }
+  section_seen_t *s = realloc(ctx->sections, (ctx->nsections + 1) * sizeof *s);
+  if (!s) return;
+  ctx->sections = s;
+  s = &ctx->sections[ctx->nsections++];
+  snprintf(s->name, sizeof s->name, "%s", canon);
+  s->line = ctx->line;
+  s->nkeys = 0;
+}
+
+static void sections_check(parse_ctx_t *ctx) {
+  /* [lorelay] with every key commented out is the shipped samples' shape
+   * (all defaults); an empty [guest NAME] is a guest that cannot start. */
+  for (size_t i = 0; i < ctx->nsections; i++)
+    if (!ctx->sections[i].nkeys && !strncmp(ctx->sections[i].name, "guest ", 6))
+      cerr(ctx, ctx->sections[i].line,
+           "section [%s] is empty (a guest needs netns = NAME or transport = ADDRESS)",
+           ctx->sections[i].name);
+  free(ctx->sections);
+  free(ctx->keys);
+  ctx->sections = NULL;
+  ctx->keys = NULL;
+  ctx->nsections = ctx->nkeys = 0;
 }
 
 /* Every line passes through here on its way to inih:
@@ -420,9 +679,7 @@ static int handler(void *user, const char *section, const char *name, const char
 static char *deliver_line(parse_ctx_t *ctx, char *str, size_t n, int complete) {
   ctx->line++;
   if (!complete) {
-    LR_ERROR("%s:%d: line longer than %d characters: ignored", ctx->source,
-             ctx->line, INI_MAX_LINE - 2);
-    ctx->errors++;
+    cerr(ctx, ctx->line, "line longer than %d characters", INI_MAX_LINE - 2);
     str[0] = '\n';
     str[1] = '\0';
     return str;
@@ -430,6 +687,7 @@ static char *deliver_line(parse_ctx_t *ctx, char *str, size_t n, int complete) {
   size_t k = 0;
   while (k < n && (str[k] == ' ' || str[k] == '\t')) k++;
   if (k) memmove(str, str + k, n - k + 1);
+  if (str[0] == '[') section_begin(ctx, str);
   return str;
 }
 
@@ -464,12 +722,13 @@ static char *file_reader(char *str, int num, void *stream) {
 static int finish(parse_ctx_t *ctx, int rc) {
   if (rc > 0) {
     /* inih reports the first line it could not parse (no '=' or ']'). */
-    LR_ERROR("%s:%d: not a 'key = value' line or [section] header", ctx->source, rc);
-    ctx->errors++;
+    cerr(ctx, rc, "not a 'key = value' line or [section] header");
   } else if (rc < 0) {
-    LR_ERROR("%s: could not be parsed (out of memory)", ctx->source);
-    ctx->errors++;
+    cerr(ctx, 0, "could not be parsed (out of memory)");
   }
+  sections_check(ctx);
+  if (ctx->file && ctx->errors)
+    snprintf(ctx->file->first_error, sizeof ctx->file->first_error, "%s", ctx->first_error);
   return ctx->errors ? -1 : 0;
 }
 
@@ -492,9 +751,15 @@ static int finish_guests(parse_ctx_t *ctx, int rc) {
         apply_key(ctx, &g->cfg, g->overrides[k].key, g->overrides[k].value, 1);
     }
     if (!!g->netns[0] == !!g->transport[0]) {
-      LR_ERROR("%s:%d: [guest %s] needs exactly one of netns = NAME or transport = ADDRESS",
-               ctx->source, g->line, g->name);
-      ctx->errors++;
+      cerr(ctx, g->line, "[guest %s] needs exactly one of netns = NAME or transport = ADDRESS",
+           g->name);
+    } else if (g->transport[0]) {
+      /* A typo in an address is refused here, before anything running
+       * changes, not when the guest would be started. */
+      lr_taddr_t a;
+      char err[200];
+      if (lr_taddr_parse(g->transport, &a, err, sizeof err) != 0)
+        cerr(ctx, g->line, "[guest %s] transport = '%s': %s", g->name, g->transport, err);
     }
     /* hostAddress gives a guest its own IPv4 loopback address; IPv6 has
      * only ::1, which every guest would share, so such a guest gets no
@@ -517,7 +782,8 @@ int lr_config_file_load(lr_config_file_t *f, const char *path, int missing_ok) {
   FILE *fp = fopen(path, "r");
   if (!fp) {
     if (errno == ENOENT && missing_ok) return 0;
-    LR_ERROR("config %s: %s", path, strerror(errno));
+    snprintf(f->first_error, sizeof f->first_error, "config %s: %s", path, strerror(errno));
+    LR_ERROR("%s", f->first_error);
     return -1;
   }
   parse_ctx_t ctx = {.c = &f->base, .file = f, .source = path, .f = fp};

@@ -4,10 +4,14 @@
  * that guest's own value).
  *
  * Parsed with inih; this module adds typed values, port lists with ranges,
- * and errors that name the file, line and key. Unknown keys are a warning
- * (a newer config on an older binary must still start); a bad value is an
- * error (a daemon that silently ignores "ipv6=flase" is worse than one that
- * refuses to start). */
+ * and errors that name the file, line and key. The file is strict: an
+ * unknown key (with "did you mean" for a near miss), a duplicate key or
+ * section, an empty section, a bad value, or a key in a section where it
+ * cannot take effect is an error. A daemon that silently ignores
+ * "reversePort = 5432" (and, on reload, resets the key the user meant) is
+ * worse than one that refuses the file. Every key is in one table
+ * (lr_config_keys), which also gives its default as text, so the shipped
+ * sample files are checked against the code. */
 #ifndef LR_CONFIG_H
 #define LR_CONFIG_H
 
@@ -27,6 +31,17 @@ typedef struct {
   size_t n;
   lr_port_range_t r[LR_PORTSET_MAX_RANGES];
 } lr_portset_t;
+
+/* portMap: guest port -> host port, per guest too. */
+#define LR_PORTMAP_MAX 64
+typedef struct {
+  size_t n;
+  struct {
+    uint16_t guest, host;
+  } m[LR_PORTMAP_MAX];
+} lr_portmap_t;
+
+#define LR_GROUP_MAX 64 /* statusGroup */
 
 typedef struct {
   int localhost_forwarding; /* localhostForwarding, default 1 */
@@ -57,8 +72,8 @@ typedef struct {
   unsigned status_idle_timeout_ms;  /* statusIdleTimeoutMs: a status client's whole budget */
   /* The relay's zero-copy path (Linux splice), both sides. */
   int zero_copy;                    /* zeroCopy, default 1 */
-  int one_hop;                      /* oneHop (host, --netns guests): the agent hands
-                                     * over server sockets, default 1 */
+  int one_hop;                      /* oneHop (host, --netns guests): lorelayd connects
+                                     * inside the namespace itself, default 1 */
   unsigned zero_copy_after;         /* zeroCopyAfter: one read this large (bytes)
                                      * switches a connection, default 65536 */
   /* Where stand-ins listen. Empty: loopback. listenAddress is opt-in LAN
@@ -66,7 +81,36 @@ typedef struct {
    * hostAddress (guest sections only) is a 127.x.y.z of the guest's own. */
   char listen_address[LR_ADDRESS_MAX];
   char host_address[LR_ADDRESS_MAX];
+  lr_portmap_t port_map;            /* portMap = GUEST:HOST, ... */
+  char status_group[LR_GROUP_MAX];  /* statusGroup: the status socket's group, default lorelay */
 } lr_config_t;
+
+/* Where a key may be set. */
+enum {
+  LR_KEY_ANY = 0,    /* [lorelay], and [guest NAME] as that guest's own value */
+  LR_KEY_DAEMON = 1, /* [lorelay] only: one value for the whole process */
+  LR_KEY_AGENT = 2,  /* [lorelay] only: read by lorelay-agent */
+  LR_KEY_GUEST = 3,  /* [guest NAME] only */
+};
+
+typedef struct {
+  const char *name;
+  int kind;  /* internal: how the value is parsed */
+  int scope; /* LR_KEY_* */
+  size_t off;
+  unsigned lo, hi;  /* numbers: the accepted range */
+  const char *what; /* numbers: the unit, for messages */
+} lr_config_key_t;
+
+/* Every key lorelay reads, [lorelay] and [guest NAME] alike. */
+extern const lr_config_key_t lr_config_keys[];
+extern const size_t lr_config_nkeys;
+/* The key's default as it would be written in the file ("true", "1000",
+ * "1024-65535", "" for an empty list). Guest-only keys have none: "". */
+void lr_config_key_default(const lr_config_key_t *k, char *out, size_t len);
+/* The known key nearest to name (case-insensitive edit distance), or NULL
+ * when none is close. */
+const char *lr_config_suggest(const char *name);
 
 typedef struct {
   char *key, *value;
@@ -90,6 +134,7 @@ typedef struct {
   lr_config_t base; /* [lorelay] */
   lr_guest_conf_t *guests;
   size_t nguests;
+  char first_error[400]; /* the first error logged while reading, for status */
 } lr_config_file_t;
 
 void lr_config_defaults(lr_config_t *c);
@@ -116,6 +161,13 @@ int lr_config_guest_name_ok(const char *s);
 /* An address for listenAddress (any IPv4/IPv6 literal) or, loopback4,
  * hostAddress (127.x.y.z). 0, or -1 with a reason in err. */
 int lr_config_check_address(const char *s, int loopback4, char *err, size_t errlen);
+
+/* "80:8080, 5432:15432". 0 or -1 with a reason in err. */
+int lr_portmap_parse(lr_portmap_t *m, const char *text, char *err, size_t errlen);
+/* The host port a guest port maps to (itself when not mapped). */
+uint16_t lr_portmap_host(const lr_portmap_t *m, uint16_t guest_port);
+int lr_portmap_has(const lr_portmap_t *m, uint16_t guest_port);
+char *lr_portmap_format(const lr_portmap_t *m, char *out, size_t len);
 
 /* "22,8000-8010". 0 or -1 with a reason in err. */
 int lr_portset_parse(lr_portset_t *s, const char *text, char *err, size_t errlen);

@@ -2,7 +2,8 @@
  *
  * Forward: a client accepted on a stand-in gets its own transport stream to
  * the agent (preamble + OPEN), waits for OPEN_RESULT, then hands both
- * sockets to the relay. Reverse: the agent asks over the control stream
+ * sockets to the relay. For a namespace guest (one hop) there is no stream:
+ * lorelayd connects to the server inside the namespace itself (below). Reverse: the agent asks over the control stream
  * (REVERSE_OPEN) for a port the host's reversePorts lists; the host connects
  * to its own loopback server, opens a reverse stream (preamble + ATTACH) and
  * relays. Either way the host opens every stream, and a refusal reaches the
@@ -23,8 +24,11 @@
 #include "lr_log.h"
 #include "lr_transport.h"
 
+static void ns_wait_unlink(lr_conn_t *c);
+
 static void conn_destroy(lr_conn_t *c) {
   lr_guest_t *g = c->g;
+  lr_relay_ids_del(&g->stream_ids, &c->relay);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -33,6 +37,7 @@ static void conn_destroy(lr_conn_t *c) {
   if (c->rev_pending) g->nreverse_pending--;
   g->nconns--;
   c->b->active--;
+  if (c->ns_waiting) ns_wait_unlink(c);
   if (c->flow) lr_udp_flow_free(c);
   lr_binding_unref(c->b);
   free(c->rx);
@@ -42,6 +47,10 @@ static void conn_destroy(lr_conn_t *c) {
 
 static void conn_closed(lr_relay_t *r) {
   lr_conn_t *c = (lr_conn_t *)r;
+  if (r->fds_refused)
+    lr_guest_warn(c->g, &c->g->fds_log,
+                  "the agent sent file descriptors on a %s stream: closed them and dropped it",
+                  c->reverse ? "reverse" : "data");
   if (c->connecting)
     c->dead = 1; /* conn_transport_ready finishes the job */
   else
@@ -65,7 +74,9 @@ static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) {
       lr_session_send(c->g, f, lr_encode_reverse_fail(f, sizeof f, c->rev_id, LR_ERR_REFUSED, msg));
     }
   } else {
-    LR_INFO("%s: connection to guest port %u: %s", c->g->name, c->b->key.port, msg);
+    LR_INFO("%s: connection to guest port %u: %s", c->g->name,
+            c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port,
+            lr_guest_err_text(c->g, msg));
   }
   free(c->rx);
   c->rx = NULL;
@@ -93,6 +104,43 @@ static int conn_write(lr_conn_t *c, const uint8_t *p, size_t n, const char *what
   return 0;
 }
 
+/* Close notices for this connection, sent on the guest's control stream;
+ * -1 while there is none (the relay then shuts the stream down itself). */
+static int conn_notice(lr_relay_t *r, uint8_t kind, uint64_t bytes) {
+  lr_conn_t *c = (lr_conn_t *)r;
+  lr_guest_t *g = c->g;
+  if (!g->ctl || g->state != LR_G_CONNECTED) return -1;
+  lr_stream_close_t m = {r->id, kind, bytes};
+  uint8_t f[LR_FRAME_HDR_LEN + 13];
+  lr_session_send(g, f, lr_encode_stream_close(f, sizeof f, &m));
+  return g->ctl ? 0 : -1; /* the send may have dropped an agent that does not read */
+}
+
+/* A relayed TCP stream (forward or reverse) of an agent that takes close
+ * notices gets an id for them. Over hybrid vsock our FIN then goes as a notice alone: the device
+ * would turn a shutdown of its Unix stream into a full close of the guest's
+ * socket, and the guest server could no longer answer. */
+static uint32_t conn_number(lr_conn_t *c) {
+  lr_guest_t *g = c->g;
+  if (c->flow || !(g->agent_caps & LR_CAP_CLOSE_NOTICE)) return 0;
+  if (!c->relay.id) {
+    /* Skips 0 and, after a wrap, ids still in use. */
+    for (int tries = 0; tries < 16 && !c->relay.id; tries++) {
+      c->relay.id = ++g->next_stream_id ? g->next_stream_id : ++g->next_stream_id;
+      if (lr_relay_ids_add(&g->stream_ids, &c->relay) != 0) c->relay.id = 0;
+    }
+    if (!c->relay.id) return 0;
+    c->relay.notice = conn_notice;
+    c->relay.notice_only = g->addr.kind == LR_TADDR_FC;
+  }
+  return c->relay.id;
+}
+
+void lr_conn_stream_close(lr_guest_t *g, const lr_stream_close_t *m) {
+  lr_relay_t *r = lr_relay_ids_find(&g->stream_ids, m->id);
+  if (r) lr_relay_peer_notice(r, m->kind, m->bytes);
+}
+
 /* OPEN or ATTACH, with the preamble in front unless it went out already
  * (with a key it goes first, and the request waits for CHALLENGE). */
 static int conn_send_request(lr_conn_t *c, int with_preamble) {
@@ -108,14 +156,16 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     lr_attach_t at;
     memset(&at, 0, sizeof at);
     at.id = c->rev_id;
+    at.stream_id = conn_number(c);
     if (keyed && rc == 0) rc = lr_auth_sign_attach(&c->auth, &at);
     n += lr_encode_attach(buf + n, sizeof buf - n, &at);
   } else {
     lr_open_t o;
     memset(&o, 0, sizeof o);
     o.family = c->b->key.family;
-    o.port = c->b->key.port;
-    o.flags = (uint8_t)((c->flow ? LR_OPEN_UDP : 0) | (c->want_fd ? LR_OPEN_PASS_FD : 0));
+    o.port = c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port; /* portMap */
+    o.flags = c->flow ? LR_OPEN_UDP : 0;
+    o.stream_id = conn_number(c);
     if (keyed && rc == 0) rc = lr_auth_sign_open(&c->auth, &o);
     n += lr_encode_open(buf + n, sizeof buf - n, &o);
   }
@@ -127,8 +177,6 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
   return conn_write(c, buf, n, c->reverse ? "ATTACH" : "OPEN");
 }
 
-/* ---- one hop: the agent hands over the server socket ----------------------- */
-
 static void conn_start_relay(lr_conn_t *c, const uint8_t *rest, size_t rest_len) {
   c->relay.counter[0] = &c->b->bytes_to_guest;
   c->relay.counter[1] = &c->b->bytes_to_host;
@@ -136,86 +184,93 @@ static void conn_start_relay(lr_conn_t *c, const uint8_t *rest, size_t rest_len)
   if (rc) LR_WARN("%s: relay start: %s", c->g->name, uv_strerror(rc));
 }
 
-static void tmp_closed(uv_handle_t *h) { free(h); }
+/* ---- one hop: lorelayd connects inside the guest's namespace -------------
+ * A namespace guest's forward connections and UDP flows never touch the
+ * agent: a socket made in the guest's namespace in advance (lr_pal_t.nsock_*)
+ * is connected to the guest's server and relayed to the client in the same
+ * loop turn as the accept. When the pool of such sockets is empty the
+ * record waits, in order, on g->ns_wait until the pool's thread has made
+ * more (lr_conn_ns_ready). */
 
-/* The transport pipe is closed; its slot in the relay takes the server
- * socket, and the host relays client <-> server itself. */
-static void conn_swap_closed(uv_handle_t *h) {
-  lr_conn_t *c = h->data;
-  const lr_pal_t *pal = c->g->host->pal;
-  c->connecting = 0;
-  if (c->dead) { /* the client went meanwhile */
-    pal->sock_close(c->passed);
-    conn_destroy(c);
-    return;
+static void ns_wait_unlink(lr_conn_t *c) {
+  lr_guest_t *g = c->g;
+  lr_conn_t **pp = &g->ns_wait, *prev = NULL;
+  while (*pp && *pp != c) {
+    prev = *pp;
+    pp = &(*pp)->ns_next;
   }
-  if (c->flow) { /* a UDP flow: the host sends to the server socket itself */
-    lr_udp_flow_adopted(c);
-    return;
-  }
-  uv_tcp_init(c->g->host->loop, &c->relay.ep[1].u.tcp);
-  lr_relay_mark_open(&c->relay, 1, LR_EP_TCP);
-  int rc = uv_tcp_open(&c->relay.ep[1].u.tcp, c->passed);
-  if (rc) {
-    pal->sock_close(c->passed); /* the handle does not own it */
-    conn_fail(c, 1, "cannot relay the server socket the agent passed: %s", uv_strerror(rc));
-    return;
-  }
-  conn_start_relay(c, NULL, 0);
+  if (!*pp) return;
+  *pp = c->ns_next;
+  if (g->ns_wait_tail == c) g->ns_wait_tail = prev;
+  c->ns_next = NULL;
+  c->ns_waiting = 0;
 }
 
-/* OPEN_RESULT said yes, and the server socket came with it: check it,
- * keep a duplicate, and swap it in for the transport stream. */
-static void conn_adopt(lr_conn_t *c) {
-  uv_pipe_t *pipe = &c->relay.ep[1].u.pipe;
-  const lr_pal_t *pal = c->g->host->pal;
-  char err[200] = "";
-  size_t rest_len;
-  lr_rxbuf_rest(c->rx, &rest_len);
-  if (rest_len) {
-    conn_fail(c, 1, "the agent sent bytes after OPEN_RESULT on a one-hop stream");
-    return;
+/* 1: done with (relaying, or failed and closing); 0: no socket pooled. */
+static int conn_ns_connect(lr_conn_t *c) {
+  lr_guest_t *g = c->g;
+  const lr_pal_t *pal = g->host->pal;
+  struct sockaddr_storage ss;
+  uv_os_sock_t s;
+  /* The guest's loopback of the listener's family: where the agent would
+   * have connected (a wildcard listener answers there too). */
+  uint16_t port = c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port; /* portMap */
+  lr_loopback_sockaddr(c->b->key.family, port, &ss);
+  int rc = pal->nsock_take(g->nsock, (struct sockaddr *)&ss, c->flow != NULL, &s);
+  if (rc == UV_EAGAIN) return 0;
+  if (rc < 0) {
+    conn_fail(c, 1, "%sconnect to %s:%u in the namespace: %s", c->flow ? "UDP " : "",
+              lr_loopback_str(c->b->key.family), port, uv_strerror(rc));
+    return 1;
   }
-  /* What was passed is checked below (adopt_passed_*: protocol, peer), not
-   * with uv_pipe_pending_type, which costs four system calls per
-   * connection (isatty, fstat, getsockname, SO_TYPE) to say less. */
-  if (uv_pipe_pending_count(pipe) < 1) {
-    conn_fail(c, 1, "the agent answered without passing the server socket");
-    return;
+  if (c->flow) { /* the host sends to the server's socket itself */
+    c->server_sock = s;
+    lr_udp_flow_adopted(c);
+    return 1;
   }
-  /* libuv hands a passed descriptor over only into a handle; that one is
-   * closed again once the duplicate is ours. */
-  uv_tcp_t *tmp = malloc(sizeof *tmp);
-  if (!tmp) {
-    conn_fail(c, 1, "out of memory");
-    return;
+  uv_tcp_init(g->host->loop, &c->relay.ep[1].u.tcp);
+  lr_relay_mark_open(&c->relay, 1, LR_EP_TCP);
+  rc = uv_tcp_open(&c->relay.ep[1].u.tcp, s);
+  if (rc) {
+    pal->sock_close(s); /* the handle does not own it */
+    conn_fail(c, 1, "cannot relay the socket made in the namespace: %s", uv_strerror(rc));
+    return 1;
   }
-  uv_tcp_init(c->g->host->loop, tmp);
-  uv_os_fd_t fd;
-  int rc = uv_accept((uv_stream_t *)pipe, (uv_stream_t *)tmp);
-  if (rc == 0) rc = uv_fileno((uv_handle_t *)tmp, &fd);
-  if (rc != 0)
-    snprintf(err, sizeof err, "cannot receive it: %s", uv_strerror(rc));
-  else if ((c->flow ? pal->adopt_passed_udp : pal->adopt_passed_socket)(
-               (uv_os_sock_t)fd, &c->passed, err, sizeof err) != 0)
-    rc = -1;
-  uv_close((uv_handle_t *)tmp, tmp_closed);
-  if (rc != 0) {
-    conn_fail(c, 1, "refused the socket the agent passed: %s", err);
-    return;
+  /* A connect still under way (1: rare on loopback) needs no
+   * wait of its own: writes queue until it completes, and a refusal reaches
+   * the relay's read as an error, which resets the client. */
+  conn_start_relay(c, NULL, 0);
+  return 1;
+}
+
+void lr_conn_ns_ready(void *data) {
+  lr_guest_t *g = data;
+  while (g->ns_wait) {
+    lr_conn_t *c = g->ns_wait;
+    /* Off the list first: a failing UDP flow is freed inside the call. */
+    ns_wait_unlink(c);
+    if (c->relay.closing) continue; /* its destroy comes; it takes no socket */
+    if (!conn_ns_connect(c)) { /* still empty: c stays first */
+      c->ns_waiting = 1;
+      c->ns_next = g->ns_wait;
+      g->ns_wait = c;
+      if (!g->ns_wait_tail) g->ns_wait_tail = c;
+      return;
+    }
   }
-  free(c->rx);
-  c->rx = NULL;
-  c->connecting = 1; /* conn_closed waits for conn_swap_closed */
-  c->relay.open[1] = 0;
-  c->relay.ep[1].u.handle.data = c;
-  uv_close(&c->relay.ep[1].u.handle, conn_swap_closed);
 }
 
 static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   lr_conn_t *c = s->data;
   (void)buf;
   if (!c->rx || c->relay.closing) return;
+  if (lr_guest_refuse_fds(c->g, &c->relay.ep[1],
+                          c->reverse ? "a reverse stream" : "a data stream")) {
+    free(c->rx);
+    c->rx = NULL;
+    lr_relay_close(&c->relay, 1); /* closing the pipe closes what it received */
+    return;
+  }
   if (n < 0) {
     conn_fail(c, 1, "agent closed the stream during the handshake (%s)", uv_strerror((int)n));
     return;
@@ -265,7 +320,19 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   if (f.type == LR_MSG_ERROR || em.code != LR_OK) {
     /* A refusal reaches the client as a reset, exactly as a direct
-     * connection to a closed port would. */
+     * connection to a closed port would. A forward connection the guest
+     * could not make (its server unreachable while status says
+     * forwarding) is worth a warning, and counted on the port. */
+    if (!c->reverse && c->b) {
+      c->b->connect_failures++;
+      lr_guest_warn(c->g, &c->g->connect_log,
+                    "guest port %u: the guest could not connect to its server: %s%s%s",
+                    c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port, lr_err_name(em.code), em.text[0] ? ": " : "", em.text);
+      free(c->rx);
+      c->rx = NULL;
+      lr_relay_close(&c->relay, 1);
+      return;
+    }
     conn_fail(c, 1, "%s%s%s", lr_err_name(em.code), em.text[0] ? ": " : "", em.text);
     return;
   }
@@ -277,10 +344,6 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   uv_read_stop(s);
-  if (c->want_fd) {
-    conn_adopt(c);
-    return;
-  }
   size_t rest_len;
   const uint8_t *rest = lr_rxbuf_rest(c->rx, &rest_len);
   lr_rxbuf_t *rx = c->rx;
@@ -314,7 +377,7 @@ static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err,
   if (status < 0) {
     if (c->relay.closing)
       return; /* the relay's close callback frees c */
-    conn_fail(c, 1, "cannot reach the agent: %s", err ? err : uv_strerror(status));
+    conn_fail(c, 1, "cannot reach the agent: %s", err ? lr_guest_err_text(c->g, err) : uv_strerror(status));
     return;
   }
   lr_relay_mark_open(&c->relay, 1, c->relay.ep[1].kind);
@@ -363,6 +426,17 @@ lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b) {
 void lr_conn_open_transport(lr_conn_t *c) {
   lr_host_t *h = c->g->host;
   char err[300];
+  if (!c->reverse && c->g->one_hop) { /* one hop: no stream at all */
+    if (!conn_ns_connect(c)) {
+      c->ns_waiting = 1;
+      if (c->g->ns_wait_tail)
+        c->g->ns_wait_tail->ns_next = c;
+      else
+        c->g->ns_wait = c;
+      c->g->ns_wait_tail = c;
+    }
+    return;
+  }
   if (!c->rx) c->rx = malloc(sizeof *c->rx);
   if (!c->rx) {
     lr_relay_close(&c->relay, 1);
@@ -370,11 +444,11 @@ void lr_conn_open_transport(lr_conn_t *c) {
   }
   lr_rxbuf_init(c->rx);
   c->connecting = 1;
-  c->want_fd = !c->reverse && c->g->pass_fd && (!c->flow || c->g->host->pal->adopt_passed_udp);
-  if (lr_transport_connect(h->loop, h->pal, &c->g->addr, c->want_fd ? LR_TRANSPORT_IPC : 0,
+  if (lr_transport_connect(h->loop, h->pal, &c->g->addr,
+                           c->g->ipc_reads ? LR_TRANSPORT_IPC : 0,
                            &c->relay.ep[1], conn_transport_ready, c, err, sizeof err) != 0) {
     c->connecting = 0;
-    conn_fail(c, 1, "cannot reach the agent: %s", err);
+    conn_fail(c, 1, "cannot reach the agent: %s", lr_guest_err_text(c->g, err));
   }
 }
 
@@ -551,9 +625,14 @@ void lr_conn_reverse_free(lr_guest_t *g) {
 /* ---- housekeeping -------------------------------------------------------- */
 
 void lr_conn_tick(lr_guest_t *g, uint64_t now) {
-  for (lr_conn_t *c = g->conns; c; c = c->next)
-    if (c->rx && !c->connecting && !c->relay.closing && now - c->started > LR_HANDSHAKE_TIMEOUT_MS)
+  for (lr_conn_t *c = g->conns, *next; c; c = next) {
+    next = c->next; /* a waiting UDP flow has no handle: it goes at once */
+    if (c->relay.closing || now - c->started <= LR_HANDSHAKE_TIMEOUT_MS) continue;
+    if (c->rx && !c->connecting)
       conn_fail(c, 1, "agent did not answer OPEN within 5 s");
+    else if (c->ns_waiting)
+      conn_fail(c, 1, "no socket could be made in the namespace within 5 s");
+  }
   lr_udp_tick(g, now);
 }
 

@@ -2,8 +2,13 @@
  * pipe on Windows) that takes one request line.
  *
  *   status json | status table   one document (lr_status.c), then close
- *   watch json  | watch table    "ok", then one line per event until
- *                                either side closes
+ *   watch json  | watch table    "ok", the current ports as port-added
+ *                                events marked snapshot, "snapshot-end",
+ *                                then one line per event until either
+ *                                side closes
+ *
+ * followed by options: guest=NAME (one guest; an unknown name is an
+ * error line) and, for the table, width=N (fit N columns).
  *
  * Requests and watchers share one budget, maxStatusClients, so the
  * endpoint never holds more descriptors than that; at most half of it
@@ -35,8 +40,9 @@ enum { WATCH_NONE = 0, WATCH_JSON, WATCH_TEXT };
 struct lr_status_client_s {
   uv_pipe_t pipe;
   lr_host_t *host;
-  char line[64];
+  char line[512];
   size_t len;
+  char guest[300]; /* watch: only this guest's events; "": all */
   lr_sbuf_t out;
   uv_write_t wreq;
   uv_shutdown_t sreq;
@@ -166,6 +172,7 @@ void lr_host_event(lr_host_t *h, const lr_event_t *ev) {
   lr_sbuf_init(&text);
   for (lr_status_client_t *c = h->clients; c; c = c->next) {
     if (c->closing || !c->watch) continue;
+    if (c->guest[0] && strcmp(c->guest, ev->g->name)) continue;
     lr_sbuf_t *line = c->watch == WATCH_JSON ? &json : &text;
     if (!line->len && !line->err) {
       if (c->watch == WATCH_JSON)
@@ -204,6 +211,66 @@ static void watch_start(lr_status_client_t *c, int mode) {
   uv_timer_stop(&c->timer);
   LR_DEBUG("status endpoint: a watcher subscribed (%u now)", h->nwatchers);
   watch_send(c, "ok\n", 3);
+  /* Start from the present: every port as it is now, then the mark; the
+   * loop runs nothing in between, so no event falls in a gap. */
+  for (lr_guest_t *g = h->guests; g; g = g->next) {
+    if (c->guest[0] && strcmp(c->guest, g->name)) continue;
+    for (lr_port_entry_t *e = g->ports.entries; e; e = e->next) {
+      if (!lr_status_listed(e)) continue;
+      lr_event_t ev = {LR_EV_PORT_ADDED, g, e, LR_PORT_FORWARDING, NULL, 1};
+      lr_sbuf_t line;
+      lr_sbuf_init(&line);
+      if (mode == WATCH_JSON)
+        lr_status_event_json(h, &ev, &line);
+      else
+        lr_status_event_text(h, &ev, &line);
+      if (line.err)
+        c->dropped++;
+      else
+        watch_offer(c, &line);
+      lr_sbuf_free(&line);
+    }
+  }
+  lr_sbuf_t end;
+  lr_sbuf_init(&end);
+  lr_status_snapshot_end(mode == WATCH_JSON, &end);
+  if (!end.err) watch_offer(c, &end);
+  lr_sbuf_free(&end);
+}
+
+/* "status json guest=web width=120": the words after the first two. 0, or
+ * -1 with an error line in c->out. */
+static int parse_options(lr_status_client_t *c, char *opts, unsigned *width) {
+  char *save = NULL;
+  for (char *w = strtok_r(opts, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+    if (!strncmp(w, "guest=", 6) && w[6] && strlen(w + 6) < sizeof c->guest) {
+      snprintf(c->guest, sizeof c->guest, "%s", w + 6);
+    } else if (!strncmp(w, "width=", 6)) {
+      char *end;
+      unsigned long v = strtoul(w + 6, &end, 10);
+      if (*end || v > 100000) goto bad;
+      *width = (unsigned)v;
+    } else {
+      goto bad;
+    }
+    continue;
+  bad:
+    lr_sbuf_puts(&c->out, "error: unknown request option (known: guest=NAME, width=N)\n");
+    return -1;
+  }
+  return 0;
+}
+
+static void unknown_guest(lr_status_client_t *c) {
+  lr_sbuf_puts(&c->out, "error: no guest named '");
+  lr_text_escape(&c->out, c->guest);
+  lr_sbuf_puts(&c->out, "' (guests:");
+  if (!c->host->guests) lr_sbuf_puts(&c->out, " none");
+  for (lr_guest_t *g = c->host->guests; g; g = g->next) {
+    lr_sbuf_puts(&c->out, " ");
+    lr_text_escape(&c->out, g->name);
+  }
+  lr_sbuf_puts(&c->out, ")\n");
 }
 
 /* ---- requests ---------------------------------------------------------------- */
@@ -235,17 +302,34 @@ static void status_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (nl) *nl = '\0';
   size_t l = strlen(c->line);
   if (l && c->line[l - 1] == '\r') c->line[l - 1] = '\0';
-  if (strcmp(c->line, "status json") == 0 || strcmp(c->line, "status --json") == 0)
-    lr_host_status_json(c->host, &c->out);
-  else if (strcmp(c->line, "status table") == 0 || strcmp(c->line, "status") == 0)
-    lr_host_status_table(c->host, &c->out);
-  else if (strcmp(c->line, "watch json") == 0 || strcmp(c->line, "watch --json") == 0)
-    watch_start(c, WATCH_JSON);
-  else if (strcmp(c->line, "watch table") == 0 || strcmp(c->line, "watch") == 0)
-    watch_start(c, WATCH_TEXT);
-  else
+  /* "VERB FORMAT [options]"; the bare "status" and "watch" are tables. */
+  char verb[16] = "", fmt[16] = "", *opts = c->line;
+  unsigned width = 0;
+  int nw = 0;
+  while (*opts == ' ') opts++;
+  for (; nw < 2 && *opts; nw++) {
+    size_t wl = strcspn(opts, " ");
+    snprintf(nw ? fmt : verb, sizeof verb, "%.*s", (int)(wl < 15 ? wl : 15), opts);
+    opts += wl;
+    while (*opts == ' ') opts++;
+  }
+  int json = !strcmp(fmt, "json") || !strcmp(fmt, "--json");
+  int known_fmt = json || !strcmp(fmt, "table") || !fmt[0];
+  int is_status = !strcmp(verb, "status"), is_watch = !strcmp(verb, "watch");
+  if (!known_fmt || (!is_status && !is_watch)) {
     lr_sbuf_printf(&c->out, "error: unknown request (try: status json, status table, "
                             "watch json, watch table)\n");
+  } else if (parse_options(c, opts, &width) == 0) {
+    const char *only = c->guest[0] ? c->guest : NULL;
+    if (only && !lr_host_find_guest(c->host, only))
+      unknown_guest(c);
+    else if (is_status && json)
+      lr_host_status_json_for(c->host, only, &c->out);
+    else if (is_status)
+      lr_host_status_table_for(c->host, only, width, &c->out);
+    else
+      watch_start(c, json ? WATCH_JSON : WATCH_TEXT);
+  }
   if (c->watch) return; /* keeps reading: EOF ends the subscription */
   uv_read_stop(s);
   if (c->out.err || !c->out.len) {
@@ -331,6 +415,16 @@ int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errle
         h->pal->secure_endpoint(&h->status, path, err, errlen) != 0) {
       lr_status_stop(h);
       return -1;
+    }
+    if (rc == 0 && h->pal->endpoint_group && h->cfg->status_group[0]) {
+      char msg[700];
+      int g = h->pal->endpoint_group(path, h->cfg->status_group, msg, sizeof msg);
+      if (g == 0)
+        LR_INFO("%s", msg);
+      else if (g == 2)
+        LR_DEBUG("%s", msg);
+      else
+        LR_WARN("%s", msg);
     }
     if (rc == 0) rc = uv_listen((uv_stream_t *)&h->status, 64, status_conn);
   }

@@ -32,6 +32,21 @@ void lr_guest_warn(lr_guest_t *g, lr_ratelimit_t *gate, const char *fmt, ...) {
     LR_WARN("%s: %s", g->name, line);
 }
 
+int lr_guest_refuse_fds(lr_guest_t *g, lr_endpoint_t *ep, const char *what) {
+  if (ep->kind != LR_EP_PIPE || uv_pipe_pending_count(&ep->u.pipe) <= 0) return 0;
+  lr_guest_warn(g, &g->fds_log, "the agent sent file descriptors on %s: closed them and dropped "
+                "the stream (lorelayd takes no descriptor from a guest)", what);
+  return 1;
+}
+
+const char *lr_guest_err_text(const lr_guest_t *g, const char *err) {
+  size_t n = strlen(g->transport);
+  if (err && !strcmp(g->name, g->transport) && !strncmp(err, g->transport, n) && err[n] == ':' &&
+      err[n + 1] == ' ')
+    return err + n + 2;
+  return err;
+}
+
 void lr_host_closing(lr_host_t *h) { h->closing_handles++; }
 
 void lr_host_closed(lr_host_t *h) {
@@ -116,26 +131,47 @@ lr_host_t *lr_host_new(uv_loop_t *loop, const lr_pal_t *pal, const lr_config_t *
   h->cfg = cfg;
   uv_timer_init(loop, &h->reaper);
   h->reaper.data = h;
+  h->config_info.reload_ok = 1; /* no reload has failed */
   size_t n = sizeof h->hostname;
   if (uv_os_gethostname(h->hostname, &n) != 0) snprintf(h->hostname, sizeof h->hostname, "host");
   return h;
 }
 
-int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t errlen) {
-  lr_taddr_t a;
+static int guest_check(lr_host_t *h, const lr_guest_opts_t *o, lr_taddr_t *a, char *err,
+                       size_t errlen) {
   if (!o->transport) {
     snprintf(err, errlen, "no guest address given");
     return -1;
   }
-  memset(&a, 0, sizeof a);
-  if (!o->resolve && lr_taddr_parse(o->transport, &a, err, errlen) != 0) return -1;
-  if (a.kind == LR_TADDR_TCP && o->token_len == 0) {
+  memset(a, 0, sizeof *a);
+  if (!o->resolve && lr_taddr_parse(o->transport, a, err, errlen) != 0) return -1;
+  if (a->kind == LR_TADDR_TCP && o->token_len == 0) {
     snprintf(err, errlen,
              "%s: the tcp transport needs a shared token (--token-file) on both sides",
              o->transport);
     return -1;
   }
-  if (lr_auth_key_check(h->pal, o->token_len, err, errlen) != 0) return -1;
+  return lr_auth_key_check(h->pal, o->token_len, err, errlen);
+}
+
+int lr_host_check_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t errlen) {
+  lr_taddr_t a;
+  return guest_check(h, o, &a, err, errlen);
+}
+
+void lr_host_set_config_info(lr_host_t *h, const char *path, int64_t loaded_at,
+                             int64_t reload_time, int reload_ok, const char *reload_error) {
+  snprintf(h->config_info.path, sizeof h->config_info.path, "%s", path ? path : "");
+  h->config_info.loaded_at = loaded_at;
+  h->config_info.reload_time = reload_time;
+  h->config_info.reload_ok = reload_ok;
+  snprintf(h->config_info.reload_error, sizeof h->config_info.reload_error, "%s",
+           reload_error ? reload_error : "");
+}
+
+int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t errlen) {
+  lr_taddr_t a;
+  if (guest_check(h, o, &a, err, errlen) != 0) return -1;
   lr_guest_t *g = calloc(1, sizeof *g);
   if (!g) {
     snprintf(err, errlen, "out of memory");
@@ -159,11 +195,20 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   guest_set_addresses(g);
   if (o->token_len) memcpy(g->token, o->token, o->token_len);
   g->token_len = o->token_len;
-  g->pass_fd = o->pass_fd && a.kind == LR_TADDR_UNIX && h->pal->adopt_passed_socket;
+  g->ipc_reads = o->one_hop_netns && a.kind == LR_TADDR_UNIX;
+  if (o->one_hop_netns && h->pal->nsock_open) {
+    g->nsock = h->pal->nsock_open(h->loop, o->one_hop_netns, lr_conn_ns_ready, g, err, errlen);
+    if (!g->nsock) {
+      free(g);
+      return -1;
+    }
+  }
+  g->one_hop = g->nsock && g->cfg.one_hop;
   lr_ports_ops_t ops = lr_standin_ops(g);
   lr_ports_init(&g->ports, &g->cfg, &ops);
   if (lr_conn_reverse_init(g, err, errlen) != 0) {
     lr_conn_reverse_free(g);
+    if (g->nsock) h->pal->nsock_close(g->nsock);
     free(g);
     return -1;
   }
@@ -172,6 +217,7 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   uv_timer_init(h->loop, &g->tick_timer);
   g->retry_timer.data = g->conflict_timer.data = g->tick_timer.data = g;
   uv_timer_start(&g->tick_timer, lr_session_tick, TICK_MS, TICK_MS);
+  g->added_at = uv_now(h->loop);
   /* Appended: status lists guests in the order they were given. */
   lr_guest_t **pp = &h->guests;
   while (*pp) pp = &(*pp)->next;
@@ -202,6 +248,12 @@ void lr_host_configure_guest(lr_guest_t *g, const lr_config_t *cfg) {
                         cfg->ipv6 != g->cfg.ipv6;
   int exposure_changed = strcmp(cfg->listen_address, g->cfg.listen_address) != 0;
   g->cfg = *cfg;
+  /* oneHop: connections opened from now on follow it; open ones keep
+   * the path they have. */
+  if (g->one_hop != (g->nsock && cfg->one_hop)) {
+    g->one_hop = g->nsock && cfg->one_hop;
+    LR_INFO("%s: oneHop = %s for new connections", g->name, g->one_hop ? "true" : "false");
+  }
   int moved = guest_set_addresses(g);
   if (exposure_changed) guest_warn_exposure(g);
   if (moved) {
@@ -239,6 +291,10 @@ static void guest_stop(lr_guest_t *g) {
   lr_session_stop(g);
   lr_ports_clear(&g->ports);
   lr_conn_close_all(g);
+  if (g->nsock) { /* no record waits for it any more: close_all closed them */
+    h->pal->nsock_close(g->nsock);
+    g->nsock = NULL;
+  }
 }
 
 static void guest_free(lr_guest_t *g) {

@@ -35,11 +35,14 @@ typedef struct {
   size_t token_len;
   lr_guest_resolve_fn resolve; /* optional */
   void *resolve_data;
-  /* The guest shares this host's kernel and was started by this process
-   * (lorelayd --netns): its agent may hand over connected server sockets,
-   * and the host then relays each connection in one hop. Honoured only
-   * over unix: and where the platform can adopt a passed socket. */
-  int pass_fd;
+  /* The guest is network namespace NAME, started by this process
+   * (lorelayd --netns): while oneHop is on, the host connects to the
+   * guest's servers itself, with sockets made in that namespace
+   * (lr_pal_t.nsock_*), and relays each forward connection and UDP flow in
+   * one hop, without the agent; with oneHop off (a reload may switch it)
+   * they take the agent's two hops. NULL: every connection through the
+   * agent. */
+  const char *one_hop_netns;
   /* This guest's own configuration (its [guest NAME] section over
    * [lorelay]); copied. NULL: the host's. */
   const lr_config_t *cfg;
@@ -52,6 +55,10 @@ lr_host_t *lr_host_new(uv_loop_t *loop, const lr_pal_t *pal, const lr_config_t *
 /* 0, or -1 with a one-line reason (bad address, tcp without token, a
  * name already taken...). */
 int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *opts, char *err, size_t errlen);
+/* The checks lr_host_add_guest makes before it changes anything (the
+ * address, a token where the transport needs one, the key's length), so a
+ * reload can refuse a file before it touches a running guest. 0 or -1. */
+int lr_host_check_guest(lr_host_t *h, const lr_guest_opts_t *opts, char *err, size_t errlen);
 /* The guest added last (for the shell's own bookkeeping). */
 lr_guest_t *lr_host_last_guest(lr_host_t *h);
 /* Many guests, live configuration. A guest is known by its name; names
@@ -67,12 +74,24 @@ void lr_host_configure_guest(lr_guest_t *g, const lr_config_t *cfg);
  * (by lr_host_free at the latest). */
 void lr_host_remove_guest(lr_guest_t *g);
 
+/* What status says of the configuration: the file in effect (NULL: none,
+ * the defaults), when it was read (Unix time), and the last reload's result
+ * (reload_time 0: none yet; error NULL when it was applied). Copied. */
+void lr_host_set_config_info(lr_host_t *h, const char *path, int64_t loaded_at,
+                             int64_t reload_time, int reload_ok, const char *reload_error);
+
 /* Listens for lorelayctl on a Unix socket path or named pipe name. */
 int lr_host_serve_status(lr_host_t *h, const char *path, char *err, size_t errlen);
 
-/* Status documents (the JSON shape is fixed by the brief). */
+/* Status documents (the JSON shape is the one docs/protocol.md documents
+ * for lorelayctl status --json; scripts read it, so it changes only by
+ * adding fields). */
 void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out);
 void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out);
+/* The same for one guest (guest NULL: all), the table fitted to width
+ * columns (0: no limit). -1 when no guest has that name. */
+int lr_host_status_json_for(lr_host_t *h, const char *guest, lr_sbuf_t *out);
+int lr_host_status_table_for(lr_host_t *h, const char *guest, unsigned width, lr_sbuf_t *out);
 
 /* Closes everything (stand-ins, connections, status endpoint); done runs
  * when every handle is closed, then the caller frees with lr_host_free. */

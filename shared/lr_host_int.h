@@ -16,7 +16,10 @@
  *   lr_host_t     allocated by lr_host_new, freed by lr_host_free after
  *                 lr_host_shutdown's done callback. Owns the guests and the
  *                 status server (lr_ctlsrv.c closes it, with its clients).
- *   lr_guest_t    allocated by lr_host_add_guest, freed by lr_host_free.
+ *   lr_guest_t    allocated by lr_host_add_guest, freed by lr_host_free;
+ *                 one removed by a reload (lr_host_remove_guest) is freed
+ *                 earlier by the host's reaper timer (reap in lr_host.c),
+ *                 once nothing of it is left.
  *                 Owns its three timers (closed by lr_host_shutdown), its
  *                 control session and its connections.
  *   lr_ctl_t      allocated by the session when a connect starts; the
@@ -35,6 +38,11 @@
  *                 (its client is an address on the stand-in's socket); its
  *                 lr_flow_t is allocated by lr_udp.c and freed with the
  *                 record (lr_udp_flow_free from the record's destroy).
+ *   lr_nsock_t    one hop: the pool of sockets made in a namespace guest's
+ *                 network namespace (lr_pal_t.nsock_*), opened by
+ *                 lr_host_add_guest and closed by guest_stop after the
+ *                 guest's connections; a socket it hands out is the taker's
+ *                 (a relay handle's once uv_tcp_open/uv_udp_open took it).
  *   lr_udpsrv_t   a UDP stand-in: allocated by the bind hook (lr_udp_bind),
  *                 its socket closed by the unbind hook, which first closes
  *                 every flow it carries; freed in the socket's close callback.
@@ -94,8 +102,10 @@ typedef struct lr_conn_s {
   uint8_t rev_family; /* host loopback family being tried */
   int rev_tried_other;
   int rev_pending;    /* counted in the guest's nreverse_pending */
-  int want_fd;        /* one hop: OPEN asked for the server socket */
-  uv_os_sock_t passed; /* the adopted server socket while ep[1] is swapped */
+  int ns_waiting;     /* one hop: on g->ns_wait for a socket from the namespace */
+  struct lr_conn_s *ns_next;
+  uv_os_sock_t server_sock; /* one hop, UDP: the socket made in the namespace,
+                               until lr_udp_flow_adopted gives it a handle */
   uv_connect_t creq;  /* the local connect to the host server */
   lr_flow_t *flow;    /* UDP flows only (lr_udp.c) */
   struct lr_conn_s *prev, *next;
@@ -133,6 +143,11 @@ struct lr_guest_s {
   size_t nrev;
   lr_guest_state_t state;
   uint8_t detection; /* LR_DETECT_*: from the agent's AGENT_INFO; poll until one arrives */
+  uint8_t agent_caps; /* LR_CAP_*: from the agent's last WELCOME */
+  /* Close notices: forward data streams by the id their OPEN carried
+   * (lr_conn.c adds and removes them; the session looks notices up). */
+  lr_relay_ids_t stream_ids;
+  uint32_t next_stream_id;
   lr_ctl_t *ctl;
   uv_timer_t retry_timer, conflict_timer, tick_timer;
   unsigned backoff_ms;
@@ -141,7 +156,20 @@ struct lr_guest_s {
   char last_err[300];
   char prev_err[300];    /* the error that ended the previous connection (last_error) */
   int stopping;
-  int pass_fd;               /* one hop: the agent hands over server sockets */
+  /* One hop (a namespace guest, oneHop on): sockets made in its namespace,
+   * owned by the guest from lr_host_add_guest to guest_stop, which closes
+   * it (lr_pal_t.nsock_close). NULL: every connection through the agent. */
+  lr_nsock_t *nsock;
+  lr_conn_t *ns_wait, *ns_wait_tail; /* records waiting for a socket, oldest first */
+  /* A namespace guest's unix: streams are libuv IPC pipes, read with a
+   * control buffer, so a descriptor the agent sends is seen, closed and its
+   * stream dropped (lr_guest_refuse_fds); fds_log gates that line. */
+  int ipc_reads;
+  lr_ratelimit_t fds_log;
+  int one_hop;               /* new connections go one hop (nsock, and oneHop on): a
+                              * reload may turn it either way */
+  uint64_t added_at;         /* loop time lr_host_add_guest ran */
+  int err_quiet;             /* last_err was logged at debug only (a namespace still starting) */
   unsigned nstandins;        /* open stand-in listeners (the maxStandins budget) */
   unsigned nconns;           /* open relayed connections (maxConnections) */
   unsigned nreverse_pending; /* REVERSE_OPENs not yet relaying (maxPendingReverse) */
@@ -151,6 +179,7 @@ struct lr_guest_s {
   /* one log gate per kind of line a guest can provoke at will */
   lr_ratelimit_t accept_log, denied_log, standins_log, tracked_log, conns_log, reverse_log,
       control_log;
+  lr_ratelimit_t connect_log; /* the guest's server unreachable (connect_failures) */
   lr_conn_t *conns;
   lr_guest_t *next;
 };
@@ -166,7 +195,6 @@ struct lr_host_s {
    * reaper once no handle or connection of theirs is left. */
   lr_guest_t *removed;
   uv_timer_t reaper;
-  int reaper_active;
   uv_pipe_t status;
   int status_open;
   lr_status_client_t *clients;
@@ -174,6 +202,13 @@ struct lr_host_s {
   unsigned nwatchers;  /* clients that subscribed to events (counted in nclients too) */
   lr_ratelimit_t status_accept_log, status_budget_log;
   char hostname[128];
+  /* status "config": the file in effect and the last reload */
+  struct {
+    char path[512]; /* empty: none */
+    int64_t loaded_at, reload_time;
+    int reload_ok;
+    char reload_error[400];
+  } config_info;
   /* shutdown */
   int stopping;
   unsigned closing_handles;
@@ -184,6 +219,14 @@ struct lr_host_s {
 /* Logs one warning of a kind at most every LR_BUDGET_LOG_MS per guest,
  * saying how many were not logged since. */
 void lr_guest_warn(lr_guest_t *g, lr_ratelimit_t *gate, const char *fmt, ...) LR_PRINTF(3, 4);
+
+/* 1 when ep (a guest stream) has received file descriptors: one
+ * rate-limited line naming what; the caller then drops the stream, whose
+ * close closes them. lorelayd never keeps a guest's descriptor. */
+int lr_guest_refuse_fds(lr_guest_t *g, lr_endpoint_t *ep, const char *what);
+/* err without its leading "ADDRESS: " when g is named by that address
+ * (no --name), so a line says the address once. */
+const char *lr_guest_err_text(const lr_guest_t *g, const char *err);
 
 /* The host address of g's stand-ins of a family (4 or 6), as text for
  * messages ("127.0.0.2", "[::1]") and as a socket address. */
@@ -209,9 +252,16 @@ void lr_session_tick(uv_timer_t *t);
 /* lr_standin.c */
 lr_ports_ops_t lr_standin_ops(lr_guest_t *g);
 void lr_standin_arm_retry(lr_guest_t *g);
+/* A bind of b's wanted port found it taken (EADDRINUSE): who holds it,
+ * another guest's stand-in first, else the platform's socket table, into
+ * b->holder. Looked up once, when the port first turns out to be taken. */
+void lr_standin_find_holder(lr_guest_t *g, lr_binding_t *b, uint16_t port);
 
 /* lr_conn.c */
 void lr_conn_accept(lr_guest_t *g, lr_standin_t *s);
+/* A STREAM_CLOSE from the agent: applied to the stream it names, ignored
+ * for any other id (closed already, never ours). */
+void lr_conn_stream_close(lr_guest_t *g, const lr_stream_close_t *m);
 void lr_conn_reverse_open(lr_guest_t *g, const lr_reverse_open_t *m);
 void lr_conn_reverse_send_set(lr_guest_t *g);
 int lr_conn_reverse_init(lr_guest_t *g, char *err, size_t errlen);
@@ -219,6 +269,9 @@ void lr_conn_reverse_free(lr_guest_t *g);
 /* Fails connections whose agent has not answered OPEN in time. */
 void lr_conn_tick(lr_guest_t *g, uint64_t now);
 void lr_conn_close_all(lr_guest_t *g);
+
+/* One hop: the pool has sockets again (lr_pal_t.nsock_open's ready). */
+void lr_conn_ns_ready(void *data);
 
 /* lr_conn.c, for lr_udp.c: a forward record counted on b, and opening its
  * transport stream (OPEN carries LR_OPEN_UDP when c->flow is set). */
@@ -232,7 +285,8 @@ void lr_conn_open_transport(lr_conn_t *c);
 int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port);
 void lr_udp_unbind(lr_guest_t *g, lr_binding_t *b);
 void lr_udp_flow_ready(lr_conn_t *c, const uint8_t *rest, size_t rest_len);
-/* One hop: the agent passed the connected server socket (c->passed). */
+/* One hop: c->server_sock is a UDP socket made in the guest's namespace and
+ * connected to the server; the flow takes it over. */
 void lr_udp_flow_adopted(lr_conn_t *c);
 void lr_udp_flow_free(lr_conn_t *c);
 void lr_udp_tick(lr_guest_t *g, uint64_t now);
@@ -256,6 +310,7 @@ typedef struct {
   const lr_port_entry_t *e;  /* port events: the entry (still in its table) */
   lr_port_state_t previous;  /* LR_EV_PORT_STATE: the state before */
   const char *reason;        /* LR_EV_GUEST_DISCONNECTED: why, or NULL */
+  int snapshot;              /* a watch's opening state, not a change */
 } lr_event_t;
 
 void lr_host_event(lr_host_t *h, const lr_event_t *ev);
@@ -272,6 +327,8 @@ const char *lr_event_name(lr_event_kind_t k);
 void lr_status_event_json(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out);
 void lr_status_event_text(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out);
 void lr_status_dropped(uint64_t count, int json, lr_sbuf_t *out);
+/* The line that ends a watch's opening snapshot. */
+void lr_status_snapshot_end(int json, lr_sbuf_t *out);
 /* RFC 3339 UTC with milliseconds, from Unix time. */
 void lr_status_time(int64_t sec, int32_t usec, char *out, size_t len);
 /* Guest text for a terminal: control characters (C0, DEL, C1) as \xNN /

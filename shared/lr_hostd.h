@@ -41,11 +41,15 @@ typedef struct {
    * `guest` is only a description (see lr_guest_resolve_fn). */
   lr_guest_resolve_fn resolve;
   void *resolve_data;
-  int pass_fd; /* see lr_guest_opts_t.pass_fd; for the first --guest */
   /* Namespace guests; NULL where the platform has none (then refused). */
   lr_hostd_netns_open_fn netns_open;
   lr_hostd_netns_close_fn netns_close;
   void *netns_data;
+  /* Refuses a guest address this platform cannot connect to (Windows:
+   * unix:, vsock:, fc:; Linux: hvsock:), so a [guest NAME] section naming
+   * one fails at start or reload instead of retrying forever. 0, or -1
+   * with a one-line reason. NULL: every address is tried. */
+  int (*transport_check)(const char *addr, char *err, size_t errlen);
 } lr_hostd_opts_t;
 
 /* Platform flags the common table does not know: see lr_opt_extra_fn. */
@@ -56,7 +60,8 @@ typedef lr_opt_extra_fn lr_hostd_extra_fn;
 int lr_hostd_parse_args(int argc, char **argv, lr_hostd_opts_t *o, lr_hostd_extra_fn extra,
                         void *data, char *err, size_t errlen);
 
-/* Usage lines for the common flags, to print after the platform's own. */
+/* Usage lines for the common flags, to print after the platform's own
+ * (which include --guest and -c: what they accept differs). */
 const char *lr_hostd_common_usage(void);
 
 /* Reads a token file (the shared key): surrounding whitespace trimmed,
@@ -85,17 +90,24 @@ typedef struct {
   const lr_hostd_opts_t *opts;
   lr_hostd_guest_t *guests;
   size_t nguests;
+  char loaded_path[512]; /* the file in effect (empty: defaults) */
+  int64_t loaded_at;     /* when it was read, Unix time */
 } lr_hostd_t;
 
 /* Loads config (o->config or pal default), applies the log level, loads the
  * token, creates the host, adds the guests (--guest, --netns, [guest NAME]
- * sections: at least one) and serves status. o must outlive d. 0, or -1
- * after logging one line saying what was wrong (-2 when no guest was
- * given at all: a usage error, exit status 2). */
+ * sections; none is fine: it waits for a reload to add some) and serves
+ * status. o must outlive d. 0, or -1 after logging one line saying what
+ * was wrong (-2 for a bad configuration file: a usage error, exit
+ * status 2). */
 int lr_hostd_start(lr_hostd_t *d, uv_loop_t *loop, const lr_pal_t *pal, const lr_hostd_opts_t *o);
-/* Reads the config file again and applies it: guests added, removed or
- * changed, every guest's forwarding re-evaluated. A file with any error
- * changes nothing (the errors were logged with their lines). 0 or -1. */
+/* Reads the config file again and applies it, all or nothing: the whole
+ * file is parsed, checked and resolved first (values, transports, token
+ * files, namespaces opened for new guests), and only then are guests
+ * added, removed or changed and every guest's forwarding re-evaluated. A
+ * file with any error changes nothing (the errors were logged with their
+ * lines, and status shows the first); a failure while applying puts back
+ * what it had changed. 0 or -1. */
 int lr_hostd_reload(lr_hostd_t *d);
 /* Graceful stop: closes everything, then done(data). */
 void lr_hostd_stop(lr_hostd_t *d, void (*done)(void *), void *data);

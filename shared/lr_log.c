@@ -1,6 +1,9 @@
 /* Logging core: level filter, formatting into one line, and a pluggable
  * sink. The default sink writes "TIME ident LEVEL: message" to stderr,
- * which is what a Linux daemon under systemd or a console wants; services
+ * which is what a console wants; when stderr is the systemd journal (the
+ * platform finds out, lr_log_set_journal), it writes "<N>LEVEL: message"
+ * instead: journald reads the syslog priority N from the prefix and adds
+ * its own timestamp and identifier, so ours would only be noise. Services
  * install their own sink (Event Log, file). */
 #include "lr_log.h"
 #include "lr_sbuf.h"
@@ -13,6 +16,7 @@ static lr_log_level_t g_level = LR_LOG_INFO;
 static lr_log_sink_fn g_sink;
 static void *g_sink_data;
 static char g_ident[32] = "lorelay";
+static int g_journal;
 
 void lr_log_set_level(lr_log_level_t level) { g_level = level; }
 lr_log_level_t lr_log_get_level(void) { return g_level; }
@@ -25,6 +29,8 @@ void lr_log_set_sink(lr_log_sink_fn sink, void *data) {
 void lr_log_set_ident(const char *ident) {
   snprintf(g_ident, sizeof g_ident, "%s", ident ? ident : "lorelay");
 }
+
+void lr_log_set_journal(int on) { g_journal = on != 0; }
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -43,8 +49,17 @@ int lr_log_level_parse(const char *name) {
 }
 
 static void default_sink(lr_log_level_t level, const char *line) {
+  /* syslog(3)'s LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG: the numbers of
+   * sd-daemon(3)'s SD_ERR... prefixes. */
+  static const int priority[] = {3, 4, 6, 7};
   uv_timeval64_t tv;
   char ts[32] = "";
+  if (g_journal) {
+    fprintf(stderr, "<%d>%s: %s\n", priority[(unsigned)level <= LR_LOG_DEBUG ? level : LR_LOG_DEBUG],
+            lr_log_level_name(level), line);
+    fflush(stderr);
+    return;
+  }
   if (uv_gettimeofday(&tv) == 0) {
     /* UTC time of day from the epoch seconds: no gmtime_r/gmtime_s split. */
     long long day = (long long)(tv.tv_sec % 86400);

@@ -51,6 +51,11 @@ int lr_opts_parse(int argc, char **argv, const lr_opt_t *table, size_t n, void *
         }
         l->v[l->n++] = inl ? inl : v;
       } else {
+        /* Given twice, which one would count? Refused, naming the flag. */
+        if (*(const char **)(void *)slot) {
+          snprintf(err, errlen, "option %s given twice (it takes one value)", table[k].name);
+          return -1;
+        }
         *(const char **)(void *)slot = inl ? inl : v;
       }
       if (!inl) i++;

@@ -32,7 +32,8 @@ typedef struct {
 typedef int (*lr_opt_extra_fn)(const char *opt, const char *val, void *data);
 
 /* Fills out (already zeroed by the caller) from argv[1..]. 0, or -1 with a
- * one-line reason in err (unknown flag, missing value, stray argument). */
+ * one-line reason in err (unknown flag, missing value, stray argument, a
+ * single-valued flag given twice). */
 int lr_opts_parse(int argc, char **argv, const lr_opt_t *table, size_t n, void *out,
                   lr_opt_extra_fn extra, void *data, char *err, size_t errlen);
 

@@ -10,7 +10,8 @@
  * directory, status endpoint, config file), and the two cryptographic
  * primitives the handshake needs (HMAC-SHA256, the OS's random bytes), so
  * the core never includes OpenSSL or BCrypt, and the zero-copy relay's
- * kernel calls (splice through a pipe on Linux). A member a side does not need
+ * kernel calls (splice through a pipe on Linux), and sockets made inside a
+ * namespace guest's network namespace (one hop, Linux). A member a side does not need
  * is NULL (the guest makes no VM-socket connects), and the core says so
  * rather than guessing. */
 #ifndef LR_PAL_H
@@ -22,6 +23,8 @@
 #include "lr_addr.h"
 #include "lr_endpoint.h"
 
+typedef struct lr_nsock_s lr_nsock_t; /* host/posix/nsock.c */
+
 typedef struct lr_pal_s {
   const char *name; /* "posix", "win32", "guest" */
 
@@ -32,15 +35,29 @@ typedef struct lr_pal_s {
    * platform has no VM sockets: such addresses are then refused. */
   int (*vmsock_connect)(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen);
 
-  /* One hop for same-kernel guests: s is a socket an agent passed over the
-   * Unix transport, still owned by a libuv handle. Checks that it is a
-   * connected TCP stream socket and returns in *out a duplicate the caller
-   * owns (the handle that received s is then closed). 0, or -1 with a
-   * one-line reason in err. NULL: no descriptor passing on this platform. */
-  int (*adopt_passed_socket)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
-  /* The same for a UDP flow: a connected UDP socket. NULL: UDP flows keep
-   * the two-hop path. */
-  int (*adopt_passed_udp)(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
+  /* One hop for namespace guests (lorelayd --netns): lorelayd connects to
+   * the guest's server itself, with sockets made inside the guest's network
+   * namespace by a thread of its own (host/posix/nsock.c), so no descriptor
+   * ever comes from the agent and a connection costs no round trip to it.
+   * All three NULL where there are no namespaces (Windows).
+   *
+   * nsock_open: a pool for namespace NAME (/run/netns/NAME; a name that
+   * starts with '/' is a namespace file's path, as tests use); ready(data)
+   * runs on the loop thread when sockets came after nsock_take found a kind
+   * empty. The guest owns the pool and ends it with nsock_close. NULL with
+   * a one-line reason in err (no such namespace, cannot enter it). */
+  lr_nsock_t *(*nsock_open)(uv_loop_t *loop, const char *netns, void (*ready)(void *data),
+                            void *data, char *err, size_t errlen);
+  /* Takes a pooled socket (TCP, or UDP when udp is set) of sa's family and
+   * connects it to sa, without blocking: 0 (connected) or 1 (TCP, the
+   * connect still under way), with *out now the caller's to uv_tcp_open /
+   * uv_udp_open or sock_close; UV_EAGAIN: none pooled, ready() follows;
+   * another negative uv error: making or connecting one failed
+   * (UV_ECONNREFUSED: nothing listens on sa in the namespace). */
+  int (*nsock_take)(lr_nsock_t *p, const struct sockaddr *sa, int udp, uv_os_sock_t *out);
+  /* Stops the pool's thread and closes the sockets it still holds; p is
+   * freed once its loop handle has closed. */
+  void (*nsock_close)(lr_nsock_t *p);
 
   /* Closes a raw socket that no libuv handle owns yet (a VM socket whose
    * uv_tcp_open failed, or whose connect finished after its deadline). */
@@ -76,13 +93,31 @@ typedef struct lr_pal_s {
   int (*fds_exhausted)(uv_loop_t *loop);
 
   /* Directory for the daemon's sockets (Linux: /run/lorelay as root,
-   * $XDG_RUNTIME_DIR/lorelay otherwise); NULL where there is none. */
+   * $XDG_RUNTIME_DIR/lorelay otherwise, /tmp/lorelay-UID when that is
+   * unset); NULL where there is none. */
   const char *(*run_dir)(char *buf, size_t len);
   /* Narrows who may connect to the bound status endpoint h at path: Linux
    * mode 0660 in a directory only the daemon's user may write; Windows a
    * DACL for SYSTEM and Administrators. 0, or -1 with err (the daemon then
    * refuses to start rather than serve an open endpoint). */
   int (*secure_endpoint)(uv_pipe_t *h, const char *path, char *err, size_t errlen);
+  /* statusGroup: lets a group connect to the status endpoint at path (Linux:
+   * the socket, and the daemon's own run directory, become group-owned).
+   * 0 applied, 1 the group does not exist, -1 failed, 2 not applicable (a
+   * user's own daemon without the group); msg says which, for the log.
+   * NULL where the endpoint has no groups (Windows). */
+  int (*endpoint_group)(const char *path, const char *group, char *msg, size_t msglen);
+  /* lorelayctl: the system daemon's endpoint, to fall back to when this
+   * user's own default does not exist, and who may connect to path (for a
+   * permission error: "members of group lorelay"). NULL: none. */
+  const char *(*system_status_path)(char *buf, size_t len);
+  const char *(*endpoint_access_hint)(const char *path, char *buf, size_t len);
+  /* Who listens on (or has bound, udp) the host address sa: for a
+   * stand-in in conflict. 0 with *pid and command filled (from the host's
+   * socket table and process list), or -1 when nobody visible to us does.
+   * NULL where the platform cannot tell. */
+  int (*port_holder)(const struct sockaddr *sa, int udp, uint32_t *pid, char *command,
+                     size_t len);
   /* Default status endpoint (Unix socket path or named pipe name). */
   const char *(*default_status_path)(char *buf, size_t len);
   /* Default config file path. */

@@ -27,6 +27,20 @@ static const char *host_str(const lr_ports_t *t, int family) {
   return t->ops.host_str ? t->ops.host_str(family, t->ops.data) : lr_loopback_str(family);
 }
 
+/* "web: " (the guest's name, once, first on the line), or "". */
+static const char *who(const lr_ports_t *t, char *buf, size_t len) {
+  const char *n = t->ops.name ? t->ops.name(t->ops.data) : NULL;
+  if (!n) return "";
+  snprintf(buf, len, "%s: ", n);
+  return buf;
+}
+
+/* "pid 123 (nginx)", "guest web", or "another program or guest". */
+static const char *holder(const lr_ports_t *t, const lr_binding_t *b, char *buf, size_t len) {
+  if (t->ops.holder_str && t->ops.holder_str(b, buf, len, t->ops.data)) return buf;
+  return "another program or guest";
+}
+
 /* A remapped binding asks for its wanted port again; when it gets it, the
  * stand-in on the stand-by port closes (its open connections keep going). */
 static void try_unremap(lr_ports_t *t, lr_binding_t *b) {
@@ -45,8 +59,25 @@ static void try_unremap(lr_ports_t *t, lr_binding_t *b) {
   b->io = now;
   b->actual_port = b->key.port;
   b->state = LR_BINDING_BOUND;
-  LR_INFO("host %s:%u is free again: moved back from port %u", host_str(t, b->key.family),
-          b->key.port, old_port);
+  char nm[320];
+  free(b->holder);
+  b->holder = NULL;
+  LR_INFO("%shost %s:%u is free again: moved back from port %u", who(t, nm, sizeof nm),
+          host_str(t, b->key.family), b->key.port, old_port);
+}
+
+/* remapOnConflict: the next free port above the wanted one (predictable:
+ * 8080 taken gives 8081), within a few tries; then any port the system
+ * gives. Ports published to the guest (reversePorts) are skipped. */
+#define REMAP_TRIES 16
+static int remap(lr_ports_t *t, lr_binding_t *b) {
+  for (unsigned p = b->key.port + 1u; p <= 65535u && p <= b->key.port + (unsigned)REMAP_TRIES; p++) {
+    if (lr_portset_contains(&t->cfg->reverse_ports, (uint16_t)p)) continue;
+    int rc = t->ops.bind(b, (uint16_t)p, t->ops.data);
+    if (rc == LR_BIND_OK) return 1;
+    if (rc != LR_BIND_INUSE) return 0;
+  }
+  return t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK;
 }
 
 /* Try to get a stand-in listening for b. */
@@ -55,11 +86,14 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
     try_unremap(t, b);
     return;
   }
+  char nm[320], hs[400];
   int rc = t->ops.bind(b, b->key.port, t->ops.data);
   if (rc == LR_BIND_OK) {
+    free(b->holder);
+    b->holder = NULL;
     if (b->state == LR_BINDING_CONFLICT)
-      LR_INFO("host %s:%u is free again: forwarding", host_str(t, b->key.family),
-              b->key.port);
+      LR_INFO("%shost %s:%u is free again: forwarding", who(t, nm, sizeof nm),
+              host_str(t, b->key.family), b->key.port);
     b->state = LR_BINDING_BOUND;
     b->actual_port = b->key.port;
     return;
@@ -70,21 +104,22 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   }
   if (rc == LR_BIND_UNAVAILABLE) {
     if (b->state != LR_BINDING_UNAVAILABLE)
-      LR_WARN("host has no %s loopback: port %u not forwarded there",
+      LR_WARN("%shost has no %s loopback: port %u not forwarded there", who(t, nm, sizeof nm),
               b->key.family == 6 ? "IPv6" : "IPv4", b->key.port);
     b->state = LR_BINDING_UNAVAILABLE;
     return;
   }
   /* In use (or another bind error, which we treat alike: retry). */
-  if (t->cfg->remap_on_conflict && t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK) {
-    LR_WARN("host %s:%u is taken by another program or guest: remapped to port %u",
-            host_str(t, b->key.family), b->key.port, b->actual_port);
+  if (t->cfg->remap_on_conflict && remap(t, b)) {
+    LR_WARN("%shost %s:%u is taken by %s: remapped to port %u", who(t, nm, sizeof nm),
+            host_str(t, b->key.family), b->key.port, holder(t, b, hs, sizeof hs),
+            b->actual_port);
     b->state = LR_BINDING_REMAPPED;
     return;
   }
   if (b->state != LR_BINDING_CONFLICT)
-    LR_WARN("host %s:%u is taken by another program or guest: conflict, retrying",
-            host_str(t, b->key.family), b->key.port);
+    LR_WARN("%shost %s:%u is taken by %s: conflict, retrying", who(t, nm, sizeof nm),
+            host_str(t, b->key.family), b->key.port, holder(t, b, hs, sizeof hs));
   b->state = LR_BINDING_CONFLICT;
 }
 
@@ -135,6 +170,7 @@ void lr_binding_ref(lr_binding_t *b) { b->refs++; }
 void lr_binding_unref(lr_binding_t *b) {
   if (--b->refs == 0) {
     if (b->table) binding_unlink(b->table, b);
+    free(b->holder);
     free(b);
   }
 }
@@ -294,7 +330,9 @@ static int same_bindings(const lr_port_entry_t *e, lr_rule_result_t rule,
                          const lr_host_bind_t *want, int n) {
   if (e->rule != rule || e->nb != n) return 0;
   for (int i = 0; i < n; i++)
-    if (e->b[i]->key.family != want[i].family || e->b[i]->key.port != want[i].port) return 0;
+    if (e->b[i]->key.family != want[i].family || e->b[i]->key.port != want[i].port ||
+        e->b[i]->key.guest_port != want[i].guest_port)
+      return 0;
   return 1;
 }
 

@@ -37,6 +37,14 @@ typedef enum {
 
 typedef struct lr_ports_s lr_ports_t;
 
+/* Who holds a host port a stand-in wanted: another guest of this lorelayd
+ * (guest[0] set) or a host program (pid, command; pid 0: unknown). */
+typedef struct {
+  char guest[300];
+  uint32_t pid;
+  char command[256];
+} lr_holder_t;
+
 typedef struct lr_binding_s {
   lr_host_bind_t key;         /* family + wanted port */
   uint16_t actual_port;       /* port bound now (== key.port unless remapped) */
@@ -47,6 +55,8 @@ typedef struct lr_binding_s {
   unsigned active;            /* open right now */
   uint64_t bytes_to_guest, bytes_to_host;
   uint64_t drops;             /* UDP: datagrams dropped because a flow fell behind */
+  uint64_t connect_failures;  /* the guest could not connect to its server (OPEN refused) */
+  lr_holder_t *holder;        /* CONFLICT/REMAPPED: who has the wanted port; NULL: unknown */
   void *io;                   /* the I/O layer's stand-in object */
   lr_ports_t *table;          /* NULL once detached from its table */
   struct lr_binding_s *next;
@@ -83,6 +93,10 @@ typedef struct {
   /* The host address of a family's stand-ins, for log lines. May be NULL
    * (loopback). */
   const char *(*host_str)(int family, void *data);
+  /* The table's owner (a guest name) and, for b, who holds its wanted
+   * port ("pid 123 (nginx)", "guest web"), for log lines. May be NULL. */
+  const char *(*name)(void *data);
+  const char *(*holder_str)(const lr_binding_t *b, char *buf, size_t len, void *data);
 } lr_ports_ops_t;
 
 struct lr_ports_s {

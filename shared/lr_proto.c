@@ -8,14 +8,15 @@
  *   LISTENER_ADD/DEL u8 family, u8 flags, u16 port, addr[16]            (20 bytes)
  *   LISTENER_ADD     ... then optionally u32 pid, u16 clen, command[clen]
  *   PORT_STATE       listener (20), u8 state, u16 host_port            (23 bytes)
- *   OPEN             u8 alen, auth[alen], u8 family, u16 port
+ *   OPEN             u8 alen, auth[alen], u8 family, u16 port [, u8 flags [, u32 stream id]]
  *   PING, PONG       u64 nonce
  *   SYNC_DONE        (empty)
  *   REVERSE_SET      u8 flags, u16 n, u16 port[n]
  *   REVERSE_OPEN     u32 id, u8 family, u16 port
  *   REVERSE_FAIL     u32 id, u32 code, u16 len, text[len]
- *   ATTACH           u8 alen, auth[alen], u32 id
+ *   ATTACH           u8 alen, auth[alen], u32 id [, u32 stream id]
  *   AGENT_INFO       u8 detection (0 poll, 1 ebpf); newer agents append
+ *   STREAM_CLOSE     u32 stream id, u8 kind (1 FIN, 2 RESET), u64 bytes  (13 bytes)
  * Writers use a cursor that refuses to run past the end; readers use one
  * that reports a short payload instead of reading past it. */
 #include "lr_proto.h"
@@ -284,7 +285,10 @@ size_t lr_encode_open(uint8_t *out, size_t cap, const lr_open_t *m) {
   if ((m->family != 4 && m->family != 6) || m->port == 0) w.bad = 1;
   w_u8(&w, m->family);
   w_u16(&w, m->port);
-  if (m->flags) w_u8(&w, m->flags); /* older agents stop reading before it */
+  /* Older agents stop reading before these; the id needs the flags byte
+   * in front of it, even when no flag is set. */
+  if (m->flags || m->stream_id) w_u8(&w, m->flags);
+  if (m->stream_id) w_u32(&w, m->stream_id);
   return frame_end(&w);
 }
 
@@ -336,6 +340,17 @@ size_t lr_encode_attach(uint8_t *out, size_t cap, const lr_attach_t *m) {
   frame_begin(&w, out, cap, LR_MSG_ATTACH);
   w_auth(&w, &m->auth);
   w_u32(&w, m->id);
+  if (m->stream_id) w_u32(&w, m->stream_id); /* older agents stop reading before it */
+  return frame_end(&w);
+}
+
+size_t lr_encode_stream_close(uint8_t *out, size_t cap, const lr_stream_close_t *m) {
+  wcur_t w;
+  frame_begin(&w, out, cap, LR_MSG_STREAM_CLOSE);
+  if (m->id == 0) w.bad = 1;
+  w_u32(&w, m->id);
+  w_u8(&w, m->kind);
+  w_u64(&w, m->bytes);
   return frame_end(&w);
 }
 
@@ -504,6 +519,8 @@ int lr_decode_open(const lr_frame_t *f, lr_open_t *out) {
   out->family = r_u8(&r);
   out->port = r_u16(&r);
   if (!r.bad && r.off < r.len) out->flags = r_u8(&r);
+  /* A stream id cut short is no id: the stream just gets no notices. */
+  if (!r.bad && r.len - r.off >= 4) out->stream_id = r_u32(&r);
   if (r.bad) return LR_PROTO_ESHORT;
   if ((out->family != 4 && out->family != 6) || out->port == 0) return LR_PROTO_EINVAL;
   return LR_PROTO_OK;
@@ -556,7 +573,19 @@ int lr_decode_attach(const lr_frame_t *f, lr_attach_t *out) {
   memset(out, 0, sizeof *out);
   if ((rc = r_auth(&r, &out->auth))) return rc;
   out->id = r_u32(&r);
+  if (!r.bad && r.len - r.off >= 4) out->stream_id = r_u32(&r);
   return r.bad ? LR_PROTO_ESHORT : LR_PROTO_OK;
+}
+
+int lr_decode_stream_close(const lr_frame_t *f, lr_stream_close_t *out) {
+  rcur_t r;
+  rcur_init(&r, f);
+  memset(out, 0, sizeof *out);
+  out->id = r_u32(&r);
+  out->kind = r_u8(&r);
+  out->bytes = r_u64(&r);
+  if (r.bad) return LR_PROTO_ESHORT;
+  return out->id == 0 ? LR_PROTO_EINVAL : LR_PROTO_OK;
 }
 
 int lr_decode_agent_info(const lr_frame_t *f, lr_agent_info_t *out) {
@@ -608,6 +637,7 @@ const char *lr_msg_name(uint16_t type) {
     case LR_MSG_LISTENER_DEL: return "LISTENER_DEL";
     case LR_MSG_SYNC_DONE: return "SYNC_DONE";
     case LR_MSG_PORT_STATE: return "PORT_STATE";
+    case LR_MSG_STREAM_CLOSE: return "STREAM_CLOSE";
     case LR_MSG_PING: return "PING";
     case LR_MSG_PONG: return "PONG";
     case LR_MSG_OPEN: return "OPEN";

@@ -60,6 +60,7 @@ typedef enum {
   LR_MSG_REVERSE_OPEN = 15,  /* guest->host: a guest client connected to a published port */
   LR_MSG_REVERSE_FAIL = 16,  /* host->guest: that connection cannot be served (code, text) */
   LR_MSG_AGENT_INFO = 17,    /* guest->host: how the agent works (listener detection) */
+  LR_MSG_STREAM_CLOSE = 18,  /* either way: a data stream's write side ended (after N bytes) or reset */
   LR_MSG_PING = 20,          /* either way: liveness; answered with PONG, same payload */
   LR_MSG_PONG = 21,
   LR_MSG_OPEN = 30,          /* host->guest, only frame on a data stream before the reply */
@@ -166,12 +167,19 @@ typedef struct {
  * host forwards UDP, so the agent reports UDP sockets and accepts UDP
  * flows. */
 #define LR_CAP_UDP 0x01
+/* Close notices (STREAM_CLOSE): in HELLO, the host numbers its data streams
+ * (OPEN's stream id) and honours notices; in WELCOME, the agent does too, so
+ * the host may carry a half-close by notice alone where the transport would
+ * turn a shutdown into a full close (hybrid vsock). */
+#define LR_CAP_CLOSE_NOTICE 0x02
 
 typedef struct {
   lr_auth_t auth;
   uint8_t family;      /* 4 or 6: connect to 127.0.0.1 or ::1 in the guest */
   uint16_t port;
   uint8_t flags;       /* LR_OPEN_*; optional on the wire (absent: 0) */
+  uint32_t stream_id;  /* the host's number for this stream in STREAM_CLOSE; optional
+                        * (absent: 0, no notices); not covered by OPEN's MAC */
 } lr_open_t;
 
 /* OPEN flags. PASS_FD: the host shares the guest's kernel (a network
@@ -208,6 +216,7 @@ typedef struct {
 typedef struct {
   lr_auth_t auth;
   uint32_t id;
+  uint32_t stream_id;  /* as OPEN's: optional (absent: 0), not covered by the MAC */
 } lr_attach_t;
 
 /* AGENT_INFO: sent by the agent after WELCOME and again whenever it
@@ -218,6 +227,20 @@ typedef struct {
 typedef struct {
   uint8_t detection; /* LR_DETECT_* */
 } lr_agent_info_t;
+
+/* STREAM_CLOSE: the sender's side of data stream `id` ended. FIN: its
+ * write side, after exactly `bytes` relayed bytes went into the stream
+ * (the receiver acts once it has relayed that many out of it, or on the
+ * stream's own end of file, whichever comes first); RESET: the connection
+ * was reset (bytes 0). A kind this side does not know decodes and is
+ * ignored (newer peers may add kinds); id 0 names no stream and is EINVAL. */
+#define LR_CLOSE_FIN 1
+#define LR_CLOSE_RESET 2
+typedef struct {
+  uint32_t id;
+  uint8_t kind;   /* LR_CLOSE_* */
+  uint64_t bytes;
+} lr_stream_close_t;
 
 /* Preamble. encode writes LR_PREAMBLE_LEN bytes; flags is LR_PREAMBLE_KEYED
  * or 0 (lr_preamble_encode). */
@@ -256,6 +279,7 @@ size_t lr_encode_reverse_fail(uint8_t *out, size_t cap, uint32_t id, uint32_t co
                               const char *text);
 size_t lr_encode_attach(uint8_t *out, size_t cap, const lr_attach_t *m);
 size_t lr_encode_agent_info(uint8_t *out, size_t cap, const lr_agent_info_t *m);
+size_t lr_encode_stream_close(uint8_t *out, size_t cap, const lr_stream_close_t *m);
 
 /* Decoders take a frame from lr_frame_decode. OK, ESHORT or EINVAL. */
 int lr_decode_hello(const lr_frame_t *f, lr_hello_t *out);
@@ -280,6 +304,7 @@ int lr_decode_reverse_open(const lr_frame_t *f, lr_reverse_open_t *out);
 int lr_decode_reverse_fail(const lr_frame_t *f, uint32_t *id, lr_error_msg_t *out);
 int lr_decode_attach(const lr_frame_t *f, lr_attach_t *out);
 int lr_decode_agent_info(const lr_frame_t *f, lr_agent_info_t *out);
+int lr_decode_stream_close(const lr_frame_t *f, lr_stream_close_t *out);
 
 const char *lr_proto_strerror(int rc);   /* for LR_PROTO_* results */
 const char *lr_err_name(uint32_t code);  /* for lr_err_t */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "lr_log.h"
+#include "lr_proto.h"
 
 /* ---- buffer pool -------------------------------------------------------- */
 
@@ -52,7 +53,6 @@ static void pool_put(char *p) {
 }
 
 size_t lr_relay_pool_in_use(void) { return pool_in_use; }
-size_t lr_relay_pool_cached(void) { return pool_cached; }
 
 /* The zero-copy setting (see lr_relay_set_zero_copy). */
 static int zc_on = 1;
@@ -110,12 +110,14 @@ void lr_relay_close(lr_relay_t *r, int reset_outer) {
   if (!any) maybe_closed(r);
 }
 
-/* ep[d] was reset or failed: pass the reset to the other side. */
+/* ep[d] was reset or failed: pass the reset to the other side, and to the
+ * peer's relay by notice unless the reset came from there. */
 static void relay_reset(lr_relay_t *r, int d, int err) {
   if (r->closing) return;
   LR_DEBUG("relay %p: %s side %s: resetting the %s side", (void *)r,
            d == 0 ? "outer" : "transport", uv_strerror(err), d == 0 ? "transport" : "outer");
   r->closing = 1;
+  if (r->notice && !r->peer_reset) (void)r->notice(r, LR_CLOSE_RESET, 0);
   close_side(r, d, 0);
   close_side(r, 1 - d, 1);
 }
@@ -138,9 +140,19 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   maybe_finish(r);
 }
 
+/* Our FIN towards the transport: the notice always (when the owner gives
+ * one), and 1 if that is all, the transport losing half-closes. */
+static int fin_by_notice_only(lr_relay_t *r) {
+  return r->notice && r->notice(r, LR_CLOSE_FIN, r->bytes[0]) == 0 && r->notice_only;
+}
+
 static void shutdown_side(lr_relay_t *r, int i) {
   if (r->shut[i] || r->closing) return;
   r->shut[i] = 1;
+  if (i == 1 && fin_by_notice_only(r)) {
+    r->shut_done[1] = 1;
+    return;
+  }
   if (uv_shutdown(&r->sreq[i], &r->ep[i].u.stream, on_shutdown) != 0) r->shut_done[i] = 1;
 }
 
@@ -153,6 +165,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void zc_try_switch(lr_relay_t *r);
+static void zc_arm(lr_relay_t *r);
+
+static void peer_fin_check(lr_relay_t *r);
 
 static void on_write(uv_write_t *req, int status) {
   lr_relay_wr_t *wr = (lr_relay_wr_t *)req; /* req is the first member */
@@ -170,7 +185,10 @@ static void on_write(uv_write_t *req, int status) {
   else if (uv_read_start(&r->ep[d].u.stream, on_alloc, on_read) != 0)
     relay_reset(r, d, UV_EIO);
   maybe_finish(r);
-  if (r->zc_wanted) zc_try_switch(r);
+  /* No zero-copy switch here even when one is wanted: libuv stops watching
+   * ep[o]'s descriptor for writability only after this callback returns,
+   * so a poll on it now would be a second watcher (see zc_try_switch). The
+   * read just restarted switches at its next callback. */
 }
 
 /* Sends base[0..len) to ep[o] on behalf of direction d, taking ownership
@@ -205,6 +223,15 @@ static void forward(lr_relay_t *r, int d, char *base, size_t len) {
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   lr_relay_t *r = s->data;
   int d = side_of(r, s);
+  /* Nothing a relay carries comes with descriptors: a peer that sends some
+   * (libuv IPC pipes receive them) is cut, and closing its handle closes
+   * them. A plain pipe's count is always 0. */
+  if (r->ep[d].kind == LR_EP_PIPE && uv_pipe_pending_count(&r->ep[d].u.pipe) > 0) {
+    pool_put(buf->base);
+    r->fds_refused = 1;
+    relay_reset(r, d, UV_EPROTO);
+    return;
+  }
   if (nread > 0) {
     if (r->closing) {
       pool_put(buf->base);
@@ -213,6 +240,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     r->bytes[d] += (uint64_t)nread;
     if (r->counter[d]) *r->counter[d] += (uint64_t)nread;
     forward(r, d, buf->base, (size_t)nread);
+    if (d == 1 && r->peer_fin) {
+      peer_fin_check(r);
+      return;
+    }
     /* One read this large means bulk data: a request/response exchange
      * never fills that much of the buffer at once. */
     if ((uint64_t)nread >= zc_after) r->zc_wanted = 1;
@@ -261,7 +292,6 @@ static lr_zc_pipe_t *zc_pipe_free;
 static size_t zc_pipes_cached, zc_pipes_in_use, zc_active;
 
 size_t lr_relay_zc_pipes_in_use(void) { return zc_pipes_in_use; }
-size_t lr_relay_zc_pipes_cached(void) { return zc_pipes_cached; }
 size_t lr_relay_zc_active(void) { return zc_active; }
 
 struct lr_relay_zc_s {
@@ -363,7 +393,7 @@ static void zc_eof(lr_relay_t *r, int d) {
   if (!r->shut[o]) {
     r->shut[o] = 1;
     r->shut_done[o] = 1; /* shutdown(2) is immediate; its failure is not ours */
-    (void)r->pal->zc_shutdown_write(z->fd[o]);
+    if (!(o == 1 && fin_by_notice_only(r))) (void)r->pal->zc_shutdown_write(z->fd[o]);
   }
   maybe_finish(r);
 }
@@ -418,6 +448,7 @@ static void zc_pump(lr_relay_t *r, int d) {
     zc_pipe_put(pal, z->pipe[d], 0);
     z->pipe[d] = NULL;
   }
+  if (d == 1 && r->peer_fin) peer_fin_check(r);
   if (!r->closing) maybe_finish(r);
   zc_arm(r);
 }
@@ -436,9 +467,11 @@ static void zc_on_poll(uv_poll_t *p, int status, int events) {
   if ((events & UV_READABLE) && !r->closing && !z->dead) zc_pump(r, i);
 }
 
-/* The descriptor is still watched by its stream (a write libuv queued
- * itself), or the kernel cannot splice these sockets: the connection goes
- * back to the copy path for good. Only while no byte is in a pipe. */
+/* libuv refused the poll (UV_EEXIST: another handle still watches the
+ * descriptor, which zc_try_switch's callers rule out), or the kernel
+ * cannot splice these sockets: the connection goes back to the copy path
+ * for good. Only while no byte is in a pipe. The polls are closed before
+ * the streams read again, so the descriptors change owner at once. */
 static void zc_back_to_copy(lr_relay_t *r) {
   lr_relay_zc_t *z = r->zc;
   r->zc_refused = 1;
@@ -459,7 +492,18 @@ static void zc_back_to_copy(lr_relay_t *r) {
 
 /* Moves a connection that has proved to carry bulk data onto the zero-copy
  * path. Only between messages: nothing queued either way, no end of stream
- * yet, so the copy path has nothing in flight to hand over. */
+ * yet, so the copy path has nothing in flight to hand over.
+ *
+ * One watcher per descriptor: libuv watches a descriptor through exactly
+ * one handle (uv_poll_init says UV_EEXIST while another handle's watcher is
+ * on it). So each socket changes hands here: its stream handle stops
+ * reading and, with no write, shutdown or connect pending, watches nothing;
+ * from then until the poll is closed the stream handle is not used for any
+ * I/O (the zero-copy path half-closes with the platform's shutdown, not
+ * uv_shutdown), and the poll is always closed before the stream reads
+ * again (zc_back_to_copy) or is closed itself (close_side). Called from
+ * a read callback or lr_relay_start only, never from a write callback
+ * (see on_write). */
 static void zc_try_switch(lr_relay_t *r) {
   const lr_pal_t *pal = r->pal;
   if (!zc_on || r->zc || r->zc_refused || r->closing || !pal || !pal->zc_move) return;
@@ -512,6 +556,11 @@ void lr_relay_mark_open(lr_relay_t *r, int i, lr_ep_kind_t kind) {
 
 int lr_relay_start(lr_relay_t *r, const uint8_t *pending, size_t pending_len) {
   int rc;
+  r->started = 1;
+  if (r->peer_reset) { /* the peer reset before we got here */
+    lr_relay_close(r, 1);
+    return 0;
+  }
   for (int i = 0; i < 2; i++) {
     r->ep[i].u.handle.data = r;
     /* Interactive traffic must not wait for Nagle at the relay hop too. */
@@ -533,12 +582,89 @@ int lr_relay_start(lr_relay_t *r, const uint8_t *pending, size_t pending_len) {
       goto fail;
     }
     forward(r, 1, b, pending_len);
+    peer_fin_check(r);
     return 0;
   }
   if ((rc = uv_read_start(&r->ep[1].u.stream, on_alloc, on_read)) != 0) goto fail;
+  peer_fin_check(r);
   if (zc_after == 0) zc_try_switch(r);
   return 0;
 fail:
   lr_relay_close(r, 1);
   return rc;
+}
+
+/* ---- close notices ------------------------------------------------------- */
+
+/* The peer's FIN notice counts what it wrote into ep[1]: once as many
+ * bytes were read from ep[1] and are out on ep[0] (none queued, none in a
+ * pipe), ep[1] has ended, exactly as if its end of file had been read.
+ * More than the count is a peer that lied: reset. */
+static void peer_fin_check(lr_relay_t *r) {
+  if (!r->peer_fin || !r->started || r->closing || r->eof[1]) return;
+  if (r->bytes[1] > r->peer_fin_at) {
+    relay_reset(r, 1, UV_EPROTO);
+    return;
+  }
+  if (r->bytes[1] < r->peer_fin_at) return;
+  lr_relay_zc_t *z = r->zc;
+  if (z && !z->dead) {
+    if (z->in_pipe[1]) return; /* zc_pump checks again once it is drained */
+    r->eof[1] = 1;
+    if (!r->shut[0]) {
+      r->shut[0] = 1;
+      r->shut_done[0] = 1;
+      (void)r->pal->zc_shutdown_write(z->fd[0]);
+    }
+    maybe_finish(r);
+    zc_arm(r);
+    return;
+  }
+  r->eof[1] = 1;
+  uv_read_stop(&r->ep[1].u.stream);
+  if (!r->wr[1].buf) shutdown_side(r, 0); /* else on_write does, once it is out */
+  maybe_finish(r);
+}
+
+void lr_relay_peer_notice(lr_relay_t *r, uint8_t kind, uint64_t bytes) {
+  if (r->closing) return;
+  if (kind == LR_CLOSE_RESET) {
+    r->peer_reset = 1; /* before the start: lr_relay_start resets */
+    if (r->started) relay_reset(r, 1, UV_ECONNRESET);
+    return;
+  }
+  if (kind != LR_CLOSE_FIN || r->peer_fin) return; /* the first FIN counts */
+  r->peer_fin = 1;
+  r->peer_fin_at = bytes;
+  peer_fin_check(r);
+}
+
+/* Fibonacci hashing: stream ids are sequential, the top bits spread them. */
+static unsigned id_bucket(uint32_t id) {
+  return (unsigned)((id * 2654435761u) >> 24) % LR_RELAY_ID_BUCKETS;
+}
+
+lr_relay_t *lr_relay_ids_find(const lr_relay_ids_t *t, uint32_t id) {
+  if (id == 0) return NULL;
+  for (lr_relay_t *r = t->b[id_bucket(id)]; r; r = r->id_next)
+    if (r->id == id) return r;
+  return NULL;
+}
+
+int lr_relay_ids_add(lr_relay_ids_t *t, lr_relay_t *r) {
+  if (r->id == 0 || lr_relay_ids_find(t, r->id)) return -1;
+  unsigned b = id_bucket(r->id);
+  r->id_next = t->b[b];
+  t->b[b] = r;
+  return 0;
+}
+
+void lr_relay_ids_del(lr_relay_ids_t *t, lr_relay_t *r) {
+  if (r->id == 0) return;
+  for (lr_relay_t **p = &t->b[id_bucket(r->id)]; *p; p = &(*p)->id_next)
+    if (*p == r) {
+      *p = r->id_next;
+      r->id_next = NULL;
+      return;
+    }
 }

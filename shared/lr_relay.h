@@ -15,6 +15,18 @@
  * recognises through the platform's peer_closed probe, POLLHUP on Linux,
  * before it has shut its own write side).
  *
+ * Close notices: some VM transports lose a half-close. A hybrid-vsock
+ * device (vhost-device-vsock, Firecracker) drops the guest's
+ * SHUTDOWN(SEND) and turns a host-side shutdown(SHUT_WR) into a full close
+ * of the guest's socket. So each side also says on the control stream that
+ * its write side ended and after how many bytes (STREAM_CLOSE, through the
+ * owner's notice callback), and the other side ends that direction once it
+ * has relayed exactly that many bytes out of the stream, or at the
+ * stream's own end of file, whichever comes first. Where the owner knows
+ * the transport would turn a shutdown into a close (notice_only), the FIN
+ * goes as a notice alone. One small control frame per direction and
+ * connection; nothing on the data path.
+ *
  * Zero copy: where the platform layer can splice (Linux), a connection whose
  * single read brings zeroCopyAfter bytes or more (bulk data: a
  * request/response exchange never fills that much of the buffer at once)
@@ -35,6 +47,10 @@
 typedef struct lr_relay_s lr_relay_t;
 typedef struct lr_relay_zc_s lr_relay_zc_t;
 typedef void (*lr_relay_close_cb)(lr_relay_t *r);
+/* Sends a STREAM_CLOSE for r (kind LR_CLOSE_FIN after `bytes` bytes, or
+ * LR_CLOSE_RESET) on the owner's control stream. 0 if it went out, -1 if
+ * it could not (no control stream): the relay then relies on the stream. */
+typedef int (*lr_relay_notice_fn)(lr_relay_t *r, uint8_t kind, uint64_t bytes);
 
 typedef struct {
   uv_write_t req;
@@ -45,7 +61,10 @@ typedef struct {
  * connection record) and initialises the two handles in ep[]; from
  * lr_relay_mark_open on, the relay closes them (lr_relay_close, or by
  * itself at the end of the stream) and calls close_cb once both are closed.
- * The owner frees the record in close_cb and nowhere else. */
+ * The owner frees the record in close_cb and nowhere else. Each socket is
+ * watched by one libuv handle at a time: its stream handle in ep[i], or,
+ * on the zero-copy path, the relay's own uv_poll_t while that stream is
+ * stopped; the poll is closed before the stream is used again. */
 struct lr_relay_s {
   const lr_pal_t *pal;      /* for the peer-closed probe; may be NULL */
   lr_endpoint_t ep[2];
@@ -54,6 +73,11 @@ struct lr_relay_s {
   uint64_t *counter[2];     /* optional live counters, added to with bytes[] */
   lr_relay_close_cb close_cb;
   void *data;               /* owner's */
+  /* Close notices (set by the owner before lr_relay_start; see above). */
+  uint32_t id;              /* the stream id both sides name it by; 0: no notices */
+  lr_relay_notice_fn notice;
+  unsigned notice_only;     /* ep[1] loses half-close: our FIN goes as a notice only */
+  struct lr_relay_s *id_next; /* in the owner's lr_relay_ids_t */
   /* internal */
   lr_relay_wr_t wr[2];      /* wr[d]: pending write of data read from ep[d] */
   uv_shutdown_t sreq[2];
@@ -62,6 +86,12 @@ struct lr_relay_s {
   unsigned shut_done[2];    /* ... and that shutdown completed */
   unsigned open[2];         /* ep[d] handle initialised and not closed */
   unsigned closing;
+  unsigned fds_refused;     /* a pipe side received descriptors: reset (the
+                             * handle's close closes them); the owner may log */
+  unsigned started;         /* lr_relay_start ran */
+  unsigned peer_fin;        /* the peer's FIN notice arrived: ep[1] ends at peer_fin_at */
+  unsigned peer_reset;      /* the peer's RESET notice arrived before the start */
+  uint64_t peer_fin_at;
   unsigned zc_refused;      /* the zero-copy path was tried and is not for us */
   unsigned zc_wanted;       /* a read showed bulk data: switch when nothing is queued */
   lr_relay_zc_t *zc;        /* zero-copy state, allocated on the switch, freed
@@ -83,6 +113,27 @@ int lr_relay_start(lr_relay_t *r, const uint8_t *pending, size_t pending_len);
  * and at any phase. */
 void lr_relay_close(lr_relay_t *r, int reset_outer);
 
+/* A STREAM_CLOSE from the peer for this relay (any phase; before the
+ * start it is kept and applied then). FIN: ep[1] ends once `bytes` bytes
+ * were read from it and written to ep[0]; a count already passed is a
+ * lie, and resets. RESET: both sides reset. Unknown kinds are ignored,
+ * as is anything once the direction or the relay has ended. */
+void lr_relay_peer_notice(lr_relay_t *r, uint8_t kind, uint64_t bytes);
+
+/* The owner's table of relays by stream id: a fixed array of buckets
+ * chained through id_next, so a notice costs a short walk and the table
+ * holds nothing per notice (what it holds is bounded by the connections
+ * it indexes). The owner adds a relay when it names the stream and
+ * removes it before freeing the relay. */
+#define LR_RELAY_ID_BUCKETS 256
+typedef struct {
+  lr_relay_t *b[LR_RELAY_ID_BUCKETS];
+} lr_relay_ids_t;
+/* 0, or -1 if id is 0 or already in the table (r is then not added). */
+int lr_relay_ids_add(lr_relay_ids_t *t, lr_relay_t *r);
+void lr_relay_ids_del(lr_relay_ids_t *t, lr_relay_t *r); /* no-op if r is not in it */
+lr_relay_t *lr_relay_ids_find(const lr_relay_ids_t *t, uint32_t id);
+
 /* The process's zero-copy setting (config zeroCopy, zeroCopyAfter): off,
  * or on for connections once one read has brought `after` bytes (0: from
  * the first byte). Default: on, after a read of 65536 bytes. */
@@ -90,11 +141,9 @@ void lr_relay_set_zero_copy(int on, uint64_t after);
 
 /* Pool statistics, for tests and status. */
 size_t lr_relay_pool_in_use(void);
-size_t lr_relay_pool_cached(void);
-/* Zero-copy pipes holding bytes now, and cached idle ones; relays that are
- * on the zero-copy path now. */
+/* Zero-copy pipes holding bytes now; relays that are on the zero-copy path
+ * now. */
 size_t lr_relay_zc_pipes_in_use(void);
-size_t lr_relay_zc_pipes_cached(void);
 size_t lr_relay_zc_active(void);
 #define LR_RELAY_BUF_SIZE (256 * 1024)
 

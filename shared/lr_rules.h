@@ -19,8 +19,9 @@
 
 typedef struct {
   uint8_t family; /* 4 -> 127.0.0.1, 6 -> ::1 */
-  uint16_t port;
+  uint16_t port;  /* the host port (portMap: the mapped one) */
   uint8_t udp;    /* 1: a UDP stand-in (the listener carried LR_LISTENER_UDP) */
+  uint16_t guest_port; /* the guest port a connection opens (== port unless mapped) */
 } lr_host_bind_t;
 
 typedef enum {
@@ -31,6 +32,12 @@ typedef enum {
 } lr_rule_result_t;
 
 /* Maps a guest listener to host bindings under cfg. *n gets 0..2.
+ *
+ * portMap (GUEST:HOST) moves a guest port to another host port; the policy
+ * below then applies to the host port, and a mapped guest port outside
+ * forwardPorts (80, say) is allowed because the admin named it. A guest
+ * port that is not mapped but whose host port is some mapping's target is
+ * denied (the host port is taken by that mapping).
  *
  * The port policy comes before any binding: the guest is less trusted than
  * the host, so a port it may not claim is DENIED whatever else is true of

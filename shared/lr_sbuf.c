@@ -49,25 +49,6 @@ void lr_sbuf_printf(lr_sbuf_t *b, const char *fmt, ...) {
   b->len += (size_t)n;
 }
 
-void lr_sbuf_json_str(lr_sbuf_t *b, const char *s) {
-  lr_sbuf_append(b, "\"", 1);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    switch (*p) {
-      case '"': lr_sbuf_append(b, "\\\"", 2); break;
-      case '\\': lr_sbuf_append(b, "\\\\", 2); break;
-      case '\n': lr_sbuf_append(b, "\\n", 2); break;
-      case '\r': lr_sbuf_append(b, "\\r", 2); break;
-      case '\t': lr_sbuf_append(b, "\\t", 2); break;
-      default:
-        if (*p < 0x20)
-          lr_sbuf_printf(b, "\\u%04x", *p);
-        else
-          lr_sbuf_append(b, (const char *)p, 1);
-    }
-  }
-  lr_sbuf_append(b, "\"", 1);
-}
-
 int lr_streq_nocase(const char *a, const char *b) {
   for (;; a++, b++) {
     unsigned char x = (unsigned char)*a, y = (unsigned char)*b;

@@ -18,8 +18,6 @@ void lr_sbuf_free(lr_sbuf_t *b);
 void lr_sbuf_append(lr_sbuf_t *b, const char *s, size_t n);
 void lr_sbuf_puts(lr_sbuf_t *b, const char *s);
 void lr_sbuf_printf(lr_sbuf_t *b, const char *fmt, ...) LR_PRINTF(2, 3);
-/* A JSON string literal, quotes included, with escaping. */
-void lr_sbuf_json_str(lr_sbuf_t *b, const char *s);
 
 /* ASCII case-insensitive equality (config words, log levels, names). */
 int lr_streq_nocase(const char *a, const char *b);

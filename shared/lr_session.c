@@ -48,10 +48,24 @@ void lr_session_send(lr_guest_t *g, const uint8_t *buf, size_t len) {
   lr_write_copy(&g->ctl->ep.u.stream, buf, len); /* a failed write shows up as a read error */
 }
 
-/* Logs a connect failure once, not at every retry, and shows it in status. */
+/* A namespace guest's agent socket appears a few tens of milliseconds
+ * after lorelay-init starts: failing to reach it in that window is the
+ * normal start, not worth a warning. */
+#define NETNS_START_GRACE_MS 3000
+
+/* Logs a connect failure once, not at every retry, and shows it in status.
+ * One that was only a debug line (a namespace still starting) is warned of
+ * once the grace period is over. */
 static void session_note_error(lr_guest_t *g, const char *err) {
-  if (strcmp(g->last_err, err) == 0) return;
-  LR_WARN("%s: %s (retrying)", g->name, err);
+  if (strcmp(g->last_err, err) == 0 && !g->err_quiet) return;
+  int starting = g->nsock && !g->connected_at &&
+                 uv_now(g->host->loop) - g->added_at < NETNS_START_GRACE_MS;
+  if (strcmp(g->last_err, err) == 0 && starting) return;
+  if (starting)
+    LR_DEBUG("%s: agent not up yet: %s (retrying)", g->name, lr_guest_err_text(g, err));
+  else
+    LR_WARN("%s: %s (retrying)", g->name, lr_guest_err_text(g, err));
+  g->err_quiet = starting;
   snprintf(g->last_err, sizeof g->last_err, "%s", err);
 }
 
@@ -90,6 +104,7 @@ static int send_hello(lr_guest_t *g, int with_preamble) {
   snprintf(hello.name, sizeof hello.name, "%s", g->host->hostname);
   snprintf(hello.version, sizeof hello.version, "%s", LR_VERSION_STRING);
   if (g->cfg.udp) hello.caps |= LR_CAP_UDP; /* report UDP sockets too */
+  hello.caps |= LR_CAP_CLOSE_NOTICE;
   if (g->token_len && (lr_auth_new_nonce(&ctl->auth, LR_ROLE_HOST) != 0 ||
                        lr_auth_sign_hello(&ctl->auth, LR_ROLE_HOST, LR_MSG_HELLO, &hello) != 0)) {
     session_drop(g, "cannot compute the handshake's MAC (no random bytes or no HMAC)");
@@ -170,6 +185,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       }
       g->state = LR_G_CONNECTED;
       g->detection = LR_DETECT_POLL; /* agents without AGENT_INFO poll */
+      g->agent_caps = hello.caps;
       g->backoff_ms = RETRY_MIN_MS;
       g->connected_at = uv_now(g->host->loop);
       /* last_error keeps what ended the previous connection; the retries
@@ -179,7 +195,7 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       LR_INFO("%s: connected to agent \"%s\" (version %s) over %s", g->name,
               hello.name, hello.version, g->transport);
       {
-        lr_event_t ev = {LR_EV_GUEST_CONNECTED, g, NULL, LR_PORT_FORWARDING, NULL};
+        lr_event_t ev = {LR_EV_GUEST_CONNECTED, g, NULL, LR_PORT_FORWARDING, NULL, 0};
         lr_host_event(g->host, &ev);
       }
       lr_ports_sync_begin(&g->ports);
@@ -255,6 +271,12 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       lr_conn_reverse_open(g, &ro);
       return;
     }
+    case LR_MSG_STREAM_CLOSE: {
+      lr_stream_close_t sc;
+      if ((rc = lr_decode_stream_close(f, &sc))) break;
+      lr_conn_stream_close(g, &sc);
+      return;
+    }
     case LR_MSG_AGENT_INFO: {
       lr_agent_info_t ai;
       if ((rc = lr_decode_agent_info(f, &ai))) break;
@@ -286,6 +308,10 @@ static void ctl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   lr_guest_t *g = ctl->g;
   (void)buf;
   if (!g || g->ctl != ctl) return;
+  if (lr_guest_refuse_fds(g, &ctl->ep, "the control stream")) {
+    session_drop(g, "the agent sent file descriptors on the control stream");
+    return;
+  }
   if (n < 0) {
     char why[200];
     snprintf(why, sizeof why, "control stream closed by the agent (%s)", uv_strerror((int)n));
@@ -350,7 +376,7 @@ static void session_drop(lr_guest_t *g, const char *why) {
   if (g->state == LR_G_CONNECTED) {
     g->lost_at = uv_now(g->host->loop);
     lr_event_t ev = {LR_EV_GUEST_DISCONNECTED, g, NULL, LR_PORT_FORWARDING,
-                     why ? why : g->last_err};
+                     why ? why : g->last_err, 0};
     lr_host_event(g->host, &ev);
   }
   if (g->ports.syncing) g->ports.syncing = 0; /* an unfinished resync sweeps nothing */
@@ -416,8 +442,9 @@ static void session_connect(lr_guest_t *g) {
   lr_rxbuf_init(&ctl->rx);
   g->ctl = ctl;
   g->state = LR_G_CONNECTING;
-  if (lr_transport_connect(g->host->loop, g->host->pal, &g->addr, 0, &ctl->ep, ctl_connected,
-                           ctl, err, sizeof err) != 0) {
+  if (lr_transport_connect(g->host->loop, g->host->pal, &g->addr,
+                           g->ipc_reads ? LR_TRANSPORT_IPC : 0, &ctl->ep, ctl_connected, ctl,
+                           err, sizeof err) != 0) {
     /* Nothing was started, so nothing refers to ctl. */
     g->ctl = NULL;
     free(ctl);

@@ -47,6 +47,51 @@ static void on_client(uv_stream_t *server, int status) {
   lr_conn_accept(s->g, s);
 }
 
+/* See lr_host_int.h. */
+void lr_standin_find_holder(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
+  lr_host_t *h = g->host;
+  /* The wanted port, the first time it is found taken (a retry or a remap
+   * attempt on another port does not look again). */
+  if (port != b->key.port || b->state == LR_BINDING_CONFLICT || b->state == LR_BINDING_REMAPPED)
+    return;
+  lr_holder_t *hd = calloc(1, sizeof *hd);
+  if (!hd) return;
+  for (lr_guest_t *o = h->guests; o && !hd->guest[0]; o = o->next) {
+    if (o == g || strcmp(lr_guest_host_str(o, b->key.family), lr_guest_host_str(g, b->key.family)))
+      continue;
+    for (lr_binding_t *ob = o->ports.bindings; ob; ob = ob->next)
+      if (ob->io && ob->key.family == b->key.family && ob->key.udp == b->key.udp &&
+          ob->actual_port == port) {
+        snprintf(hd->guest, sizeof hd->guest, "%s", o->name);
+        break;
+      }
+  }
+  if (!hd->guest[0]) {
+    struct sockaddr_storage ss;
+    lr_guest_sockaddr(g, b->key.family, port, &ss);
+    if (!h->pal->port_holder ||
+        h->pal->port_holder((struct sockaddr *)&ss, b->key.udp, &hd->pid, hd->command,
+                            sizeof hd->command) != 0) {
+      free(hd);
+      hd = NULL;
+    }
+  }
+  free(b->holder);
+  b->holder = hd;
+}
+
+static const char *standin_name(void *data) { return ((lr_guest_t *)data)->name; }
+
+static const char *standin_holder_str(const lr_binding_t *b, char *buf, size_t len, void *data) {
+  (void)data;
+  if (!b->holder) return NULL;
+  if (b->holder->guest[0])
+    snprintf(buf, len, "guest %s", b->holder->guest);
+  else
+    snprintf(buf, len, "pid %lu (%s)", (unsigned long)b->holder->pid, b->holder->command);
+  return buf;
+}
+
 static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   lr_guest_t *g = data;
   lr_host_t *h = g->host;
@@ -81,6 +126,7 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
     LR_WARN("%s: stand-in %s:%u: %s", g->name, lr_guest_host_str(g, b->key.family), port,
             uv_strerror(rc));
+  if (rc == UV_EADDRINUSE) lr_standin_find_holder(g, b, port);
   return LR_BIND_INUSE;
 }
 
@@ -106,7 +152,7 @@ static void standin_state_changed(const lr_port_entry_t *e, lr_port_state_t st, 
   /* Before the added hook this is the entry's first state: port-added
    * shows it. */
   if (e->announced && lr_status_listed(e)) {
-    lr_event_t ev = {LR_EV_PORT_STATE, g, e, e->previous, NULL};
+    lr_event_t ev = {LR_EV_PORT_STATE, g, e, e->previous, NULL, 0};
     lr_host_event(g->host, &ev);
   }
   lr_port_state_msg_t m;
@@ -126,14 +172,14 @@ static void standin_added(lr_port_entry_t *e, void *data) {
   lr_guest_t *g = data;
   e->announced = 1;
   if (!lr_status_listed(e)) return;
-  lr_event_t ev = {LR_EV_PORT_ADDED, g, e, LR_PORT_FORWARDING, NULL};
+  lr_event_t ev = {LR_EV_PORT_ADDED, g, e, LR_PORT_FORWARDING, NULL, 0};
   lr_host_event(g->host, &ev);
 }
 
 static void standin_removed(const lr_port_entry_t *e, void *data) {
   lr_guest_t *g = data;
   if (!e->announced || !lr_status_listed(e)) return;
-  lr_event_t ev = {LR_EV_PORT_REMOVED, g, e, LR_PORT_FORWARDING, NULL};
+  lr_event_t ev = {LR_EV_PORT_REMOVED, g, e, LR_PORT_FORWARDING, NULL, 0};
   lr_host_event(g->host, &ev);
 }
 
@@ -148,7 +194,9 @@ lr_ports_ops_t lr_standin_ops(lr_guest_t *g) {
                         .data = g,
                         .added = standin_added,
                         .removed = standin_removed,
-                        .host_str = standin_host_str};
+                        .host_str = standin_host_str,
+                        .name = standin_name,
+                        .holder_str = standin_holder_str};
   return ops;
 }
 

@@ -10,6 +10,7 @@
  * escape control characters (lr_text_escape): a hostile command line can
  * neither forge a table row nor send the terminal an escape sequence. The
  * endpoint that serves these documents is lr_ctlsrv.c. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,7 @@ static void deny_reason(const lr_guest_t *g, const lr_port_entry_t *e, char *out
 }
 
 typedef struct {
-  uint64_t conns, active, to_guest, to_host, drops;
+  uint64_t conns, active, to_guest, to_host, drops, connect_failures;
 } entry_stats_t;
 
 static const char *entry_proto(const lr_port_entry_t *e) {
@@ -52,8 +53,9 @@ static const char *entry_proto(const lr_port_entry_t *e) {
 }
 
 static entry_stats_t entry_stats(const lr_port_entry_t *e) {
-  entry_stats_t s = {0, 0, 0, 0, 0};
+  entry_stats_t s = {0, 0, 0, 0, 0, 0};
   for (int i = 0; i < e->nb; i++) {
+    s.connect_failures += e->b[i]->connect_failures;
     s.conns += e->b[i]->connections;
     s.active += e->b[i]->active;
     s.to_guest += e->b[i]->bytes_to_guest;
@@ -89,6 +91,16 @@ static void json_str(cJSON *o, const char *name, const char *s) {
   cJSON_AddItemToObject(o, name, s ? cJSON_CreateString(s) : cJSON_CreateNull());
 }
 
+/* Who holds the host port of a port in conflict (or remapped): the first
+ * binding that knows. */
+static const lr_holder_t *entry_holder(const lr_port_entry_t *e) {
+  for (int i = 0; i < e->nb; i++)
+    if (e->b[i]->holder &&
+        (e->b[i]->state == LR_BINDING_CONFLICT || e->b[i]->state == LR_BINDING_REMAPPED))
+      return e->b[i]->holder;
+  return NULL;
+}
+
 static cJSON *port_json(const lr_guest_t *g, const lr_port_entry_t *e) {
   char s[80];
   cJSON *o = cJSON_CreateObject();
@@ -109,8 +121,19 @@ static cJSON *port_json(const lr_guest_t *g, const lr_port_entry_t *e) {
     deny_reason(g, e, why, sizeof why);
     json_str(o, "reason", why);
   }
+  const lr_holder_t *hd = entry_holder(e);
+  if (hd && (pst == LR_PORT_CONFLICT || pst == LR_PORT_REMAPPED)) {
+    cJSON *ho = cJSON_AddObjectToObject(o, "holder");
+    if (hd->guest[0]) {
+      json_str(ho, "guest", hd->guest);
+    } else {
+      json_u64(ho, "pid", hd->pid);
+      json_str(ho, "command", hd->command);
+    }
+  }
   json_u64(o, "connections", st.conns);
   json_u64(o, "active", st.active);
+  json_u64(o, "connect_failures", st.connect_failures);
   json_u64(o, "bytes_to_guest", st.to_guest);
   json_u64(o, "bytes_to_host", st.to_host);
   /* UDP: flows are the connections; drops are datagrams a flow that fell
@@ -181,11 +204,42 @@ static void json_line(cJSON *doc, lr_sbuf_t *out) {
   cJSON_free(txt);
 }
 
-void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) {
+static void time_or_null(cJSON *o, const char *name, int64_t t) {
+  char s[40];
+  if (!t) {
+    json_str(o, name, NULL);
+    return;
+  }
+  lr_status_time(t, 0, s, sizeof s);
+  json_str(o, name, s);
+}
+
+/* Which file is in effect, and whether the last reload took. */
+static cJSON *config_json(const lr_host_t *h) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  json_str(o, "path", h->config_info.path[0] ? h->config_info.path : NULL);
+  time_or_null(o, "loaded_at", h->config_info.loaded_at);
+  cJSON *r = cJSON_AddObjectToObject(o, "last_reload");
+  if (r) {
+    cJSON_AddItemToObject(r, "ok", cJSON_CreateBool(h->config_info.reload_ok));
+    json_str(r, "error", h->config_info.reload_error[0] ? h->config_info.reload_error : NULL);
+    time_or_null(r, "time", h->config_info.reload_time);
+  }
+  return o;
+}
+
+void lr_host_status_json(lr_host_t *h, lr_sbuf_t *out) { lr_host_status_json_for(h, NULL, out); }
+
+int lr_host_status_json_for(lr_host_t *h, const char *guest, lr_sbuf_t *out) {
+  if (guest && !lr_host_find_guest(h, guest)) return -1;
   cJSON *doc = cJSON_CreateObject();
+  cJSON_AddItemToObject(doc, "config", config_json(h));
   cJSON *guests = cJSON_AddArrayToObject(doc, "guests");
-  for (lr_guest_t *g = h->guests; g; g = g->next) cJSON_AddItemToArray(guests, guest_json(g));
+  for (lr_guest_t *g = h->guests; g; g = g->next)
+    if (!guest || !strcmp(g->name, guest)) cJSON_AddItemToArray(guests, guest_json(g));
   json_line(doc, out);
+  return 0;
 }
 
 /* ---- text ---------------------------------------------------------------- */
@@ -252,28 +306,158 @@ static void process_text(const lr_port_entry_t *e, lr_sbuf_t *out) {
   lr_text_escape(out, e->owner->cmd);
 }
 
-#define PORT_ROW_FMT "  %-5s %-28s %-34s %-10s %6s %6s %10s %10s  %s\n"
+/* The port table's columns. Widths are the widest cell (so a quiet guest
+ * prints narrow rows); past the terminal's width the wide, free-text
+ * columns give way, PROCESS first, and their cells end in "~". */
+enum { C_PROTO, C_GUEST, C_HOST, C_STATE, C_CONNS, C_OPEN, C_FAIL, C_TOG, C_TOH, C_PROC, NCOL };
+static const char *const col_head[NCOL] = {"PROTO", "GUEST", "HOST",     "STATE",   "CONNS",
+                                           "OPEN",  "FAIL",  "TO GUEST", "TO HOST", "PROCESS"};
+static const int col_right[NCOL] = {0, 0, 0, 0, 1, 1, 1, 1, 1, 0};
 
-static void port_row(const lr_guest_t *g, const lr_port_entry_t *e, lr_sbuf_t *out) {
-  char s[80], hosts[200], tg[32], th[32], conns[24], open[24];
+typedef struct {
+  char *cell[NCOL];
+  char *note; /* a line under the row ("denied: ...", "conflict: ..."), or NULL */
+} row_t;
+
+/* Display columns of UTF-8 text (escaped already: no control bytes). */
+static size_t text_cols(const char *s) {
+  size_t n = 0;
+  for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+  return n;
+}
+
+/* s in exactly w columns: cut (ending in '~') or padded. */
+static void put_cell(lr_sbuf_t *out, const char *s, size_t w, int right, int last) {
+  size_t cols = text_cols(s);
+  if (cols > w) {
+    size_t keep = w ? w - 1 : 0, c = 0;
+    const char *p = s;
+    while (*p && c < keep) {
+      p++;
+      while (((unsigned char)*p & 0xC0) == 0x80) p++;
+      c++;
+    }
+    lr_sbuf_append(out, s, (size_t)(p - s));
+    if (w) lr_sbuf_puts(out, "~");
+    return;
+  }
+  if (right)
+    for (size_t i = cols; i < w; i++) lr_sbuf_puts(out, " ");
+  lr_sbuf_puts(out, s);
+  if (!right && !last)
+    for (size_t i = cols; i < w; i++) lr_sbuf_puts(out, " ");
+}
+
+static char *dup_sbuf(lr_sbuf_t *b) {
+  char *p = b->err || !b->p ? NULL : strdup(b->p);
+  lr_sbuf_free(b);
+  return p ? p : strdup("?");
+}
+
+static char *fmt_dup(const char *fmt, ...) LR_PRINTF(1, 2);
+static char *fmt_dup(const char *fmt, ...) {
+  char buf[400];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return strdup(buf);
+}
+
+static void port_cells(const lr_guest_t *g, const lr_port_entry_t *e, row_t *r) {
+  char s[80], hosts[200], tg[32], th[32];
   entry_stats_t st = entry_stats(e);
   host_list(g, e, hosts, sizeof hosts);
   human_bytes(st.to_guest, tg, sizeof tg);
   human_bytes(st.to_host, th, sizeof th);
-  snprintf(conns, sizeof conns, "%llu", (unsigned long long)st.conns);
-  snprintf(open, sizeof open, "%llu", (unsigned long long)st.active);
   lr_port_state_t pst = lr_ports_entry_state(e);
   lr_sbuf_t proc;
   lr_sbuf_init(&proc);
   process_text(e, &proc);
-  lr_sbuf_printf(out, PORT_ROW_FMT, entry_proto(e), lr_listener_format(&e->listener, s, sizeof s), hosts,
-                 lr_port_state_name(pst), conns, open, tg, th, proc.err ? "?" : proc.p);
-  lr_sbuf_free(&proc);
+  r->cell[C_PROTO] = strdup(entry_proto(e));
+  r->cell[C_GUEST] = strdup(lr_listener_format(&e->listener, s, sizeof s));
+  r->cell[C_HOST] = strdup(hosts);
+  r->cell[C_STATE] = strdup(lr_port_state_name(pst));
+  r->cell[C_CONNS] = fmt_dup("%llu", (unsigned long long)st.conns);
+  r->cell[C_OPEN] = fmt_dup("%llu", (unsigned long long)st.active);
+  r->cell[C_FAIL] = fmt_dup("%llu", (unsigned long long)st.connect_failures);
+  r->cell[C_TOG] = strdup(tg);
+  r->cell[C_TOH] = strdup(th);
+  r->cell[C_PROC] = dup_sbuf(&proc);
+  r->note = NULL;
+  const lr_holder_t *hd = entry_holder(e);
   if (pst == LR_PORT_DENIED) {
     char why[200];
     deny_reason(g, e, why, sizeof why);
-    lr_sbuf_printf(out, "        denied: %s\n", why);
+    r->note = fmt_dup("        denied: %s", why);
+  } else if (hd && (pst == LR_PORT_CONFLICT || pst == LR_PORT_REMAPPED)) {
+    lr_sbuf_t n;
+    lr_sbuf_init(&n);
+    lr_sbuf_puts(&n, "        host port held by ");
+    if (hd->guest[0]) {
+      lr_sbuf_puts(&n, "guest ");
+      lr_text_escape(&n, hd->guest);
+    } else {
+      lr_sbuf_printf(&n, "pid %lu ", (unsigned long)hd->pid);
+      lr_text_escape(&n, hd->command);
+    }
+    r->note = dup_sbuf(&n);
   }
+}
+
+static void row_free(row_t *r) {
+  for (int i = 0; i < NCOL; i++) free(r->cell[i]);
+  free(r->note);
+}
+
+/* One guest's port rows, fitted to width (0: no limit). */
+static void port_table(const lr_guest_t *g, unsigned width, lr_sbuf_t *out) {
+  size_t n = 0, k = 0, w[NCOL];
+  for (lr_port_entry_t *e = g->ports.entries; e; e = e->next) n += lr_status_listed(e);
+  row_t *rows = calloc(n ? n : 1, sizeof *rows);
+  if (!rows) {
+    out->err = 1;
+    return;
+  }
+  for (lr_port_entry_t *e = g->ports.entries; e; e = e->next)
+    if (lr_status_listed(e)) port_cells(g, e, &rows[k++]);
+  for (int c = 0; c < NCOL; c++) {
+    w[c] = strlen(col_head[c]);
+    for (size_t i = 0; i < n; i++)
+      if (rows[i].cell[c] && text_cols(rows[i].cell[c]) > w[c]) w[c] = text_cols(rows[i].cell[c]);
+  }
+  if (width) {
+    /* 2 of indent, 1 between columns */
+    size_t total = 2 + NCOL - 1;
+    for (int c = 0; c < NCOL; c++) total += w[c];
+    static const int shrink[] = {C_PROC, C_HOST, C_GUEST};
+    static const size_t floor_w[] = {7, 12, 12};
+    for (int i = 0; i < 3 && total > width; i++) {
+      size_t c = (size_t)shrink[i], over = total - width;
+      size_t can = w[c] > floor_w[i] ? w[c] - floor_w[i] : 0;
+      size_t cut = over < can ? over : can;
+      w[c] -= cut;
+      total -= cut;
+    }
+  }
+  lr_sbuf_puts(out, "  ");
+  for (int c = 0; c < NCOL; c++) {
+    put_cell(out, col_head[c], w[c], col_right[c], c == NCOL - 1);
+    lr_sbuf_puts(out, c == NCOL - 1 ? "\n" : " ");
+  }
+  for (size_t i = 0; i < n; i++) {
+    lr_sbuf_puts(out, "  ");
+    for (int c = 0; c < NCOL; c++) {
+      put_cell(out, rows[i].cell[c] ? rows[i].cell[c] : "?", w[c], col_right[c], c == NCOL - 1);
+      lr_sbuf_puts(out, c == NCOL - 1 ? "\n" : " ");
+    }
+    if (rows[i].note) {
+      put_cell(out, rows[i].note, width ? width : text_cols(rows[i].note), 0, 1);
+      lr_sbuf_puts(out, "\n");
+    }
+    row_free(&rows[i]);
+  }
+  free(rows);
 }
 
 /* The guest's heading line, its error and its reverse ports. */
@@ -311,19 +495,49 @@ static void guest_rows(const lr_guest_t *g, lr_sbuf_t *out) {
   }
 }
 
+static void config_rows(const lr_host_t *h, lr_sbuf_t *out) {
+  char t[40];
+  lr_sbuf_puts(out, "config ");
+  if (h->config_info.path[0]) {
+    lr_text_escape(out, h->config_info.path);
+    if (h->config_info.loaded_at) {
+      lr_status_time(h->config_info.loaded_at, 0, t, sizeof t);
+      lr_sbuf_printf(out, "  loaded %s", t);
+    }
+  } else {
+    lr_sbuf_puts(out, "(none: defaults)");
+  }
+  if (h->config_info.reload_time) {
+    lr_status_time(h->config_info.reload_time, 0, t, sizeof t);
+    lr_sbuf_printf(out, "  last reload %s ", t);
+    if (h->config_info.reload_ok) {
+      lr_sbuf_puts(out, "ok");
+    } else {
+      lr_sbuf_puts(out, "FAILED: ");
+      lr_text_escape(out, h->config_info.reload_error);
+    }
+  }
+  lr_sbuf_puts(out, "\n");
+}
+
 void lr_host_status_table(lr_host_t *h, lr_sbuf_t *out) {
+  lr_host_status_table_for(h, NULL, 0, out);
+}
+
+int lr_host_status_table_for(lr_host_t *h, const char *guest, unsigned width, lr_sbuf_t *out) {
+  if (guest && !lr_host_find_guest(h, guest)) return -1;
+  config_rows(h, out);
   if (!h->guests) lr_sbuf_puts(out, "no guests\n");
   for (lr_guest_t *g = h->guests; g; g = g->next) {
+    if (guest && strcmp(g->name, guest)) continue;
     guest_rows(g, out);
     if (!g->ports.entries) {
       lr_sbuf_puts(out, "  (no listening ports reported)\n");
       continue;
     }
-    lr_sbuf_printf(out, PORT_ROW_FMT, "PROTO", "GUEST", "HOST", "STATE", "CONNS", "OPEN",
-                   "TO GUEST", "TO HOST", "PROCESS");
-    for (lr_port_entry_t *e = g->ports.entries; e; e = e->next)
-      if (lr_status_listed(e)) port_row(g, e, out);
+    port_table(g, width, out);
   }
+  return 0;
 }
 
 /* ---- watch events ------------------------------------------------------------ */
@@ -373,6 +587,7 @@ void lr_status_event_json(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out) {
   json_str(o, "time", t);
   json_str(o, "guest", ev->g->name);
   json_str(o, "event", lr_event_name(ev->kind));
+  if (ev->snapshot) cJSON_AddItemToObject(o, "snapshot", cJSON_CreateTrue());
   switch (ev->kind) {
     case LR_EV_PORT_STATE:
       json_str(o, "previous", lr_port_state_name(ev->previous));
@@ -404,8 +619,9 @@ void lr_status_event_text(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out) {
     case LR_EV_PORT_REMOVED:
     case LR_EV_PORT_STATE:
       host_list(ev->g, ev->e, hosts, sizeof hosts);
-      lr_sbuf_printf(out, "  tcp %s -> %s  %s", lr_listener_format(&ev->e->listener, s, sizeof s),
-                     hosts, lr_port_state_name(lr_ports_entry_state(ev->e)));
+      lr_sbuf_printf(out, "  %s %s -> %s  %s", entry_proto(ev->e),
+                     lr_listener_format(&ev->e->listener, s, sizeof s), hosts,
+                     lr_port_state_name(lr_ports_entry_state(ev->e)));
       if (ev->kind == LR_EV_PORT_STATE)
         lr_sbuf_printf(out, " (was %s)", lr_port_state_name(ev->previous));
       if (ev->e->owner) {
@@ -424,7 +640,21 @@ void lr_status_event_text(lr_host_t *h, const lr_event_t *ev, lr_sbuf_t *out) {
       }
       break;
   }
+  if (ev->snapshot) lr_sbuf_puts(out, "  (snapshot)");
   lr_sbuf_puts(out, "\n");
+}
+
+void lr_status_snapshot_end(int json, lr_sbuf_t *out) {
+  char t[40];
+  now_text(t, sizeof t);
+  if (!json) {
+    lr_sbuf_printf(out, "%s  snapshot-end: live events follow\n", t);
+    return;
+  }
+  cJSON *o = cJSON_CreateObject();
+  json_str(o, "time", t);
+  json_str(o, "event", "snapshot-end");
+  json_line(o, out);
 }
 
 void lr_status_dropped(uint64_t count, int json, lr_sbuf_t *out) {

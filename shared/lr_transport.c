@@ -28,10 +28,19 @@ typedef struct {
   uv_timer_t timer;
   uv_work_t work;
   uv_write_t wreq;
-  uv_os_sock_t sock;
+  /* Written by the loop thread only (finish(), the timer, the callbacks). */
   int status, ep_inited, finished;
   int refs; /* the timer, plus a queued or running VM connect */
   char err[256];
+  /* Written by the worker thread only (vm_work), and read on the loop
+   * thread only in vm_after, which libuv runs after the job has returned.
+   * Apart from status/err because the deadline can pass while the job is
+   * still running: finish() then writes status and err on the loop thread
+   * at the same time as the worker would, and a shared buffer would have
+   * two writers (and the caller's callback would read one of them mid-write). */
+  uv_os_sock_t vm_sock;
+  int vm_status;
+  char vm_err[256];
   char fc_line[48];
   size_t fc_len;
   char fc_req[32];
@@ -198,36 +207,35 @@ static void on_connect(uv_connect_t *req, int status) {
 
 static void vm_work(uv_work_t *w) {
   attempt_t *a = w->data;
-  a->status = a->pal->vmsock_connect(&a->addr, &a->sock, a->err, sizeof a->err);
+  a->vm_status = a->pal->vmsock_connect(&a->addr, &a->vm_sock, a->vm_err, sizeof a->vm_err);
 }
 
 static void vm_after(uv_work_t *w, int status) {
   attempt_t *a = w->data;
-  int rc = a->status;
-  a->status = 0;
+  int rc = a->vm_status;
   if (status == UV_ECANCELED) rc = UV_ECANCELED;
   if (a->finished) {
     /* The deadline passed first and the caller has moved on: a socket that
      * connected late is nobody's, so close it here. */
-    if (rc == 0) a->pal->sock_close(a->sock);
+    if (rc == 0) a->pal->sock_close(a->vm_sock);
     attempt_unref(a);
     return;
   }
   attempt_unref(a); /* the timer's reference keeps a alive below */
   if (rc < 0) {
     char why[256];
-    snprintf(why, sizeof why, "%s", a->err[0] ? a->err : uv_strerror(rc));
+    snprintf(why, sizeof why, "%s", a->vm_err[0] ? a->vm_err : uv_strerror(rc));
     finish(a, rc, "%s", why);
     return;
   }
   if ((rc = uv_tcp_init(a->loop, &a->ep->u.tcp)) == 0) {
     a->ep_inited = 1;
-    rc = uv_tcp_open(&a->ep->u.tcp, a->sock);
+    rc = uv_tcp_open(&a->ep->u.tcp, a->vm_sock);
   }
   if (rc) {
     /* uv_tcp_open fails only for a socket libuv cannot poll; the handle
      * does not own it, so it is closed here. */
-    a->pal->sock_close(a->sock);
+    a->pal->sock_close(a->vm_sock);
     finish(a, rc, "wrapping the VM socket: %s", uv_strerror(rc));
     return;
   }

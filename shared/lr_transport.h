@@ -36,8 +36,11 @@ typedef void (*lr_transport_cb)(lr_endpoint_t *ep, int status, const char *err, 
 int lr_transport_connect(uv_loop_t *loop, const lr_pal_t *pal, const lr_taddr_t *a,
                          unsigned flags, lr_endpoint_t *ep, lr_transport_cb cb, void *data,
                          char *err, size_t errlen);
-/* flags: LR_TRANSPORT_IPC opens a unix: stream as a libuv IPC pipe, which
- * can receive a passed descriptor (one-hop connections). */
+/* flags: LR_TRANSPORT_IPC opens a unix: stream as a libuv IPC pipe, read
+ * with a control buffer: a descriptor the peer sends is received (and seen
+ * by uv_pipe_pending_count) instead of being dropped unseen by the kernel.
+ * The host uses it for namespace guests to refuse such a peer
+ * (lr_guest_refuse_fds); it never keeps what arrives. */
 #define LR_TRANSPORT_IPC 0x01
 
 /* Hybrid vsock handshake, pure: the request line for a port, and the reply

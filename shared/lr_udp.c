@@ -18,11 +18,11 @@
  * kernel's (one connected socket per flow), and the stream machinery, the
  * key's handshake included, is the TCP one unchanged.
  *
- * One hop: for a guest that shares the host's kernel (--netns) OPEN asks
- * for the agent's connected UDP socket itself (LR_OPEN_PASS_FD, as for
- * TCP), and the flow sends to and reads from that socket directly: the
- * stream and the agent leave the data path, and a datagram costs two
- * system calls each way instead of six.
+ * One hop: for a namespace guest (--netns, oneHop) there is no stream and
+ * no OPEN: lorelayd takes a UDP socket made inside the guest's namespace
+ * (lr_pal_t.nsock_*), connects it to the guest server, and the flow sends
+ * to and reads from that socket directly: the agent is not in the data
+ * path, and a datagram costs two system calls each way instead of six.
  *
  * A flow ends after udpIdleTimeout seconds without a datagram either way,
  * when its stream ends (the agent's socket saw the server go), and with
@@ -170,7 +170,10 @@ static int flow_deliver(void *data, const uint8_t *p, size_t n) {
 
 static void flow_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   lr_flow_t *f = ((lr_conn_t *)st->data)->flow;
-  if (n > 0 && f && !f->c->relay.closing) {
+  if (f && !f->c->relay.closing &&
+      lr_guest_refuse_fds(f->c->g, &f->c->relay.ep[1], "a UDP flow's stream")) {
+    flow_close(f); /* closing the stream closes what it received */
+  } else if (n > 0 && f && !f->c->relay.closing) {
     f->last = uv_now(st->loop);
     int rc = lr_dgram_rx_feed(&f->rx, (const uint8_t *)buf->base, (size_t)n, flow_deliver, f);
     if (rc == LR_DGRAM_STOPPED) {
@@ -251,17 +254,17 @@ void lr_udp_flow_adopted(lr_conn_t *c) {
   if (f->direct) {
     uv_udp_init(h->loop, f->direct);
     f->direct->data = c;
-    rc = uv_udp_open(f->direct, c->passed);
-    if (rc) h->pal->sock_close(c->passed); /* the handle does not own it */
+    rc = uv_udp_open(f->direct, c->server_sock);
+    if (rc) h->pal->sock_close(c->server_sock); /* the handle does not own it */
     if (rc == 0) {
       lr_dgram_sockbufs(f->direct);
       rc = uv_udp_recv_start(f->direct, lr_dgram_udp_alloc, on_direct);
     }
   } else {
-    h->pal->sock_close(c->passed);
+    h->pal->sock_close(c->server_sock);
   }
   if (rc) {
-    LR_WARN("%s: UDP flow: cannot use the socket the agent passed: %s", c->g->name,
+    LR_WARN("%s: UDP flow: cannot use the socket made in the namespace: %s", c->g->name,
             uv_strerror(rc));
     flow_close(f);
     return;
@@ -412,6 +415,7 @@ int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
     LR_WARN("%s: UDP stand-in %s:%u: %s", g->name, lr_guest_host_str(g, b->key.family), port,
             uv_strerror(rc));
+  if (rc == UV_EADDRINUSE) lr_standin_find_holder(g, b, port);
   return LR_BIND_INUSE;
 }
 

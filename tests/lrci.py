@@ -6,6 +6,8 @@ is reported as skipped (ctest's SKIP_RETURN_CODE 77); in CI it fails, so a
 broken CI image cannot turn the suite into silent skips.
 
 CI means: the environment variable CI is "true", "1" or "yes", in any case.
+scripts/test.sh (the README's test command) sets CI=1 on every machine
+unless LORELAY_ALLOW_SKIP=1, so there too a skip is a failure.
 The same rule is written once per language: in_ci() here,
 lr_test_in_ci() in tests/unit/lr_testutil.h, lr_in_ci in tests/lrci.sh and
 LORELAY_IN_CI in cmake/LorelayTesting.cmake.

@@ -62,6 +62,7 @@ PORT_STATE = 13
 REVERSE_SET = 14
 REVERSE_OPEN = 15
 REVERSE_FAIL = 16
+STREAM_CLOSE = 18
 PING = 20
 PONG = 21
 OPEN = 30
@@ -73,6 +74,7 @@ MSG_NAMES = {
     LISTENER_ADD: "LISTENER_ADD",
     LISTENER_DEL: "LISTENER_DEL", SYNC_DONE: "SYNC_DONE", PORT_STATE: "PORT_STATE",
     REVERSE_SET: "REVERSE_SET", REVERSE_OPEN: "REVERSE_OPEN", REVERSE_FAIL: "REVERSE_FAIL",
+    STREAM_CLOSE: "STREAM_CLOSE",
     PING: "PING", PONG: "PONG", OPEN: "OPEN", OPEN_RESULT: "OPEN_RESULT", ATTACH: "ATTACH",
 }
 
@@ -82,6 +84,8 @@ ERR_OK, ERR_REFUSED, ERR_UNREACHABLE, ERR_TIMEOUT, ERR_AUTH, ERR_VERSION, ERR_PR
 LISTENER_V6ONLY = 0x01
 LISTENER_UDP = 0x02        # a bound UDP socket (only sent to a host whose HELLO has CAP_UDP)
 CAP_UDP = 0x01             # HELLO/WELCOME caps byte, after the version: forwards UDP
+CAP_CLOSE_NOTICE = 0x02    # ... numbers data streams (OPEN's id) and honours STREAM_CLOSE
+CLOSE_FIN, CLOSE_RESET = 1, 2  # STREAM_CLOSE kinds
 OPEN_PASS_FD = 0x01        # OPEN flags (optional byte after the port)
 OPEN_UDP = 0x02            # the stream is a UDP flow: framed datagrams after OPEN_RESULT
 DGRAM_MAX = 65507
@@ -200,8 +204,18 @@ def enc_ping(nonce):
     return struct.pack(">Q", nonce & 0xFFFFFFFFFFFFFFFF)
 
 
-def enc_open(family, port, token=b""):
-    return _str8(token) + struct.pack(">BH", family, port & 0xFFFF)
+def enc_open(family, port, token=b"", flags=None, stream_id=None):
+    b = _str8(token) + struct.pack(">BH", family, port & 0xFFFF)
+    if flags is not None or stream_id is not None:
+        b += bytes([flags or 0])
+    if stream_id is not None:
+        b += struct.pack(">I", stream_id & 0xFFFFFFFF)
+    return b
+
+
+def enc_stream_close(stream_id, kind, nbytes=0):
+    """STREAM_CLOSE: u32 stream id, u8 kind (CLOSE_FIN, CLOSE_RESET), u64 bytes."""
+    return struct.pack(">IBQ", stream_id & 0xFFFFFFFF, kind & 0xFF, nbytes & 0xFFFFFFFFFFFFFFFF)
 
 
 def enc_dgram(payload, length=None):
@@ -222,8 +236,11 @@ def dgram_split(buf):
     return out
 
 
-def enc_attach(rid, token=b""):
-    return _str8(token) + struct.pack(">I", rid & 0xFFFFFFFF)
+def enc_attach(rid, token=b"", stream_id=None):
+    b = _str8(token) + struct.pack(">I", rid & 0xFFFFFFFF)
+    if stream_id is not None:
+        b += struct.pack(">I", stream_id & 0xFFFFFFFF)
+    return b
 
 
 # Whole frames for the common messages.
@@ -387,8 +404,13 @@ def decode(ftype, payload, strict=False):
         m.update(token=c.auth())
         m.update(_family_port(c, "OPEN"))
         m.update(flags=0 if c.at_end() else c.u8())
+        m.update(stream_id=c.u32() if len(c.b) - c.o >= 4 else 0)
+    elif ftype == STREAM_CLOSE:
+        m.update(id=c.u32(), kind=c.u8(), bytes=c.u64())
+        c.check(m["id"] != 0, "STREAM_CLOSE for stream 0")
     elif ftype == ATTACH:
         m.update(token=c.auth(), id=c.u32())
+        m.update(stream_id=c.u32() if len(c.b) - c.o >= 4 else 0)
     else:
         m.update(raw=bytes(payload))
     return m

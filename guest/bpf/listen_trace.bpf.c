@@ -20,9 +20,10 @@
  * tracefs being mounted (guests and containers often have none), and the
  * socket is the tracepoint's first argument, read with CO-RE relocations
  * so one object runs on any kernel with BTF. Built by cmake/LorelayBpf.cmake
- * (clang -target bpf, vmlinux.h from the build machine's BTF, skeleton by
- * bpftool) and loaded by guest/lr_bpfwatch.c. */
-#include "vmlinux.h"
+ * (clang -target bpf against the committed kernel types of vmlinux_min.h,
+ * never the build machine's BTF; skeleton by bpftool) and loaded by
+ * guest/lr_bpfwatch.c. */
+#include "vmlinux_min.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>

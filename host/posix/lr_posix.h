@@ -39,4 +39,11 @@ int lr_netns_ensure(const char *name, char *err, size_t errlen);
  * The child gets SIGTERM if lorelayd dies. Returns the pid or -1 with err. */
 pid_t lr_netns_spawn(const char *name, char *const argv[], char *err, size_t errlen);
 
+/* lr_pal_t.nsock_open/take/close (nsock.c): sockets made inside a
+ * namespace guest's network namespace. */
+lr_nsock_t *lr_posix_nsock_open(uv_loop_t *loop, const char *netns, void (*ready)(void *),
+                                void *data, char *err, size_t errlen);
+int lr_posix_nsock_take(lr_nsock_t *p, const struct sockaddr *sa, int udp, uv_os_sock_t *out);
+void lr_posix_nsock_close(lr_nsock_t *p);
+
 #endif

@@ -17,6 +17,7 @@
 #include "lr_hostd.h"
 #include "lr_log.h"
 #include "lr_posix.h"
+#include "lr_sdnotify.h"
 #include "lr_version.h"
 
 #define RESPAWN_MAX_MS 5000
@@ -50,13 +51,34 @@ static void usage(void) {
   printf("usage: lorelayd --netns NAME [--netns NAME...] [options]\n"
          "       lorelayd --guest ADDR [--guest ADDR...] [--token-file FILE] [options]\n"
          "       lorelayd -c FILE   (guests in [guest NAME] sections)\n"
-         "Mirrors guests' listening TCP ports on this host's loopback and relays\n"
-         "every connection to the guest. SIGHUP reads the config file again.\n\n"
+         "Mirrors guests' listening TCP and UDP ports on this host's loopback and\n"
+         "relays every connection and datagram to the guest. SIGHUP reads the config\n"
+         "file again; under systemd (Type=notify) it reports READY=1 and reloads.\n\n"
          "  --netns NAME        create network namespace NAME if missing (as `ip netns add`),\n"
          "                      start lorelay-init + lorelay-agent inside it, forward its ports;\n"
          "                      repeatable\n"
+         "  --guest ADDR        agent address: unix:PATH, tcp:HOST:PORT, vsock:CID:PORT or\n"
+         "                      fc:UDS_PATH:PORT (Firecracker, Cloud Hypervisor); repeatable\n"
+         "  -c, --config FILE   INI config: section [lorelay], and one [guest NAME]\n"
+         "                      section per guest (netns or transport, tokenFile,\n"
+         "                      hostAddress, any [lorelay] key as its own value)\n"
          "%s",
          lr_hostd_common_usage());
+}
+
+/* hvsock: is Hyper-V's socket family, which only a Windows host has: such a
+ * guest is refused at start (and in a reloaded section) rather than
+ * retried forever. An address that does not parse is left to the core,
+ * which says what is wrong with it. */
+static int transport_check(const char *addr, char *err, size_t errlen) {
+  lr_taddr_t a;
+  char why[256];
+  if (lr_taddr_parse(addr, &a, why, sizeof why) != 0 || a.kind != LR_TADDR_HVSOCK) return 0;
+  snprintf(err, errlen,
+           "%s: hvsock: guests need lorelayd.exe on Windows; on Linux a guest is unix:PATH, "
+           "tcp:HOST:PORT, vsock:CID:PORT or fc:UDS_PATH:PORT",
+           addr);
+  return -1;
 }
 
 static void on_stopped(void *data) {
@@ -76,6 +98,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   }
   LR_INFO("signal %d: shutting down", signum);
   g_stopping = 1;
+  lr_sd_stopping();
   for (netns_child_t *c = g_children; c; c = c->next) uv_timer_stop(&c->respawn);
   lr_hostd_stop(&g_daemon, on_stopped, NULL);
 }
@@ -83,7 +106,10 @@ static void on_signal(uv_signal_t *s, int signum) {
 static void on_sighup(uv_signal_t *s, int signum) {
   (void)s;
   (void)signum;
-  if (!g_stopping) lr_hostd_reload(&g_daemon);
+  if (g_stopping) return;
+  lr_sd_reloading();
+  lr_hostd_reload(&g_daemon);
+  lr_sd_reloaded();
 }
 
 static void spawn_init(uv_timer_t *t) {
@@ -118,10 +144,17 @@ static void on_sigchld(uv_signal_t *s, int signum) {
       continue;
     }
     if (g_stopping) continue;
-    if (WIFSIGNALED(st))
-      LR_WARN("%s: lorelay-init was killed by signal %d", c->name, WTERMSIG(st));
+    /* Stopped on purpose (status 0, or SIGTERM/SIGINT: someone stopped it)
+     * is a fact worth a line, not a warning; a crash or an error is. */
+    if (WIFSIGNALED(st) && WTERMSIG(st) != SIGTERM && WTERMSIG(st) != SIGINT)
+      LR_WARN("%s: lorelay-init was killed by signal %d: starting it again", c->name,
+              WTERMSIG(st));
+    else if (WIFEXITED(st) && WEXITSTATUS(st) != 0)
+      LR_WARN("%s: lorelay-init exited with status %d: starting it again", c->name,
+              WEXITSTATUS(st));
     else
-      LR_WARN("%s: lorelay-init exited with status %d", c->name, WEXITSTATUS(st));
+      LR_INFO("%s: lorelay-init stopped (%s): starting it again", c->name,
+              WIFSIGNALED(st) ? "signal" : "status 0");
     uint64_t ran = uv_now(uv_default_loop()) - c->started;
     if (ran > 10000) c->respawn_ms = 100;
     uv_timer_start(&c->respawn, spawn_init, c->respawn_ms, 0);
@@ -271,6 +304,7 @@ static void netns_close(void *data, const char *netns) {
 int main(int argc, char **argv) {
   char err[512], status_path[512];
   lr_log_set_ident("lorelayd");
+  lr_log_set_journal(lr_sd_stderr_is_journal());
   lr_posix_init();
   if (lr_hostd_parse_args(argc, argv, &g_opts, NULL, NULL, err, sizeof err) != 0) {
     fprintf(stderr, "lorelayd: %s\n", err);
@@ -284,6 +318,12 @@ int main(int argc, char **argv) {
     printf("lorelayd %s (protocol %d)\n", LR_VERSION_STRING, LR_PROTO_VERSION);
     return 0;
   }
+  for (size_t i = 0; i < g_opts.guests.n; i++)
+    if (transport_check(g_opts.guests.v[i], err, sizeof err) != 0) {
+      fprintf(stderr, "lorelayd: --guest %s\n", err);
+      return 2;
+    }
+  g_opts.transport_check = transport_check;
   uv_loop_t *loop = uv_default_loop();
   g_init = getenv("LORELAY_INIT");
   if (!g_init || !*g_init) g_init = sibling_path("lorelay-init", g_init_path, sizeof g_init_path);
@@ -316,7 +356,10 @@ int main(int argc, char **argv) {
     free(g_daemon.guests);
     return rc == -2 ? 2 : 1;
   }
-  LR_INFO("lorelayd %s running", LR_VERSION_STRING);
+  /* The pid, for a SIGHUP by hand (kill -HUP PID) without pidof, which
+   * would hit every lorelayd on the machine. */
+  LR_INFO("lorelayd %s running (pid %ld)", LR_VERSION_STRING, (long)getpid());
+  lr_sd_ready(loop, &g_daemon);
   uv_run(loop, UV_RUN_DEFAULT);
   stop_children();
   lr_host_free(g_daemon.host);

@@ -9,7 +9,10 @@
 #define _GNU_SOURCE
 #include "lr_posix.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,18 +90,203 @@ static int secure_endpoint(uv_pipe_t *h, const char *path, char *err, size_t err
   return 0;
 }
 
+/* The socket inode bound to sa (or to the wildcard of its family, or to
+ * [::] dual-stack, which hold the port too) in /proc/net/{tcp,udp}[6]:
+ * listening for TCP (state 0A), any state for UDP. 0 if none. */
+static unsigned long socket_inode(const struct sockaddr *sa, int udp) {
+  static const char *const files[2][2] = {{"/proc/net/tcp", "/proc/net/tcp6"},
+                                          {"/proc/net/udp", "/proc/net/udp6"}};
+  int v6 = sa->sa_family == AF_INET6;
+  uint16_t port = ntohs(v6 ? ((const struct sockaddr_in6 *)sa)->sin6_port
+                           : ((const struct sockaddr_in *)sa)->sin_port);
+  uint32_t want[4] = {0, 0, 0, 0};
+  if (v6)
+    memcpy(want, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+  else
+    want[0] = ((const struct sockaddr_in *)sa)->sin_addr.s_addr;
+  for (int f = 0; f < 2; f++) {
+    FILE *fp = fopen(files[!!udp][f], "r");
+    char line[512];
+    if (!fp) continue;
+    while (fgets(line, sizeof line, fp)) {
+      uint32_t a[4] = {0, 0, 0, 0};
+      unsigned p, st;
+      unsigned long inode;
+      int ok = f ? sscanf(line, " %*d: %8x%8x%8x%8x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu",
+                          &a[0], &a[1], &a[2], &a[3], &p, &st, &inode) == 7
+                 : sscanf(line, " %*d: %8x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu", &a[0],
+                          &p, &st, &inode) == 4;
+      if (!ok || p != port || (!udp && st != 0x0A) || !inode) continue;
+      int any = !a[0] && !a[1] && !a[2] && !a[3];
+      int match = any || (f == v6 && !memcmp(a, want, v6 ? 16 : 4));
+      /* ::ffff:127.0.0.1 on a dual-stack socket holds the IPv4 port too */
+      if (!match && f && !v6 && !a[0] && !a[1] && a[2] == htonl(0xffff) && a[3] == want[0])
+        match = 1;
+      if (match) {
+        fclose(fp);
+        return inode;
+      }
+    }
+    fclose(fp);
+  }
+  return 0;
+}
+
+/* The process with a descriptor on socket inode, from /proc/PID/fd. */
+static int port_holder(const struct sockaddr *sa, int udp, uint32_t *pid, char *command,
+                       size_t len) {
+  unsigned long inode = socket_inode(sa, udp);
+  char want[64], path[600], link[64];
+  if (!inode) return -1;
+  snprintf(want, sizeof want, "socket:[%lu]", inode);
+  DIR *proc = opendir("/proc");
+  if (!proc) return -1;
+  struct dirent *de;
+  int found = 0;
+  while (!found && (de = readdir(proc))) {
+    if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+    snprintf(path, sizeof path, "/proc/%s/fd", de->d_name);
+    DIR *fds = opendir(path);
+    if (!fds) continue;
+    struct dirent *fe;
+    while ((fe = readdir(fds))) {
+      if (fe->d_name[0] == '.') continue;
+      snprintf(path, sizeof path, "/proc/%s/fd/%s", de->d_name, fe->d_name);
+      ssize_t n = readlink(path, link, sizeof link - 1);
+      if (n <= 0) continue;
+      link[n] = '\0';
+      if (!strcmp(link, want)) {
+        found = 1;
+        break;
+      }
+    }
+    closedir(fds);
+    if (!found) continue;
+    *pid = (uint32_t)strtoul(de->d_name, NULL, 10);
+    /* The command line, its arguments separated by spaces. */
+    snprintf(path, sizeof path, "/proc/%s/cmdline", de->d_name);
+    command[0] = '\0';
+    FILE *fp = fopen(path, "r");
+    if (fp) {
+      size_t r = fread(command, 1, len - 1, fp);
+      fclose(fp);
+      command[r] = '\0';
+      while (r > 0 && command[r - 1] == '\0') r--;
+      for (size_t i = 0; i < r; i++)
+        if (command[i] == '\0') command[i] = ' ';
+      command[r] = '\0';
+    }
+    if (!command[0]) {
+      snprintf(path, sizeof path, "/proc/%s/comm", de->d_name);
+      if ((fp = fopen(path, "r"))) {
+        if (!fgets(command, (int)len, fp)) command[0] = '\0';
+        fclose(fp);
+        command[strcspn(command, "\n")] = '\0';
+      }
+    }
+  }
+  closedir(proc);
+  return found ? 0 : -1;
+}
+
+/* statusGroup: the socket 0660 root:GROUP; the daemon's run directory
+ * (0750) group-owned too, or members could not reach the socket in it. */
+static int endpoint_group(const char *path, const char *group, char *msg, size_t msglen) {
+  char buf[4096], dir[512], run[400];
+  struct group gr, *found = NULL;
+  if (getgrnam_r(group, &gr, buf, sizeof buf, &found) != 0 || !found) {
+    if (geteuid() != 0) { /* a user's own daemon: its socket is the user's */
+      snprintf(msg, msglen, "statusGroup '%s' does not exist: the status endpoint %s is this "
+                            "user's only", group, path);
+      return 2;
+    }
+    snprintf(msg, msglen,
+             "statusGroup '%s' does not exist: only %s may use the status endpoint %s (create "
+             "the group, e.g. groupadd --system %s, and restart lorelayd to let its members "
+             "run lorelayctl)",
+             group, geteuid() == 0 ? "root" : "this user", path, group);
+    return 1;
+  }
+  if (chown(path, (uid_t)-1, found->gr_gid) != 0) {
+    snprintf(msg, msglen, "status endpoint %s: chgrp %s: %s (members of %s cannot use it)", path,
+             group, strerror(errno), group);
+    return -1;
+  }
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = '\0';
+    if (strcmp(dir, lr_posix_run_dir(run, sizeof run)) == 0 &&
+        (chown(dir, (uid_t)-1, found->gr_gid) != 0 || chmod(dir, 0750) != 0)) {
+      snprintf(msg, msglen, "%s: chgrp %s: %s (members of %s cannot reach the status endpoint)",
+               dir, group, strerror(errno), group);
+      return -1;
+    }
+  }
+  snprintf(msg, msglen, "status endpoint %s: group %s may connect (0660)", path, group);
+  return 0;
+}
+
+static const char *system_status_path(char *buf, size_t len) {
+  snprintf(buf, len, "/run/lorelay/lorelayd.sock");
+  return buf;
+}
+
+/* "members of group lorelay (the socket is 0660 root:lorelay)", or NULL
+ * when the socket cannot even be looked at. */
+static const char *endpoint_access_hint(const char *path, char *out, size_t len) {
+  struct stat st;
+  char buf[4096], ubuf[4096];
+  struct group gr, *g = NULL;
+  struct passwd pw, *u = NULL;
+  if (stat(path, &st) != 0) {
+    if (errno != EACCES) return NULL;
+    /* The run directory is closed to us: its group is the statusGroup. */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) *slash = '\0';
+    if (stat(dir, &st) == 0 && st.st_gid != 0 &&
+        getgrgid_r(st.st_gid, &gr, buf, sizeof buf, &g) == 0 && g)
+      snprintf(out, len, "members of group %s may use it (%s is %04o, group %s); add this user "
+                         "to it (usermod -aG %s USER, then log in again)",
+               g->gr_name, dir, (unsigned)(st.st_mode & 07777), g->gr_name, g->gr_name);
+    else
+      snprintf(out, len, "its directory is closed to this user: the daemon's statusGroup "
+                         "(default lorelay) grants access to its members");
+    return out;
+  }
+  if (getgrgid_r(st.st_gid, &gr, buf, sizeof buf, &g) != 0) g = NULL;
+  if (getpwuid_r(st.st_uid, &pw, ubuf, sizeof ubuf, &u) != 0) u = NULL;
+  if (g && st.st_gid != 0)
+    snprintf(out, len, "members of group %s may use it (the socket is %04o %s:%s); add this "
+                       "user to it (usermod -aG %s USER, then log in again)",
+             g->gr_name, (unsigned)(st.st_mode & 07777), u ? u->pw_name : "?", g->gr_name,
+             g->gr_name);
+  else
+    snprintf(out, len, "only %s may use it: the daemon's statusGroup (default lorelay) does "
+                       "not exist or was not applied",
+             u ? u->pw_name : "its owner");
+  return out;
+}
+
 const lr_pal_t lr_pal_posix = {
     .name = "posix",
     .vmsock_connect = lr_posix_vmsock_connect,
     .sock_close = lr_linux_sock_close,
     .fds_exhausted = lr_linux_fds_exhausted,
-    .adopt_passed_socket = lr_linux_adopt_passed_socket,
-    .adopt_passed_udp = lr_linux_adopt_passed_udp,
+    .nsock_open = lr_posix_nsock_open,
+    .nsock_take = lr_posix_nsock_take,
+    .nsock_close = lr_posix_nsock_close,
     .listen_loopback = listen_loopback,
     .udp_bind_loopback = udp_bind_loopback,
     .peer_closed = lr_linux_peer_closed,
     .run_dir = run_dir,
     .secure_endpoint = secure_endpoint,
+    .endpoint_group = endpoint_group,
+    .port_holder = port_holder,
+    .system_status_path = system_status_path,
+    .endpoint_access_hint = endpoint_access_hint,
     .default_status_path = default_status_path,
     .default_config_path = default_config_path,
     .hmac_sha256 = lr_linux_hmac_sha256,

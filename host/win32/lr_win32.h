@@ -53,6 +53,10 @@ void lr_win32_guid_to_win(const lr_guid_t *in, GUID *out);
  * 0, or -1 with a one-line reason in err. */
 int lr_win32_guest_address(const char *guest, const lr_guid_t *vmid, char *out, size_t outlen,
                            char *err, size_t errlen);
+/* 0 when lorelayd.exe can connect to addr (hvsock:, tcp:, or an address
+ * that does not parse: the core reports that); -1 with a one-line reason
+ * for unix:, vsock: and fc:, which need Linux. */
+int lr_win32_transport_check(const char *addr, char *err, size_t errlen);
 
 /* ---- HCS: finding the WSL utility VM (hcs_json.c, hcs.c) ---------------- */
 

@@ -78,10 +78,15 @@ static int extra_opt(const char *opt, const char *val, void *data) {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: lorelayd.exe (--guest ADDR... | --vm-id GUID|wsl | -c FILE) [options]\n"
-          "Relays the listening ports of guests (Hyper-V/WSL VMs over AF_HYPERV, or\n"
-          "tcp: agents) to this host's loopback. Runs as a service when the Service\n"
-          "Control Manager starts it (sc.exe start lorelayd), in the console otherwise;\n"
-          "sc.exe control lorelayd paramchange reads the config file again.\n"
+          "Relays the listening TCP and UDP ports of guests (Hyper-V/WSL VMs over\n"
+          "AF_HYPERV, or tcp: agents) to this host's loopback. Runs as a service when\n"
+          "the Service Control Manager starts it (sc.exe start lorelayd), in the console\n"
+          "otherwise. Apply an edited config file: sc.exe control lorelayd paramchange\n"
+          "  --guest ADDR       agent address: hvsock:VMID:PORT (Hyper-V, WSL 2) or\n"
+          "                     tcp:HOST:PORT (needs --token-file); repeatable\n"
+          "  -c, --config FILE  INI config: section [lorelay], and one [guest NAME]\n"
+          "                     section per guest (transport, tokenFile, hostAddress,\n"
+          "                     any [lorelay] key as its own value)\n"
           "Windows options:\n"
           "  --vm-id GUID       guest is lorelay-agent in VM GUID: hvsock:GUID:%u, or the\n"
           "                     port of an hvsock: --guest\n"
@@ -293,7 +298,7 @@ static int run(int as_service) {
 
   int rc = resolve_guest() != 0 ? -1 : lr_hostd_start(&g_hostd, &loop, lr_pal_host(), &g_args.opts);
   if (rc != 0) {
-    g_exit_code = rc == -2 ? 2 : 1; /* 2: no guest at all, a usage error */
+    g_exit_code = rc == -2 ? 2 : 1; /* 2: a bad config file, a usage error */
     InterlockedExchange(&g_stop_ready, 0);
     uv_walk(&loop, close_any, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -379,6 +384,20 @@ int main(int argc, char **argv) {
     printf("lorelayd %s (win32)\n", LR_VERSION_STRING);
     return 0;
   }
+  /* What Windows cannot reach is a usage error, at once: a service that
+   * retried it forever would look like it is waiting for a guest. */
+  if (g_args.opts.netns.n > 0) {
+    fprintf(stderr, "lorelayd: --netns %s: network namespace guests need lorelayd on Linux; on "
+                    "Windows a guest is hvsock:VMID:PORT (or --vm-id) or tcp:HOST:PORT\n",
+            g_args.opts.netns.v[0]);
+    return 2;
+  }
+  for (size_t i = 0; i < g_args.opts.guests.n; i++)
+    if (lr_win32_transport_check(g_args.opts.guests.v[i], err, sizeof err) != 0) {
+      fprintf(stderr, "lorelayd: --guest %s\n", err);
+      return 2;
+    }
+  g_args.opts.transport_check = lr_win32_transport_check;
 
   InitializeCriticalSection(&g_svc_lock);
   if (parent_is_scm()) {

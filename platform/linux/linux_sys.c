@@ -26,50 +26,6 @@ int lr_linux_peer_closed(const lr_endpoint_t *ep) {
 
 void lr_linux_sock_close(uv_os_sock_t s) { close(s); }
 
-/* A passed socket of the wanted protocol (IPPROTO_TCP or IPPROTO_UDP),
- * IPv4 or IPv6, connected; then a duplicate. Two calls say it all:
- * SO_PROTOCOL is IPPROTO_TCP only on a TCP stream socket and IPPROTO_UDP
- * only on a UDP datagram socket, and the peer's address names the family
- * and proves it is connected. (This runs once per one-hop connection.) */
-static int adopt_passed(uv_os_sock_t s, int want_proto, const char *what, uv_os_sock_t *out,
-                        char *err, size_t errlen) {
-  int proto = 0;
-  socklen_t l = sizeof proto;
-  struct sockaddr_storage peer;
-  socklen_t plen = sizeof peer;
-  if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL, &proto, &l) != 0) {
-    snprintf(err, errlen, "the passed descriptor is not a socket (%s)", strerror(errno));
-    return -1;
-  }
-  if (proto != want_proto) {
-    snprintf(err, errlen, "the passed socket is not a %s (protocol %d)", what, proto);
-    return -1;
-  }
-  if (getpeername(s, (struct sockaddr *)&peer, &plen) != 0) {
-    snprintf(err, errlen, "the passed %s is not connected (%s)", what, strerror(errno));
-    return -1;
-  }
-  if (peer.ss_family != AF_INET && peer.ss_family != AF_INET6) {
-    snprintf(err, errlen, "the passed socket is not a %s (family %d)", what, peer.ss_family);
-    return -1;
-  }
-  int fd = fcntl(s, F_DUPFD_CLOEXEC, 0);
-  if (fd < 0) {
-    snprintf(err, errlen, "cannot keep the passed socket: %s", strerror(errno));
-    return -1;
-  }
-  *out = fd;
-  return 0;
-}
-
-int lr_linux_adopt_passed_socket(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen) {
-  return adopt_passed(s, IPPROTO_TCP, "TCP stream", out, err, errlen);
-}
-
-int lr_linux_adopt_passed_udp(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen) {
-  return adopt_passed(s, IPPROTO_UDP, "UDP socket", out, err, errlen);
-}
-
 int lr_linux_fds_exhausted(uv_loop_t *loop) {
   int fd = fcntl(uv_backend_fd(loop), F_DUPFD_CLOEXEC, 0);
   if (fd >= 0) {

@@ -30,11 +30,6 @@ int lr_linux_hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *msg, si
 /* lr_pal_t.fds_exhausted: 1 when no descriptor can be had (EMFILE/ENFILE),
  * probed by duplicating the loop's own descriptor. */
 int lr_linux_fds_exhausted(uv_loop_t *loop);
-/* lr_pal_t.adopt_passed_socket: SO_PROTOCOL and the peer's address say
- * "connected TCP stream"; then F_DUPFD_CLOEXEC. */
-int lr_linux_adopt_passed_socket(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
-/* lr_pal_t.adopt_passed_udp: the same for a connected UDP socket. */
-int lr_linux_adopt_passed_udp(uv_os_sock_t s, uv_os_sock_t *out, char *err, size_t errlen);
 /* lr_pal_t.random_bytes: getrandom(2); 0 or -1. */
 int lr_linux_random_bytes(uint8_t *buf, size_t n);
 

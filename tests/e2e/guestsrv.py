@@ -124,6 +124,24 @@ def mode_halffirst(ls, opts):
         c.close()
 
 
+def mode_sendclose(ls, opts):
+    """Sends size bytes of pattern(seed) and closes at once, as an HTTP/1.0
+    server does after its reply: the client must see every byte, then EOF."""
+    size = int(opts.get("size", 100000))
+    seed = int(opts.get("seed", 3))
+    data = pattern(seed, size)
+    while True:
+        c, _ = ls.accept()
+        c.settimeout(TIMEOUT)
+        try:
+            c.sendall(data)
+            emit(event="sent", bytes=len(data))
+        except OSError as e:
+            emit(event="error", error=repr(e))
+        c.close()
+        emit(event="closed")
+
+
 def mode_rst(ls, opts):
     """Accepts and resets at once (SO_LINGER {1, 0})."""
     while True:
@@ -259,6 +277,7 @@ MODES = {
     "bulk": mode_bulk,
     "halfreply": mode_halfreply,
     "halffirst": mode_halffirst,
+    "sendclose": mode_sendclose,
     "rst": mode_rst,
     "recvreport": mode_recvreport,
     "closable": mode_closable,

@@ -328,6 +328,30 @@ class Proc:
 
 # ---------------------------------------------------------------- lorelayd + netns
 
+def merge_lorelay_keys(config, keys):
+    """config with "key=value" lines in its [lorelay] section, replacing the
+    same keys there (the file is strict: a key or a section twice is an
+    error)."""
+    names = {k.split("=", 1)[0].strip().lower() for k in keys if "=" in k}
+    out, section, placed = [], None, False
+    for line in config.splitlines():
+        t = line.strip()
+        if t.startswith("["):
+            section = t.strip("[]").strip().lower()
+            out.append(line)
+            if section == "lorelay" and not placed:
+                out.extend(keys)
+                placed = True
+            continue
+        if section == "lorelay" and "=" in t and not t.startswith((";", "#")) \
+                and t.split("=", 1)[0].strip().lower() in names:
+            continue
+        out.append(line)
+    if not placed:
+        out = ["[lorelay]"] + list(keys) + [""] + out
+    return "\n".join(out) + "\n"
+
+
 class Lorelay:
     """One lorelayd --netns NAME with everything it and the test started."""
 
@@ -343,7 +367,7 @@ class Lorelay:
         # separated by commas, come after the scenario's own, so they win.
         extra = os.environ.get("LORELAY_E2E_CONFIG_EXTRA")
         if extra:
-            config = (config or "") + "\n[lorelay]\n" + extra.replace(",", "\n") + "\n"
+            config = merge_lorelay_keys(config or "", extra.split(","))
         if config is not None:
             self.config_path = os.path.join(self.tmpdir, "lorelay.ini")
             with open(self.config_path, "w") as f:
@@ -554,6 +578,20 @@ class Lorelay:
         self.wait_port("0.0.0.0:%d" % pa, "forwarding")
         self.wait_port("0.0.0.0:%d" % pb, "forwarding")
         return pa, pb, srv_b
+
+    def settle(self, ns=None, name=None):
+        """The positive event an absence check waits for: two fresh banner
+        listeners in the guest, the second started once the host reports
+        the first. The agent reports in order on one stream, so when the
+        host shows the second, everything the agent saw before this call
+        (and every scan it made then) has reached the host: a listener that
+        is still missing was not reported, however slowly the machine runs.
+        Returns the two servers (stop them if their ports matter)."""
+        servers = []
+        for port in free_ports(2):
+            servers.append(self.guest_server("banner", "0.0.0.0", port, "tag=settle", ns=ns))
+            self.wait_port("0.0.0.0:%d" % port, "forwarding", timeout=10.0, name=name)
+        return servers
 
     def http_server(self, directory, bind, port, where="guest"):
         """python3 -m http.server: a real client-facing server, not our own."""

@@ -36,7 +36,8 @@ class Lorelayctl(LorelayTestCase):
         r = lr.ctl("status", "--json")
         self.assertEqual(r.returncode, 0, r.stderr)
         doc = json.loads(r.stdout)
-        self.assertEqual(set(doc), {"guests"})
+        self.assertEqual(set(doc), {"config", "guests"})
+        self.assertEqual(set(doc["config"]), {"path", "loaded_at", "last_reload"})
         self.assertIsInstance(doc["guests"], list)
         self.assertEqual(len(doc["guests"]), 1)
         g = doc["guests"][0]

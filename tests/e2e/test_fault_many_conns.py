@@ -8,7 +8,7 @@ import socket
 import time
 import unittest
 
-from lrharness import LorelayTestCase, free_port, poll, skip_or_fail
+from lrharness import LorelayTestCase, free_port, one_hop_expected, poll, skip_or_fail
 from lrhostile import Checks, fd_count, measure, raise_nofile, stress_server
 
 N = 5000
@@ -85,9 +85,13 @@ class ManyConnections(Checks, LorelayTestCase):
         measure("active_back_to_0_s", "%.2f" % took if idle else "no")
         self.check(idle, "active count not back to 0 15 s after closing: %s"
                    % lr.port("0.0.0.0:%d" % port))
-        fds_ok, _ = poll(lambda: fd_count(pid) <= base_fds, 10.0, 0.2)
-        self.check(fds_ok, "lorelayd holds %d fds after all closed (baseline %d)"
-                   % (fd_count(pid), base_fds))
+        # One hop keeps a pool of sockets made in the namespace, filled once
+        # a kind is first used: at most 16 per kind, and this test uses one
+        # (IPv4 TCP). Two hops keep none.
+        pool = 16 if one_hop_expected() else 0
+        fds_ok, _ = poll(lambda: fd_count(pid) <= base_fds + pool, 10.0, 0.2)
+        self.check(fds_ok, "lorelayd holds %d fds after all closed (baseline %d, pool %d)"
+                   % (fd_count(pid), base_fds, pool))
         self.check(lr.daemon.alive(), "lorelayd died")
         self.verify()
 

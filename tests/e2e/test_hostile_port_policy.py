@@ -7,7 +7,6 @@ stand-in (checked on the sockets lorelayd holds, not only on status). A
 port the policy allows still forwards."""
 
 import re
-import time
 import unittest
 
 from lrhostile import (FakeGuestDaemon, HostileTestCase, echo_through, listening_tcp, measure,
@@ -50,7 +49,11 @@ class PortPolicy(HostileTestCase):
         works, took = poll(lambda: echo_through("127.0.0.1", allowed), 5.0, 0.05)
         measure("allowed_port_forwarding_after_s", "%.2f" % took)
         self.check(works, "allowed port %d (inside forwardPorts) does not forward" % allowed)
-        time.sleep(0.3)  # give a wrong stand-in every chance to appear
+        # The listing is one message: once each refused port shows "denied",
+        # the host has acted on all of it, so a wrong stand-in would be open.
+        refused = ["0.0.0.0:22", "0.0.0.0:0", "0.0.0.0:%d" % rev]
+        poll(lambda: all((fg.ports().get(g) or {}).get("state") == "denied" for g in refused),
+             5.0, 0.05)
         held = self._listen_ports()
         measure("lorelayd_listening_ports", held)
         self.check(22 not in held, "lorelayd listens on port 22 for a guest listener")
@@ -75,7 +78,8 @@ class PortPolicy(HostileTestCase):
         works, _ = poll(lambda: echo_through("127.0.0.1", inside), 5.0, 0.05)
         self.check(works, "port %d inside forwardPorts %d-%d does not forward"
                    % (inside, base, base + 10))
-        time.sleep(0.3)
+        poll(lambda: (fg.ports().get("0.0.0.0:%d" % outside) or {}).get("state") == "denied",
+             5.0, 0.05)  # the listing is one message: all of it has been acted on
         held = self._listen_ports()
         self.check(outside not in held, "lorelayd listens on %d, outside forwardPorts %d-%d"
                    % (outside, base, base + 10))

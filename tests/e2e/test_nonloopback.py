@@ -2,9 +2,9 @@
 an address this test adds (on a dummy interface, or on lo) in its own namespace) are
 not forwarded. A control listener on 0.0.0.0 is started last: once it shows
 up, the agent has scanned after the others were listening, so their absence
-is evidence, not a race."""
+is evidence, not a race; lr.settle() then waits until everything the
+agent saw has reached the host."""
 
-import time
 import unittest
 
 from lrharness import LorelayTestCase, free_ports
@@ -27,7 +27,7 @@ class NonLoopback(LorelayTestCase):
         lr.guest_server("banner", "0.0.0.0", p_ctl, "tag=ctl")
         lr.wait_port("0.0.0.0:%d" % p_ctl, "forwarding")
         self.assertBanner("127.0.0.1", p_ctl, b"guest:ctl\n")
-        time.sleep(0.3)  # a few more scan intervals
+        lr.settle()  # every scan that saw the three listeners has reached the host
         guests = [p["guest"] for p in lr.ports()]
         self.assertNotIn("127.0.0.2:%d" % p_lo2, guests)
         self.assertNotIn("192.0.2.1:%d" % p_dummy, guests)

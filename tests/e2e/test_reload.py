@@ -11,7 +11,6 @@
 """
 
 import socket
-import time
 import unittest
 
 from lrharness import (LorelayTestCase, MultiLorelay, finish, free_ports, poll, try_connect,
@@ -119,7 +118,7 @@ class Reload(LorelayTestCase):
         out = lr.reload()
         self.assertIn("lorelay.ini:3: ipv6 = 'flase' is not a boolean", out)
         self.assertIn("was not applied", out)
-        time.sleep(0.3)
+        lr.settle(ns=ns, name="g")  # the agent's reports since the reload have arrived
         self.assertEqual(lr.port("0.0.0.0:%d" % p, "g")["state"], "ignored")
         self.assertRefused("127.0.0.1", p)
 

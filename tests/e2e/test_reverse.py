@@ -65,7 +65,7 @@ class Reverse(LorelayTestCase):
         self.assertGreater(e["bytes_to_host"], 0)
         self.assertEqual(rev["localhost:%d" % p_none]["bytes_to_guest"], 0)
         # No loop: the agent's published sockets are not guest listeners.
-        time.sleep(0.3)  # a few scan intervals
+        lr.settle()  # scans after the published sockets opened have reached the host
         reported = [p["guest"] for p in lr.guest()["ports"]]
         self.assertFalse([a for a in reported if a.endswith(":%d" % p_rev)],
                          "published port reported as a guest listener: %s" % reported)

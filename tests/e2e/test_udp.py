@@ -274,7 +274,7 @@ class UdpOff(LorelayTestCase):
         tport = free_port()
         self.lr.guest_server("banner", "0.0.0.0", tport, "tag=t")
         self.lr.wait_port("0.0.0.0:%d" % tport, "forwarding")
-        time.sleep(0.5)  # several UDP scan intervals
+        self.lr.settle()  # scans after the UDP bind have reached the host
         self.assertIsNone(udp_entry(self.lr, "0.0.0.0:%d" % port),
                           "udp = false, yet the UDP socket is in status")
         self.assertFalse(any(p.get("proto") == "udp" for p in self.lr.ports()))

@@ -119,7 +119,7 @@ class UdpDetectionNamespace(LorelayTestCase):
             udp.send("close")
             udp.wait_event("closed", count=i + 1)
             self.lr.wait_port_absent("0.0.0.0:%d" % udp_port, timeout=3.0)
-        time.sleep(0.6)  # the UDP poll's period twice, when there is one
+        self.lr.settle()  # every scan so far, UDP-only ones included, has reached the host
         gone = [l for l in self.lr.log().splitlines()
                 if "listener gone: 0.0.0.0:%d" % tcp_port in l]
         self.assertEqual(gone, [], "the TCP listener was reported gone by a UDP scan")

@@ -68,6 +68,10 @@ static size_t enc_attach(uint8_t *out, size_t cap, uint16_t type, const void *m)
   (void)type;
   return lr_encode_attach(out, cap, m);
 }
+static size_t enc_stream_close(uint8_t *out, size_t cap, uint16_t type, const void *m) {
+  (void)type;
+  return lr_encode_stream_close(out, cap, m);
+}
 static size_t enc_empty(uint8_t *out, size_t cap, uint16_t type, const void *m) {
   (void)m;
   return lr_encode_empty(out, cap, type);
@@ -297,6 +301,18 @@ void fz_decode_all(const lr_frame_t *f) {
       FZ_CHECK(lr_decode_open(&g, &d) == LR_PROTO_OK);
       FZ_CHECK(auth_same(&m.auth, &d.auth));
       FZ_CHECK(m.family == d.family && m.port == d.port);
+      FZ_CHECK(m.flags == d.flags && m.stream_id == d.stream_id);
+    }
+  }
+  /* STREAM_CLOSE: the id is never 0; any kind and count survive */
+  {
+    lr_stream_close_t m, d;
+    check_rc(rc = lr_decode_stream_close(f, &m));
+    if (rc == LR_PROTO_OK) {
+      FZ_CHECK(m.id != 0);
+      reencode(enc_stream_close, LR_MSG_STREAM_CLOSE, &m, f, &g);
+      FZ_CHECK(lr_decode_stream_close(&g, &d) == LR_PROTO_OK);
+      FZ_CHECK(m.id == d.id && m.kind == d.kind && m.bytes == d.bytes);
     }
   }
   /* ATTACH */
@@ -306,7 +322,7 @@ void fz_decode_all(const lr_frame_t *f) {
     if (rc == LR_PROTO_OK) {
       reencode(enc_attach, LR_MSG_ATTACH, &m, f, &g);
       FZ_CHECK(lr_decode_attach(&g, &d) == LR_PROTO_OK);
-      FZ_CHECK(auth_same(&m.auth, &d.auth) && m.id == d.id);
+      FZ_CHECK(auth_same(&m.auth, &d.auth) && m.id == d.id && m.stream_id == d.stream_id);
     }
   }
   /* SYNC_DONE carries nothing: any payload is a longer one from a newer

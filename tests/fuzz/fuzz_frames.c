@@ -18,6 +18,7 @@ static const uint16_t known_types[] = {
     LR_MSG_LISTENER_ADD, LR_MSG_LISTENER_DEL, LR_MSG_SYNC_DONE,   LR_MSG_PORT_STATE,
     LR_MSG_REVERSE_SET,  LR_MSG_REVERSE_OPEN, LR_MSG_REVERSE_FAIL, LR_MSG_PING,
     LR_MSG_PONG,         LR_MSG_OPEN,         LR_MSG_OPEN_RESULT, LR_MSG_ATTACH,
+    LR_MSG_STREAM_CLOSE,
 };
 
 static void as_frames(const uint8_t *buf, size_t size) {

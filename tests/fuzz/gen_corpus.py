@@ -90,6 +90,9 @@ def frames_seeds():
         "open": f(P.OPEN, P.enc_open(4, 8000)),
         "open-keyed-v6": f(P.OPEN, P.enc_open(6, 3000, HOST_AUTH)),
         "open-udp": f(P.OPEN, P.enc_open(4, 5353) + bytes([P.OPEN_UDP])),
+        "open-stream-id": f(P.OPEN, P.enc_open(6, 8080, flags=0, stream_id=0xA0B0C0D0)),
+        "stream-close-fin": f(P.STREAM_CLOSE, P.enc_stream_close(7, P.CLOSE_FIN, 300000)),
+        "stream-close-reset": f(P.STREAM_CLOSE, P.enc_stream_close(0xFFFFFFFF, P.CLOSE_RESET)),
         "hello-caps-udp": f(P.HELLO, P.enc_hello(b"", "host", "0.1.0") + bytes([P.CAP_UDP])),
         "listener-udp": f(P.LISTENER_ADD, P.enc_listener("::", 5353, flags=P.LISTENER_UDP)),
         "open-result-ok": open_result(0),
@@ -97,6 +100,7 @@ def frames_seeds():
         "open-result-keyed": open_result(0, "", AGENT_AUTH),
         "open-result-refused": open_result(P.ERR_REFUSED, "connection refused"),
         "attach": f(P.ATTACH, P.enc_attach(42)),
+        "attach-stream-id": f(P.ATTACH, P.enc_attach(44, stream_id=9)),
         "attach-keyed": f(P.ATTACH, P.enc_attach(43, HOST_AUTH)),
         # a newer peer's longer payloads, which are accepted
         "unknown-type": f(999, b"future"),
@@ -117,6 +121,8 @@ def frames_seeds():
         "reverse-set-too-many": f(P.REVERSE_SET, struct.pack(">BH", 1, P.REVERSE_MAX_PORTS + 1)),
         "challenge-short": f(P.CHALLENGE, NONCE[:31]),
         "auth-block-short": f(P.OPEN, bytes([P.AUTH_HOST_LEN]) + HOST_AUTH[:10]),
+        "stream-close-id0": f(P.STREAM_CLOSE, P.enc_stream_close(0, P.CLOSE_FIN, 1)),
+        "stream-close-short": f(P.STREAM_CLOSE, P.enc_stream_close(3, P.CLOSE_FIN, 1)[:12]),
         "open-result-auth-short": f(P.OPEN_RESULT, P.enc_error(0, "") + bytes([P.AUTH_AGENT_LEN])),
         "port-state-5": f(P.PORT_STATE, P.enc_port_state(P.enc_listener("0.0.0.0", 80), 5, 80)),
     }

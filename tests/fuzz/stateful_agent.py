@@ -242,12 +242,14 @@ class Fuzz:
         self.errors = []
         self.stats = dict(ctl=0, data=0, reverse=0, actions=0, frames=0, clients=0,
                           status=0, pongs=0, port_states=0, reverse_fails=0, attaches=0,
-                          opens=0, hostile_handshakes=0)
+                          opens=0, hostile_handshakes=0, stream_closes=0)
         # What lorelayd was really sent, across all control streams.
         self.pings = set()
         self.announced = set()     # (family, flags, port, addr) of decoded LISTENER_ADDs
         self.rev_ids = set()       # ids of decoded REVERSE_OPENs
         self.rev_ids_listed = set()
+        self.stream_ids = []       # ids lorelayd gave its data streams (OPEN), the last 256
+        self.stream_ids_seen = set()
         self.streams = []
         self.ctl = None
         self.clients = []          # host clients: [sock, close_at, connected]
@@ -308,6 +310,12 @@ class Fuzz:
             self.stats["reverse_fails"] += 1
             if d["id"] not in self.rev_ids:
                 self.fail("REVERSE_FAIL for id %d, never asked for" % d["id"])
+        elif t == P.STREAM_CLOSE:
+            self.stats["stream_closes"] += 1
+            if d["id"] not in self.stream_ids_seen:
+                self.fail("STREAM_CLOSE for stream %d, which no OPEN named" % d["id"])
+            if d["kind"] not in (P.CLOSE_FIN, P.CLOSE_RESET):
+                self.fail("STREAM_CLOSE of kind %d" % d["kind"])
         else:
             self.fail("lorelayd sent %s on a control stream" % P.MSG_NAMES[t])
 
@@ -361,7 +369,7 @@ class Fuzz:
                                P.LISTENER_DEL, P.SYNC_DONE, P.PING, P.PONG, P.WELCOME,
                                P.REVERSE_OPEN, P.REVERSE_OPEN, P.HELLO, P.PORT_STATE,
                                P.REVERSE_SET, P.REVERSE_FAIL, P.OPEN, P.OPEN_RESULT, P.ATTACH,
-                               P.CHALLENGE))
+                               P.CHALLENGE, P.STREAM_CLOSE, P.STREAM_CLOSE))
         if t in (P.LISTENER_ADD, P.LISTENER_DEL):
             return self.rand_listener(t)
         if t == P.SYNC_DONE:
@@ -392,6 +400,14 @@ class Fuzz:
                                                 self.rand_auth(none_ok=True)))
         if t == P.CHALLENGE:
             return P.frame(t, P.enc_challenge(self.rand_bytes(P.NONCE_LEN)))
+        if t == P.STREAM_CLOSE:
+            # Mostly streams lorelayd really opened (live or gone), with any
+            # kind and count: a lying count, a reset, one this host never named.
+            sid = (r.choice(self.stream_ids) if self.stream_ids and r.random() < 0.7
+                   else r.randrange(1, 1 << 32))
+            kind = r.choice((P.CLOSE_FIN, P.CLOSE_FIN, P.CLOSE_RESET, r.randrange(256)))
+            nbytes = r.choice((0, r.randrange(1 << 16), r.getrandbits(64)))
+            return P.frame(t, P.enc_stream_close(sid, kind, nbytes))
         return P.frame(P.ATTACH, P.enc_attach(r.getrandbits(32), self.rand_auth()))
 
     def mutate(self, frame):
@@ -435,8 +451,11 @@ class Fuzz:
         x = r.random()
         if x < 0.80:
             name = self.rand_text(30) or b"guest"
+            # Mostly an agent that takes close notices (caps byte), so
+            # lorelayd numbers its streams and sends STREAM_CLOSE.
+            caps = bytes([P.CAP_CLOSE_NOTICE]) if r.random() < 0.8 else b""
             frames = P.preamble(P.KIND_CONTROL) + P.frame(
-                P.WELCOME, P.enc_hello(b"", name, self.rand_text(10)))
+                P.WELCOME, P.enc_hello(b"", name, self.rand_text(10)) + caps)
             if r.random() < 0.2:   # slowly: a few bytes at a time
                 k, due = r.randrange(1, 6), 0.0
                 for i in range(0, len(frames), k):
@@ -589,6 +608,11 @@ class Fuzz:
             elif not any(a[0] in (4, 6) and a[2] == d["port"] for a in self.announced):
                 self.fail("OPEN for port %d, which no LISTENER_ADD reported" % d["port"])
             self.stats["opens"] += 1
+            if d.get("stream_id"):
+                if d["stream_id"] in self.stream_ids_seen and d["stream_id"] in self.stream_ids:
+                    self.fail("OPEN reuses stream id %d" % d["stream_id"])
+                self.stream_ids_seen.add(d["stream_id"])
+                self.stream_ids = (self.stream_ids + [d["stream_id"]])[-256:]
             self.answer_open(st, now)
         else:
             self.stats["reverse"] += 1
@@ -906,10 +930,10 @@ class Fuzz:
         s = self.stats
         return ("%d control sessions (%d hostile handshakes), %d control actions, %d frames, "
                 "%d data + %d reverse streams, %d host clients, %d status requests, "
-                "%d PONG, %d PORT_STATE, %d REVERSE_FAIL" %
+                "%d PONG, %d PORT_STATE, %d REVERSE_FAIL, %d STREAM_CLOSE" %
                 (s["ctl"], s["hostile_handshakes"], s["actions"], s["frames"], s["data"],
                  s["reverse"], s["clients"], s["status"], s["pongs"], s["port_states"],
-                 s["reverse_fails"]))
+                 s["reverse_fails"], s["stream_closes"]))
 
     def finish(self):
         """Stop poking, check the daemon answers, stop it, read the sanitizers."""

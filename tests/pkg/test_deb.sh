@@ -50,19 +50,57 @@ deps=$(field Depends)
 for lib in libuv1 libinih1 libcjson1; do
   echo "$deps" | grep -q "\b$lib\b" || fail "Depends '$deps' lacks $lib"
 done
+field Description | grep -q "TCP and UDP" || fail "Description does not say TCP and UDP"
 ok "control: $(field Package) $(field Version) $(field Architecture); Depends: $deps"
 
 ctrl="$scratch/control"
 dpkg-deb -e "$deb" "$ctrl" || fail "dpkg-deb -e failed"
-for f in conffiles postinst postrm; do
+for f in conffiles postinst prerm postrm; do
   [ -f "$ctrl/$f" ] || fail "control member $f missing"
 done
 grep -qx "/etc/lorelay/lorelay.ini" "$ctrl/conffiles" 2>/dev/null ||
   fail "/etc/lorelay/lorelay.ini is not a conffile"
-for f in postinst postrm; do
+for f in postinst prerm postrm; do
   [ -x "$ctrl/$f" ] || fail "$f not executable"
   sh -n "$ctrl/$f" || fail "$f has a shell syntax error"
 done
+
+# --- maintainer scripts, their system commands stubbed ---------------------
+# What postinst asks for, recorded by stubs on PATH (nothing on this machine
+# changes): the group "lorelay" when it is missing, and lorelayd.service
+# enabled through deb-systemd-helper, which works whether or not systemd is
+# PID 1. Starting it needs /run/systemd/system, which a test cannot fake:
+# checked only where it exists.
+stub="$scratch/stub"
+calls="$scratch/calls"
+mkdir -p "$stub"
+for c in deb-systemd-helper deb-systemd-invoke addgroup groupadd systemctl; do
+  printf '#!/bin/sh\necho "%s $*" >>"%s"\n' "$c" "$calls" >"$stub/$c"
+done
+printf '#!/bin/sh\necho "getent $*" >>"%s"\n[ "$1" = group ] && [ "$2" = lorelay ] && exit ${GETENT_RC:-2}\nexit 2\n' \
+  "$calls" >"$stub/getent"
+chmod 755 "$stub"/*
+if [ -f "$ctrl/postinst" ]; then
+  : >"$calls"
+  PATH="$stub:$PATH" GETENT_RC=2 sh "$ctrl/postinst" configure "" || fail "postinst configure failed"
+  grep -qx "addgroup --system --quiet lorelay" "$calls" || fail "postinst did not create the group lorelay: $(cat "$calls")"
+  grep -qx "deb-systemd-helper enable lorelayd.service" "$calls" ||
+    fail "postinst did not enable lorelayd.service: $(cat "$calls")"
+  if [ -d /run/systemd/system ]; then
+    grep -qx "deb-systemd-invoke start lorelayd.service" "$calls" ||
+      fail "postinst did not start lorelayd.service: $(cat "$calls")"
+  else
+    ! grep -q "deb-systemd-invoke" "$calls" || fail "postinst started a unit without systemd running"
+  fi
+  # An upgrade with the group there: no second group.
+  : >"$calls"
+  PATH="$stub:$PATH" GETENT_RC=0 sh "$ctrl/postinst" configure 0.1.0 || fail "postinst upgrade failed"
+  ! grep -q "addgroup\|groupadd" "$calls" || fail "postinst made the group again: $(cat "$calls")"
+  : >"$calls"
+  PATH="$stub:$PATH" sh "$ctrl/postrm" purge || fail "postrm purge failed"
+  grep -qx "deb-systemd-helper purge lorelayd.service" "$calls" || fail "postrm purge did not purge the enable state"
+  ok "maintainer scripts: group lorelay, lorelayd.service enabled (and purged)"
+fi
 
 # --- files ----------------------------------------------------------------
 root="$scratch/root"
@@ -200,6 +238,9 @@ has lorelayd.service "CapabilityBoundingSet=CAP_SYS_ADMIN CAP_NET_ADMIN" \
   "ExecReload=/bin/kill -HUP \$MAINPID"
 lacks lorelayd.service ProtectSystem ProtectHome PrivateTmp PrivateDevices PrivateMounts \
   User DynamicUser
+for u in lorelayd.service lorelayd@.service lorelayd-netns@.service; do
+  has "$u" "Type=notify"
+done
 # Every capability a unit keeps is explained in a comment naming it.
 for u in $units; do
   for c in $(sed -n 's/^CapabilityBoundingSet=//p' "$sysd/$u" 2>/dev/null); do
@@ -239,6 +280,28 @@ else
   not_run="$not_run; systemd-analyze not found (scripts/deps.sh test installs systemd): units not verified"
 fi
 ok "units checked"
+
+# lorelayd.service's own ExecStart line with the package's files reaches
+# READY=1 (tests/pkg/notify_ready.py listens on NOTIFY_SOCKET): with the
+# shipped config as it is, and with a guest added to it.
+if command -v python3 >/dev/null 2>&1; then
+  ready="$(dirname "$0")/notify_ready.py"
+  python3 "$ready" "$sysd/lorelayd.service" "$root" "$scratch/r1" >"$scratch/r1.out" 2>&1
+  case $? in
+    0) ok "lorelayd.service with the shipped lorelay.ini: $(grep '^READY' "$scratch/r1.out")" ;;
+    3) not_run="$not_run; lorelayd.service with the shipped lorelay.ini (no guest) exits 2: this lorelayd does not start with zero guests (issue 20 point 1)" ;;
+    *) cat "$scratch/r1.out" >&2; fail "lorelayd.service with the shipped lorelay.ini does not reach READY=1" ;;
+  esac
+  if python3 "$ready" "$sysd/lorelayd.service" "$root" "$scratch/r2" \
+       --append "[guest probe]\\ntransport = unix:$scratch/r2/agent.sock" >"$scratch/r2.out" 2>&1; then
+    ok "lorelayd.service with a guest section: $(grep '^READY' "$scratch/r2.out")"
+  else
+    cat "$scratch/r2.out" >&2
+    fail "lorelayd.service's ExecStart with a [guest] section does not reach READY=1"
+  fi
+else
+  not_run="$not_run; python3 missing: lorelayd.service's READY=1 not checked"
+fi
 
 # --- man pages --------------------------------------------------------------
 for m in "$root"/usr/share/man/man*/*.gz; do
@@ -280,6 +343,13 @@ for p in $programs; do
   else
     ok "$p --version: $(echo "$out" | head -n 1)"
   fi
+done
+
+# The help texts say what is forwarded: TCP and UDP.
+for p in lorelayd lorelay-agent; do
+  [ -x "$root/usr/bin/$p" ] || continue
+  "$root/usr/bin/$p" --help 2>&1 | tr '\n' ' ' | grep -q "TCP and\( bound\)\? UDP" ||
+    fail "$p --help does not say TCP and UDP"
 done
 
 if [ $fails -ne 0 ]; then

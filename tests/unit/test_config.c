@@ -1,7 +1,8 @@
 /* Unit tests for the INI configuration (lr_config) and its value parsers.
  *
- * Besides values, the messages are part of the contract: a bad value is an
- * error naming the key and the line, an unknown key a warning naming both
+ * Besides values, the messages are part of the contract: a bad value, an
+ * unknown key (with "did you mean" for a near miss), a duplicate key or
+ * section and an empty [guest] section are errors naming the line
  * (docs/protocol.md, configuration). Log lines are captured through lr_log_set_sink and
  * checked for "SOURCE:LINE" and the key. */
 #include <stdarg.h>
@@ -185,23 +186,29 @@ static void test_bad_bool_names_key_and_line(void **state) {
   assert_int_equal(c.remap_on_conflict, 1);
 }
 
-static void test_unknown_key_warns(void **state) {
+static void test_unknown_key_is_error(void **state) {
   (void)state;
-  lr_config_t c, d;
+  lr_config_t c;
   lr_config_defaults(&c);
-  lr_config_defaults(&d);
   const char *text =
       "[lorelay]\n"
       "\n"
       "fancyNewOption = 7\n"
-      "ipv6 = off\n";
-  assert_int_equal(lr_config_parse_string(&c, text, "new.ini"), 0);
-  expect_logged(LR_LOG_WARN, "new.ini:3", "fancyNewOption", NULL);
-  assert_int_equal(count_level(LR_LOG_ERROR), 0);
-  assert_int_equal(c.ipv6, 0);
+      "ipv6 = off\n"
+      "reversePort = 5432\n"
+      "IGNOREPORT = 22\n";
+  assert_int_equal(lr_config_parse_string(&c, text, "new.ini"), -1);
+  expect_logged(LR_LOG_ERROR, "new.ini:3:", "unknown key 'fancyNewOption'", NULL);
+  expect_logged(LR_LOG_ERROR, "new.ini:5:", "unknown key 'reversePort'",
+                "did you mean `reversePorts`?");
+  expect_logged(LR_LOG_ERROR, "new.ini:6:", "did you mean `ignorePorts`?", NULL);
+  assert_int_equal(count_level(LR_LOG_WARN), 0);
+  assert_null(lr_config_suggest("fancyNewOption"));
+  assert_string_equal(lr_config_suggest("remapOnConflct"), "remapOnConflict");
+  assert_string_equal(lr_config_suggest("portmap"), "portMap");
 }
 
-/* Other sections (a shared .wslconfig-style file) never change our values. */
+/* Other sections are errors: a key there would silently do nothing. */
 static void test_other_sections(void **state) {
   (void)state;
   lr_config_t c;
@@ -209,18 +216,100 @@ static void test_other_sections(void **state) {
   const char *text =
       "[wsl2]\n"
       "ipv6 = false\n"
-      "memory = 4GB\n"
       "[lorelay]\n"
-      "logLevel = warn\n"
-      "[experimental]\n"
-      "localhostForwarding = false\n";
-  assert_int_equal(lr_config_parse_string(&c, text, "wsl.ini"), 0);
+      "logLevel = warn\n";
+  assert_int_equal(lr_config_parse_string(&c, text, "wsl.ini"), -1);
+  expect_logged(LR_LOG_ERROR, "wsl.ini:1:", "unknown section [wsl2]", NULL);
   assert_int_equal(c.ipv6, 1);
-  assert_int_equal(c.localhost_forwarding, 1);
-  assert_int_equal(c.log_level, LR_LOG_WARN);
-  assert_int_equal(count_level(LR_LOG_ERROR), 0);
-  /* if they are reported at all, it is as warnings naming the line */
-  for (int i = 0; i < cap.n; i++) assert_int_equal(cap.level[i], LR_LOG_WARN);
+  /* a key before any section */
+  cap.n = 0;
+  assert_int_equal(lr_config_parse_string(&c, "ipv6 = false\n", "top.ini"), -1);
+  expect_logged(LR_LOG_ERROR, "top.ini:1:", "before any section", NULL);
+}
+
+/* Duplicates: a key twice in a section, a section twice, an empty guest. */
+static void test_duplicates_and_empty(void **state) {
+  (void)state;
+  lr_config_file_t f;
+  const char *text =
+      "[lorelay]\n"
+      "ipv6 = false\n"
+      "IPv6 = true\n"           /* 3: the same key (keys are case-insensitive) */
+      "[guest a]\n"
+      "netns = a\n"
+      "netns = b\n"             /* 6 */
+      "[guest x]\n"             /* 7: empty */
+      "[guest a]\n"             /* 8: twice */
+      "ignorePorts = 22\n"
+      "[lorelay]\n"             /* 10: twice */
+      "udp = false\n";
+  assert_int_equal(lr_config_file_parse_string(&f, text, "d.ini"), -1);
+  expect_logged(LR_LOG_ERROR, "d.ini:3:", "IPv6 is set twice in [lorelay]", "line 2");
+  expect_logged(LR_LOG_ERROR, "d.ini:6:", "netns is set twice in [guest a]", "line 5");
+  expect_logged(LR_LOG_ERROR, "d.ini:7:", "section [guest x] is empty", NULL);
+  expect_logged(LR_LOG_ERROR, "d.ini:8:", "section [guest a] appears twice", "line 4");
+  expect_logged(LR_LOG_ERROR, "d.ini:10:", "section [lorelay] appears twice", "line 1");
+  /* the first error is kept for status (config.last_reload.error) */
+  assert_non_null(strstr(f.first_error, "d.ini:3:"));
+  lr_config_file_free(&f);
+}
+
+/* A transport is checked when the file is read, not when the guest starts. */
+static void test_guest_transport_checked(void **state) {
+  (void)state;
+  lr_config_file_t f;
+  assert_int_equal(lr_config_file_parse_string(&f, "[guest v]\ntransport = vsokc:3:5\n", "t.ini"),
+                   -1);
+  expect_logged(LR_LOG_ERROR, "t.ini:2:", "[guest v] transport = 'vsokc:3:5'", NULL);
+  lr_config_file_free(&f);
+}
+
+/* Keys that are one value per process are refused in a guest section. */
+static void test_guest_scope(void **state) {
+  (void)state;
+  lr_config_file_t f;
+  const char *text =
+      "[guest g]\n"
+      "netns = g\n"
+      "zeroCopy = false\n"       /* 3 */
+      "zeroCopyAfter = 0\n"      /* 4 */
+      "scanIntervalMs = 50\n"    /* 5 */
+      "oneHop = false\n"         /* per guest: fine */
+      "portMap = 80:8080\n";     /* per guest: fine */
+  assert_int_equal(lr_config_file_parse_string(&f, text, "s.ini"), -1);
+  expect_logged(LR_LOG_ERROR, "s.ini:3:", "zeroCopy cannot be set in a [guest NAME]", NULL);
+  expect_logged(LR_LOG_ERROR, "s.ini:4:", "zeroCopyAfter cannot be set", NULL);
+  expect_logged(LR_LOG_ERROR, "s.ini:5:", "scanIntervalMs cannot be set", "lorelay-agent");
+  assert_int_equal(count_level(LR_LOG_ERROR), 3);
+  lr_config_file_free(&f);
+}
+
+static void test_portmap(void **state) {
+  (void)state;
+  lr_portmap_t m;
+  char err[160], out[200];
+  assert_int_equal(lr_portmap_parse(&m, "80:8080, 5432 : 15432", err, sizeof err), 0);
+  assert_int_equal(m.n, 2);
+  assert_int_equal(lr_portmap_host(&m, 80), 8080);
+  assert_int_equal(lr_portmap_host(&m, 5432), 15432);
+  assert_int_equal(lr_portmap_host(&m, 81), 81);
+  assert_true(lr_portmap_has(&m, 80));
+  assert_false(lr_portmap_has(&m, 8080));
+  assert_string_equal(lr_portmap_format(&m, out, sizeof out), "80:8080, 5432:15432");
+  assert_int_equal(lr_portmap_parse(&m, "", err, sizeof err), 0);
+  assert_int_equal(m.n, 0);
+  assert_int_equal(lr_portmap_parse(&m, "80", err, sizeof err), -1);
+  assert_non_null(strstr(err, "GUEST:HOST"));
+  assert_int_equal(lr_portmap_parse(&m, "80:0", err, sizeof err), -1);
+  assert_int_equal(lr_portmap_parse(&m, "80:8080,80:8081", err, sizeof err), -1);
+  assert_non_null(strstr(err, "mapped twice"));
+  assert_int_equal(lr_portmap_parse(&m, "80:8080,81:8080", err, sizeof err), -1);
+  lr_config_t c;
+  lr_config_defaults(&c);
+  assert_int_equal(lr_config_parse_string(&c, "[lorelay]\nportMap = 80:8080\n", "p.ini"), 0);
+  assert_int_equal(lr_portmap_host(&c.port_map, 80), 8080);
+  assert_int_equal(lr_config_parse_string(&c, "[lorelay]\nportMap = 80-81:8080\n", "p.ini"), -1);
+  expect_logged(LR_LOG_ERROR, "p.ini:2:", "portMap", NULL);
 }
 
 static void test_whitespace_and_comments(void **state) {
@@ -453,13 +542,13 @@ static void test_load_file(void **state) {
   fclose(f);
   lr_config_t c;
   lr_config_defaults(&c);
-  assert_int_equal(lr_config_load_file(&c, tmp_path, 0), 0);
+  assert_int_equal(lr_config_load_file(&c, tmp_path, 0), -1);
   assert_int_equal(c.ipv6, 0);
   assert_true(lr_portset_contains(&c.ignore_ports, 3001));
   /* messages name the file */
   char where[64];
   snprintf(where, sizeof where, "%s:4", tmp_path);
-  expect_logged(LR_LOG_WARN, where, "bogus", NULL);
+  expect_logged(LR_LOG_ERROR, where, "bogus", NULL);
 
   f = fopen(tmp_path, "wb");
   assert_non_null(f);
@@ -482,7 +571,8 @@ static void test_load_file(void **state) {
   cap.n = 0;
   lr_config_defaults(&c);
   int rc = lr_config_load_file(&c, tmp_path, 0);
-  if (rc == 0) {
+  assert_int_equal(rc, -1); /* bogus2 */
+  if (count_level(LR_LOG_ERROR) == 1) {
     assert_true(lr_portset_contains(&c.ignore_ports, 2));
   } else {
     snprintf(where, sizeof where, "%s:2", tmp_path);
@@ -491,7 +581,7 @@ static void test_load_file(void **state) {
   }
   assert_int_equal(c.ipv6, 0);
   snprintf(where, sizeof where, "%s:4", tmp_path);
-  expect_logged(LR_LOG_WARN, where, "bogus2", NULL);
+  expect_logged(LR_LOG_ERROR, where, "bogus2", NULL);
   remove(tmp_path);
 }
 
@@ -580,18 +670,19 @@ static void test_guest_section_errors(void **state) {
       "[guest c]\n"
       "netns = c\n"
       "listenAddress = nowhere\n"    /* 10 */
-      "logLevel = debug\n"           /* 11: daemon-wide: warning */
+      "logLevel = debug\n"           /* 11: daemon-wide: error */
       "ipv6 = maybe\n"               /* 12: replayed with its own line */
       "[lorelay]\n"
-      "hostAddress = 127.0.0.3\n";   /* 14: guest-only: warning */
+      "hostAddress = 127.0.0.3\n";   /* 14: guest-only: error */
   assert_int_equal(lr_config_file_parse_string(&f, text, "e.ini"), -1);
   expect_logged(LR_LOG_ERROR, "e.ini:2:", "[guest a] needs exactly one of", NULL);
   expect_logged(LR_LOG_ERROR, "e.ini:5:", "hostAddress = '10.0.0.2'", "loopback");
   expect_logged(LR_LOG_ERROR, "e.ini:7:", "[guest bad/name]", NULL);
   expect_logged(LR_LOG_ERROR, "e.ini:10:", "listenAddress = 'nowhere'", NULL);
-  expect_logged(LR_LOG_WARN, "e.ini:11:", "logLevel is daemon-wide", NULL);
+  expect_logged(LR_LOG_ERROR, "e.ini:11:", "logLevel cannot be set in a [guest NAME]", NULL);
   expect_logged(LR_LOG_ERROR, "e.ini:12:", "ipv6 = 'maybe'", NULL);
-  expect_logged(LR_LOG_WARN, "e.ini:14:", "hostAddress belongs in a [guest NAME]", NULL);
+  expect_logged(LR_LOG_ERROR, "e.ini:14:", "hostAddress cannot be set in [lorelay]",
+                "belongs in a [guest NAME]");
   expect_logged(LR_LOG_ERROR, "e.ini:5:", "[guest b] needs exactly one of", NULL);
   lr_config_file_free(&f);
 
@@ -616,6 +707,104 @@ static void test_guest_section_bound(void **state) {
   lr_sbuf_free(&b);
 }
 
+/* ---- the shipped samples ------------------------------------------------- */
+
+#ifdef LORELAY_SOURCE_DIR
+static char *slurp(const char *rel) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", LORELAY_SOURCE_DIR, rel);
+  FILE *f = fopen(path, "rb");
+  if (!f) fail_msg("cannot open %s", path);
+  lr_sbuf_t b;
+  lr_sbuf_init(&b);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) lr_sbuf_append(&b, buf, n);
+  fclose(f);
+  assert_false(b.err);
+  return b.p;
+}
+
+/* A sample lists every key, commented or not ("key=value" or ";key=value"),
+ * with the value the code really defaults to, and no key the code does not
+ * know: adding a key without documenting it fails here. Keys of [guest
+ * NAME] only appear in its commented example. */
+static void check_sample(const char *rel) {
+  char *text = slurp(rel);
+  lr_sbuf_t uncommented;
+  lr_sbuf_init(&uncommented);
+  int in_lorelay = 0, seen[64] = {0};
+  assert_true(lr_config_nkeys <= 64);
+  for (char *line = text; line && *line;) {
+    char *nl = strchr(line, '\n');
+    size_t len = nl ? (size_t)(nl - line) : strlen(line);
+    char l[600];
+    snprintf(l, sizeof l, "%.*s", (int)len, line);
+    line = nl ? nl + 1 : NULL;
+    size_t e = strlen(l);
+    while (e && (l[e - 1] == '\r' || l[e - 1] == ' ')) l[--e] = '\0';
+    const char *p = l;
+    int commented = 0;
+    while (*p == ';' || *p == '#' || *p == ' ') commented |= *p == ';' || *p == '#', p++;
+    if (*p == '[') {
+      in_lorelay = !strncmp(p, "[lorelay]", 9);
+      if (!commented) lr_sbuf_printf(&uncommented, "%s\n", p);
+      continue;
+    }
+    const char *eq = strchr(p, '=');
+    if (!eq) continue;
+    char key[64], val[300];
+    size_t kl = strcspn(p, " =");
+    if (kl == 0 || kl >= sizeof key) continue;
+    snprintf(key, sizeof key, "%.*s", (int)kl, p);
+    int known = -1;
+    for (size_t i = 0; i < lr_config_nkeys; i++)
+      if (!strcmp(lr_config_keys[i].name, key)) known = (int)i;
+    const char *v = eq + 1;
+    while (*v == ' ') v++;
+    snprintf(val, sizeof val, "%s", v);
+    /* prose that happens to hold an '=' ("e.g. ignorePorts=22, ...") is
+     * not a key line: a key line is the key alone, at the start */
+    if (known < 0) {
+      int word = 1;
+      for (const char *q = key; *q; q++)
+        word &= (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z');
+      if (word && p == l + (commented ? 1 : 0) && in_lorelay)
+        fail_msg("%s: '%s' is not a key lorelay knows", rel, key);
+      continue;
+    }
+    seen[known] = 1;
+    if (!in_lorelay) continue; /* the [guest NAME] example */
+    char def[300];
+    lr_config_key_default(&lr_config_keys[known], def, sizeof def);
+    if (strcmp(val, def) != 0)
+      fail_msg("%s: %s=%s, but the default is '%s'", rel, key, val, def);
+    lr_sbuf_printf(&uncommented, "%s=%s\n", key, val);
+  }
+  for (size_t i = 0; i < lr_config_nkeys; i++)
+    if (!seen[i]) fail_msg("%s does not list the key %s", rel, lr_config_keys[i].name);
+  /* Uncommented, the [lorelay] part parses cleanly to exactly the defaults. */
+  lr_config_t c, d;
+  lr_config_defaults(&c);
+  lr_config_defaults(&d);
+  assert_int_equal(lr_config_parse_string(&c, uncommented.p, rel), 0);
+  assert_memory_equal(&c, &d, sizeof c);
+  /* And the file as shipped is valid for lorelayd. */
+  lr_config_file_t f;
+  if (lr_config_file_parse_string(&f, text, rel) != 0) fail_msg("%s does not parse", rel);
+  lr_config_file_free(&f);
+  lr_sbuf_free(&uncommented);
+  free(text);
+}
+
+static void test_samples_list_every_key(void **state) {
+  (void)state;
+  check_sample("packaging/config/lorelay.ini");
+  check_sample("installer/lorelay.ini");
+  assert_int_equal(count_level(LR_LOG_ERROR), 0);
+}
+#endif
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
   const struct CMUnitTest tests[] = {
@@ -623,8 +812,12 @@ int main(void) {
       T(test_every_key),
       T(test_bool_spellings),
       T(test_bad_bool_names_key_and_line),
-      T(test_unknown_key_warns),
+      T(test_unknown_key_is_error),
       T(test_other_sections),
+      T(test_duplicates_and_empty),
+      T(test_guest_transport_checked),
+      T(test_guest_scope),
+      T(test_portmap),
       T(test_whitespace_and_comments),
       T(test_crlf),
       T(test_indented_keys),
@@ -640,6 +833,9 @@ int main(void) {
       T(test_guest_sections),
       T(test_guest_section_errors),
       T(test_guest_section_bound),
+#ifdef LORELAY_SOURCE_DIR
+      T(test_samples_list_every_key),
+#endif
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

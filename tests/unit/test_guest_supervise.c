@@ -54,6 +54,10 @@ static void test_find_listen_arg(void **state) {
 
   char *a6[] = {"--help", "--listen", "unix:/a"};
   assert_string_equal(lr_guest_find_listen_arg(3, a6, &missing), "unix:/a");
+
+  /* -V (the agent's --version) takes no value either. */
+  char *a7[] = {"-V", "--listen", "unix:/b"};
+  assert_string_equal(lr_guest_find_listen_arg(3, a7, &missing), "unix:/b");
 }
 
 int main(void) {

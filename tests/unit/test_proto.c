@@ -393,6 +393,117 @@ static void test_agent_info(void **state) {
   assert_int_equal(lr_encode_agent_info(buf, LR_FRAME_HDR_LEN, &in), 0);
 }
 
+/* STREAM_CLOSE: pinned layout, every prefix short, extra bytes accepted,
+ * kinds this side does not know decode (and are ignored by the receiver),
+ * id 0 is invalid on both ends, the full u64 count survives. */
+static void test_stream_close(void **state) {
+  (void)state;
+  uint8_t buf[64];
+  lr_stream_close_t in = {0x01020304u, LR_CLOSE_FIN, 0x1122334455667788ull}, out;
+  const uint8_t want[] = {0, 18, 0, 0, 0, 0, 0, 13, 1, 2, 3, 4, 1,
+                          0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88};
+  size_t n = lr_encode_stream_close(buf, sizeof buf, &in);
+  assert_int_equal(n, sizeof want);
+  assert_memory_equal(buf, want, sizeof want);
+  lr_frame_t f = frame_of(buf, n, LR_MSG_STREAM_CLOSE);
+  memset(&out, 0x5A, sizeof out);
+  assert_int_equal(lr_decode_stream_close(&f, &out), LR_PROTO_OK);
+  assert_int_equal(out.id, in.id);
+  assert_int_equal(out.kind, LR_CLOSE_FIN);
+  assert_true(out.bytes == in.bytes);
+  /* Every strict prefix is short, read from a buffer of exactly its size. */
+  for (size_t cut = 0; cut < 13; cut++) {
+    uint8_t *copy = test_malloc(cut ? cut : 1);
+    memcpy(copy, buf + LR_FRAME_HDR_LEN, cut);
+    lr_frame_t c = {.type = LR_MSG_STREAM_CLOSE, .len = (uint32_t)cut, .payload = copy};
+    assert_int_equal(lr_decode_stream_close(&c, &out), LR_PROTO_ESHORT);
+    test_free(copy);
+  }
+  /* A newer peer's appended fields are ignored; an unknown kind decodes. */
+  uint8_t newer[13 + 5];
+  memcpy(newer, buf + LR_FRAME_HDR_LEN, 13);
+  newer[4] = 9;
+  memset(newer + 13, 0xEE, 5);
+  lr_frame_t nf = {.type = LR_MSG_STREAM_CLOSE, .len = sizeof newer, .payload = newer};
+  assert_int_equal(lr_decode_stream_close(&nf, &out), LR_PROTO_OK);
+  assert_int_equal(out.kind, 9);
+  /* id 0 names no stream: refused both ways. */
+  memset(newer, 0, 4);
+  assert_int_equal(lr_decode_stream_close(&nf, &out), LR_PROTO_EINVAL);
+  in.id = 0;
+  assert_int_equal(lr_encode_stream_close(buf, sizeof buf, &in), 0);
+  /* RESET, the largest count, too small a buffer. */
+  in.id = UINT32_MAX;
+  in.kind = LR_CLOSE_RESET;
+  in.bytes = UINT64_MAX;
+  n = lr_encode_stream_close(buf, sizeof buf, &in);
+  f = frame_of(buf, n, LR_MSG_STREAM_CLOSE);
+  assert_int_equal(lr_decode_stream_close(&f, &out), LR_PROTO_OK);
+  assert_int_equal(out.id, UINT32_MAX);
+  assert_int_equal(out.kind, LR_CLOSE_RESET);
+  assert_true(out.bytes == UINT64_MAX);
+  assert_int_equal(lr_encode_stream_close(buf, LR_FRAME_HDR_LEN + 12, &in), 0);
+  assert_string_equal(lr_msg_name(LR_MSG_STREAM_CLOSE), "STREAM_CLOSE");
+}
+
+/* OPEN's optional stream id: after the flags byte (present even when no
+ * flag is set), absent for 0, and a cut-short id is no id, not an error. */
+static void test_open_stream_id(void **state) {
+  (void)state;
+  uint8_t buf[128];
+  lr_open_t o, d;
+  memset(&o, 0, sizeof o);
+  o.family = 6;
+  o.port = 8080;
+  o.stream_id = 0xA0B0C0D0u;
+  size_t n = lr_encode_open(buf, sizeof buf, &o);
+  const uint8_t want[] = {0, 30, 0, 0, 0, 0, 0, 9, 0, 6, 0x1F, 0x90, 0, 0xA0, 0xB0, 0xC0, 0xD0};
+  assert_int_equal(n, sizeof want);
+  assert_memory_equal(buf, want, sizeof want);
+  lr_frame_t f = frame_of(buf, n, LR_MSG_OPEN);
+  assert_int_equal(lr_decode_open(&f, &d), LR_PROTO_OK);
+  assert_int_equal(d.stream_id, o.stream_id);
+  assert_int_equal(d.flags, 0);
+  /* An older agent's view: the same frame without the id is still OPEN. */
+  for (uint32_t cut = 1; cut <= 4; cut++) {
+    f.len = 9 - cut;
+    assert_int_equal(lr_decode_open(&f, &d), LR_PROTO_OK);
+    assert_int_equal(d.stream_id, 0);
+  }
+  /* With flags and the id, and without the id (what older hosts send). */
+  o.flags = LR_OPEN_UDP;
+  n = lr_encode_open(buf, sizeof buf, &o);
+  f = frame_of(buf, n, LR_MSG_OPEN);
+  assert_int_equal(lr_decode_open(&f, &d), LR_PROTO_OK);
+  assert_int_equal(d.flags, LR_OPEN_UDP);
+  assert_int_equal(d.stream_id, o.stream_id);
+  o.stream_id = 0;
+  o.flags = 0;
+  assert_int_equal(lr_encode_open(buf, sizeof buf, &o), LR_FRAME_HDR_LEN + 1 + 3);
+  /* ATTACH carries one the same way, after the agent's id. */
+  lr_attach_t at = {.id = 5, .stream_id = 6}, ad;
+  n = lr_encode_attach(buf, sizeof buf, &at);
+  const uint8_t want_at[] = {0, 32, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 5, 0, 0, 0, 6};
+  assert_int_equal(n, sizeof want_at);
+  assert_memory_equal(buf, want_at, sizeof want_at);
+  f = frame_of(buf, n, LR_MSG_ATTACH);
+  assert_int_equal(lr_decode_attach(&f, &ad), LR_PROTO_OK);
+  assert_int_equal(ad.id, 5);
+  assert_int_equal(ad.stream_id, 6);
+  f.len -= 1;
+  assert_int_equal(lr_decode_attach(&f, &ad), LR_PROTO_OK);
+  assert_int_equal(ad.stream_id, 0);
+  at.stream_id = 0;
+  assert_int_equal(lr_encode_attach(buf, sizeof buf, &at), LR_FRAME_HDR_LEN + 1 + 4);
+  /* The id is not part of what OPEN's MAC covers. */
+  uint8_t a[LR_AUTH_FIELDS_MAX], b[LR_AUTH_FIELDS_MAX];
+  size_t na = lr_auth_fields_open(a, sizeof a, &o);
+  o.stream_id = 77;
+  size_t nb = lr_auth_fields_open(b, sizeof b, &o);
+  assert_int_equal(na, nb);
+  assert_memory_equal(a, b, na);
+}
+
 /* ---- frame header ------------------------------------------------------ */
 
 static void test_frame_truncated_every_length(void **state) {
@@ -1172,6 +1283,8 @@ int main(void) {
       cmocka_unit_test(test_reverse_set),
       cmocka_unit_test(test_reverse_open_fail_attach),
       cmocka_unit_test(test_agent_info),
+      cmocka_unit_test(test_stream_close),
+      cmocka_unit_test(test_open_stream_id),
       cmocka_unit_test(test_frame_truncated_every_length),
       cmocka_unit_test(test_frame_too_big_before_payload),
       cmocka_unit_test(test_frame_max_payload),

@@ -246,8 +246,46 @@ static void test_combined(void **state) {
   assert_int_equal(out[0].family, 4);
 }
 
+/* portMap: the host port follows the policy, the guest port is what the
+ * connection opens; a mapped privileged guest port is allowed; an unmapped
+ * port whose host port is a mapping's target is denied. */
+static void test_port_map(void **state) {
+  (void)state;
+  lr_config_t cfg;
+  char err[128], why[200];
+  lr_config_defaults(&cfg); /* forwardPorts 1024-65535 */
+  assert_int_equal(lr_portmap_parse(&cfg.port_map, "80:8080, 5432:15432, 2000:80", err,
+                                    sizeof err), 0);
+  lr_host_bind_t out[2];
+  int n;
+  lr_listener_t l = lr_test_v4(0, 0, 0, 0, 80);
+  assert_int_equal(lr_rules_map(&l, &cfg, out, &n), LR_RULE_FORWARD);
+  assert_int_equal(n, 1);
+  assert_int_equal(out[0].port, 8080);
+  assert_int_equal(out[0].guest_port, 80);
+  l.port = 8080; /* unmapped, but 8080 is guest 80's host port */
+  assert_int_equal(lr_rules_map(&l, &cfg, out, &n), LR_RULE_DENIED);
+  lr_rules_deny_reason(&l, &cfg, why, sizeof why);
+  assert_string_equal(why, "host port 8080 is portMap's target for guest port 80");
+  l.port = 2000; /* mapped onto host 80: outside forwardPorts */
+  assert_int_equal(lr_rules_map(&l, &cfg, out, &n), LR_RULE_DENIED);
+  lr_rules_deny_reason(&l, &cfg, why, sizeof why);
+  assert_string_equal(why, "host port 80 (portMap 2000:80) is outside forwardPorts (1024-65535)");
+  l.port = 81; /* unmapped privileged: denied as before */
+  assert_int_equal(lr_rules_map(&l, &cfg, out, &n), LR_RULE_DENIED);
+  l.port = 5555; /* unmapped: itself */
+  assert_int_equal(lr_rules_map(&l, &cfg, out, &n), LR_RULE_FORWARD);
+  assert_int_equal(out[0].port, 5555);
+  assert_int_equal(out[0].guest_port, 5555);
+  /* ignorePorts names guest ports */
+  assert_int_equal(lr_portset_parse(&cfg.ignore_ports, "80", err, sizeof err), 0);
+  l.port = 80;
+  assert_int_equal(lr_rules_map(&l, &cfg, out, &n), LR_RULE_IGNORED);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_port_map),
       cmocka_unit_test(test_default_table),
       cmocka_unit_test(test_ipv6_off),
       cmocka_unit_test(test_forwarding_off),

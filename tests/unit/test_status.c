@@ -143,8 +143,8 @@ static void test_table_hostile(void **state) {
   lr_host_status_table(fx.h, &s);
   assert_false(s.err);
   assert_terminal_safe(s.p);
-  /* guest line, last error, header, two rows, the denied row's reason */
-  if (count_lines(s.p) != 6) fail_msg("forged lines?\n%s", s.p);
+  /* config line, guest line, last error, header, two rows, the denied row's reason */
+  if (count_lines(s.p) != 7) fail_msg("forged lines?\n%s", s.p);
   assert_non_null(strstr(s.p, "31337 evil\\x0a  tcp   0.0.0.0:1  forged\\x0d\\x1b]0;t\\x07"));
   assert_non_null(strstr(s.p, "\\u009b \\\\x41\n"));
   assert_non_null(strstr(s.p, "guest web \"1\" \\\\ \\x09\\x0a\\x1b[2J\\x01\\x7f caf\xc3\xa9"));
@@ -156,11 +156,11 @@ static void test_events(void **state) {
   (void)state;
   lr_port_entry_t *e = add_port(5000, HOSTILE_CMD);
   lr_event_t evs[] = {
-      {LR_EV_PORT_ADDED, fx.g, e, LR_PORT_FORWARDING, NULL},
-      {LR_EV_PORT_STATE, fx.g, e, LR_PORT_CONFLICT, NULL},
-      {LR_EV_PORT_REMOVED, fx.g, e, LR_PORT_FORWARDING, NULL},
-      {LR_EV_GUEST_CONNECTED, fx.g, NULL, LR_PORT_FORWARDING, NULL},
-      {LR_EV_GUEST_DISCONNECTED, fx.g, NULL, LR_PORT_FORWARDING, "agent said: " HOSTILE_CMD},
+      {LR_EV_PORT_ADDED, fx.g, e, LR_PORT_FORWARDING, NULL, 0},
+      {LR_EV_PORT_STATE, fx.g, e, LR_PORT_CONFLICT, NULL, 0},
+      {LR_EV_PORT_REMOVED, fx.g, e, LR_PORT_FORWARDING, NULL, 0},
+      {LR_EV_GUEST_CONNECTED, fx.g, NULL, LR_PORT_FORWARDING, NULL, 0},
+      {LR_EV_GUEST_DISCONNECTED, fx.g, NULL, LR_PORT_FORWARDING, "agent said: " HOSTILE_CMD, 0},
   };
   for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
     lr_sbuf_t j, t;
@@ -218,8 +218,89 @@ static void test_time_and_escape(void **state) {
   lr_sbuf_free(&s);
 }
 
+/* A platform where every stand-in port is taken, by a known program. */
+static int taken_listen(uv_loop_t *loop, uv_tcp_t *h, const struct sockaddr *sa, int backlog,
+                        uv_connection_cb cb, uv_close_cb on_fail) {
+  (void)sa, (void)backlog, (void)cb;
+  uv_tcp_init(loop, h);
+  uv_close((uv_handle_t *)h, on_fail);
+  return UV_EADDRINUSE;
+}
+
+static int holder_4242(const struct sockaddr *sa, int udp, uint32_t *pid, char *command,
+                       size_t len) {
+  (void)sa, (void)udp;
+  *pid = 4242;
+  snprintf(command, len, "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;");
+  return 0;
+}
+
+/* A conflict names its holder (JSON, table); every port has
+ * connect_failures; the table fits a width; one guest or an unknown one. */
+static void test_holder_width_and_filter(void **state) {
+  (void)state;
+  fx.pal.listen_loopback = taken_listen;
+  fx.pal.port_holder = holder_4242;
+  lr_port_entry_t *e = add_port(6000, "python3 -m http.server 6000 --directory /srv/a/very/long/path");
+  assert_int_equal(lr_ports_entry_state(e), LR_PORT_CONFLICT);
+  lr_sbuf_t s;
+  lr_sbuf_init(&s);
+  assert_int_equal(lr_host_status_json_for(fx.h, HOSTILE_NAME, &s), 0);
+  cJSON *doc = cJSON_Parse(s.p);
+  assert_non_null(doc);
+  const cJSON *cfg = field(doc, "config");
+  assert_true(cJSON_IsNull(field(cfg, "path")));
+  assert_true(cJSON_IsTrue(field(field(cfg, "last_reload"), "ok")));
+  const cJSON *p = cJSON_GetArrayItem(field(cJSON_GetArrayItem(field(doc, "guests"), 0), "ports"), 0);
+  assert_string_equal(field(p, "state")->valuestring, "conflict");
+  assert_int_equal(field(field(p, "holder"), "pid")->valueint, 4242);
+  assert_non_null(strstr(field(field(p, "holder"), "command")->valuestring, "nginx: master"));
+  assert_int_equal(field(p, "connect_failures")->valueint, 0);
+  cJSON_Delete(doc);
+  lr_sbuf_free(&s);
+
+  lr_sbuf_init(&s);
+  assert_int_equal(lr_host_status_table_for(fx.h, NULL, 90, &s), 0);
+  assert_non_null(strstr(s.p, "host port held by pid 4242 nginx: master"));
+  assert_non_null(strstr(s.p, " FAIL "));
+  int rows = 0;
+  for (const char *l = s.p; *l;) {
+    size_t n = strcspn(l, "\n");
+    if (!strncmp(l, "  PROTO", 7) || !strncmp(l, "  tcp", 5) || !strncmp(l, "        host port", 17)) {
+      rows++;
+      if (n > 90) fail_msg("line of %zu columns in a 90-column table:\n%s", n, s.p);
+    }
+    l += n + (l[n] == '\n');
+  }
+  assert_int_equal(rows, 3);
+  assert_non_null(strstr(s.p, "~"));
+  lr_sbuf_free(&s);
+  lr_sbuf_init(&s);
+  lr_host_status_table_for(fx.h, NULL, 0, &s); /* no limit: the whole command */
+  assert_non_null(strstr(s.p, "--directory /srv/a/very/long/path\n"));
+  lr_sbuf_free(&s);
+
+  lr_sbuf_init(&s);
+  assert_int_equal(lr_host_status_json_for(fx.h, "nope", &s), -1);
+  assert_int_equal(lr_host_status_table_for(fx.h, "nope", 0, &s), -1);
+  assert_int_equal(s.len, 0);
+  lr_sbuf_free(&s);
+
+  /* The watch's opening snapshot marks its events. */
+  lr_event_t ev = {LR_EV_PORT_ADDED, fx.g, e, LR_PORT_FORWARDING, NULL, 1};
+  lr_sbuf_init(&s);
+  lr_status_event_json(fx.h, &ev, &s);
+  assert_non_null(strstr(s.p, "\"snapshot\":true"));
+  lr_status_event_text(fx.h, &ev, &s);
+  assert_non_null(strstr(s.p, "(snapshot)\n"));
+  lr_status_snapshot_end(1, &s);
+  assert_non_null(strstr(s.p, "\"event\":\"snapshot-end\""));
+  lr_sbuf_free(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_holder_width_and_filter, setup, teardown),
       cmocka_unit_test_setup_teardown(test_json_hostile, setup, teardown),
       cmocka_unit_test_setup_teardown(test_table_hostile, setup, teardown),
       cmocka_unit_test_setup_teardown(test_events, setup, teardown),

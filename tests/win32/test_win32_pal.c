@@ -115,6 +115,25 @@ static void test_vm_id_option(void **state) {
   expect_guest_error("bogus:1", NULL, "--guest: ");
 }
 
+static void test_transport_check(void **state) {
+  char err[256];
+  (void)state;
+  assert_int_equal(lr_win32_transport_check("tcp:127.0.0.1:5000", err, sizeof err), 0);
+  assert_int_equal(
+      lr_win32_transport_check("hvsock:D2F7A9B4-1C3E-4A5B-8D6F-0E1F2A3B4C5D:50505", err, sizeof err),
+      0);
+  assert_int_equal(lr_win32_transport_check("bogus:1", err, sizeof err), 0); /* the core says why */
+  static const char *const refused[][2] = {{"unix:/x", "unix: guests need lorelayd on Linux"},
+                                           {"vsock:3:50505", "vsock: guests need lorelayd on Linux"},
+                                           {"fc:/srv/v.sock:5", "fc: guests need lorelayd on Linux"}};
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    err[0] = '\0';
+    assert_int_equal(lr_win32_transport_check(refused[i][0], err, sizeof err), -1);
+    if (strstr(err, refused[i][1]) == NULL || strstr(err, "hvsock:VMID:PORT") == NULL)
+      fail_msg("%s: error is '%s'", refused[i][0], err);
+  }
+}
+
 static void test_default_paths(void **state) {
   (void)state;
   char buf[512], want[512];
@@ -695,6 +714,7 @@ int main(void) {
       cmocka_unit_test(test_bcrypt_hmac_and_random),
       cmocka_unit_test(test_hvsock_refuses_other_kinds),
       cmocka_unit_test(test_vm_id_option),
+      cmocka_unit_test(test_transport_check),
       cmocka_unit_test(test_default_paths),
       cmocka_unit_test(test_exclusive_loopback_listener),
       cmocka_unit_test(test_exclusive_udp_standin),
