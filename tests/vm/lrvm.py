@@ -54,6 +54,15 @@ def log(msg):
     print("[vm %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
 
 
+def guarded(argv):
+    """argv, killed if this test process dies first (ctest's timeout, a
+    crash): QEMU, its backend and lorelayd run in sessions of their own,
+    so nothing else would stop an orphaned VM from spinning a core."""
+    if shutil.which("setpriv"):
+        return ["setpriv", "--pdeathsig", "KILL", "--"] + list(argv)
+    return list(argv)
+
+
 def vmtestsrv():
     return os.environ.get("LORELAY_VMTESTSRV") or os.path.join(H.bin_dir(), "lorelay-vmtestsrv")
 
@@ -145,8 +154,9 @@ class VM:
         for p in (self.uds, self.vhost):
             if os.path.exists(p):
                 os.unlink(p)
-        self.backend = Proc([BACKEND, "--vm", "guest-cid=3,socket=%s,uds-path=%s"
-                             % (self.vhost, self.uds)], os.path.join(self.dir, "backend.log"))
+        self.backend = Proc(guarded([BACKEND, "--vm", "guest-cid=3,socket=%s,uds-path=%s"
+                                     % (self.vhost, self.uds)]),
+                            os.path.join(self.dir, "backend.log"))
         ok, _ = poll(lambda: os.path.exists(self.vhost) or not self.backend.alive(), 10.0, 0.02)
         if not self.backend.alive() or not os.path.exists(self.vhost):
             raise AssertionError("%s did not create %s: %s"
@@ -173,7 +183,8 @@ class VM:
         if os.path.exists(self.ctl_path):
             os.unlink(self.ctl_path)
         self.boots += 1
-        self.qemu = Proc(self._qemu_argv(accel), os.path.join(self.dir, "qemu.%d.log" % self.boots))
+        self.qemu = Proc(guarded(self._qemu_argv(accel)),
+                         os.path.join(self.dir, "qemu.%d.log" % self.boots))
 
     def _boot_attached(self, accel, timeout):
         """Starts QEMU and waits for its control server. A backend whose
@@ -388,7 +399,8 @@ class VM:
         print("----- guest console -----\n" + self.console(), file=stream)
         for p in (self.backend, self.qemu):
             if p is not None:
-                print("----- %s -----\n%s" % (" ".join(p.argv[:2]), p.output()), file=stream)
+                name = p.argv[4] if p.argv[0] == "setpriv" else p.argv[0]
+                print("----- %s -----\n%s" % (name, p.output()), file=stream)
         if self.ctl is not None:
             try:
                 rc, out = self.sh("ps; ls -l /tmp; tail -n 50 /tmp/*.log", timeout=5)
@@ -423,7 +435,7 @@ class VMLorelay(Lorelay):
             argv += ["--guest", self.vm.transport]
         if self.config_path:
             argv += ["-c", self.config_path]
-        self.daemon = Proc(argv, path)
+        self.daemon = Proc(guarded(argv), path)
         if wait:
             self.wait_connected(timeout)
         return self.daemon
