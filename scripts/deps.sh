@@ -6,7 +6,9 @@
 #                          verified into build/_debsrc (LORELAY_DEBSRC_DIR)
 #   scripts/deps.sh test   everything the whole test suite needs (both
 #                          targets, Wine, lintian, the bench tools for
-#                          bench_smoke), sources included
+#                          bench_smoke, QEMU and the guest kernel for the
+#                          VM tier), sources included, and the pinned
+#                          vhost-device-vsock of cmake/vm-deps.lock
 #   scripts/deps.sh bench  build, plus the peers and loads bench/run.sh
 #                          measures with
 # Debian's packages only; nothing is downloaded elsewhere.
@@ -30,9 +32,13 @@ win64_pkgs=(cmake make mingw-w64 dpkg-dev)
 # the shipped units (pkg_deb), it does not become the init system.
 # dnsmasq-base (the binary, no system service), bind9-dnsutils (dig),
 # iperf3: the UDP e2e tests' real server and clients.
+# qemu-system-x86, linux-image-amd64, busybox-static, xz-utils, cpio: the VM tier
+# (tests/vm): QEMU runs Debian's kernel with an initramfs of busybox and
+# lorelay's binaries (scripts/vm-image.sh: cpio packs it, xz decompresses modules).
 test_pkgs=(libcmocka-dev valgrind clang
            mingw-w64 wine wine64 dpkg-dev file groff-base lintian unzip
-           systemd dnsmasq-base bind9-dnsutils iperf3)
+           systemd dnsmasq-base bind9-dnsutils iperf3
+           qemu-system-x86 linux-image-amd64 busybox-static xz-utils cpio)
 # The benchmark's tools: the peers it measures against (socat; pasta from
 # passt; RootlessKit with slirp4netns) and the loads (iperf3, redis, wrk +
 # nginx, dnsperf against dnsmasq for UDP), gnuplot for its chart. In `test`
@@ -44,10 +50,11 @@ bench_pkgs=(iperf3 redis-server redis-tools socat wrk nginx gnuplot-nox dnsperf 
 profile_pkgs=(linux-perf)
 
 sources=no
+vmdeps=no
 case "$mode" in
   run) want=("${run_pkgs[@]}") ;;
   win64) want=("${win64_pkgs[@]}"); sources=yes ;;
-  test) want=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}" "${profile_pkgs[@]}"); sources=yes ;;
+  test) want=("${run_pkgs[@]}" "${test_pkgs[@]}" "${bench_pkgs[@]}" "${profile_pkgs[@]}"); sources=yes; vmdeps=yes ;;
   bench) want=("${run_pkgs[@]}" "${bench_pkgs[@]}" "${profile_pkgs[@]}") ;;
   *) echo "usage: $0 run|win64|test|bench" >&2; exit 2 ;;
 esac
@@ -89,4 +96,22 @@ if [ "$sources" = yes ]; then
     n=$((n + 1))
   done <"$lock"
   echo "deps: $n pinned Debian source packages verified in $debsrc"
+fi
+
+# The VM tier's packages from another Debian release (cmake/vm-deps.lock),
+# pinned by version and the .deb's sha256, installed with dpkg.
+if [ "$vmdeps" = yes ]; then
+  lock="$root/cmake/vm-deps.lock"
+  n=0
+  while read -r pkg version release sha rest; do
+    case $pkg in ''|'#'*) continue ;; esac
+    if [ -z "$sha" ] || [ -n "$rest" ]; then
+      echo "deps: $lock: bad line for $pkg (want: PACKAGE VERSION RELEASE SHA256)" >&2
+      exit 1
+    fi
+    sh "$root/scripts/fetch-debian-binary.sh" "$pkg" "$version" "$release" "$sha" \
+      "${LORELAY_VMDEPS_DIR:-$root/build/_vmdeps}"
+    n=$((n + 1))
+  done <"$lock"
+  echo "deps: $n pinned Debian binary packages installed (cmake/vm-deps.lock)"
 fi
