@@ -207,19 +207,7 @@ static int endpoint_group(const char *path, const char *group, char *msg, size_t
 }
 
 const lr_host_pal_t lr_pal_posix = {
-    .base =
-        {
-            .name = "posix",
-            .sock_close = lr_linux_sock_close,
-            .fds_exhausted = lr_linux_fds_exhausted,
-            .peer_closed = lr_linux_peer_closed,
-            .hmac_sha256 = lr_linux_hmac_sha256,
-            .random_bytes = lr_linux_random_bytes,
-            .zc_pipe_open = lr_linux_zc_pipe_open,
-            .zc_pipe_close = lr_linux_zc_pipe_close,
-            .zc_move = lr_linux_zc_move,
-            .zc_shutdown_write = lr_linux_zc_shutdown_write,
-        },
+    .base = {.name = "posix", LR_LINUX_PAL_COMMON},
     .vmsock_connect = lr_posix_vmsock_connect,
     .nsock_open = lr_posix_nsock_open,
     .nsock_take = lr_posix_nsock_take,

@@ -47,4 +47,14 @@ int lr_linux_zc_shutdown_write(uv_os_fd_t fd);
  * Returns the limit now in force (0 if unknown). */
 unsigned long lr_linux_raise_nofile(void);
 
+/* The members of an lr_pal_t that are the same on both Linux sides, for a
+ * designated initializer: `{.name = "guest", LR_LINUX_PAL_COMMON}`. One list,
+ * so a call added here reaches the host and the guest alike. */
+#define LR_LINUX_PAL_COMMON                                                              \
+  .sock_close = lr_linux_sock_close, .peer_closed = lr_linux_peer_closed,                \
+  .fds_exhausted = lr_linux_fds_exhausted, .hmac_sha256 = lr_linux_hmac_sha256,          \
+  .random_bytes = lr_linux_random_bytes, .zc_pipe_open = lr_linux_zc_pipe_open,          \
+  .zc_pipe_close = lr_linux_zc_pipe_close, .zc_move = lr_linux_zc_move,                  \
+  .zc_shutdown_write = lr_linux_zc_shutdown_write
+
 #endif
