@@ -26,18 +26,8 @@ if [ $# -ne 5 ]; then
   exit 2
 fi
 pkg=$1 version=$2 release=$3 sha=$4 dest=$5
-
-case $pkg in
-  *[!a-z0-9.+-]*|'') echo "fetch-debian-binary: bad package name '$pkg'" >&2; exit 2 ;;
-esac
-case $release in
-  *[!a-z-]*|'') echo "fetch-debian-binary: $pkg: bad release name '$release'" >&2; exit 2 ;;
-esac
-case $sha in
-  *[!0-9a-f]*|'') echo "fetch-debian-binary: $pkg: the lock's sha256 '$sha' is not a sha256" >&2; exit 2 ;;
-esac
-
-die() { echo "fetch-debian-binary: $*" >&2; exit 1; }
+ME=fetch-debian-binary
+. "$(dirname "$0")/debian-apt.sh"
 
 installed=$(dpkg-query -W -f='${Status} ${Version}' "$pkg" 2>/dev/null || true)
 if [ "$installed" = "install ok installed $version" ]; then
@@ -45,30 +35,12 @@ if [ "$installed" = "install ok installed $version" ]; then
   exit 0
 fi
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
-  else die "$pkg: need root to install it (run as root)"
-  fi
-}
-
 arch=$(dpkg --print-architecture)
 mkdir -p "$dest"
 dest=$(cd "$dest" && pwd)
 state="$dest/.apt-$release-bin"
-mkdir -p "$state/lists/partial" "$state/archives/partial"
-uris=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' /etc/apt/sources.list.d/*.sources 2>/dev/null;
-       sed -n 's/^[[:space:]]*deb\(-src\)\{0,1\}[[:space:]]\{1,\}\(\[[^]]*\][[:space:]]\{1,\}\)\{0,1\}\([^[:space:]]*\).*/\3/p' \
-         /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
-: >"$state/sources.list.new"
-for u in $(printf "%s\n" $uris | sort -u); do
-  case $u in
-    */debian|*/debian/) echo "deb [arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $u $release main" >>"$state/sources.list.new" ;;
-  esac
-done
-[ -s "$state/sources.list.new" ] ||
-  die "$pkg: wanted $version from $release, but no configured apt source is a Debian archive to read $release from"
-mv "$state/sources.list.new" "$state/sources.list"
+mkdir -p "$state/archives/partial"
+lr_apt_private_state "$state" deb "arch=$arch signed-by=/usr/share/keyrings/debian-archive-keyring.gpg"
 # The private lists, and no binary caches, so the system's own cache files
 # are never replaced by ones that know $release.
 set -- -o Dir::Etc::sourcelist="$state/sources.list" -o Dir::Etc::sourceparts=- \
@@ -81,16 +53,7 @@ offered() {
 }
 [ -n "$(ls "$state/lists" 2>/dev/null | grep -v -e '^partial$' -e '^lock$')" ] || update "$@" ||
   die "$pkg: wanted $version from $release, but apt-get update of $release's sources failed"
-found=$(offered "$@")
-case " $found " in
-  *" $version "*) ;;
-  *) update "$@" || true
-     found=$(offered "$@")
-     case " $found " in
-       *" $version "*) ;;
-       *) die "$pkg: wanted $version ($release), apt offers ${found:-nothing}" ;;
-     esac ;;
-esac
+lr_apt_want_version offered update "$@"
 
 work=$(mktemp -d "$dest/.fetch-$pkg.XXXXXX")
 trap 'rm -rf "$work"' EXIT

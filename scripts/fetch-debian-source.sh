@@ -24,16 +24,8 @@ if [ $# -ne 5 ]; then
   exit 2
 fi
 pkg=$1 version=$2 release=$3 sha=$4 dest=$5
-
-case $pkg in
-  *[!a-z0-9.+-]*|'') echo "fetch-debian-source: bad package name '$pkg'" >&2; exit 2 ;;
-esac
-case $release in
-  *[!a-z-]*|'') echo "fetch-debian-source: $pkg: bad release name '$release'" >&2; exit 2 ;;
-esac
-case $sha in
-  *[!0-9a-f]*|'') echo "fetch-debian-source: $pkg: the lock's sha256 '$sha' is not a sha256" >&2; exit 2 ;;
-esac
+ME=fetch-debian-source
+. "$(dirname "$0")/debian-apt.sh"
 
 mkdir -p "$dest"
 dest=$(cd "$dest" && pwd)
@@ -43,17 +35,6 @@ if [ -f "$marker" ] && [ "$(cat "$marker")" = "$want" ]; then
   echo "fetch-debian-source: $pkg $version ($release) already verified" >&2
   exit 0
 fi
-
-die() { echo "fetch-debian-source: $*" >&2; exit 1; }
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
-  else
-    echo "fetch-debian-source: need root to enable deb-src (run as root, or add deb-src lines yourself)" >&2
-    return 1
-  fi
-}
 
 have_deb_src() {
   grep -qsE '^[[:space:]]*deb-src[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list && return 0
@@ -125,19 +106,7 @@ if [ "$release" = "$host_release" ]; then
   update() { as_root apt-get update -qq >&2; }
 else
   state="$dest/.apt-$release"
-  mkdir -p "$state/lists/partial"
-  uris=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' /etc/apt/sources.list.d/*.sources 2>/dev/null;
-         sed -n 's/^[[:space:]]*deb\(-src\)\{0,1\}[[:space:]]\{1,\}\(\[[^]]*\][[:space:]]\{1,\}\)\{0,1\}\([^[:space:]]*\).*/\3/p' \
-           /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
-  : >"$state/sources.list.new"
-  for u in $(printf "%s\n" $uris | sort -u); do
-    case $u in
-      */debian|*/debian/) echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $u $release main" >>"$state/sources.list.new" ;;
-    esac
-  done
-  [ -s "$state/sources.list.new" ] ||
-    die "$pkg: wanted $version from $release, but no configured apt source is a Debian archive to read $release from"
-  mv "$state/sources.list.new" "$state/sources.list"
+  lr_apt_private_state "$state" deb-src signed-by=/usr/share/keyrings/debian-archive-keyring.gpg
   set -- -o Dir::Etc::sourcelist="$state/sources.list" -o Dir::Etc::sourceparts=- \
          -o Dir::State::Lists="$state/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
   update() { apt-get "$@" update -qq >&2; }
@@ -149,17 +118,7 @@ fi
 offered() {
   apt-cache "$@" showsrc --only-source "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | sort -u | tr '\n' ' ' | sed 's/ $//'
 }
-found=$(offered "$@")
-case " $found " in
-  *" $version "*) ;;
-  *) # Lists older than the lock: one update, then the answer is final.
-     update "$@" || true
-     found=$(offered "$@")
-     case " $found " in
-       *" $version "*) ;;
-       *) die "$pkg: wanted $version ($release), apt offers ${found:-nothing}" ;;
-     esac ;;
-esac
+lr_apt_want_version offered update "$@"
 
 work=$(mktemp -d "$dest/.fetch-$pkg.XXXXXX")
 trap 'rm -rf "$work"' EXIT
