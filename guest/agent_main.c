@@ -162,6 +162,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 int main(int argc, char **argv) {
   agent_opts_t o;
   lr_log_set_ident("lorelay-agent");
+  lr_log_set_journal(lr_linux_stderr_is_journal(), 1);
   if (parse_args(argc, argv, &o) != 0) return 2;
   if (o.help) {
     fputs(usage_text, stdout);

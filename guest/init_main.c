@@ -27,6 +27,7 @@
 
 #include "lr_addr.h"
 #include "lr_glisten.h"
+#include "lr_linux.h"
 #include "lr_log.h"
 #include "lr_supervise.h"
 #include "lr_version.h"
@@ -139,6 +140,7 @@ static void describe_exit(int status, char *out, size_t len) {
 
 int main(int argc, char **argv) {
   lr_log_set_ident("lorelay-init");
+  lr_log_set_journal(lr_linux_stderr_is_journal(), 1);
   int first = 1;
   if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
     fputs(usage_text, stdout);

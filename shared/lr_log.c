@@ -3,7 +3,10 @@
  * which is what a console wants; when stderr is the systemd journal (the
  * platform finds out, lr_log_set_journal), it writes "<N>LEVEL: message"
  * instead: journald reads the syslog priority N from the prefix and adds
- * its own timestamp and identifier, so ours would only be noise. Services
+ * its own timestamp and identifier, so ours would only be noise. The
+ * programs lorelayd starts (lorelay-init, the agent) share its stream, and
+ * journald names their lines after lorelayd: they keep their own name,
+ * "<N>lorelay-agent LEVEL: message". Services
  * install their own sink (Event Log, file). */
 #include "lr_log.h"
 #include "lr_sbuf.h"
@@ -30,7 +33,12 @@ void lr_log_set_ident(const char *ident) {
   snprintf(g_ident, sizeof g_ident, "%s", ident ? ident : "lorelay");
 }
 
-void lr_log_set_journal(int on) { g_journal = on != 0; }
+static int g_journal_ident;
+
+void lr_log_set_journal(int on, int with_ident) {
+  g_journal = on != 0;
+  g_journal_ident = with_ident != 0;
+}
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -55,8 +63,9 @@ static void default_sink(lr_log_level_t level, const char *line) {
   uv_timeval64_t tv;
   char ts[32] = "";
   if (g_journal) {
-    fprintf(stderr, "<%d>%s: %s\n", priority[(unsigned)level <= LR_LOG_DEBUG ? level : LR_LOG_DEBUG],
-            lr_log_level_name(level), line);
+    fprintf(stderr, "<%d>%s%s%s: %s\n", priority[(unsigned)level <= LR_LOG_DEBUG ? level : LR_LOG_DEBUG],
+            g_journal_ident ? g_ident : "", g_journal_ident ? " " : "", lr_log_level_name(level),
+            line);
     fflush(stderr);
     return;
   }

@@ -24,10 +24,12 @@ lr_log_level_t lr_log_get_level(void);
 void lr_log_set_sink(lr_log_sink_fn sink, void *data);
 /* Prefix for the default sink, e.g. the program name. */
 void lr_log_set_ident(const char *ident);
-/* 1: the default sink writes for the systemd journal ("<N>LEVEL: message",
- * N the syslog priority; no timestamp, no ident: journald adds both).
- * Whether stderr is the journal is the platform's to find out. */
-void lr_log_set_journal(int on);
+/* on: the default sink writes for the systemd journal ("<N>LEVEL: message",
+ * N the syslog priority; no timestamp: journald adds it, and the ident of
+ * the process that owns the stream). with_ident: "<N>IDENT LEVEL: message",
+ * for a program writing into another one's stream (the agent lorelayd
+ * starts). Whether stderr is the journal is the platform's to find out. */
+void lr_log_set_journal(int on, int with_ident);
 
 /* "error", "warn"/"warning", "info", "debug" (case-insensitive). -1 if unknown. */
 int lr_log_level_parse(const char *name);

@@ -1,6 +1,6 @@
 /* lorelayd's systemd integration (sdnotify.c): sd_notify readiness,
- * reload and stop messages with a STATUS= line, and whether stderr is the
- * journal. Every call is a no-op when systemd is not listening. The
+ * reload and stop messages with a STATUS= line (whether stderr is the
+ * journal is platform/linux's lr_linux_stderr_is_journal). Every call is a no-op when systemd is not listening. The
  * status timer lr_sd_ready starts is owned here and closed by
  * lr_sd_stopping. */
 #ifndef LR_SDNOTIFY_H
@@ -10,8 +10,6 @@
 
 #include "lr_hostd.h"
 
-/* 1 when stderr is the stream JOURNAL_STREAM names. */
-int lr_sd_stderr_is_journal(void);
 /* READY=1 with STATUS=; d must stay valid until lr_sd_stopping. */
 void lr_sd_ready(uv_loop_t *loop, lr_hostd_t *d);
 /* RELOADING=1 before a reload, READY=1 (and a fresh STATUS=) after it,

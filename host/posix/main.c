@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "lr_hostd.h"
+#include "lr_linux.h"
 #include "lr_log.h"
 #include "lr_posix.h"
 #include "lr_sdnotify.h"
@@ -312,7 +313,7 @@ static void netns_close(void *data, const char *netns) {
 int main(int argc, char **argv) {
   char err[512], status_path[512];
   lr_log_set_ident("lorelayd");
-  lr_log_set_journal(lr_sd_stderr_is_journal());
+  lr_log_set_journal(lr_linux_stderr_is_journal(), 0);
   lr_posix_init();
   if (lr_hostd_parse_args(argc, argv, &g_opts, NULL, NULL, err, sizeof err) != 0) {
     fprintf(stderr, "lorelayd: %s\n", err);

@@ -38,16 +38,6 @@ static int g_timer_on;
 static lr_hostd_t *g_d;
 static char g_last_status[200];
 
-int lr_sd_stderr_is_journal(void) {
-  const char *js = getenv("JOURNAL_STREAM");
-  unsigned long long dev, ino;
-  char end;
-  struct stat st;
-  if (!js || sscanf(js, "%llu:%llu%c", &dev, &ino, &end) != 2) return 0;
-  if (fstat(STDERR_FILENO, &st) != 0) return 0;
-  return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
-}
-
 /* "2 guests (1 connected), 3 ports forwarding[, 1 in conflict]", from the
  * status document itself, so it says what lorelayctl status says. */
 static void status_text(lr_hostd_t *d, char *out, size_t len) {

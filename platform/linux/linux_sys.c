@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -11,6 +12,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -98,3 +100,13 @@ long lr_linux_zc_move(uv_os_fd_t in, uv_os_fd_t out, size_t len) {
 }
 
 int lr_linux_zc_shutdown_write(uv_os_fd_t fd) { return shutdown(fd, SHUT_WR) == 0 ? 0 : -errno; }
+
+int lr_linux_stderr_is_journal(void) {
+  const char *js = getenv("JOURNAL_STREAM");
+  unsigned long long dev, ino;
+  char end;
+  struct stat st;
+  if (!js || sscanf(js, "%llu:%llu%c", &dev, &ino, &end) != 2) return 0;
+  if (fstat(STDERR_FILENO, &st) != 0) return 0;
+  return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}

@@ -47,6 +47,12 @@ int lr_linux_zc_shutdown_write(uv_os_fd_t fd);
  * Returns the limit now in force (0 if unknown). */
 unsigned long lr_linux_raise_nofile(void);
 
+/* 1 when stderr is systemd's journal (JOURNAL_STREAM names stderr's
+ * device and inode): log lines then carry <N> priorities and no timestamp
+ * (lr_log_set_journal). lorelayd, and the lorelay-init and agent it
+ * starts, which inherit its stderr, all ask. */
+int lr_linux_stderr_is_journal(void);
+
 /* The members of an lr_pal_t that are the same on both Linux sides, for a
  * designated initializer: `{.name = "guest", LR_LINUX_PAL_COMMON}`. One list,
  * so a call added here reaches the host and the guest alike. */

@@ -23,6 +23,8 @@ from lrharness import LorelayTestCase, Proc, binary, free_ports, poll, read_stat
 
 TS_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} lorelayd ")
 JOURNAL_LINE = re.compile(r"^<([0-7])>(error|warn|info|debug): ")
+GUEST_LINE = re.compile(r"^(<[0-7]>|\d\d:\d\d:\d\d\.\d{3} )lorelay-(agent|init) ")
+GUEST_JOURNAL_LINE = re.compile(r"^<[0-7]>lorelay-(agent|init) (error|warn|info|debug): ")
 PRIORITY = {"error": "3", "warn": "4", "info": "6", "debug": "7"}
 
 
@@ -123,10 +125,18 @@ class Systemd(LorelayTestCase):
         os.kill(d.pid, signal.SIGHUP)  # a reload without a guest change: info lines
         poll(lambda: "reloaded" in self.lr.log(), 5.0)
         self.assertEqual(self.lr.stop_daemon(), 0)
-        # Only lorelayd's own lines: lorelay-init and the agent inherit the
-        # stream and write their own format.
-        return [l for l in self.lr.log().splitlines()
-                if "lorelay-agent" not in l and "lorelay-init" not in l]
+        # lorelay-init and the agent inherit the stream: they write for the
+        # journal too, naming themselves (journald names the stream after
+        # lorelayd). Only lorelayd's own lines are returned.
+        lines = self.lr.log().splitlines()
+        theirs = [l for l in lines if GUEST_LINE.match(l)]
+        self.assertTrue(theirs, "no line from lorelay-init or the agent:\n" + "\n".join(lines))
+        for l in theirs:
+            if matching:
+                self.assertRegex(l, GUEST_JOURNAL_LINE)
+            else:
+                self.assertRegex(l, r"^\d\d:\d\d:\d\d\.\d{3} lorelay-(agent|init) ")
+        return [l for l in lines if l not in theirs]
 
     def test_journal_stream_priorities(self):
         lines = self.journal_run(True)
