@@ -148,6 +148,8 @@ struct lr_guest_s {
   unsigned nflows;           /* open UDP flows (maxUdpFlows) */
   lr_ratelimit_t flows_log;  /* UDP flow budgets */
   lr_ratelimit_t dgram_log, trunc_log; /* oversized and truncated datagram frames */
+  size_t udp_queued;         /* bytes its UDP flows hold queued (LR_DGRAM_GUEST_QUEUE_MAX) */
+  lr_ratelimit_t udp_queue_log; /* datagrams dropped at a queue's byte bound */
   /* one log gate per kind of line a guest can provoke at will */
   lr_ratelimit_t accept_log, denied_log, standins_log, tracked_log, conns_log, reverse_log,
       control_log;

@@ -47,6 +47,7 @@ typedef struct lr_binding_s {
   unsigned active;            /* open right now */
   uint64_t bytes_to_guest, bytes_to_host;
   uint64_t drops;             /* UDP: datagrams dropped because a flow fell behind */
+  size_t udp_queued;          /* UDP: bytes its flows hold queued (LR_DGRAM_PORT_QUEUE_MAX) */
   void *io;                   /* the I/O layer's stand-in object */
   lr_ports_t *table;          /* NULL once detached from its table */
   struct lr_binding_s *next;

@@ -1,0 +1,111 @@
+"""A local user floods a UDP stand-in while the guest's agent does not
+answer OPEN (issue 18, finding 1).
+
+A fake agent that takes every UDP flow's stream and never answers, and a
+sender running as uid 65534 (nobody) that sends 64 datagrams of 65 507
+bytes from each of 150 source ports: 150 flows whose datagrams all wait
+for OPEN_RESULT. The queues are bounded in bytes (per flow, per port, per
+guest), so lorelayd's resident memory must stay under 64 MiB above its
+baseline, the drops must be counted and logged on a few lines, and the
+daemon must still answer status afterwards."""
+
+import os
+import socket
+import time
+import unittest
+
+from lrhostile import HostileTestCase, hwm_kb, log_lines, measure, rss_kb
+from lrharness import free_port, poll
+import lrpeer
+
+NOBODY = 65534
+
+
+def send_flood(port, nsrc, count, size):
+    payload = b"u" * size
+    socks = []
+    sent = 0
+    for _ in range(nsrc):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        socks.append(s)  # kept open: each source port stays one flow
+        for _ in range(count):
+            try:
+                s.sendto(payload, ("127.0.0.1", port))
+                sent += 1
+            except OSError:
+                pass
+        time.sleep(0.004)  # lets lorelayd read this port's burst
+    return sent
+
+
+def run_as_nobody(port, nsrc, count, size):
+    """The flood from a forked child that dropped to uid/gid 65534 (a fork,
+    not a new interpreter: the test's python may sit where nobody cannot
+    read). Returns the datagrams it sent."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            assert os.getuid() == NOBODY
+            os.write(w, b"%d" % send_flood(port, nsrc, count, size))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        got = f.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise AssertionError("the uid 65534 sender failed (status %d)" % status)
+    return int(got)
+
+
+class UdpFloodStalledAgent(HostileTestCase):
+    AGENT = {"data": "hang"}  # takes each OPEN, never answers it
+
+    def test_flood_from_nobody(self):
+        port = free_port()
+        self.ctl.send(lrpeer.frame(lrpeer.LISTENER_ADD, lrpeer.enc_listener(
+            "0.0.0.0", port, flags=lrpeer.LISTENER_UDP)))
+
+        def forwarding():
+            p = self.fg.ports().get("0.0.0.0:%d" % port)
+            return p if p and p.get("state") == "forwarding" else None
+        self.assertIsNotNone(poll(forwarding, 5.0, 0.02)[0], "UDP listener not forwarded")
+        pid = self.fg.pid
+        base = rss_kb(pid)
+        measure("lorelayd RSS before", base, "KiB")
+        t0 = time.monotonic()
+        sent = run_as_nobody(port, 150, 64, 65507)
+        measure("sender (uid 65534)", "%d datagrams in %.2f s" % (sent, time.monotonic() - t0))
+        self.assertGreater(sent, 0)
+        during = rss_kb(pid)
+        # The flows fail at the 5 s handshake bound; their bytes go with them.
+        time.sleep(6.5)
+        after = rss_kb(pid)
+        peak = hwm_kb(pid)
+        measure("lorelayd RSS right after the flood", during, "KiB")
+        measure("lorelayd RSS after the flows failed", after, "KiB")
+        measure("lorelayd peak RSS (VmHWM)", peak, "KiB")
+        measure("lorelayd peak above baseline", (peak - base) // 1024, "MiB")
+        self.assertTrue(self.fg.alive(), "lorelayd died")
+        p = self.fg.ports().get("0.0.0.0:%d" % port)
+        measure("datagrams dropped (status)", p and p.get("drops"))
+        lines = log_lines(self.fg.log(), r"queue")
+        measure("queue log lines", len(lines))
+        self.check(peak - base < 64 * 1024,
+                   "peak RSS %d KiB above a %d KiB baseline (bound: 64 MiB)" % (peak - base, base))
+        self.check(after - base < 64 * 1024, "RSS after %d KiB (baseline %d)" % (after, base))
+        self.check(p is not None and p.get("drops", 0) > 0, "no drops counted: %r" % (p,))
+        self.check(1 <= len(lines) <= 5, "queue lines: %d %r" % (len(lines), lines[:6]))
+        self.verify()
+
+
+if __name__ == "__main__":
+    unittest.main()
