@@ -28,6 +28,7 @@ void lr_config_defaults(lr_config_t *c) {
   c->ebpf = 1;
   c->ebpf_scan_interval_ms = 2000;
   c->conflict_retry_ms = 1000;
+  c->conflict_grace_s = 10;
   c->forward_ports.n = 1;
   c->forward_ports.r[0].lo = 1024;
   c->forward_ports.r[0].hi = 65535;
@@ -271,6 +272,7 @@ static int apply_key(parse_ctx_t *ctx, lr_config_t *c, const char *name, const c
       {"ebpfScanIntervalMs", "milliseconds", offsetof(lr_config_t, ebpf_scan_interval_ms), 100,
        600000},
       {"conflictRetryMs", "milliseconds", offsetof(lr_config_t, conflict_retry_ms), 100, 60000},
+      {"conflictGraceSeconds", "seconds", offsetof(lr_config_t, conflict_grace_s), 0, 3600},
       {"maxStandins", "sockets", offsetof(lr_config_t, max_standins), 1, 131072},
       {"maxConnections", "connections", offsetof(lr_config_t, max_connections), 1, 1000000},
       {"maxConnectionsPerPort", "connections", offsetof(lr_config_t, max_connections_per_port), 1,

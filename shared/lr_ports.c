@@ -27,17 +27,59 @@ static const char *host_str(const lr_ports_t *t, int family) {
   return t->ops.host_str ? t->ops.host_str(family, t->ops.data) : lr_loopback_str(family);
 }
 
+/* The grace before a port someone else held is taken. A host service that
+ * restarts closes its socket and binds again a moment later; a guest that
+ * took the port in between would get that service's clients (and the
+ * service EADDRINUSE). So a binding whose wanted port was seen taken binds
+ * it only after every retry for conflictGraceSeconds found it free: each
+ * retry is a probe (bind, and at once unbind, through the hooks, which
+ * stay quiet meanwhile), and a probe that finds it taken starts the count
+ * again. The probe holds the port for the microseconds between its bind
+ * and its close, once per conflictRetryMs: that is the remaining window.
+ * 1: still in its grace (the probe's stand-in is closed again). */
+static int in_grace(lr_ports_t *t, lr_binding_t *b) {
+  uint64_t grace = (uint64_t)t->cfg->conflict_grace_s * 1000;
+  if (!b->held || !grace || !t->ops.now_ms) return 0;
+  uint64_t now = t->ops.now_ms(t->ops.data) + 1;
+  if (!b->free_since) b->free_since = now;
+  if (now - b->free_since >= grace) return 0;
+  b->probing = 1;
+  t->ops.unbind(b, t->ops.data);
+  b->probing = 0;
+  b->io = NULL;
+  return 1;
+}
+
+static void grace_over(lr_ports_t *t, lr_binding_t *b) {
+  if (b->held && t->cfg->conflict_grace_s && t->ops.now_ms)
+    LR_WARN("host %s:%u stayed free for %u s after another program or guest held it: "
+            "taken by guest %s", host_str(t, b->key.family), b->key.port,
+            t->cfg->conflict_grace_s, t->ops.name ? t->ops.name(t->ops.data) : "?");
+  b->held = 0;
+  b->free_since = 0;
+}
+
+static void seen_taken(lr_binding_t *b) {
+  b->held = 1;
+  b->free_since = 0;
+}
+
 /* A remapped binding asks for its wanted port again; when it gets it, the
  * stand-in on the stand-by port closes (its open connections keep going). */
 static void try_unremap(lr_ports_t *t, lr_binding_t *b) {
   void *old = b->io;
   uint16_t old_port = b->actual_port;
   b->io = NULL; /* the hook opens a second stand-in; the first closes after */
-  if (t->ops.bind(b, b->key.port, t->ops.data) != LR_BIND_OK) {
+  b->probing = b->held && t->cfg->conflict_grace_s && t->ops.now_ms;
+  int rc = t->ops.bind(b, b->key.port, t->ops.data);
+  b->probing = 0;
+  if (rc != LR_BIND_OK || in_grace(t, b)) {
+    if (rc == LR_BIND_INUSE) seen_taken(b);
     b->io = old;
     b->actual_port = old_port;
     return;
   }
+  grace_over(t, b);
   void *now = b->io;
   b->io = old;
   b->actual_port = old_port;
@@ -55,11 +97,16 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
     try_unremap(t, b);
     return;
   }
+  int graced = b->held && t->cfg->conflict_grace_s && t->ops.now_ms;
+  b->probing = graced;
   int rc = t->ops.bind(b, b->key.port, t->ops.data);
+  b->probing = 0;
+  if (rc == LR_BIND_OK && in_grace(t, b)) return; /* stays in conflict */
   if (rc == LR_BIND_OK) {
-    if (b->state == LR_BINDING_CONFLICT)
+    if (b->state == LR_BINDING_CONFLICT && !graced) /* grace_over says it */
       LR_INFO("host %s:%u is free again: forwarding", host_str(t, b->key.family),
               b->key.port);
+    grace_over(t, b);
     b->state = LR_BINDING_BOUND;
     b->actual_port = b->key.port;
     return;
@@ -76,6 +123,7 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
     return;
   }
   /* In use (or another bind error, which we treat alike: retry). */
+  seen_taken(b);
   if (t->cfg->remap_on_conflict && t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK) {
     LR_WARN("host %s:%u is taken by another program or guest: remapped to port %u",
             host_str(t, b->key.family), b->key.port, b->actual_port);

@@ -48,6 +48,9 @@ typedef struct lr_binding_s {
   uint64_t bytes_to_guest, bytes_to_host;
   uint64_t drops;             /* UDP: datagrams dropped because a flow fell behind */
   size_t udp_queued;          /* UDP: bytes its flows hold queued (LR_DGRAM_PORT_QUEUE_MAX) */
+  int held;                   /* its wanted port was seen taken by someone else */
+  uint64_t free_since;        /* held, and every probe since this time found it free (+1) */
+  int probing;                /* the bind/unbind hooks run for a grace probe: no log line */
   void *io;                   /* the I/O layer's stand-in object */
   lr_ports_t *table;          /* NULL once detached from its table */
   struct lr_binding_s *next;
@@ -84,6 +87,11 @@ typedef struct {
   /* The host address of a family's stand-ins, for log lines. May be NULL
    * (loopback). */
   const char *(*host_str)(int family, void *data);
+  /* A monotonic clock in ms and the guest's name, for the grace before a
+   * port another program or guest held is taken (conflictGraceSeconds).
+   * May be NULL: no grace. */
+  uint64_t (*now_ms)(void *data);
+  const char *(*name)(void *data);
 } lr_ports_ops_t;
 
 struct lr_ports_s {

@@ -449,7 +449,9 @@ int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
     b->io = s;
     b->actual_port = port;
     g->nstandins++;
-    LR_INFO("%s: forwarding host %s:%u/udp", g->name, lr_guest_host_str(g, b->key.family), port);
+    if (!b->probing)
+      LR_INFO("%s: forwarding host %s:%u/udp", g->name, lr_guest_host_str(g, b->key.family),
+              port);
     return LR_BIND_OK;
   }
   /* The platform is closing s (if it got as far as a handle): udpsrv_free
@@ -470,8 +472,9 @@ void lr_udp_unbind(lr_guest_t *g, lr_binding_t *b) {
   g->nstandins--;
   /* The guest socket went: its flows go with the stand-in. */
   while (s->flows) flow_close(s->flows);
-  LR_INFO("%s: stopped forwarding host %s:%u/udp", g->name, lr_guest_host_str(g, b->key.family),
-          b->actual_port);
+  if (!b->probing)
+    LR_INFO("%s: stopped forwarding host %s:%u/udp", g->name,
+            lr_guest_host_str(g, b->key.family), b->actual_port);
   lr_host_closing(g->host);
   uv_close((uv_handle_t *)&s->udp, udpsrv_free);
 }

@@ -437,6 +437,7 @@ static fx_t *fx_new(void) {
   assert_int_equal(uv_loop_init(&f->loop), 0);
   lr_config_defaults(&f->cfg);
   f->cfg.conflict_retry_ms = 100;
+  f->cfg.conflict_grace_s = 0; /* the grace has its own e2e test (hostile_port_grace) */
   fake_pal_init();
   return f;
 }
