@@ -4,6 +4,8 @@
  * keeps status output stable for humans and tests. */
 #include "lr_ports.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +27,30 @@ static lr_binding_t *find_binding(lr_ports_t *t, const lr_host_bind_t *k) {
 
 static const char *host_str(const lr_ports_t *t, int family) {
   return t->ops.host_str ? t->ops.host_str(family, t->ops.data) : lr_loopback_str(family);
+}
+
+/* Conflict, remap and grace lines: a guest that churns listeners on taken
+ * ports provokes one per report, so they pass a burst gate (with a clock). */
+#define PORTS_LOG_WHAT "host port taken, remapped or free again"
+static void ports_log(lr_ports_t *t, lr_log_level_t level, const char *fmt, ...) LR_PRINTF(3, 4);
+static void ports_log(lr_ports_t *t, lr_log_level_t level, const char *fmt, ...) {
+  char line[600];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (!t->ops.now_ms) {
+    lr_log(level, "%s", line);
+    return;
+  }
+  lr_log_gated(&t->log_gate, t->ops.now_ms(t->ops.data),
+               t->ops.name ? t->ops.name(t->ops.data) : "", PORTS_LOG_WHAT, level, "%s", line);
+}
+
+void lr_ports_log_flush(lr_ports_t *t) {
+  if (t->ops.now_ms)
+    lr_log_gate_flush(&t->log_gate, t->ops.now_ms(t->ops.data),
+                      t->ops.name ? t->ops.name(t->ops.data) : "", PORTS_LOG_WHAT, LR_LOG_WARN);
 }
 
 /* The grace before a port someone else held is taken. A host service that
@@ -51,10 +77,13 @@ static int in_grace(lr_ports_t *t, lr_binding_t *b) {
 }
 
 static void grace_over(lr_ports_t *t, lr_binding_t *b) {
+  /* Not through the gate: at most one per port per grace, and the line an
+   * operator looks for when a service lost its port. */
   if (b->held && t->cfg->conflict_grace_s && t->ops.now_ms)
     LR_WARN("host %s:%u stayed free for %u s after another program or guest held it: "
-            "taken by guest %s", host_str(t, b->key.family), b->key.port,
-            t->cfg->conflict_grace_s, t->ops.name ? t->ops.name(t->ops.data) : "?");
+            "taken by guest %s",
+            host_str(t, b->key.family), b->key.port, t->cfg->conflict_grace_s,
+            t->ops.name ? t->ops.name(t->ops.data) : "?");
   b->held = 0;
   b->free_since = 0;
 }
@@ -87,7 +116,8 @@ static void try_unremap(lr_ports_t *t, lr_binding_t *b) {
   b->io = now;
   b->actual_port = b->key.port;
   b->state = LR_BINDING_BOUND;
-  LR_INFO("host %s:%u is free again: moved back from port %u", host_str(t, b->key.family),
+  ports_log(t, LR_LOG_INFO, "host %s:%u is free again: moved back from port %u",
+            host_str(t, b->key.family),
           b->key.port, old_port);
 }
 
@@ -104,7 +134,7 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   if (rc == LR_BIND_OK && in_grace(t, b)) return; /* stays in conflict */
   if (rc == LR_BIND_OK) {
     if (b->state == LR_BINDING_CONFLICT && !graced) /* grace_over says it */
-      LR_INFO("host %s:%u is free again: forwarding", host_str(t, b->key.family),
+      ports_log(t, LR_LOG_INFO, "host %s:%u is free again: forwarding", host_str(t, b->key.family),
               b->key.port);
     grace_over(t, b);
     b->state = LR_BINDING_BOUND;
@@ -117,7 +147,7 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   }
   if (rc == LR_BIND_UNAVAILABLE) {
     if (b->state != LR_BINDING_UNAVAILABLE)
-      LR_WARN("host has no %s loopback: port %u not forwarded there",
+      ports_log(t, LR_LOG_WARN, "host has no %s loopback: port %u not forwarded there",
               b->key.family == 6 ? "IPv6" : "IPv4", b->key.port);
     b->state = LR_BINDING_UNAVAILABLE;
     return;
@@ -125,13 +155,14 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   /* In use (or another bind error, which we treat alike: retry). */
   seen_taken(b);
   if (t->cfg->remap_on_conflict && t->ops.bind(b, 0, t->ops.data) == LR_BIND_OK) {
-    LR_WARN("host %s:%u is taken by another program or guest: remapped to port %u",
+    ports_log(t, LR_LOG_WARN,
+              "host %s:%u is taken by another program or guest: remapped to port %u",
             host_str(t, b->key.family), b->key.port, b->actual_port);
     b->state = LR_BINDING_REMAPPED;
     return;
   }
   if (b->state != LR_BINDING_CONFLICT)
-    LR_WARN("host %s:%u is taken by another program or guest: conflict, retrying",
+    ports_log(t, LR_LOG_WARN, "host %s:%u is taken by another program or guest: conflict, retrying",
             host_str(t, b->key.family), b->key.port);
   b->state = LR_BINDING_CONFLICT;
 }

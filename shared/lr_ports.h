@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 #include "lr_config.h"
+#include "lr_log.h"
 #include "lr_proto.h"
 #include "lr_rules.h"
 
@@ -101,9 +102,13 @@ struct lr_ports_s {
   lr_binding_t *bindings;
   size_t nentries;
   int syncing;
+  lr_log_gate_t log_gate; /* conflict/remap lines (a guest can churn them) */
 };
 
 void lr_ports_init(lr_ports_t *t, const lr_config_t *cfg, const lr_ports_ops_t *ops);
+/* Logs how many conflict/remap lines the table's burst gate left out
+ * (call about once a second). */
+void lr_ports_log_flush(lr_ports_t *t);
 /* Unbinds and forgets everything (bindings with live connections are
  * detached and freed by their last unref). */
 void lr_ports_clear(lr_ports_t *t);

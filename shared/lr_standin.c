@@ -71,7 +71,8 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
     b->actual_port = port;
     g->nstandins++;
     if (!b->probing)
-      LR_INFO("%s: forwarding host %s:%u", g->name, lr_guest_host_str(g, b->key.family), port);
+      LR_STANDIN_LOG(g, "%s: forwarding host %s:%u", g->name,
+                     lr_guest_host_str(g, b->key.family), port);
     return LR_BIND_OK;
   }
   /* The platform is closing s: standin_free will balance this (a close
@@ -96,8 +97,8 @@ static void standin_unbind(lr_binding_t *b, void *data) {
   b->io = NULL;
   g->nstandins--;
   if (!b->probing)
-    LR_INFO("%s: stopped forwarding host %s:%u", g->name, lr_guest_host_str(g, b->key.family),
-            b->actual_port);
+    LR_STANDIN_LOG(g, "%s: stopped forwarding host %s:%u", g->name,
+                   lr_guest_host_str(g, b->key.family), b->actual_port);
   lr_host_closing(g->host);
   uv_close((uv_handle_t *)&s->tcp, standin_free);
 }

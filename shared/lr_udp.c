@@ -450,8 +450,8 @@ int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
     b->actual_port = port;
     g->nstandins++;
     if (!b->probing)
-      LR_INFO("%s: forwarding host %s:%u/udp", g->name, lr_guest_host_str(g, b->key.family),
-              port);
+      LR_STANDIN_LOG(g, "%s: forwarding host %s:%u/udp", g->name,
+                     lr_guest_host_str(g, b->key.family), port);
     return LR_BIND_OK;
   }
   /* The platform is closing s (if it got as far as a handle): udpsrv_free
@@ -473,8 +473,8 @@ void lr_udp_unbind(lr_guest_t *g, lr_binding_t *b) {
   /* The guest socket went: its flows go with the stand-in. */
   while (s->flows) flow_close(s->flows);
   if (!b->probing)
-    LR_INFO("%s: stopped forwarding host %s:%u/udp", g->name,
-            lr_guest_host_str(g, b->key.family), b->actual_port);
+    LR_STANDIN_LOG(g, "%s: stopped forwarding host %s:%u/udp", g->name,
+                   lr_guest_host_str(g, b->key.family), b->actual_port);
   lr_host_closing(g->host);
   uv_close((uv_handle_t *)&s->udp, udpsrv_free);
 }

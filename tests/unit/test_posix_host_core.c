@@ -1281,7 +1281,11 @@ static void test_one_hop_refuses_other_sockets(void **state) {
     close(fd);
   }
   assert_int_equal(f->agent.passes, 8);
-  assert_int_equal(log_count_stop(&lc), 8); /* each refused by the check, with its reason */
+  /* Each refused by the check, with its reason; the lines pass the
+   * connection-failed burst gate (LR_LOG_BURST a second, the first five
+   * name all four kinds), so a slow run may log up to all eight. */
+  int lines = log_count_stop(&lc);
+  assert_true(lines >= LR_LOG_BURST && lines <= 8);
   pump_until_status(f, "\"active\":0", 2000);
   fx_free(f);
 }
