@@ -112,9 +112,9 @@ static int setup(void **state) {
   return fixture_start(state, &o, "tcp:127.0.0.1:0");
 }
 
-/* ... that refuses streams after 2 failed authentications a second. */
+/* ... whose failed-authentication bucket holds 1 and refills in a second. */
 static int setup_ratelimit(void **state) {
-  lr_agent_opts_t o = {.token = KEY, .token_len = KEY_LEN, .auth_fails_per_sec = 2};
+  lr_agent_opts_t o = {.token = KEY, .token_len = KEY_LEN, .auth_fails_per_sec = 1};
   return fixture_start(state, &o, "tcp:127.0.0.1:0");
 }
 
@@ -810,22 +810,40 @@ static void test_garbage_version_oversize_silence(void **state) {
   close(c);
 }
 
-/* After auth_fails_per_sec failures (2 here) the agent closes every new
- * stream at once, before even the challenge, until the bucket refills. */
+/* After auth_fails_per_sec failures (1 here) new streams are admitted on
+ * probation: the real host, which proves the key in its first request, is
+ * still served (it used to be refused until the bucket refilled); a wrong
+ * key is still refused; and at most 16 silent streams wait on probation, a
+ * newcomer closing the oldest. */
 static void test_failed_auth_rate_limited(void **state) {
   fixture_t *f = *state;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < 3; i++) {
     int c = start_control_key(f, OTHER_KEY, OTHER_KEY_LEN, NULL, NULL, NULL);
     expect_error(c, LR_ERR_AUTH);
     expect_eof(c);
     close(c);
   }
-  int d = tcp_connect(f->port);
-  uint8_t b[8];
-  assert_true(recv(d, b, sizeof b, 0) <= 0); /* not one byte: no challenge */
-  close(d);
-  usleep(800 * 1000); /* 2 a second: one failure's worth back in 500 ms */
-  int c = start_control(f);
+  int c = start_control(f); /* the bucket is empty: the key still gets in */
+  expect_welcome(f, c, NULL);
+  close(c);
+  int idle[17];
+  for (int i = 0; i < 17; i++) idle[i] = tcp_connect(f->port);
+  uint8_t b[64];
+  usleep(300 * 1000);
+  /* The first silent stream was closed when the 17th came: EOF after its
+   * challenge; the 17th still waits (its challenge, then nothing). */
+  struct timeval tv = {2, 0};
+  setsockopt(idle[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ssize_t n, total = 0;
+  while ((n = recv(idle[0], b, sizeof b, 0)) > 0) total += n;
+  assert_true(total > 0 && n == 0);
+  tv.tv_sec = 0;
+  tv.tv_usec = 300 * 1000;
+  setsockopt(idle[16], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  assert_true(recv(idle[16], b, sizeof b, 0) > 0);
+  assert_true(recv(idle[16], b, sizeof b, 0) < 0); /* still open, nothing more */
+  for (int i = 0; i < 17; i++) close(idle[i]);
+  c = start_control(f);
   expect_welcome(f, c, NULL);
   close(c);
 }
