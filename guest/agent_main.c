@@ -23,6 +23,7 @@
 #include "lr_agent.h"
 #include "lr_config.h"
 #include "lr_glisten.h"
+#include "lr_file.h"
 #include "lr_hostd.h"
 #include "lr_log.h"
 #include "lr_opts.h"
@@ -162,6 +163,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 int main(int argc, char **argv) {
   agent_opts_t o;
   lr_log_set_ident("lorelay-agent");
+  lr_file_secret_check = lr_linux_secret_check; /* key files: owner and mode */
   if (parse_args(argc, argv, &o) != 0) return 2;
   if (o.help) {
     fputs(usage_text, stdout);

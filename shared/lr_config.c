@@ -15,6 +15,7 @@
 
 #include <uv.h>
 
+#include "lr_file.h"
 #include "lr_log.h"
 #include "lr_sbuf.h"
 
@@ -147,7 +148,6 @@ typedef struct {
   /* string reader state */
   const char *text;
   /* file reader state */
-  FILE *f;
 } parse_ctx_t;
 
 static int parse_uint_range(const char *v, unsigned lo, unsigned hi, unsigned *out) {
@@ -448,21 +448,6 @@ static char *string_reader(char *str, int num, void *stream) {
   return deliver_line(ctx, str, adv, 1);
 }
 
-static char *file_reader(char *str, int num, void *stream) {
-  parse_ctx_t *ctx = stream;
-  if (!fgets(str, num, ctx->f)) return NULL;
-  size_t n = strlen(str);
-  if (n && str[n - 1] != '\n') {
-    /* Cut by the buffer, or the file's last line without a newline? */
-    int ch = fgetc(ctx->f);
-    if (ch != EOF) {
-      while (ch != EOF && ch != '\n') ch = fgetc(ctx->f);
-      return deliver_line(ctx, str, n, 0);
-    }
-  }
-  return deliver_line(ctx, str, n, 1);
-}
-
 static int finish(parse_ctx_t *ctx, int rc) {
   if (rc > 0) {
     /* inih reports the first line it could not parse (no '=' or ']'). */
@@ -513,18 +498,36 @@ int lr_config_file_parse_string(lr_config_file_t *f, const char *text, const cha
   return finish_guests(&ctx, ini_parse_stream(string_reader, &ctx, handler, &ctx));
 }
 
+/* The file whole, through lr_file_read: a regular file of at most
+ * LR_CONFIG_FILE_MAX bytes with no NUL, or an error line (NULL text and 0
+ * when it is missing and that is fine). -1 on error. */
+static int read_config(const char *path, int missing_ok, char **text) {
+  char err[600];
+  size_t len;
+  int rc = lr_file_read(path, "config", LR_CONFIG_FILE_MAX, text, &len, NULL, err, sizeof err);
+  if (rc == UV_ENOENT && missing_ok) return 0;
+  if (rc) {
+    LR_ERROR("%s", err);
+    return -1;
+  }
+  if (memchr(*text, '\0', len)) {
+    LR_ERROR("config %s contains a NUL byte: not a text file", path);
+    free(*text);
+    *text = NULL;
+    return -1;
+  }
+  return 0;
+}
+
 int lr_config_file_load(lr_config_file_t *f, const char *path, int missing_ok) {
   memset(f, 0, sizeof *f);
   lr_config_defaults(&f->base);
-  FILE *fp = fopen(path, "r");
-  if (!fp) {
-    if (errno == ENOENT && missing_ok) return 0;
-    LR_ERROR("config %s: %s", path, strerror(errno));
-    return -1;
-  }
-  parse_ctx_t ctx = {.c = &f->base, .file = f, .source = path, .f = fp};
-  int rc = finish_guests(&ctx, ini_parse_stream(file_reader, &ctx, handler, &ctx));
-  fclose(fp);
+  char *text = NULL;
+  if (read_config(path, missing_ok, &text) != 0) return -1;
+  if (!text) return 0;
+  parse_ctx_t ctx = {.c = &f->base, .file = f, .source = path, .text = text};
+  int rc = finish_guests(&ctx, ini_parse_stream(string_reader, &ctx, handler, &ctx));
+  free(text);
   return rc;
 }
 
@@ -548,14 +551,11 @@ void lr_config_file_free(lr_config_file_t *f) {
 }
 
 int lr_config_load_file(lr_config_t *c, const char *path, int missing_ok) {
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    if (errno == ENOENT && missing_ok) return 0;
-    LR_ERROR("config %s: %s", path, strerror(errno));
-    return -1;
-  }
-  parse_ctx_t ctx = {.c = c, .source = path, .f = f};
-  int rc = finish(&ctx, ini_parse_stream(file_reader, &ctx, handler, &ctx));
-  fclose(f);
+  char *text = NULL;
+  if (read_config(path, missing_ok, &text) != 0) return -1;
+  if (!text) return 0;
+  parse_ctx_t ctx = {.c = c, .source = path, .text = text};
+  int rc = finish(&ctx, ini_parse_stream(string_reader, &ctx, handler, &ctx));
+  free(text);
   return rc;
 }

@@ -59,8 +59,11 @@ int lr_hostd_parse_args(int argc, char **argv, lr_hostd_opts_t *o, lr_hostd_extr
 /* Usage lines for the common flags, to print after the platform's own. */
 const char *lr_hostd_common_usage(void);
 
-/* Reads a token file (the shared key): surrounding whitespace trimmed,
- * LR_KEY_MIN..LR_TOKEN_MAX bytes. 0, or -1 with a one-line reason in err. */
+/* Reads a token file (the shared key): a regular file (lr_file_read),
+ * accepted by lr_file_secret_check when the platform set one (owner and
+ * mode), surrounding whitespace trimmed, LR_KEY_MIN..LR_TOKEN_MAX bytes, at
+ * least LR_KEY_MIN_DISTINCT distinct byte values and not one pattern
+ * repeated. 0, or -1 with a one-line reason and the fix in err. */
 int lr_token_load_file(const char *path, uint8_t *tok, size_t *len, char *err, size_t errlen);
 
 /* One guest the daemon runs, and where it came from. */

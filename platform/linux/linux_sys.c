@@ -142,3 +142,22 @@ long lr_linux_zc_move(uv_os_fd_t in, uv_os_fd_t out, size_t len) {
 }
 
 int lr_linux_zc_shutdown_write(uv_os_fd_t fd) { return shutdown(fd, SHUT_WR) == 0 ? 0 : -errno; }
+
+int lr_linux_secret_check(const char *path, const uv_stat_t *st, char *err, size_t errlen) {
+  uid_t me = geteuid();
+  if (st->st_uid != 0 && st->st_uid != me) {
+    snprintf(err, errlen,
+             "token file %s belongs to uid %llu, neither root nor this program's user (uid %u): "
+             "refused (fix: chown %u %s; chmod 600 %s)",
+             path, (unsigned long long)st->st_uid, (unsigned)me, (unsigned)me, path, path);
+    return -1;
+  }
+  if (st->st_mode & 066) {
+    snprintf(err, errlen,
+             "token file %s has mode %04llo: group or others may read or write the key: refused "
+             "(fix: chmod 600 %s)",
+             path, (unsigned long long)(st->st_mode & 07777), path);
+    return -1;
+  }
+  return 0;
+}

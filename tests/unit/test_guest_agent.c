@@ -38,7 +38,9 @@
 #include "lr_auth.h"
 #include "lr_glisten.h"
 #include "lr_guest_pal.h"
+#include "lr_file.h"
 #include "lr_hostd.h"
+#include "lr_linux.h"
 #include "lr_proto.h"
 #include "lr_testutil.h"
 
@@ -1052,6 +1054,56 @@ static void test_short_key_refused(void **state) {
   unlink(path);
 }
 
+/* Weak keys and exposed key files are refused by the loader both programs
+ * use, each with the file's name and the fix. */
+static void test_weak_key_files_refused(void **state) {
+  (void)state;
+  char path[64], err[512];
+  uint8_t tok[LR_TOKEN_MAX];
+  size_t len = 0;
+  snprintf(path, sizeof path, "/tmp/lr-weak-key-%d", (int)getpid());
+  static const struct {
+    const char *data;
+    size_t n;
+    const char *why;
+  } weak[] = {
+      {"aaaaaaaaaaaaaaaa\n", 17, "only 1 distinct"},
+      {"\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16, "only 1 distinct"},
+      {"abcdefgabcdefgabcdefg", 21, "only 7 distinct"},
+      {"0123456789abcdef0123456789abcdef", 32, "16-byte pattern repeated"},
+      {"0123456789abcdefXY0123456789abcdefXY", 36, "18-byte pattern repeated"},
+  };
+  for (size_t i = 0; i < sizeof weak / sizeof weak[0]; i++) {
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    fwrite(weak[i].data, 1, weak[i].n, fp);
+    fclose(fp);
+    assert_int_equal(lr_token_load_file(path, tok, &len, err, sizeof err), -1);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, weak[i].why));
+  }
+  /* Owner and mode, with the check the programs install. */
+  lr_file_secret_check = lr_linux_secret_check;
+  FILE *fp = fopen(path, "wb");
+  assert_non_null(fp);
+  fputs("q8Vd0fK2nL5xZr7PbT1mWc4yHs9jGe3A\n", fp);
+  fclose(fp);
+  assert_int_equal(chmod(path, 0640), 0);
+  assert_int_equal(lr_token_load_file(path, tok, &len, err, sizeof err), -1);
+  assert_non_null(strstr(err, "mode 0640"));
+  assert_non_null(strstr(err, "chmod 600"));
+  assert_int_equal(chmod(path, 0600), 0);
+  assert_int_equal(lr_token_load_file(path, tok, &len, err, sizeof err), 0);
+  assert_int_equal(len, 32);
+  if (geteuid() == 0) {
+    assert_int_equal(chown(path, 65534, (gid_t)-1), 0);
+    assert_int_equal(lr_token_load_file(path, tok, &len, err, sizeof err), -1);
+    assert_non_null(strstr(err, "belongs to uid 65534"));
+  }
+  lr_file_secret_check = NULL;
+  unlink(path);
+}
+
 /* The guest's handshake crypto (platform/linux: libcrypto, getrandom). */
 static void test_guest_pal_crypto(void **state) {
   (void)state;
@@ -1225,6 +1277,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_unix_peer_uid_allowed, setup_unix_allow, teardown),
       /* start-up and the platform layer */
       cmocka_unit_test(test_short_key_refused),
+      cmocka_unit_test(test_weak_key_files_refused),
       cmocka_unit_test(test_guest_pal_crypto),
   };
   return lr_test_exit_code(cmocka_run_group_tests(tests, NULL, NULL));
