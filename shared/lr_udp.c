@@ -208,21 +208,25 @@ static int flow_deliver(void *data, const uint8_t *p, size_t n) {
   return 0;
 }
 
+/* The decoder stopped on the agent's bytes: the flow closes, and a bad
+ * frame is logged (rate-limited) wherever it arrived, in a read of its own
+ * or in the one that carried OPEN_RESULT. */
+static void flow_bad_frame(lr_flow_t *f, int rc) {
+  if (rc != LR_DGRAM_STOPPED)
+    lr_guest_warn(f->c->g, &f->c->g->dgram_log,
+                  "UDP flow from guest port %u: bad datagram frame from the agent (%s): "
+                  "flow closed",
+                  f->c->b->key.port,
+                  rc == LR_PROTO_ETOOBIG ? "length over 65507" : lr_proto_strerror(rc));
+  flow_close(f);
+}
+
 static void flow_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   lr_flow_t *f = ((lr_conn_t *)st->data)->flow;
   if (n > 0 && f && !f->c->relay.closing) {
     f->last = uv_now(st->loop);
     int rc = lr_dgram_rx_feed(&f->rx, (const uint8_t *)buf->base, (size_t)n, flow_deliver, f);
-    if (rc == LR_DGRAM_STOPPED) {
-      flow_close(f);
-    } else if (rc != LR_PROTO_OK) {
-      lr_guest_warn(f->c->g, &f->c->g->dgram_log,
-                    "UDP flow from guest port %u: bad datagram frame from the agent (%s): "
-                    "flow closed",
-                    f->c->b->key.port,
-                    rc == LR_PROTO_ETOOBIG ? "length over 65507" : lr_proto_strerror(rc));
-      flow_close(f);
-    }
+    if (rc != LR_PROTO_OK) flow_bad_frame(f, rc);
   } else if (n < 0 && f && !f->c->relay.closing) {
     if (lr_dgram_rx_partial(&f->rx))
       lr_guest_warn(f->c->g, &f->c->g->trunc_log,
@@ -251,7 +255,7 @@ void lr_udp_flow_ready(lr_conn_t *c, const uint8_t *rest, size_t rest_len) {
   if (rest_len) {
     int rc = lr_dgram_rx_feed(&f->rx, rest, rest_len, flow_deliver, f);
     if (rc != LR_PROTO_OK) {
-      flow_close(f);
+      flow_bad_frame(f, rc);
       return;
     }
   }
