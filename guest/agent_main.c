@@ -27,6 +27,7 @@
 #include "lr_hostd.h"
 #include "lr_log.h"
 #include "lr_opts.h"
+#include "lr_privdrop.h"
 #include "lr_relay.h"
 #include "lr_guest_pal.h"
 #include "lr_linux.h"
@@ -264,6 +265,14 @@ int main(int argc, char **argv) {
     LR_ERROR("%s", err);
     return 1;
   }
+  /* Set up (eBPF loaded and attached, the transport listening): from here
+   * the agent keeps only what it still uses (lr_privdrop.h). */
+  char kept[160];
+  if (lr_privdrop_agent(kept, sizeof kept, err, sizeof err) != 0) {
+    LR_ERROR("dropping privileges: %s", err);
+    return 1;
+  }
+  LR_INFO("privileges: %s", kept);
   uv_signal_init(loop, &g_sigint);
   uv_signal_init(loop, &g_sigterm);
   uv_signal_start(&g_sigint, on_signal, SIGINT);
