@@ -149,7 +149,7 @@ struct lr_guest_s {
   lr_ratelimit_t flows_log;  /* UDP flow budgets */
   lr_ratelimit_t dgram_log, trunc_log; /* oversized and truncated datagram frames */
   size_t udp_queued;         /* bytes its UDP flows hold queued (LR_DGRAM_GUEST_QUEUE_MAX) */
-  lr_ratelimit_t udp_queue_log; /* datagrams dropped at a queue's byte bound */
+  lr_ratelimit_t udp_queue_log[3]; /* datagrams dropped at a flow's, port's, guest's byte bound */
   lr_log_gate_t standin_gate;   /* stand-in opened/closed lines (listener churn) */
   lr_log_gate_t connfail_gate;  /* a relayed connection failed (a client or the guest) */
   lr_log_gate_t agentinfo_gate; /* the agent's detection changed (AGENT_INFO) */

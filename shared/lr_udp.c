@@ -147,19 +147,23 @@ static uv_stream_t *flow_stream(lr_flow_t *f) { return &f->c->relay.ep[1].u.stre
 
 static void drop_datagram(lr_binding_t *b) { b->drops++; }
 
-/* A datagram dropped at a byte bound: one line per kind per guest, rate
- * limited (a flooding client would otherwise write one per datagram). */
+/* A datagram dropped at a byte bound: one line per bound per guest every
+ * LR_BUDGET_LOG_MS (a flooding client would otherwise write one per
+ * datagram), with the port's drops so far. */
 static void queue_full(lr_flow_t *f, size_t cost, const char *why) {
   lr_guest_t *g = f->c->g;
   const lr_binding_t *b = f->c->b;
-  const char *bound = "the flow's queue (256 KiB)";
+  int k = 0; /* one gate per bound: which one holds matters to the operator */
+  static const char *const bound[3] = {"the flow's queue (256 KiB) is full",
+                                       "the port's UDP queues (4 MiB) are full",
+                                       "the guest's UDP queues (16 MiB) are full"};
   if (g->udp_queued + cost > LR_DGRAM_GUEST_QUEUE_MAX)
-    bound = "the guest's UDP queues (16 MiB)";
+    k = 2;
   else if (b->udp_queued + cost > LR_DGRAM_PORT_QUEUE_MAX)
-    bound = "the port's UDP queues (4 MiB)";
-  lr_guest_warn(g, &g->udp_queue_log, "UDP port %u: %s; %s is full: datagram dropped "
+    k = 1;
+  lr_guest_warn(g, &g->udp_queue_log[k], "UDP port %u: %s; %s: datagram dropped "
                 "(%llu dropped on this port so far)",
-                b->key.port, why, bound, (unsigned long long)b->drops);
+                b->key.port, why, bound[k], (unsigned long long)b->drops);
 }
 
 /* Client -> guest: one datagram onto the flow's stream. 0, or -1 when the

@@ -21,14 +21,17 @@ import lrpeer
 NOBODY = 65534
 
 
-def send_flood(port, nsrc, count, size):
+def send_flood(ports, nsrc, count, size):
+    """From each of nsrc source ports, count datagrams of size bytes to each
+    stand-in port in turn."""
     payload = b"u" * size
     socks = []
     sent = 0
-    for _ in range(nsrc):
+    for i in range(nsrc):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         socks.append(s)  # kept open: each source port stays one flow
+        port = ports[i % len(ports)]
         for _ in range(count):
             try:
                 s.sendto(payload, ("127.0.0.1", port))
@@ -39,7 +42,7 @@ def send_flood(port, nsrc, count, size):
     return sent
 
 
-def run_as_nobody(port, nsrc, count, size):
+def run_as_nobody(ports, nsrc, count, size):
     """The flood from a forked child that dropped to uid/gid 65534 (a fork,
     not a new interpreter: the test's python may sit where nobody cannot
     read). Returns the datagrams it sent."""
@@ -53,7 +56,7 @@ def run_as_nobody(port, nsrc, count, size):
             os.setgid(NOBODY)
             os.setuid(NOBODY)
             assert os.getuid() == NOBODY
-            os.write(w, b"%d" % send_flood(port, nsrc, count, size))
+            os.write(w, b"%d" % send_flood(ports, nsrc, count, size))
             code = 0
         finally:
             os._exit(code)
@@ -69,20 +72,22 @@ def run_as_nobody(port, nsrc, count, size):
 class UdpFloodStalledAgent(HostileTestCase):
     AGENT = {"data": "hang"}  # takes each OPEN, never answers it
 
-    def test_flood_from_nobody(self):
-        port = free_port()
-        self.ctl.send(lrpeer.frame(lrpeer.LISTENER_ADD, lrpeer.enc_listener(
-            "0.0.0.0", port, flags=lrpeer.LISTENER_UDP)))
+    def flood(self, nports, bound_words):
+        ports = [free_port() for _ in range(nports)]
+        for port in ports:
+            self.ctl.send(lrpeer.frame(lrpeer.LISTENER_ADD, lrpeer.enc_listener(
+                "0.0.0.0", port, flags=lrpeer.LISTENER_UDP)))
 
         def forwarding():
-            p = self.fg.ports().get("0.0.0.0:%d" % port)
-            return p if p and p.get("state") == "forwarding" else None
-        self.assertIsNotNone(poll(forwarding, 5.0, 0.02)[0], "UDP listener not forwarded")
+            return all((self.fg.ports().get("0.0.0.0:%d" % p) or {}).get("state") ==
+                       "forwarding" for p in ports) or None
+        self.assertIsNotNone(poll(forwarding, 5.0, 0.02)[0], "UDP listeners not forwarded")
+        port = ports[0]
         pid = self.fg.pid
         base = rss_kb(pid)
         measure("lorelayd RSS before", base, "KiB")
         t0 = time.monotonic()
-        sent = run_as_nobody(port, 150, 64, 65507)
+        sent = run_as_nobody(ports, 150, 64, 65507)
         measure("sender (uid 65534)", "%d datagrams in %.2f s" % (sent, time.monotonic() - t0))
         self.assertGreater(sent, 0)
         during = rss_kb(pid)
@@ -96,8 +101,11 @@ class UdpFloodStalledAgent(HostileTestCase):
         measure("lorelayd peak above baseline", (peak - base) // 1024, "MiB")
         self.assertTrue(self.fg.alive(), "lorelayd died")
         p = self.fg.ports().get("0.0.0.0:%d" % port)
-        measure("datagrams dropped (status)", p and p.get("drops"))
+        measure("datagrams dropped (status, first port)", p and p.get("drops"))
         lines = log_lines(self.fg.log(), r"queue")
+        for l in lines[:2]:
+            print("  " + l)
+        self.check(any(bound_words in l for l in lines), "no line names %r" % bound_words)
         measure("queue log lines", len(lines))
         self.check(peak - base < 64 * 1024,
                    "peak RSS %d KiB above a %d KiB baseline (bound: 64 MiB)" % (peak - base, base))
@@ -105,6 +113,14 @@ class UdpFloodStalledAgent(HostileTestCase):
         self.check(p is not None and p.get("drops", 0) > 0, "no drops counted: %r" % (p,))
         self.check(1 <= len(lines) <= 5, "queue lines: %d %r" % (len(lines), lines[:6]))
         self.verify()
+
+    def test_flood_from_nobody(self):
+        """The issue's case: 150 flows on one stand-in (the port's bound)."""
+        self.flood(1, "the port's UDP queues (4 MiB)")
+
+    def test_flood_over_eight_ports(self):
+        """The same flood spread over 8 stand-ins (the guest's bound)."""
+        self.flood(8, "the guest's UDP queues (16 MiB)")
 
 
 if __name__ == "__main__":
