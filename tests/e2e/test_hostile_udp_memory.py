@@ -10,7 +10,8 @@ baseline, the drops must be counted and logged on a few lines, and the
 daemon must still answer status afterwards."""
 
 import os
-import socket
+import subprocess
+import sys
 import time
 import unittest
 
@@ -21,52 +22,44 @@ import lrpeer
 NOBODY = 65534
 
 
-def send_flood(ports, nsrc, count, size):
-    """From each of nsrc source ports, count datagrams of size bytes to each
-    stand-in port in turn."""
-    payload = b"u" * size
-    socks = []
-    sent = 0
-    for i in range(nsrc):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        socks.append(s)  # kept open: each source port stays one flow
-        port = ports[i % len(ports)]
-        for _ in range(count):
-            try:
-                s.sendto(payload, ("127.0.0.1", port))
-                sent += 1
-            except OSError:
-                pass
-        time.sleep(0.004)  # lets lorelayd read this port's burst
-    return sent
+SENDER = r"""
+import os, socket, sys, time
+assert os.getuid() == 65534 and os.getgid() == 65534
+ports = [int(p) for p in sys.argv[1].split(",")]
+nsrc, count, size = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+payload = b"u" * size
+socks = []
+sent = 0
+for i in range(nsrc):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    socks.append(s)  # kept open: each source port stays one flow
+    port = ports[i % len(ports)]
+    for _ in range(count):
+        try:
+            s.sendto(payload, ("127.0.0.1", port))
+            sent += 1
+        except OSError:
+            pass
+    time.sleep(0.004)  # lets lorelayd read this port's burst
+print(sent, flush=True)
+"""
 
 
 def run_as_nobody(ports, nsrc, count, size):
-    """The flood from a forked child that dropped to uid/gid 65534 (a fork,
-    not a new interpreter: the test's python may sit where nobody cannot
-    read). Returns the datagrams it sent."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            assert os.getuid() == NOBODY
-            os.write(w, b"%d" % send_flood(ports, nsrc, count, size))
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        got = f.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise AssertionError("the uid 65534 sender failed (status %d)" % status)
-    return int(got)
+    """The flood from a process running as uid/gid 65534 (setpriv): from
+    each of nsrc source ports, count datagrams of size bytes, to each
+    stand-in port in turn. A new interpreter rather than a fork of this
+    threaded one; the system's python, since the test's own may sit where
+    nobody cannot read. Returns the datagrams it sent."""
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    out = subprocess.run(["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY),
+                          "--clear-groups", py, "-c", SENDER, ",".join(map(str, ports)),
+                          str(nsrc), str(count), str(size)],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise AssertionError("the uid 65534 sender failed: %s" % out.stderr[-2000:])
+    return int(out.stdout.strip())
 
 
 class UdpFloodStalledAgent(HostileTestCase):
