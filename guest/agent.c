@@ -142,6 +142,7 @@ void agent_bad_frame(conn_t *c, const lr_frame_t *f, int rc) {
 static void conn_maybe_free(conn_t *c) {
   if (c->timer_open || c->relay_open || c->flow) return;
   lr_agent_t *a = c->agent;
+  agent_auth_release(c);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -195,6 +196,7 @@ conn_t *agent_conn_new(lr_agent_t *a) {
 
 void agent_conn_close(conn_t *c) {
   if (c->phase == PH_CLOSED) return;
+  agent_auth_release(c);
   agent_control_stop(c);
   c->phase = PH_CLOSED;
   agent_close_timer(c);

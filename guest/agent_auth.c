@@ -5,10 +5,16 @@
  *     agent's own or one given with --allow-uid. (The socket is also
  *     created mode 0600, glisten.c.)
  *   - The failed-authentication bucket: after auth.per_sec failures within
- *     a second (a burst of as many, refilled at that rate) every new stream
- *     is closed at once until the bucket has credit again. One bucket for
- *     the agent, not one per peer address: simple, bounded, and a flood of
- *     wrong keys costs the agent nothing but also delays the real host.
+ *     a second (a burst of as many, refilled at that rate) new streams are
+ *     admitted only on probation: at most AUTH_PROBATION_MAX of them wait
+ *     for their first request at a time, a newcomer closing the oldest, and
+ *     their failures are only counted. One bucket for the agent, not one
+ *     per peer address, because a local user of the host that floods a
+ *     tcp: agent comes from the host's own address; and no stream is
+ *     refused before the challenge, because the real host proves the key
+ *     in its first request, within a round trip of the challenge: a flood of
+ *     wrong keys cannot lock it out (it could while the bucket closed every
+ *     new stream at once), and what the flood holds stays bounded.
  *   - With a shared key, the challenge: the agent's preamble and a fresh
  *     nonce (CHALLENGE) go out as soon as the stream is accepted, and the
  *     first request must carry the host's nonce and MAC over both (checked
@@ -27,6 +33,11 @@
 #include "lr_log.h"
 
 #define AUTH_LOG_MS 1000
+/* Streams admitted while the bucket is empty that may wait for their first
+ * request at once. The real host sends its request as soon as the
+ * challenge arrives, so only a flood faster than a loopback or VM round
+ * trip could close its stream before it proves the key. */
+#define AUTH_PROBATION_MAX 16
 
 /* One line through gate rl, with the count of lines it held back. */
 static void gated_log(lr_agent_t *a, lr_ratelimit_t *rl, lr_log_level_t level, const char *line) {
@@ -78,13 +89,28 @@ int agent_auth_admit(conn_t *c) {
   if (!a->token_len) return 1;
   bucket_refill(a);
   if (a->auth.credit >= 1000) return 1;
+  if (a->auth.probation >= AUTH_PROBATION_MAX) {
+    conn_t *oldest = NULL; /* the list is newest first */
+    for (conn_t *o = a->conns; o; o = o->next)
+      if (o->probation && o != c) oldest = o;
+    if (oldest) agent_conn_close(oldest);
+  }
+  c->probation = 1;
+  a->auth.probation++;
   char line[300];
   snprintf(line, sizeof line,
-           "stream from %s: refused at once: more than %u failed authentications in the last "
-           "second",
-           c->peer, a->auth.per_sec);
+           "stream from %s: on probation: more than %u failed authentications in the last "
+           "second; served only if its first request proves the key (at most %d such streams "
+           "wait at once)",
+           c->peer, a->auth.per_sec, AUTH_PROBATION_MAX);
   gated_log(a, &a->auth.refuse_log, LR_LOG_WARN, line);
-  return 0;
+  return 1;
+}
+
+void agent_auth_release(conn_t *c) {
+  if (!c->probation) return;
+  c->probation = 0;
+  c->agent->auth.probation--;
 }
 
 int agent_auth_challenge(conn_t *c) {
@@ -120,6 +146,7 @@ int agent_auth_request(conn_t *c, const char *name, const lr_auth_t *auth, int v
   if (!c->agent->token_len) return 1;
   if (verified) {
     c->authed = 1;
+    agent_auth_release(c);
     return 1;
   }
   snprintf(what, sizeof what, auth->len == LR_AUTH_HOST_LEN ? "%s's MAC does not verify"

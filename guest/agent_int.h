@@ -80,6 +80,7 @@ typedef struct conn_s {
   uint8_t preamble_owed; /* a data stream's preamble (this kind) goes out with
                           * its first frame: one write, one wakeup of the host */
   int authed;      /* with a key: the host's request proved it; replies carry our MAC */
+  int probation;   /* admitted while the failed-auth bucket was empty (agent_auth.c) */
   struct agent_flow_s *flow; /* UDP flows (agent_udp.c): the socket to the guest server */
   int pass_fd;     /* one hop: hand the server socket to the host with OPEN_RESULT */
   lr_auth_ctx_t auth;
@@ -139,6 +140,7 @@ struct lr_agent_s {
   struct {
     unsigned per_sec;
     uint64_t credit, last;
+    unsigned probation; /* streams on probation, waiting for their first request */
     lr_ratelimit_t fail_log, refuse_log, peer_log, mismatch_log, busy_log;
   } auth;
   /* The transport listener: opened by lr_agent_serve_fd, closed by
@@ -210,9 +212,10 @@ const char *agent_stream_name(const conn_t *c);
 
 /* agent_auth.c */
 void agent_auth_init(lr_agent_t *a, const lr_agent_opts_t *o);
-/* A just-accepted stream: 1 to serve it; 0 when it must be closed at once
- * (a Unix peer whose uid is not allowed, or too many failed
- * authentications lately), after a rate-limited log line. */
+/* A just-accepted stream: 1 to serve it (on probation after too many
+ * failed authentications lately, which may close the oldest stream on
+ * probation); 0 when it must be closed at once (a Unix peer whose uid is
+ * not allowed), after a rate-limited log line. */
 int agent_auth_admit(conn_t *c);
 /* With a key: the preamble (kind LR_STREAM_ANY, flagged) and CHALLENGE, as
  * soon as the stream is accepted. 0, or -1 after closing c. */
@@ -220,6 +223,9 @@ int agent_auth_challenge(conn_t *c);
 /* A host that did not prove the key: one rate-limited line naming the peer
  * and what failed, and a debit from the bucket. */
 void agent_auth_failed(conn_t *c, const char *what);
+/* The stream proved the key or is closing: it no longer counts against the
+ * streams admitted on probation. Idempotent. */
+void agent_auth_release(conn_t *c);
 /* The host's first request on a stream (name: "HELLO", "OPEN", "ATTACH")
  * and whether its MAC verified. Without a key: 1. With one: 1 when it did
  * (our replies then carry our MAC); else 0 after agent_auth_failed and an

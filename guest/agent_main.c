@@ -23,9 +23,11 @@
 #include "lr_agent.h"
 #include "lr_config.h"
 #include "lr_glisten.h"
+#include "lr_file.h"
 #include "lr_token.h"
 #include "lr_log.h"
 #include "lr_opts.h"
+#include "lr_privdrop.h"
 #include "lr_relay.h"
 #include "lr_guest_pal.h"
 #include "lr_linux.h"
@@ -163,6 +165,7 @@ int main(int argc, char **argv) {
   agent_opts_t o;
   lr_log_set_ident("lorelay-agent");
   lr_log_set_journal(lr_linux_stderr_is_journal(), 1);
+  lr_file_secret_check = lr_linux_secret_check; /* key files: owner and mode */
   if (parse_args(argc, argv, &o) != 0) return 2;
   if (o.help) {
     fputs(usage_text, stdout);
@@ -263,6 +266,14 @@ int main(int argc, char **argv) {
     LR_ERROR("%s", err);
     return 1;
   }
+  /* Set up (eBPF loaded and attached, the transport listening): from here
+   * the agent keeps only what it still uses (lr_privdrop.h). */
+  char kept[160];
+  if (lr_privdrop_agent(kept, sizeof kept, err, sizeof err) != 0) {
+    LR_ERROR("dropping privileges: %s", err);
+    return 1;
+  }
+  LR_INFO("privileges: %s", kept);
   uv_signal_init(loop, &g_sigint);
   uv_signal_init(loop, &g_sigterm);
   uv_signal_start(&g_sigint, on_signal, SIGINT);

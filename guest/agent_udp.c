@@ -158,6 +158,9 @@ void agent_udp_open(conn_t *c) {
   free(c->rx);
   c->rx = NULL;
   if (rc != LR_PROTO_OK) {
+    if (rc != LR_DGRAM_STOPPED) /* logged in the OPEN's read as in any other */
+      LR_WARN("UDP flow from %s: bad datagram frame from the host (%s); closing", c->peer,
+              rc == LR_PROTO_ETOOBIG ? "length over 65507" : lr_proto_strerror(rc));
     agent_conn_close(c);
     return;
   }

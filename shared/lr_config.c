@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "lr_addr.h"
+#include "lr_file.h"
 #include "lr_log.h"
 #include "lr_sbuf.h"
 
@@ -30,6 +31,7 @@ void lr_config_defaults(lr_config_t *c) {
   c->ebpf = 1;
   c->ebpf_scan_interval_ms = 2000;
   c->conflict_retry_ms = 1000;
+  c->conflict_grace_s = 10;
   c->forward_ports.n = 1;
   c->forward_ports.r[0].lo = 1024;
   c->forward_ports.r[0].hi = 65535;
@@ -232,7 +234,6 @@ typedef struct {
   /* string reader state */
   const char *text;
   /* file reader state */
-  FILE *f;
 } parse_ctx_t;
 
 /* One error line naming the source and line; the first is kept for status. */
@@ -312,6 +313,7 @@ const lr_config_key_t lr_config_keys[] = {
     {"remapOnConflict", K_BOOL, LR_KEY_ANY, OFF(remap_on_conflict), 0, 0, NULL},
     {"logLevel", K_LEVEL, LR_KEY_DAEMON, OFF(log_level), 0, 0, NULL},
     {"conflictRetryMs", K_UINT, LR_KEY_ANY, OFF(conflict_retry_ms), 100, 60000, "milliseconds"},
+    {"conflictGraceSeconds", K_UINT, LR_KEY_ANY, OFF(conflict_grace_s), 0, 3600, "seconds"},
     {"listenAddress", K_ADDR, LR_KEY_ANY, OFF(listen_address), 0, 0, NULL},
     {"udp", K_BOOL, LR_KEY_ANY, OFF(udp), 0, 0, NULL},
     {"udpIdleTimeout", K_UINT, LR_KEY_ANY, OFF(udp_idle_timeout_s), 1, 86400, "seconds"},
@@ -704,21 +706,6 @@ static char *string_reader(char *str, int num, void *stream) {
   return deliver_line(ctx, str, adv, 1);
 }
 
-static char *file_reader(char *str, int num, void *stream) {
-  parse_ctx_t *ctx = stream;
-  if (!fgets(str, num, ctx->f)) return NULL;
-  size_t n = strlen(str);
-  if (n && str[n - 1] != '\n') {
-    /* Cut by the buffer, or the file's last line without a newline? */
-    int ch = fgetc(ctx->f);
-    if (ch != EOF) {
-      while (ch != EOF && ch != '\n') ch = fgetc(ctx->f);
-      return deliver_line(ctx, str, n, 0);
-    }
-  }
-  return deliver_line(ctx, str, n, 1);
-}
-
 static int finish(parse_ctx_t *ctx, int rc) {
   if (rc > 0) {
     /* inih reports the first line it could not parse (no '=' or ']'). */
@@ -776,19 +763,38 @@ int lr_config_file_parse_string(lr_config_file_t *f, const char *text, const cha
   return finish_guests(&ctx, ini_parse_stream(string_reader, &ctx, handler, &ctx));
 }
 
+/* The file whole, through lr_file_read: a regular file of at most
+ * LR_CONFIG_FILE_MAX bytes with no NUL, or an error line (NULL text and 0
+ * when it is missing and that is fine). -1 on error. */
+static int read_config(const char *path, int missing_ok, char **text, char *first,
+                       size_t firstlen) {
+  char err[600];
+  size_t len;
+  int rc = lr_file_read(path, "config", LR_CONFIG_FILE_MAX, text, &len, NULL, err, sizeof err);
+  if (rc == UV_ENOENT && missing_ok) return 0;
+  if (!rc && memchr(*text, '\0', len)) {
+    snprintf(err, sizeof err, "config %s contains a NUL byte: not a text file", path);
+    free(*text);
+    *text = NULL;
+    rc = -1;
+  }
+  if (rc) {
+    LR_ERROR("%s", err);
+    if (first) snprintf(first, firstlen, "%s", err);
+    return -1;
+  }
+  return 0;
+}
+
 int lr_config_file_load(lr_config_file_t *f, const char *path, int missing_ok) {
   memset(f, 0, sizeof *f);
   lr_config_defaults(&f->base);
-  FILE *fp = fopen(path, "r");
-  if (!fp) {
-    if (errno == ENOENT && missing_ok) return 0;
-    snprintf(f->first_error, sizeof f->first_error, "config %s: %s", path, strerror(errno));
-    LR_ERROR("%s", f->first_error);
-    return -1;
-  }
-  parse_ctx_t ctx = {.c = &f->base, .file = f, .source = path, .f = fp};
-  int rc = finish_guests(&ctx, ini_parse_stream(file_reader, &ctx, handler, &ctx));
-  fclose(fp);
+  char *text = NULL;
+  if (read_config(path, missing_ok, &text, f->first_error, sizeof f->first_error) != 0) return -1;
+  if (!text) return 0;
+  parse_ctx_t ctx = {.c = &f->base, .file = f, .source = path, .text = text};
+  int rc = finish_guests(&ctx, ini_parse_stream(string_reader, &ctx, handler, &ctx));
+  free(text);
   return rc;
 }
 
@@ -812,14 +818,11 @@ void lr_config_file_free(lr_config_file_t *f) {
 }
 
 int lr_config_load_file(lr_config_t *c, const char *path, int missing_ok) {
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    if (errno == ENOENT && missing_ok) return 0;
-    LR_ERROR("config %s: %s", path, strerror(errno));
-    return -1;
-  }
-  parse_ctx_t ctx = {.c = c, .source = path, .f = f};
-  int rc = finish(&ctx, ini_parse_stream(file_reader, &ctx, handler, &ctx));
-  fclose(f);
+  char *text = NULL;
+  if (read_config(path, missing_ok, &text, NULL, 0) != 0) return -1;
+  if (!text) return 0;
+  parse_ctx_t ctx = {.c = c, .source = path, .text = text};
+  int rc = finish(&ctx, ini_parse_stream(string_reader, &ctx, handler, &ctx));
+  free(text);
   return rc;
 }

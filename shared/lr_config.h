@@ -54,6 +54,8 @@ typedef struct {
   int ebpf;                    /* ebpf (agent): detect listeners with eBPF when it loads, default 1 */
   unsigned ebpf_scan_interval_ms; /* ebpfScanIntervalMs (agent): safety-net scan, default 2000 */
   unsigned conflict_retry_ms;  /* conflictRetryMs (host): default 1000, 100..60000 */
+  unsigned conflict_grace_s;   /* conflictGraceSeconds (host): how long a port someone else
+                                * held must stay free before a guest takes it; default 10 */
   lr_portset_t forward_ports;  /* forwardPorts: ports a guest may claim, default 1024-65535 */
   int udp;                     /* udp: forward guest UDP sockets too, default 1 */
   unsigned udp_idle_timeout_s; /* udpIdleTimeout: seconds a UDP flow may be silent, default 60 */

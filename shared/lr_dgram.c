@@ -70,10 +70,22 @@ typedef struct {
   uint8_t bytes[]; /* the unwritten rest of the frame */
 } dgram_write_t;
 
+int lr_dgram_shared_fits(const lr_dgram_tx_t *tx, size_t n) {
+  for (int i = 0; i < 2; i++)
+    if (tx->shared[i] && *tx->shared[i] + n > tx->shared_max[i]) return 0;
+  return 1;
+}
+
+void lr_dgram_shared_add(lr_dgram_tx_t *tx, size_t n, int sign) {
+  for (int i = 0; i < 2; i++)
+    if (tx->shared[i]) *tx->shared[i] = sign < 0 ? *tx->shared[i] - n : *tx->shared[i] + n;
+}
+
 static void on_written(uv_write_t *req, int status) {
   dgram_write_t *w = (dgram_write_t *)req;
   (void)status; /* a failed write shows up on the stream's read side too */
   w->tx->queued -= w->len;
+  lr_dgram_shared_add(w->tx, w->len, -1);
   free(w);
 }
 
@@ -94,7 +106,8 @@ int lr_dgram_send(uv_stream_t *s, lr_dgram_tx_t *tx, const uint8_t *p, size_t n)
     if (done == total) return 0;
   }
   /* A frame begun on the wire is finished whatever the queue holds. */
-  if (done == 0 && tx->queued + total > LR_DGRAM_QUEUE_MAX) {
+  if (done == 0 &&
+      (tx->queued + total > LR_DGRAM_QUEUE_MAX || !lr_dgram_shared_fits(tx, total))) {
     drop(tx);
     return 1;
   }
@@ -124,6 +137,7 @@ int lr_dgram_send(uv_stream_t *s, lr_dgram_tx_t *tx, const uint8_t *p, size_t n)
     return rc;
   }
   tx->queued += rest;
+  lr_dgram_shared_add(tx, rest, 1);
   return 0;
 }
 

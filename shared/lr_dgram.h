@@ -29,6 +29,12 @@
 #define LR_DGRAM_HDR 2
 /* Unsent framed bytes a flow's stream may hold before datagrams are dropped. */
 #define LR_DGRAM_QUEUE_MAX (256 * 1024)
+/* Bytes all the flows of one host port, and of one guest, may hold queued
+ * at once (datagrams waiting for their flow's stream to open, plus unsent
+ * framed bytes): a client can open many flows, and each flow's own bound
+ * times maxUdpFlows would be gigabytes (lr_udp.c). */
+#define LR_DGRAM_PORT_QUEUE_MAX (4 * 1024 * 1024)
+#define LR_DGRAM_GUEST_QUEUE_MAX (16 * 1024 * 1024)
 
 /* One datagram; return non-zero to stop decoding (the flow closed). */
 typedef int (*lr_dgram_fn)(void *data, const uint8_t *p, size_t n);
@@ -63,11 +69,21 @@ typedef struct {
   size_t queued;
   uint64_t dropped;
   uint64_t *drop_counter; /* optional live counter (the port's), added to with dropped */
+  /* Optional byte counters this flow's queue shares with others (the
+   * port's, the guest's), each with its bound: a datagram that would take
+   * one past its bound is dropped. They must outlive every queued write. */
+  size_t *shared[2];
+  size_t shared_max[2];
 } lr_dgram_tx_t;
+
+/* 1 when n more queued bytes fit every shared bound of tx. */
+int lr_dgram_shared_fits(const lr_dgram_tx_t *tx, size_t n);
+/* Adds (or, negative, removes) n bytes to tx's shared counters. */
+void lr_dgram_shared_add(lr_dgram_tx_t *tx, size_t n, int sign);
 
 /* Frames p[0..n) onto s: written at once when the kernel takes it,
  * otherwise the unwritten rest is queued (a copy) if the queue stays under
- * LR_DGRAM_QUEUE_MAX, else the whole datagram is dropped and counted (a
+ * LR_DGRAM_QUEUE_MAX and every shared bound, else the whole datagram is dropped and counted (a
  * frame already half written is always finished, so the stream never
  * loses its framing). 0 sent or queued, 1 dropped, or a negative uv error
  * (the stream is broken). n must be <= LR_DGRAM_MAX. */

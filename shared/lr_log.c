@@ -111,3 +111,41 @@ void lr_log(lr_log_level_t level, const char *fmt, ...) {
   lr_logv(level, fmt, ap);
   va_end(ap);
 }
+
+static void gate_report(lr_log_gate_t *gate, uint64_t now, const char *who, const char *what,
+                        lr_log_level_t level) {
+  if (gate->suppressed)
+    lr_log(level, "%s%s%llu more line(s) like \"%s\" not logged in the last %.1f s", who,
+           *who ? ": " : "",
+           (unsigned long long)gate->suppressed, what,
+           (double)(now - (gate->window - 1)) / 1000.0);
+  gate->suppressed = 0;
+}
+
+void lr_log_gate_flush(lr_log_gate_t *gate, uint64_t now_ms, const char *who, const char *what,
+                       lr_log_level_t level) {
+  if (gate->suppressed && now_ms + 1 - gate->window >= 1000) {
+    gate_report(gate, now_ms, who, what, level);
+    gate->window = 0;
+    gate->n = 0;
+  }
+}
+
+void lr_log_gated(lr_log_gate_t *gate, uint64_t now_ms, const char *who, const char *what,
+                  lr_log_level_t level, const char *fmt, ...) {
+  if (level > g_level) return;
+  if (!gate->window || now_ms + 1 - gate->window >= 1000) {
+    gate_report(gate, now_ms, who, what, level);
+    gate->window = now_ms + 1;
+    gate->n = 0;
+  }
+  if (gate->n >= LR_LOG_BURST) {
+    gate->suppressed++;
+    return;
+  }
+  gate->n++;
+  va_list ap;
+  va_start(ap, fmt);
+  lr_logv(level, fmt, ap);
+  va_end(ap);
+}

@@ -7,6 +7,7 @@
 #define LR_LOG_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 typedef enum {
   LR_LOG_ERROR = 0,
@@ -46,6 +47,28 @@ const char *lr_log_level_name(lr_log_level_t level);
 
 void lr_log(lr_log_level_t level, const char *fmt, ...) LR_PRINTF(2, 3);
 void lr_logv(lr_log_level_t level, const char *fmt, va_list ap);
+
+/* A burst gate for a kind of line someone else (a guest, a client) can
+ * provoke at will but that is worth seeing one by one while it is rare
+ * (a stand-in opened or closed, a conflict): at most LR_LOG_BURST lines of
+ * the kind per second; the rest are counted, and the count is logged as one
+ * line ("N more ... not logged") when the next second starts or on
+ * lr_log_gate_flush. Zero-initialised; the caller owns it and supplies a
+ * millisecond clock (uv_now). */
+#define LR_LOG_BURST 5
+typedef struct {
+  uint64_t window;     /* start of the current second (ms, +1) */
+  unsigned n;          /* lines logged in it */
+  uint64_t suppressed; /* lines not logged in it */
+} lr_log_gate_t;
+/* Logs the line if the gate lets it through. who prefixes the suppressed
+ * count (a guest's name, or ""), what names the kind ("stand-in opened or
+ * closed"). */
+void lr_log_gated(lr_log_gate_t *gate, uint64_t now_ms, const char *who, const char *what,
+                  lr_log_level_t level, const char *fmt, ...) LR_PRINTF(6, 7);
+/* Logs the pending suppressed count, if the current second is over. */
+void lr_log_gate_flush(lr_log_gate_t *gate, uint64_t now_ms, const char *who, const char *what,
+                       lr_log_level_t level);
 
 #define LR_ERROR(...) lr_log(LR_LOG_ERROR, __VA_ARGS__)
 #define LR_WARN(...) lr_log(LR_LOG_WARN, __VA_ARGS__)

@@ -4,6 +4,8 @@
  * keeps status output stable for humans and tests. */
 #include "lr_ports.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,17 +43,89 @@ static const char *holder(const lr_ports_t *t, const lr_binding_t *b, char *buf,
   return "another program or guest";
 }
 
+/* Conflict, remap and grace lines: a guest that churns listeners on taken
+ * ports provokes one per report, so they pass a burst gate (with a clock). */
+#define PORTS_LOG_WHAT "host port taken, remapped or free again"
+static void ports_log(lr_ports_t *t, lr_log_level_t level, const char *fmt, ...) LR_PRINTF(3, 4);
+static void ports_log(lr_ports_t *t, lr_log_level_t level, const char *fmt, ...) {
+  char line[900], nm[320];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (!t->ops.now_ms) {
+    lr_log(level, "%s%s", who(t, nm, sizeof nm), line);
+    return;
+  }
+  lr_log_gated(&t->log_gate, t->ops.now_ms(t->ops.data),
+               t->ops.name ? t->ops.name(t->ops.data) : "", PORTS_LOG_WHAT, level, "%s%s",
+               who(t, nm, sizeof nm), line);
+}
+
+void lr_ports_log_flush(lr_ports_t *t) {
+  if (t->ops.now_ms)
+    lr_log_gate_flush(&t->log_gate, t->ops.now_ms(t->ops.data),
+                      t->ops.name ? t->ops.name(t->ops.data) : "", PORTS_LOG_WHAT, LR_LOG_WARN);
+}
+
+/* The grace before a port someone else held is taken. A host service that
+ * restarts closes its socket and binds again a moment later; a guest that
+ * took the port in between would get that service's clients (and the
+ * service EADDRINUSE). So a binding whose wanted port was seen taken binds
+ * it only after every retry for conflictGraceSeconds found it free: each
+ * retry is a probe (bind, and at once unbind, through the hooks, which
+ * stay quiet meanwhile), and a probe that finds it taken starts the count
+ * again. The probe holds the port for the microseconds between its bind
+ * and its close, once per conflictRetryMs: that is the remaining window.
+ * 1: still in its grace (the probe's stand-in is closed again). */
+static int in_grace(lr_ports_t *t, lr_binding_t *b) {
+  uint64_t grace = (uint64_t)t->cfg->conflict_grace_s * 1000;
+  if (!b->held || !grace || !t->ops.now_ms) return 0;
+  uint64_t now = t->ops.now_ms(t->ops.data) + 1;
+  if (!b->free_since) b->free_since = now;
+  if (now - b->free_since >= grace) return 0;
+  b->probing = 1;
+  t->ops.unbind(b, t->ops.data);
+  b->probing = 0;
+  b->io = NULL;
+  return 1;
+}
+
+static void grace_over(lr_ports_t *t, lr_binding_t *b) {
+  /* Not through the gate: at most one per port per grace, and the line an
+   * operator looks for when a service lost its port. */
+  if (b->held && t->cfg->conflict_grace_s && t->ops.now_ms)
+    LR_WARN("host %s:%u stayed free for %u s after another program or guest held it: "
+            "taken by guest %s",
+            host_str(t, b->key.family), b->key.port, t->cfg->conflict_grace_s,
+            t->ops.name ? t->ops.name(t->ops.data) : "?");
+  b->held = 0;
+  b->free_since = 0;
+  free(b->holder);
+  b->holder = NULL;
+}
+
+static void seen_taken(lr_binding_t *b) {
+  b->held = 1;
+  b->free_since = 0;
+}
+
 /* A remapped binding asks for its wanted port again; when it gets it, the
  * stand-in on the stand-by port closes (its open connections keep going). */
 static void try_unremap(lr_ports_t *t, lr_binding_t *b) {
   void *old = b->io;
   uint16_t old_port = b->actual_port;
   b->io = NULL; /* the hook opens a second stand-in; the first closes after */
-  if (t->ops.bind(b, b->key.port, t->ops.data) != LR_BIND_OK) {
+  b->probing = b->held && t->cfg->conflict_grace_s && t->ops.now_ms;
+  int rc = t->ops.bind(b, b->key.port, t->ops.data);
+  b->probing = 0;
+  if (rc != LR_BIND_OK || in_grace(t, b)) {
+    if (rc == LR_BIND_INUSE) seen_taken(b);
     b->io = old;
     b->actual_port = old_port;
     return;
   }
+  grace_over(t, b);
   void *now = b->io;
   b->io = old;
   b->actual_port = old_port;
@@ -59,11 +133,8 @@ static void try_unremap(lr_ports_t *t, lr_binding_t *b) {
   b->io = now;
   b->actual_port = b->key.port;
   b->state = LR_BINDING_BOUND;
-  char nm[320];
-  free(b->holder);
-  b->holder = NULL;
-  LR_INFO("%shost %s:%u is free again: moved back from port %u", who(t, nm, sizeof nm),
-          host_str(t, b->key.family), b->key.port, old_port);
+  ports_log(t, LR_LOG_INFO, "host %s:%u is free again: moved back from port %u",
+            host_str(t, b->key.family), b->key.port, old_port);
 }
 
 /* remapOnConflict: the next free port above the wanted one (predictable:
@@ -86,14 +157,17 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
     try_unremap(t, b);
     return;
   }
-  char nm[320], hs[400];
+  char hs[400];
+  int graced = b->held && t->cfg->conflict_grace_s && t->ops.now_ms;
+  b->probing = graced;
   int rc = t->ops.bind(b, b->key.port, t->ops.data);
+  b->probing = 0;
+  if (rc == LR_BIND_OK && in_grace(t, b)) return; /* stays in conflict */
   if (rc == LR_BIND_OK) {
-    free(b->holder);
-    b->holder = NULL;
-    if (b->state == LR_BINDING_CONFLICT)
-      LR_INFO("%shost %s:%u is free again: forwarding", who(t, nm, sizeof nm),
-              host_str(t, b->key.family), b->key.port);
+    if (b->state == LR_BINDING_CONFLICT && !graced) /* grace_over says it */
+      ports_log(t, LR_LOG_INFO, "host %s:%u is free again: forwarding", host_str(t, b->key.family),
+                b->key.port);
+    grace_over(t, b);
     b->state = LR_BINDING_BOUND;
     b->actual_port = b->key.port;
     return;
@@ -104,22 +178,23 @@ static void try_bind(lr_ports_t *t, lr_binding_t *b) {
   }
   if (rc == LR_BIND_UNAVAILABLE) {
     if (b->state != LR_BINDING_UNAVAILABLE)
-      LR_WARN("%shost has no %s loopback: port %u not forwarded there", who(t, nm, sizeof nm),
-              b->key.family == 6 ? "IPv6" : "IPv4", b->key.port);
+      ports_log(t, LR_LOG_WARN, "host has no %s loopback: port %u not forwarded there",
+                b->key.family == 6 ? "IPv6" : "IPv4", b->key.port);
     b->state = LR_BINDING_UNAVAILABLE;
     return;
   }
   /* In use (or another bind error, which we treat alike: retry). */
+  seen_taken(b);
   if (t->cfg->remap_on_conflict && remap(t, b)) {
-    LR_WARN("%shost %s:%u is taken by %s: remapped to port %u", who(t, nm, sizeof nm),
-            host_str(t, b->key.family), b->key.port, holder(t, b, hs, sizeof hs),
-            b->actual_port);
+    ports_log(t, LR_LOG_WARN, "host %s:%u is taken by %s: remapped to port %u",
+              host_str(t, b->key.family), b->key.port, holder(t, b, hs, sizeof hs),
+              b->actual_port);
     b->state = LR_BINDING_REMAPPED;
     return;
   }
   if (b->state != LR_BINDING_CONFLICT)
-    LR_WARN("%shost %s:%u is taken by %s: conflict, retrying", who(t, nm, sizeof nm),
-            host_str(t, b->key.family), b->key.port, holder(t, b, hs, sizeof hs));
+    ports_log(t, LR_LOG_WARN, "host %s:%u is taken by %s: conflict, retrying",
+              host_str(t, b->key.family), b->key.port, holder(t, b, hs, sizeof hs));
   b->state = LR_BINDING_CONFLICT;
 }
 

@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 #include "lr_config.h"
+#include "lr_log.h"
 #include "lr_proto.h"
 #include "lr_rules.h"
 
@@ -57,6 +58,10 @@ typedef struct lr_binding_s {
   uint64_t drops;             /* UDP: datagrams dropped because a flow fell behind */
   uint64_t connect_failures;  /* the guest could not connect to its server (OPEN refused) */
   lr_holder_t *holder;        /* CONFLICT/REMAPPED: who has the wanted port; NULL: unknown */
+  size_t udp_queued;          /* UDP: bytes its flows hold queued (LR_DGRAM_PORT_QUEUE_MAX) */
+  int held;                   /* its wanted port was seen taken by someone else */
+  uint64_t free_since;        /* held, and every probe since this time found it free (+1) */
+  int probing;                /* the bind/unbind hooks run for a grace probe: no log line */
   void *io;                   /* the I/O layer's stand-in object */
   lr_ports_t *table;          /* NULL once detached from its table */
   struct lr_binding_s *next;
@@ -93,8 +98,12 @@ typedef struct {
   /* The host address of a family's stand-ins, for log lines. May be NULL
    * (loopback). */
   const char *(*host_str)(int family, void *data);
-  /* The table's owner (a guest name) and, for b, who holds its wanted
-   * port ("pid 123 (nginx)", "guest web"), for log lines. May be NULL. */
+  /* A monotonic clock in ms, for the grace before a port another program
+   * or guest held is taken (conflictGraceSeconds) and for the log gate. May
+   * be NULL: no grace. The table's owner (a guest name) and, for b, who
+   * holds its wanted port ("pid 123 (nginx)", "guest web"), for log lines.
+   * May be NULL. */
+  uint64_t (*now_ms)(void *data);
   const char *(*name)(void *data);
   const char *(*holder_str)(const lr_binding_t *b, char *buf, size_t len, void *data);
 } lr_ports_ops_t;
@@ -106,9 +115,13 @@ struct lr_ports_s {
   lr_binding_t *bindings;
   size_t nentries;
   int syncing;
+  lr_log_gate_t log_gate; /* conflict/remap lines (a guest can churn them) */
 };
 
 void lr_ports_init(lr_ports_t *t, const lr_config_t *cfg, const lr_ports_ops_t *ops);
+/* Logs how many conflict/remap lines the table's burst gate left out
+ * (call about once a second). */
+void lr_ports_log_flush(lr_ports_t *t);
 /* Unbinds and forgets everything (bindings with live connections are
  * detached and freed by their last unref). */
 void lr_ports_clear(lr_ports_t *t);

@@ -30,6 +30,7 @@
 #define LR_FRAME_MAX_PAYLOAD 4096
 #define LR_TOKEN_MAX 256       /* longest shared key (a token file's contents) */
 #define LR_KEY_MIN 16          /* shortest shared key accepted on either side */
+#define LR_KEY_MIN_DISTINCT 8  /* fewest distinct byte values in a key file's key */
 #define LR_TEXT_MAX 512
 
 /* Authentication (only with a shared key; see docs/protocol.md). */

@@ -9,8 +9,11 @@
 
 #include "lr_proto.h" /* LR_KEY_MIN, LR_TOKEN_MAX */
 
-/* Reads a token file (the shared key): surrounding whitespace trimmed,
- * LR_KEY_MIN..LR_TOKEN_MAX bytes. 0, or -1 with a one-line reason in err. */
+/* Reads a token file (the shared key): a regular file (lr_file_read),
+ * accepted by lr_file_secret_check when the platform set one (owner and
+ * mode), surrounding whitespace trimmed, LR_KEY_MIN..LR_TOKEN_MAX bytes, at
+ * least LR_KEY_MIN_DISTINCT distinct byte values and not one pattern
+ * repeated. 0, or -1 with a one-line reason and the fix in err. */
 int lr_token_load_file(const char *path, uint8_t *tok, size_t *len, char *err, size_t errlen);
 
 #endif

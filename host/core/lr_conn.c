@@ -67,16 +67,18 @@ static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (c->reverse) {
-    LR_INFO("%s: guest connection to host port %u: %s", c->g->name, c->b->key.port,
-            msg);
+    lr_log_gated(&c->g->connfail_gate, uv_now(c->g->host->loop), c->g->name,
+                 "connection failed", LR_LOG_INFO, "%s: guest connection to host port %u: %s",
+                 c->g->name, c->b->key.port, msg);
     if (c->rx) { /* not attached yet: the agent still holds the guest client */
       uint8_t f[LR_FRAME_HDR_LEN + 10 + LR_TEXT_MAX];
       lr_session_send(c->g, f, lr_encode_reverse_fail(f, sizeof f, c->rev_id, LR_ERR_REFUSED, msg));
     }
   } else {
-    LR_INFO("%s: connection to guest port %u: %s", c->g->name,
-            c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port,
-            lr_guest_err_text(c->g, msg));
+    lr_log_gated(&c->g->connfail_gate, uv_now(c->g->host->loop), c->g->name,
+                 "connection failed", LR_LOG_INFO, "%s: connection to guest port %u: %s",
+                 c->g->name, c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port,
+                 lr_guest_err_text(c->g, msg));
   }
   free(c->rx);
   c->rx = NULL;

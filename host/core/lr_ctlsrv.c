@@ -49,6 +49,7 @@ struct lr_status_client_s {
   uv_timer_t timer; /* the client's whole budget: statusIdleTimeoutMs (not for watchers) */
   int open_handles, closing;
   int watch;        /* WATCH_*: a subscriber */
+  int answered;     /* its request line was complete: being answered or watching */
   size_t queued;    /* watcher: bytes handed to uv_write and not yet written */
   uint64_t dropped; /* watcher: events dropped since it was last told */
   lr_status_client_t *next;
@@ -300,6 +301,7 @@ static void status_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   char *nl = strchr(c->line, '\n');
   if (!nl && c->len < sizeof c->line - 1) return;
   if (nl) *nl = '\0';
+  c->answered = 1;
   size_t l = strlen(c->line);
   if (l && c->line[l - 1] == '\r') c->line[l - 1] = '\0';
   /* "VERB FORMAT [options]"; the bare "status" and "watch" are tables. */
@@ -350,18 +352,20 @@ static void status_conn(uv_stream_t *server, int status) {
   }
   if (h->stopping) return;
   if (h->nclients >= h->cfg->max_status_clients) {
-    /* At the budget, the oldest client that has not even sent its request
-     * makes room: a real lorelayctl asks at once and is answered within
-     * milliseconds, so idle connections cannot lock it out. If every slot
-     * is busy answering or watching, the newcomer is accepted and closed
-     * (a listener whose callback does not accept stops accepting). */
+    /* At the budget, the oldest client that has not sent a whole request
+     * makes room, whether it sent nothing or part of a line: a real
+     * lorelayctl sends its line at once and is answered within
+     * milliseconds, so neither idle nor half-spoken connections can lock
+     * it out. If every slot is busy answering or watching, the newcomer is
+     * accepted and closed (a listener whose callback does not accept stops
+     * accepting). */
     lr_status_client_t *oldest = NULL;
     for (lr_status_client_t *c = h->clients; c; c = c->next)
-      if (!c->closing && !c->len && !c->watch) oldest = c; /* the list is newest first */
+      if (!c->closing && !c->answered && !c->watch) oldest = c; /* newest first */
     if (lr_ratelimit_pass(&h->status_budget_log, uv_now(h->loop), LR_BUDGET_LOG_MS))
       LR_WARN("status endpoint: maxStatusClients (%u) connected: %s (%llu times so far)",
               h->cfg->max_status_clients,
-              oldest ? "cutting the oldest idle one" : "refusing new ones",
+              oldest ? "cutting the oldest one without a whole request" : "refusing new ones",
               (unsigned long long)(h->status_budget_log.suppressed + 1));
     if (!oldest) {
       lr_drop_pending(server);

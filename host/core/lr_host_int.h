@@ -176,6 +176,11 @@ struct lr_guest_s {
   unsigned nflows;           /* open UDP flows (maxUdpFlows) */
   lr_ratelimit_t flows_log;  /* UDP flow budgets */
   lr_ratelimit_t dgram_log, trunc_log; /* oversized and truncated datagram frames */
+  size_t udp_queued;         /* bytes its UDP flows hold queued (LR_DGRAM_GUEST_QUEUE_MAX) */
+  lr_ratelimit_t udp_queue_log[3]; /* datagrams dropped at a flow's, port's, guest's byte bound */
+  lr_log_gate_t standin_gate;   /* stand-in opened/closed lines (listener churn) */
+  lr_log_gate_t connfail_gate;  /* a relayed connection failed (a client or the guest) */
+  lr_log_gate_t agentinfo_gate; /* the agent's detection changed (AGENT_INFO) */
   /* one log gate per kind of line a guest can provoke at will */
   lr_ratelimit_t accept_log, denied_log, standins_log, tracked_log, conns_log, reverse_log,
       control_log;
@@ -215,6 +220,12 @@ struct lr_host_s {
   void (*done)(void *);
   void *done_data;
 };
+
+/* A stand-in opened or closed: a line per event while they are rare, at
+ * most LR_LOG_BURST a second (a guest can churn listeners at will). */
+#define LR_STANDIN_LOG(g, ...)                                                                \
+  lr_log_gated(&(g)->standin_gate, uv_now((g)->host->loop), (g)->name,                     \
+               "stand-in opened or closed", LR_LOG_INFO, __VA_ARGS__)
 
 /* Logs one warning of a kind at most every LR_BUDGET_LOG_MS per guest,
  * saying how many were not logged since. */

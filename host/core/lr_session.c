@@ -281,7 +281,10 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
       lr_agent_info_t ai;
       if ((rc = lr_decode_agent_info(f, &ai))) break;
       if (ai.detection != g->detection)
-        LR_INFO("%s: agent's listener detection: %s", g->name, lr_detection_name(ai.detection));
+        lr_log_gated(&g->agentinfo_gate, uv_now(g->host->loop), g->name,
+                     "agent's listener detection", LR_LOG_INFO,
+                     "%s: agent's listener detection: %s", g->name,
+                     lr_detection_name(ai.detection));
       g->detection = ai.detection;
       return;
     }
@@ -529,6 +532,11 @@ void lr_session_tick(uv_timer_t *t) {
   uint64_t now = uv_now(g->host->loop);
   uint8_t buf[32];
   const lr_host_pal_t *pal = g->host->pal;
+  /* Counts of the lines listener churn did not log, once their second is over. */
+  lr_log_gate_flush(&g->standin_gate, now, g->name, "stand-in opened or closed", LR_LOG_INFO);
+  lr_ports_log_flush(&g->ports);
+  lr_log_gate_flush(&g->connfail_gate, now, g->name, "connection failed", LR_LOG_INFO);
+  lr_log_gate_flush(&g->agentinfo_gate, now, g->name, "agent's listener detection", LR_LOG_INFO);
   if (pal->base.fds_exhausted && pal->base.fds_exhausted(g->host->loop))
     lr_guest_warn(g, &g->accept_log,
                   "out of file descriptors: clients are being dropped as they connect "

@@ -115,8 +115,9 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
     b->io = s;
     b->actual_port = port;
     g->nstandins++;
-    LR_INFO("%s: forwarding host %s:%u", g->name, lr_guest_host_str(g, b->key.family),
-            port);
+    if (!b->probing)
+      LR_STANDIN_LOG(g, "%s: forwarding host %s:%u", g->name,
+                     lr_guest_host_str(g, b->key.family), port);
     return LR_BIND_OK;
   }
   /* The platform is closing s: standin_free will balance this (a close
@@ -141,8 +142,9 @@ static void standin_unbind(lr_binding_t *b, void *data) {
   s->b = NULL;
   b->io = NULL;
   g->nstandins--;
-  LR_INFO("%s: stopped forwarding host %s:%u", g->name,
-          lr_guest_host_str(g, b->key.family), b->actual_port);
+  if (!b->probing)
+    LR_STANDIN_LOG(g, "%s: stopped forwarding host %s:%u", g->name,
+                   lr_guest_host_str(g, b->key.family), b->actual_port);
   lr_host_closing(g->host);
   uv_close((uv_handle_t *)&s->tcp, standin_free);
 }
@@ -187,6 +189,13 @@ static const char *standin_host_str(int family, void *data) {
   return lr_guest_host_str(data, family);
 }
 
+static uint64_t standin_now_ms(void *data) {
+  lr_guest_t *g = data;
+  return uv_now(g->host->loop);
+}
+
+static const char *standin_name(void *data) { return ((lr_guest_t *)data)->name; }
+
 lr_ports_ops_t lr_standin_ops(lr_guest_t *g) {
   lr_ports_ops_t ops = {.bind = standin_bind,
                         .unbind = standin_unbind,
@@ -195,6 +204,7 @@ lr_ports_ops_t lr_standin_ops(lr_guest_t *g) {
                         .added = standin_added,
                         .removed = standin_removed,
                         .host_str = standin_host_str,
+                        .now_ms = standin_now_ms,
                         .name = standin_name,
                         .holder_str = standin_holder_str};
   return ops;

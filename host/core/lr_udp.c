@@ -27,7 +27,18 @@
  * A flow ends after udpIdleTimeout seconds without a datagram either way,
  * when its stream ends (the agent's socket saw the server go), and with
  * its stand-in (the guest socket closed). Datagrams that arrive while the
- * flow's stream is being opened wait in a short queue. */
+ * flow's stream is being opened wait in a short queue.
+ *
+ * Every queue here is bounded in bytes, not datagrams: a client decides how
+ * big its datagrams are (up to 64 KiB each) and how many flows it opens
+ * (one per source port), so a count would let one local user make the
+ * daemon hold gigabytes while an agent is slow to answer OPEN. A flow holds
+ * at most LR_DGRAM_QUEUE_MAX waiting for its stream and as many again
+ * unsent on it; all the flows of a port, and of a guest, share
+ * LR_DGRAM_PORT_QUEUE_MAX and LR_DGRAM_GUEST_QUEUE_MAX (counted in the
+ * binding and the guest, which outlive every flow's queued writes).
+ * Past a bound the datagram is dropped, counted in the port's drops, and
+ * one rate-limited line says which bound. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,8 +46,9 @@
 #include "lr_host_int.h"
 #include "lr_log.h"
 
-/* Datagrams held for a flow whose stream is still opening. */
-#define FLOW_PENDING_MAX 64
+/* Bytes (datagrams plus their records) held for a flow whose stream is
+ * still opening. */
+#define FLOW_PENDING_MAX LR_DGRAM_QUEUE_MAX
 
 typedef struct lr_udpsrv_s lr_udpsrv_t;
 
@@ -58,7 +70,7 @@ struct lr_flow_s {
                        allocation, closed by lr_udp_flow_free, freed in its
                        close callback */
   pend_t *pend, *pend_tail;
-  unsigned npend;
+  size_t pend_bytes; /* counted in the port's and the guest's udp_queued too */
   lr_flow_t *prev, *next; /* in s->flows */
 };
 
@@ -91,8 +103,22 @@ static void flow_unlink(lr_flow_t *f) {
   f->s = NULL;
 }
 
+/* The datagrams still waiting for the stream, and their share of the
+ * port's and the guest's bounds. */
+static void flow_drop_pending(lr_flow_t *f) {
+  while (f->pend) {
+    pend_t *p = f->pend;
+    f->pend = p->next;
+    free(p);
+  }
+  f->pend_tail = NULL;
+  lr_dgram_shared_add(&f->tx, f->pend_bytes, -1);
+  f->pend_bytes = 0;
+}
+
 static void flow_close(lr_flow_t *f) {
   flow_unlink(f);
+  flow_drop_pending(f);
   lr_relay_close(&f->c->relay, 0);
 }
 
@@ -110,11 +136,7 @@ void lr_udp_flow_free(lr_conn_t *c) {
     lr_host_closing(c->g->host);
     uv_close((uv_handle_t *)f->direct, direct_closed);
   }
-  while (f->pend) {
-    pend_t *p = f->pend;
-    f->pend = p->next;
-    free(p);
-  }
+  flow_drop_pending(f); /* a flow that failed holds nothing past this */
   lr_dgram_rx_free(&f->rx);
   c->g->nflows--;
   c->flow = NULL;
@@ -122,6 +144,27 @@ void lr_udp_flow_free(lr_conn_t *c) {
 }
 
 static uv_stream_t *flow_stream(lr_flow_t *f) { return &f->c->relay.ep[1].u.stream; }
+
+static void drop_datagram(lr_binding_t *b) { b->drops++; }
+
+/* A datagram dropped at a byte bound: one line per bound per guest every
+ * LR_BUDGET_LOG_MS (a flooding client would otherwise write one per
+ * datagram), with the port's drops so far. */
+static void queue_full(lr_flow_t *f, size_t cost, const char *why) {
+  lr_guest_t *g = f->c->g;
+  const lr_binding_t *b = f->c->b;
+  int k = 0; /* one gate per bound: which one holds matters to the operator */
+  static const char *const bound[3] = {"the flow's queue (256 KiB) is full",
+                                       "the port's UDP queues (4 MiB) are full",
+                                       "the guest's UDP queues (16 MiB) are full"};
+  if (g->udp_queued + cost > LR_DGRAM_GUEST_QUEUE_MAX)
+    k = 2;
+  else if (b->udp_queued + cost > LR_DGRAM_PORT_QUEUE_MAX)
+    k = 1;
+  lr_guest_warn(g, &g->udp_queue_log[k], "UDP port %u: %s; %s: datagram dropped "
+                "(%llu dropped on this port so far)",
+                b->key.port, why, bound[k], (unsigned long long)b->drops);
+}
 
 /* Client -> guest: one datagram onto the flow's stream. 0, or -1 when the
  * flow was closed. */
@@ -141,6 +184,7 @@ static int flow_to_guest(lr_flow_t *f, const uint8_t *p, size_t n) {
     return 0;
   }
   int rc = lr_dgram_send(flow_stream(f), &f->tx, p, n);
+  if (rc == 1) queue_full(f, n + LR_DGRAM_HDR, "the flow's stream is not keeping up");
   if (rc < 0) {
     LR_DEBUG("%s: UDP flow to guest port %u: %s", f->c->g->name, f->c->b->key.port,
              uv_strerror(rc));
@@ -168,6 +212,19 @@ static int flow_deliver(void *data, const uint8_t *p, size_t n) {
   return 0;
 }
 
+/* The decoder stopped on the agent's bytes: the flow closes, and a bad
+ * frame is logged (rate-limited) wherever it arrived, in a read of its own
+ * or in the one that carried OPEN_RESULT. */
+static void flow_bad_frame(lr_flow_t *f, int rc) {
+  if (rc != LR_DGRAM_STOPPED)
+    lr_guest_warn(f->c->g, &f->c->g->dgram_log,
+                  "UDP flow from guest port %u: bad datagram frame from the agent (%s): "
+                  "flow closed",
+                  f->c->b->key.port,
+                  rc == LR_PROTO_ETOOBIG ? "length over 65507" : lr_proto_strerror(rc));
+  flow_close(f);
+}
+
 static void flow_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   lr_flow_t *f = ((lr_conn_t *)st->data)->flow;
   if (f && !f->c->relay.closing &&
@@ -176,16 +233,7 @@ static void flow_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   } else if (n > 0 && f && !f->c->relay.closing) {
     f->last = uv_now(st->loop);
     int rc = lr_dgram_rx_feed(&f->rx, (const uint8_t *)buf->base, (size_t)n, flow_deliver, f);
-    if (rc == LR_DGRAM_STOPPED) {
-      flow_close(f);
-    } else if (rc != LR_PROTO_OK) {
-      lr_guest_warn(f->c->g, &f->c->g->dgram_log,
-                    "UDP flow from guest port %u: bad datagram frame from the agent (%s): "
-                    "flow closed",
-                    f->c->b->key.port,
-                    rc == LR_PROTO_ETOOBIG ? "length over 65507" : lr_proto_strerror(rc));
-      flow_close(f);
-    }
+    if (rc != LR_PROTO_OK) flow_bad_frame(f, rc);
   } else if (n < 0 && f && !f->c->relay.closing) {
     if (lr_dgram_rx_partial(&f->rx))
       lr_guest_warn(f->c->g, &f->c->g->trunc_log,
@@ -203,16 +251,18 @@ void lr_udp_flow_ready(lr_conn_t *c, const uint8_t *rest, size_t rest_len) {
   while (f->pend) {
     pend_t *p = f->pend;
     f->pend = p->next;
+    if (!f->pend) f->pend_tail = NULL;
+    size_t cost = sizeof *p + p->len;
+    f->pend_bytes -= cost;
+    lr_dgram_shared_add(&f->tx, cost, -1);
     int rc = flow_to_guest(f, p->bytes, p->len);
     free(p);
     if (rc != 0) return;
   }
-  f->pend_tail = NULL;
-  f->npend = 0;
   if (rest_len) {
     int rc = lr_dgram_rx_feed(&f->rx, rest, rest_len, flow_deliver, f);
     if (rc != LR_PROTO_OK) {
-      flow_close(f);
+      flow_bad_frame(f, rc);
       return;
     }
   }
@@ -223,8 +273,6 @@ void lr_udp_flow_ready(lr_conn_t *c, const uint8_t *rest, size_t rest_len) {
     flow_close(f);
   }
 }
-
-static void drop_datagram(lr_binding_t *b) { b->drops++; }
 
 /* One hop: the server's reply, straight from its connected socket. */
 static void on_direct(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
@@ -312,6 +360,10 @@ static lr_flow_t *flow_new(lr_udpsrv_t *s, const struct sockaddr *addr) {
          addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
   f->last = uv_now(g->host->loop);
   f->tx.drop_counter = &s->b->drops;
+  f->tx.shared[0] = &s->b->udp_queued;
+  f->tx.shared_max[0] = LR_DGRAM_PORT_QUEUE_MAX;
+  f->tx.shared[1] = &g->udp_queued;
+  f->tx.shared_max[1] = LR_DGRAM_GUEST_QUEUE_MAX;
   lr_dgram_rx_init(&f->rx);
   f->next = s->flows;
   if (s->flows) s->flows->prev = f;
@@ -323,10 +375,13 @@ static lr_flow_t *flow_new(lr_udpsrv_t *s, const struct sockaddr *addr) {
 }
 
 static void flow_pend(lr_flow_t *f, const uint8_t *p, size_t n) {
-  pend_t *d = f->npend < FLOW_PENDING_MAX ? malloc(sizeof *d + n) : NULL;
+  size_t cost = sizeof(pend_t) + n;
+  int fits = f->pend_bytes + cost <= FLOW_PENDING_MAX && lr_dgram_shared_fits(&f->tx, cost);
+  pend_t *d = fits ? malloc(cost) : NULL;
   if (!d) {
     drop_datagram(f->c->b);
     f->tx.dropped++;
+    queue_full(f, cost, "the agent has not answered the flow's OPEN yet");
     return;
   }
   d->next = NULL;
@@ -337,7 +392,8 @@ static void flow_pend(lr_flow_t *f, const uint8_t *p, size_t n) {
   else
     f->pend = d;
   f->pend_tail = d;
-  f->npend++;
+  f->pend_bytes += cost;
+  lr_dgram_shared_add(&f->tx, cost, 1);
 }
 
 static void on_datagram(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
@@ -404,7 +460,9 @@ int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
     b->io = s;
     b->actual_port = port;
     g->nstandins++;
-    LR_INFO("%s: forwarding host %s:%u/udp", g->name, lr_guest_host_str(g, b->key.family), port);
+    if (!b->probing)
+      LR_STANDIN_LOG(g, "%s: forwarding host %s:%u/udp", g->name,
+                     lr_guest_host_str(g, b->key.family), port);
     return LR_BIND_OK;
   }
   /* The platform is closing s (if it got as far as a handle): udpsrv_free
@@ -426,8 +484,9 @@ void lr_udp_unbind(lr_guest_t *g, lr_binding_t *b) {
   g->nstandins--;
   /* The guest socket went: its flows go with the stand-in. */
   while (s->flows) flow_close(s->flows);
-  LR_INFO("%s: stopped forwarding host %s:%u/udp", g->name, lr_guest_host_str(g, b->key.family),
-          b->actual_port);
+  if (!b->probing)
+    LR_STANDIN_LOG(g, "%s: stopped forwarding host %s:%u/udp", g->name,
+                   lr_guest_host_str(g, b->key.family), b->actual_port);
   lr_host_closing(g->host);
   uv_close((uv_handle_t *)&s->udp, udpsrv_free);
 }

@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "lr_file.h"
 #include "lr_linux.h"
 #include "lr_log.h"
 #include "lr_paths.h"
@@ -226,6 +227,7 @@ const lr_host_pal_t *lr_pal_host(void) { return &lr_pal_posix; }
 
 void lr_posix_init(void) {
   signal(SIGPIPE, SIG_IGN);
+  lr_file_secret_check = lr_linux_secret_check; /* key files: owner and mode */
   unsigned long was = lr_linux_raise_nofile();
   LR_DEBUG("open-files limit: %lu", was);
 }

@@ -110,3 +110,22 @@ int lr_linux_stderr_is_journal(void) {
   if (fstat(STDERR_FILENO, &st) != 0) return 0;
   return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
+
+int lr_linux_secret_check(const char *path, const uv_stat_t *st, char *err, size_t errlen) {
+  uid_t me = geteuid();
+  if (st->st_uid != 0 && st->st_uid != me) {
+    snprintf(err, errlen,
+             "token file %s belongs to uid %llu, neither root nor this program's user (uid %u): "
+             "refused (fix: chown %u %s; chmod 600 %s)",
+             path, (unsigned long long)st->st_uid, (unsigned)me, (unsigned)me, path, path);
+    return -1;
+  }
+  if (st->st_mode & 066) {
+    snprintf(err, errlen,
+             "token file %s has mode %04llo: group or others may read or write the key: refused "
+             "(fix: chmod 600 %s)",
+             path, (unsigned long long)(st->st_mode & 07777), path);
+    return -1;
+  }
+  return 0;
+}

@@ -41,6 +41,12 @@ void lr_linux_zc_pipe_close(uv_os_fd_t fds[2]);
 long lr_linux_zc_move(uv_os_fd_t in, uv_os_fd_t out, size_t len);
 int lr_linux_zc_shutdown_write(uv_os_fd_t fd);
 
+/* lr_file_secret_check for both programs: a key file must belong to root
+ * or to the user the program runs as, and no group or other may read or
+ * write it (ssh's rule for a private key). 0, or -1 with the file, what is
+ * wrong and the command that fixes it. */
+int lr_linux_secret_check(const char *path, const uv_stat_t *st, char *err, size_t errlen);
+
 /* Raises the soft open-files limit to the hard one: every relayed
  * connection costs two descriptors per side, and an init system's default
  * soft limit (1024) would cap a daemon near 500 connections without a word.

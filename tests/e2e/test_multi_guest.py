@@ -8,7 +8,8 @@ configuration names.
   address: two guests serving the same port are both reachable, each on
   its address, and that guest gets no [::1] stand-ins.
 - Two guests claiming the same host port: the first wins, the other shows
-  "conflict", and takes the port over once the first one's listener closes.
+  "conflict", and takes the port over once the first one's listener closed
+  and the port stayed free for conflictGraceSeconds.
 - --netns repeated on the command line, together with sections.
 """
 
@@ -34,6 +35,7 @@ class ManyGuests(LorelayTestCase):
         a, b, c = lr.names
         p, p_ign = free_ports(2)
         lr.write_config(
+            "[lorelay]\nconflictGraceSeconds = 2\n\n"
             "[guest web]\nnetns = %s\n\n"
             "[guest api]\nnetns = %s\nhostAddress = 127.0.0.7\n\n"
             "[guest db]\nnetns = %s\nignorePorts = %d\n" % (a, b, c, p_ign))
@@ -67,13 +69,16 @@ class ManyGuests(LorelayTestCase):
         lr.wait_port("0.0.0.0:%d" % p, "conflict", name="db")
         self.assertBanner("127.0.0.1", p, b"guest:web\n")
         self.assertIn("conflict", lr.log())
-        # web's listener closes: db takes the port over within the retry period.
+        # web's listener closes: db takes the port over once it stayed free
+        # for conflictGraceSeconds (a guest restarting its server keeps it).
         for proc in list(lr.procs):
             if "tag=web" in proc.argv:
                 proc.stop()
-        _, took = lr.wait_port("0.0.0.0:%d" % p, "forwarding", name="db", timeout=5.0)
+        _, took = lr.wait_port("0.0.0.0:%d" % p, "forwarding", name="db", timeout=7.0)
         print("db took the port over %.0f ms after web's listener closed" % (took * 1000),
               file=sys.stderr)
+        self.assertGreaterEqual(took, 1.5, "db took web's port before the 2 s grace")
+        self.assertIn("taken by guest db", lr.log())
         ok, _ = poll(lambda: try_connect("127.0.0.1", p) is None, 3.0)
         self.assertBanner("127.0.0.1", p, b"guest:db\n")
         self.assertBanner("127.0.0.7", p, b"guest:api\n")

@@ -131,8 +131,8 @@ class Reload(LorelayTestCase):
 
     def test_remapped_port_moves_back(self):
         p = free_ports(1)[0]
-        lr = self.multi(1, lambda n: "[lorelay]\nremapOnConflict = true\nconflictRetryMs = 200\n\n"
-                        + section("g", n[0]))
+        lr = self.multi(1, lambda n: "[lorelay]\nremapOnConflict = true\nconflictRetryMs = 200\n"
+                        "conflictGraceSeconds = 1\n\n" + section("g", n[0]))
         ns = lr.names[0]
         lr.wait_guests(["g"])
         holder = socket.socket()
@@ -147,7 +147,7 @@ class Reload(LorelayTestCase):
             self.assertBanner("127.0.0.1", other, b"guest:r\n")
         finally:
             holder.close()
-        f, took = lr.wait_port("0.0.0.0:%d" % p, "forwarding", name="g", timeout=3.0)
+        f, took = lr.wait_port("0.0.0.0:%d" % p, "forwarding", name="g", timeout=4.0)
         self.assertEqual(f["host"], ["127.0.0.1:%d" % p])
         self.assertBanner("127.0.0.1", p, b"guest:r\n")
         self.assertIsInstance(try_connect("127.0.0.1", other), ConnectionRefusedError)

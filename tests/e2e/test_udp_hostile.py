@@ -161,6 +161,58 @@ class UdpHostileHost(LorelayTestCase):
         for st in (good, bad, cut):
             st.close()
 
+    def test_oversize_in_the_open_read(self):
+        """An oversized frame that arrives in the same read as OPEN is logged
+        too (issue 18, finding 10), not only one in a read of its own."""
+        port = free_port()
+        self.lr.guest_server("udpecho", "127.0.0.1", port, stdin=True)
+        host = lrpeer.FakeHost(self.lr.agent_socket)
+        mark = len(self.lr.log())
+        st = host.stream(lrpeer.KIND_DATA, send_preamble=False)
+        st.sock.sendall(lrpeer.preamble(lrpeer.KIND_DATA) +
+                        lrpeer.frame(lrpeer.OPEN, lrpeer.enc_open(4, port) +
+                                     bytes([lrpeer.OPEN_UDP])) +
+                        struct.pack(">H", 65535) + b"y" * 50)
+        st.sock.settimeout(3.0)
+        try:
+            while st.sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        v, _ = poll(lambda: "length over 65507" in self.lr.log()[mark:] or None, 3.0, 0.05)
+        self.assertTrue(v, "agent did not log an oversized frame sent with OPEN")
+        st.close()
+
+
+def oversize_with_result(st, msg):
+    """OPEN_RESULT and an oversized frame in one write: one read on the host."""
+    try:
+        st.sock.sendall(lrpeer.frame(lrpeer.OPEN_RESULT, lrpeer.enc_open_result(lrpeer.ERR_OK, ""))
+                        + struct.pack(">H", 65508) + b"x" * 100)
+        time.sleep(3)
+    except OSError:
+        pass
+    finally:
+        st.close()
+
+
+class UdpOversizeWithResult(HostileTestCase):
+    AGENT = {"data": oversize_with_result}
+
+    def test_logged(self):
+        port = free_port()
+        self.ctl.send(lrpeer.frame(lrpeer.LISTENER_ADD, lrpeer.enc_listener(
+            "0.0.0.0", port, flags=lrpeer.LISTENER_UDP)))
+        poll(lambda: (self.fg.ports().get("0.0.0.0:%d" % port) or {}).get("state") ==
+             "forwarding" or None, 5.0, 0.02)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"hi", ("127.0.0.1", port))
+        v, _ = poll(lambda: "length over 65507" in self.fg.log() or None, 3.0, 0.05)
+        s.close()
+        self.assertTrue(v, "lorelayd closed the flow without a line for the oversized frame "
+                        "that came with OPEN_RESULT")
+        self.assertTrue(self.fg.alive())
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -54,6 +54,7 @@ def start_watch(tmpdir, procs, sock, *args):
 
 
 class WatchRealAgent(LorelayTestCase):
+    CONFIG = "[lorelay]\nconflictGraceSeconds = 1\n"  # the squatter's port is taken 1 s after
 
     def test_events_in_order_and_owner(self):
         lr = self.lr

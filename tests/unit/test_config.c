@@ -15,7 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "lr_config.h"
+#include "lr_file.h"
 #include "lr_log.h"
 #include "lr_sbuf.h"
 
@@ -599,6 +603,47 @@ static void test_missing_file(void **state) {
   assert_memory_equal(&c, &d, sizeof c);
 }
 
+/* Files that are not what a config is: a FIFO with no writer (the open
+ * must not wait for one), a device that never ends, a file over the cap, a
+ * file with a NUL byte. Each is refused at once with one line naming it. */
+static void test_not_regular_files(void **state) {
+  (void)state;
+  lr_config_t c;
+  lr_config_defaults(&c);
+#ifndef _WIN32 /* no FIFOs or /dev/zero under Wine */
+  char fifo[64];
+  snprintf(fifo, sizeof fifo, "lorelay_test_fifo_%d", (int)getpid());
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  assert_int_equal(lr_config_load_file(&c, fifo, 0), -1);
+  expect_logged(LR_LOG_ERROR, fifo, "a FIFO, not a regular file", NULL);
+  unlink(fifo);
+  cap.n = 0;
+  assert_int_equal(lr_config_load_file(&c, "/dev/zero", 0), -1);
+  expect_logged(LR_LOG_ERROR, "/dev/zero", "character device", NULL);
+  cap.n = 0;
+  assert_int_equal(lr_config_load_file(&c, ".", 1), -1);
+  expect_logged(LR_LOG_ERROR, "directory", NULL, NULL);
+#endif
+
+  FILE *f = fopen(tmp_path, "wb");
+  assert_non_null(f);
+  fputs("[lorelay]\n", f);
+  for (int i = 0; i < LR_CONFIG_FILE_MAX / 16; i++) fputs(";  padding line\n", f);
+  fclose(f);
+  cap.n = 0;
+  assert_int_equal(lr_config_load_file(&c, tmp_path, 0), -1);
+  expect_logged(LR_LOG_ERROR, tmp_path, "more than the 1048576", NULL);
+
+  f = fopen(tmp_path, "wb");
+  assert_non_null(f);
+  fwrite("[lorelay]\nipv6 = false\0\n", 1, 24, f);
+  fclose(f);
+  cap.n = 0;
+  assert_int_equal(lr_config_load_file(&c, tmp_path, 0), -1);
+  expect_logged(LR_LOG_ERROR, tmp_path, "NUL byte", NULL);
+  remove(tmp_path);
+}
+
 /* ---- [guest NAME] sections (lorelayd's reader) -------------------------- */
 
 static void test_guest_sections(void **state) {
@@ -830,6 +875,7 @@ int main(void) {
       T(test_key_case),
       T(test_load_file),
       T(test_missing_file),
+      T(test_not_regular_files),
       T(test_guest_sections),
       T(test_guest_section_errors),
       T(test_guest_section_bound),

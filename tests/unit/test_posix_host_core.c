@@ -448,6 +448,7 @@ static fx_t *fx_new(void) {
   assert_int_equal(uv_loop_init(&f->loop), 0);
   lr_config_defaults(&f->cfg);
   f->cfg.conflict_retry_ms = 100;
+  f->cfg.conflict_grace_s = 0; /* the grace has its own e2e test (hostile_port_grace) */
   fake_pal_init();
   return f;
 }
@@ -1478,6 +1479,48 @@ static void test_agent_descriptors_refused(void **state) {
   nsguest_stop(&n);
 }
 
+/* conflictGraceSeconds: a port someone else held is taken only once it
+ * stayed free for the grace. A squatter that closes and binds again within
+ * it keeps the port (the host's probes neither take it nor log a stand-in);
+ * once it is gone for good the port is forwarded after the grace, with one
+ * line naming the guest that took it. */
+static void test_conflict_grace(void **state) {
+  (void)state;
+  fx_t *f = fx_new();
+  f->cfg.conflict_grace_s = 1;
+  uint16_t port = free_port();
+  struct sockaddr_storage ss;
+  lr_loopback_sockaddr(4, port, &ss);
+  int one = 1;
+  int squat = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  setsockopt(squat, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  assert_int_equal(bind(squat, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+  assert_int_equal(listen(squat, 1), 0);
+  agent_start(&f->agent, &f->loop, AG_NORMAL);
+  agent_listens(&f->agent, port);
+  fx_host_agent(f);
+  pump_until_status(f, "\"state\":\"conflict\"", 3000);
+  close(squat); /* a restart: gone for 300 ms, probed meanwhile */
+  pump(f, 300);
+  squat = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  setsockopt(squat, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  assert_int_equal(bind(squat, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+  assert_int_equal(listen(squat, 1), 0);
+  pump(f, 400); /* back, and seen taken again: the count starts over */
+  pump_until_status(f, "\"state\":\"conflict\"", 10);
+  log_count_t lc;
+  log_count_start(&lc, "stayed free for 1 s after another program or guest held it: taken by "
+                       "guest", LR_LOG_WARN);
+  close(squat);
+  uint64_t t0 = uv_now(&f->loop);
+  pump_until_status(f, "\"state\":\"forwarding\"", 5000);
+  uint64_t took = uv_now(&f->loop) - t0;
+  assert_int_equal(log_count_stop(&lc), 1);
+  assert_true(took >= 900);
+  echo_roundtrip(f, port);
+  fx_free(f);
+}
+
 int main(void) {
   char err[128] = "";
   if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0)
@@ -1501,6 +1544,7 @@ int main(void) {
       cmocka_unit_test(test_control_drop_keeps_connections),
       cmocka_unit_test(test_conflict_then_forwarding),
       cmocka_unit_test(test_conflict_remapped),
+      cmocka_unit_test(test_conflict_grace),
       cmocka_unit_test(test_reconfigure_and_remove_guest),
       cmocka_unit_test(test_agent_info_detection),
       cmocka_unit_test(test_close_notices),

@@ -570,6 +570,7 @@ def main():
         token = os.path.join(work, "token")
         with open(token, "w") as f:
             f.write("%032x\n" % random.getrandbits(128))
+        os.chmod(token, 0o600)  # the agent refuses a key others may read
         docroot4 = os.path.join(work, "www4")
         docroot46 = os.path.join(work, "www46")
         os.makedirs(docroot4)
