@@ -780,7 +780,7 @@ static int read_config(const char *path, int missing_ok, char **text, char *firs
   }
   if (rc) {
     LR_ERROR("%s", err);
-    if (first) snprintf(first, firstlen, "%s", err);
+    if (first) snprintf(first, firstlen, "%.300s", err);
     return -1;
   }
   return 0;

@@ -194,8 +194,6 @@ static uint64_t standin_now_ms(void *data) {
   return uv_now(g->host->loop);
 }
 
-static const char *standin_name(void *data) { return ((lr_guest_t *)data)->name; }
-
 lr_ports_ops_t lr_standin_ops(lr_guest_t *g) {
   lr_ports_ops_t ops = {.bind = standin_bind,
                         .unbind = standin_unbind,

@@ -46,7 +46,7 @@ def json_lines(text):
 
 
 class Conflicts(LorelayTestCase):
-    CONFIG = "[lorelay]\nconflictRetryMs = 200\n"
+    CONFIG = "[lorelay]\nconflictRetryMs = 200\nconflictGraceSeconds = 1\n"
 
     def test_host_program_holds_the_port(self):
         lr = self.lr
