@@ -788,8 +788,11 @@ class Fuzz:
             if not isinstance(j, dict) or [g.get("name") for g in j.get("guests", [])] != ["fuzz"]:
                 self.fail("status json has an unexpected shape: %r" % doc[:200])
         elif x < 0.7:
-            if not self.ask_status(b"status table\n").startswith(b"guest fuzz"):
-                self.fail("status table does not start with the guest")
+            # The config line first (the file in effect), then the guest.
+            table = self.ask_status(b"status table\n")
+            if not table.startswith(b"config ") or b"\nguest fuzz" not in table:
+                self.fail("status table is not the config line and then the guest: %r"
+                          % table[:200])
         else:
             req = self.garbage(100)
             if r.random() < 0.5:
