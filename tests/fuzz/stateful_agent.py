@@ -313,7 +313,7 @@ class Fuzz:
         elif t == P.STREAM_CLOSE:
             self.stats["stream_closes"] += 1
             if d["id"] not in self.stream_ids_seen:
-                self.fail("STREAM_CLOSE for stream %d, which no OPEN named" % d["id"])
+                self.fail("STREAM_CLOSE for stream %d, which no OPEN or ATTACH named" % d["id"])
             if d["kind"] not in (P.CLOSE_FIN, P.CLOSE_RESET):
                 self.fail("STREAM_CLOSE of kind %d" % d["kind"])
         else:
@@ -621,6 +621,9 @@ class Fuzz:
             elif d["id"] not in self.rev_ids_listed:
                 self.fail("ATTACH for id %d, never asked for on a listed port" % d["id"])
             self.stats["attaches"] += 1
+            if d.get("stream_id"):  # a reverse stream's close is noticed by the same id
+                self.stream_ids_seen.add(d["stream_id"])
+                self.stream_ids = (self.stream_ids + [d["stream_id"]])[-256:]
             self.answer_open(st, now)
 
     def on_readable(self, st, now):
