@@ -73,7 +73,7 @@ icacls "%DATA%" /reset /q >nul 2>&1
 if errorlevel 1 set "ACL_OK="
 icacls "%DATA%" /inheritance:r /grant:r *S-1-5-18:(OI)(CI)F *S-1-5-32-544:(OI)(CI)F /q >nul 2>&1
 if errorlevel 1 set "ACL_OK="
-if not defined ACL_OK echo lorelay: warning: could not restrict %DATA% to SYSTEM and Administrators (icacls failed); lorelayd will refuse it while others may write it 1>&2
+if not defined ACL_OK echo lorelay: warning: could not restrict %DATA% to SYSTEM and Administrators ^(icacls failed^); lorelayd will refuse it while others may write it 1>&2
 if not exist "%DATA%\lorelay.ini" copy "%SRC%lorelay.ini" "%DATA%\lorelay.ini" >nul
 
 sc.exe create %SVC% binPath= "\"%DEST%\lorelayd.exe\" %ARGS%" start= auto DisplayName= "lorelay localhost relay"

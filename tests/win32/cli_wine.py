@@ -27,6 +27,7 @@ sc.exe delete failing (Wine's never does for an existing service).
 Needs Wine and the win64 build's zip; no root, no network namespace.
 """
 import argparse
+import base64
 import os
 import shutil
 import socket
@@ -153,7 +154,8 @@ def main():
         data = wine.drive_c("ProgramData", "lorelay")
         os.makedirs(data, exist_ok=True)
         with open(os.path.join(data, "token"), "w") as f:
-            f.write("0123456789abcdef0123456789abcdef\n")
+            # A real key: lorelayd refuses weak ones (a pattern repeated).
+            f.write(base64.b64encode(os.urandom(24)).decode() + "\n")
         port = free_port()  # nothing listens: the service keeps retrying, on loopback
         r = wine.cmd(["cmd", "/c", "call", install, "--guest", f"tcp:127.0.0.1:{port}",
                       "--token-file", "C:\\ProgramData\\lorelay\\token", "&",
