@@ -26,7 +26,7 @@ import tempfile
 import time
 import unittest
 
-from lrharness import bin_dir, binary, poll, read_status
+from lrharness import bin_dir, binary, poll, read_status, skip_or_fail
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_SH = os.path.join(ROOT, "scripts", "run.sh")
@@ -190,7 +190,7 @@ class RunScript(unittest.TestCase):
 
     def test_configure_without_warnings(self):
         if shutil.which("cmake") is None:
-            self.skipTest("cmake not found")
+            skip_or_fail(self, "cmake not found (scripts/deps.sh run installs it)")
         text = open(RUN_SH).read()
         m = re.search(r"^\s*(cmake --preset linux [^>\n]*)", text, re.M)
         self.assertIsNotNone(m, "run.sh has no cmake --preset linux line")
