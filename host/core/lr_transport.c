@@ -259,12 +259,13 @@ static void vm_poll_closed(uv_handle_t *h) {
 static void vm_writable(uv_poll_t *p, int status, int events) {
   attempt_t *a = p->data;
   (void)events;
-  if (status < 0) {
+  /* A failed connect sets POLLERR, which libuv reports as status UV_EBADF:
+   * the socket's own error says what happened. */
+  a->vm_status = a->pal->vmsock_connect_result(&a->addr, a->vm_sock, a->vm_err,
+                                               sizeof a->vm_err);
+  if (a->vm_status == 0 && status < 0) {
     a->vm_status = status;
     snprintf(a->vm_err, sizeof a->vm_err, "waiting for the VM socket: %s", uv_strerror(status));
-  } else {
-    a->vm_status = a->pal->vmsock_connect_result(&a->addr, a->vm_sock, a->vm_err,
-                                                 sizeof a->vm_err);
   }
   uv_close((uv_handle_t *)p, vm_poll_closed);
 }
