@@ -6,7 +6,11 @@
  * network namespace file (NS_GET_NSTYPE), and lo is up inside it.
  *
  * Needs root (it creates /run/netns/NAME, as lorelayd --netns does):
- * skipped without it outside CI, a failure in CI. */
+ * skipped without it outside CI, a failure in CI. The test first moves
+ * into a mount namespace of its own with a tmpfs on /run/netns, so what it
+ * makes there (a FIFO among them, which would hang anyone's `ip netns
+ * list`) is never seen by another process, and goes with the test. An
+ * alarm ends the test (exit 1) if a call blocks anyway. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +36,8 @@
 #include "lr_posix.h"
 #include "lr_testutil.h"
 #include "lr_testutil_linux.h"
+
+static char isolated[200]; /* why not, or "" once /run/netns is our own */
 
 static volatile sig_atomic_t chld;
 static void on_chld(int s) {
@@ -84,10 +90,17 @@ static void expect_netns_with_lo_up(const char *path) {
   assert_true(flags & IFF_UP);
 }
 
+static void on_alarm(int s) {
+  static const char msg[] = "test_posix_netns: lr_netns_ensure blocked for 10 s\n";
+  (void)s;
+  if (write(2, msg, sizeof msg - 1) < 0) _exit(1);
+  _exit(1);
+}
+
 static void test_creates_namespace_without_a_child(void **state) {
   char name[64], path[128], err[256] = "";
   (void)state;
-  if (geteuid() != 0) LR_SKIP_OR_FAIL("not root: creating /run/netns/NAME needs CAP_SYS_ADMIN");
+  if (isolated[0]) LR_SKIP_OR_FAIL(isolated);
   snprintf(name, sizeof name, "lrut-netns-%d", (int)getpid());
   snprintf(path, sizeof path, "/run/netns/%s", name);
   remove_netns(path);
@@ -107,7 +120,7 @@ static void test_creates_namespace_without_a_child(void **state) {
 static void test_refuses_a_file_that_is_no_namespace(void **state) {
   char name[64], path[128], err[256] = "";
   (void)state;
-  if (geteuid() != 0) LR_SKIP_OR_FAIL("not root: /run/netns is root's");
+  if (isolated[0]) LR_SKIP_OR_FAIL(isolated);
   snprintf(name, sizeof name, "lrut-plain-%d", (int)getpid());
   snprintf(path, sizeof path, "/run/netns/%s", name);
   assert_int_equal(lr_posix_mkdir_p("/run/netns", 0755), 0);
@@ -115,13 +128,30 @@ static void test_refuses_a_file_that_is_no_namespace(void **state) {
   /* A FIFO: opening it without O_NONBLOCK would hang the loop thread. */
   assert_int_equal(mkfifo(path, 0600), 0);
   count_children();
+  alarm(10);
   assert_int_equal(lr_netns_ensure(name, err, sizeof err), -1);
+  alarm(0);
   if (strstr(err, "exists but is not a network namespace") == NULL) fail_msg("err: '%s'", err);
   assert_int_equal(chld, 0);
   unlink(path);
 }
 
+/* A mount namespace of our own, /run/netns a tmpfs in it. */
+static void isolate(void) {
+  if (geteuid() != 0) {
+    snprintf(isolated, sizeof isolated, "not root: creating /run/netns/NAME needs CAP_SYS_ADMIN");
+    return;
+  }
+  if (unshare(CLONE_NEWNS) != 0 || mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0 ||
+      lr_posix_mkdir_p("/run/netns", 0755) != 0 ||
+      mount("lrut-netns", "/run/netns", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0)
+    snprintf(isolated, sizeof isolated, "cannot give the test a /run/netns of its own: %s",
+             strerror(errno));
+}
+
 int main(void) {
+  signal(SIGALRM, on_alarm);
+  isolate();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_creates_namespace_without_a_child),
       cmocka_unit_test(test_refuses_a_file_that_is_no_namespace),
