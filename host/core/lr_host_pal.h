@@ -17,11 +17,28 @@ typedef struct lr_nsock_s lr_nsock_t; /* host/posix/nsock.c */
 typedef struct lr_host_pal_s {
   lr_pal_t base; /* the relay's and the handshake's calls, as on the guest */
 
-  /* Blocking connect of a VM socket (vsock, hvsock) with the platform's own
-   * connect timeout. Runs on a libuv worker thread. On success *out is a
-   * connected socket ready for uv_tcp_open and 0 is returned; otherwise a
-   * negative uv error code and a one-line reason in err. NULL when the
-   * platform has no VM sockets: such addresses are then refused. */
+  /* VM sockets (vsock, hvsock). A platform fills one of two shapes; NULL
+   * in all three says it has none, and such addresses are then refused.
+   *
+   * Non-blocking, where the OS has it (Linux AF_VSOCK): vmsock_connect_start
+   * makes the socket and starts its connect without waiting. 0: *out is
+   * connected; 1 (as nsock_take; libuv has no UV_EINPROGRESS): *out's
+   * connect is under way; either way *out
+   * is the caller's (uv_tcp_open or sock_close). Otherwise a negative uv
+   * error, a one-line reason in err and no socket. The core then waits on
+   * the loop (a uv_poll_t) for *out to turn writable and asks
+   * vmsock_connect_result how the connect ended: 0, or a negative uv error
+   * with a reason in err (said as vmsock_connect_start would, hints
+   * included); the socket stays the caller's either way. Both run on the
+   * loop thread and never block. */
+  int (*vmsock_connect_start)(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen);
+  int (*vmsock_connect_result)(const lr_taddr_t *a, uv_os_sock_t s, char *err, size_t errlen);
+  /* Blocking, where the OS has only that (Windows AF_HYPERV): connects with
+   * the platform's own connect timeout; 0 with *out connected, or a negative
+   * uv error and a one-line reason in err. The core runs each call on a
+   * thread of its own, never on libuv's pool (which it would hold for
+   * seconds per unresponsive VM); used only when vmsock_connect_start is
+   * NULL. */
   int (*vmsock_connect)(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen);
   /* One hop for namespace guests (lorelayd --netns): lorelayd connects to
    * the guest's server itself, with sockets made inside the guest's network

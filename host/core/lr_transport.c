@@ -1,9 +1,13 @@
 /* Opening transport streams to a guest; see lr_transport.h.
  *
  * Each attempt is one heap object holding up to two references: its
- * timeout timer (always) and, for VM sockets, a worker-thread job that
- * cannot be cancelled once running. Whatever happens, the caller's callback
- * runs exactly once, after any handle it must not touch is closed, and the
+ * timeout timer (always) and, for VM sockets, what waits for the connect:
+ * a uv_poll_t on the platform's non-blocking socket, or the uv_async_t of
+ * a thread of the attempt's own that runs a blocking connect (which cannot
+ * be cancelled once running). Neither uses libuv's thread pool, so VMs
+ * that do not answer never delay other pool work (the session's address
+ * lookups) nor each other. Whatever happens, the caller's callback runs
+ * exactly once, after any handle it must not touch is closed, and the
  * attempt is freed when its last reference goes. A failure found inside
  * lr_transport_connect after ep's handle exists is delivered the same way,
  * asynchronously, so no caller ever frees memory a closing handle is in. */
@@ -24,20 +28,29 @@ typedef struct {
   lr_endpoint_t *ep;
   lr_transport_cb cb;
   void *data;
-  uv_connect_t creq;
   uv_timer_t timer;
-  uv_work_t work;
-  uv_write_t wreq;
+  union { /* one kind of wait per attempt */
+    struct {
+      uv_connect_t creq;
+      uv_write_t wreq;
+    } s; /* unix, tcp, fc */
+    uv_poll_t poll; /* a non-blocking VM connect: owns no descriptor */
+    struct {
+      uv_async_t async;
+      uv_thread_t thread;
+    } t; /* a blocking VM connect on its own thread */
+  } u;
   /* Written by the loop thread only (finish(), the timer, the callbacks). */
   int status, ep_inited, finished;
-  int refs; /* the timer, plus a queued or running VM connect */
+  int vm_polling; /* u.poll is initialised (and maybe closing) */
+  int refs; /* the timer, plus u.poll or u.t.async while open */
   char err[256];
-  /* Written by the worker thread only (vm_work), and read on the loop
-   * thread only in vm_after, which libuv runs after the job has returned.
-   * Apart from status/err because the deadline can pass while the job is
-   * still running: finish() then writes status and err on the loop thread
-   * at the same time as the worker would, and a shared buffer would have
-   * two writers (and the caller's callback would read one of them mid-write). */
+  /* The VM socket and how its connect ended. With a thread: written by the
+   * thread only, and read on the loop thread only after it has joined it.
+   * Apart from status/err because the deadline can pass while the thread
+   * still runs: finish() then writes status and err on the loop thread at
+   * the same time as the thread would, and a shared buffer would have two
+   * writers (and the caller's callback would read one of them mid-write). */
   uv_os_sock_t vm_sock;
   int vm_status;
   char vm_err[256];
@@ -92,12 +105,18 @@ static void deliver(attempt_t *a) {
 
 static void ep_closed_then_deliver(uv_handle_t *h) { deliver(h->data); }
 
+static void vm_poll_closed(uv_handle_t *h);
+
 static void finish(attempt_t *a, int status, const char *fmt, ...) LR_PRINTF(3, 4);
 static void finish(attempt_t *a, int status, const char *fmt, ...) {
   char tmp[200];
   if (a->finished) return;
   a->finished = 1;
   uv_timer_stop(&a->timer);
+  /* The deadline (or an error) ends a VM connect still waited for: its
+   * socket is closed once the poll handle is (vm_poll_closed). */
+  if (a->vm_polling && !uv_is_closing((uv_handle_t *)&a->u.poll))
+    uv_close((uv_handle_t *)&a->u.poll, vm_poll_closed);
   a->status = status;
   if (status == 0) {
     a->ep->u.handle.data = NULL;
@@ -127,7 +146,7 @@ static void on_timeout(uv_timer_t *t) {
 
 static void on_init_failed(uv_timer_t *t) {
   attempt_t *a = t->data;
-  finish(a, a->status, "%s", uv_strerror(a->status));
+  finish(a, a->status, "%s", a->vm_err[0] ? a->vm_err : uv_strerror(a->status));
 }
 
 /* ---- hybrid vsock ------------------------------------------------------- */
@@ -195,8 +214,8 @@ static void on_connect(uv_connect_t *req, int status) {
   if (a->addr.kind == LR_TADDR_FC) {
     size_t n = lr_fc_request(a->addr.port, a->fc_req, sizeof a->fc_req);
     uv_buf_t b = uv_buf_init(a->fc_req, (unsigned)n);
-    a->wreq.data = a;
-    int rc = uv_write(&a->wreq, &a->ep->u.stream, &b, 1, fc_written);
+    a->u.s.wreq.data = a;
+    int rc = uv_write(&a->u.s.wreq, &a->ep->u.stream, &b, 1, fc_written);
     if (rc) finish(a, rc, "hybrid vsock: %s", uv_strerror(rc));
     return;
   }
@@ -205,27 +224,11 @@ static void on_connect(uv_connect_t *req, int status) {
 
 /* ---- VM sockets --------------------------------------------------------- */
 
-static void vm_work(uv_work_t *w) {
-  attempt_t *a = w->data;
-  a->vm_status = a->pal->vmsock_connect(&a->addr, &a->vm_sock, a->vm_err, sizeof a->vm_err);
-}
-
-static void vm_after(uv_work_t *w, int status) {
-  attempt_t *a = w->data;
-  int rc = a->vm_status;
-  if (status == UV_ECANCELED) rc = UV_ECANCELED;
-  if (a->finished) {
-    /* The deadline passed first and the caller has moved on: a socket that
-     * connected late is nobody's, so close it here. */
-    if (rc == 0) a->pal->base.sock_close(a->vm_sock);
-    attempt_unref(a);
-    return;
-  }
-  attempt_unref(a); /* the timer's reference keeps a alive below */
+/* The VM connect ended with rc on the loop thread, before the deadline:
+ * wrap the socket, or say why not. */
+static void vm_arrived(attempt_t *a, int rc) {
   if (rc < 0) {
-    char why[256];
-    snprintf(why, sizeof why, "%s", a->vm_err[0] ? a->vm_err : uv_strerror(rc));
-    finish(a, rc, "%s", why);
+    finish(a, rc, "%s", a->vm_err[0] ? a->vm_err : uv_strerror(rc));
     return;
   }
   if ((rc = uv_tcp_init(a->loop, &a->ep->u.tcp)) == 0) {
@@ -242,6 +245,90 @@ static void vm_after(uv_work_t *w, int status) {
   finish(a, 0, NULL);
 }
 
+/* Non-blocking: the poll handle is closed, so the descriptor is libuv's
+ * for no handle and uv_tcp_open may take it. After the deadline (finish()
+ * closed the poll) the socket is nobody's and is closed here. */
+static void vm_poll_closed(uv_handle_t *h) {
+  attempt_t *a = h->data;
+  if (a->finished || a->vm_status < 0)
+    a->pal->base.sock_close(a->vm_sock);
+  if (!a->finished) vm_arrived(a, a->vm_status);
+  attempt_unref(a);
+}
+
+static void vm_writable(uv_poll_t *p, int status, int events) {
+  attempt_t *a = p->data;
+  (void)events;
+  /* A failed connect sets POLLERR, which libuv reports as status UV_EBADF:
+   * the socket's own error says what happened. */
+  a->vm_status = a->pal->vmsock_connect_result(&a->addr, a->vm_sock, a->vm_err,
+                                               sizeof a->vm_err);
+  if (a->vm_status == 0 && status < 0) {
+    a->vm_status = status;
+    snprintf(a->vm_err, sizeof a->vm_err, "waiting for the VM socket: %s", uv_strerror(status));
+  }
+  uv_close((uv_handle_t *)p, vm_poll_closed);
+}
+
+/* Blocking: one thread per attempt runs the platform's connect. */
+static void vm_thread(void *arg) {
+  attempt_t *a = arg;
+  a->vm_status = a->pal->vmsock_connect(&a->addr, &a->vm_sock, a->vm_err, sizeof a->vm_err);
+  uv_async_send(&a->u.t.async); /* the thread's last act: the join below is immediate */
+}
+
+static void vm_async_closed(uv_handle_t *h) { attempt_unref(h->data); }
+
+static void vm_thread_done(uv_async_t *as) {
+  attempt_t *a = as->data;
+  uv_thread_join(&a->u.t.thread);
+  uv_close((uv_handle_t *)as, vm_async_closed);
+  if (a->finished) {
+    /* The deadline passed first and the caller has moved on: a socket that
+     * connected late is nobody's, so close it here. */
+    if (a->vm_status == 0) a->pal->base.sock_close(a->vm_sock);
+    return;
+  }
+  vm_arrived(a, a->vm_status);
+}
+
+/* Starts the VM connect: 0 (its end reaches vm_arrived or the deadline),
+ * or a uv error with a->vm_err saying why and no socket or handle left. */
+static int vm_start(attempt_t *a) {
+  int rc;
+  if (a->pal->vmsock_connect_start) {
+    rc = a->pal->vmsock_connect_start(&a->addr, &a->vm_sock, a->vm_err, sizeof a->vm_err);
+    if (rc != 0 && rc != 1) return rc;
+    /* A socket that connected at once is writable at once: one path. */
+    if ((rc = uv_poll_init_socket(a->loop, &a->u.poll, a->vm_sock)) != 0) {
+      a->pal->base.sock_close(a->vm_sock);
+      snprintf(a->vm_err, sizeof a->vm_err, "watching the VM socket: %s", uv_strerror(rc));
+      return rc;
+    }
+    a->u.poll.data = a;
+    a->vm_polling = 1;
+    a->refs++;
+    if ((rc = uv_poll_start(&a->u.poll, UV_WRITABLE, vm_writable)) != 0) {
+      a->vm_status = rc;
+      snprintf(a->vm_err, sizeof a->vm_err, "watching the VM socket: %s", uv_strerror(rc));
+      uv_close((uv_handle_t *)&a->u.poll, vm_poll_closed);
+    }
+    return 0;
+  }
+  if ((rc = uv_async_init(a->loop, &a->u.t.async, vm_thread_done)) != 0) {
+    snprintf(a->vm_err, sizeof a->vm_err, "%s", uv_strerror(rc));
+    return rc;
+  }
+  a->u.t.async.data = a;
+  a->refs++;
+  if ((rc = uv_thread_create(&a->u.t.thread, vm_thread, a)) != 0) {
+    snprintf(a->vm_err, sizeof a->vm_err, "cannot start a thread for the VM connect: %s",
+             uv_strerror(rc));
+    uv_close((uv_handle_t *)&a->u.t.async, vm_async_closed);
+  }
+  return rc;
+}
+
 int lr_transport_connect(uv_loop_t *loop, const lr_host_pal_t *pal, const lr_taddr_t *addr,
                          unsigned flags, lr_endpoint_t *ep, lr_transport_cb cb, void *data,
                          char *err, size_t errlen) {
@@ -249,7 +336,8 @@ int lr_transport_connect(uv_loop_t *loop, const lr_host_pal_t *pal, const lr_tad
   int rc = 0;
   memset(ep, 0, sizeof *ep);
   if ((addr->kind == LR_TADDR_VSOCK || addr->kind == LR_TADDR_HVSOCK) &&
-      (!pal || !pal->vmsock_connect || !pal->base.sock_close)) {
+      (!pal || !pal->base.sock_close ||
+       !(pal->vmsock_connect || (pal->vmsock_connect_start && pal->vmsock_connect_result)))) {
     snprintf(err, errlen, "%s: this platform has no %s sockets",
              lr_taddr_format(addr, as, sizeof as),
              addr->kind == LR_TADDR_VSOCK ? "AF_VSOCK" : "AF_HYPERV");
@@ -271,18 +359,6 @@ int lr_transport_connect(uv_loop_t *loop, const lr_host_pal_t *pal, const lr_tad
   a->ep = ep;
   a->cb = cb;
   a->data = data;
-  a->creq.data = a;
-  a->work.data = a;
-  if (addr->kind == LR_TADDR_VSOCK || addr->kind == LR_TADDR_HVSOCK) {
-    ep->kind = LR_EP_VMSOCK;
-    rc = uv_queue_work(loop, &a->work, vm_work, vm_after);
-    if (rc) {
-      snprintf(err, errlen, "%s: %s", lr_taddr_format(addr, as, sizeof as), uv_strerror(rc));
-      free(a);
-      return rc;
-    }
-    a->refs++;
-  }
   /* From here on every outcome reaches cb through finish(). */
   uv_timer_init(loop, &a->timer);
   a->timer.data = a;
@@ -296,7 +372,8 @@ int lr_transport_connect(uv_loop_t *loop, const lr_host_pal_t *pal, const lr_tad
       ep->kind = LR_EP_PIPE;
       a->ep_inited = 1;
       ep->u.handle.data = a;
-      uv_pipe_connect(&a->creq, &ep->u.pipe, addr->path, on_connect);
+      a->u.s.creq.data = a;
+      uv_pipe_connect(&a->u.s.creq, &ep->u.pipe, addr->path, on_connect);
       break;
     case LR_TADDR_TCP: {
       struct sockaddr_storage ss;
@@ -316,12 +393,15 @@ int lr_transport_connect(uv_loop_t *loop, const lr_host_pal_t *pal, const lr_tad
       ep->kind = LR_EP_TCP;
       a->ep_inited = 1;
       ep->u.handle.data = a;
+      a->u.s.creq.data = a;
       /* A synchronous failure (ENETUNREACH on a namespace whose lo is down)
        * still goes through finish(): ep is closed before cb runs. */
-      rc = uv_tcp_connect(&a->creq, &ep->u.tcp, (struct sockaddr *)&ss, on_connect);
+      rc = uv_tcp_connect(&a->u.s.creq, &ep->u.tcp, (struct sockaddr *)&ss, on_connect);
       break;
     }
-    default: /* VM sockets: vm_after continues */
+    default: /* VM sockets: vm_arrived continues */
+      ep->kind = LR_EP_VMSOCK;
+      rc = vm_start(a);
       break;
   }
   if (rc && a->ep_inited) {

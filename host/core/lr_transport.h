@@ -3,9 +3,11 @@
  * One entry point for every transport kind so the host core never cares
  * which one it uses: unix and tcp through libuv, the Firecracker/Cloud
  * Hypervisor hybrid-vsock Unix socket with its "CONNECT <port>\n" ->
- * "OK <n>\n" handshake, and AF_VSOCK/AF_HYPERV through the platform's
- * blocking connect on a worker thread, then uv_tcp_open. Every connect is
- * bounded by a timeout, so a missing guest is an error, never a hang. */
+ * "OK <n>\n" handshake, and AF_VSOCK/AF_HYPERV through the platform: a
+ * non-blocking connect waited for on the loop (uv_poll_t) where it has one
+ * (Linux), else its blocking connect on a thread of the attempt's own
+ * (Windows), never on libuv's thread pool; then uv_tcp_open. Every connect
+ * is bounded by a timeout, so a missing guest is an error, never a hang. */
 #ifndef LR_TRANSPORT_H
 #define LR_TRANSPORT_H
 
@@ -23,7 +25,7 @@
  *   status < 0: ep's handle is already closed (nothing to clean up) and err
  *             says why. The caller may free ep's memory inside cb.
  * The attempt allocates, closes and frees everything else itself (its timer,
- * a VM socket that arrives after the deadline). */
+ * its poll handle or thread, a VM socket that arrives after the deadline). */
 typedef void (*lr_transport_cb)(lr_endpoint_t *ep, int status, const char *err, void *data);
 
 #define LR_TRANSPORT_TIMEOUT_MS 5000

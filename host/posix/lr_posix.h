@@ -32,7 +32,9 @@ int lr_posix_claim_socket_path(const char *path, char *err, size_t errlen);
 
 /* Network namespaces (netns.c). */
 /* Creates /run/netns/NAME as `ip netns add` does, unless it exists, and
- * brings its loopback up. 0 or -1 with err. */
+ * brings its loopback up, without forking: on a short-lived thread the
+ * calling (loop) thread joins, which waits on no other process. 0 or -1
+ * with err. */
 int lr_netns_ensure(const char *name, char *err, size_t errlen);
 /* Forks a child that enters netns NAME and execs argv[0] with argv.
  * The child gets SIGTERM if lorelayd dies. Returns the pid or -1 with err. */

@@ -165,7 +165,7 @@ lr_nsock_t *lr_posix_nsock_open(uv_loop_t *loop, const char *netns, void (*ready
   /* A name, as `ip netns` keeps them; a path (a test's
    * /proc/self/task/TID/ns/net) as it is. */
   snprintf(path, sizeof path, netns[0] == '/' ? "%s" : "/run/netns/%s", netns);
-  p->nsfd = open(path, O_RDONLY | O_CLOEXEC);
+  p->nsfd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO cannot block it */
   if (p->nsfd < 0) {
     snprintf(err, errlen, "%s: %s", path, strerror(errno));
     free(p);

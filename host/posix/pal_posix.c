@@ -209,7 +209,8 @@ static int endpoint_group(const char *path, const char *group, char *msg, size_t
 
 const lr_host_pal_t lr_pal_posix = {
     .base = {.name = "posix", LR_LINUX_PAL_COMMON},
-    .vmsock_connect = lr_posix_vmsock_connect,
+    .vmsock_connect_start = lr_posix_vmsock_connect_start,
+    .vmsock_connect_result = lr_posix_vmsock_connect_result,
     .nsock_open = lr_posix_nsock_open,
     .nsock_take = lr_posix_nsock_take,
     .nsock_close = lr_posix_nsock_close,

@@ -1,7 +1,10 @@
 /* AF_VSOCK for the posix host: connect only (the guest listens on its own).
  *
- * libuv cannot create vsock sockets, so these few blocking calls are made
- * natively and the resulting descriptor goes to uv_tcp_open. They stay thin
+ * libuv cannot create vsock sockets, so the socket is made and its connect
+ * started here, without blocking (SOCK_NONBLOCK: connect answers
+ * EINPROGRESS); the host core waits for it on the loop with a uv_poll_t,
+ * reads the outcome through lr_posix_vmsock_connect_result, and hands the
+ * descriptor to uv_tcp_open. The calls stay thin
  * on purpose: a vsock connect cannot be exercised on the test machines, so
  * everything that can be decided without the kernel (which addresses are
  * refused, the sockaddr_vm layout) is decided before the first syscall and
@@ -10,7 +13,6 @@
 #include "vmsock_posix.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,23 +63,8 @@ int lr_posix_vsock_sockaddr(const lr_taddr_t *a, struct sockaddr_vm *out, char *
   return 0;
 }
 
-/* Waits for a connect that a signal interrupted: the kernel carries on with
- * it, so calling connect() again would only report EALREADY. */
-static int finish_interrupted_connect(int fd) {
-  struct pollfd p = {.fd = fd, .events = POLLOUT};
-  int soerr = 0;
-  socklen_t len = sizeof soerr;
-  int rc;
-  do {
-    rc = poll(&p, 1, (LR_POSIX_VSOCK_CONNECT_TIMEOUT_S + 1) * 1000);
-  } while (rc < 0 && errno == EINTR);
-  if (rc == 0) return ETIMEDOUT;
-  if (rc < 0) return errno;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0) return errno;
-  return soerr;
-}
-
-int lr_posix_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err, size_t errlen) {
+int lr_posix_vmsock_connect_start(const lr_taddr_t *a, uv_os_sock_t *out, char *err,
+                                  size_t errlen) {
   struct sockaddr_vm sa;
   struct timeval tv = {.tv_sec = LR_POSIX_VSOCK_CONNECT_TIMEOUT_S, .tv_usec = 0};
   char addr[160];
@@ -96,13 +83,15 @@ int lr_posix_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err, s
                    "%s: cannot connect to CID 'any': give the guest's CID (e.g. QEMU guest-cid=)", addr);
   if (lr_posix_vsock_sockaddr(a, &sa, err, errlen) != 0) return UV_EINVAL;
 
-  fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     e = errno;
     return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: socket(AF_VSOCK): %s%s", addr,
                    strerror(e), vs_hint(e));
   }
-  /* Best effort: older kernels keep their 2 s default, which is also fine. */
+  /* Best effort: older kernels keep their 2 s default, which is also fine.
+   * The kernel applies it to a non-blocking connect too (the attempt then
+   * ends with ETIMEDOUT in SO_ERROR, and its hint). */
   (void)setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT, &tv, sizeof tv);
 
   if (connect(fd, (const struct sockaddr *)&sa, sizeof sa) == 0) {
@@ -110,12 +99,24 @@ int lr_posix_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *err, s
     return 0;
   }
   e = errno;
-  if (e == EINTR) e = finish_interrupted_connect(fd);
-  if (e == 0) {
+  /* EINTR: the kernel carries on with the connect, as with EINPROGRESS. */
+  if (e == EINPROGRESS || e == EINTR) {
     *out = fd;
-    return 0;
+    return 1;
   }
   close(fd);
   return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: connect: %s%s", addr, strerror(e),
+                 vs_hint(e));
+}
+
+int lr_posix_vmsock_connect_result(const lr_taddr_t *a, uv_os_sock_t s, char *err,
+                                   size_t errlen) {
+  char addr[160];
+  int e = 0;
+  socklen_t len = sizeof e;
+  if (getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &len) != 0) e = errno;
+  if (e == 0) return 0;
+  return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: connect: %s%s",
+                 a != NULL ? lr_taddr_format(a, addr, sizeof addr) : "(null)", strerror(e),
                  vs_hint(e));
 }

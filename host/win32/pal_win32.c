@@ -2,9 +2,12 @@
  * the default paths, and the handshake's HMAC-SHA256 and nonces (BCrypt).
  *
  * libuv cannot create AF_HYPERV sockets, so the connect is done here with
- * plain Winsock, blocking, on the libuv worker thread the core runs it on;
- * HVSOCKET_CONNECT_TIMEOUT bounds it so a VM that is gone is an error, not a
- * stuck worker. Stand-in listeners are created natively too, because the
+ * plain Winsock, blocking (vmsock_connect: the host core runs each call on
+ * a thread of its own, never on libuv's pool); HVSOCKET_CONNECT_TIMEOUT
+ * bounds it so a VM that is gone is an error, not a stuck thread. A
+ * non-blocking start (vmsock_connect_start) would need an overlapped
+ * ConnectEx, which AF_HYPERV is not documented to support and Wine, which
+ * tests this build, has no AF_HYPERV at all to try it on. Stand-in listeners are created natively too, because the
  * one option that matters (SO_EXCLUSIVEADDRUSE: no other process may bind
  * the same port, not even with SO_REUSEADDR) must be set before bind(),
  * which uv_tcp_bind gives no hook for. */

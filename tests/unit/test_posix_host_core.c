@@ -128,6 +128,10 @@ static void fake_pal_init(void) {
   fake_pal.base.name = "fake";
   fake_pal.listen_loopback = fake_listen;
   fake_pal.base.sock_close = fake_sock_close;
+  /* VM connects go to the blocking fake (on a thread of the attempt's own),
+   * never to the platform's real AF_VSOCK. */
+  fake_pal.vmsock_connect_start = NULL;
+  fake_pal.vmsock_connect_result = NULL;
   fake_pal.vmsock_connect = fake_vmsock_connect;
 }
 

@@ -1,6 +1,8 @@
 /* Tests for host/posix/vmsock_posix.c as far as a machine without a
  * reachable vsock peer allows: the pure sockaddr_vm conversion and the
- * refusals that must happen before any socket exists. It NEVER connects an
+ * refusals that must happen before any socket exists (how the core waits
+ * for the connect, and the outcome read from SO_ERROR, are tested on TCP
+ * sockets in test_posix_transport_vm.c). It NEVER connects an
  * AF_VSOCK socket: the only vsock peer reachable from these machines is the
  * infrastructure. (The guest's vsock listener is tested in
  * test_guest_vsock.c.) */
@@ -58,7 +60,7 @@ static void test_sockaddr_rejects_other_kinds(void **state) {
   assert_int_equal(lr_posix_vsock_sockaddr(NULL, &sa, err, sizeof err), UV_EINVAL);
 }
 
-/* Addresses the connect hook must refuse without creating a socket, so none
+/* Addresses the connect-start hook must refuse without creating a socket, so none
  * of them can ever reach connect(). */
 static void test_connect_refusals(void **state) {
   static const struct {
@@ -81,12 +83,12 @@ static void test_connect_refusals(void **state) {
     lr_taddr_t a = lr_test_taddr(cases[i].addr);
     fd = 1234;
     err[0] = '\0';
-    assert_int_equal(lr_posix_vmsock_connect(&a, &fd, err, sizeof err), cases[i].code);
+    assert_int_equal(lr_posix_vmsock_connect_start(&a, &fd, err, sizeof err), cases[i].code);
     assert_int_equal(fd, -1);
     if (strstr(err, cases[i].msg) == NULL) fail_msg("%s: '%s'", cases[i].addr, err);
     assert_null(strchr(err, '\n'));
   }
-  assert_int_equal(lr_posix_vmsock_connect(NULL, &fd, err, sizeof err), UV_EINVAL);
+  assert_int_equal(lr_posix_vmsock_connect_start(NULL, &fd, err, sizeof err), UV_EINVAL);
   assert_int_equal(lr_test_count_fds(), before);
 }
 
