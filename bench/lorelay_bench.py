@@ -153,6 +153,22 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS for pid %d" % pid)
 
 
+def count_pipes(pids):
+    """Pipe descriptors the processes hold (each a pipe page quota user)."""
+    n = 0
+    for pid in pids:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                n += os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("pipe:")
+            except OSError:
+                pass
+    return n
+
+
 def pss_kib(pids):
     """Proportional set size summed over pids, in KiB: processes that fork
     per connection (socat) or share pages (RootlessKit's parent and child)
@@ -936,8 +952,6 @@ class Bench:
         memory a daemon kept from its history counts against its connections;
         the growth from just before they opened is in the detail too."""
         n = self.a.idle_conns
-        if state == "fresh":
-            self.measure_idle_peers(port)
         for v in LORELAY_VARIANTS:
             r = self.relays.get(v)
             if r is None:
@@ -974,8 +988,12 @@ class Bench:
         """The same n idle connections held directly (the client inside the
         namespace: the kernel's own cost) and through each peer: user space
         as PSS of the peer's processes (socat forks one per connection), and
-        kernel memory, reported over direct's. Fresh state only: the peers
-        keep no history worth a second look."""
+        kernel memory, reported over direct's. Measured last, once: RootlessKit
+        keeps the pipes it spliced through (Go's pipe pool; thousands after
+        5 000 connections), and they count against root's pipe quota, so any
+        later process without CAP_SYS_RESOURCE (the two-hop agent) would get
+        8 KiB pipes. The pipes each peer still holds after the release are
+        recorded."""
         n = self.a.idle_conns
         chains, self.idle_socat_ports = self.with_socat(port, ["socat-256k"])
         pids = {"socat-256k": lambda: sum(([c.pid] + descendants(c.pid) for c in chains), [])}
@@ -992,13 +1010,15 @@ class Bench:
                 uheld = pss_kib(pids[v]()) if v in pids else 0
                 kheld = kernel_kib()
                 self.release(cl)
+                self.pause(1.0)
+                pipes = count_pipes(pids[v]()) if v in pids else 0
                 self.idle_mem.setdefault("peers", {})[v] = {
-                    "requested": n, "opened": got,
+                    "requested": n, "opened": got, "pipes_after_release": pipes,
                     "user_kib_per_conn": (uheld - ubefore) / got if got else None,
                     "kernel_kib_per_conn": (kheld - kbefore) / got if got else None,
                     "pss_before_kib": ubefore, "pss_held_kib": uheld}
-                log("idle peers %-12s %d/%d open, PSS %d->%d KiB, kernel %+d KiB"
-                    % (v, got, n, ubefore, uheld, kheld - kbefore))
+                log("idle peers %-12s %d/%d open, PSS %d->%d KiB, kernel %+d KiB, %d pipe fds "
+                    "after the release" % (v, got, n, ubefore, uheld, kheld - kbefore, pipes))
         finally:
             self.stop_all(chains)
             self.idle_socat_ports = {}
@@ -1227,6 +1247,8 @@ class Bench:
             self.measure_idle("after churn", p_hold)
         if want("udp"):
             self.bench_udp()
+        if want("idle"):
+            self.measure_idle_peers(p_hold)
         for p in srv:
             self.stop(p)
         if want("detection"):
@@ -1444,7 +1466,7 @@ def report(b):
     pe = b.idle_mem.get("peers")
     if pe:
         add("")
-        add("Idle connections, fresh, against the peers (%d held; user space as PSS of the relay's processes; "
+        add("Idle connections against the peers, measured last (%d held; user space as PSS of the relay's processes; "
             "kernel over direct's, which is the cost of the connection itself):" % b.a.idle_conns)
         add("")
         add("| path | user KiB / conn | kernel KiB / conn over direct | total |")

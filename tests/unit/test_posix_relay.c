@@ -26,7 +26,7 @@
 #include "lr_relay.h"
 #include "lr_testutil.h"
 
-typedef enum { PATH_COPY, PATH_ZC, PATH_ZC_REFUSED } path_t;
+typedef enum { PATH_COPY, PATH_ZC, PATH_ZC_REFUSED, PATH_ZC_SMALL_PIPE } path_t;
 
 typedef struct {
   uv_loop_t loop;
@@ -50,6 +50,16 @@ static long refusing_zc_move(uv_os_fd_t in, uv_os_fd_t out, size_t len) {
   (void)len;
   cur->splice_calls++;
   return UV_EINVAL;
+}
+
+/* Pipes as the kernel makes them once the user's pipe quota is used up:
+ * 2 pages. */
+static long small_zc_pipe_open(uv_os_fd_t fds[2], size_t want) {
+  (void)want;
+  long cap = lr_pal_host()->base.zc_pipe_open(fds, 8192);
+  if (cap > 0) cap = fcntl(fds[1], F_SETPIPE_SZ, 8192);
+  cur->splice_calls++; /* counts pipes made */
+  return cap;
 }
 
 static void on_relay_closed(lr_relay_t *r) {
@@ -96,6 +106,7 @@ static void fx_start_n(fx_t *f, path_t path, lr_ep_kind_t kind, int notices, int
   assert_int_equal(uv_loop_init(&f->loop), 0);
   f->pal = lr_pal_host()->base;
   if (path == PATH_ZC_REFUSED) f->pal.zc_move = refusing_zc_move;
+  if (path == PATH_ZC_SMALL_PIPE) f->pal.zc_pipe_open = small_zc_pipe_open;
   lr_relay_set_zero_copy(path != PATH_COPY, 0);
   lr_relay_init(&f->relay, &f->pal, on_relay_closed, f);
   for (int i = 0; i < 2; i++) {
@@ -191,7 +202,7 @@ static void check_path(fx_t *f, path_t path) {
   } else {
     assert_null(f->relay.zc);
   }
-  if (path == PATH_ZC_REFUSED) {
+  if (path == PATH_ZC_REFUSED || path == PATH_ZC_SMALL_PIPE) {
     assert_true(f->splice_calls >= 1);
     assert_true(f->relay.zc_refused);
   }
@@ -286,6 +297,9 @@ static void run_backpressure(path_t path, lr_ep_kind_t kind) {
 BOTH_KINDS(bytes_copy, run_bytes, PATH_COPY)
 BOTH_KINDS(bytes_zc, run_bytes, PATH_ZC)
 BOTH_KINDS(bytes_refused, run_bytes, PATH_ZC_REFUSED)
+/* First in the list: the pool of pipes is the process's, and a pipe cached
+ * by an earlier test would be a big one. */
+BOTH_KINDS(bytes_small_pipe, run_bytes, PATH_ZC_SMALL_PIPE)
 BOTH_KINDS(half_close_copy, run_half_close, PATH_COPY)
 BOTH_KINDS(half_close_zc, run_half_close, PATH_ZC)
 BOTH_KINDS(backpressure_copy, run_backpressure, PATH_COPY)
@@ -614,6 +628,7 @@ static void test_relay_ids(void **s) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_bytes_small_pipe_tcp),  cmocka_unit_test(test_bytes_small_pipe_unix),
       cmocka_unit_test(test_bytes_copy_tcp),        cmocka_unit_test(test_bytes_copy_unix),
       cmocka_unit_test(test_bytes_zc_tcp),          cmocka_unit_test(test_bytes_zc_unix),
       cmocka_unit_test(test_bytes_refused_tcp),     cmocka_unit_test(test_bytes_refused_unix),
