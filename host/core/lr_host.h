@@ -98,4 +98,14 @@ int lr_host_status_table_for(lr_host_t *h, const char *guest, unsigned width, lr
 void lr_host_shutdown(lr_host_t *h, void (*done)(void *data), void *data);
 void lr_host_free(lr_host_t *h);
 
+/* Tests only (NULL in production, where it costs one branch per callback):
+ * fn runs at the entry of each callback the core runs, named by point
+ * ("accept", "transport-connected", "handshake-read", "relay-closed",
+ * "ns-ready", "udp-datagram", "udp-direct", "udp-stream",
+ * "reverse-local-connected", "session-connected", "welcome",
+ * "listener-report", "reverse-open", "tick"), so a test can remove the guest
+ * or shut the host down from inside any of them. */
+typedef void (*lr_host_test_hook_fn)(lr_host_t *h, const char *point, void *data);
+void lr_host_set_test_hook(lr_host_t *h, lr_host_test_hook_fn fn, void *data);
+
 #endif
