@@ -1870,6 +1870,31 @@ static void test_teardown_in_callbacks_udp_onehop(void **state) {
   hook_lives(SH_UDP_ONEHOP, points);
 }
 
+/* Two one-hop UDP flows go idle at the same tick; the first one's close
+ * (its relay calls back at once: no handle of its own is open) removes the
+ * guest or shuts the host down, which closes the second flow while the
+ * idle sweep is still walking the guest's connections. */
+static void test_teardown_in_udp_idle_sweep(void **state) {
+  (void)state;
+  for (int shutdown = 0; shutdown <= 1; shutdown++) {
+    sc_t sc;
+    snprintf(fx_life, sizeof fx_life, "udp-onehop idle sweep, %s at relay-closed",
+             shutdown ? "shutdown" : "guest removed");
+    sc_start(&sc, SH_UDP_ONEHOP, AG_NORMAL, "relay-closed", shutdown);
+    sc_open(&sc);
+    int second = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_storage ss;
+    lr_loopback_sockaddr(4, sc.port, &ss);
+    assert_int_equal(connect(second, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+    assert_int_equal(send(second, "ping", 4, 0), 4);
+    assert_true(sc_status(&sc, "\"active\":2", 2000));
+    pump(sc.f, 2500); /* both idle: closed by the same sweep */
+    assert_true(sc.f->hook_fired);
+    close(second);
+    sc_end(&sc);
+  }
+}
+
 int main(void) {
   char err[128] = "";
   if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0)
@@ -1927,6 +1952,7 @@ int main(void) {
       cmocka_unit_test(test_teardown_in_callbacks_reverse),
       cmocka_unit_test(test_teardown_in_callbacks_udp),
       cmocka_unit_test(test_teardown_in_callbacks_udp_onehop),
+      cmocka_unit_test(test_teardown_in_udp_idle_sweep),
   };
   int failed = cmocka_run_group_tests_name("host_core_lo_down", lo_down, NULL, NULL);
   failed += cmocka_run_group_tests_name("host_core", tests, lo_up, NULL);
