@@ -1819,8 +1819,8 @@ static void hook_life(shape_t sh, const char *point, int shutdown) {
   sc_reach(&sc, PH_RELAYING);
   if (sc.shape == SH_UDP_ONEHOP) {
     sc_guest_fails(&sc); /* the only way its server's socket calls back */
-  } else if (sc_udp(&sc)) {
-    pump(sc.f, 2500); /* idle: closed at a tick */
+  } else if (sc_udp(&sc)) { /* idle: closed at a tick (only these points come that late) */
+    pump(sc.f, strcmp(point, "tick") && strcmp(point, "relay-closed") ? 300 : 2500);
   } else {
     close(sc.fd);
     sc.fd = -1;
