@@ -1895,6 +1895,37 @@ static void test_teardown_in_udp_idle_sweep(void **state) {
   }
 }
 
+/* One hop with the namespace socket pool run dry: a burst of clients is
+ * accepted in one loop turn, so the last ones wait for sockets
+ * (WAIT_SOCKET). The guest is removed or the host shut down while they
+ * wait, or from inside the pool's ready callback. */
+static void test_teardown_waiting_for_sockets(void **state) {
+  (void)state;
+  enum { N = 48 }; /* three times the pool's 16 sockets per kind */
+  static const char *const way_name[] = {"guest removed", "shutdown",
+                                         "guest removed at ns-ready", "shutdown at ns-ready"};
+  for (int way = 0; way < 4; way++) {
+    sc_t sc;
+    int fds[N];
+    snprintf(fx_life, sizeof fx_life, "tcp-onehop burst, %s", way_name[way]);
+    sc_start(&sc, SH_TCP_ONEHOP, AG_NORMAL, way >= 2 ? "ns-ready" : NULL, way & 1);
+    for (int i = 0; i < N; i++) {
+      fds[i] = client_connect(sc.port);
+      assert_true(fds[i] >= 0);
+    }
+    uv_run(&sc.f->loop, UV_RUN_NOWAIT); /* one turn: every accept, the pool runs dry */
+    if (way == 0) lr_host_remove_guest(lr_host_find_guest(sc.f->host, "g"));
+    if (way == 1) {
+      sc.f->shut = 1;
+      lr_host_shutdown(sc.f->host, on_done, sc.f);
+    }
+    pump(sc.f, 500);
+    if (way >= 2) assert_true(sc.f->hook_fired);
+    for (int i = 0; i < N; i++) close(fds[i]);
+    sc_end(&sc);
+  }
+}
+
 int main(void) {
   char err[128] = "";
   if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0)
@@ -1953,6 +1984,7 @@ int main(void) {
       cmocka_unit_test(test_teardown_in_callbacks_udp),
       cmocka_unit_test(test_teardown_in_callbacks_udp_onehop),
       cmocka_unit_test(test_teardown_in_udp_idle_sweep),
+      cmocka_unit_test(test_teardown_waiting_for_sockets),
   };
   int failed = cmocka_run_group_tests_name("host_core_lo_down", lo_down, NULL, NULL);
   failed += cmocka_run_group_tests_name("host_core", tests, lo_up, NULL);
