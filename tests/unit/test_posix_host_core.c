@@ -859,7 +859,7 @@ static void test_reconfigure_and_remove_guest(void **state) {
   assert_true(client_read(f, fd, buf, sizeof buf, 3000) <= 0); /* closed with the guest */
   close(fd);
   assert_int_equal(client_connect(port), -1);
-  pump(f, 300); /* the reaper frees the record */
+  pump(f, 300); /* the drain frees the record once its last close has run */
   fx_free(f);
 }
 
