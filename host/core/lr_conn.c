@@ -12,9 +12,11 @@
  * host's nonce and MAC, and nothing is relayed before OPEN_RESULT's MAC
  * proves that the agent knows the key too.
  *
- * A record lives exactly as long as its relay: it is freed in the relay's
- * close callback, or, while a transport attempt still holds ep[1], when
- * that attempt calls back (see lr_transport.h). */
+ * A record's lifetime follows lr_host_int.h's model: its holders
+ * (LR_HOLD_*: the relay, a transport attempt, a late ep[1], a one-hop
+ * flow's server socket) each release it once from their callbacks, and
+ * the host's drain frees it after the last. Every close goes through
+ * lr_conn_close, where the shape decides what a close does. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,18 @@
 
 static void ns_wait_unlink(lr_conn_t *c);
 
-static void conn_destroy(lr_conn_t *c) {
+void lr_conn_release(lr_conn_t *c, unsigned hold) {
+  c->holds &= ~hold;
+  if (c->holds || c->phase == LR_CONN_DEAD) return;
+  lr_host_t *h = c->g->host;
+  c->phase = LR_CONN_DEAD;
+  c->dead_next = h->dead_conns;
+  h->dead_conns = c;
+  lr_host_defer(h);
+}
+
+/* The drain's: no holder is left, and no callback names c any more. */
+void lr_conn_free(lr_conn_t *c) {
   lr_guest_t *g = c->g;
   lr_relay_ids_del(&g->stream_ids, &c->relay);
   if (c->prev)
@@ -37,27 +50,69 @@ static void conn_destroy(lr_conn_t *c) {
   if (c->rev_pending) g->nreverse_pending--;
   g->nconns--;
   c->b->active--;
-  if (c->ns_waiting) ns_wait_unlink(c);
-  if (c->flow) lr_udp_flow_free(c);
+  if (lr_conn_is_udp(c)) lr_udp_flow_free(c);
   lr_binding_unref(c->b);
   free(c->rx);
   free(c);
-  lr_host_maybe_done(g->host);
+  lr_guest_unref(g);
+}
+
+/* What a close does, by shape; once, whoever began it (lr_conn_close, or
+ * the relay ending by itself). */
+static void conn_closing(lr_conn_t *c, const char *why) {
+  lr_conn_phase_t was = c->phase;
+  lr_guest_t *g = c->g;
+  if (was >= LR_CONN_CLOSING) return;
+  c->phase = LR_CONN_CLOSING;
+  if (why && c->shape == LR_CONN_REVERSE) {
+    lr_log_gated(&g->connfail_gate, uv_now(g->host->loop), g->name, "connection failed",
+                 LR_LOG_INFO, "%s: guest connection to host port %u: %s", g->name,
+                 c->b->key.port, why);
+  } else if (why) {
+    lr_log_gated(&g->connfail_gate, uv_now(g->host->loop), g->name, "connection failed",
+                 LR_LOG_INFO, "%s: connection to guest port %u: %s", g->name,
+                 c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port,
+                 lr_guest_err_text(g, why));
+  }
+  switch (c->shape) {
+    case LR_CONN_REVERSE:
+      if (why && was < LR_CONN_RELAYING) { /* the agent still holds the guest client */
+        uint8_t f[LR_FRAME_HDR_LEN + 10 + LR_TEXT_MAX];
+        lr_session_send(g, f, lr_encode_reverse_fail(f, sizeof f, c->rev_id, LR_ERR_REFUSED, why));
+      }
+      break;
+    case LR_CONN_UDP:
+    case LR_CONN_UDP_ONEHOP:
+      lr_udp_flow_closing(c);
+      break;
+    case LR_CONN_TCP:
+    case LR_CONN_TCP_ONEHOP:
+      break;
+  }
+  if (was == LR_CONN_WAIT_SOCKET) ns_wait_unlink(c);
+  free(c->rx);
+  c->rx = NULL;
+}
+
+void lr_conn_close(lr_conn_t *c, int reset, const char *why) {
+  if (c->phase >= LR_CONN_CLOSING) return;
+  conn_closing(c, why);
+  lr_relay_close(&c->relay, reset); /* its close callback may run at once: c stays */
 }
 
 static void conn_closed(lr_relay_t *r) {
   lr_conn_t *c = (lr_conn_t *)r;
+  LR_HOOK(c->g->host, "relay-closed");
   if (r->fds_refused)
     lr_guest_warn(c->g, &c->g->fds_log,
                   "the agent sent file descriptors on a %s stream: closed them and dropped it",
-                  c->reverse ? "reverse" : "data");
-  if (c->connecting)
-    c->dead = 1; /* conn_transport_ready finishes the job */
-  else
-    conn_destroy(c);
+                  c->shape == LR_CONN_REVERSE ? "reverse" : "data");
+  conn_closing(c, NULL); /* a relay that ended by itself */
+  lr_conn_release(c, LR_HOLD_RELAY);
 }
 
-static void conn_late_closed(uv_handle_t *h) { conn_destroy(h->data); }
+/* ep[1], handed over by the transport after the relay had closed. */
+static void conn_late_closed(uv_handle_t *h) { lr_conn_release(h->data, LR_HOLD_LATE_EP); }
 
 static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) LR_PRINTF(3, 4);
 static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) {
@@ -66,23 +121,7 @@ static void conn_fail(lr_conn_t *c, int reset, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  if (c->reverse) {
-    lr_log_gated(&c->g->connfail_gate, uv_now(c->g->host->loop), c->g->name,
-                 "connection failed", LR_LOG_INFO, "%s: guest connection to host port %u: %s",
-                 c->g->name, c->b->key.port, msg);
-    if (c->rx) { /* not attached yet: the agent still holds the guest client */
-      uint8_t f[LR_FRAME_HDR_LEN + 10 + LR_TEXT_MAX];
-      lr_session_send(c->g, f, lr_encode_reverse_fail(f, sizeof f, c->rev_id, LR_ERR_REFUSED, msg));
-    }
-  } else {
-    lr_log_gated(&c->g->connfail_gate, uv_now(c->g->host->loop), c->g->name,
-                 "connection failed", LR_LOG_INFO, "%s: connection to guest port %u: %s",
-                 c->g->name, c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port,
-                 lr_guest_err_text(c->g, msg));
-  }
-  free(c->rx);
-  c->rx = NULL;
-  lr_relay_close(&c->relay, reset);
+  lr_conn_close(c, reset, msg);
 }
 
 static void conn_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf) {
@@ -124,7 +163,7 @@ static int conn_notice(lr_relay_t *r, uint8_t kind, uint64_t bytes) {
  * socket, and the guest server could no longer answer. */
 static uint32_t conn_number(lr_conn_t *c) {
   lr_guest_t *g = c->g;
-  if (c->flow || !(g->agent_caps & LR_CAP_CLOSE_NOTICE)) return 0;
+  if (lr_conn_is_udp(c) || !(g->agent_caps & LR_CAP_CLOSE_NOTICE)) return 0;
   if (!c->relay.id) {
     /* Skips 0 and, after a wrap, ids still in use. */
     for (int tries = 0; tries < 16 && !c->relay.id; tries++) {
@@ -150,11 +189,12 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
   size_t n = 0;
   int keyed = c->g->token_len > 0, rc = 0;
   if (keyed) rc = lr_auth_new_nonce(&c->auth, LR_ROLE_HOST);
+  int reverse = c->shape == LR_CONN_REVERSE;
   if (with_preamble) {
-    lr_preamble_encode(buf, c->reverse ? LR_STREAM_REVERSE : LR_STREAM_DATA);
+    lr_preamble_encode(buf, reverse ? LR_STREAM_REVERSE : LR_STREAM_DATA);
     n = LR_PREAMBLE_LEN;
   }
-  if (c->reverse) {
+  if (reverse) {
     lr_attach_t at;
     memset(&at, 0, sizeof at);
     at.id = c->rev_id;
@@ -166,7 +206,7 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     memset(&o, 0, sizeof o);
     o.family = c->b->key.family;
     o.port = c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port; /* portMap */
-    o.flags = c->flow ? LR_OPEN_UDP : 0;
+    o.flags = lr_conn_is_udp(c) ? LR_OPEN_UDP : 0;
     o.stream_id = conn_number(c);
     if (keyed && rc == 0) rc = lr_auth_sign_open(&c->auth, &o);
     n += lr_encode_open(buf + n, sizeof buf - n, &o);
@@ -176,10 +216,11 @@ static int conn_send_request(lr_conn_t *c, int with_preamble) {
     return -1;
   }
   c->req_sent = 1;
-  return conn_write(c, buf, n, c->reverse ? "ATTACH" : "OPEN");
+  return conn_write(c, buf, n, reverse ? "ATTACH" : "OPEN");
 }
 
 static void conn_start_relay(lr_conn_t *c, const uint8_t *rest, size_t rest_len) {
+  c->phase = LR_CONN_RELAYING;
   c->relay.counter[0] = &c->b->bytes_to_guest;
   c->relay.counter[1] = &c->b->bytes_to_host;
   int rc = lr_relay_start(&c->relay, rest, rest_len);
@@ -205,7 +246,6 @@ static void ns_wait_unlink(lr_conn_t *c) {
   *pp = c->ns_next;
   if (g->ns_wait_tail == c) g->ns_wait_tail = prev;
   c->ns_next = NULL;
-  c->ns_waiting = 0;
 }
 
 /* 1: done with (relaying, or failed and closing); 0: no socket pooled. */
@@ -218,14 +258,15 @@ static int conn_ns_connect(lr_conn_t *c) {
    * have connected (a wildcard listener answers there too). */
   uint16_t port = c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port; /* portMap */
   lr_loopback_sockaddr(c->b->key.family, port, &ss);
-  int rc = pal->nsock_take(g->nsock, (struct sockaddr *)&ss, c->flow != NULL, &s);
+  int udp = c->shape == LR_CONN_UDP_ONEHOP;
+  int rc = pal->nsock_take(g->nsock, (struct sockaddr *)&ss, udp, &s);
   if (rc == UV_EAGAIN) return 0;
   if (rc < 0) {
-    conn_fail(c, 1, "%sconnect to %s:%u in the namespace: %s", c->flow ? "UDP " : "",
+    conn_fail(c, 1, "%sconnect to %s:%u in the namespace: %s", udp ? "UDP " : "",
               lr_loopback_str(c->b->key.family), port, uv_strerror(rc));
     return 1;
   }
-  if (c->flow) { /* the host sends to the server's socket itself */
+  if (udp) { /* the host sends to the server's socket itself */
     c->server_sock = s;
     lr_udp_flow_adopted(c);
     return 1;
@@ -245,15 +286,25 @@ static int conn_ns_connect(lr_conn_t *c) {
   return 1;
 }
 
+/* Queues c (WAIT_SOCKET) for a socket from the pool, oldest first. */
+static void ns_wait_append(lr_conn_t *c) {
+  lr_guest_t *g = c->g;
+  c->phase = LR_CONN_WAIT_SOCKET;
+  if (g->ns_wait_tail)
+    g->ns_wait_tail->ns_next = c;
+  else
+    g->ns_wait = c;
+  g->ns_wait_tail = c;
+}
+
 void lr_conn_ns_ready(void *data) {
   lr_guest_t *g = data;
+  LR_HOOK(g->host, "ns-ready");
+  if (g->stopping) return; /* its records were closed, and left the list */
   while (g->ns_wait) {
     lr_conn_t *c = g->ns_wait;
-    /* Off the list first: a failing UDP flow is freed inside the call. */
-    ns_wait_unlink(c);
-    if (c->relay.closing) continue; /* its destroy comes; it takes no socket */
+    ns_wait_unlink(c); /* a record that fails now closes off the list */
     if (!conn_ns_connect(c)) { /* still empty: c stays first */
-      c->ns_waiting = 1;
       c->ns_next = g->ns_wait;
       g->ns_wait = c;
       if (!g->ns_wait_tail) g->ns_wait_tail = c;
@@ -265,12 +316,11 @@ void lr_conn_ns_ready(void *data) {
 static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   lr_conn_t *c = s->data;
   (void)buf;
-  if (!c->rx || c->relay.closing) return;
-  if (lr_guest_refuse_fds(c->g, &c->relay.ep[1],
-                          c->reverse ? "a reverse stream" : "a data stream")) {
-    free(c->rx);
-    c->rx = NULL;
-    lr_relay_close(&c->relay, 1); /* closing the pipe closes what it received */
+  LR_HOOK(c->g->host, "handshake-read");
+  if (c->phase != LR_CONN_HANDSHAKE) return; /* closed meanwhile */
+  int reverse = c->shape == LR_CONN_REVERSE;
+  if (lr_guest_refuse_fds(c->g, &c->relay.ep[1], reverse ? "a reverse stream" : "a data stream")) {
+    lr_conn_close(c, 1, NULL); /* closing the pipe closes what it received */
     return;
   }
   if (n < 0) {
@@ -325,21 +375,19 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
      * connection to a closed port would. A forward connection the guest
      * could not make (its server unreachable while status says
      * forwarding) is worth a warning, and counted on the port. */
-    if (!c->reverse && c->b) {
+    if (!reverse) {
       c->b->connect_failures++;
       lr_guest_warn(c->g, &c->g->connect_log,
                     "guest port %u: the guest could not connect to its server: %s%s%s",
                     c->b->key.guest_port ? c->b->key.guest_port : c->b->key.port, lr_err_name(em.code), em.text[0] ? ": " : "", em.text);
-      free(c->rx);
-      c->rx = NULL;
-      lr_relay_close(&c->relay, 1);
+      lr_conn_close(c, 1, NULL);
       return;
     }
     conn_fail(c, 1, "%s%s%s", lr_err_name(em.code), em.text[0] ? ": " : "", em.text);
     return;
   }
   if (c->g->token_len && !lr_auth_verify_result(&c->auth, LR_OK, &auth)) {
-    lr_session_auth_failed(c->g, c->reverse
+    lr_session_auth_failed(c->g, reverse
                                      ? "OPEN_RESULT's MAC on a reverse stream does not verify"
                                      : "OPEN_RESULT's MAC on a data stream does not verify");
     conn_fail(c, 1, "the agent failed authentication (wrong key?)");
@@ -350,7 +398,7 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   const uint8_t *rest = lr_rxbuf_rest(c->rx, &rest_len);
   lr_rxbuf_t *rx = c->rx;
   c->rx = NULL;
-  if (c->flow) { /* datagrams from here on, framed (lr_dgram.h) */
+  if (lr_conn_is_udp(c)) { /* datagrams from here on, framed (lr_dgram.h) */
     lr_udp_flow_ready(c, rest, rest_len);
     free(rx);
     return;
@@ -366,29 +414,30 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err, void *data) {
   lr_conn_t *c = data;
   (void)ep;
-  c->connecting = 0;
-  if (c->dead) { /* the client side is already gone */
-    if (status == 0) {
-      c->relay.ep[1].u.handle.data = c;
-      uv_close(&c->relay.ep[1].u.handle, conn_late_closed);
-    } else {
-      conn_destroy(c);
-    }
+  LR_HOOK(c->g->host, "transport-connected");
+  if (status < 0) { /* the attempt closed ep[1] */
+    if (c->phase < LR_CONN_CLOSING)
+      conn_fail(c, 1, "cannot reach the agent: %s",
+                err ? lr_guest_err_text(c->g, err) : uv_strerror(status));
+    lr_conn_release(c, LR_HOLD_TRANSPORT);
     return;
   }
-  if (status < 0) {
-    if (c->relay.closing)
-      return; /* the relay's close callback frees c */
-    conn_fail(c, 1, "cannot reach the agent: %s", err ? lr_guest_err_text(c->g, err) : uv_strerror(status));
+  if (!(c->holds & LR_HOLD_RELAY)) { /* the relay is gone already: ep[1] is ours alone */
+    c->relay.ep[1].u.handle.data = c;
+    c->holds |= LR_HOLD_LATE_EP;
+    uv_close(&c->relay.ep[1].u.handle, conn_late_closed);
+    lr_conn_release(c, LR_HOLD_TRANSPORT);
     return;
   }
-  lr_relay_mark_open(&c->relay, 1, c->relay.ep[1].kind);
-  if (c->relay.closing) { /* closing raced the connect: close ep[1] too */
+  lr_relay_mark_open(&c->relay, 1, c->relay.ep[1].kind); /* the relay's from now on */
+  lr_conn_release(c, LR_HOLD_TRANSPORT);
+  if (c->phase >= LR_CONN_CLOSING) { /* closing raced the connect: close ep[1] too */
     lr_relay_close(&c->relay, 1);
     return;
   }
+  c->phase = LR_CONN_HANDSHAKE;
   c->relay.ep[1].u.handle.data = c;
-  uint8_t kind = c->reverse ? LR_STREAM_REVERSE : LR_STREAM_DATA;
+  uint8_t kind = c->shape == LR_CONN_REVERSE ? LR_STREAM_REVERSE : LR_STREAM_DATA;
   lr_auth_init(&c->auth, &c->g->host->pal->base, c->g->token, c->g->token_len, kind);
   c->req_sent = 0;
   if (c->g->token_len) {
@@ -404,13 +453,17 @@ static void conn_transport_ready(lr_endpoint_t *ep, int status, const char *err,
   if (rc) conn_fail(c, 1, "reading OPEN_RESULT: %s", uv_strerror(rc));
 }
 
-/* A connection record counted on b, with its relay initialised. */
-lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b) {
+/* A connection record of a shape, counted on b and on its guest, with its
+ * relay initialised (the relay is its first holder). */
+lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b, lr_conn_shape_t shape) {
   lr_host_t *h = g->host;
   lr_conn_t *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->g = g;
   c->b = b;
+  c->shape = shape;
+  c->holds = LR_HOLD_RELAY;
+  lr_guest_ref(g);
   lr_binding_ref(b);
   b->connections++;
   b->active++;
@@ -424,32 +477,26 @@ lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b) {
 }
 
 /* ep[0] is connected (or c is a UDP flow): open the transport stream that
- * carries it. */
+ * carries it, or, one hop, take a socket made in the namespace. */
 void lr_conn_open_transport(lr_conn_t *c) {
   lr_host_t *h = c->g->host;
   char err[300];
-  if (!c->reverse && c->g->one_hop) { /* one hop: no stream at all */
-    if (!conn_ns_connect(c)) {
-      c->ns_waiting = 1;
-      if (c->g->ns_wait_tail)
-        c->g->ns_wait_tail->ns_next = c;
-      else
-        c->g->ns_wait = c;
-      c->g->ns_wait_tail = c;
-    }
+  if (c->shape == LR_CONN_TCP_ONEHOP || c->shape == LR_CONN_UDP_ONEHOP) {
+    if (!conn_ns_connect(c)) ns_wait_append(c);
     return;
   }
   if (!c->rx) c->rx = malloc(sizeof *c->rx);
   if (!c->rx) {
-    lr_relay_close(&c->relay, 1);
+    lr_conn_close(c, 1, NULL);
     return;
   }
   lr_rxbuf_init(c->rx);
-  c->connecting = 1;
+  c->phase = LR_CONN_CONNECTING;
+  c->holds |= LR_HOLD_TRANSPORT;
   if (lr_transport_connect(h->loop, h->pal, &c->g->addr,
                            c->g->ipc_reads ? LR_TRANSPORT_IPC : 0,
                            &c->relay.ep[1], conn_transport_ready, c, err, sizeof err) != 0) {
-    c->connecting = 0;
+    lr_conn_release(c, LR_HOLD_TRANSPORT); /* nothing was started */
     conn_fail(c, 1, "cannot reach the agent: %s", lr_guest_err_text(c->g, err));
   }
 }
@@ -476,12 +523,12 @@ void lr_conn_accept(lr_guest_t *g, lr_standin_t *s) {
     lr_drop_pending((uv_stream_t *)&s->tcp);
     return;
   }
-  lr_conn_t *c = lr_conn_new(g, s->b);
+  lr_conn_t *c = lr_conn_new(g, s->b, g->one_hop ? LR_CONN_TCP_ONEHOP : LR_CONN_TCP);
   if (!c) return;
   uv_tcp_init(g->host->loop, &c->relay.ep[0].u.tcp);
   lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
   if (uv_accept((uv_stream_t *)&s->tcp, &c->relay.ep[0].u.stream) != 0) {
-    lr_relay_close(&c->relay, 0);
+    lr_conn_close(c, 0, NULL);
     return;
   }
   lr_conn_open_transport(c);
@@ -494,16 +541,15 @@ static void reverse_start(lr_guest_t *g, lr_binding_t *b, uint32_t id, uint8_t f
 
 static void reverse_local_connected(uv_connect_t *req, int status) {
   lr_conn_t *c = req->data;
-  if (c->relay.closing) return;
+  LR_HOOK(c->g->host, "reverse-local-connected");
+  if (c->phase != LR_CONN_LOCAL_CONNECT) return; /* closed meanwhile (ECANCELED) */
   if (status == UV_ECONNREFUSED && !c->rev_tried_other && c->g->cfg.ipv6) {
     /* "localhost" in the guest may be either family and the host server may
      * listen on only one: try the other before refusing. A new record takes
      * over (a libuv handle cannot be reused before it is closed). */
     lr_binding_t *b = c->b;
     b->connections--; /* the same logical connection */
-    free(c->rx);
-    c->rx = NULL; /* no REVERSE_FAIL: the agent keeps waiting */
-    lr_relay_close(&c->relay, 0);
+    lr_conn_close(c, 0, NULL); /* silent, so no REVERSE_FAIL: the agent keeps waiting */
     reverse_start(c->g, b, c->rev_id, c->rev_family == 6 ? 4 : 6, 1);
     return;
   }
@@ -518,20 +564,14 @@ static void reverse_local_connected(uv_connect_t *req, int status) {
 static void reverse_start(lr_guest_t *g, lr_binding_t *b, uint32_t id, uint8_t family,
                           int tried_other) {
   struct sockaddr_storage ss;
-  lr_conn_t *c = lr_conn_new(g, b);
+  lr_conn_t *c = lr_conn_new(g, b, LR_CONN_REVERSE);
   if (!c) return;
-  c->reverse = 1;
+  c->phase = LR_CONN_LOCAL_CONNECT;
   c->rev_pending = 1;
   g->nreverse_pending++;
   c->rev_id = id;
   c->rev_family = family;
   c->rev_tried_other = tried_other;
-  c->rx = malloc(sizeof *c->rx); /* also marks "not attached yet" for conn_fail */
-  if (!c->rx) {
-    lr_relay_close(&c->relay, 0);
-    return;
-  }
-  lr_rxbuf_init(c->rx);
   lr_loopback_sockaddr(family, b->key.port, &ss);
   uv_tcp_init(g->host->loop, &c->relay.ep[0].u.tcp);
   lr_relay_mark_open(&c->relay, 0, LR_EP_TCP);
@@ -626,22 +666,19 @@ void lr_conn_reverse_free(lr_guest_t *g) {
 
 /* ---- housekeeping -------------------------------------------------------- */
 
+/* Both loops fail records as they go: safe by construction, since no
+ * record is freed before the host's drain (c->next stays valid). */
 void lr_conn_tick(lr_guest_t *g, uint64_t now) {
-  for (lr_conn_t *c = g->conns, *next; c; c = next) {
-    next = c->next; /* a waiting UDP flow has no handle: it goes at once */
-    if (c->relay.closing || now - c->started <= LR_HANDSHAKE_TIMEOUT_MS) continue;
-    if (c->rx && !c->connecting)
+  for (lr_conn_t *c = g->conns; c; c = c->next) {
+    if (now - c->started <= LR_HANDSHAKE_TIMEOUT_MS) continue;
+    if (c->phase == LR_CONN_HANDSHAKE || c->phase == LR_CONN_LOCAL_CONNECT)
       conn_fail(c, 1, "agent did not answer OPEN within 5 s");
-    else if (c->ns_waiting)
+    else if (c->phase == LR_CONN_WAIT_SOCKET)
       conn_fail(c, 1, "no socket could be made in the namespace within 5 s");
   }
   lr_udp_tick(g, now);
 }
 
 void lr_conn_close_all(lr_guest_t *g) {
-  /* A record with no handle open (a one-hop UDP flow) goes at once. */
-  for (lr_conn_t *c = g->conns, *next; c; c = next) {
-    next = c->next;
-    lr_relay_close(&c->relay, 0);
-  }
+  for (lr_conn_t *c = g->conns; c; c = c->next) lr_conn_close(c, 0, NULL);
 }

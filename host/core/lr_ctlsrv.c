@@ -55,7 +55,9 @@ struct lr_status_client_s {
   lr_status_client_t *next;
 };
 
-static void status_server_closed(uv_handle_t *hd) { lr_host_closed(hd->data); }
+/* The status server and each client hold a host reference while their
+ * handles close (lr_host_int.h). */
+static void status_server_closed(uv_handle_t *hd) { lr_host_unref(hd->data); }
 
 static void client_handle_closed(uv_handle_t *hd) {
   lr_status_client_t *c = hd->data;
@@ -71,14 +73,14 @@ static void client_handle_closed(uv_handle_t *hd) {
     lr_sbuf_free(&c->out);
     free(c);
   }
-  lr_host_closed(h);
+  lr_host_unref(h);
 }
 
 static void client_close(lr_status_client_t *c) {
   if (c->closing) return;
   c->closing = 1;
-  lr_host_closing(c->host);
-  lr_host_closing(c->host);
+  lr_host_ref(c->host);
+  lr_host_ref(c->host);
   uv_close((uv_handle_t *)&c->pipe, client_handle_closed);
   uv_close((uv_handle_t *)&c->timer, client_handle_closed);
 }
@@ -395,7 +397,7 @@ void lr_status_stop(lr_host_t *h) {
   if (!h->status_open) return;
   h->status_open = 0;
   h->status.data = h;
-  lr_host_closing(h);
+  lr_host_ref(h);
   uv_close((uv_handle_t *)&h->status, status_server_closed);
 }
 

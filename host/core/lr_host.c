@@ -1,11 +1,9 @@
 /* The host object; see lr_host.h for the API and lr_host_int.h for the
- * rooms it is built from and who owns what.
+ * rooms it is built from and the lifetime model.
  *
  * This file holds what belongs to no single room: creating the host and its
- * guests, and stopping them. Stopping is counted: every handle closed on
- * the way out is registered with lr_host_closing, and the done callback
- * runs exactly when the last one is gone, with no guest still connecting
- * or resolving and no connection left. */
+ * guests, stopping them, the references of the host and its guests, and
+ * the drain that frees dead records outside every callback. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,28 +45,58 @@ const char *lr_guest_err_text(const lr_guest_t *g, const char *err) {
   return err;
 }
 
-void lr_host_closing(lr_host_t *h) { h->closing_handles++; }
+/* ---- references and the drain (the model: lr_host_int.h) ---------------- */
 
-void lr_host_closed(lr_host_t *h) {
-  h->closing_handles--;
-  lr_host_maybe_done(h);
-}
+static void guest_free(lr_guest_t *g);
 
-static int guest_busy(const lr_guest_t *g) {
-  return g->conns || g->ctl || g->state == LR_G_RESOLVING;
-}
+static void drain_closed(uv_handle_t *i) { free(i); }
 
-void lr_host_maybe_done(lr_host_t *h) {
-  if (!h->stopping || h->closing_handles) return;
-  for (lr_guest_t *g = h->guests; g; g = g->next)
-    if (guest_busy(g)) return;
-  for (lr_guest_t *g = h->removed; g; g = g->next)
-    if (guest_busy(g)) return;
-  if (h->done) {
+/* Frees what died since the last iteration (a freed connection may be its
+ * guest's last reference, a freed guest the host's), then, once the host
+ * is stopping and holds nothing, runs done: last, since done may free h. */
+static void host_drain(uv_idle_t *i) {
+  lr_host_t *h = i->data;
+  while (h->dead_conns || h->dead_guests) {
+    while (h->dead_conns) {
+      lr_conn_t *c = h->dead_conns;
+      h->dead_conns = c->dead_next;
+      lr_conn_free(c);
+    }
+    while (h->dead_guests) {
+      lr_guest_t *g = h->dead_guests;
+      h->dead_guests = g->dead_next;
+      guest_free(g);
+      lr_host_unref(h);
+    }
+  }
+  uv_idle_stop(i);
+  if (h->stopping && !h->refs && h->done) {
     void (*done)(void *) = h->done;
     h->done = NULL;
+    h->drain = NULL;
+    uv_close((uv_handle_t *)i, drain_closed);
     done(h->done_data);
   }
+}
+
+void lr_host_defer(lr_host_t *h) {
+  if (h->drain) uv_idle_start(h->drain, host_drain);
+}
+
+void lr_host_ref(lr_host_t *h) { h->refs++; }
+
+void lr_host_unref(lr_host_t *h) {
+  if (--h->refs == 0 && h->stopping) lr_host_defer(h);
+}
+
+void lr_guest_ref(lr_guest_t *g) { g->refs++; }
+
+void lr_guest_unref(lr_guest_t *g) {
+  if (--g->refs) return;
+  lr_host_t *h = g->host;
+  g->dead_next = h->dead_guests;
+  h->dead_guests = g;
+  lr_host_defer(h);
 }
 
 const char *lr_guest_host_str(const lr_guest_t *g, int family) {
@@ -129,8 +157,14 @@ lr_host_t *lr_host_new(uv_loop_t *loop, const lr_host_pal_t *pal, const lr_confi
   h->loop = loop;
   h->pal = pal;
   h->cfg = cfg;
-  uv_timer_init(loop, &h->reaper);
-  h->reaper.data = h;
+  h->refs = 1; /* the host's own, until lr_host_shutdown */
+  h->drain = malloc(sizeof *h->drain);
+  if (!h->drain) {
+    free(h);
+    return NULL;
+  }
+  uv_idle_init(loop, h->drain);
+  h->drain->data = h;
   h->config_info.reload_ok = 1; /* no reload has failed */
   size_t n = sizeof h->hostname;
   if (uv_os_gethostname(h->hostname, &n) != 0) snprintf(h->hostname, sizeof h->hostname, "host");
@@ -216,6 +250,8 @@ int lr_host_add_guest(lr_host_t *h, const lr_guest_opts_t *o, char *err, size_t 
   uv_timer_init(h->loop, &g->conflict_timer);
   uv_timer_init(h->loop, &g->tick_timer);
   g->retry_timer.data = g->conflict_timer.data = g->tick_timer.data = g;
+  g->refs = 4; /* its place in h->guests and its three timers */
+  lr_host_ref(h);
   uv_timer_start(&g->tick_timer, lr_session_tick, TICK_MS, TICK_MS);
   g->added_at = uv_now(h->loop);
   /* Appended: status lists guests in the order they were given. */
@@ -273,21 +309,23 @@ void lr_host_configure_guest(lr_guest_t *g, const lr_config_t *cfg) {
   lr_standin_arm_retry(g);
 }
 
-static void guest_timer_closed(uv_handle_t *t) {
-  lr_guest_t *g = t->data;
-  lr_host_closed(g->host);
-}
+static void guest_timer_closed(uv_handle_t *t) { lr_guest_unref(t->data); }
 
-/* Everything a guest holds starts closing; its record stays until the
- * callbacks that name it have run. */
+/* Takes g off the host's list (dropping that reference) and starts
+ * closing everything it holds; each holder's callback drops its own
+ * reference, and the last one sends g to the drain. Once per guest. */
 static void guest_stop(lr_guest_t *g) {
   lr_host_t *h = g->host;
+  if (g->stopping) return;
   g->stopping = 1;
+  for (lr_guest_t **pp = &h->guests; *pp; pp = &(*pp)->next)
+    if (*pp == g) {
+      *pp = g->next;
+      break;
+    }
+  g->next = NULL;
   uv_timer_t *timers[3] = {&g->retry_timer, &g->conflict_timer, &g->tick_timer};
-  for (int i = 0; i < 3; i++) {
-    lr_host_closing(h);
-    uv_close((uv_handle_t *)timers[i], guest_timer_closed);
-  }
+  for (int i = 0; i < 3; i++) uv_close((uv_handle_t *)timers[i], guest_timer_closed);
   lr_session_stop(g);
   lr_ports_clear(&g->ports);
   lr_conn_close_all(g);
@@ -295,6 +333,7 @@ static void guest_stop(lr_guest_t *g) {
     h->pal->nsock_close(g->nsock);
     g->nsock = NULL;
   }
+  lr_guest_unref(g);
 }
 
 static void guest_free(lr_guest_t *g) {
@@ -302,60 +341,35 @@ static void guest_free(lr_guest_t *g) {
   free(g);
 }
 
-/* A removed guest's record goes once no connection, control stream or
- * lookup of its own is left and no handle of the host is still closing
- * (the close callbacks of its timers and streams name it). */
-static void reap(uv_timer_t *t) {
-  lr_host_t *h = t->data;
-  if (h->closing_handles) return;
-  for (lr_guest_t **pp = &h->removed; *pp;) {
-    lr_guest_t *g = *pp;
-    if (guest_busy(g)) {
-      pp = &g->next;
-      continue;
-    }
-    *pp = g->next;
-    guest_free(g);
-  }
-  if (!h->removed) uv_timer_stop(&h->reaper);
-}
-
 void lr_host_remove_guest(lr_guest_t *g) {
-  lr_host_t *h = g->host;
-  for (lr_guest_t **pp = &h->guests; *pp; pp = &(*pp)->next) {
-    if (*pp == g) {
-      *pp = g->next;
-      break;
-    }
-  }
+  if (g->stopping) return;
   LR_INFO("%s: guest removed", g->name);
-  g->removed = 1;
-  g->next = h->removed;
-  h->removed = g;
   guest_stop(g);
-  if (!h->stopping) uv_timer_start(&h->reaper, reap, 100, 100);
 }
-
-static void reaper_closed(uv_handle_t *t) { lr_host_closed(t->data); }
 
 void lr_host_shutdown(lr_host_t *h, void (*done)(void *), void *data) {
+  if (h->stopping) return;
   h->stopping = 1;
   h->done = done;
   h->done_data = data;
   lr_status_stop(h);
-  lr_host_closing(h);
-  uv_close((uv_handle_t *)&h->reaper, reaper_closed);
-  for (lr_guest_t *g = h->guests; g; g = g->next) guest_stop(g);
-  lr_host_maybe_done(h);
+  while (h->guests) guest_stop(h->guests);
+  lr_host_unref(h); /* the host's own */
 }
 
+void lr_host_set_test_hook(lr_host_t *h, lr_host_test_hook_fn fn, void *data) {
+  h->test_hook = fn;
+  h->test_hook_data = data;
+}
+
+/* After done nothing is left; without a shutdown (a daemon that failed to
+ * start) the guests never ran a loop iteration. */
 void lr_host_free(lr_host_t *h) {
-  lr_guest_t *lists[2] = {h->guests, h->removed};
-  for (int i = 0; i < 2; i++)
-    while (lists[i]) {
-      lr_guest_t *g = lists[i];
-      lists[i] = g->next;
-      guest_free(g);
-    }
+  while (h->guests) {
+    lr_guest_t *g = h->guests;
+    h->guests = g->next;
+    guest_free(g);
+  }
+  free(h->drain);
   free(h);
 }

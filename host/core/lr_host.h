@@ -70,8 +70,9 @@ lr_guest_t *lr_host_find_guest(lr_host_t *h, const char *name);
  * connections included, is untouched. */
 void lr_host_configure_guest(lr_guest_t *g, const lr_config_t *cfg);
 /* Stops a guest and takes it out of status: its stand-ins close, its
- * connections are closed, its record is freed once nothing of it is left
- * (by lr_host_free at the latest). */
+ * connections are closed, its record is freed once the last callback that
+ * names it has run (lr_host_int.h). Once per guest (a second call is
+ * ignored), from anywhere, a callback of the core included. */
 void lr_host_remove_guest(lr_guest_t *g);
 
 /* What status says of the configuration: the file in effect (NULL: none,
@@ -94,8 +95,20 @@ int lr_host_status_json_for(lr_host_t *h, const char *guest, lr_sbuf_t *out);
 int lr_host_status_table_for(lr_host_t *h, const char *guest, unsigned width, lr_sbuf_t *out);
 
 /* Closes everything (stand-ins, connections, status endpoint); done runs
- * when every handle is closed, then the caller frees with lr_host_free. */
+ * once every handle is closed and every record freed: exactly once, never
+ * inside this call. The caller then frees with lr_host_free (done itself
+ * may). A second call is ignored; any callback of the core may call it. */
 void lr_host_shutdown(lr_host_t *h, void (*done)(void *data), void *data);
 void lr_host_free(lr_host_t *h);
+
+/* Tests only (NULL in production, where it costs one branch per callback):
+ * fn runs at the entry of each callback the core runs, named by point
+ * ("accept", "transport-connected", "handshake-read", "relay-closed",
+ * "ns-ready", "udp-datagram", "udp-direct", "udp-stream",
+ * "reverse-local-connected", "session-connected", "welcome",
+ * "listener-report", "reverse-open", "tick"), so a test can remove the guest
+ * or shut the host down from inside any of them. */
+typedef void (*lr_host_test_hook_fn)(lr_host_t *h, const char *point, void *data);
+void lr_host_set_test_hook(lr_host_t *h, lr_host_test_hook_fn fn, void *data);
 
 #endif

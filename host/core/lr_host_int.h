@@ -12,44 +12,72 @@
  *   lr_ctlsrv.c   the endpoint lorelayctl talks to: status requests and
  *                 watch subscriptions, fed by lr_host_event
  *
- * Ownership, one owner per handle:
- *   lr_host_t     allocated by lr_host_new, freed by lr_host_free after
- *                 lr_host_shutdown's done callback. Owns the guests and the
- *                 status server (lr_ctlsrv.c closes it, with its clients).
- *   lr_guest_t    allocated by lr_host_add_guest, freed by lr_host_free;
- *                 one removed by a reload (lr_host_remove_guest) is freed
- *                 earlier by the host's reaper timer (reap in lr_host.c),
- *                 once nothing of it is left.
- *                 Owns its three timers (closed by lr_host_shutdown), its
- *                 control session and its connections.
- *   lr_ctl_t      allocated by the session when a connect starts; the
- *                 transport attempt owns ctl->ep until its callback, then
- *                 the session closes it (lr_session_drop) and frees the
- *                 record in the close callback, or at once when the connect
- *                 failed (the transport closed ep before the callback).
- *   lr_standin_t  allocated by the bind hook; its listener is closed by the
- *                 unbind hook (or the platform on a failed listen) and the
- *                 record freed in that close callback.
- *   lr_conn_t     allocated by lr_conn_* with its relay; the relay owns the
- *                 two handles from lr_relay_mark_open on, and the record is
- *                 freed only in the relay's close callback (or after a
- *                 transport attempt it lent ep[1] to has called back).
- *                 A UDP flow is an lr_conn_t whose ep[0] is never opened
- *                 (its client is an address on the stand-in's socket); its
- *                 lr_flow_t is allocated by lr_udp.c and freed with the
- *                 record (lr_udp_flow_free from the record's destroy).
- *   lr_nsock_t    one hop: the pool of sockets made in a namespace guest's
- *                 network namespace (lr_host_pal_t.nsock_*), opened by
- *                 lr_host_add_guest and closed by guest_stop after the
- *                 guest's connections; a socket it hands out is the taker's
- *                 (a relay handle's once uv_tcp_open/uv_udp_open took it).
- *   lr_udpsrv_t   a UDP stand-in: allocated by the bind hook (lr_udp_bind),
- *                 its socket closed by the unbind hook, which first closes
- *                 every flow it carries; freed in the socket's close callback.
+ * Lifetimes: one model for every record of the host core.
  *
- * Every handle closed while the host stops is counted in closing_handles
- * (lr_host_closing / lr_host_closed), so the done callback runs exactly
- * when the last one is gone. */
+ *   Every record a callback can name is either reference-counted or owned
+ *   by exactly one parent that is itself counted. Whatever may still call
+ *   back with a pointer to a record holds a reference to it, taken when
+ *   the callback is armed and dropped inside that callback (after its last
+ *   use of the record):
+ *
+ *   lr_host_t   h->refs. Holders: the host's own "running" reference
+ *               (dropped by lr_host_shutdown), each guest record until it
+ *               is freed, the status server and each status client while
+ *               their handles close (lr_ctlsrv.c). When the count reaches
+ *               0 after lr_host_shutdown, the done callback runs, once,
+ *               from the drain (below); done may free the host.
+ *   lr_guest_t  g->refs (lr_guest_ref/unref). Holders: its place in
+ *               h->guests (dropped by guest_stop, on lr_host_remove_guest
+ *               or lr_host_shutdown: a stopped guest is on no list), each
+ *               of its three timers until their close callbacks, its
+ *               control record (lr_ctl_t, from the connect attempt to the
+ *               stream's close callback), a resolve in flight, each stand-in
+ *               (TCP or UDP) until its handle's close callback, and each
+ *               connection record until that record is freed. A guest
+ *               holds a host reference until it is freed.
+ *   lr_conn_t   c->holds, a set of named holders (LR_HOLD_*), not a count,
+ *               so that each can be released exactly once: its relay until
+ *               the relay's close callback (a connection always has this
+ *               one from lr_conn_new), a transport attempt that lent ep[1]
+ *               until it calls back, ep[1] itself when the attempt handed
+ *               it over after the relay had closed (until that handle's
+ *               close callback), and a one-hop UDP flow's server socket
+ *               until its close callback. A record holds its guest and its
+ *               binding (lr_binding_ref) until it is freed. Its lr_flow_t
+ *               (UDP) is part of it: freed with it.
+ *   lr_ctl_t, lr_standin_t, lr_udpsrv_t, status clients: owned by one
+ *               handle each and freed in that handle's close callback (the
+ *               transport attempt owns ctl->ep until its callback).
+ *   lr_nsock_t  one hop: the pool of sockets made in a namespace guest's
+ *               network namespace (lr_host_pal_t.nsock_*), opened by
+ *               lr_host_add_guest and closed by guest_stop after the
+ *               guest's connections; a socket it hands out is the taker's.
+ *
+ * Destruction is always deferred. The last release of a connection or a
+ * guest does not free it: it puts the record on the host's dead list and
+ * the host's drain (a uv_idle_t, started only while that list is not
+ * empty) frees it at the next loop iteration, outside every callback.
+ * Why an idle handle: while active it keeps the loop alive and makes the
+ * next poll non-blocking, so a record dies one iteration later even when
+ * no other event is due; a check handle would wait for the next event and
+ * a zero timer would run only after the timers phase. Why deferred at all:
+ * a release can come from inside a call whose caller still holds the
+ * record (lr_relay_close runs its close callback at once when no handle is
+ * open, a one-hop UDP flow's case; a failure inside a loop over g->conns),
+ * and no caller should have to know which calls can free what. So, by
+ * construction, a record named by a pointer on the stack stays readable
+ * until the callback returns: iterating g->conns while closing or failing
+ * its records (lr_conn_tick, lr_udp_tick, lr_conn_close_all) is safe, and
+ * a record stays on g->conns, in the CLOSING or DEAD phase, until the
+ * drain frees it. Teardown from anywhere (lr_host_remove_guest and
+ * lr_host_shutdown are idempotent) is therefore allowed inside any
+ * callback; each callback checks after its test hook that its record is
+ * still live (phase, g->stopping) before it goes on.
+ *
+ * A connection's shape (lr_conn_shape_t) is fixed at creation and decides
+ * what its close does (conn_closing in lr_conn.c: REVERSE_FAIL for a
+ * reverse connection not yet attached, the flow's unlink and its server
+ * socket's close for UDP); its phase (lr_conn_phase_t) says where it is. */
 #ifndef LR_HOST_INT_H
 #define LR_HOST_INT_H
 
@@ -85,37 +113,66 @@ typedef struct {
   int hello_sent;     /* with a key: HELLO goes out only after CHALLENGE */
 } lr_ctl_t;
 
+/* What a connection is; fixed at creation. */
+typedef enum {
+  LR_CONN_TCP,         /* forward TCP through the agent: a data stream, OPEN */
+  LR_CONN_TCP_ONEHOP,  /* forward TCP, connected in the guest's namespace */
+  LR_CONN_REVERSE,     /* guest client -> host server: a reverse stream, ATTACH */
+  LR_CONN_UDP,         /* a UDP flow through the agent: a data stream, OPEN (UDP) */
+  LR_CONN_UDP_ONEHOP,  /* a UDP flow, its server's socket made in the namespace */
+} lr_conn_shape_t;
+
+/* Where a connection is; only forward, CLOSING and DEAD from anywhere. */
+typedef enum {
+  LR_CONN_WAIT_SOCKET,   /* one hop: on g->ns_wait for a socket from the pool */
+  LR_CONN_LOCAL_CONNECT, /* reverse: connecting to the host's own server */
+  LR_CONN_CONNECTING,    /* a transport attempt holds ep[1] */
+  LR_CONN_HANDSHAKE,     /* preamble, CHALLENGE, OPEN or ATTACH; OPEN_RESULT awaited */
+  LR_CONN_RELAYING,      /* bytes or datagrams flow */
+  LR_CONN_CLOSING,       /* its close began: the holders' callbacks are awaited */
+  LR_CONN_DEAD,          /* no holder left: on the host's dead list until the drain */
+} lr_conn_phase_t;
+
+/* The holders of a connection record (lr_conn_t.holds; see the top). */
+#define LR_HOLD_RELAY 0x1     /* until the relay's close callback */
+#define LR_HOLD_TRANSPORT 0x2 /* a transport attempt lent ep[1]: until it calls back */
+#define LR_HOLD_LATE_EP 0x4   /* ep[1], handed over after the relay closed: its close */
+#define LR_HOLD_DIRECT 0x8    /* one-hop UDP: the server's socket, until its close */
+
 typedef struct lr_conn_s {
   lr_relay_t relay; /* first: the relay's close callback gets &relay */
   lr_guest_t *g;
   lr_binding_t *b;  /* counted reference: its counters outlive the stand-in */
-  lr_rxbuf_t *rx;   /* only during the handshake */
+  lr_conn_shape_t shape;
+  lr_conn_phase_t phase;
+  unsigned holds;   /* LR_HOLD_*: freed (deferred) once none is left */
+  lr_rxbuf_t *rx;   /* the handshake's buffer (CONNECTING, HANDSHAKE) */
   uint64_t started;
   int got_preamble;
   lr_auth_ctx_t auth; /* with a key: this stream's nonces */
   int req_sent;       /* OPEN/ATTACH sent (with a key: after CHALLENGE) */
-  int connecting;   /* a transport attempt holds ep[1]: c must outlive it */
-  int dead;         /* the relay closed while connecting */
   /* reverse (guest client -> host server) connections */
-  int reverse;
   uint32_t rev_id;    /* the agent's id for its waiting guest client */
   uint8_t rev_family; /* host loopback family being tried */
   int rev_tried_other;
   int rev_pending;    /* counted in the guest's nreverse_pending */
-  int ns_waiting;     /* one hop: on g->ns_wait for a socket from the namespace */
-  struct lr_conn_s *ns_next;
+  struct lr_conn_s *ns_next; /* WAIT_SOCKET: on g->ns_wait */
   uv_os_sock_t server_sock; /* one hop, UDP: the socket made in the namespace,
                                until lr_udp_flow_adopted gives it a handle */
   uv_connect_t creq;  /* the local connect to the host server */
-  lr_flow_t *flow;    /* UDP flows only (lr_udp.c) */
-  struct lr_conn_s *prev, *next;
+  lr_flow_t *flow;    /* the UDP shapes' flow (lr_udp.c), freed with the record */
+  struct lr_conn_s *prev, *next; /* in g->conns, until the record is freed */
+  struct lr_conn_s *dead_next;   /* DEAD: on the host's dead list */
 } lr_conn_t;
+
+static inline int lr_conn_is_udp(const lr_conn_t *c) {
+  return c->shape == LR_CONN_UDP || c->shape == LR_CONN_UDP_ONEHOP;
+}
 
 typedef struct {
   uv_tcp_t tcp;
   lr_binding_t *b; /* NULL once unbound (the close is under way) */
-  lr_guest_t *g;
-  lr_host_t *host; /* the close callback's: a removed guest may be gone by then */
+  lr_guest_t *g;   /* a counted reference, until the close callback */
 } lr_standin_t;
 
 struct lr_guest_s {
@@ -127,7 +184,8 @@ struct lr_guest_s {
    * cfg's listenAddress/hostAddress; loopback by default. */
   struct sockaddr_storage bind_sa[2];
   char bind_str[2][LR_ADDRESS_MAX + 2]; /* "127.0.0.2", "[::1]" */
-  int removed; /* on the host's removed list until nothing of it is left */
+  unsigned refs; /* see the top: freed (deferred) when the last one goes */
+  lr_guest_t *dead_next; /* on the host's dead list */
   char name[300];
   char transport[300];
   lr_taddr_t addr;
@@ -195,11 +253,14 @@ struct lr_host_s {
   uv_loop_t *loop;
   const lr_host_pal_t *pal;
   const lr_config_t *cfg;
-  lr_guest_t *guests;
-  /* Guests taken away by a reload: stopped, out of status, freed by the
-   * reaper once no handle or connection of theirs is left. */
-  lr_guest_t *removed;
-  uv_timer_t reaper;
+  lr_guest_t *guests; /* running guests; a stopped one is on no list */
+  unsigned refs;      /* see the top */
+  /* The deferral point: records whose last holder went, freed by the
+   * drain at the next loop iteration. Its own allocation, freed in its
+   * close callback (the host itself may be freed before that). */
+  uv_idle_t *drain;
+  lr_conn_t *dead_conns;
+  lr_guest_t *dead_guests;
   uv_pipe_t status;
   int status_open;
   lr_status_client_t *clients;
@@ -214,12 +275,19 @@ struct lr_host_s {
     int reload_ok;
     char reload_error[400];
   } config_info;
+  lr_host_test_hook_fn test_hook; /* lr_host_set_test_hook: tests only */
+  void *test_hook_data;
   /* shutdown */
   int stopping;
-  unsigned closing_handles;
   void (*done)(void *);
   void *done_data;
 };
+
+/* A callback's entry, for lr_host_set_test_hook. */
+#define LR_HOOK(h, point)                                                                     \
+  do {                                                                                        \
+    if ((h)->test_hook) (h)->test_hook((h), (point), (h)->test_hook_data);                    \
+  } while (0)
 
 /* A stand-in opened or closed: a line per event while they are rare, at
  * most LR_LOG_BURST a second (a guest can churn listeners at will). */
@@ -245,11 +313,18 @@ const char *lr_guest_host_str(const lr_guest_t *g, int family);
 void lr_guest_sockaddr(const lr_guest_t *g, int family, uint16_t port,
                        struct sockaddr_storage *ss);
 
-/* lr_host.c: shutdown accounting. closing() before a uv_close whose callback
- * ends in closed(); closed() runs the done callback when nothing is left. */
-void lr_host_closing(lr_host_t *h);
-void lr_host_closed(lr_host_t *h);
-void lr_host_maybe_done(lr_host_t *h);
+/* lr_host.c: the references of the model above. An unref that drops the
+ * last one never frees at once: the record goes to the host's drain. */
+void lr_host_ref(lr_host_t *h);
+void lr_host_unref(lr_host_t *h);
+void lr_guest_ref(lr_guest_t *g);
+void lr_guest_unref(lr_guest_t *g);
+/* lr_conn.c: drops one LR_HOLD_* holder of c; the last one sends c to the
+ * drain. lr_conn_free is the drain's. */
+void lr_conn_release(lr_conn_t *c, unsigned hold);
+void lr_conn_free(lr_conn_t *c);
+/* Puts a dead record's host on the drain's schedule. */
+void lr_host_defer(lr_host_t *h);
 
 /* lr_session.c */
 /* An agent that failed to prove the key, on the control stream or another
@@ -280,25 +355,31 @@ void lr_conn_reverse_free(lr_guest_t *g);
 /* Fails connections whose agent has not answered OPEN in time. */
 void lr_conn_tick(lr_guest_t *g, uint64_t now);
 void lr_conn_close_all(lr_guest_t *g);
+/* The one close path of every shape: logs why (NULL: a silent close, no
+ * line and no REVERSE_FAIL), does what the shape's close does and closes
+ * the relay. Any phase, more than once; c stays readable until the drain. */
+void lr_conn_close(lr_conn_t *c, int reset, const char *why);
 
 /* One hop: the pool has sockets again (lr_host_pal_t.nsock_open's ready). */
 void lr_conn_ns_ready(void *data);
 
-/* lr_conn.c, for lr_udp.c: a forward record counted on b, and opening its
- * transport stream (OPEN carries LR_OPEN_UDP when c->flow is set). */
-lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b);
+/* lr_conn.c, for lr_udp.c: a record of a shape counted on b, and opening
+ * its transport stream (OPEN carries LR_OPEN_UDP for the UDP shapes). */
+lr_conn_t *lr_conn_new(lr_guest_t *g, lr_binding_t *b, lr_conn_shape_t shape);
 void lr_conn_open_transport(lr_conn_t *c);
 
 /* lr_udp.c: the bind/unbind hooks for UDP bindings (LR_BIND_* results),
  * the flow's data path once OPEN_RESULT said yes (rest: bytes read past
- * it), the flow's part of the record's destruction, and closing the flows
- * idle for udpIdleTimeout. */
+ * it), the UDP shapes' part of a close (lr_udp_flow_closing: off the
+ * stand-in, queue dropped, the one-hop server socket closed) and of the
+ * record's free, and closing the flows idle for udpIdleTimeout. */
 int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port);
 void lr_udp_unbind(lr_guest_t *g, lr_binding_t *b);
 void lr_udp_flow_ready(lr_conn_t *c, const uint8_t *rest, size_t rest_len);
 /* One hop: c->server_sock is a UDP socket made in the guest's namespace and
  * connected to the server; the flow takes it over. */
 void lr_udp_flow_adopted(lr_conn_t *c);
+void lr_udp_flow_closing(lr_conn_t *c);
 void lr_udp_flow_free(lr_conn_t *c);
 void lr_udp_tick(lr_guest_t *g, uint64_t now);
 

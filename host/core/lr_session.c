@@ -159,6 +159,15 @@ static void ctl_handle_frame(lr_guest_t *g, const lr_frame_t *f) {
   uint64_t nonce;
   int rc = LR_PROTO_OK;
 
+  const char *point = f->type == LR_MSG_WELCOME ? "welcome"
+                      : f->type == LR_MSG_LISTENER_ADD || f->type == LR_MSG_LISTENER_DEL
+                          ? "listener-report"
+                      : f->type == LR_MSG_REVERSE_OPEN ? "reverse-open"
+                                                       : NULL;
+  if (point) {
+    LR_HOOK(g->host, point);
+    if (g->stopping) return; /* the session was dropped with the guest */
+  }
   if (f->type == LR_MSG_CHALLENGE && g->state == LR_G_HANDSHAKE) {
     ctl_challenge(g, f);
     return;
@@ -363,11 +372,13 @@ static void ctl_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 /* ---- lifecycle ------------------------------------------------------------- */
 
+/* The control record holds a guest reference from session_connect to
+ * here (or to the failed attempt's callback). */
 static void ctl_free(uv_handle_t *h) {
   lr_ctl_t *ctl = h->data;
-  lr_host_t *host = ctl->g->host;
+  lr_guest_t *g = ctl->g;
   free(ctl);
-  lr_host_closed(host);
+  lr_guest_unref(g);
 }
 
 static void session_drop(lr_guest_t *g, const char *why) {
@@ -387,7 +398,6 @@ static void session_drop(lr_guest_t *g, const char *why) {
   g->ctl = NULL;
   if (ctl) {
     ctl->ep.u.handle.data = ctl;
-    lr_host_closing(g->host);
     uv_close(&ctl->ep.u.handle, ctl_free);
   }
   if (!g->stopping) session_schedule(g, g->backoff_ms);
@@ -397,23 +407,22 @@ static void ctl_connected(lr_endpoint_t *ep, int status, const char *err, void *
   lr_ctl_t *ctl = data;
   lr_guest_t *g = ctl->g;
   (void)ep;
+  LR_HOOK(g->host, "session-connected");
   if (status < 0) {
     /* The attempt has closed ep: the record can go now. */
     if (g->ctl == ctl) g->ctl = NULL;
     free(ctl);
-    if (g->stopping) {
-      lr_host_maybe_done(g->host);
-      return;
+    if (!g->stopping) {
+      g->state = LR_G_IDLE;
+      session_note_error(g, err ? err : uv_strerror(status));
+      session_schedule(g, g->backoff_ms);
     }
-    g->state = LR_G_IDLE;
-    session_note_error(g, err ? err : uv_strerror(status));
-    session_schedule(g, g->backoff_ms);
+    lr_guest_unref(g);
     return;
   }
   if (g->stopping || g->ctl != ctl) {
     if (g->ctl == ctl) g->ctl = NULL;
     ctl->ep.u.handle.data = ctl;
-    lr_host_closing(g->host);
     uv_close(&ctl->ep.u.handle, ctl_free);
     return;
   }
@@ -442,6 +451,7 @@ static void session_connect(lr_guest_t *g) {
     return;
   }
   ctl->g = g;
+  lr_guest_ref(g);
   lr_rxbuf_init(&ctl->rx);
   g->ctl = ctl;
   g->state = LR_G_CONNECTING;
@@ -451,6 +461,7 @@ static void session_connect(lr_guest_t *g) {
     /* Nothing was started, so nothing refers to ctl. */
     g->ctl = NULL;
     free(ctl);
+    lr_guest_unref(g);
     g->state = LR_G_IDLE;
     session_note_error(g, err);
     session_schedule(g, g->backoff_ms);
@@ -478,7 +489,7 @@ static void resolve_done(uv_work_t *w, int status) {
   g->state = LR_G_IDLE;
   if (g->stopping || status == UV_ECANCELED) {
     free(j);
-    lr_host_maybe_done(g->host);
+    lr_guest_unref(g); /* the job's */
     return;
   }
   if (j->rc != 0) {
@@ -493,6 +504,7 @@ static void resolve_done(uv_work_t *w, int status) {
     session_connect(g);
   }
   free(j);
+  lr_guest_unref(g); /* the job's */
 }
 
 static void session_connect_now(uv_timer_t *t) {
@@ -509,6 +521,7 @@ static void session_connect_now(uv_timer_t *t) {
     session_schedule(g, RETRY_MAX_MS);
     return;
   }
+  lr_guest_ref(g); /* until resolve_done */
   g->state = LR_G_RESOLVING;
 }
 
@@ -529,6 +542,8 @@ void lr_session_stop(lr_guest_t *g) {
 
 void lr_session_tick(uv_timer_t *t) {
   lr_guest_t *g = t->data;
+  LR_HOOK(g->host, "tick");
+  if (g->stopping) return; /* stopped from inside the hook */
   uint64_t now = uv_now(g->host->loop);
   uint8_t buf[32];
   const lr_host_pal_t *pal = g->host->pal;

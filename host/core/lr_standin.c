@@ -18,9 +18,9 @@
 
 static void standin_free(uv_handle_t *h) {
   lr_standin_t *s = (lr_standin_t *)h;
-  lr_host_t *host = s->host;
+  lr_guest_t *g = s->g;
   free(s);
-  lr_host_closed(host);
+  lr_guest_unref(g);
 }
 
 /* Budget: host listening sockets per guest, counted after de-duplication
@@ -37,6 +37,7 @@ static int standin_budget_left(lr_guest_t *g, const lr_binding_t *b, uint16_t po
 
 static void on_client(uv_stream_t *server, int status) {
   lr_standin_t *s = server->data;
+  LR_HOOK(s->g->host, "accept");
   if (status < 0) {
     char what[340];
     snprintf(what, sizeof what, "%s: stand-in port %u", s->g->name, s->b ? s->b->actual_port : 0);
@@ -101,7 +102,7 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
   lr_standin_t *s = calloc(1, sizeof *s);
   if (!s) return LR_BIND_INUSE;
   s->g = g;
-  s->host = h;
+  lr_guest_ref(g); /* until standin_free */
   lr_guest_sockaddr(g, b->key.family, port, &ss);
   int rc = h->pal->listen_loopback(h->loop, &s->tcp, (struct sockaddr *)&ss, STANDIN_BACKLOG,
                                    on_client, standin_free);
@@ -120,9 +121,8 @@ static int standin_bind(lr_binding_t *b, uint16_t port, void *data) {
                      lr_guest_host_str(g, b->key.family), port);
     return LR_BIND_OK;
   }
-  /* The platform is closing s: standin_free will balance this (a close
-   * callback never runs before we return). */
-  lr_host_closing(h);
+  /* The platform is closing s: standin_free drops the guest's reference
+   * (a close callback never runs before we return). */
   if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) return LR_BIND_UNAVAILABLE;
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
     LR_WARN("%s: stand-in %s:%u: %s", g->name, lr_guest_host_str(g, b->key.family), port,
@@ -145,7 +145,6 @@ static void standin_unbind(lr_binding_t *b, void *data) {
   if (!b->probing)
     LR_STANDIN_LOG(g, "%s: stopped forwarding host %s:%u", g->name,
                    lr_guest_host_str(g, b->key.family), b->actual_port);
-  lr_host_closing(g->host);
   uv_close((uv_handle_t *)&s->tcp, standin_free);
 }
 

@@ -65,10 +65,9 @@ struct lr_flow_s {
   lr_dgram_rx_t rx;
   lr_dgram_tx_t tx;
   uint64_t last;  /* last datagram either way (uv_now) */
-  int ready;      /* OPEN_RESULT said yes: datagrams go on the stream (or direct) */
   uv_udp_t *direct; /* one hop: the guest server's connected socket; its own
-                       allocation, closed by lr_udp_flow_free, freed in its
-                       close callback */
+                       allocation, holding the record (LR_HOLD_DIRECT) until
+                       its close callback, which frees it */
   pend_t *pend, *pend_tail;
   size_t pend_bytes; /* counted in the port's and the guest's udp_queued too */
   lr_flow_t *prev, *next; /* in s->flows */
@@ -116,27 +115,27 @@ static void flow_drop_pending(lr_flow_t *f) {
   f->pend_bytes = 0;
 }
 
-static void flow_close(lr_flow_t *f) {
-  flow_unlink(f);
-  flow_drop_pending(f);
-  lr_relay_close(&f->c->relay, 0);
-}
+static void flow_close(lr_flow_t *f) { lr_conn_close(f->c, 0, NULL); }
 
 static void direct_closed(uv_handle_t *h) {
-  lr_host_t *host = h->data;
+  lr_conn_t *c = h->data;
+  c->flow->direct = NULL;
   free(h);
-  lr_host_closed(host);
+  lr_conn_release(c, LR_HOLD_DIRECT);
+}
+
+/* The UDP shapes' part of lr_conn_close: the flow leaves its stand-in,
+ * drops what waits for the stream, and its server's socket closes. */
+void lr_udp_flow_closing(lr_conn_t *c) {
+  lr_flow_t *f = c->flow;
+  flow_unlink(f);
+  flow_drop_pending(f);
+  if (f->direct && !uv_is_closing((uv_handle_t *)f->direct))
+    uv_close((uv_handle_t *)f->direct, direct_closed);
 }
 
 void lr_udp_flow_free(lr_conn_t *c) {
   lr_flow_t *f = c->flow;
-  flow_unlink(f);
-  if (f->direct) { /* outlives f until its close callback */
-    f->direct->data = c->g->host;
-    lr_host_closing(c->g->host);
-    uv_close((uv_handle_t *)f->direct, direct_closed);
-  }
-  flow_drop_pending(f); /* a flow that failed holds nothing past this */
   lr_dgram_rx_free(&f->rx);
   c->g->nflows--;
   c->flow = NULL;
@@ -226,15 +225,17 @@ static void flow_bad_frame(lr_flow_t *f, int rc) {
 }
 
 static void flow_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
-  lr_flow_t *f = ((lr_conn_t *)st->data)->flow;
-  if (f && !f->c->relay.closing &&
-      lr_guest_refuse_fds(f->c->g, &f->c->relay.ep[1], "a UDP flow's stream")) {
+  lr_conn_t *c = st->data;
+  lr_flow_t *f = c->flow;
+  LR_HOOK(c->g->host, "udp-stream");
+  int live = c->phase == LR_CONN_RELAYING;
+  if (live && lr_guest_refuse_fds(c->g, &c->relay.ep[1], "a UDP flow's stream")) {
     flow_close(f); /* closing the stream closes what it received */
-  } else if (n > 0 && f && !f->c->relay.closing) {
+  } else if (n > 0 && live) {
     f->last = uv_now(st->loop);
     int rc = lr_dgram_rx_feed(&f->rx, (const uint8_t *)buf->base, (size_t)n, flow_deliver, f);
     if (rc != LR_PROTO_OK) flow_bad_frame(f, rc);
-  } else if (n < 0 && f && !f->c->relay.closing) {
+  } else if (n < 0 && live) {
     if (lr_dgram_rx_partial(&f->rx))
       lr_guest_warn(f->c->g, &f->c->g->trunc_log,
                     "UDP flow from guest port %u: the agent's stream ended inside a datagram "
@@ -247,7 +248,7 @@ static void flow_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
 
 void lr_udp_flow_ready(lr_conn_t *c, const uint8_t *rest, size_t rest_len) {
   lr_flow_t *f = c->flow;
-  f->ready = 1;
+  c->phase = LR_CONN_RELAYING; /* datagrams go on the stream (or direct) */
   while (f->pend) {
     pend_t *p = f->pend;
     f->pend = p->next;
@@ -279,7 +280,8 @@ static void on_direct(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct 
                       unsigned flags) {
   lr_conn_t *c = h->data;
   (void)addr;
-  if (!c || !c->flow || c->relay.closing) return;
+  LR_HOOK(c->g->host, "udp-direct");
+  if (c->phase != LR_CONN_RELAYING) return; /* closed meanwhile */
   lr_flow_t *f = c->flow;
   if (n < 0) { /* ECONNREFUSED: the server's socket went */
     flow_close(f);
@@ -302,6 +304,7 @@ void lr_udp_flow_adopted(lr_conn_t *c) {
   if (f->direct) {
     uv_udp_init(h->loop, f->direct);
     f->direct->data = c;
+    c->holds |= LR_HOLD_DIRECT;
     rc = uv_udp_open(f->direct, c->server_sock);
     if (rc) h->pal->base.sock_close(c->server_sock); /* the handle does not own it */
     if (rc == 0) {
@@ -347,7 +350,7 @@ static lr_flow_t *flow_new(lr_udpsrv_t *s, const struct sockaddr *addr) {
   if (!flow_budget_left(g, s->b)) return NULL;
   lr_flow_t *f = calloc(1, sizeof *f);
   if (!f) return NULL;
-  lr_conn_t *c = lr_conn_new(g, s->b);
+  lr_conn_t *c = lr_conn_new(g, s->b, g->one_hop ? LR_CONN_UDP_ONEHOP : LR_CONN_UDP);
   if (!c) {
     free(f);
     return NULL;
@@ -369,10 +372,10 @@ static lr_flow_t *flow_new(lr_udpsrv_t *s, const struct sockaddr *addr) {
   if (s->flows) s->flows->prev = f;
   s->flows = f;
   lr_conn_open_transport(c);
-  /* A transport that failed at once has freed c and f already, which
-   * unlinked f: only a live flow is still at the head. */
-  return s->flows == f ? f : NULL;
+  return c->phase < LR_CONN_CLOSING ? f : NULL; /* a failure closed it at once */
 }
+
+static int c_relaying(const lr_flow_t *f) { return f->c->phase == LR_CONN_RELAYING; }
 
 static void flow_pend(lr_flow_t *f, const uint8_t *p, size_t n) {
   size_t cost = sizeof(pend_t) + n;
@@ -399,6 +402,7 @@ static void flow_pend(lr_flow_t *f, const uint8_t *p, size_t n) {
 static void on_datagram(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct sockaddr *addr,
                         unsigned flags) {
   lr_udpsrv_t *s = h->data;
+  LR_HOOK(s->g->host, "udp-datagram");
   if (n < 0) {
     /* An ICMP error for an earlier reply (the client went): nothing to do
      * for the others. */
@@ -411,15 +415,15 @@ static void on_datagram(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struc
     drop_datagram(s->b);
     return;
   }
-  lr_flow_t *f = s->flows;
-  while (f && (f->c->relay.closing || !same_addr(&f->peer, addr))) f = f->next;
+  lr_flow_t *f = s->flows; /* live flows only: a close unlinks */
+  while (f && !same_addr(&f->peer, addr)) f = f->next;
   if (!f) f = flow_new(s, addr);
   if (!f) {
     if (s->b) drop_datagram(s->b);
     return;
   }
   f->last = uv_now(h->loop);
-  if (f->ready)
+  if (c_relaying(f))
     flow_to_guest(f, (const uint8_t *)buf->base, (size_t)n);
   else
     flow_pend(f, (const uint8_t *)buf->base, (size_t)n);
@@ -427,9 +431,9 @@ static void on_datagram(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struc
 
 static void udpsrv_free(uv_handle_t *h) {
   lr_udpsrv_t *s = h->data;
-  lr_host_t *host = s->g->host;
+  lr_guest_t *g = s->g;
   free(s);
-  lr_host_closed(host);
+  lr_guest_unref(g);
 }
 
 int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
@@ -439,6 +443,7 @@ int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
   lr_udpsrv_t *s = calloc(1, sizeof *s);
   if (!s) return LR_BIND_INUSE;
   s->g = g;
+  lr_guest_ref(g); /* until udpsrv_free */
   s->udp.data = s;
   lr_guest_sockaddr(g, b->key.family, port, &ss);
   int rc = h->pal->udp_bind_loopback(h->loop, &s->udp, (struct sockaddr *)&ss, udpsrv_free);
@@ -450,7 +455,6 @@ int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
     lr_dgram_sockbufs(&s->udp);
     rc = uv_udp_recv_start(&s->udp, lr_dgram_udp_alloc, on_datagram);
     if (rc) {
-      lr_host_closing(h);
       uv_close((uv_handle_t *)&s->udp, udpsrv_free);
       LR_WARN("%s: UDP stand-in %s:%u: %s", g->name, lr_guest_host_str(g, b->key.family), port,
               uv_strerror(rc));
@@ -466,9 +470,11 @@ int lr_udp_bind(lr_guest_t *g, lr_binding_t *b, uint16_t port) {
     return LR_BIND_OK;
   }
   /* The platform is closing s (if it got as far as a handle): udpsrv_free
-   * balances this. */
-  if (s->udp.loop) lr_host_closing(h);
-  else free(s);
+   * drops the guest's reference. */
+  if (!s->udp.loop) {
+    free(s);
+    lr_guest_unref(g);
+  }
   if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT) return LR_BIND_UNAVAILABLE;
   if (rc != UV_EADDRINUSE && rc != UV_EACCES)
     LR_WARN("%s: UDP stand-in %s:%u: %s", g->name, lr_guest_host_str(g, b->key.family), port,
@@ -487,16 +493,14 @@ void lr_udp_unbind(lr_guest_t *g, lr_binding_t *b) {
   if (!b->probing)
     LR_STANDIN_LOG(g, "%s: stopped forwarding host %s:%u/udp", g->name,
                    lr_guest_host_str(g, b->key.family), b->actual_port);
-  lr_host_closing(g->host);
   uv_close((uv_handle_t *)&s->udp, udpsrv_free);
 }
 
 void lr_udp_tick(lr_guest_t *g, uint64_t now) {
   uint64_t idle_ms = (uint64_t)g->cfg.udp_idle_timeout_s * 1000;
-  for (lr_conn_t *c = g->conns, *next; c; c = next) {
-    next = c->next; /* a one-hop flow's record may go at once */
+  for (lr_conn_t *c = g->conns; c; c = c->next) { /* safe: see lr_conn_tick */
     lr_flow_t *f = c->flow;
-    if (!f || !f->ready || c->relay.closing || now - f->last < idle_ms) continue;
+    if (!lr_conn_is_udp(c) || c->phase != LR_CONN_RELAYING || now - f->last < idle_ms) continue;
     LR_DEBUG("%s: UDP flow on port %u idle for %u s: closed", g->name, c->b->key.port,
              g->cfg.udp_idle_timeout_s);
     flow_close(f);

@@ -147,6 +147,7 @@ enum {
   AG_BAD_WELCOME_MAC, /* keyed: WELCOME's MAC made with another key */
   AG_BAD_RESULT_MAC,  /* keyed: OPEN_RESULT's MAC made with another key */
   AG_FD_FLOOD,        /* hostile: after the listing, descriptors on the control stream */
+  AG_HOLD_OPEN,       /* data streams: read OPEN, never answer */
 };
 
 /* The shared key of the keyed tests, and a key the host does not have. */
@@ -316,6 +317,7 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
     }
   } else if (f->type == LR_MSG_OPEN) {
     ag->opens++;
+    if (ag->mode == AG_HOLD_OPEN) return;
     lr_open_t o;
     lr_auth_t auth = {0};
     assert_int_equal(lr_decode_open(f, &o), LR_PROTO_OK);
@@ -336,6 +338,13 @@ static void as_frame(astream_t *s, const lr_frame_t *f) {
     if (ag->mode == AG_NO_READ) uv_read_stop((uv_stream_t *)&s->pipe);
   } else if (f->type == LR_MSG_ATTACH) {
     ag->attaches++; /* AG_HOLD_ATTACH: the guest client "waits" forever */
+    if (ag->mode != AG_HOLD_ATTACH) { /* attached: an echo "guest client" */
+      lr_auth_t auth = {0};
+      lr_preamble_encode(out, LR_STREAM_REVERSE);
+      size_t n = lr_encode_open_result(out + pre, sizeof out - pre, LR_OK, "", &auth);
+      as_send(s, out, pre + n);
+      s->relaying = 1;
+    }
   } else if (f->type == LR_MSG_REVERSE_FAIL) {
     ag->rev_fails++;
   } else if (f->type == LR_MSG_STREAM_CLOSE) {
@@ -442,8 +451,14 @@ typedef struct {
   lr_config_t cfg;
   lr_host_t *host;
   agent_t agent;
-  int done;
+  int done;       /* times the shutdown's done callback ran (once, always) */
+  int shut;       /* lr_host_shutdown was called (by the test's hook) */
+  int free_in_done; /* the done callback frees the host itself */
   char netns[64]; /* one hop: the guest's namespace (nsguest_t), or "" */
+  /* The test hook (lr_host_set_test_hook): at the first callback named
+   * hook_point, remove guest "g" or shut the host down. */
+  const char *hook_point;
+  int hook_shutdown, hook_fired;
 } fx_t;
 
 static fx_t *fx_new(void) {
@@ -457,6 +472,28 @@ static fx_t *fx_new(void) {
   return f;
 }
 
+static void on_done(void *data) {
+  fx_t *f = data;
+  f->done++;
+  if (f->free_in_done) { /* a caller may free the host in done */
+    lr_host_free(f->host);
+    f->host = NULL;
+  }
+}
+
+static void fx_hook(lr_host_t *h, const char *point, void *data) {
+  fx_t *f = data;
+  if (!f->hook_point || f->hook_fired || strcmp(point, f->hook_point) != 0) return;
+  f->hook_fired = 1;
+  if (f->hook_shutdown) {
+    f->shut = 1;
+    lr_host_shutdown(h, on_done, f);
+  } else {
+    lr_guest_t *g = lr_host_find_guest(h, "g");
+    if (g) lr_host_remove_guest(g);
+  }
+}
+
 /* A host with one guest "g" at transport; with the shared key KEY when the
  * fake agent is keyed or the transport is tcp: (which requires one). */
 static void fx_host(fx_t *f, const char *transport) {
@@ -464,6 +501,7 @@ static void fx_host(fx_t *f, const char *transport) {
   int keyed = f->agent.keyed || strncmp(transport, "tcp:", 4) == 0;
   f->host = lr_host_new(&f->loop, &fake_pal, &f->cfg);
   assert_non_null(f->host);
+  lr_host_set_test_hook(f->host, fx_hook, f);
   lr_guest_opts_t o = {.name = "g", .transport = transport, .token = keyed ? KEY : NULL,
                        .token_len = keyed ? KEY_LEN : 0, .one_hop_netns = f->netns[0] ? f->netns : NULL};
   if (lr_host_add_guest(f->host, &o, err, sizeof err) != 0) fail_msg("add_guest: %s", err);
@@ -475,8 +513,6 @@ static void fx_host_agent(fx_t *f) {
   snprintf(t, sizeof t, "unix:%s", f->agent.path);
   fx_host(f, t);
 }
-
-static void on_done(void *data) { ((fx_t *)data)->done = 1; }
 
 static void pump(fx_t *f, unsigned ms) {
   uint64_t end = uv_now(&f->loop) + ms;
@@ -502,6 +538,9 @@ static void pump_until_status(fx_t *f, const char *want, unsigned ms) {
   }
 }
 
+/* What the lifetime tests are doing, for their failure messages. */
+static char fx_life[120];
+
 static void walk_close(uv_handle_t *h, void *arg) {
   (void)arg;
   fprintf(stderr, "left open: handle type %d\n", (int)h->type);
@@ -509,22 +548,26 @@ static void walk_close(uv_handle_t *h, void *arg) {
 
 /* Shuts the host down, checks done ran and nothing is left on the loop. */
 static void fx_free(fx_t *f) {
-  if (f->host) {
-    lr_host_shutdown(f->host, on_done, f);
+  if (f->host || f->shut) {
+    if (!f->shut) lr_host_shutdown(f->host, on_done, f);
     agent_stop(&f->agent);
     uint64_t end = uv_now(&f->loop) + 8000;
     while (!f->done && uv_now(&f->loop) < end) pump(f, 10);
-    assert_int_equal(f->done, 1);
-    lr_host_free(f->host);
+    pump(f, 20); /* a second done would come now */
+    if (f->done != 1) fail_msg("done ran %d times %s", f->done, fx_life);
+    if (f->host) lr_host_free(f->host);
   } else {
     agent_stop(&f->agent);
   }
-  int rc = uv_run(&f->loop, UV_RUN_DEFAULT); /* finishes the last closes */
-  (void)rc;
+  /* Finishes the last closes; a handle still active after that is a leak
+   * (bounded: a leaked timer or stream must fail the test, not hang it). */
+  uint64_t end = uv_now(&f->loop) + 2000;
+  while (uv_loop_alive(&f->loop) && uv_now(&f->loop) < end) pump(f, 5);
   if (uv_loop_close(&f->loop) != 0) {
     uv_walk(&f->loop, walk_close, NULL);
-    fail_msg("handles left on the loop after shutdown");
+    fail_msg("handles left on the loop after shutdown%s%s", fx_life[0] ? ": " : "", fx_life);
   }
+  fx_life[0] = '\0';
   free(f);
 }
 
@@ -820,7 +863,7 @@ static void test_reconfigure_and_remove_guest(void **state) {
   assert_true(client_read(f, fd, buf, sizeof buf, 3000) <= 0); /* closed with the guest */
   close(fd);
   assert_int_equal(client_connect(port), -1);
-  pump(f, 300); /* the reaper frees the record */
+  pump(f, 300); /* the drain frees the record once its last close has run */
   fx_free(f);
 }
 
@@ -1338,6 +1381,7 @@ typedef struct {
   pthread_t t;
   uint16_t port;
   int lsn;
+  int usock; /* a UDP socket bound to port that never reads: flows stay up */
   pid_t tid;
   int ready; /* 1 listening, -1 failed */
   pthread_mutex_t mu;
@@ -1364,6 +1408,8 @@ static void *nsguest_main(void *arg) {
   if (n->lsn >= 0) setsockopt(n->lsn, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   ok = n->lsn >= 0 && bind(n->lsn, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)) == 0 &&
        listen(n->lsn, 16) == 0;
+  n->usock = ok ? socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) : -1;
+  ok = ok && n->usock >= 0 && bind(n->usock, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)) == 0;
   pthread_mutex_lock(&n->mu);
   n->tid = (pid_t)syscall(SYS_gettid);
   n->ready = ok ? 1 : -1;
@@ -1375,8 +1421,14 @@ static void *nsguest_main(void *arg) {
     if (c < 0) break; /* the test shut the listener down */
     char buf[256];
     ssize_t r;
-    while ((r = recv(c, buf, sizeof buf, 0)) > 0)
+    while ((r = recv(c, buf, sizeof buf, 0)) > 0) {
+      if (buf[r - 1] == '!') { /* the server fails: a reset */
+        struct linger lg = {1, 0};
+        setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        break;
+      }
       if (send(c, buf, (size_t)r, MSG_NOSIGNAL) != r) break;
+    }
     close(c);
   }
   return NULL;
@@ -1399,6 +1451,7 @@ static void nsguest_stop(nsguest_t *n) {
   shutdown(n->lsn, SHUT_RDWR);
   pthread_join(n->t, NULL);
   close(n->lsn);
+  if (n->usock >= 0) close(n->usock);
 }
 
 /* The host relays a client to the server in the guest's namespace by
@@ -1525,6 +1578,358 @@ static void test_conflict_grace(void **state) {
   fx_free(f);
 }
 
+/* ---- lifetimes: every shape of connection, torn down every way ----------
+ * Five shapes (TCP through the agent, TCP one hop, reverse, UDP through the
+ * agent, UDP one hop), each in the phases a test can hold it in (the
+ * handshake, with an agent that never answers; relaying), torn down by the
+ * client, by the guest side failing, by lr_host_remove_guest (a reload) and
+ * by lr_host_shutdown. Then the same lives with the guest removed or the
+ * host shut down from inside each callback the core runs (the test hook).
+ * The valgrind twin is the check: no read of a freed record, no leak, and
+ * the loop closes; done runs exactly once. The phases a test cannot hold
+ * (connecting, waiting for a namespace socket, the reverse local connect)
+ * end in a callback: the hook tears down there. */
+
+typedef enum { SH_TCP, SH_TCP_ONEHOP, SH_REVERSE, SH_UDP, SH_UDP_ONEHOP, SH_N } shape_t;
+static const char *const shape_name[SH_N] = {"tcp", "tcp-onehop", "reverse", "udp",
+                                             "udp-onehop"};
+typedef enum { PH_HANDSHAKE, PH_RELAYING } phase_t;
+typedef enum { BY_CLIENT, BY_GUEST, BY_REMOVE, BY_SHUTDOWN } cause_t;
+
+typedef struct {
+  fx_t *f;
+  shape_t shape;
+  nsguest_t ns;
+  int has_ns;
+  uint16_t port;
+  int srv; /* reverse: the host server's listener */
+  int fd;  /* the client: a TCP or UDP socket; reverse: the host server's side */
+} sc_t;
+
+/* Once the hook has torn something down, the steps after it may fail. */
+#define SC_CHECK(sc, cond)                                                                    \
+  do {                                                                                        \
+    if (!(cond) && !(sc)->f->hook_fired)                                                      \
+      fail_msg("%s: %s (line %d)", fx_life, #cond, __LINE__);                                 \
+  } while (0)
+
+static int sc_udp(const sc_t *sc) { return sc->shape == SH_UDP || sc->shape == SH_UDP_ONEHOP; }
+
+/* Pumps until the status JSON contains want: 1; 0 after ms, or at once
+ * when the hook has fired (the guest or the host may be gone). */
+static int sc_status(sc_t *sc, const char *want, unsigned ms) {
+  uint64_t end = uv_now(&sc->f->loop) + ms;
+  while (!sc->f->hook_fired) {
+    lr_sbuf_t s;
+    lr_sbuf_init(&s);
+    lr_host_status_json(sc->f->host, &s);
+    int hit = s.p && strstr(s.p, want) != NULL;
+    lr_sbuf_free(&s);
+    if (hit) return 1;
+    if (uv_now(&sc->f->loop) >= end) return 0;
+    pump(sc->f, 5);
+  }
+  return 0;
+}
+
+static void sc_start(sc_t *sc, shape_t shape, int mode, const char *point, int shutdown) {
+  memset(sc, 0, sizeof *sc);
+  sc->shape = shape;
+  sc->fd = sc->srv = -1;
+  fx_t *f = sc->f = fx_new();
+  f->cfg.udp_idle_timeout_s = 1;
+  f->hook_point = point;
+  f->hook_shutdown = shutdown;
+  sc->port = free_port();
+  if (shape == SH_TCP_ONEHOP || shape == SH_UDP_ONEHOP) {
+    nsguest_start(&sc->ns, sc->port, f->netns, sizeof f->netns);
+    sc->has_ns = 1;
+  }
+  if (shape == SH_REVERSE) {
+    char err[128], ps[16];
+    struct sockaddr_storage ss;
+    snprintf(ps, sizeof ps, "%u", sc->port);
+    assert_int_equal(lr_portset_parse(&f->cfg.reverse_ports, ps, err, sizeof err), 0);
+    sc->srv = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    lr_loopback_sockaddr(4, sc->port, &ss);
+    assert_int_equal(bind(sc->srv, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+    assert_int_equal(listen(sc->srv, 16), 0);
+  }
+  agent_start(&f->agent, &f->loop, mode);
+  if (shape != SH_REVERSE) {
+    lr_listener_t l = lr_test_v4(127, 0, 0, 1, sc->port);
+    if (sc_udp(sc)) l.flags |= LR_LISTENER_UDP;
+    f->agent.listeners[f->agent.nlisteners++] = l;
+  }
+  fx_host_agent(f);
+  SC_CHECK(sc, sc_status(sc, shape == SH_REVERSE ? "\"state\":\"connected\""
+                                                  : "\"state\":\"forwarding\"", 3000));
+}
+
+/* One connection (or flow) of the shape's client. */
+static void sc_open(sc_t *sc) {
+  fx_t *f = sc->f;
+  struct sockaddr_storage ss;
+  lr_loopback_sockaddr(4, sc->port, &ss);
+  if (sc_udp(sc)) {
+    sc->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    assert_int_equal(connect(sc->fd, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+    assert_int_equal(send(sc->fd, "ping", 4, 0), 4);
+    pump(f, 20);
+  } else if (sc->shape == SH_REVERSE) {
+    uint8_t fr[64];
+    lr_reverse_open_t ro = {.id = 1, .family = 4, .port = sc->port};
+    SC_CHECK(sc, f->agent.control != NULL);
+    if (!f->agent.control) return;
+    agent_send_control(&f->agent, fr, lr_encode_reverse_open(fr, sizeof fr, &ro));
+    uint64_t end = uv_now(&f->loop) + 3000;
+    while (sc->fd < 0 && uv_now(&f->loop) < end) {
+      sc->fd = accept4(sc->srv, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (sc->fd < 0) pump(f, 5);
+    }
+    SC_CHECK(sc, sc->fd >= 0);
+  } else {
+    sc->fd = client_connect(sc->port);
+    SC_CHECK(sc, sc->fd >= 0);
+  }
+}
+
+/* Pumps until the connection is in the phase (soft once the hook fired). */
+static void sc_reach(sc_t *sc, phase_t ph) {
+  fx_t *f = sc->f;
+  char buf[16];
+  if (sc->fd < 0) return;
+  if (ph == PH_HANDSHAKE) { /* the agent holds the request */
+    uint64_t end = uv_now(&f->loop) + 3000;
+    while (!f->agent.opens && !f->agent.attaches && uv_now(&f->loop) < end) pump(f, 5);
+    SC_CHECK(sc, f->agent.opens + f->agent.attaches == 1);
+    return;
+  }
+  if (sc->shape == SH_UDP_ONEHOP) { /* the server never answers: the flow is up */
+    SC_CHECK(sc, sc_status(sc, "\"active\":1", 2000));
+    return;
+  }
+  if (sc->shape == SH_UDP) { /* the agent echoes the datagram */
+    uint64_t end = uv_now(&f->loop) + 3000;
+    ssize_t r = -1;
+    while ((r = recv(sc->fd, buf, sizeof buf, 0)) < 0 && uv_now(&f->loop) < end) pump(f, 5);
+    SC_CHECK(sc, r == 4);
+    return;
+  }
+  SC_CHECK(sc, send(sc->fd, "hello", 5, MSG_NOSIGNAL) == 5);
+  SC_CHECK(sc, client_read(f, sc->fd, buf, 5, 3000) == 5);
+}
+
+static void sc_guest_fails(sc_t *sc) {
+  fx_t *f = sc->f;
+  if (sc->shape == SH_TCP_ONEHOP) { /* the server resets */
+    SC_CHECK(sc, send(sc->fd, "!", 1, MSG_NOSIGNAL) == 1);
+  } else if (sc->shape == SH_UDP_ONEHOP) { /* the server's socket goes: refused */
+    close(sc->ns.usock);
+    sc->ns.usock = -1;
+    for (int i = 0; i < 3; i++) {
+      (void)send(sc->fd, "ping", 4, 0);
+      pump(f, 30);
+    }
+  } else { /* the agent drops every data or reverse stream */
+    for (astream_t *s = f->agent.streams; s; s = s->next)
+      if (s != f->agent.control) as_close(s);
+  }
+  pump(f, 100);
+}
+
+static void sc_teardown(sc_t *sc, phase_t ph, cause_t by) {
+  fx_t *f = sc->f;
+  char buf[16];
+  switch (by) {
+    case BY_CLIENT:
+      if (sc_udp(sc)) { /* a flow's client just stops: udpIdleTimeout */
+        pump(f, 2500);
+        break;
+      }
+      close(sc->fd);
+      sc->fd = -1;
+      /* In the handshake nothing reads the client: the 5 s bound ends it. */
+      pump(f, ph == PH_HANDSHAKE ? 6200 : 300);
+      break;
+    case BY_GUEST:
+      sc_guest_fails(sc);
+      break;
+    case BY_REMOVE:
+      lr_host_remove_guest(lr_host_find_guest(f->host, "g"));
+      SC_CHECK(sc, sc_status(sc, "\"guests\":[]", 1000));
+      break;
+    case BY_SHUTDOWN:
+      f->shut = 1;
+      lr_host_shutdown(f->host, on_done, f);
+      break;
+  }
+  if (sc->fd >= 0 && !sc_udp(sc)) /* the client sees the end */
+    SC_CHECK(sc, client_read(f, sc->fd, buf, sizeof buf, 3000) <= 0);
+  if ((by == BY_CLIENT || by == BY_GUEST) && sc->shape != SH_REVERSE)
+    SC_CHECK(sc, sc_status(sc, "\"active\":0", 3000));
+}
+
+static void sc_end(sc_t *sc) {
+  if (sc->fd >= 0) close(sc->fd);
+  pump(sc->f, 50);
+  fx_free(sc->f);
+  if (sc->srv >= 0) close(sc->srv);
+  if (sc->has_ns) nsguest_stop(&sc->ns);
+}
+
+static int shape_mode(shape_t sh, phase_t ph) {
+  if (ph == PH_RELAYING) return AG_NORMAL;
+  return sh == SH_REVERSE ? AG_HOLD_ATTACH : AG_HOLD_OPEN;
+}
+
+static void lifetime_matrix(shape_t sh) {
+  for (phase_t ph = PH_HANDSHAKE; ph <= PH_RELAYING; ph++) {
+    /* One hop has no handshake; a flow's client cannot end it before OPEN_RESULT. */
+    if (ph == PH_HANDSHAKE && (sh == SH_TCP_ONEHOP || sh == SH_UDP_ONEHOP)) continue;
+    for (cause_t by = BY_CLIENT; by <= BY_SHUTDOWN; by++) {
+      if (ph == PH_HANDSHAKE && sh == SH_UDP && by == BY_CLIENT) continue;
+      sc_t sc;
+      static const char *const ph_name[] = {"handshake", "relaying"};
+      static const char *const by_name[] = {"client", "guest", "remove", "shutdown"};
+      snprintf(fx_life, sizeof fx_life, "%s, %s, closed by %s", shape_name[sh], ph_name[ph],
+               by_name[by]);
+      sc_start(&sc, sh, shape_mode(sh, ph), NULL, 0);
+      sc_open(&sc);
+      sc_reach(&sc, ph);
+      sc_teardown(&sc, ph, by);
+      sc_end(&sc);
+    }
+  }
+}
+
+static void test_lifetime_tcp(void **state) { (void)state; lifetime_matrix(SH_TCP); }
+static void test_lifetime_tcp_onehop(void **state) { (void)state; lifetime_matrix(SH_TCP_ONEHOP); }
+static void test_lifetime_reverse(void **state) { (void)state; lifetime_matrix(SH_REVERSE); }
+static void test_lifetime_udp(void **state) { (void)state; lifetime_matrix(SH_UDP); }
+static void test_lifetime_udp_onehop(void **state) { (void)state; lifetime_matrix(SH_UDP_ONEHOP); }
+
+/* One whole life of a connection of the shape (the session coming up, the
+ * connection opened, relaying, its end, a tick), with the hook armed at
+ * point: the guest removed, or the host shut down (done then frees the
+ * host itself, as a caller may), from inside that callback. */
+static void hook_life(shape_t sh, const char *point, int shutdown) {
+  sc_t sc;
+  snprintf(fx_life, sizeof fx_life, "%s, %s at %s", shape_name[sh],
+           shutdown ? "shutdown" : "guest removed", point);
+  sc_start(&sc, sh, AG_NORMAL, point, shutdown);
+  sc.f->free_in_done = shutdown;
+  sc_open(&sc);
+  sc_reach(&sc, PH_RELAYING);
+  if (sc.shape == SH_UDP_ONEHOP) {
+    sc_guest_fails(&sc); /* the only way its server's socket calls back */
+  } else if (sc_udp(&sc)) { /* idle: closed at a tick (only these points come that late) */
+    pump(sc.f, strcmp(point, "tick") && strcmp(point, "relay-closed") ? 300 : 2500);
+  } else {
+    close(sc.fd);
+    sc.fd = -1;
+    pump(sc.f, strcmp(point, "tick") ? 300 : 1200);
+  }
+  if (!sc.f->hook_fired) fail_msg("%s: the hook point was never reached", fx_life);
+  sc_end(&sc);
+}
+
+static void hook_lives(shape_t sh, const char *const *points) {
+  for (const char *const *p = points; *p; p++)
+    for (int shutdown = 0; shutdown <= 1; shutdown++) hook_life(sh, *p, shutdown);
+}
+
+static void test_teardown_in_callbacks_tcp(void **state) {
+  (void)state;
+  static const char *const points[] = {"session-connected", "welcome", "listener-report",
+                                       "accept", "transport-connected", "handshake-read",
+                                       "relay-closed", "tick", NULL};
+  hook_lives(SH_TCP, points);
+}
+
+static void test_teardown_in_callbacks_tcp_onehop(void **state) {
+  (void)state;
+  static const char *const points[] = {"accept", "relay-closed", NULL};
+  hook_lives(SH_TCP_ONEHOP, points);
+}
+
+static void test_teardown_in_callbacks_reverse(void **state) {
+  (void)state;
+  static const char *const points[] = {"reverse-open", "reverse-local-connected",
+                                       "transport-connected", "handshake-read",
+                                       "relay-closed", NULL};
+  hook_lives(SH_REVERSE, points);
+}
+
+static void test_teardown_in_callbacks_udp(void **state) {
+  (void)state;
+  static const char *const points[] = {"udp-datagram", "transport-connected", "handshake-read",
+                                       "udp-stream", "relay-closed", "tick", NULL};
+  hook_lives(SH_UDP, points);
+}
+
+static void test_teardown_in_callbacks_udp_onehop(void **state) {
+  (void)state;
+  static const char *const points[] = {"udp-datagram", "udp-direct", "relay-closed", NULL};
+  hook_lives(SH_UDP_ONEHOP, points);
+}
+
+/* Two one-hop UDP flows go idle at the same tick; the first one's close
+ * (its relay calls back at once: no handle of its own is open) removes the
+ * guest or shuts the host down, which closes the second flow while the
+ * idle sweep is still walking the guest's connections. */
+static void test_teardown_in_udp_idle_sweep(void **state) {
+  (void)state;
+  for (int shutdown = 0; shutdown <= 1; shutdown++) {
+    sc_t sc;
+    snprintf(fx_life, sizeof fx_life, "udp-onehop idle sweep, %s at relay-closed",
+             shutdown ? "shutdown" : "guest removed");
+    sc_start(&sc, SH_UDP_ONEHOP, AG_NORMAL, "relay-closed", shutdown);
+    sc_open(&sc);
+    int second = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_storage ss;
+    lr_loopback_sockaddr(4, sc.port, &ss);
+    assert_int_equal(connect(second, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+    assert_int_equal(send(second, "ping", 4, 0), 4);
+    assert_true(sc_status(&sc, "\"active\":2", 2000));
+    pump(sc.f, 2500); /* both idle: closed by the same sweep */
+    assert_true(sc.f->hook_fired);
+    close(second);
+    sc_end(&sc);
+  }
+}
+
+/* One hop with the namespace socket pool run dry: a burst of clients is
+ * accepted in one loop turn, so the last ones wait for sockets
+ * (WAIT_SOCKET). The guest is removed or the host shut down while they
+ * wait, or from inside the pool's ready callback. */
+static void test_teardown_waiting_for_sockets(void **state) {
+  (void)state;
+  enum { N = 48 }; /* three times the pool's 16 sockets per kind */
+  static const char *const way_name[] = {"guest removed", "shutdown",
+                                         "guest removed at ns-ready", "shutdown at ns-ready"};
+  for (int way = 0; way < 4; way++) {
+    sc_t sc;
+    int fds[N];
+    snprintf(fx_life, sizeof fx_life, "tcp-onehop burst, %s", way_name[way]);
+    sc_start(&sc, SH_TCP_ONEHOP, AG_NORMAL, way >= 2 ? "ns-ready" : NULL, way & 1);
+    for (int i = 0; i < N; i++) {
+      fds[i] = client_connect(sc.port);
+      assert_true(fds[i] >= 0);
+    }
+    uv_run(&sc.f->loop, UV_RUN_NOWAIT); /* one turn: every accept, the pool runs dry */
+    if (way == 0) lr_host_remove_guest(lr_host_find_guest(sc.f->host, "g"));
+    if (way == 1) {
+      sc.f->shut = 1;
+      lr_host_shutdown(sc.f->host, on_done, sc.f);
+    }
+    pump(sc.f, 500);
+    if (way >= 2) assert_true(sc.f->hook_fired);
+    for (int i = 0; i < N; i++) close(fds[i]);
+    sc_end(&sc);
+  }
+}
+
 int main(void) {
   char err[128] = "";
   if (unshare(CLONE_NEWNET) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0)
@@ -1571,6 +1976,21 @@ int main(void) {
       cmocka_unit_test(test_short_key_refused),
       cmocka_unit_test(test_posix_pal_crypto),
   };
+  const struct CMUnitTest lifetimes[] = {
+      cmocka_unit_test(test_lifetime_tcp),
+      cmocka_unit_test(test_lifetime_tcp_onehop),
+      cmocka_unit_test(test_lifetime_reverse),
+      cmocka_unit_test(test_lifetime_udp),
+      cmocka_unit_test(test_lifetime_udp_onehop),
+      cmocka_unit_test(test_teardown_in_callbacks_tcp),
+      cmocka_unit_test(test_teardown_in_callbacks_tcp_onehop),
+      cmocka_unit_test(test_teardown_in_callbacks_reverse),
+      cmocka_unit_test(test_teardown_in_callbacks_udp),
+      cmocka_unit_test(test_teardown_in_callbacks_udp_onehop),
+      cmocka_unit_test(test_teardown_in_udp_idle_sweep),
+      cmocka_unit_test(test_teardown_waiting_for_sockets),
+  };
   int failed = cmocka_run_group_tests_name("host_core_lo_down", lo_down, NULL, NULL);
-  return failed + cmocka_run_group_tests_name("host_core", tests, lo_up, NULL);
+  failed += cmocka_run_group_tests_name("host_core", tests, lo_up, NULL);
+  return failed + cmocka_run_group_tests_name("host_core_lifetimes", lifetimes, lo_up, NULL);
 }
