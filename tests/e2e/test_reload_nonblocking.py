@@ -26,6 +26,36 @@ def section(name, ns, extra=""):
 class ReloadNeverBlocks(LorelayTestCase):
     START = False
 
+    def reload_during_round_trips(self, lr, port, config):
+        """Banner round trips through guest g on `port`, every 5 ms, from
+        before until after a reload to `config`: (reload output, its
+        seconds, round trips made, the slowest in seconds). A positive
+        event first: round trips are flowing before the reload starts."""
+        worst, count, stop = [0.0], [0], threading.Event()
+
+        def round_trips():
+            while not stop.is_set():
+                t = time.monotonic()
+                self.assertBanner("127.0.0.1", port, b"guest:g\n")
+                worst[0] = max(worst[0], time.monotonic() - t)
+                count[0] += 1
+                time.sleep(0.005)
+
+        th = threading.Thread(target=round_trips, daemon=True)
+        th.start()
+        ok, _ = poll(lambda: count[0] >= 5, 5.0)
+        self.assertTrue(ok, "no round trip through guest g")
+        lr.write_config(config)
+        t0 = time.monotonic()
+        out = lr.reload()
+        took = time.monotonic() - t0
+        n_before = count[0]
+        ok, _ = poll(lambda: count[0] >= n_before + 5, 5.0)
+        stop.set()
+        th.join(10)
+        self.assertTrue(ok, "round trips stopped after the reload")
+        return out, took, count[0], worst[0]
+
     def test_locked_namespace_refused_at_once(self):
         p = free_ports(1)[0]
         lr = self.lr = MultiLorelay(2, n_args=0, tag="lrb")
@@ -46,37 +76,15 @@ class ReloadNeverBlocks(LorelayTestCase):
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.pwrite(fd, b"4242\n", 0)
 
-        worst, count, stop = [0.0], [0], threading.Event()
-
-        def round_trips():
-            while not stop.is_set():
-                t = time.monotonic()
-                self.assertBanner("127.0.0.1", p, b"guest:g\n")
-                worst[0] = max(worst[0], time.monotonic() - t)
-                count[0] += 1
-                time.sleep(0.005)
-
-        th = threading.Thread(target=round_trips, daemon=True)
-        th.start()
-        # A positive event before the reload: round trips are flowing.
-        ok, _ = poll(lambda: count[0] >= 5, 5.0)
-        self.assertTrue(ok, "no round trip through guest g")
-        lr.write_config(section("g", running) + section("z", locked))
-        t0 = time.monotonic()
-        out = lr.reload()
-        took = time.monotonic() - t0
-        n_before = count[0]
-        ok, _ = poll(lambda: count[0] >= n_before + 5, 5.0)
-        stop.set()
-        th.join(10)
-        self.assertTrue(ok, "round trips stopped after the reload")
+        out, took, count, worst = self.reload_during_round_trips(
+            lr, p, section("g", running) + section("z", locked))
         self.assertIn("was not applied", out)
         self.assertIn("already served by another lorelayd (pid 4242)", out)
         print("reload refused in %.0f ms; %d round trips through guest g, the slowest %.1f ms"
-              % (took * 1000, count[0], worst[0] * 1000))
+              % (took * 1000, count, worst * 1000))
         self.assertLess(took, 1.0, "the reload waited for the lock")
-        self.assertLess(worst[0], 0.050, "a round trip through guest g took %.0f ms during the reload"
-                        % (worst[0] * 1000))
+        self.assertLess(worst, 0.050, "a round trip through guest g took %.0f ms during the reload"
+                        % (worst * 1000))
         st = lr.status()
         self.assertEqual([g["name"] for g in st["guests"]], ["g"])
         self.assertFalse(st["config"]["last_reload"]["ok"])
@@ -93,34 +101,13 @@ class ReloadNeverBlocks(LorelayTestCase):
         self.assertBanner("127.0.0.1", p, b"guest:g\n")
         self.assertFalse(os.path.exists("/run/netns/" + fresh), "namespace exists already")
 
-        worst, count, stop = [0.0], [0], threading.Event()
-
-        def round_trips():
-            while not stop.is_set():
-                t = time.monotonic()
-                self.assertBanner("127.0.0.1", p, b"guest:g\n")
-                worst[0] = max(worst[0], time.monotonic() - t)
-                count[0] += 1
-                time.sleep(0.005)
-
-        th = threading.Thread(target=round_trips, daemon=True)
-        th.start()
-        ok, _ = poll(lambda: count[0] >= 5, 5.0)
-        self.assertTrue(ok, "no round trip through guest g")
-        lr.write_config(section("g", running) + section("z", fresh))
-        t0 = time.monotonic()
-        out = lr.reload()
-        took = time.monotonic() - t0
-        n_before = count[0]
-        ok, _ = poll(lambda: count[0] >= n_before + 5, 5.0)
-        stop.set()
-        th.join(10)
-        self.assertTrue(ok, "round trips stopped after the reload")
+        out, took, count, worst = self.reload_during_round_trips(
+            lr, p, section("g", running) + section("z", fresh))
         self.assertNotIn("was not applied", out)
         print("reload creating namespace %s in %.0f ms; %d round trips through guest g, the "
-              "slowest %.1f ms" % (fresh, took * 1000, count[0], worst[0] * 1000))
-        self.assertLess(worst[0], 0.050, "a round trip through guest g took %.0f ms during the reload"
-                        % (worst[0] * 1000))
+              "slowest %.1f ms" % (fresh, took * 1000, count, worst * 1000))
+        self.assertLess(worst, 0.050, "a round trip through guest g took %.0f ms during the reload"
+                        % (worst * 1000))
         # The namespace lorelayd made is a real one, with lo up: the new
         # guest connects and forwards.
         self.assertTrue(os.path.exists("/run/netns/" + fresh))
