@@ -701,6 +701,11 @@ class Bench:
     IPERF_MODES = (("throughput", []), ("throughput_rev", ["-R"]),
                    ("throughput_bidir", ["--bidir"]), ("throughput_p4", ["-P", "4"]))
 
+    def lost_round(self, key, what, metric, r, v, e):
+        """A round a peer failed: recorded under extra[key] and logged."""
+        self.extra.setdefault(key, []).append("%s round %d %s: %s" % (metric, r + 1, v, str(e)[-120:]))
+        log("%s round %d %-12s failed: %s" % (what, r + 1, v, str(e)[-120:]))
+
     def iperf_once(self, in_ns, port, flags, variant=None):
         """Gbit/s received, summed over both directions for --bidir."""
         size = ["-t", str(self.a.iperf_secs)]
@@ -741,10 +746,7 @@ class Bench:
                             if v not in PEER_VARIANTS:
                                 raise
                             # A peer that hangs or fails loses that round, not the run.
-                            self.extra.setdefault("peer errors", []).append(
-                                "%s round %d %s: %s" % (metric, r + 1, v, str(e)[-120:]))
-                            log("iperf3 %-16s round %d %-12s failed: %s" % (metric, r + 1, v,
-                                                                          str(e)[-120:]))
+                            self.lost_round("peer errors", "iperf3 %-16s" % metric, metric, r, v, e)
                             continue
                         self.record(metric, v, gbps)
                         if gbps == 0:
@@ -793,10 +795,7 @@ class Bench:
                             # A peer that drops or stalls a client (socat's
                             # fork chain under 50 clients) loses that round,
                             # not the run.
-                            self.extra.setdefault("redis errors", []).append(
-                                "%s round %d %s: %s" % (metric, r + 1, v, str(e)[-120:]))
-                            log("redis %s round %d %-12s failed: %s" % (metric, r + 1, v,
-                                                                       str(e)[-120:]))
+                            self.lost_round("redis errors", "redis %s" % metric, metric, r, v, e)
                             continue
                         dt = time.monotonic() - t
                         self.record(metric, v, rows[row] / 1000)

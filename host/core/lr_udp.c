@@ -375,8 +375,6 @@ static lr_flow_t *flow_new(lr_udpsrv_t *s, const struct sockaddr *addr) {
   return c->phase < LR_CONN_CLOSING ? f : NULL; /* a failure closed it at once */
 }
 
-static int c_relaying(const lr_flow_t *f) { return f->c->phase == LR_CONN_RELAYING; }
-
 static void flow_pend(lr_flow_t *f, const uint8_t *p, size_t n) {
   size_t cost = sizeof(pend_t) + n;
   int fits = f->pend_bytes + cost <= FLOW_PENDING_MAX && lr_dgram_shared_fits(&f->tx, cost);
@@ -423,7 +421,7 @@ static void on_datagram(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struc
     return;
   }
   f->last = uv_now(h->loop);
-  if (c_relaying(f))
+  if (f->c->phase == LR_CONN_RELAYING)
     flow_to_guest(f, (const uint8_t *)buf->base, (size_t)n);
   else
     flow_pend(f, (const uint8_t *)buf->base, (size_t)n);

@@ -74,13 +74,15 @@ static int prepare_netns_dir(char *err, size_t errlen) {
   return -1;
 }
 
-static int is_netns_file(const char *path) {
+/* The network namespace at path, opened; -1 when there is none (no file,
+ * or a plain file that was never bind-mounted). */
+static int open_netns(const char *path) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  if (fd < 0) return 0;
-  /* A plain file that was never bind-mounted is not a namespace. */
-  int type = ioctl(fd, NS_GET_NSTYPE);
-  close(fd);
-  return type == CLONE_NEWNET;
+  if (fd >= 0 && ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
 }
 
 /* What the namespace thread does, and how far it got. */
@@ -165,14 +167,11 @@ static int create_netns(const char *path, char *err, size_t errlen) {
   return -1;
 }
 
-static int bring_lo_up(const char *path, char *err, size_t errlen) {
-  ns_job_t j = {.path = path, .nsfd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)};
-  if (j.nsfd < 0) {
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
-    return -1;
-  }
+/* nsfd: the namespace at path, open_netns's; closed here. */
+static int bring_lo_up(int nsfd, const char *path, char *err, size_t errlen) {
+  ns_job_t j = {.path = path, .nsfd = nsfd};
   int rc = ns_run(&j);
-  close(j.nsfd);
+  close(nsfd);
   if (rc != 0)
     snprintf(err, errlen, "cannot bring up lo in %s: %s%s", path,
              j.step == NS_ENTER ? "setns: " : j.step == 0 ? "cannot start a thread: " : "",
@@ -192,7 +191,8 @@ int lr_netns_ensure(const char *name, char *err, size_t errlen) {
     return -1;
   }
   snprintf(path, sizeof path, NETNS_DIR "/%s", name);
-  if (is_netns_file(path)) return bring_lo_up(path, err, errlen);
+  int nsfd = open_netns(path);
+  if (nsfd >= 0) return bring_lo_up(nsfd, path, err, errlen);
   if (access(path, F_OK) == 0) {
     snprintf(err, errlen, "%s exists but is not a network namespace (remove it, or `ip netns "
                           "delete %s`)", path, name);

@@ -7,10 +7,11 @@
  * bounds it so a VM that is gone is an error, not a stuck thread. A
  * non-blocking start (vmsock_connect_start) would need an overlapped
  * ConnectEx, which AF_HYPERV is not documented to support and Wine, which
- * tests this build, has no AF_HYPERV at all to try it on. Stand-in listeners are created natively too, because the
- * one option that matters (SO_EXCLUSIVEADDRUSE: no other process may bind
- * the same port, not even with SO_REUSEADDR) must be set before bind(),
- * which uv_tcp_bind gives no hook for. */
+ * tests this build, has no AF_HYPERV at all to try it on. Stand-in
+ * listeners are created natively too, because the one option that matters
+ * (SO_EXCLUSIVEADDRUSE: no other process may bind the same port, not even
+ * with SO_REUSEADDR) must be set before bind(), which uv_tcp_bind gives no
+ * hook for. */
 #include "lr_win32.h"
 
 #include <ws2tcpip.h>

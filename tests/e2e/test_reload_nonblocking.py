@@ -26,6 +26,20 @@ def section(name, ns, extra=""):
 class ReloadNeverBlocks(LorelayTestCase):
     START = False
 
+    def start_guest_g(self, tag, port):
+        """A lorelayd with two namespace names, serving the first as guest
+        g, whose banner server on `port` answers through it: (lorelayd,
+        g's namespace, the other name)."""
+        lr = self.lr = MultiLorelay(2, n_args=0, tag=tag)
+        running, other = lr.names
+        lr.write_config(section("g", running))
+        lr.start(wait=False)
+        lr.wait_guests(["g"])
+        lr.guest_server("banner", "0.0.0.0", port, "tag=g", ns=running)
+        lr.wait_port("0.0.0.0:%d" % port, "forwarding", name="g")
+        self.assertBanner("127.0.0.1", port, b"guest:g\n")
+        return lr, running, other
+
     def reload_during_round_trips(self, lr, port, config):
         """Banner round trips through guest g on `port`, every 5 ms, from
         before until after a reload to `config`: (reload output, its
@@ -58,14 +72,7 @@ class ReloadNeverBlocks(LorelayTestCase):
 
     def test_locked_namespace_refused_at_once(self):
         p = free_ports(1)[0]
-        lr = self.lr = MultiLorelay(2, n_args=0, tag="lrb")
-        running, locked = lr.names
-        lr.write_config(section("g", running))
-        lr.start(wait=False)
-        lr.wait_guests(["g"])
-        lr.guest_server("banner", "0.0.0.0", p, "tag=g", ns=running)
-        lr.wait_port("0.0.0.0:%d" % p, "forwarding", name="g")
-        self.assertBanner("127.0.0.1", p, b"guest:g\n")
+        lr, running, locked = self.start_guest_g("lrb", p)
 
         # Another lorelayd serves `locked`: hold its lock as that one would.
         lock_path = "/run/lorelay/netns-%s.lock" % locked
@@ -91,14 +98,7 @@ class ReloadNeverBlocks(LorelayTestCase):
 
     def test_new_namespace_created_without_stall(self):
         p, q = free_ports(2)
-        lr = self.lr = MultiLorelay(2, n_args=0, tag="lrc")
-        running, fresh = lr.names
-        lr.write_config(section("g", running))
-        lr.start(wait=False)
-        lr.wait_guests(["g"])
-        lr.guest_server("banner", "0.0.0.0", p, "tag=g", ns=running)
-        lr.wait_port("0.0.0.0:%d" % p, "forwarding", name="g")
-        self.assertBanner("127.0.0.1", p, b"guest:g\n")
+        lr, running, fresh = self.start_guest_g("lrc", p)
         self.assertFalse(os.path.exists("/run/netns/" + fresh), "namespace exists already")
 
         out, took, count, worst = self.reload_during_round_trips(
