@@ -586,6 +586,15 @@ int lr_relay_start(lr_relay_t *r, const uint8_t *pending, size_t pending_len) {
     r->ep[i].u.handle.data = r;
     /* Interactive traffic must not wait for Nagle at the relay hop too. */
     if (r->ep[i].kind == LR_EP_TCP) uv_tcp_nodelay(&r->ep[i].u.tcp, 1);
+    /* A Unix stream socket's only flow control is its sender's send
+     * buffer (net.core.wmem_default, 208 KiB): less than one relay buffer
+     * or pipe, so every splice into it wakes the reader for part of it.
+     * The kernel doubles the value and caps it at net.core.wmem_max; a
+     * refusal (a Windows named pipe) leaves the default. */
+    if (r->ep[i].kind == LR_EP_PIPE) {
+      int v = LR_RELAY_UNIX_SNDBUF;
+      (void)uv_send_buffer_size(&r->ep[i].u.handle, &v);
+    }
   }
   if ((rc = uv_read_start(&r->ep[0].u.stream, on_alloc, on_read)) != 0) goto fail;
   if (pending_len > 0) {

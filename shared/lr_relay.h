@@ -150,5 +150,9 @@ size_t lr_relay_pool_in_use(void);
 size_t lr_relay_zc_pipes_in_use(void);
 size_t lr_relay_zc_active(void);
 #define LR_RELAY_BUF_SIZE (256 * 1024)
+/* What a relay asks for as the send buffer of a Unix stream endpoint (the
+ * two-hop transport, Firecracker's hybrid vsock): bytes in flight towards
+ * the other relay, in the kernel, per connection and direction. */
+#define LR_RELAY_UNIX_SNDBUF (512 * 1024)
 
 #endif

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -312,6 +313,40 @@ static void test_reset_copy(void **s) {
 static void test_reset_zc(void **s) {
   (void)s;
   run_reset(PATH_ZC);
+}
+
+/* A Unix endpoint's send buffer is raised from the kernel default to what
+ * the relay asks for (doubled by the kernel, capped at net.core.wmem_max):
+ * the two-hop path's bytes in flight between the relays. TCP keeps its
+ * autotuning. */
+static long sysctl_long(const char *path) {
+  FILE *fp = fopen(path, "r");
+  long v = -1;
+  if (fp) {
+    if (fscanf(fp, "%ld", &v) != 1) v = -1;
+    fclose(fp);
+  }
+  return v;
+}
+
+static void test_unix_send_buffer(void **s) {
+  (void)s;
+  long wmax = sysctl_long("/proc/sys/net/core/wmem_max");
+  long wdef = sysctl_long("/proc/sys/net/core/wmem_default");
+  assert_true(wmax > 0 && wdef > 0);
+  long want = 2L * (LR_RELAY_UNIX_SNDBUF < wmax ? LR_RELAY_UNIX_SNDBUF : wmax);
+  fx_t f;
+  fx_start(&f, PATH_ZC, LR_EP_PIPE);
+  for (int i = 0; i < 2; i++) {
+    int fd = -1, v = 0;
+    socklen_t len = sizeof v;
+    assert_int_equal(uv_fileno(&f.relay.ep[i].u.handle, &fd), 0);
+    assert_int_equal(getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, &len), 0);
+    assert_int_equal(v, want);
+    if (wmax > wdef) assert_true(v > wdef); /* more than the kernel's default */
+  }
+  stream_both_ways(&f, 4 << 20);
+  fx_finish(&f);
 }
 
 /* The switch happens only once a read brings zeroCopyAfter bytes at once:
@@ -636,6 +671,7 @@ int main(void) {
       cmocka_unit_test(test_half_close_zc_tcp),     cmocka_unit_test(test_half_close_zc_unix),
       cmocka_unit_test(test_backpressure_copy_tcp), cmocka_unit_test(test_backpressure_copy_unix),
       cmocka_unit_test(test_backpressure_zc_tcp),   cmocka_unit_test(test_backpressure_zc_unix),
+      cmocka_unit_test(test_unix_send_buffer),
       cmocka_unit_test(test_reset_copy),            cmocka_unit_test(test_reset_zc),
       cmocka_unit_test(test_switch_threshold),
       cmocka_unit_test(test_switch_after_queued_write_unix),
