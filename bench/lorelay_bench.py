@@ -217,6 +217,28 @@ def cpu_ns(pid):
     return total
 
 
+def procs_cpu_ns(pids):
+    """CPU of these processes and their live descendants (every thread,
+    exactly), plus what their reaped children used (cutime + cstime, in
+    clock ticks): socat forks a process per connection that exits before
+    the run ends."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total, seen = 0, set()
+    for pid in pids:
+        for p in [pid] + descendants(pid):
+            if p in seen:
+                continue
+            seen.add(p)
+            try:
+                total += cpu_ns(p)
+                with open("/proc/%d/stat" % p) as f:
+                    st = f.read().rsplit(")", 1)[1].split()
+                total += (int(st[13]) + int(st[14])) * 1000000000 // hz
+            except (OSError, IndexError, ValueError):
+                pass  # gone meanwhile: its time is in its parent's cutime
+    return total
+
+
 def cpu_ticks_s(pid):
     with open("/proc/%d/stat" % pid) as f:
         s = f.read()
@@ -262,7 +284,9 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="lrbench-")
         self.procs = []          # (name, Popen) we started, stopped in reverse order
         self.daemon = None       # the one-hop lorelayd (self.agent, self.sock: its agent, status)
-        self.relays = {}         # variant -> Relay, for "lorelay" and "lorelay-2hop"
+        self.relays = {}
+        self.socat_pids = {}  # socat variant -> [host pid, guest pid]
+        self.unit_cpu = {}   # metric -> variant -> [relay CPU per unit of work]         # variant -> Relay, for "lorelay" and "lorelay-2hop"
         self.twin = {}           # guest port of a server -> the port of its two-hop twin
         self.det_ports = {}      # variant -> the block of ports its detection trials use
         self.results = {}        # metric -> variant -> [samples]
@@ -588,6 +612,30 @@ class Bench:
             return None
         return cpu_ns(r.daemon.pid), cpu_ns(r.agent)
 
+    def relay_pids(self, variant):
+        """The processes that relay for a variant (none for direct)."""
+        if variant in self.relays:
+            r = self.relays[variant]
+            return [r.daemon.pid, r.agent]
+        if variant in self.peer_proc:
+            return [self.peer_proc[variant].pid]
+        return list(self.socat_pids.get(variant, []))
+
+    def unit_start(self, variant):
+        pids = self.relay_pids(variant)
+        return (pids, procs_cpu_ns(pids)) if pids else None
+
+    def unit_done(self, metric, variant, start, units):
+        """The relay's CPU per unit of work in one run (µs per request or
+        connection, ms per GB): what the relay itself costs, apart from
+        how the 2 cores were shared among it and the client and server."""
+        if start is None or not units or metric not in UNIT_COST:
+            return
+        pids, before = start
+        ns = procs_cpu_ns(pids) - before
+        scale = UNIT_COST[metric][2]
+        self.unit_cpu.setdefault(metric, {}).setdefault(variant, []).append(ns / scale / units)
+
     def note_relay_cpu(self, metric, before, secs, variant="lorelay"):
         if before is None:
             return
@@ -603,8 +651,10 @@ class Bench:
         ports = free_ports(len(names))
         chains, socat_ports = [], {}
         for name, hp in zip(names, ports):
-            chains += self.start_socat(target_port, hp, 262144 if name == "socat-256k" else None)
+            pair = self.start_socat(target_port, hp, 262144 if name == "socat-256k" else None)
+            chains += pair
             socat_ports[name] = hp
+            self.socat_pids[name] = [c.pid for c in pair]
         return chains, socat_ports
 
     # ---- --profile: where the relays' CPU goes, by perf
@@ -726,9 +776,11 @@ class Bench:
             raise RuntimeError("iperf3 %s: %s" % (" ".join(flags), j["error"]))
         end = j["end"]
         bps = end["sum_received"]["bits_per_second"]
+        nbytes = end["sum_received"]["bytes"]
         if "sum_received_bidir_reverse" in end:
             bps += end["sum_received_bidir_reverse"]["bits_per_second"]
-        return bps / 1e9
+            nbytes += end["sum_received_bidir_reverse"]["bytes"]
+        return bps / 1e9, nbytes
 
     def bench_iperf(self, port):
         names = ["socat", "socat-256k"]
@@ -738,10 +790,10 @@ class Bench:
                 for metric, flags in self.IPERF_MODES:
                     for v in self.all_variants():
                         in_ns, p = self.target(v, port, sp)
-                        before = self.cpu_snapshot(v)
+                        before, unit = self.cpu_snapshot(v), self.unit_start(v)
                         t = time.monotonic()
                         try:
-                            gbps = self.iperf_once(in_ns, p, flags, v)
+                            gbps, nbytes = self.iperf_once(in_ns, p, flags, v)
                         except (RuntimeError, subprocess.TimeoutExpired) as e:
                             if v not in PEER_VARIANTS:
                                 raise
@@ -755,6 +807,7 @@ class Bench:
                             self.extra.setdefault("stalled: no byte received", []).append(
                                 "%s %s round %d" % (metric, v, r + 1))
                         self.note_relay_cpu(metric, before, time.monotonic() - t, v)
+                        self.unit_done(metric, v, unit, nbytes / 1e9)
                         log("iperf3 %-16s round %d %-12s %.2f Gbit/s" % (metric, r + 1, v, gbps))
                         self.pause(0.5)
         finally:
@@ -785,7 +838,7 @@ class Bench:
                 for r in range(self.a.rounds):
                     for v in self.all_variants():
                         in_ns, p = self.target(v, port, sp)
-                        before = self.cpu_snapshot(v)
+                        before, unit = self.cpu_snapshot(v), self.unit_start(v)
                         t = time.monotonic()
                         try:
                             rows = self.redis_bench(in_ns, p, test, c, n)
@@ -800,6 +853,7 @@ class Bench:
                         dt = time.monotonic() - t
                         self.record(metric, v, rows[row] / 1000)
                         self.note_relay_cpu(metric, before, dt, v)
+                        self.unit_done(metric, v, unit, n * len(rows))  # "-t ping" runs two tests
                         log("redis %s round %d %-12s %s" % (metric, r + 1, v,
                                                             ", ".join("%s %.1f k/s" % (k, x / 1000)
                                                                       for k, x in rows.items())))
@@ -820,7 +874,7 @@ class Bench:
                     argv = [PYTHON, LOADGEN, "connrate", "127.0.0.1", str(p), str(self.a.conn_secs)]
                     if in_ns:
                         argv = ["ip", "netns", "exec", self.ns] + argv
-                    before = self.cpu_snapshot(v)
+                    before, unit = self.cpu_snapshot(v), self.unit_start(v)
                     t = time.monotonic()
                     cl = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
                           for _ in range(self.a.conn_clients)]
@@ -834,6 +888,7 @@ class Bench:
                     rate = ok / self.a.conn_secs / 1000
                     self.record("connrate", v, rate)
                     self.note_relay_cpu("connrate", before, dt, v)
+                    self.unit_done("connrate", v, unit, ok)
                     if err:
                         self.extra.setdefault("connrate errors", []).append("%s: %d" % (v, err))
                     log("connrate round %d %-12s %.2f k/s (%d errors)" % (r + 1, v, rate, err))
@@ -873,10 +928,13 @@ class Bench:
             cmd = ["ip", "netns", "exec", self.ns] + cmd
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=self.a.wrk_secs + 30)
         rate = errors = None
+        count = 0
         for line in out.stdout.splitlines():
             f = line.split()
             if line.startswith("Requests/sec:"):
                 rate = float(f[1])
+            elif len(f) > 2 and f[1:3] == ["requests", "in"]:
+                count = int(f[0])
             elif line.strip().startswith("Non-2xx"):
                 # nginx serves one static file: anything but 200 is a broken set-up.
                 raise RuntimeError("wrk: nginx answered with errors: %s" % line.strip())
@@ -884,7 +942,7 @@ class Bench:
                 errors = line.strip()
         if rate is None:
             raise RuntimeError("wrk printed no rate: %s %s" % (out.stdout[-500:], out.stderr[-500:]))
-        return rate / 1000, errors
+        return rate / 1000, errors, count
 
     def bench_wrk(self, port):
         chains, sp = self.with_socat(port, ["socat", "socat-256k"])
@@ -892,11 +950,12 @@ class Bench:
             for r in range(self.a.rounds):
                 for v in self.all_variants():
                     in_ns, p = self.target(v, port, sp)
-                    before = self.cpu_snapshot(v)
+                    before, unit = self.cpu_snapshot(v), self.unit_start(v)
                     t = time.monotonic()
-                    rate, errors = self.wrk_once(in_ns, p)
+                    rate, errors, count = self.wrk_once(in_ns, p)
                     self.record("connrate_wrk", v, rate)
                     self.note_relay_cpu("connrate_wrk", before, time.monotonic() - t, v)
+                    self.unit_done("connrate_wrk", v, unit, count)
                     if errors:
                         self.extra.setdefault("wrk errors", []).append("%s: %s" % (v, errors))
                     log("wrk+nginx round %d %-12s %.2f k conn/s%s" % (r + 1, v, rate,
@@ -1326,6 +1385,16 @@ CHART_LABELS = {
 COLUMNS = (("socat", "socat 8 KiB"), ("socat-256k", "socat 256 KiB"),
            ("rootlesskit", "RootlessKit"), ("pasta", "pasta"),
            ("lorelay", "lorelay one-hop"), ("lorelay-2hop", "lorelay two-hop"))
+# The relay's own CPU per unit of work, for the rows of PEER_ROWS: metric ->
+# (label, unit, ns per unit shown).
+UNIT_COST = {
+    "throughput": ("throughput host → guest", "ms / GB", 1e6),
+    "throughput_rev": ("throughput guest → host", "ms / GB", 1e6),
+    "ping_1": ("redis PING, 1 client", "µs / request", 1e3),
+    "set_50": ("redis SET, 50 clients", "µs / request", 1e3),
+    "connrate_wrk": ("new connections, wrk + nginx", "µs / connection", 1e3),
+    "connrate": ("new connections, load generator", "µs / connection", 1e3),
+}
 # Rows where one-hop must be ahead of every peer by this factor.
 PEER_ROWS = ("throughput", "throughput_rev", "ping_1", "set_50", "connrate_wrk", "connrate")
 PEER_FACTOR = 1.05
@@ -1423,6 +1492,24 @@ def report(b):
         add("| %s | %s | %s | %s | %s | %s |" % (label, " | ".join(cells),
                                                  "≥ %.2f × direct" % goal if goal else "—",
                                                  yes(met), yes(beat), yes(ahead)))
+    uc = getattr(b, "unit_cpu", {})
+    if uc:
+        add("")
+        add("What each relay's own processes spent per unit of work (CPU time over the run, "
+            "medians; lower is better; lorelay one-hop over the cheapest peer in the last column):")
+        add("")
+        add("| row | unit | %s | one-hop ÷ cheapest peer |" % heads)
+        add("|---|---|" + "---|" * (len(COLUMNS) + 1))
+        costs = {}
+        for m, (label, unit, _scale) in UNIT_COST.items():
+            if m not in uc:
+                continue
+            med = {v: median(uc[m].get(v)) for v, _ in COLUMNS}
+            peers = [med[v] for v in PEER_VARIANTS if med.get(v)]
+            rel = med["lorelay"] / min(peers) if med.get("lorelay") and peers else None
+            costs[m] = {"per_unit": med, "one_hop_over_cheapest_peer": rel}
+            add("| %s | %s | %s | %s |" % (label, unit, " | ".join(fmt(med[v], 1) for v, _ in COLUMNS), fmt(rel)))
+        summary["relay cpu per unit"] = costs
     for m, label in (("udp_rate_loss", "UDP loss, to guest"), ("udp_rate_rev_loss", "UDP loss, from guest")):
         if m not in res:
             continue
@@ -1697,7 +1784,8 @@ def main():
         print("- chart: %s" % os.path.abspath(a.chart))
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump({"facts": f, "samples": b.results, "extra": b.extra, "summary": summary,
+            json.dump({"facts": f, "samples": b.results, "relay_cpu_per_unit": b.unit_cpu,
+                       "extra": b.extra, "summary": summary,
                        "idle_memory": b.idle_mem, "idle_cpu": getattr(b, "idle_cpu_all", None),
                        "detection": getattr(b, "detection", None), "missing": missing,
                        "profiles": getattr(b, "profiles", None),
