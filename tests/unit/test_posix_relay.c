@@ -317,8 +317,7 @@ static void test_reset_zc(void **s) {
 
 /* A Unix endpoint's send buffer is raised from the kernel default to what
  * the relay asks for (doubled by the kernel, capped at net.core.wmem_max):
- * the two-hop path's bytes in flight between the relays. TCP keeps its
- * autotuning. */
+ * the two-hop path's bytes in flight between the relays. */
 static long sysctl_long(const char *path) {
   FILE *fp = fopen(path, "r");
   long v = -1;
