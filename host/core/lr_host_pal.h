@@ -25,7 +25,8 @@ typedef struct lr_host_pal_s {
    * connected; 1 (as nsock_take; libuv has no UV_EINPROGRESS): *out's
    * connect is under way; either way *out
    * is the caller's (uv_tcp_open or sock_close). Otherwise a negative uv
-   * error, a one-line reason in err and no socket. The core then waits on
+   * error, a one-line reason in err and no socket. Reasons leave the
+   * address out: the core puts it in front. The core then waits on
    * the loop (a uv_poll_t) for *out to turn writable and asks
    * vmsock_connect_result how the connect ended: 0, or a negative uv error
    * with a reason in err (said as vmsock_connect_start would, hints

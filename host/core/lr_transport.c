@@ -129,13 +129,7 @@ static void finish(attempt_t *a, int status, const char *fmt, ...) {
     vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     char as[300];
-    const char *addr = lr_taddr_format(&a->addr, as, sizeof as);
-    size_t n = strlen(addr);
-    /* The platform's VM-socket errors start with the address already. */
-    if (strncmp(tmp, addr, n) == 0 && (tmp[n] == ':' || tmp[n] == ' '))
-      snprintf(a->err, sizeof a->err, "%s", tmp);
-    else
-      snprintf(a->err, sizeof a->err, "%s: %s", addr, tmp);
+    snprintf(a->err, sizeof a->err, "%s: %s", lr_taddr_format(&a->addr, as, sizeof as), tmp);
   }
   if (a->ep_inited && !uv_is_closing(&a->ep->u.handle)) {
     a->ep->u.handle.data = a;

@@ -70,24 +70,25 @@ int lr_posix_vmsock_connect_start(const lr_taddr_t *a, uv_os_sock_t *out, char *
   char addr[160];
   int fd, e;
 
+  /* The reasons leave the address out: the core names it (lr_transport.c). */
   *out = -1;
   if (a == NULL) return vs_fail(UV_EINVAL, err, errlen, "no transport address");
-  lr_taddr_format(a, addr, sizeof addr);
   if (a->kind == LR_TADDR_HVSOCK)
     return vs_fail(UV_EAFNOSUPPORT, err, errlen,
-                   "%s: hvsock: addresses need Windows (AF_HYPERV); on Linux use vsock:CID:PORT", addr);
+                   "hvsock: addresses need Windows (AF_HYPERV); on Linux use vsock:CID:PORT");
   if (a->kind != LR_TADDR_VSOCK)
-    return vs_fail(UV_EINVAL, err, errlen, "%s is not a VM socket address", addr);
+    return vs_fail(UV_EINVAL, err, errlen, "%s is not a VM socket address",
+                   lr_taddr_format(a, addr, sizeof addr));
   if (a->cid == LR_VSOCK_CID_ANY)
     return vs_fail(UV_EINVAL, err, errlen,
-                   "%s: cannot connect to CID 'any': give the guest's CID (e.g. QEMU guest-cid=)", addr);
+                   "cannot connect to CID 'any': give the guest's CID (e.g. QEMU guest-cid=)");
   if (lr_posix_vsock_sockaddr(a, &sa, err, errlen) != 0) return UV_EINVAL;
 
   fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     e = errno;
-    return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: socket(AF_VSOCK): %s%s", addr,
-                   strerror(e), vs_hint(e));
+    return vs_fail(uv_translate_sys_error(e), err, errlen, "socket(AF_VSOCK): %s%s", strerror(e),
+                   vs_hint(e));
   }
   /* Best effort: older kernels keep their 2 s default, which is also fine.
    * The kernel applies it to a non-blocking connect too (the attempt then
@@ -105,18 +106,15 @@ int lr_posix_vmsock_connect_start(const lr_taddr_t *a, uv_os_sock_t *out, char *
     return 1;
   }
   close(fd);
-  return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: connect: %s%s", addr, strerror(e),
-                 vs_hint(e));
+  return vs_fail(uv_translate_sys_error(e), err, errlen, "connect: %s%s", strerror(e), vs_hint(e));
 }
 
 int lr_posix_vmsock_connect_result(const lr_taddr_t *a, uv_os_sock_t s, char *err,
                                    size_t errlen) {
-  char addr[160];
   int e = 0;
   socklen_t len = sizeof e;
+  (void)a; /* the core names the address */
   if (getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &len) != 0) e = errno;
   if (e == 0) return 0;
-  return vs_fail(uv_translate_sys_error(e), err, errlen, "%s: connect: %s%s",
-                 a != NULL ? lr_taddr_format(a, addr, sizeof addr) : "(null)", strerror(e),
-                 vs_hint(e));
+  return vs_fail(uv_translate_sys_error(e), err, errlen, "connect: %s%s", strerror(e), vs_hint(e));
 }

@@ -64,10 +64,10 @@ static int win32_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *er
     e = WSAGetLastError();
     if (e == WSAEAFNOSUPPORT || e == WSAEPROTONOSUPPORT || e == WSAESOCKTNOSUPPORT ||
         e == WSAEPFNOSUPPORT || e == WSAEINVAL)
-      snprintf(err, errlen, "%s: this system has no AF_HYPERV sockets (Hyper-V sockets need "
-               "Windows 10/Server 2016 or later; Wine has none)", s);
+      snprintf(err, errlen, "this system has no AF_HYPERV sockets (Hyper-V sockets need "
+               "Windows 10/Server 2016 or later; Wine has none)");
     else
-      snprintf(err, errlen, "%s: socket(AF_HYPERV): Winsock error %d", s, e);
+      snprintf(err, errlen, "socket(AF_HYPERV): Winsock error %d", e);
     return uv_translate_sys_error(e);
   }
   if (setsockopt(sock, HV_PROTOCOL_RAW, HVSOCKET_CONNECT_TIMEOUT, (const char *)&timeout_ms,
@@ -81,11 +81,11 @@ static int win32_vmsock_connect(const lr_taddr_t *a, uv_os_sock_t *out, char *er
     e = WSAGetLastError();
     closesocket(sock);
     if (e == WSAETIMEDOUT)
-      snprintf(err, errlen, "%s: connect timed out after %lu ms (is the VM running and "
-               "lorelay-agent listening on vsock port %u?)", s, (unsigned long)timeout_ms,
+      snprintf(err, errlen, "connect timed out after %lu ms (is the VM running and "
+               "lorelay-agent listening on vsock port %u?)", (unsigned long)timeout_ms,
                (unsigned)a->port);
     else
-      snprintf(err, errlen, "%s: connect: %s (Winsock error %d)", s,
+      snprintf(err, errlen, "connect: %s (Winsock error %d)",
                uv_strerror(uv_translate_sys_error(e)), e);
     return uv_translate_sys_error(e);
   }
