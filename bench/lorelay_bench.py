@@ -127,8 +127,10 @@ def proc_children():
     return kids
 
 
-def descendants(pid):
-    kids, out, todo = proc_children(), [], [pid]
+def descendants(pid, kids=None):
+    """pid's descendants; kids, a proc_children() map, when the caller
+    walks several trees of one moment."""
+    kids, out, todo = kids if kids is not None else proc_children(), [], [pid]
     while todo:
         p = todo.pop()
         for c in kids.get(p, []):
@@ -223,9 +225,9 @@ def procs_cpu_ns(pids):
     clock ticks): socat forks a process per connection that exits before
     the run ends."""
     hz = os.sysconf("SC_CLK_TCK")
-    total, seen = 0, set()
+    total, seen, kids = 0, set(), proc_children()
     for pid in pids:
-        for p in [pid] + descendants(pid):
+        for p in [pid] + descendants(pid, kids):
             if p in seen:
                 continue
             seen.add(p)
